@@ -1,0 +1,14 @@
+//! `snn`: a spiking neural network simulator. Networks and stimuli are RON files ([`spec`]),
+//! simulated by a time-stepped LIF engine with event-driven spike delivery ([`engine`]),
+//! recorded to HDF5 ([`io`]) and drawn with plotters ([`plot`]). [`simulate`] ties them together
+//! for the command line.
+
+pub mod engine;
+pub mod error;
+pub mod spec;
+
+pub use error::{Error, Result};
+pub mod io;
+pub mod plot;
+pub mod recording;
+pub mod simulate;

@@ -1,0 +1,94 @@
+//! The `snn` command line: parse arguments, call the library, map errors to an exit code.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use snn::simulate::{SimulateOptions, simulate};
+use snn::spec::{FileKind, validate_file};
+
+#[derive(Parser)]
+#[command(
+    name = "snn",
+    version,
+    about = "Spiking neural network simulator: RON networks, event-driven LIF engine, HDF5 recordings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Simulate a network; writes spikes.h5 and figures into the output folder.
+    Simulate {
+        /// Network description (RON).
+        network: PathBuf,
+        /// Stimulus file (RON); overrides the one the network names.
+        #[arg(long)]
+        stimulus: Option<PathBuf>,
+        /// Biological time to simulate, in ms (default: the network's duration_ms).
+        #[arg(long)]
+        duration_ms: Option<f64>,
+        /// Seed of every random stream (default: the network's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output folder (default: outputs/<network name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Skip the figures (raster, traces).
+        #[arg(long)]
+        no_figures: bool,
+    },
+    /// Check a network or stimulus file without running it.
+    Validate {
+        /// Network or stimulus file (RON).
+        file: PathBuf,
+    },
+}
+
+fn run(cli: Cli) -> snn::Result<()> {
+    match cli.command {
+        Command::Simulate {
+            network,
+            stimulus,
+            duration_ms,
+            seed,
+            out,
+            no_figures,
+        } => {
+            let opts = SimulateOptions {
+                network,
+                stimulus,
+                duration_ms,
+                seed,
+                out,
+                figures: !no_figures,
+                progress: std::io::stderr().is_terminal(),
+            };
+            print!("{}", simulate(&opts)?);
+        }
+        Command::Validate { file } => {
+            let kind = validate_file(&file)?;
+            let what = match kind {
+                FileKind::Network => "network (with its stimulus)",
+                FileKind::Stimulus => "stimulus",
+            };
+            println!("{}: valid {what}", file.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The library's messages already carry their causes.
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

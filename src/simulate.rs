@@ -1,0 +1,155 @@
+//! `snn simulate`: load, build, run, record, draw, summarise. Nothing is written until the run
+//! has succeeded, and every file is written under a temporary name and then renamed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::engine::Simulation;
+use crate::error::{Error, Result};
+use crate::io::hdf5_file;
+use crate::plot;
+use crate::recording::Recording;
+use crate::spec::{self, Model};
+
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
+    pub network: PathBuf,
+    pub stimulus: Option<PathBuf>,
+    pub duration_ms: Option<f64>,
+    pub seed: Option<u64>,
+    /// Output folder; defaults to `outputs/<network name>`.
+    pub out: Option<PathBuf>,
+    /// Draw figures (raster, traces).
+    pub figures: bool,
+    /// Show a progress bar (the binary enables it on terminals).
+    pub progress: bool,
+}
+
+/// What a run did, printed by the binary.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub recording: Recording,
+    pub neurons: usize,
+    pub synapses: usize,
+    pub synapse_bytes: usize,
+    pub events: u64,
+    pub build_s: f64,
+    pub run_s: f64,
+    pub files: Vec<PathBuf>,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = &self.recording.info;
+        writeln!(
+            f,
+            "network {}: {} neurons, {} synapses, dt {} ms, {} ms simulated, seed {}",
+            info.network_name, self.neurons, self.synapses, info.dt_ms, info.duration_ms, info.seed
+        )?;
+        writeln!(
+            f,
+            "{:<16} {:>9} {:>10} {:>15}",
+            "population", "size", "spikes", "mean rate (Hz)"
+        )?;
+        for p in &self.recording.populations {
+            let kind = if p.is_neuron { "" } else { " (source)" };
+            writeln!(
+                f,
+                "{:<16} {:>9} {:>10} {:>15.2}",
+                format!("{}{kind}", p.name),
+                p.size,
+                p.total_spikes,
+                p.mean_rate_hz(info.duration_ms)
+            )?;
+        }
+        let speed = info.duration_ms / 1000.0 / self.run_s.max(1e-12);
+        writeln!(
+            f,
+            "build {:.3} s, run {:.3} s wall ({:.2}x real time), {} synaptic events ({:.3e} events/s)",
+            self.build_s,
+            self.run_s,
+            speed,
+            self.events,
+            self.events as f64 / self.run_s.max(1e-12)
+        )?;
+        for file in &self.files {
+            writeln!(f, "wrote {}", file.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads the model named by `opts` with command-line overrides applied and checked.
+pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
+    let model = spec::load_model(&opts.network, opts.stimulus.as_deref())?;
+    let net = &model.network;
+    let duration = opts.duration_ms.unwrap_or(net.duration_ms);
+    if !(duration.is_finite() && duration > 0.0) {
+        return Err(Error::Invalid {
+            path: PathBuf::from("--duration-ms"),
+            problems: vec![format!(
+                "--duration-ms: must be a positive number, got {duration}"
+            )],
+        });
+    }
+    let steps = (duration / net.dt_ms).round().max(1.0) as u64;
+    Ok((model.clone(), steps, opts.seed.unwrap_or(net.seed)))
+}
+
+pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
+    let (model, steps, seed) = load(opts)?;
+    let started = Instant::now();
+    let mut sim = Simulation::build(&model, seed)?;
+    let build_s = started.elapsed().as_secs_f64();
+
+    let bar = opts.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(steps);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} steps, {elapsed} elapsed, {eta} left",
+            )
+            .expect("static template"),
+        );
+        bar
+    });
+    let started = Instant::now();
+    sim.run(steps, |done| {
+        if let Some(bar) = &bar {
+            bar.set_position(done);
+        }
+    });
+    let run_s = started.elapsed().as_secs_f64();
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+
+    let recording = Recording::from_simulation(&sim, &model);
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("outputs").join(&model.network.name));
+    std::fs::create_dir_all(&out).map_err(|e| Error::write(&out, e))?;
+    let mut files = vec![out.join("spikes.h5")];
+    hdf5_file::write(&recording, &files[0])?;
+    if opts.figures {
+        let raster = out.join("raster.png");
+        plot::raster(&recording, &raster)?;
+        files.push(raster);
+        if !recording.traces.is_empty() {
+            let traces = out.join("traces.png");
+            plot::traces(&recording, &traces)?;
+            files.push(traces);
+        }
+    }
+    Ok(Summary {
+        recording,
+        neurons: sim.neuron_count(),
+        synapses: sim.synapse_count(),
+        synapse_bytes: sim.synapse_bytes(),
+        events: sim.events_delivered,
+        build_s,
+        run_s,
+        files,
+    })
+}

@@ -1,0 +1,156 @@
+//! RON specifications, loaded in two stages: serde types that mirror the files
+//! (`deny_unknown_fields`, so a typo is an error), then [`validate`] checks that report every
+//! semantic problem with its field path. A [`Model`] exists only once both stages passed.
+
+pub mod common;
+pub mod network;
+pub mod stimulus;
+pub mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub use common::{Connect, Distribution, Projection, Synapse};
+pub use network::{Network, Neuron, Population, Record, Reset, SpikeRecord, TraceRecord};
+pub use stimulus::{Current, Source, SourceKind, Stimulus};
+
+use crate::error::{Error, Result};
+
+/// A network together with the stimulus that drives it, both checked.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub network: Network,
+    pub network_path: PathBuf,
+    /// The network file's text, stored in recordings so a run can be reproduced from them.
+    pub network_text: String,
+    pub stimulus: Stimulus,
+    pub stimulus_path: Option<PathBuf>,
+    pub stimulus_text: String,
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Parses RON text, turning ron's error into one that names file, line and column.
+pub fn parse_ron<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    ron::Options::default()
+        .from_str(text)
+        .map_err(|e: ron::error::SpannedError| Error::Syntax {
+            path: path.to_owned(),
+            line: e.span.start.line,
+            column: e.span.start.col,
+            message: e.code.to_string(),
+        })
+}
+
+fn invalid(path: &Path, problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+}
+
+/// Loads and checks a network, then its stimulus: `stimulus_override` if given, else the one the
+/// network names (relative to the network file), else none.
+pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Result<Model> {
+    let network_text = read_text(network_path)?;
+    let network: Network = parse_ron(&network_text, network_path)?;
+    let (table, problems) = validate::check_network(&network);
+    invalid(network_path, problems)?;
+
+    let stimulus_path = match (stimulus_override, &network.stimulus) {
+        (Some(p), _) => Some(p.to_owned()),
+        (None, Some(rel)) => Some(network_path.parent().unwrap_or(Path::new(".")).join(rel)),
+        (None, None) => None,
+    };
+    let (stimulus, stimulus_text) = match &stimulus_path {
+        Some(path) => {
+            let text = read_text(path)?;
+            let stim: Stimulus = parse_ron(&text, path)?;
+            invalid(path, validate::check_stimulus(&stim, &network, &table))?;
+            (stim, text)
+        }
+        None => (
+            Stimulus {
+                sources: vec![],
+                projections: vec![],
+                currents: vec![],
+            },
+            String::new(),
+        ),
+    };
+    Ok(Model {
+        network,
+        network_path: network_path.to_owned(),
+        network_text,
+        stimulus,
+        stimulus_path,
+        stimulus_text,
+    })
+}
+
+/// What kind of file `snn validate` was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Network,
+    Stimulus,
+}
+
+/// The first identifier of a RON text (skipping whitespace and comments), which names the
+/// top-level struct when the author wrote it.
+fn leading_identifier(text: &str) -> Option<&str> {
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("//") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else if rest.starts_with("#!") {
+            rest = rest.split_once('\n').map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
+/// Checks one file without running it. A network is checked together with the stimulus it names;
+/// a stimulus file on its own can only be checked for its internal consistency.
+pub fn validate_file(path: &Path) -> Result<FileKind> {
+    let text = read_text(path)?;
+    if leading_identifier(&text) == Some("Stimulus") {
+        let stim: Stimulus = parse_ron(&text, path)?;
+        invalid(path, validate::check_stimulus_alone(&stim))?;
+        Ok(FileKind::Stimulus)
+    } else {
+        load_model(path, None)?;
+        Ok(FileKind::Network)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_identifier_skips_comments() {
+        assert_eq!(
+            leading_identifier("// hi\n/* x */ Stimulus(\n"),
+            Some("Stimulus")
+        );
+        assert_eq!(leading_identifier("  (name: 1)"), None);
+    }
+}

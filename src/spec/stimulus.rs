@@ -1,0 +1,64 @@
+//! The serde mirror of a stimulus file (`stimuli/*.ron`): spike sources that project into the
+//! network, and currents injected into its neurons.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::Projection;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stimulus {
+    #[serde(default)]
+    pub sources: Vec<Source>,
+    /// Projections from sources into the network's populations.
+    #[serde(default)]
+    pub projections: Vec<Projection>,
+    #[serde(default)]
+    pub currents: Vec<Current>,
+}
+
+/// A population of spike generators; its name must differ from every network population.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub name: String,
+    pub size: u32,
+    pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum SourceKind {
+    /// Each generator fires independently with probability `rate_hz * dt` per step
+    /// (Brian2's PoissonGroup).
+    Poisson { rate_hz: f64 },
+    /// Generator `indices[k]` fires at `times_ms[k]` (Brian2's SpikeGeneratorGroup); times are
+    /// rounded to the nearest step.
+    SpikeTimes {
+        indices: Vec<u32>,
+        times_ms: Vec<f64>,
+    },
+}
+
+/// Current injected into neurons of a network population.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Current {
+    /// `amplitude_na` for the whole run.
+    Constant {
+        population: String,
+        amplitude_na: f64,
+        #[serde(default)]
+        neurons: Option<Vec<u32>>,
+    },
+    /// `amplitude_na` from `start_ms` until `stop_ms` (or the end of the run).
+    Step {
+        population: String,
+        amplitude_na: f64,
+        start_ms: f64,
+        #[serde(default)]
+        stop_ms: Option<f64>,
+        #[serde(default)]
+        neurons: Option<Vec<u32>>,
+    },
+}

@@ -1,0 +1,409 @@
+//! Semantic checks: everything serde cannot see. Each problem starts with its field path
+//! (`populations[1].neuron.Lif.tau_mem_ms`) and shows the offending value; all problems of a file
+//! are collected before reporting, so a user fixes them in one go.
+
+use std::collections::HashMap;
+
+use super::common::{Connect, Projection, Synapse};
+use super::network::{Network, Neuron, SpikeRecord};
+use super::stimulus::{Current, SourceKind, Stimulus};
+
+/// What a projection or monitor may refer to: a population's size and whether it is made of
+/// neurons (a valid projection target) or of spike generators.
+#[derive(Debug, Clone, Copy)]
+pub struct PopulationInfo {
+    pub size: u32,
+    pub is_neuron: bool,
+}
+
+pub type PopulationTable = HashMap<String, PopulationInfo>;
+
+fn positive(problems: &mut Vec<String>, path: &str, value: f64) {
+    if !(value.is_finite() && value > 0.0) {
+        problems.push(format!("{path}: must be a positive number, got {value}"));
+    }
+}
+
+fn non_negative(problems: &mut Vec<String>, path: &str, value: f64) {
+    if !(value.is_finite() && value >= 0.0) {
+        problems.push(format!("{path}: must be a finite number >= 0, got {value}"));
+    }
+}
+
+fn finite(problems: &mut Vec<String>, path: &str, value: f64) {
+    if !value.is_finite() {
+        problems.push(format!("{path}: must be a finite number, got {value}"));
+    }
+}
+
+/// Checks a network file on its own; returns the table of its populations for later checks.
+pub fn check_network(net: &Network) -> (PopulationTable, Vec<String>) {
+    let mut problems = Vec::new();
+    positive(&mut problems, "dt_ms", net.dt_ms);
+    positive(&mut problems, "duration_ms", net.duration_ms);
+    if net.populations.is_empty() {
+        problems.push("populations: the network has no population".into());
+    }
+    let mut table = PopulationTable::new();
+    for (i, pop) in net.populations.iter().enumerate() {
+        let path = format!("populations[{i}]");
+        if pop.name.trim().is_empty() {
+            problems.push(format!("{path}.name: must not be empty"));
+        }
+        if table
+            .insert(
+                pop.name.clone(),
+                PopulationInfo {
+                    size: pop.size,
+                    is_neuron: true,
+                },
+            )
+            .is_some()
+        {
+            problems.push(format!(
+                "{path}.name: population name {:?} is used twice",
+                pop.name
+            ));
+        }
+        if pop.size == 0 {
+            problems.push(format!(
+                "{path}.size: population {:?} is empty (size 0)",
+                pop.name
+            ));
+        }
+        match pop.neuron {
+            Neuron::Lif {
+                tau_mem_ms,
+                v_rest,
+                v_threshold,
+                v_reset,
+                refractory_ms,
+                r_mem_mohm,
+                ..
+            } => {
+                let lif = format!("{path}.neuron.Lif");
+                positive(&mut problems, &format!("{lif}.tau_mem_ms"), tau_mem_ms);
+                non_negative(
+                    &mut problems,
+                    &format!("{lif}.refractory_ms"),
+                    refractory_ms,
+                );
+                positive(&mut problems, &format!("{lif}.r_mem_mohm"), r_mem_mohm);
+                finite(&mut problems, &format!("{lif}.v_rest"), v_rest);
+                finite(&mut problems, &format!("{lif}.v_reset"), v_reset);
+                finite(&mut problems, &format!("{lif}.v_threshold"), v_threshold);
+                if v_threshold <= v_reset {
+                    problems.push(format!(
+                        "{lif}.v_threshold: threshold {v_threshold} must be above v_reset {v_reset}"
+                    ));
+                }
+            }
+        }
+        if let Some(init) = &pop.init_v {
+            problems.extend(init.problems(&format!("{path}.init_v")));
+        }
+    }
+    for (i, proj) in net.projections.iter().enumerate() {
+        check_projection(
+            proj,
+            &format!("projections[{i}]"),
+            &table,
+            net.dt_ms,
+            &mut problems,
+        );
+    }
+    check_record(net, &table, &mut problems);
+    (table, problems)
+}
+
+fn check_record(net: &Network, table: &PopulationTable, problems: &mut Vec<String>) {
+    positive(problems, "record.rate_bin_ms", net.record.rate_bin_ms);
+    if let SpikeRecord::Only(names) = &net.record.spikes {
+        for (i, name) in names.iter().enumerate() {
+            if !table.contains_key(name) {
+                problems.push(format!(
+                    "record.spikes.Only[{i}]: unknown population {name:?}"
+                ));
+            }
+        }
+    }
+    for (i, trace) in net.record.traces.iter().enumerate() {
+        let path = format!("record.traces[{i}]");
+        match table.get(&trace.population) {
+            None => problems.push(format!(
+                "{path}.population: unknown population {:?}",
+                trace.population
+            )),
+            Some(info) => {
+                if let Some(bad) = trace.ids.iter().find(|&&id| id >= info.size) {
+                    problems.push(format!(
+                        "{path}.ids: neuron id {bad} is out of range for population {:?} of size {}",
+                        trace.population, info.size
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Checks one projection against the populations it may name.
+pub fn check_projection(
+    proj: &Projection,
+    path: &str,
+    table: &PopulationTable,
+    dt_ms: f64,
+    problems: &mut Vec<String>,
+) {
+    let from = table.get(&proj.from);
+    let to = table.get(&proj.to);
+    if from.is_none() {
+        problems.push(format!("{path}.from: unknown population {:?}", proj.from));
+    }
+    match to {
+        None => problems.push(format!("{path}.to: unknown population {:?}", proj.to)),
+        Some(info) if !info.is_neuron => problems.push(format!(
+            "{path}.to: {:?} is a spike source and cannot receive synapses",
+            proj.to
+        )),
+        _ => {}
+    }
+    problems.extend(proj.weight.problems(&format!("{path}.weight")));
+    problems.extend(proj.delay_ms.problems(&format!("{path}.delay_ms")));
+    let min_delay = proj.delay_ms.lower_bound();
+    if min_delay.is_finite() && min_delay < 0.0 {
+        problems.push(format!(
+            "{path}.delay_ms: delays must be >= 0, got {min_delay}"
+        ));
+    }
+    if let Synapse::Exponential { tau_ms } = proj.synapse {
+        positive(
+            problems,
+            &format!("{path}.synapse.Exponential.tau_ms"),
+            tau_ms,
+        );
+    }
+    // Max delay sets the ring buffer; a typo like 1e9 ms should not allocate gigabytes.
+    let max_delay_steps = match proj.delay_ms {
+        super::common::Distribution::Constant(d) => d / dt_ms,
+        super::common::Distribution::Uniform { high, .. } => high / dt_ms,
+        super::common::Distribution::Normal { mean, std } => (mean + 6.0 * std) / dt_ms,
+    };
+    if max_delay_steps.is_finite() && max_delay_steps > 65_535.0 {
+        problems.push(format!(
+            "{path}.delay_ms: delays of up to {:.0} steps exceed the supported 65535 steps",
+            max_delay_steps
+        ));
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return;
+    };
+    let same = proj.from == proj.to;
+    match &proj.connect {
+        Connect::AllToAll => {}
+        Connect::OneToOne => {
+            if from.size != to.size {
+                problems.push(format!(
+                    "{path}.connect: OneToOne needs equal sizes, but {:?} has {} and {:?} has {}",
+                    proj.from, from.size, proj.to, to.size
+                ));
+            }
+        }
+        Connect::FixedProbability(p) => {
+            if !(0.0..=1.0).contains(p) {
+                problems.push(format!(
+                    "{path}.connect.FixedProbability: probability {p} is outside [0, 1]"
+                ));
+            }
+        }
+        Connect::FixedInDegree(k) => {
+            let available = if same && !proj.allow_autapses {
+                from.size.saturating_sub(1)
+            } else {
+                from.size
+            };
+            if *k > available {
+                problems.push(format!(
+                    "{path}.connect.FixedInDegree: in-degree {k} exceeds the {available} distinct sources available in {:?}",
+                    proj.from
+                ));
+            }
+        }
+        Connect::Explicit(pairs) => {
+            if let Some((k, (s, t))) = pairs
+                .iter()
+                .enumerate()
+                .find(|(_, (s, t))| *s >= from.size || *t >= to.size)
+            {
+                problems.push(format!(
+                    "{path}.connect.Explicit[{k}]: pair ({s}, {t}) is out of range for sizes {} -> {}",
+                    from.size, to.size
+                ));
+            }
+        }
+    }
+}
+
+/// Checks a stimulus file on its own (no network known).
+pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, src) in stim.sources.iter().enumerate() {
+        let path = format!("sources[{i}]");
+        if src.name.trim().is_empty() {
+            problems.push(format!("{path}.name: must not be empty"));
+        }
+        if !names.insert(src.name.as_str()) {
+            problems.push(format!(
+                "{path}.name: source name {:?} is used twice",
+                src.name
+            ));
+        }
+        if src.size == 0 {
+            problems.push(format!(
+                "{path}.size: source {:?} is empty (size 0)",
+                src.name
+            ));
+        }
+        match &src.kind {
+            SourceKind::Poisson { rate_hz } => non_negative(
+                &mut problems,
+                &format!("{path}.kind.Poisson.rate_hz"),
+                *rate_hz,
+            ),
+            SourceKind::SpikeTimes { indices, times_ms } => {
+                let st = format!("{path}.kind.SpikeTimes");
+                if indices.len() != times_ms.len() {
+                    problems.push(format!(
+                        "{st}: {} indices but {} times_ms; they pair up one to one",
+                        indices.len(),
+                        times_ms.len()
+                    ));
+                }
+                if let Some(bad) = indices.iter().find(|&&i| i >= src.size) {
+                    problems.push(format!(
+                        "{st}.indices: index {bad} is out of range for size {}",
+                        src.size
+                    ));
+                }
+                if let Some(bad) = times_ms.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
+                    problems.push(format!(
+                        "{st}.times_ms: spike time {bad} must be a finite number >= 0"
+                    ));
+                }
+            }
+        }
+    }
+    for (i, current) in stim.currents.iter().enumerate() {
+        let path = format!("currents[{i}]");
+        match current {
+            Current::Constant { amplitude_na, .. } => finite(
+                &mut problems,
+                &format!("{path}.Constant.amplitude_na"),
+                *amplitude_na,
+            ),
+            Current::Step {
+                amplitude_na,
+                start_ms,
+                stop_ms,
+                ..
+            } => {
+                finite(
+                    &mut problems,
+                    &format!("{path}.Step.amplitude_na"),
+                    *amplitude_na,
+                );
+                non_negative(&mut problems, &format!("{path}.Step.start_ms"), *start_ms);
+                if let Some(stop) = stop_ms {
+                    if !(stop.is_finite() && stop >= start_ms) {
+                        problems.push(format!(
+                            "{path}.Step.stop_ms: stop {stop} must be a finite time >= start_ms {start_ms}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// Checks a stimulus against the network it drives.
+pub fn check_stimulus(
+    stim: &Stimulus,
+    network: &Network,
+    network_table: &PopulationTable,
+) -> Vec<String> {
+    let mut problems = check_stimulus_alone(stim);
+    let mut table = network_table.clone();
+    for (i, src) in stim.sources.iter().enumerate() {
+        if network_table.contains_key(&src.name) {
+            problems.push(format!(
+                "sources[{i}].name: {:?} is already a population of network {:?}",
+                src.name, network.name
+            ));
+        }
+        table.insert(
+            src.name.clone(),
+            PopulationInfo {
+                size: src.size,
+                is_neuron: false,
+            },
+        );
+        if let SourceKind::Poisson { rate_hz } = src.kind {
+            if rate_hz * network.dt_ms / 1000.0 > 1.0 {
+                problems.push(format!(
+                    "sources[{i}].kind.Poisson.rate_hz: {rate_hz} Hz fires more than once per step of {} ms",
+                    network.dt_ms
+                ));
+            }
+        }
+        if let SourceKind::SpikeTimes { indices, times_ms } = &src.kind {
+            let mut seen = std::collections::HashSet::new();
+            for (&index, &t) in indices.iter().zip(times_ms) {
+                let step = (t / network.dt_ms).round() as u64;
+                if !seen.insert((index, step)) {
+                    problems.push(format!(
+                        "sources[{i}].kind.SpikeTimes: generator {index} fires twice in the step of {t} ms (dt = {} ms)",
+                        network.dt_ms
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    for (i, proj) in stim.projections.iter().enumerate() {
+        check_projection(
+            proj,
+            &format!("projections[{i}]"),
+            &table,
+            network.dt_ms,
+            &mut problems,
+        );
+    }
+    for (i, current) in stim.currents.iter().enumerate() {
+        let (Current::Constant {
+            population,
+            neurons,
+            ..
+        }
+        | Current::Step {
+            population,
+            neurons,
+            ..
+        }) = current;
+        let path = format!("currents[{i}]");
+        match network_table.get(population) {
+            None => problems.push(format!(
+                "{path}.population: unknown population {population:?}"
+            )),
+            Some(info) => {
+                if let Some(bad) = neurons.iter().flatten().find(|&&id| id >= info.size) {
+                    problems.push(format!(
+                        "{path}.neurons: neuron id {bad} is out of range for population {population:?} of size {}",
+                        info.size
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
