@@ -30,7 +30,7 @@ enum Command {
         #[arg(long)]
         stimulus: Option<PathBuf>,
         /// Biological time to simulate, in ms (default: the network's duration_ms).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         duration_ms: Option<f64>,
         /// Seed of every random stream (default: the network's seed).
         #[arg(long)]

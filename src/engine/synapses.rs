@@ -303,7 +303,7 @@ mod tests {
             &plan(&Connect::FixedProbability(0.02), 2000, 2000, false, &d0),
             &mut rng,
         );
-        let expected = 0.02 * 2000.0 * 2000.0;
+        let expected: f64 = 0.02 * 2000.0 * 2000.0;
         let sd = (expected * 0.98).sqrt();
         assert!(
             (csr.len() as f64 - expected).abs() < 4.0 * sd,

@@ -36,9 +36,11 @@ fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// Parses RON text, turning ron's error into one that names file, line and column.
+/// Parses RON text, turning ron's error into one that names file, line and column. Optional
+/// fields take their value directly (`init_v: Uniform(..)`, no `Some(..)` needed).
 pub fn parse_ron<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
     ron::Options::default()
+        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         .from_str(text)
         .map_err(|e: ron::error::SpannedError| Error::Syntax {
             path: path.to_owned(),
@@ -64,20 +66,49 @@ fn invalid(path: &Path, problems: Vec<String>) -> Result<()> {
 pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Result<Model> {
     let network_text = read_text(network_path)?;
     let network: Network = parse_ron(&network_text, network_path)?;
-    let (table, problems) = validate::check_network(&network);
-    invalid(network_path, problems)?;
-
     let stimulus_path = match (stimulus_override, &network.stimulus) {
         (Some(p), _) => Some(p.to_owned()),
         (None, Some(rel)) => Some(network_path.parent().unwrap_or(Path::new(".")).join(rel)),
         (None, None) => None,
     };
-    let (stimulus, stimulus_text) = match &stimulus_path {
-        Some(path) => {
-            let text = read_text(path)?;
-            let stim: Stimulus = parse_ron(&text, path)?;
-            invalid(path, validate::check_stimulus(&stim, &network, &table))?;
-            (stim, text)
+    // The network is checked before the stimulus is read, so its problems come first.
+    let (table, problems) = validate::check_network(&network);
+    invalid(network_path, problems)?;
+    let stimulus = match &stimulus_path {
+        Some(path) => Some((read_text(path)?, path.clone())),
+        None => None,
+    };
+    check_model(network, network_text, network_path, &table, stimulus)
+}
+
+/// Builds a checked model from texts; `path`s only name the texts in error messages.
+pub fn model_from_text(network_text: &str, stimulus_text: Option<&str>) -> Result<Model> {
+    let network_path = Path::new("<network>");
+    let network: Network = parse_ron(network_text, network_path)?;
+    let (table, problems) = validate::check_network(&network);
+    invalid(network_path, problems)?;
+    let stimulus = stimulus_text.map(|t| (t.to_owned(), PathBuf::from("<stimulus>")));
+    check_model(
+        network,
+        network_text.to_owned(),
+        network_path,
+        &table,
+        stimulus,
+    )
+}
+
+fn check_model(
+    network: Network,
+    network_text: String,
+    network_path: &Path,
+    table: &validate::PopulationTable,
+    stimulus: Option<(String, PathBuf)>,
+) -> Result<Model> {
+    let (stimulus, stimulus_text, stimulus_path) = match stimulus {
+        Some((text, path)) => {
+            let stim: Stimulus = parse_ron(&text, &path)?;
+            invalid(&path, validate::check_stimulus(&stim, &network, table))?;
+            (stim, text, Some(path))
         }
         None => (
             Stimulus {
@@ -86,6 +117,7 @@ pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Resu
                 currents: vec![],
             },
             String::new(),
+            None,
         ),
     };
     Ok(Model {

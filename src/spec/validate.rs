@@ -127,8 +127,15 @@ fn check_record(net: &Network, table: &PopulationTable, problems: &mut Vec<Strin
             }
         }
     }
+    let mut traced = std::collections::HashSet::new();
     for (i, trace) in net.record.traces.iter().enumerate() {
         let path = format!("record.traces[{i}]");
+        if !traced.insert(trace.population.as_str()) {
+            problems.push(format!(
+                "{path}.population: {:?} is traced twice; list all its ids once",
+                trace.population
+            ));
+        }
         match table.get(&trace.population) {
             None => problems.push(format!(
                 "{path}.population: unknown population {:?}",
