@@ -48,22 +48,22 @@ impl Injection {
     fn active(&self, step: u64) -> bool {
         step >= self.start_step && self.stop_step.is_none_or(|stop| step < stop)
     }
-
-    fn changes_at(&self, step: u64) -> bool {
-        step == self.start_step || self.stop_step == Some(step)
-    }
 }
 
-/// Populations whose current changes at `step`.
-pub fn changed_populations(injections: &[Injection], step: u64) -> Vec<usize> {
-    let mut pops: Vec<usize> = injections
+/// Every (step, population) at which some population's injected current changes, sorted, so the
+/// engine can walk them with a cursor instead of searching every step.
+pub fn change_points(injections: &[Injection]) -> Vec<(u64, usize)> {
+    let mut points: Vec<(u64, usize)> = injections
         .iter()
-        .filter(|j| j.changes_at(step))
-        .map(|j| j.population)
+        .flat_map(|j| {
+            std::iter::once(j.start_step)
+                .chain(j.stop_step)
+                .map(move |s| (s, j.population))
+        })
         .collect();
-    pops.sort_unstable();
-    pops.dedup();
-    pops
+    points.sort_unstable();
+    points.dedup();
+    points
 }
 
 /// Recomputes the injected current (nA) of every neuron of `population` at `step`.

@@ -3,14 +3,18 @@
 //! Schedule of step `n` (time `t_n = n dt`), written once here and tested in `tests/`:
 //!
 //! 1. currents: injected currents that start or stop at `t_n` take effect;
-//! 2. sources: spike generators emit spikes stamped `t_n`; each is delivered into the delay ring
-//!    of its targets at slot `n + delay`;
-//! 3. monitors: membrane traces sample `v(t_n)`;
-//! 4. neurons: every LIF population drains ring slot `n` into its synapses, integrates to
-//!    `t_{n+1}`, tests the threshold and resets ([`lif::update_chunk`]); spikes are stamped
-//!    `t_{n+1}`, when the threshold was found crossed;
-//! 5. delivery: each neuron spike is delivered at slot `n + 1 + delay`, so any spike stamped
-//!    `t_s` arrives at `t_s + delay`. Only the rows of neurons that fired are visited.
+//! 2. monitors: membrane traces sample `v(t_n)`, before this step's input;
+//! 3. sources: spike generators emit spikes stamped `t_n`;
+//! 4. arrival: every spike due at `t_n` adds its weights to its targets' synaptic variables (or
+//!    membrane, for instantaneous synapses);
+//! 5. neurons: every LIF population integrates to `t_{n+1}`, tests the threshold and resets
+//!    ([`lif::update_chunk`]); spikes are stamped `t_{n+1}`, when the threshold was found crossed.
+//!
+//! A spike stamped `t_s` on a projection with delay `d` steps arrives at step `s + d`. Spikes are
+//! delayed, not their weights: each target population keeps a ring of `max delay + 1` slots,
+//! each a list of synapse ranges (a CSR row, or the part of a row sharing one delay) due at that
+//! step. Work per step is thus the neuron update plus the synapses of neurons that fired; silent
+//! synapses cost nothing.
 //!
 //! Random numbers come from streams derived from (seed, purpose, index) ([`rng`]); neuron updates
 //! of large populations run in parallel over fixed-size chunks whose spikes are concatenated in
@@ -28,7 +32,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::spec::{self, Model, Neuron, SpikeRecord, Synapse};
 use currents::Injection;
-use lif::{Channel, Chunk, LifConstants};
+use lif::{Chunk, Exponential, Input, LifConstants};
 use monitor::{Monitors, SpikeLog, TraceLog};
 use rng::Purpose;
 use sources::Generator;
@@ -39,39 +43,28 @@ use synapses::{ConnectionPlan, Csr, Delays};
 pub const PARALLEL_MIN_NEURONS: usize = 16_384;
 pub const CHUNK: usize = 4_096;
 
-/// Input waiting to arrive, one slot per step of delay: `slots x (neurons x channels)`.
-#[derive(Debug, Clone)]
-pub struct DelayRing {
-    pub slots: usize,
-    width: usize,
-    data: Vec<f64>,
-}
-
-impl DelayRing {
-    fn new(slots: usize, width: usize) -> Self {
-        DelayRing {
-            slots,
-            width,
-            data: vec![0.0; slots * width],
-        }
-    }
-
-    fn slot_mut(&mut self, step: u64) -> &mut [f64] {
-        let s = (step % self.slots as u64) as usize;
-        &mut self.data[s * self.width..(s + 1) * self.width]
-    }
+/// Synapses `start..end` of projection `projection`, due at one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    pub projection: usize,
+    pub start: usize,
+    pub end: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct LifPopulation {
     pub constants: LifConstants,
-    pub channels: Vec<Channel>,
+    /// Per exponential synaptic variable, its constants and its values per neuron.
+    pub exponentials: Vec<Exponential>,
+    pub syn: Vec<Vec<f64>>,
     pub v: Vec<f64>,
-    pub refractory: Vec<u32>,
+    /// Refractory steps left per neuron (see [`Chunk::refractory`]).
+    pub refractory: Vec<f64>,
     pub i_ext: Vec<f64>,
-    /// Synaptic variables, `neuron * channels + channel`.
-    pub syn: Vec<f64>,
-    pub ring: DelayRing,
+    pub has_current: bool,
+    /// Slot `s % len` holds the spikes due at step `s`.
+    pub arrivals: Vec<Vec<Arrival>>,
+    candidate: Vec<f64>,
     chunk_spikes: Vec<Vec<u32>>,
 }
 
@@ -92,7 +85,7 @@ pub struct Population {
 pub struct Projection {
     pub source: usize,
     pub target: usize,
-    pub channel: usize,
+    pub input: Input,
     pub synapses: Csr,
 }
 
@@ -108,18 +101,13 @@ pub struct Simulation {
     /// Per population, indices of the projections leaving it.
     outgoing: Vec<Vec<usize>>,
     injections: Vec<Injection>,
+    current_changes: Vec<(u64, usize)>,
+    next_change: usize,
     /// Per population, the ids that fired in the current step (preallocated, reused).
     fired: Vec<Vec<u32>>,
     pub monitors: Monitors,
     /// Synaptic events delivered so far (one per synapse of a neuron that fired).
     pub events_delivered: u64,
-}
-
-fn channel_key(syn: &Synapse) -> Option<f64> {
-    match syn {
-        Synapse::Instantaneous => None,
-        Synapse::Exponential { tau_ms } => Some(*tau_ms),
-    }
 }
 
 impl Simulation {
@@ -172,44 +160,36 @@ impl Simulation {
                 r_mem_mohm,
                 reset,
             );
-            let mut keys: Vec<Option<f64>> = Vec::new();
+            let mut taus: Vec<f64> = Vec::new();
             for (_, p) in all_projections.iter().filter(|(_, p)| p.to == pop.name) {
-                let key = channel_key(&p.synapse);
-                if !keys.contains(&key) {
-                    keys.push(key);
+                if let Synapse::Exponential { tau_ms } = p.synapse {
+                    if !taus.contains(&tau_ms) {
+                        taus.push(tau_ms);
+                    }
                 }
             }
-            if keys.is_empty() {
-                // An unused channel keeps the per-neuron synaptic arrays non-empty, so chunked
-                // iteration over them stays aligned with the neurons.
-                keys.push(None);
-            }
-            let channels: Vec<Channel> = keys
-                .iter()
-                .map(|k| {
-                    k.map_or_else(Channel::instantaneous, |tau| {
-                        Channel::exponential(tau, tau_mem_ms, dt)
-                    })
-                })
-                .collect();
             let n = pop.size as usize;
             let mut rng = rng::stream(seed, Purpose::InitialState, pi as u64);
             let v = match &pop.init_v {
                 Some(dist) => (0..n).map(|_| rng::draw(dist, &mut rng)).collect(),
                 None => vec![v_rest; n],
             };
-            let nc = channels.len();
             populations.push(Population {
                 name: pop.name.clone(),
                 size: n,
                 dynamics: Dynamics::Lif(Box::new(LifPopulation {
                     constants,
-                    channels,
+                    exponentials: taus
+                        .iter()
+                        .map(|&tau| Exponential::new(tau, tau_mem_ms, dt))
+                        .collect(),
+                    syn: vec![vec![0.0; n]; taus.len()],
                     v,
-                    refractory: vec![0; n],
+                    refractory: vec![0.0; n],
                     i_ext: vec![0.0; n],
-                    syn: vec![0.0; n * nc],
-                    ring: DelayRing::new(1, n * nc),
+                    has_current: false,
+                    arrivals: vec![Vec::new()],
+                    candidate: vec![0.0; n],
                     chunk_spikes: vec![Vec::new(); n.div_ceil(CHUNK)],
                 })),
             });
@@ -236,18 +216,35 @@ impl Simulation {
         let mut projections = Vec::new();
         for (stream_index, p) in &all_projections {
             let (source, target) = (index_of(&p.from)?, index_of(&p.to)?);
-            let Dynamics::Lif(target_pop) = &populations[target].dynamics else {
+            if !matches!(populations[target].dynamics, Dynamics::Lif(_)) {
                 return Err(Error::Simulation(format!(
                     "projection target {:?} is not a neuron population",
                     p.to
                 )));
+            }
+            let input = match p.synapse {
+                Synapse::Instantaneous => Input::Membrane,
+                Synapse::Exponential { tau_ms } => {
+                    let spec_taus = all_projections
+                        .iter()
+                        .filter(|(_, q)| q.to == p.to)
+                        .filter_map(|(_, q)| match q.synapse {
+                            Synapse::Exponential { tau_ms } => Some(tau_ms),
+                            Synapse::Instantaneous => None,
+                        });
+                    let mut distinct: Vec<f64> = Vec::new();
+                    for t in spec_taus {
+                        if !distinct.contains(&t) {
+                            distinct.push(t);
+                        }
+                    }
+                    let index = distinct
+                        .iter()
+                        .position(|&t| t == tau_ms)
+                        .expect("collected above");
+                    Input::Synaptic { index, tau_ms }
+                }
             };
-            let key = channel_key(&p.synapse);
-            let channel = target_pop
-                .channels
-                .iter()
-                .position(|c| c.tau_ms == key)
-                .expect("channel made above");
             let plan = ConnectionPlan {
                 connect: &p.connect,
                 n_source: populations[source].size,
@@ -262,11 +259,11 @@ impl Simulation {
             projections.push(Projection {
                 source,
                 target,
-                channel,
+                input,
                 synapses,
             });
         }
-        // Ring sizes: pending input spans at most max delay + 1 steps.
+        // Pending spikes span at most max delay + 1 steps.
         for (ti, pop) in populations.iter_mut().enumerate() {
             if let Dynamics::Lif(lif) = &mut pop.dynamics {
                 let max_delay = projections
@@ -275,7 +272,7 @@ impl Simulation {
                     .map(|p| p.synapses.max_delay())
                     .max()
                     .unwrap_or(0);
-                lif.ring = DelayRing::new(max_delay as usize + 1, lif.ring.width);
+                lif.arrivals = vec![Vec::new(); max_delay as usize + 1];
             }
         }
         let mut outgoing = vec![Vec::new(); populations.len()];
@@ -292,6 +289,11 @@ impl Simulation {
                 Ok(Injection::from_spec(c, index_of(population)?, dt))
             })
             .collect::<Result<Vec<_>>>()?;
+        for j in &injections {
+            if let Dynamics::Lif(lif) = &mut populations[j.population].dynamics {
+                lif.has_current = true;
+            }
+        }
 
         let record = &net.record;
         let spikes = populations
@@ -335,6 +337,8 @@ impl Simulation {
             populations,
             projections,
             outgoing,
+            current_changes: currents::change_points(&injections),
+            next_change: 0,
             injections,
             monitors,
             events_delivered: 0,
@@ -353,13 +357,13 @@ impl Simulation {
         self.projections.iter().map(|p| p.synapses.len()).sum()
     }
 
-    /// Bytes held by synapse storage and delay rings: the memory that scales with the network.
+    /// Bytes held by synapse storage: the memory that grows with the synapse count.
     pub fn synapse_bytes(&self) -> usize {
         self.projections
             .iter()
             .map(|p| {
                 let s = &p.synapses;
-                s.len() * s.bytes_per_synapse() + s.row_start.len() * std::mem::size_of::<usize>()
+                s.len() * s.bytes_per_synapse() + std::mem::size_of_val(s.row_start.as_slice())
             })
             .sum()
     }
@@ -387,18 +391,14 @@ impl Simulation {
     /// One step of the schedule in the module documentation.
     pub fn advance(&mut self) {
         let n = self.step;
-        for pop in currents::changed_populations(&self.injections, n) {
+        while let Some(&(step, pop)) = self.current_changes.get(self.next_change) {
+            if step > n {
+                break;
+            }
             if let Dynamics::Lif(lif) = &mut self.populations[pop].dynamics {
                 currents::fill_current(&self.injections, pop, n, &mut lif.i_ext);
             }
-        }
-        for p in 0..self.populations.len() {
-            if let Dynamics::Source(generator) = &mut self.populations[p].dynamics {
-                self.fired[p].clear();
-                generator.emit(n, &mut self.fired[p]);
-                self.monitors.record_spikes(p, n, &self.fired[p]);
-                self.deliver(p, n);
-            }
+            self.next_change += 1;
         }
         for trace in &mut self.monitors.traces {
             if let Dynamics::Lif(lif) = &self.populations[trace.population].dynamics {
@@ -408,22 +408,31 @@ impl Simulation {
             }
         }
         for p in 0..self.populations.len() {
+            if let Dynamics::Source(generator) = &mut self.populations[p].dynamics {
+                self.fired[p].clear();
+                generator.emit(n, &mut self.fired[p]);
+                self.monitors.record_spikes(p, n, &self.fired[p]);
+                self.schedule(p, n);
+            }
+        }
+        for p in 0..self.populations.len() {
             if let Dynamics::Lif(lif) = &mut self.populations[p].dynamics {
-                update_population(lif, n, &mut self.fired[p]);
-                self.monitors.record_spikes(p, n + 1, &self.fired[p]);
+                self.events_delivered += deliver_arrivals(lif, &self.projections, n);
+                update_population(lif, &mut self.fired[p]);
             }
         }
         for p in 0..self.populations.len() {
             if matches!(self.populations[p].dynamics, Dynamics::Lif(_)) {
-                self.deliver(p, n + 1);
+                self.monitors.record_spikes(p, n + 1, &self.fired[p]);
+                self.schedule(p, n + 1);
             }
         }
         self.step += 1;
     }
 
-    /// Adds the outgoing weights of population `source`'s spikes, stamped at step `stamp`, into
-    /// the delay rings of their targets.
-    fn deliver(&mut self, source: usize, stamp: u64) {
+    /// Queues the synapses of population `source`'s spikes, stamped at step `stamp`, for arrival
+    /// at `stamp + delay` in their targets.
+    fn schedule(&mut self, source: usize, stamp: u64) {
         let fired = &self.fired[source];
         if fired.is_empty() {
             return;
@@ -433,83 +442,127 @@ impl Simulation {
             let Dynamics::Lif(target) = &mut self.populations[proj.target].dynamics else {
                 unreachable!("checked at build")
             };
-            let nc = target.channels.len();
-            let ch = proj.channel;
+            let slots = target.arrivals.len() as u64;
             let csr = &proj.synapses;
-            let ring = &mut target.ring;
             match &csr.delays {
                 Delays::Uniform(d) => {
-                    let slot = ring.slot_mut(stamp + *d as u64);
-                    for &i in fired {
+                    let slot = &mut target.arrivals[((stamp + *d as u64) % slots) as usize];
+                    slot.extend(fired.iter().map(|&i| {
                         let r = csr.row(i as usize);
-                        for (&t, &w) in csr.targets[r.clone()].iter().zip(&csr.weights[r]) {
-                            slot[t as usize * nc + ch] += w as f64;
+                        Arrival {
+                            projection: k,
+                            start: r.start,
+                            end: r.end,
                         }
-                    }
+                    }));
                 }
                 Delays::PerSynapse(delays) => {
+                    // Rows are sorted by delay: one arrival per run of equal delays.
                     for &i in fired {
                         let r = csr.row(i as usize);
-                        for k in r {
-                            let slot = ring.slot_mut(stamp + delays[k] as u64);
-                            slot[csr.targets[k] as usize * nc + ch] += csr.weights[k] as f64;
+                        let mut start = r.start;
+                        while start < r.end {
+                            let d = delays[start];
+                            let end = start + delays[start..r.end].partition_point(|&x| x == d);
+                            target.arrivals[((stamp + d as u64) % slots) as usize].push(Arrival {
+                                projection: k,
+                                start,
+                                end,
+                            });
+                            start = end;
                         }
                     }
                 }
             }
-            self.events_delivered += fired
-                .iter()
-                .map(|&i| csr.row(i as usize).len() as u64)
-                .sum::<u64>();
         }
     }
 }
 
-/// Integrates one LIF population over step `n`, filling `fired` with the ids that spiked.
-fn update_population(lif: &mut LifPopulation, n: u64, fired: &mut Vec<u32>) {
+/// Adds the weights of every synapse due at step `n` into `lif`; returns how many there were.
+fn deliver_arrivals(lif: &mut LifPopulation, projections: &[Projection], n: u64) -> u64 {
+    let slot = (n % lif.arrivals.len() as u64) as usize;
+    let mut arrivals = std::mem::take(&mut lif.arrivals[slot]);
+    let mut events = 0;
+    for a in &arrivals {
+        let proj = &projections[a.projection];
+        let targets = &proj.synapses.targets[a.start..a.end];
+        let weights = &proj.synapses.weights[a.start..a.end];
+        events += targets.len() as u64;
+        match proj.input {
+            Input::Synaptic { index, .. } => {
+                let syn = &mut lif.syn[index];
+                for (&t, &w) in targets.iter().zip(weights) {
+                    syn[t as usize] += w as f64;
+                }
+            }
+            Input::Membrane => {
+                for (&t, &w) in targets.iter().zip(weights) {
+                    if lif.refractory[t as usize] <= 0.0 {
+                        lif.v[t as usize] += w as f64;
+                    }
+                }
+            }
+        }
+    }
+    arrivals.clear();
+    lif.arrivals[slot] = arrivals; // keep the allocation
+    events
+}
+
+/// Integrates one LIF population over a step, filling `fired` with the ids that spiked.
+fn update_population(lif: &mut LifPopulation, fired: &mut Vec<u32>) {
     fired.clear();
     let LifPopulation {
         constants,
-        channels,
+        exponentials,
+        syn,
         v,
         refractory,
         i_ext,
-        syn,
-        ring,
+        has_current,
+        candidate,
         chunk_spikes,
+        ..
     } = lif;
-    let nc = channels.len();
-    let arriving = ring.slot_mut(n);
+    let i_ext = has_current.then_some(i_ext.as_slice());
     if v.len() < PARALLEL_MIN_NEURONS {
+        let syn = syn.iter_mut().map(|s| s.as_mut_slice()).collect();
         let chunk = Chunk {
             offset: 0,
             v,
             refractory,
             i_ext,
             syn,
-            arriving,
+            candidate,
         };
-        lif::update_chunk(constants, channels, chunk, fired);
+        lif::update_chunk(constants, exponentials, chunk, fired);
         return;
     }
-    v.par_chunks_mut(CHUNK)
-        .zip(refractory.par_chunks_mut(CHUNK))
-        .zip(i_ext.par_chunks(CHUNK))
-        .zip(syn.par_chunks_mut(CHUNK * nc.max(1)))
-        .zip(arriving.par_chunks_mut(CHUNK * nc.max(1)))
-        .zip(chunk_spikes.par_iter_mut())
+    let mut syn_chunks: Vec<_> = syn.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
+    let mut i_ext_chunks = i_ext.map(|i| i.chunks(CHUNK));
+    let chunks: Vec<Chunk> = v
+        .chunks_mut(CHUNK)
+        .zip(refractory.chunks_mut(CHUNK))
+        .zip(candidate.chunks_mut(CHUNK))
         .enumerate()
-        .for_each(|(c, (((((v, refractory), i_ext), syn), arriving), out))| {
+        .map(|(c, ((v, refractory), candidate))| Chunk {
+            offset: (c * CHUNK) as u32,
+            v,
+            refractory,
+            i_ext: i_ext_chunks.as_mut().and_then(|it| it.next()),
+            syn: syn_chunks
+                .iter_mut()
+                .map(|it| it.next().expect("same length as v"))
+                .collect(),
+            candidate,
+        })
+        .collect();
+    chunks
+        .into_par_iter()
+        .zip(chunk_spikes.par_iter_mut())
+        .for_each(|(chunk, out)| {
             out.clear();
-            let chunk = Chunk {
-                offset: (c * CHUNK) as u32,
-                v,
-                refractory,
-                i_ext,
-                syn,
-                arriving,
-            };
-            lif::update_chunk(constants, channels, chunk, out);
+            lif::update_chunk(constants, exponentials, chunk, out);
         });
     for out in chunk_spikes.iter() {
         fired.extend_from_slice(out);
