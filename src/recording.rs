@@ -33,6 +33,28 @@ impl PopulationRecord {
     pub fn mean_rate_hz(&self, duration_ms: f64) -> f64 {
         self.total_spikes as f64 / self.size as f64 / (duration_ms / 1000.0)
     }
+
+    /// Coefficient of variation of the inter-spike intervals (std / mean, population std),
+    /// averaged over the neurons with at least 3 spikes; None when spikes were not recorded or
+    /// no neuron qualifies. 1 for a Poisson process, 0 for a clock.
+    pub fn cv_isi(&self) -> Option<f64> {
+        let (times, ids) = self.spikes.as_ref()?;
+        let mut per_neuron: Vec<Vec<f64>> = vec![Vec::new(); self.size as usize];
+        for (&t, &id) in times.iter().zip(ids) {
+            per_neuron[id as usize].push(t);
+        }
+        let cvs: Vec<f64> = per_neuron
+            .iter()
+            .filter(|ts| ts.len() >= 3)
+            .map(|ts| {
+                let isi: Vec<f64> = ts.windows(2).map(|w| w[1] - w[0]).collect();
+                let mean = isi.iter().sum::<f64>() / isi.len() as f64;
+                let var = isi.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / isi.len() as f64;
+                var.sqrt() / mean
+            })
+            .collect();
+        (!cvs.is_empty()).then(|| cvs.iter().sum::<f64>() / cvs.len() as f64)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

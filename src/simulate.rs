@@ -54,13 +54,15 @@ impl fmt::Display for Summary {
         )?;
         for p in &self.recording.populations {
             let kind = if p.is_neuron { "" } else { " (source)" };
+            let cv = p.cv_isi().map_or("-".to_string(), |cv| format!("{cv:.3}"));
             writeln!(
                 f,
-                "{:<16} {:>9} {:>10} {:>15.2}",
+                "{:<16} {:>9} {:>10} {:>15.2} {:>7}",
                 format!("{}{kind}", p.name),
                 p.size,
                 p.total_spikes,
-                p.mean_rate_hz(info.duration_ms)
+                p.mean_rate_hz(info.duration_ms),
+                cv
             )?;
         }
         let speed = info.duration_ms / 1000.0 / self.run_s.max(1e-12);

@@ -17,11 +17,18 @@
 //! G_c = tau_c / (tau_c - tau_mem) (D_c - P)     (= dt/tau_mem P when tau_c = tau_mem)
 //! ```
 //!
-//! Arriving input has already been added (to s_c, or straight to v for instantaneous synapses)
-//! when [`update_chunk`] runs; it integrates v from t to t + dt, tests the threshold, then
-//! resets. A refractory neuron keeps v frozen (Brian2's `unless refractory`): its synaptic
-//! variables still receive input and decay, but instantaneous input is dropped (NEST's
-//! convention).
+//! A step of a population, once arriving input has been added (to s_c, or straight to v for
+//! instantaneous synapses), is: [`integrate`] every neuron from t to t + dt; [`Refractory::hold`]
+//! puts frozen neurons back; [`threshold`] finds the neurons at or above threshold, resets them
+//! and starts their refractory period.
+//!
+//! A refractory neuron keeps v frozen (Brian2's `unless refractory`): its synaptic variables
+//! still receive input and decay, but instantaneous input is dropped (NEST's convention). Few
+//! neurons are refractory at a time, so rather than testing every neuron every step, all are
+//! integrated and the frozen few are then put back from a short queue; this keeps the
+//! integration a branch-free loop that the compiler vectorises.
+
+use std::collections::VecDeque;
 
 use crate::spec::Reset;
 
@@ -32,8 +39,8 @@ pub struct LifConstants {
     pub v_threshold: f64,
     pub v_reset: f64,
     pub reset: Reset,
-    /// Steps a neuron stays frozen after a spike; a float like the countdowns it sets.
-    pub refractory_steps: f64,
+    /// Steps a neuron stays frozen after a spike.
+    pub refractory_steps: u64,
     /// P = exp(-dt / tau_mem).
     pub decay_mem: f64,
     /// r_mem (1 - P): mV per nA of injected current held over a step.
@@ -58,7 +65,7 @@ impl LifConstants {
             v_threshold,
             v_reset,
             reset,
-            refractory_steps: (refractory_ms / dt_ms).round(),
+            refractory_steps: (refractory_ms / dt_ms).round() as u64,
             decay_mem,
             current_gain: r_mem_mohm * (1.0 - decay_mem),
         }
@@ -96,92 +103,29 @@ impl Exponential {
     }
 }
 
-/// Mutable views of one contiguous chunk of a population, neurons `offset..offset + v.len()`.
-pub struct Chunk<'a> {
-    pub offset: u32,
-    pub v: &'a mut [f64],
-    /// Refractory steps left, counted in f64 so that the update vectorises in f64 lanes.
-    pub refractory: &'a mut [f64],
-    /// Injected current (nA), absent when no current targets the population.
-    pub i_ext: Option<&'a [f64]>,
-    /// One slice per exponential synaptic variable.
-    pub syn: Vec<&'a mut [f64]>,
-    /// Scratch space for the integrated potential.
-    pub candidate: &'a mut [f64],
-}
-
-/// Advances a chunk by one step (input has already been added) and appends the ids of the
-/// neurons that fired to `spikes`. Integration and refractoriness run as one branch-free pass
-/// that the compiler vectorises (specialised for up to three synaptic variables); the threshold
-/// test follows as a scan whose rare hits do the reset.
-pub fn update_chunk(
+/// Integrates every neuron of a chunk from t to t + dt, refractory or not (see [`Refractory`]).
+/// `syn` holds one slice per exponential synaptic variable; `i_ext` is absent when no current
+/// targets the population. Specialised for up to three synaptic variables, so that the loop
+/// is fused and vectorised.
+pub fn integrate(
     k: &LifConstants,
     synapses: &[Exponential],
-    chunk: Chunk,
-    spikes: &mut Vec<u32>,
+    v: &mut [f64],
+    i_ext: Option<&[f64]>,
+    syn: Vec<&mut [f64]>,
 ) {
-    let Chunk {
-        offset,
-        v,
-        refractory,
-        i_ext,
-        syn,
-        candidate,
-    } = chunk;
-    let n = v.len();
     match syn.len() {
-        0 => integrate::<0>(k, &[], v, refractory, i_ext, [], candidate),
-        1 => integrate::<1>(
-            k,
-            &[synapses[0]],
-            v,
-            refractory,
-            i_ext,
-            to_array(syn),
-            candidate,
-        ),
-        2 => integrate::<2>(
-            k,
-            &[synapses[0], synapses[1]],
-            v,
-            refractory,
-            i_ext,
-            to_array(syn),
-            candidate,
-        ),
-        3 => integrate::<3>(
+        0 => integrate_fused::<0>(k, &[], v, i_ext, []),
+        1 => integrate_fused::<1>(k, &[synapses[0]], v, i_ext, to_array(syn)),
+        2 => integrate_fused::<2>(k, &[synapses[0], synapses[1]], v, i_ext, to_array(syn)),
+        3 => integrate_fused::<3>(
             k,
             &[synapses[0], synapses[1], synapses[2]],
             v,
-            refractory,
             i_ext,
             to_array(syn),
-            candidate,
         ),
-        _ => integrate_general(k, synapses, v, refractory, i_ext, syn, candidate),
-    }
-    // Most blocks hold no crossing; a vectorised test skips them.
-    const BLOCK: usize = 16;
-    for b in (0..n).step_by(BLOCK) {
-        let block = &candidate[b..(b + BLOCK).min(n)];
-        if !block
-            .iter()
-            .fold(false, |any, &c| any | (c >= k.v_threshold))
-        {
-            continue;
-        }
-        for (j, &c) in block.iter().enumerate() {
-            if c < k.v_threshold {
-                continue;
-            }
-            let i = b + j;
-            spikes.push(offset + i as u32);
-            v[i] = match k.reset {
-                Reset::Hard => k.v_reset,
-                Reset::Subtract => c - (k.v_threshold - k.v_reset),
-            };
-            refractory[i] = k.refractory_steps;
-        }
+        _ => integrate_passes(k, synapses, v, i_ext, syn),
     }
 }
 
@@ -190,19 +134,15 @@ fn to_array<const N: usize>(syn: Vec<&mut [f64]>) -> [&mut [f64]; N] {
         .unwrap_or_else(|_| unreachable!("length matched by the caller"))
 }
 
-/// Integrates every neuron: `candidate` gets the new potential of active neurons and -inf for
-/// refractory ones (which keep v and count down).
-fn integrate<const N: usize>(
+fn integrate_fused<const N: usize>(
     k: &LifConstants,
     synapses: &[Exponential; N],
     v: &mut [f64],
-    refractory: &mut [f64],
     i_ext: Option<&[f64]>,
     syn: [&mut [f64]; N],
-    candidate: &mut [f64],
 ) {
     let n = v.len();
-    let (refractory, candidate) = (&mut refractory[..n], &mut candidate[..n]);
+    // Slicing to n up front lets the compiler drop the bounds checks inside the loop.
     let syn = syn.map(|s| &mut s[..n]);
     let i_ext = i_ext.map(|i| &i[..n]);
     for i in 0..n {
@@ -214,46 +154,114 @@ fn integrate<const N: usize>(
             c += synapses[j].gain * syn[j][i];
             syn[j][i] *= synapses[j].decay;
         }
-        let active = refractory[i] <= 0.0;
-        v[i] = if active { c } else { v[i] };
-        candidate[i] = if active { c } else { f64::NEG_INFINITY };
-        refractory[i] = if active { 0.0 } else { refractory[i] - 1.0 };
+        v[i] = c;
     }
 }
 
-/// The same as [`integrate`] for any number of synaptic variables, as whole-array passes.
-fn integrate_general(
+/// [`integrate_fused`] for any number of synaptic variables, as whole-array passes.
+fn integrate_passes(
     k: &LifConstants,
     synapses: &[Exponential],
     v: &mut [f64],
-    refractory: &mut [f64],
     i_ext: Option<&[f64]>,
     syn: Vec<&mut [f64]>,
-    candidate: &mut [f64],
 ) {
-    for (c, &vi) in candidate.iter_mut().zip(v.iter()) {
-        *c = k.v_rest + (vi - k.v_rest) * k.decay_mem;
+    for v in v.iter_mut() {
+        *v = k.v_rest + (*v - k.v_rest) * k.decay_mem;
     }
     if let Some(i_ext) = i_ext {
-        for (c, &i) in candidate.iter_mut().zip(i_ext) {
-            *c += k.current_gain * i;
+        for (v, &i) in v.iter_mut().zip(i_ext) {
+            *v += k.current_gain * i;
         }
     }
     for (e, s) in synapses.iter().zip(syn) {
-        for (c, s) in candidate.iter_mut().zip(s.iter_mut()) {
-            *c += e.gain * *s;
+        for (v, s) in v.iter_mut().zip(s.iter_mut()) {
+            *v += e.gain * *s;
             *s *= e.decay;
         }
     }
-    for ((v, r), c) in v
-        .iter_mut()
-        .zip(refractory.iter_mut())
-        .zip(candidate.iter_mut())
-    {
-        let active = *r <= 0.0;
-        *v = if active { *c } else { *v };
-        *c = if active { *c } else { f64::NEG_INFINITY };
-        *r = if active { 0.0 } else { *r - 1.0 };
+}
+
+/// The neurons of a population that are refractory: the step each one becomes active again,
+/// and a queue (in spike order, so also in order of release) of the values they are held at.
+#[derive(Debug, Clone, Default)]
+pub struct Refractory {
+    /// Per neuron, the first step in which it integrates again.
+    pub active_from: Vec<u64>,
+    held: VecDeque<(u32, f64, u64)>,
+}
+
+impl Refractory {
+    pub fn new(n: usize) -> Self {
+        Refractory {
+            active_from: vec![0; n],
+            held: VecDeque::new(),
+        }
+    }
+
+    pub fn is_refractory(&self, neuron: usize, step: u64) -> bool {
+        step < self.active_from[neuron]
+    }
+
+    /// Puts the potentials of the neurons still refractory in step `step` back to their held
+    /// values, and forgets those released.
+    pub fn hold(&mut self, v: &mut [f64], step: u64) {
+        while self
+            .held
+            .front()
+            .is_some_and(|&(_, _, until)| until <= step)
+        {
+            self.held.pop_front();
+        }
+        for &(id, value, _) in &self.held {
+            v[id as usize] = value;
+        }
+    }
+
+    /// Starts the refractory period of neurons that fired in step `step`; `v` holds their reset
+    /// potential.
+    pub fn start(&mut self, fired: &[u32], v: &[f64], step: u64, k: &LifConstants) {
+        if k.refractory_steps == 0 {
+            return;
+        }
+        let until = step + 1 + k.refractory_steps;
+        for &id in fired {
+            self.active_from[id as usize] = until;
+            self.held.push_back((id, v[id as usize], until));
+        }
+    }
+}
+
+/// Finds the neurons of a chunk (ids `offset..`) at or above threshold in step `step`, skipping
+/// refractory ones, resets them and appends their ids to `spikes`.
+pub fn threshold(
+    k: &LifConstants,
+    offset: u32,
+    v: &mut [f64],
+    active_from: &[u64],
+    step: u64,
+    spikes: &mut Vec<u32>,
+) {
+    // Most blocks hold no crossing; a vectorised test skips them.
+    const BLOCK: usize = 16;
+    for (b, block) in v.chunks_mut(BLOCK).enumerate() {
+        if !block
+            .iter()
+            .fold(false, |any, &x| any | (x >= k.v_threshold))
+        {
+            continue;
+        }
+        for (j, x) in block.iter_mut().enumerate() {
+            let i = b * BLOCK + j;
+            if *x < k.v_threshold || step < active_from[i] {
+                continue;
+            }
+            spikes.push(offset + i as u32);
+            *x = match k.reset {
+                Reset::Hard => k.v_reset,
+                Reset::Subtract => *x - (k.v_threshold - k.v_reset),
+            };
+        }
     }
 }
 
@@ -269,42 +277,69 @@ mod tests {
     }
 
     #[test]
+    fn fused_and_general_integration_agree() {
+        let k = LifConstants::new(0.1, 20.0, -70.0, -50.0, -70.0, 0.0, 100.0, Reset::Hard);
+        let e: Vec<Exponential> = [2.0, 5.0, 10.0, 30.0]
+            .iter()
+            .map(|&t| Exponential::new(t, 20.0, 0.1))
+            .collect();
+        let v0: Vec<f64> = (0..37).map(|i| -70.0 + i as f64 * 0.5).collect();
+        let s0: Vec<Vec<f64>> = (0..4)
+            .map(|c| (0..37).map(|i| (i * (c + 1)) as f64 * 0.01).collect())
+            .collect();
+        let i_ext: Vec<f64> = (0..37).map(|i| i as f64 * 0.001).collect();
+        for n_syn in 0..=4 {
+            let (mut v1, mut v2) = (v0.clone(), v0.clone());
+            let (mut s1, mut s2) = (s0[..n_syn].to_vec(), s0[..n_syn].to_vec());
+            integrate(
+                &k,
+                &e[..n_syn],
+                &mut v1,
+                Some(&i_ext),
+                s1.iter_mut().map(|s| s.as_mut_slice()).collect(),
+            );
+            integrate_passes(
+                &k,
+                &e[..n_syn],
+                &mut v2,
+                Some(&i_ext),
+                s2.iter_mut().map(|s| s.as_mut_slice()).collect(),
+            );
+            assert_eq!(v1, v2, "{n_syn} synaptic variables");
+            assert_eq!(s1, s2);
+        }
+    }
+
+    #[test]
     fn subtract_reset_keeps_the_overshoot() {
         let k = LifConstants::new(1.0, 10.0, 0.0, 1.0, 0.0, 0.0, 1.0, Reset::Subtract);
-        let (mut v, mut refractory, mut candidate) = ([1.5], [0.0], [0.0]);
+        let mut v = [1.5];
+        integrate(&k, &[], &mut v, None, vec![]);
         let mut spikes = Vec::new();
-        let chunk = Chunk {
-            offset: 0,
-            v: &mut v,
-            refractory: &mut refractory,
-            i_ext: None,
-            syn: vec![],
-            candidate: &mut candidate,
-        };
-        update_chunk(&k, &[], chunk, &mut spikes);
+        threshold(&k, 0, &mut v, &[0], 0, &mut spikes);
         assert_eq!(spikes, vec![0]);
         let expected = 1.5 * (-0.1f64).exp() - 1.0;
         assert!((v[0] - expected).abs() < 1e-12);
     }
 
     #[test]
-    fn refractory_neurons_stay_frozen_while_synapses_decay() {
+    fn refractory_neurons_stay_frozen_then_resume() {
         let k = LifConstants::new(0.1, 10.0, 0.0, 1.0, 0.0, 0.2, 1.0, Reset::Hard);
-        let e = Exponential::new(5.0, 10.0, 0.1);
-        let (mut v, mut refractory, mut candidate, mut s) = ([0.3], [2.0], [0.0], [1.0]);
+        let mut refractory = Refractory::new(1);
+        let mut v = [5.0];
         let mut spikes = Vec::new();
-        for _ in 0..2 {
-            let chunk = Chunk {
-                offset: 0,
-                v: &mut v,
-                refractory: &mut refractory,
-                i_ext: None,
-                syn: vec![&mut s],
-                candidate: &mut candidate,
-            };
-            update_chunk(&k, &[e], chunk, &mut spikes);
+        threshold(&k, 0, &mut v, &refractory.active_from, 0, &mut spikes);
+        refractory.start(&spikes, &v, 0, &k);
+        assert_eq!((spikes, v[0]), (vec![0], 0.0));
+        for step in 1..=2 {
+            v[0] = 3.0; // what integration with strong input would give
+            refractory.hold(&mut v, step);
+            assert_eq!(v[0], 0.0, "frozen in step {step}");
+            assert!(refractory.is_refractory(0, step));
         }
-        assert_eq!((v[0], refractory[0]), (0.3, 0.0));
-        assert!((s[0] - e.decay * e.decay).abs() < 1e-15);
+        v[0] = 3.0;
+        refractory.hold(&mut v, 3);
+        assert_eq!(v[0], 3.0, "released after 2 steps");
+        assert!(!refractory.is_refractory(0, 3));
     }
 }

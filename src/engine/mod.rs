@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::spec::{self, Model, Neuron, SpikeRecord, Synapse};
 use currents::Injection;
-use lif::{Chunk, Exponential, Input, LifConstants};
+use lif::{Exponential, Input, LifConstants, Refractory};
 use monitor::{Monitors, SpikeLog, TraceLog};
 use rng::Purpose;
 use sources::Generator;
@@ -58,13 +58,11 @@ pub struct LifPopulation {
     pub exponentials: Vec<Exponential>,
     pub syn: Vec<Vec<f64>>,
     pub v: Vec<f64>,
-    /// Refractory steps left per neuron (see [`Chunk::refractory`]).
-    pub refractory: Vec<f64>,
+    pub refractory: Refractory,
     pub i_ext: Vec<f64>,
     pub has_current: bool,
     /// Slot `s % len` holds the spikes due at step `s`.
     pub arrivals: Vec<Vec<Arrival>>,
-    candidate: Vec<f64>,
     chunk_spikes: Vec<Vec<u32>>,
 }
 
@@ -185,11 +183,10 @@ impl Simulation {
                         .collect(),
                     syn: vec![vec![0.0; n]; taus.len()],
                     v,
-                    refractory: vec![0.0; n],
+                    refractory: Refractory::new(n),
                     i_ext: vec![0.0; n],
                     has_current: false,
                     arrivals: vec![Vec::new()],
-                    candidate: vec![0.0; n],
                     chunk_spikes: vec![Vec::new(); n.div_ceil(CHUNK)],
                 })),
             });
@@ -418,7 +415,7 @@ impl Simulation {
         for p in 0..self.populations.len() {
             if let Dynamics::Lif(lif) = &mut self.populations[p].dynamics {
                 self.events_delivered += deliver_arrivals(lif, &self.projections, n);
-                update_population(lif, &mut self.fired[p]);
+                update_population(lif, n, &mut self.fired[p]);
             }
         }
         for p in 0..self.populations.len() {
@@ -497,7 +494,7 @@ fn deliver_arrivals(lif: &mut LifPopulation, projections: &[Projection], n: u64)
             }
             Input::Membrane => {
                 for (&t, &w) in targets.iter().zip(weights) {
-                    if lif.refractory[t as usize] <= 0.0 {
+                    if !lif.refractory.is_refractory(t as usize, n) {
                         lif.v[t as usize] += w as f64;
                     }
                 }
@@ -509,62 +506,60 @@ fn deliver_arrivals(lif: &mut LifPopulation, projections: &[Projection], n: u64)
     events
 }
 
-/// Integrates one LIF population over a step, filling `fired` with the ids that spiked.
-fn update_population(lif: &mut LifPopulation, fired: &mut Vec<u32>) {
+/// Integrates one LIF population over step `n`, filling `fired` with the ids that spiked.
+fn update_population(lif: &mut LifPopulation, n: u64, fired: &mut Vec<u32>) {
     fired.clear();
     let LifPopulation {
-        constants,
+        constants: k,
         exponentials,
         syn,
         v,
         refractory,
         i_ext,
         has_current,
-        candidate,
         chunk_spikes,
         ..
     } = lif;
     let i_ext = has_current.then_some(i_ext.as_slice());
     if v.len() < PARALLEL_MIN_NEURONS {
-        let syn = syn.iter_mut().map(|s| s.as_mut_slice()).collect();
-        let chunk = Chunk {
-            offset: 0,
+        lif::integrate(
+            k,
+            exponentials,
             v,
-            refractory,
             i_ext,
-            syn,
-            candidate,
-        };
-        lif::update_chunk(constants, exponentials, chunk, fired);
-        return;
+            syn.iter_mut().map(|s| s.as_mut_slice()).collect(),
+        );
+        refractory.hold(v, n);
+        lif::threshold(k, 0, v, &refractory.active_from, n, fired);
+    } else {
+        let mut syn_chunks: Vec<_> = syn.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
+        let mut i_ext_chunks = i_ext.map(|i| i.chunks(CHUNK));
+        let chunks: Vec<_> = v
+            .chunks_mut(CHUNK)
+            .map(|v| {
+                let syn: Vec<&mut [f64]> = syn_chunks
+                    .iter_mut()
+                    .map(|it| it.next().expect("same length as v"))
+                    .collect();
+                (v, i_ext_chunks.as_mut().and_then(|it| it.next()), syn)
+            })
+            .collect();
+        chunks
+            .into_par_iter()
+            .for_each(|(v, i_ext, syn)| lif::integrate(k, exponentials, v, i_ext, syn));
+        refractory.hold(v, n);
+        let active_from = &refractory.active_from;
+        v.par_chunks_mut(CHUNK)
+            .zip(active_from.par_chunks(CHUNK))
+            .zip(chunk_spikes.par_iter_mut())
+            .enumerate()
+            .for_each(|(c, ((v, active_from), out))| {
+                out.clear();
+                lif::threshold(k, (c * CHUNK) as u32, v, active_from, n, out);
+            });
+        for out in chunk_spikes.iter() {
+            fired.extend_from_slice(out);
+        }
     }
-    let mut syn_chunks: Vec<_> = syn.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
-    let mut i_ext_chunks = i_ext.map(|i| i.chunks(CHUNK));
-    let chunks: Vec<Chunk> = v
-        .chunks_mut(CHUNK)
-        .zip(refractory.chunks_mut(CHUNK))
-        .zip(candidate.chunks_mut(CHUNK))
-        .enumerate()
-        .map(|(c, ((v, refractory), candidate))| Chunk {
-            offset: (c * CHUNK) as u32,
-            v,
-            refractory,
-            i_ext: i_ext_chunks.as_mut().and_then(|it| it.next()),
-            syn: syn_chunks
-                .iter_mut()
-                .map(|it| it.next().expect("same length as v"))
-                .collect(),
-            candidate,
-        })
-        .collect();
-    chunks
-        .into_par_iter()
-        .zip(chunk_spikes.par_iter_mut())
-        .for_each(|(chunk, out)| {
-            out.clear();
-            lif::update_chunk(constants, exponentials, chunk, out);
-        });
-    for out in chunk_spikes.iter() {
-        fired.extend_from_slice(out);
-    }
+    refractory.start(fired, v, n, k);
 }

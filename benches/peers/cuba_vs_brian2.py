@@ -1,15 +1,20 @@
-"""CUBA (Vogels & Abbott 2005) in Brian2's C++ standalone mode, as in Brian2's examples/CUBA.py.
+"""CUBA (Vogels & Abbott 2005): Brian2's C++ standalone mode against `snn simulate`.
 
-Builds once, then runs the compiled binary `--repeats` times and prints, as JSON, the median
-wall time of the whole binary (setup + 1 s simulation + writing the spike monitor) and of the
-network run alone (Brian2's own `last_run_info.txt`), plus the spike statistics.
+Brian2's network is its examples/CUBA.py; ours is networks/cuba.ron. Brian2 builds once, then
+its compiled binary and `snn simulate` run alternately `--repeats` times, so that both see the
+same machine load. Printed as JSON: for each, the median wall time of the whole process (setup +
+1 s of simulated time + writing spikes) and of the simulation loop alone (Brian2's own
+results/last_run_info.txt; the "run ... s wall" line of snn's summary), the ratios, and
+Brian2's spike statistics.
 
-    benches/peers/.venv/bin/python benches/peers/brian2_cuba.py --repeats 7
+    cargo build --release
+    benches/peers/.venv/bin/python benches/peers/cuba_vs_brian2.py --repeats 15
 """
 
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import tempfile
@@ -24,6 +29,8 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--repeats", type=int, default=7)
 parser.add_argument("--seed", type=int, default=1)
 parser.add_argument("--directory", default=os.path.join(tempfile.gettempdir(), "brian2_cuba"))
+repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+parser.add_argument("--snn", default=os.path.join(repo, "target", "release", "snn"))
 args = parser.parse_args()
 
 set_device("cpp_standalone", directory=args.directory, build_on_run=False)
@@ -71,13 +78,20 @@ def cv_isi(i, t):
             cvs.append(d.std() / d.mean())
     return float(np.mean(cvs)) if cvs else float("nan")
 
-whole, run_only = [], []
+whole, run_only, snn_whole, snn_run = [], [], [], []
+snn_out = os.path.join(tempfile.gettempdir(), "snn_cuba")
+snn_cmd = [args.snn, "simulate", os.path.join(repo, "networks", "cuba.ron"), "--no-figures",
+           "--seed", str(args.seed), "--out", snn_out]
 for _ in range(args.repeats):
     t0 = time.perf_counter()
     subprocess.run(["./main"], cwd=args.directory, check=True, stdout=subprocess.DEVNULL)
     whole.append(time.perf_counter() - t0)
     with open(os.path.join(args.directory, "results", "last_run_info.txt")) as f:
         run_only.append(float(f.read().split()[0]))
+    t0 = time.perf_counter()
+    summary = subprocess.run(snn_cmd, check=True, capture_output=True, text=True).stdout
+    snn_whole.append(time.perf_counter() - t0)
+    snn_run.append(float(re.search(r"run ([0-9.]+) s wall", summary).group(1)))
 
 print(json.dumps({
     "peer": "brian2 cpp_standalone",
@@ -86,8 +100,13 @@ print(json.dumps({
     "rate_exc_hz": rate_exc,
     "rate_inh_hz": rate_inh,
     "cv_isi_exc": cv_isi(i[exc], t[exc]),
-    "first_build_and_run_s": first,
-    "binary_wall_median_s": statistics.median(whole),
-    "run_only_median_s": statistics.median(run_only),
+    "brian2_first_build_and_run_s": first,
+    "brian2_process_median_s": statistics.median(whole),
+    "brian2_run_median_s": statistics.median(run_only),
+    "snn_process_median_s": statistics.median(snn_whole),
+    "snn_run_median_s": statistics.median(snn_run),
+    "ratio_process": statistics.median(whole) / statistics.median(snn_whole),
+    "ratio_run": statistics.median(run_only) / statistics.median(snn_run),
+    "snn_summary_last": summary,
     "repeats": args.repeats,
 }, indent=1))
