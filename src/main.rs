@@ -68,7 +68,7 @@ fn run(cli: Cli) -> snn::Result<()> {
                 figures: !no_figures,
                 progress: std::io::stderr().is_terminal(),
             };
-            print!("{}", simulate(&opts)?);
+            say(&simulate(&opts)?.to_string());
         }
         Command::Validate { file } => {
             let kind = validate_file(&file)?;
@@ -76,10 +76,16 @@ fn run(cli: Cli) -> snn::Result<()> {
                 FileKind::Network => "network (with its stimulus)",
                 FileKind::Stimulus => "stimulus",
             };
-            println!("{}: valid {what}", file.display());
+            say(&format!("{}: valid {what}\n", file.display()));
         }
     }
     Ok(())
+}
+
+/// Prints to stdout; a closed pipe (`snn ... | head`) is not an error worth a panic.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 fn main() -> ExitCode {

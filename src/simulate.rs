@@ -49,15 +49,15 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "{:<16} {:>9} {:>10} {:>15}",
-            "population", "size", "spikes", "mean rate (Hz)"
+            "{:<22} {:>9} {:>10} {:>15} {:>7}",
+            "population", "size", "spikes", "mean rate (Hz)", "CV ISI"
         )?;
         for p in &self.recording.populations {
             let kind = if p.is_neuron { "" } else { " (source)" };
             let cv = p.cv_isi().map_or("-".to_string(), |cv| format!("{cv:.3}"));
             writeln!(
                 f,
-                "{:<16} {:>9} {:>10} {:>15.2} {:>7}",
+                "{:<22} {:>9} {:>10} {:>15.2} {:>7}",
                 format!("{}{kind}", p.name),
                 p.size,
                 p.total_spikes,

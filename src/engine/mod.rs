@@ -377,11 +377,14 @@ impl Simulation {
         self.finish_bins();
     }
 
-    /// Pads the rate bins so every population covers the whole run.
+    /// Gives every population exactly the rate bins covering the run; spikes stamped at the very
+    /// end of the run (time = duration) count in the last bin.
     fn finish_bins(&mut self) {
-        let bins = self.step.div_ceil(self.monitors.rate_bin_steps) as usize;
+        let bins = (self.step.div_ceil(self.monitors.rate_bin_steps) as usize).max(1);
         for counts in &mut self.monitors.counts {
-            counts.resize(bins.max(counts.len()), 0);
+            let overflow: u32 = counts.iter().skip(bins).sum();
+            counts.resize(bins, 0);
+            counts[bins - 1] += overflow;
         }
     }
 

@@ -27,7 +27,7 @@ pub fn raster(rec: &Recording, path: &Path) -> Result<()> {
         let (upper, lower) = root.split_vertically(620);
         let shown_rows: u64 = pops.iter().map(|(_, p)| p.size.div_ceil(stride)).sum();
         let subsample = if stride > 1 {
-            format!(", every {stride}th neuron shown")
+            format!(", 1 in {stride} neurons shown")
         } else {
             String::new()
         };
@@ -48,6 +48,8 @@ pub fn raster(rec: &Recording, path: &Path) -> Result<()> {
             .disable_mesh()
             .x_desc("time (ms)")
             .y_desc("neuron (populations stacked)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{:.0}", y * stride as f64))
             .label_style(("sans-serif", 15))
             .draw()?;
         let mut offset = 0.0;
@@ -75,7 +77,7 @@ pub fn raster(rec: &Recording, path: &Path) -> Result<()> {
             .position(SeriesLabelPosition::UpperRight)
             .draw()?;
 
-        let rebinned: Vec<(usize, String, Vec<(f64, f64)>)> = rec
+        let rebinned: Vec<(usize, Vec<(f64, f64)>)> = rec
             .populations
             .iter()
             .enumerate()
@@ -92,12 +94,12 @@ pub fn raster(rec: &Recording, path: &Path) -> Result<()> {
                 let steps = bins
                     .flat_map(|(t0, r)| [(t0, r), ((t0 + width).min(duration), r)])
                     .collect();
-                (i, p.name.clone(), steps)
+                (i, steps)
             })
             .collect();
         let max_rate = rebinned
             .iter()
-            .flat_map(|(_, _, s)| s.iter().map(|&(_, r)| r))
+            .flat_map(|(_, s)| s.iter().map(|&(_, r)| r))
             .fold(1.0, f64::max);
         let mut rates = ChartBuilder::on(&lower)
             .margin(12)
@@ -109,9 +111,11 @@ pub fn raster(rec: &Recording, path: &Path) -> Result<()> {
             .disable_mesh()
             .x_desc("time (ms)")
             .y_desc("population rate (Hz)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style(("sans-serif", 15))
             .draw()?;
-        for (i, _, steps) in rebinned {
+        for (i, steps) in rebinned {
             rates.draw_series(LineSeries::new(steps, colour(i).stroke_width(2)))?;
         }
         Ok(())

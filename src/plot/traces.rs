@@ -38,6 +38,8 @@ pub fn traces(rec: &Recording, path: &Path) -> Result<()> {
             .configure_mesh()
             .x_desc("time (ms)")
             .y_desc("v (mV)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style(("sans-serif", 15))
             .draw()?;
         let mut line = 0;
