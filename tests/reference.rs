@@ -91,14 +91,14 @@ fn event_driven_engine_matches_dense_reference() {
     for (proj, spec) in sim.projections.iter().zip(&specs) {
         let mut m: Dense = vec![vec![None; sizes[proj.target]]; sizes[proj.source]];
         let csr = &proj.synapses;
-        for i in 0..sizes[proj.source] {
+        for (i, row) in m.iter_mut().enumerate() {
             for k in csr.row(i) {
                 let d = match &csr.delays {
                     Delays::Uniform(d) => *d as u64,
                     Delays::PerSynapse(ds) => ds[k] as u64,
                 };
-                assert!(m[i][csr.targets[k] as usize].is_none(), "multapse");
-                m[i][csr.targets[k] as usize] = Some((csr.weights[k] as f64, d));
+                assert!(row[csr.targets[k] as usize].is_none(), "multapse");
+                row[csr.targets[k] as usize] = Some((csr.weights[k] as f64, d));
             }
         }
         dense.push((proj.source, proj.target, spec.synapse.clone(), m));
@@ -147,7 +147,7 @@ fn event_driven_engine_matches_dense_reference() {
                 }
             }
         }
-        due.sort_by(|a, b| a.0.cmp(&b.0));
+        due.sort_by_key(|entry| entry.0);
         for (_, target, j, syn, w) in due {
             match syn {
                 Synapse::Exponential { tau_ms } => {
