@@ -18,7 +18,7 @@
 //! ```
 //!
 //! A step of a population, once arriving input has been added (to s_c, or straight to v for
-//! instantaneous synapses), is: [`integrate`] every neuron from t to t + dt; [`Refractory::hold`]
+//! instantaneous synapses), is: [`integrate`] every neuron from t to t + dt; [`HeldQueue::hold`]
 //! puts frozen neurons back; [`threshold`] finds the neurons at or above threshold, resets them
 //! and starts their refractory period.
 //!
@@ -182,40 +182,47 @@ fn integrate_passes(
     }
 }
 
-/// The neurons of a population that are refractory: the step each one becomes active again,
-/// and a queue (in spike order, so also in order of release) of the values they are held at.
+/// The neurons of a population that are refractory: per neuron the step it becomes active
+/// again, and per chunk of neurons a queue of the values they are held at. A queue is in spike
+/// order, which is also the order of release, and each chunk's queue is touched only by the
+/// thread that updates the chunk.
 #[derive(Debug, Clone, Default)]
 pub struct Refractory {
     /// Per neuron, the first step in which it integrates again.
     pub active_from: Vec<u64>,
-    held: VecDeque<(u32, f64, u64)>,
+    pub queues: Vec<HeldQueue>,
+    chunk: usize,
+}
+
+/// Refractory neurons of one chunk: (neuron id, held potential, first active step).
+#[derive(Debug, Clone, Default)]
+pub struct HeldQueue(VecDeque<(u32, f64, u64)>);
+
+impl HeldQueue {
+    /// Forgets the neurons whose refractory period ends before step `step`, then puts the
+    /// potentials of the others back, within the chunk `v` of neurons `offset..`.
+    pub fn hold(&mut self, v: &mut [f64], offset: u32, step: u64) {
+        while self.0.front().is_some_and(|&(_, _, until)| until <= step) {
+            self.0.pop_front();
+        }
+        for &(id, value, _) in &self.0 {
+            v[(id - offset) as usize] = value;
+        }
+    }
 }
 
 impl Refractory {
-    pub fn new(n: usize) -> Self {
+    /// For `n` neurons updated in chunks of `chunk`.
+    pub fn new(n: usize, chunk: usize) -> Self {
         Refractory {
             active_from: vec![0; n],
-            held: VecDeque::new(),
+            queues: vec![HeldQueue::default(); n.div_ceil(chunk).max(1)],
+            chunk,
         }
     }
 
     pub fn is_refractory(&self, neuron: usize, step: u64) -> bool {
         step < self.active_from[neuron]
-    }
-
-    /// Puts the potentials of the neurons still refractory in step `step` back to their held
-    /// values, and forgets those released.
-    pub fn hold(&mut self, v: &mut [f64], step: u64) {
-        while self
-            .held
-            .front()
-            .is_some_and(|&(_, _, until)| until <= step)
-        {
-            self.held.pop_front();
-        }
-        for &(id, value, _) in &self.held {
-            v[id as usize] = value;
-        }
     }
 
     /// Starts the refractory period of neurons that fired in step `step`; `v` holds their reset
@@ -227,7 +234,9 @@ impl Refractory {
         let until = step + 1 + k.refractory_steps;
         for &id in fired {
             self.active_from[id as usize] = until;
-            self.held.push_back((id, v[id as usize], until));
+            self.queues[id as usize / self.chunk]
+                .0
+                .push_back((id, v[id as usize], until));
         }
     }
 }
@@ -325,21 +334,18 @@ mod tests {
     #[test]
     fn refractory_neurons_stay_frozen_then_resume() {
         let k = LifConstants::new(0.1, 10.0, 0.0, 1.0, 0.0, 0.2, 1.0, Reset::Hard);
-        let mut refractory = Refractory::new(1);
-        let mut v = [5.0];
+        let mut refractory = Refractory::new(3, 2);
+        let mut v = [0.0, 0.0, 5.0];
         let mut spikes = Vec::new();
         threshold(&k, 0, &mut v, &refractory.active_from, 0, &mut spikes);
         refractory.start(&spikes, &v, 0, &k);
-        assert_eq!((spikes, v[0]), (vec![0], 0.0));
-        for step in 1..=2 {
-            v[0] = 3.0; // what integration with strong input would give
-            refractory.hold(&mut v, step);
-            assert_eq!(v[0], 0.0, "frozen in step {step}");
-            assert!(refractory.is_refractory(0, step));
+        assert_eq!((spikes, v[2]), (vec![2], 0.0));
+        for step in 1..=3 {
+            v[2] = 3.0; // what integration with strong input would give
+            refractory.queues[1].hold(&mut v[2..], 2, step);
+            let frozen = step <= 2;
+            assert_eq!(v[2] == 0.0, frozen, "step {step}");
+            assert_eq!(refractory.is_refractory(2, step), frozen);
         }
-        v[0] = 3.0;
-        refractory.hold(&mut v, 3);
-        assert_eq!(v[0], 3.0, "released after 2 steps");
-        assert!(!refractory.is_refractory(0, 3));
     }
 }

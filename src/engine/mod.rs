@@ -183,7 +183,7 @@ impl Simulation {
                         .collect(),
                     syn: vec![vec![0.0; n]; taus.len()],
                     v,
-                    refractory: Refractory::new(n),
+                    refractory: Refractory::new(n, CHUNK),
                     i_ext: vec![0.0; n],
                     has_current: false,
                     arrivals: vec![Vec::new()],
@@ -366,14 +366,18 @@ impl Simulation {
     }
 
     /// Runs `steps` steps, calling `progress` with the number of steps done now and then.
-    pub fn run(&mut self, steps: u64, mut progress: impl FnMut(u64)) {
+    pub fn run(&mut self, steps: u64, mut progress: impl FnMut(u64) + Send) {
         let report_every = (steps / 200).max(1);
-        for k in 0..steps {
-            self.advance();
-            if (k + 1) % report_every == 0 || k + 1 == steps {
-                progress(k + 1);
+        // The loop runs on a pool thread, so that the parallel sections inside a step start
+        // from a worker rather than being handed over from outside the pool each time.
+        rayon::scope(|_| {
+            for k in 0..steps {
+                self.advance();
+                if (k + 1) % report_every == 0 || k + 1 == steps {
+                    progress(k + 1);
+                }
             }
-        }
+        });
         self.finish_bins();
     }
 
@@ -510,6 +514,9 @@ fn deliver_arrivals(lif: &mut LifPopulation, projections: &[Projection], n: u64)
 }
 
 /// Integrates one LIF population over step `n`, filling `fired` with the ids that spiked.
+/// Large populations run as one parallel section per step (rayon's hand-off between threads
+/// costs tens of microseconds here, so there is only one), and only when the pool has more than
+/// one thread; chunks are fixed, so either way the result is the same.
 fn update_population(lif: &mut LifPopulation, n: u64, fired: &mut Vec<u32>) {
     fired.clear();
     let LifPopulation {
@@ -524,7 +531,12 @@ fn update_population(lif: &mut LifPopulation, n: u64, fired: &mut Vec<u32>) {
         ..
     } = lif;
     let i_ext = has_current.then_some(i_ext.as_slice());
-    if v.len() < PARALLEL_MIN_NEURONS {
+    let Refractory {
+        active_from,
+        queues,
+        ..
+    } = refractory;
+    if v.len() < PARALLEL_MIN_NEURONS || rayon::current_num_threads() < 2 {
         lif::integrate(
             k,
             exponentials,
@@ -532,34 +544,42 @@ fn update_population(lif: &mut LifPopulation, n: u64, fired: &mut Vec<u32>) {
             i_ext,
             syn.iter_mut().map(|s| s.as_mut_slice()).collect(),
         );
-        refractory.hold(v, n);
-        lif::threshold(k, 0, v, &refractory.active_from, n, fired);
+        for (c, (v, queue)) in v.chunks_mut(CHUNK).zip(queues.iter_mut()).enumerate() {
+            queue.hold(v, (c * CHUNK) as u32, n);
+        }
+        lif::threshold(k, 0, v, active_from, n, fired);
     } else {
         let mut syn_chunks: Vec<_> = syn.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
         let mut i_ext_chunks = i_ext.map(|i| i.chunks(CHUNK));
         let chunks: Vec<_> = v
             .chunks_mut(CHUNK)
-            .map(|v| {
+            .zip(active_from.chunks(CHUNK))
+            .zip(queues.iter_mut())
+            .zip(chunk_spikes.iter_mut())
+            .map(|(((v, active_from), queue), out)| {
                 let syn: Vec<&mut [f64]> = syn_chunks
                     .iter_mut()
                     .map(|it| it.next().expect("same length as v"))
                     .collect();
-                (v, i_ext_chunks.as_mut().and_then(|it| it.next()), syn)
+                (
+                    v,
+                    active_from,
+                    queue,
+                    i_ext_chunks.as_mut().and_then(|it| it.next()),
+                    syn,
+                    out,
+                )
             })
             .collect();
-        chunks
-            .into_par_iter()
-            .for_each(|(v, i_ext, syn)| lif::integrate(k, exponentials, v, i_ext, syn));
-        refractory.hold(v, n);
-        let active_from = &refractory.active_from;
-        v.par_chunks_mut(CHUNK)
-            .zip(active_from.par_chunks(CHUNK))
-            .zip(chunk_spikes.par_iter_mut())
-            .enumerate()
-            .for_each(|(c, ((v, active_from), out))| {
+        chunks.into_par_iter().enumerate().for_each(
+            |(c, (v, active_from, queue, i_ext, syn, out))| {
+                let offset = (c * CHUNK) as u32;
                 out.clear();
-                lif::threshold(k, (c * CHUNK) as u32, v, active_from, n, out);
-            });
+                lif::integrate(k, exponentials, v, i_ext, syn);
+                queue.hold(v, offset, n);
+                lif::threshold(k, offset, v, active_from, n, out);
+            },
+        );
         for out in chunk_spikes.iter() {
             fired.extend_from_slice(out);
         }
