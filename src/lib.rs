@@ -12,3 +12,4 @@ pub mod io;
 pub mod plot;
 pub mod recording;
 pub mod simulate;
+pub mod surrogate;

@@ -47,6 +47,21 @@ enum Command {
         /// Network or stimulus file (RON).
         file: PathBuf,
     },
+    /// Draw a figure.
+    Plot {
+        #[command(subcommand)]
+        figure: Figure,
+    },
+}
+
+#[derive(Subcommand)]
+enum Figure {
+    /// Every surrogate gradient: primitive, derivative (linear and log axis); data as CSV beside.
+    Surrogates {
+        /// Output folder.
+        #[arg(long, default_value = "outputs/figures")]
+        out: PathBuf,
+    },
 }
 
 fn run(cli: Cli) -> snn::Result<()> {
@@ -77,6 +92,17 @@ fn run(cli: Cli) -> snn::Result<()> {
                 FileKind::Stimulus => "stimulus",
             };
             say(&format!("{}: valid {what}\n", file.display()));
+        }
+        Command::Plot {
+            figure: Figure::Surrogates { out },
+        } => {
+            std::fs::create_dir_all(&out).map_err(|e| snn::Error::Write {
+                path: out.clone(),
+                message: e.to_string(),
+            })?;
+            for file in snn::plot::surrogates(&snn::surrogate::Surrogate::all(), &out)? {
+                say(&format!("wrote {}\n", file.display()));
+            }
         }
     }
     Ok(())

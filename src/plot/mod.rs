@@ -2,9 +2,11 @@
 //! it), so drawing needs no system fonts. Every figure is written atomically.
 
 mod raster;
+mod surrogates;
 mod traces;
 
 pub use raster::raster;
+pub use surrogates::surrogates;
 pub use traces::traces;
 
 use std::path::Path;
