@@ -37,6 +37,14 @@ pub enum Error {
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
 
+    /// A data file (IDX images or labels, a checkpoint) is malformed or does not fit.
+    #[error("{path}: {message}")]
+    Data { path: PathBuf, message: String },
+
+    /// Training went wrong (for instance the loss became NaN).
+    #[error("training failed: {0}")]
+    Training(String),
+
     /// The simulation itself went wrong (for instance runaway firing).
     #[error("simulation failed: {0}")]
     Simulation(String),

@@ -3,6 +3,7 @@
 //! recorded to HDF5 ([`io`]) and drawn with plotters ([`plot`]). [`simulate`] ties them together
 //! for the command line.
 
+pub mod data;
 pub mod engine;
 pub mod error;
 pub mod spec;

@@ -16,6 +16,10 @@ pub enum Purpose {
     InitialState = 1,
     Connectivity = 2,
     PoissonSource = 3,
+    /// Input encoding of one training sample (index: epoch and sample).
+    Encoding = 4,
+    /// Order of the training samples (index: epoch).
+    Shuffle = 5,
 }
 
 /// SplitMix64 finaliser: a bijective mixer, so distinct inputs give unrelated seeds.

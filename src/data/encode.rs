@@ -1,0 +1,193 @@
+//! Turning an image into input over T time steps, as a sparse list per step of (input index,
+//! value) pairs: only inputs that fire (or carry current) appear, so the forward pass adds only
+//! their weights.
+//!
+//! - `Rate`: each pixel fires in each step with probability `gain * intensity` (Bernoulli; snnTorch's
+//!   `spikegen.rate`), intensity = pixel / 255.
+//! - `Current`: every non-zero pixel injects its intensity in every step (the "direct" input of
+//!   snnTorch and SpikingJelly).
+//! - `Latency`: each pixel above `threshold` fires once, at step round((1 - intensity) (T - 1)):
+//!   brighter pixels fire earlier (snnTorch's `spikegen.latency` with `linear=True`).
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::rng::Stream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Encoder {
+    Rate {
+        #[serde(default = "one")]
+        gain: f64,
+    },
+    Current,
+    Latency {
+        #[serde(default = "latency_threshold")]
+        threshold: f64,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn latency_threshold() -> f64 {
+    0.01
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::Rate { gain: 1.0 }
+    }
+}
+
+impl Encoder {
+    /// Whether encoding draws random numbers (and so depends on the stream it is given).
+    pub fn is_random(&self) -> bool {
+        matches!(self, Encoder::Rate { .. })
+    }
+
+    pub fn problems(&self, path: &str) -> Vec<String> {
+        match *self {
+            Encoder::Rate { gain } if !(gain.is_finite() && gain > 0.0 && gain <= 1.0) => {
+                vec![format!("{path}.Rate.gain: must lie in (0, 1], got {gain}")]
+            }
+            Encoder::Latency { threshold } if !(0.0..1.0).contains(&threshold) => {
+                vec![format!(
+                    "{path}.Latency.threshold: must lie in [0, 1), got {threshold}"
+                )]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// Encodes `pixels` over `steps` steps into `out`.
+    pub fn encode(&self, pixels: &[u8], steps: usize, rng: &mut Stream, out: &mut SparseSteps) {
+        out.clear();
+        let intensity = |p: u8| p as f32 / 255.0;
+        for step in 0..steps {
+            match *self {
+                Encoder::Rate { gain } => {
+                    for (i, &p) in pixels.iter().enumerate() {
+                        // One draw per pixel and step, zero pixels included, so the stream's
+                        // position does not depend on the image.
+                        let u: f64 = rng.random();
+                        if u < gain * intensity(p) as f64 {
+                            out.push(i as u32, 1.0);
+                        }
+                    }
+                }
+                Encoder::Current => {
+                    for (i, &p) in pixels.iter().enumerate().filter(|(_, p)| **p > 0) {
+                        out.push(i as u32, intensity(p));
+                    }
+                }
+                Encoder::Latency { threshold } => {
+                    for (i, &p) in pixels.iter().enumerate() {
+                        let x = intensity(p);
+                        if x as f64 > threshold
+                            && ((1.0 - x) * (steps - 1) as f32).round() as usize == step
+                        {
+                            out.push(i as u32, 1.0);
+                        }
+                    }
+                }
+            }
+            out.end_step();
+        }
+    }
+}
+
+/// Per step, the (index, value) pairs of active inputs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseSteps {
+    starts: Vec<usize>,
+    pub index: Vec<u32>,
+    pub value: Vec<f32>,
+}
+
+impl SparseSteps {
+    pub fn clear(&mut self) {
+        self.starts.clear();
+        self.starts.push(0);
+        self.index.clear();
+        self.value.clear();
+    }
+
+    pub fn push(&mut self, index: u32, value: f32) {
+        self.index.push(index);
+        self.value.push(value);
+    }
+
+    pub fn end_step(&mut self) {
+        self.starts.push(self.index.len());
+    }
+
+    pub fn steps(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// The active inputs of `step`.
+    pub fn step(&self, step: usize) -> (&[u32], &[f32]) {
+        let r = self.starts[step]..self.starts[step + 1];
+        (&self.index[r.clone()], &self.value[r])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::rng::{Purpose, stream};
+
+    #[test]
+    fn rate_coding_fires_in_proportion_to_intensity() {
+        let pixels = [0u8, 51, 255, 128];
+        let mut out = SparseSteps::default();
+        Encoder::Rate { gain: 1.0 }.encode(
+            &pixels,
+            20_000,
+            &mut stream(1, Purpose::Encoding, 0),
+            &mut out,
+        );
+        let mut counts = [0usize; 4];
+        out.index.iter().for_each(|&i| counts[i as usize] += 1);
+        assert_eq!(counts[0], 0);
+        assert_eq!(counts[2], 20_000);
+        assert!(
+            (counts[1] as f64 / 20_000.0 - 0.2).abs() < 0.01,
+            "{counts:?}"
+        );
+        assert!(
+            (counts[3] as f64 / 20_000.0 - 128.0 / 255.0).abs() < 0.01,
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn latency_fires_bright_pixels_first_and_once() {
+        let pixels = [255u8, 0, 128, 1];
+        let mut out = SparseSteps::default();
+        Encoder::Latency { threshold: 0.01 }.encode(
+            &pixels,
+            11,
+            &mut stream(1, Purpose::Encoding, 0),
+            &mut out,
+        );
+        let fired: Vec<(usize, u32)> = (0..11)
+            .flat_map(|s| out.step(s).0.iter().map(move |&i| (s, i)))
+            .collect();
+        assert_eq!(fired, vec![(0, 0), (5, 2)]);
+    }
+
+    #[test]
+    fn current_coding_repeats_nonzero_intensities() {
+        let pixels = [0u8, 255, 51];
+        let mut out = SparseSteps::default();
+        Encoder::Current.encode(&pixels, 3, &mut stream(1, Purpose::Encoding, 0), &mut out);
+        assert_eq!(out.steps(), 3);
+        for s in 0..3 {
+            assert_eq!(out.step(s), (&[1u32, 2][..], &[1.0f32, 0.2][..]));
+        }
+    }
+}
