@@ -14,3 +14,4 @@ pub mod plot;
 pub mod recording;
 pub mod simulate;
 pub mod surrogate;
+pub mod train;

@@ -5,6 +5,7 @@
 pub mod common;
 pub mod network;
 pub mod stimulus;
+pub mod training;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use serde::de::DeserializeOwned;
 pub use common::{Connect, Distribution, Projection, Synapse};
 pub use network::{Network, Neuron, Population, Record, Reset, SpikeRecord, TraceRecord};
 pub use stimulus::{Current, Source, SourceKind, Stimulus};
+pub use training::{InputPopulation, Optimizer, Readout, Schedule, Training};
 
 use crate::error::{Error, Result};
 
@@ -61,6 +63,15 @@ fn invalid(path: &Path, problems: Vec<String>) -> Result<()> {
     }
 }
 
+/// Loads and checks a network file on its own (no stimulus): what training needs.
+pub fn load_network(path: &Path) -> Result<(Network, String)> {
+    let text = read_text(path)?;
+    let network: Network = parse_ron(&text, path)?;
+    let (_, problems) = validate::check_network(&network);
+    invalid(path, problems)?;
+    Ok((network, text))
+}
+
 /// Loads and checks a network, then its stimulus: `stimulus_override` if given, else the one the
 /// network names (relative to the network file), else none.
 pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Result<Model> {
@@ -74,6 +85,13 @@ pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Resu
     // The network is checked before the stimulus is read, so its problems come first.
     let (table, problems) = validate::check_network(&network);
     invalid(network_path, problems)?;
+    if stimulus_path.is_none() && !network.inputs.is_empty() {
+        let names: Vec<&str> = network.inputs.iter().map(|i| i.name.as_str()).collect();
+        return Err(Error::Invalid {
+            path: network_path.to_owned(),
+            problems: vec![format!("inputs: {names:?} must be fed by a stimulus (--stimulus FILE) with sources of those names")],
+        });
+    }
     let stimulus = match &stimulus_path {
         Some(path) => Some((read_text(path)?, path.clone())),
         None => None,
@@ -168,7 +186,11 @@ pub fn validate_file(path: &Path) -> Result<FileKind> {
         invalid(path, validate::check_stimulus_alone(&stim))?;
         Ok(FileKind::Stimulus)
     } else {
-        load_model(path, None)?;
+        let (network, _) = load_network(path)?;
+        // A network trained from data needs no stimulus; any other is checked with its own.
+        if network.training.is_none() || network.stimulus.is_some() {
+            load_model(path, None)?;
+        }
         Ok(FileKind::Network)
     }
 }

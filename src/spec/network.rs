@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{Distribution, Projection};
+use super::training::{InputPopulation, Training};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,10 +20,17 @@ pub struct Network {
     #[serde(default)]
     pub stimulus: Option<String>,
     pub populations: Vec<Population>,
+    /// Populations fed from outside: by a stimulus source of the same name when simulating, by
+    /// the data set when training.
+    #[serde(default)]
+    pub inputs: Vec<InputPopulation>,
     #[serde(default)]
     pub projections: Vec<Projection>,
     #[serde(default)]
     pub record: Record,
+    /// How to train the network (`snn train`).
+    #[serde(default)]
+    pub training: Option<Training>,
 }
 
 fn default_duration() -> f64 {

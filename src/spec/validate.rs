@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::common::{Connect, Projection, Synapse};
 use super::network::{Network, Neuron, SpikeRecord};
+use super::training::{Optimizer, Schedule, Training};
 use super::stimulus::{Current, SourceKind, Stimulus};
 
 /// What a projection or monitor may refer to: a population's size and whether it is made of
@@ -103,14 +104,20 @@ pub fn check_network(net: &Network) -> (PopulationTable, Vec<String>) {
             problems.extend(init.problems(&format!("{path}.init_v")));
         }
     }
+    for (i, input) in net.inputs.iter().enumerate() {
+        let path = format!("inputs[{i}]");
+        if table.insert(input.name.clone(), PopulationInfo { size: input.size, is_neuron: false }).is_some() {
+            problems.push(format!("{path}.name: population name {:?} is used twice", input.name));
+        }
+        if input.size == 0 {
+            problems.push(format!("{path}.size: input {:?} is empty (size 0)", input.name));
+        }
+    }
     for (i, proj) in net.projections.iter().enumerate() {
-        check_projection(
-            proj,
-            &format!("projections[{i}]"),
-            &table,
-            net.dt_ms,
-            &mut problems,
-        );
+        check_projection(proj, &format!("projections[{i}]"), &table, net.dt_ms, &mut problems);
+    }
+    if let Some(training) = &net.training {
+        check_training(net, training, &mut problems);
     }
     check_record(net, &table, &mut problems);
     (table, problems)
@@ -342,11 +349,17 @@ pub fn check_stimulus(
     let mut problems = check_stimulus_alone(stim);
     let mut table = network_table.clone();
     for (i, src) in stim.sources.iter().enumerate() {
-        if network_table.contains_key(&src.name) {
-            problems.push(format!(
+        match network.inputs.iter().find(|input| input.name == src.name) {
+            Some(input) if input.size != src.size => problems.push(format!(
+                "sources[{i}].size: source {:?} feeds the network input of that name, of size {}, but has size {}",
+                src.name, input.size, src.size
+            )),
+            Some(_) => {}
+            None if network_table.contains_key(&src.name) => problems.push(format!(
                 "sources[{i}].name: {:?} is already a population of network {:?}",
                 src.name, network.name
-            ));
+            )),
+            None => {}
         }
         table.insert(
             src.name.clone(),
@@ -375,6 +388,14 @@ pub fn check_stimulus(
                     break;
                 }
             }
+        }
+    }
+    for (i, input) in network.inputs.iter().enumerate() {
+        if !stim.sources.iter().any(|src| src.name == input.name) {
+            problems.push(format!(
+                "sources: the network's input {:?} (inputs[{i}]) needs a source of that name and size {}",
+                input.name, input.size
+            ));
         }
     }
     for (i, proj) in stim.projections.iter().enumerate() {
@@ -413,4 +434,85 @@ pub fn check_stimulus(
         }
     }
     problems
+}
+
+/// What the trainer supports: one input, then a chain of LIF populations each fed by exactly one
+/// all-to-all, instantaneous, zero-delay projection from the one before; the last is the readout.
+fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
+    if t.steps == 0 {
+        problems.push("training.steps: must be at least 1".into());
+    }
+    if t.batch_size == 0 {
+        problems.push("training.batch_size: must be at least 1".into());
+    }
+    if t.epochs == 0 {
+        problems.push("training.epochs: must be at least 1".into());
+    }
+    problems.extend(t.surrogate.problems("training.surrogate"));
+    problems.extend(t.encoder.problems("training.encoder"));
+    match t.optimizer {
+        Optimizer::Adam { lr, beta1, beta2, eps } => {
+            positive(problems, "training.optimizer.Adam.lr", lr);
+            positive(problems, "training.optimizer.Adam.eps", eps);
+            for (name, b) in [("beta1", beta1), ("beta2", beta2)] {
+                if !(0.0..1.0).contains(&b) {
+                    problems.push(format!("training.optimizer.Adam.{name}: must lie in [0, 1), got {b}"));
+                }
+            }
+        }
+        Optimizer::Sgd { lr, momentum } => {
+            positive(problems, "training.optimizer.Sgd.lr", lr);
+            if !(0.0..1.0).contains(&momentum) {
+                problems.push(format!("training.optimizer.Sgd.momentum: must lie in [0, 1), got {momentum}"));
+            }
+        }
+    }
+    non_negative(problems, "training.weight_decay", t.weight_decay);
+    if let Schedule::Step { every_epochs, factor } = t.schedule {
+        if every_epochs == 0 || !(factor.is_finite() && factor > 0.0) {
+            problems.push(format!(
+                "training.schedule.Step: needs every_epochs >= 1 and factor > 0, got {every_epochs} and {factor}"
+            ));
+        }
+    }
+    if net.inputs.len() != 1 {
+        problems.push(format!("inputs: training needs exactly one input population, found {}", net.inputs.len()));
+        return;
+    }
+    let mut previous = net.inputs[0].name.as_str();
+    for (i, pop) in net.populations.iter().enumerate() {
+        let incoming: Vec<(usize, &super::common::Projection)> =
+            net.projections.iter().enumerate().filter(|(_, p)| p.to == pop.name).collect();
+        let path = format!("populations[{i}]");
+        match incoming.as_slice() {
+            [(k, p)] => {
+                let ppath = format!("projections[{k}]");
+                if p.from != previous {
+                    problems.push(format!(
+                        "{ppath}.from: training needs a chain of layers; {:?} should be fed from {previous:?}, not {:?}",
+                        pop.name, p.from
+                    ));
+                }
+                if p.connect != Connect::AllToAll {
+                    problems.push(format!("{ppath}.connect: training layers are AllToAll, got {:?}", p.connect));
+                }
+                if p.synapse != super::common::Synapse::Instantaneous {
+                    problems.push(format!("{ppath}.synapse: training layers use Instantaneous synapses, got {:?}", p.synapse));
+                }
+                if p.delay_ms != super::common::Distribution::Constant(0.0) {
+                    problems.push(format!("{ppath}.delay_ms: training layers have no delay, got {:?}", p.delay_ms));
+                }
+            }
+            _ => problems.push(format!(
+                "{path}: training needs exactly one projection into {:?}, found {}",
+                pop.name,
+                incoming.len()
+            )),
+        }
+        let Neuron::Lif { refractory_ms, .. } = pop.neuron;
+        if refractory_ms != 0.0 {
+            problems.push(format!("{path}.neuron.Lif.refractory_ms: training supports 0 only, got {refractory_ms}"));
+        }
+        previous = pop.name.as_str();
+    }
 }

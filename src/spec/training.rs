@@ -1,0 +1,142 @@
+//! The `training` section of a network file, and the populations fed from outside (`inputs`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::encode::Encoder;
+use crate::surrogate::{SpikeMode, Surrogate};
+
+/// A population whose spikes come from outside the network: a stimulus source of the same name
+/// and size when simulating, the encoded data set when training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputPopulation {
+    pub name: String,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    /// Time steps per sample (T), each of the network's dt.
+    pub steps: u32,
+    #[serde(default)]
+    pub encoder: Encoder,
+    #[serde(default)]
+    pub surrogate: Surrogate,
+    #[serde(default)]
+    pub spike_mode: SpikeMode,
+    /// Stop the gradient through the reset (snnTorch's `reset_mechanism` detach); default: it flows.
+    #[serde(default)]
+    pub detach_reset: bool,
+    #[serde(default)]
+    pub readout: Readout,
+    #[serde(default = "default_epochs")]
+    pub epochs: u32,
+    #[serde(default = "default_batch")]
+    pub batch_size: u32,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// Decoupled weight decay (AdamW-style for Adam, L2 added to the gradient for SGD).
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Folder with the four MNIST-format IDX files, relative to the network file; `--data`
+    /// overrides. Default: Debian's Fashion-MNIST if installed, else the shipped subset.
+    #[serde(default)]
+    pub data: Option<String>,
+    /// Use only the first N training / test samples (quick runs).
+    #[serde(default)]
+    pub train_samples: Option<u32>,
+    #[serde(default)]
+    pub test_samples: Option<u32>,
+}
+
+fn default_epochs() -> u32 {
+    10
+}
+
+fn default_batch() -> u32 {
+    128
+}
+
+/// How the last population's activity becomes class scores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Readout {
+    /// The readout integrates without firing; scores are its membrane potential averaged over
+    /// the steps (a leaky non-spiking readout).
+    #[default]
+    MeanMembrane,
+    /// The readout fires; scores are its spike counts.
+    SpikeCount,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Optimizer {
+    Adam {
+        #[serde(default = "adam_lr")]
+        lr: f64,
+        #[serde(default = "beta1")]
+        beta1: f64,
+        #[serde(default = "beta2")]
+        beta2: f64,
+        #[serde(default = "eps")]
+        eps: f64,
+    },
+    Sgd {
+        lr: f64,
+        #[serde(default)]
+        momentum: f64,
+    },
+}
+
+fn adam_lr() -> f64 {
+    5e-4
+}
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn eps() -> f64 {
+    1e-8
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer::Adam { lr: adam_lr(), beta1: beta1(), beta2: beta2(), eps: eps() }
+    }
+}
+
+impl Optimizer {
+    pub fn lr(&self) -> f64 {
+        match *self {
+            Optimizer::Adam { lr, .. } | Optimizer::Sgd { lr, .. } => lr,
+        }
+    }
+}
+
+/// Learning rate over epochs, as a factor of the optimizer's rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Schedule {
+    #[default]
+    Constant,
+    /// Cosine from 1 at the first epoch to 0 after the last.
+    Cosine,
+    /// Multiplied by `factor` every `every_epochs` epochs.
+    Step { every_epochs: u32, factor: f64 },
+}
+
+impl Schedule {
+    /// The factor for 0-based `epoch` of `epochs`.
+    pub fn factor(&self, epoch: u32, epochs: u32) -> f64 {
+        match *self {
+            Schedule::Constant => 1.0,
+            Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64).cos()),
+            Schedule::Step { every_epochs, factor } => factor.powi((epoch / every_epochs.max(1)) as i32),
+        }
+    }
+}

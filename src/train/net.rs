@@ -1,0 +1,134 @@
+//! The trainable form of a network: its chain of LIF layers as dense weight matrices, built
+//! from the same spec and with the same initial weights as the engine would build.
+//!
+//! Weights of a layer are an `n_out x n_in` matrix, column-major, so the weights leaving input
+//! `i` (column i) are contiguous: adding them for every input that fired is the event-driven
+//! forward pass.
+
+use nalgebra::{DMatrix, RealField};
+
+use crate::engine::rng::{self, Purpose};
+use crate::engine::synapses::{self, ConnectionPlan};
+use crate::error::{Error, Result};
+use crate::spec::{Network, Neuron, Readout, Reset, Training};
+use crate::surrogate::{SpikeMode, Surrogate};
+
+/// The float types the trainer runs in: f32 for training, f64 for gradient checks.
+pub trait Real: RealField + Copy + Send + Sync + 'static {
+    fn of(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+}
+
+impl Real for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Real for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// A layer of LIF neurons fed by an all-to-all projection with instantaneous synapses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LifLayer<F: Real> {
+    pub name: String,
+    pub weights: DMatrix<F>,
+    /// P = exp(-dt / tau_mem).
+    pub decay: F,
+    pub v_rest: F,
+    pub v_threshold: F,
+    pub v_reset: F,
+    pub reset: Reset,
+}
+
+impl<F: Real> LifLayer<F> {
+    pub fn inputs(&self) -> usize {
+        self.weights.ncols()
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.weights.nrows()
+    }
+}
+
+/// The layers, input to readout, and how spikes and scores are computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainNet<F: Real> {
+    pub input_size: usize,
+    pub layers: Vec<LifLayer<F>>,
+    pub readout: Readout,
+    pub surrogate: Surrogate,
+    pub mode: SpikeMode,
+    pub detach_reset: bool,
+    pub steps: usize,
+}
+
+impl<F: Real> TrainNet<F> {
+    /// Builds the layers of a checked training network (see `spec::validate::check_training`),
+    /// drawing initial weights exactly as the engine draws the projections' synapses.
+    pub fn from_spec(net: &Network, training: &Training, seed: u64) -> Result<Self> {
+        let input = net.inputs.first().ok_or_else(|| Error::Training("the network has no input population".into()))?;
+        let mut layers = Vec::new();
+        let mut n_in = input.size as usize;
+        for pop in &net.populations {
+            let (k, proj) = net
+                .projections
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.to == pop.name)
+                .ok_or_else(|| Error::Training(format!("no projection into {:?}", pop.name)))?;
+            let n_out = pop.size as usize;
+            let plan = ConnectionPlan {
+                connect: &proj.connect,
+                n_source: n_in,
+                n_target: n_out,
+                exclude_self: false,
+                weight: &proj.weight,
+                delay_ms: &proj.delay_ms,
+                dt_ms: net.dt_ms,
+            };
+            // The same stream as the engine's projection k, so simulation and training start
+            // from the same weights.
+            let csr = synapses::build(&plan, &mut rng::stream(seed, Purpose::Connectivity, k as u64));
+            let mut weights = DMatrix::<F>::zeros(n_out, n_in);
+            for i in 0..n_in {
+                for s in csr.row(i) {
+                    weights[(csr.targets[s] as usize, i)] = F::of(csr.weights[s] as f64);
+                }
+            }
+            let Neuron::Lif { tau_mem_ms, v_rest, v_threshold, v_reset, reset, .. } = pop.neuron;
+            layers.push(LifLayer {
+                name: pop.name.clone(),
+                weights,
+                decay: F::of((-net.dt_ms / tau_mem_ms).exp()),
+                v_rest: F::of(v_rest),
+                v_threshold: F::of(v_threshold),
+                v_reset: F::of(v_reset),
+                reset,
+            });
+            n_in = n_out;
+        }
+        Ok(TrainNet {
+            input_size: input.size as usize,
+            layers,
+            readout: training.readout,
+            surrogate: training.surrogate,
+            mode: training.spike_mode,
+            detach_reset: training.detach_reset,
+            steps: training.steps as usize,
+        })
+    }
+
+    pub fn classes(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.outputs())
+    }
+}
