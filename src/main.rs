@@ -42,6 +42,48 @@ enum Command {
         #[arg(long)]
         no_figures: bool,
     },
+    /// Train a network with a `training` section by BPTT; writes checkpoint.h5, history.h5 and
+    /// training_curves.png into the output folder after every epoch.
+    Train {
+        /// Network description (RON) with `inputs` and `training`.
+        network: PathBuf,
+        /// Surrogate gradient (default: the network's): htaf, sigmoid, fast-sigmoid, arctan,
+        /// triangle, ste.
+        #[arg(long)]
+        surrogate: Option<snn::surrogate::Surrogate>,
+        /// Number of epochs in all (default: the network's).
+        #[arg(long)]
+        epochs: Option<u32>,
+        /// Folder with the four MNIST-format IDX files (default: the network's, else
+        /// /usr/share/datasets/fashion-mnist, else the shipped subset).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output folder (default: outputs/<network name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the output folder's checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Seed of every random stream (default: the network's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Use only the first N training samples.
+        #[arg(long)]
+        train_samples: Option<u32>,
+        /// Use only the first N test samples.
+        #[arg(long)]
+        test_samples: Option<u32>,
+    },
+    /// Evaluate a training checkpoint on the test set: accuracy and confusion matrix figure.
+    Eval {
+        checkpoint: PathBuf,
+        /// Folder with the IDX files (default: as for training).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to draw confusion.png (default: beside the checkpoint).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Check a network or stimulus file without running it.
     Validate {
         /// Network or stimulus file (RON).
@@ -92,6 +134,41 @@ fn run(cli: Cli) -> snn::Result<()> {
                 FileKind::Stimulus => "stimulus",
             };
             say(&format!("{}: valid {what}\n", file.display()));
+        }
+        Command::Train {
+            network,
+            surrogate,
+            epochs,
+            data,
+            out,
+            resume,
+            seed,
+            train_samples,
+            test_samples,
+        } => {
+            let opts = snn::train::trainer::TrainOptions {
+                network,
+                surrogate,
+                epochs,
+                data,
+                out,
+                resume,
+                seed,
+                train_samples,
+                test_samples,
+                progress: std::io::stderr().is_terminal(),
+            };
+            say(&snn::train::command::train(&opts)?.to_string());
+        }
+        Command::Eval {
+            checkpoint,
+            data,
+            out,
+        } => {
+            say(
+                &snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?
+                    .to_string(),
+            );
         }
         Command::Plot {
             figure: Figure::Surrogates { out },

@@ -57,14 +57,18 @@ fn check(readout: &str, detach_reset: bool) {
     forward(&net, &x, &mut tape);
     let mut g_scores = Vec::new();
     cross_entropy(&tape.scores.clone(), 1, 1.0, &mut g_scores);
-    let mut grads: Vec<DMatrix<f64>> = net.layers.iter().map(|l| DMatrix::zeros(l.outputs(), l.inputs())).collect();
+    let mut grads: Vec<DMatrix<f64>> = net
+        .layers
+        .iter()
+        .map(|l| DMatrix::zeros(l.outputs(), l.inputs()))
+        .collect();
     backward(&net, &x, &mut tape, &g_scores, &mut grads);
 
     let h = 1e-6;
     let mut worst: f64 = 0.0;
     let mut checked = 0;
-    for l in 0..net.layers.len() {
-        for idx in 0..net.layers[l].weights.len() {
+    for (l, grad) in grads.iter().enumerate() {
+        for (idx, &analytic) in grad.iter().enumerate() {
             let w0 = net.layers[l].weights[idx];
             net.layers[l].weights[idx] = w0 + h;
             let up = loss(&net, &x, &mut tape);
@@ -72,16 +76,20 @@ fn check(readout: &str, detach_reset: bool) {
             let down = loss(&net, &x, &mut tape);
             net.layers[l].weights[idx] = w0;
             let numeric = (up - down) / (2.0 * h);
-            let analytic = grads[l][idx];
             let error = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-6);
-            assert!(error < 1e-3, "{readout}, layer {l} weight {idx}: backprop {analytic}, finite difference {numeric}");
+            assert!(
+                error < 1e-3,
+                "{readout}, layer {l} weight {idx}: backprop {analytic}, finite difference {numeric}"
+            );
             worst = worst.max(error);
             checked += 1;
         }
     }
     let total: f64 = grads.iter().map(|g| g.norm()).sum();
     assert!(total > 1e-3, "gradients vanish, the check would be vacuous");
-    println!("{readout}, detach_reset {detach_reset}: {checked} weights, worst relative error {worst:.2e}");
+    println!(
+        "{readout}, detach_reset {detach_reset}: {checked} weights, worst relative error {worst:.2e}"
+    );
 }
 
 #[test]
@@ -117,8 +125,15 @@ fn surrogate_mode_touches_only_the_columns_of_inputs_that_fired() {
     forward(&net, &silent, &mut tape);
     let mut g = Vec::new();
     cross_entropy(&tape.scores.clone(), 0, 1.0, &mut g);
-    let mut grads: Vec<DMatrix<f64>> = net.layers.iter().map(|l| DMatrix::zeros(l.outputs(), l.inputs())).collect();
+    let mut grads: Vec<DMatrix<f64>> = net
+        .layers
+        .iter()
+        .map(|l| DMatrix::zeros(l.outputs(), l.inputs()))
+        .collect();
     backward(&net, &silent, &mut tape, &g, &mut grads);
-    assert!(grads[0].column(4).iter().all(|&v| v == 0.0), "input 4 never fired");
+    assert!(
+        grads[0].column(4).iter().all(|&v| v == 0.0),
+        "input 4 never fired"
+    );
     assert!(grads[0].column(1).iter().any(|&v| v != 0.0));
 }

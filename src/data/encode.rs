@@ -12,6 +12,7 @@
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
+use super::events::Events;
 use crate::engine::rng::Stream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -63,7 +64,7 @@ impl Encoder {
     }
 
     /// Encodes `pixels` over `steps` steps into `out`.
-    pub fn encode(&self, pixels: &[u8], steps: usize, rng: &mut Stream, out: &mut SparseSteps) {
+    pub fn encode(&self, pixels: &[u8], steps: usize, rng: &mut Stream, out: &mut Events<f32>) {
         out.clear();
         let intensity = |p: u8| p as f32 / 255.0;
         for step in 0..steps {
@@ -99,42 +100,6 @@ impl Encoder {
     }
 }
 
-/// Per step, the (index, value) pairs of active inputs.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SparseSteps {
-    starts: Vec<usize>,
-    pub index: Vec<u32>,
-    pub value: Vec<f32>,
-}
-
-impl SparseSteps {
-    pub fn clear(&mut self) {
-        self.starts.clear();
-        self.starts.push(0);
-        self.index.clear();
-        self.value.clear();
-    }
-
-    pub fn push(&mut self, index: u32, value: f32) {
-        self.index.push(index);
-        self.value.push(value);
-    }
-
-    pub fn end_step(&mut self) {
-        self.starts.push(self.index.len());
-    }
-
-    pub fn steps(&self) -> usize {
-        self.starts.len().saturating_sub(1)
-    }
-
-    /// The active inputs of `step`.
-    pub fn step(&self, step: usize) -> (&[u32], &[f32]) {
-        let r = self.starts[step]..self.starts[step + 1];
-        (&self.index[r.clone()], &self.value[r])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +108,7 @@ mod tests {
     #[test]
     fn rate_coding_fires_in_proportion_to_intensity() {
         let pixels = [0u8, 51, 255, 128];
-        let mut out = SparseSteps::default();
+        let mut out = Events::default();
         Encoder::Rate { gain: 1.0 }.encode(
             &pixels,
             20_000,
@@ -151,7 +116,7 @@ mod tests {
             &mut out,
         );
         let mut counts = [0usize; 4];
-        out.index.iter().for_each(|&i| counts[i as usize] += 1);
+        (0..out.steps()).for_each(|n| out.step(n).0.iter().for_each(|&i| counts[i as usize] += 1));
         assert_eq!(counts[0], 0);
         assert_eq!(counts[2], 20_000);
         assert!(
@@ -167,7 +132,7 @@ mod tests {
     #[test]
     fn latency_fires_bright_pixels_first_and_once() {
         let pixels = [255u8, 0, 128, 1];
-        let mut out = SparseSteps::default();
+        let mut out = Events::default();
         Encoder::Latency { threshold: 0.01 }.encode(
             &pixels,
             11,
@@ -183,7 +148,7 @@ mod tests {
     #[test]
     fn current_coding_repeats_nonzero_intensities() {
         let pixels = [0u8, 255, 51];
-        let mut out = SparseSteps::default();
+        let mut out = Events::default();
         Encoder::Current.encode(&pixels, 3, &mut stream(1, Purpose::Encoding, 0), &mut out);
         assert_eq!(out.steps(), 3);
         for s in 0..3 {

@@ -17,44 +17,15 @@
 
 use std::path::Path;
 
-use hdf5::types::VarLenUnicode;
-
 use super::atomic::write_atomically;
+use super::hdf5_util::{
+    dataset, read_dataset, read_scalar_attr, read_str_attr, scalar_attr, str_attr,
+};
 use crate::error::{Error, Result};
 use crate::recording::{PopulationRecord, Recording, RunInfo, TraceRecord};
 
 /// Bumped whenever the layout above changes; checked on load.
 pub const SCHEMA_VERSION: u32 = 1;
-
-fn text(s: &str) -> Result<VarLenUnicode, String> {
-    s.parse::<VarLenUnicode>().map_err(|e| e.to_string())
-}
-
-fn str_attr(loc: &hdf5::Location, name: &str, value: &str) -> Result<(), String> {
-    loc.new_attr::<VarLenUnicode>()
-        .create(name)
-        .and_then(|a| a.write_scalar(&text(value)?))
-        .map_err(|e| e.to_string())
-}
-
-fn scalar_attr<T: hdf5::H5Type>(loc: &hdf5::Location, name: &str, value: T) -> Result<(), String> {
-    loc.new_attr::<T>()
-        .create(name)
-        .and_then(|a| a.write_scalar(&value))
-        .map_err(|e| e.to_string())
-}
-
-fn dataset<T: hdf5::H5Type>(
-    group: &hdf5::Group,
-    name: &str,
-    data: &[T],
-) -> Result<hdf5::Dataset, String> {
-    group
-        .new_dataset_builder()
-        .with_data(data)
-        .create(name)
-        .map_err(|e| e.to_string())
-}
 
 /// Writes `rec` to `path` atomically.
 pub fn write(rec: &Recording, path: &Path) -> Result<()> {
@@ -127,79 +98,44 @@ pub fn read(path: &Path) -> Result<Recording> {
 fn read_file(path: &Path) -> Result<Recording, String> {
     let err = |e: hdf5::Error| e.to_string();
     let file = hdf5::File::open(path).map_err(err)?;
-    let s_attr = |loc: &hdf5::Location, name: &str| -> Result<String, String> {
-        Ok(loc
-            .attr(name)
-            .and_then(|a| a.read_scalar::<VarLenUnicode>())
-            .map_err(err)?
-            .to_string())
-    };
-    let version: u32 = file
-        .attr("schema_version")
-        .and_then(|a| a.read_scalar())
-        .map_err(err)?;
+    let version: u32 = read_scalar_attr(&file, "schema_version")?;
     if version != SCHEMA_VERSION {
         return Err(format!(
             "schema_version {version} is not the supported {SCHEMA_VERSION}"
         ));
     }
     let info = RunInfo {
-        network_name: s_attr(&file, "network_name")?,
-        network_spec: s_attr(&file, "network_spec")?,
-        stimulus_spec: s_attr(&file, "stimulus_spec")?,
-        seed: file
-            .attr("seed")
-            .and_then(|a| a.read_scalar())
-            .map_err(err)?,
-        dt_ms: file
-            .attr("dt_ms")
-            .and_then(|a| a.read_scalar())
-            .map_err(err)?,
-        duration_ms: file
-            .attr("duration_ms")
-            .and_then(|a| a.read_scalar())
-            .map_err(err)?,
+        network_name: read_str_attr(&file, "network_name")?,
+        network_spec: read_str_attr(&file, "network_spec")?,
+        stimulus_spec: read_str_attr(&file, "stimulus_spec")?,
+        seed: read_scalar_attr(&file, "seed")?,
+        dt_ms: read_scalar_attr(&file, "dt_ms")?,
+        duration_ms: read_scalar_attr(&file, "duration_ms")?,
     };
     let spikes = file.group("spikes").map_err(err)?;
     // HDF5 lists members by name; the `index` attribute restores the network's order.
     let mut indexed = Vec::new();
     for name in spikes.member_names().map_err(err)? {
         let g = spikes.group(&name).map_err(err)?;
+        let rate = file.group(&format!("rates/{name}")).map_err(err)?;
         let recorded = g.link_exists("timestamps");
-        let rate = file
-            .dataset(&format!("rates/{name}/rate_hz"))
-            .map_err(err)?;
-        let index: u64 = g.attr("index").and_then(|a| a.read_scalar()).map_err(err)?;
+        let index: u64 = read_scalar_attr(&g, "index")?;
         indexed.push((
             index,
             PopulationRecord {
-                size: g.attr("size").and_then(|a| a.read_scalar()).map_err(err)?,
-                is_neuron: g
-                    .attr("is_neuron")
-                    .and_then(|a| a.read_scalar::<u8>())
-                    .map_err(err)?
-                    != 0,
-                total_spikes: g
-                    .attr("total_spikes")
-                    .and_then(|a| a.read_scalar())
-                    .map_err(err)?,
+                size: read_scalar_attr(&g, "size")?,
+                is_neuron: read_scalar_attr::<u8>(&g, "is_neuron")? != 0,
+                total_spikes: read_scalar_attr(&g, "total_spikes")?,
                 spikes: if recorded {
                     Some((
-                        g.dataset("timestamps")
-                            .and_then(|d| d.read_raw())
-                            .map_err(err)?,
-                        g.dataset("node_ids")
-                            .and_then(|d| d.read_raw())
-                            .map_err(err)?,
+                        read_dataset(&g, "timestamps")?,
+                        read_dataset(&g, "node_ids")?,
                     ))
                 } else {
                     None
                 },
-                rate_bin_ms: rate
-                    .attr("bin_ms")
-                    .and_then(|a| a.read_scalar())
-                    .map_err(err)?,
-                rate_hz: rate.read_raw().map_err(err)?,
+                rate_bin_ms: read_scalar_attr(&*rate.dataset("rate_hz").map_err(err)?, "bin_ms")?,
+                rate_hz: read_dataset(&rate, "rate_hz")?,
                 name,
             },
         ));
@@ -212,11 +148,8 @@ fn read_file(path: &Path) -> Result<Recording, String> {
         for name in report.member_names().map_err(err)? {
             let g = report.group(&name).map_err(err)?;
             traces.push(TraceRecord {
-                node_ids: g
-                    .dataset("node_ids")
-                    .and_then(|d| d.read_raw())
-                    .map_err(err)?,
-                v: g.dataset("v").and_then(|d| d.read_raw()).map_err(err)?,
+                node_ids: read_dataset(&g, "node_ids")?,
+                v: read_dataset(&g, "v")?,
                 population: name,
             });
         }

@@ -4,10 +4,12 @@
 mod raster;
 mod surrogates;
 mod traces;
+mod training;
 
 pub use raster::raster;
 pub use surrogates::surrogates;
 pub use traces::traces;
+pub use training::{confusion, training_curves};
 
 use std::path::Path;
 use std::sync::Once;

@@ -89,7 +89,9 @@ pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Resu
         let names: Vec<&str> = network.inputs.iter().map(|i| i.name.as_str()).collect();
         return Err(Error::Invalid {
             path: network_path.to_owned(),
-            problems: vec![format!("inputs: {names:?} must be fed by a stimulus (--stimulus FILE) with sources of those names")],
+            problems: vec![format!(
+                "inputs: {names:?} must be fed by a stimulus (--stimulus FILE) with sources of those names"
+            )],
         });
     }
     let stimulus = match &stimulus_path {

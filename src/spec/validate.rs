@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use super::common::{Connect, Projection, Synapse};
 use super::network::{Network, Neuron, SpikeRecord};
-use super::training::{Optimizer, Schedule, Training};
 use super::stimulus::{Current, SourceKind, Stimulus};
+use super::training::{Optimizer, Schedule, Training};
 
 /// What a projection or monitor may refer to: a population's size and whether it is made of
 /// neurons (a valid projection target) or of spike generators.
@@ -106,15 +106,36 @@ pub fn check_network(net: &Network) -> (PopulationTable, Vec<String>) {
     }
     for (i, input) in net.inputs.iter().enumerate() {
         let path = format!("inputs[{i}]");
-        if table.insert(input.name.clone(), PopulationInfo { size: input.size, is_neuron: false }).is_some() {
-            problems.push(format!("{path}.name: population name {:?} is used twice", input.name));
+        if table
+            .insert(
+                input.name.clone(),
+                PopulationInfo {
+                    size: input.size,
+                    is_neuron: false,
+                },
+            )
+            .is_some()
+        {
+            problems.push(format!(
+                "{path}.name: population name {:?} is used twice",
+                input.name
+            ));
         }
         if input.size == 0 {
-            problems.push(format!("{path}.size: input {:?} is empty (size 0)", input.name));
+            problems.push(format!(
+                "{path}.size: input {:?} is empty (size 0)",
+                input.name
+            ));
         }
     }
     for (i, proj) in net.projections.iter().enumerate() {
-        check_projection(proj, &format!("projections[{i}]"), &table, net.dt_ms, &mut problems);
+        check_projection(
+            proj,
+            &format!("projections[{i}]"),
+            &table,
+            net.dt_ms,
+            &mut problems,
+        );
     }
     if let Some(training) = &net.training {
         check_training(net, training, &mut problems);
@@ -451,24 +472,37 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
     problems.extend(t.surrogate.problems("training.surrogate"));
     problems.extend(t.encoder.problems("training.encoder"));
     match t.optimizer {
-        Optimizer::Adam { lr, beta1, beta2, eps } => {
+        Optimizer::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } => {
             positive(problems, "training.optimizer.Adam.lr", lr);
             positive(problems, "training.optimizer.Adam.eps", eps);
             for (name, b) in [("beta1", beta1), ("beta2", beta2)] {
                 if !(0.0..1.0).contains(&b) {
-                    problems.push(format!("training.optimizer.Adam.{name}: must lie in [0, 1), got {b}"));
+                    problems.push(format!(
+                        "training.optimizer.Adam.{name}: must lie in [0, 1), got {b}"
+                    ));
                 }
             }
         }
         Optimizer::Sgd { lr, momentum } => {
             positive(problems, "training.optimizer.Sgd.lr", lr);
             if !(0.0..1.0).contains(&momentum) {
-                problems.push(format!("training.optimizer.Sgd.momentum: must lie in [0, 1), got {momentum}"));
+                problems.push(format!(
+                    "training.optimizer.Sgd.momentum: must lie in [0, 1), got {momentum}"
+                ));
             }
         }
     }
     non_negative(problems, "training.weight_decay", t.weight_decay);
-    if let Schedule::Step { every_epochs, factor } = t.schedule {
+    if let Schedule::Step {
+        every_epochs,
+        factor,
+    } = t.schedule
+    {
         if every_epochs == 0 || !(factor.is_finite() && factor > 0.0) {
             problems.push(format!(
                 "training.schedule.Step: needs every_epochs >= 1 and factor > 0, got {every_epochs} and {factor}"
@@ -476,13 +510,20 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
         }
     }
     if net.inputs.len() != 1 {
-        problems.push(format!("inputs: training needs exactly one input population, found {}", net.inputs.len()));
+        problems.push(format!(
+            "inputs: training needs exactly one input population, found {}",
+            net.inputs.len()
+        ));
         return;
     }
     let mut previous = net.inputs[0].name.as_str();
     for (i, pop) in net.populations.iter().enumerate() {
-        let incoming: Vec<(usize, &super::common::Projection)> =
-            net.projections.iter().enumerate().filter(|(_, p)| p.to == pop.name).collect();
+        let incoming: Vec<(usize, &super::common::Projection)> = net
+            .projections
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.to == pop.name)
+            .collect();
         let path = format!("populations[{i}]");
         match incoming.as_slice() {
             [(k, p)] => {
@@ -494,13 +535,22 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
                     ));
                 }
                 if p.connect != Connect::AllToAll {
-                    problems.push(format!("{ppath}.connect: training layers are AllToAll, got {:?}", p.connect));
+                    problems.push(format!(
+                        "{ppath}.connect: training layers are AllToAll, got {:?}",
+                        p.connect
+                    ));
                 }
                 if p.synapse != super::common::Synapse::Instantaneous {
-                    problems.push(format!("{ppath}.synapse: training layers use Instantaneous synapses, got {:?}", p.synapse));
+                    problems.push(format!(
+                        "{ppath}.synapse: training layers use Instantaneous synapses, got {:?}",
+                        p.synapse
+                    ));
                 }
                 if p.delay_ms != super::common::Distribution::Constant(0.0) {
-                    problems.push(format!("{ppath}.delay_ms: training layers have no delay, got {:?}", p.delay_ms));
+                    problems.push(format!(
+                        "{ppath}.delay_ms: training layers have no delay, got {:?}",
+                        p.delay_ms
+                    ));
                 }
             }
             _ => problems.push(format!(
@@ -511,7 +561,9 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
         }
         let Neuron::Lif { refractory_ms, .. } = pop.neuron;
         if refractory_ms != 0.0 {
-            problems.push(format!("{path}.neuron.Lif.refractory_ms: training supports 0 only, got {refractory_ms}"));
+            problems.push(format!(
+                "{path}.neuron.Lif.refractory_ms: training supports 0 only, got {refractory_ms}"
+            ));
         }
         previous = pop.name.as_str();
     }

@@ -28,49 +28,9 @@
 use nalgebra::DMatrix;
 
 use super::net::{Real, TrainNet};
+pub use crate::data::events::Events;
 use crate::spec::{Readout, Reset};
 use crate::surrogate::{SpikeMode, heaviside};
-
-/// Sparse values over time: per step, (index, value) pairs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Events<F> {
-    starts: Vec<usize>,
-    index: Vec<u32>,
-    value: Vec<F>,
-}
-
-impl<F> Default for Events<F> {
-    fn default() -> Self {
-        Events { starts: vec![0], index: Vec::new(), value: Vec::new() }
-    }
-}
-
-impl<F: Copy> Events<F> {
-    pub fn clear(&mut self) {
-        self.starts.clear();
-        self.starts.push(0);
-        self.index.clear();
-        self.value.clear();
-    }
-
-    pub fn push(&mut self, index: u32, value: F) {
-        self.index.push(index);
-        self.value.push(value);
-    }
-
-    pub fn end_step(&mut self) {
-        self.starts.push(self.index.len());
-    }
-
-    pub fn step(&self, n: usize) -> (&[u32], &[F]) {
-        let r = self.starts[n]..self.starts[n + 1];
-        (&self.index[r.clone()], &self.value[r])
-    }
-
-    pub fn total(&self) -> usize {
-        self.index.len()
-    }
-}
 
 /// What the forward pass keeps for the backward pass, reused from sample to sample.
 #[derive(Debug, Clone)]
@@ -109,6 +69,18 @@ impl<F: Real> Tape<F> {
     }
 }
 
+/// Column `i` of a column-major matrix as a slice: the weights leaving input `i`. (nalgebra's
+/// column views iterate with a stride the compiler does not vectorise.)
+fn column<F: Real>(m: &DMatrix<F>, i: usize) -> &[F] {
+    let rows = m.nrows();
+    &m.as_slice()[i * rows..(i + 1) * rows]
+}
+
+fn column_mut<F: Real>(m: &mut DMatrix<F>, i: usize) -> &mut [F] {
+    let rows = m.nrows();
+    &mut m.as_mut_slice()[i * rows..(i + 1) * rows]
+}
+
 fn fires<F: Real>(net: &TrainNet<F>, l: usize) -> bool {
     l + 1 < net.layers.len() || net.readout == Readout::SpikeCount
 }
@@ -143,8 +115,7 @@ pub fn forward<F: Real>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F>
                 (&[], &[])
             };
             for (&i, &x) in idx.iter().zip(val) {
-                let column = layer.weights.column(i as usize);
-                for (a, &w) in state.iter_mut().zip(column.iter()) {
+                for (a, &w) in state.iter_mut().zip(column(&layer.weights, i as usize)) {
                     *a += x * w;
                 }
             }
@@ -181,22 +152,44 @@ pub fn forward<F: Real>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F>
 /// Softmax cross-entropy of `scores` for class `label`: the loss and its gradient w.r.t. the
 /// scores, scaled by `weight` (1 / batch size, so that summed gradients are batch means).
 pub fn cross_entropy<F: Real>(scores: &[F], label: usize, weight: F, grad: &mut Vec<F>) -> f64 {
-    let max = scores.iter().copied().fold(F::min_value().unwrap_or(F::zero()), |m, s| if s > m { s } else { m });
+    let max = scores
+        .iter()
+        .copied()
+        .fold(F::min_value().unwrap_or(F::zero()), |m, s| {
+            if s > m { s } else { m }
+        });
     let exp: Vec<F> = scores.iter().map(|&s| (s - max).exp()).collect();
     let sum = exp.iter().copied().fold(F::zero(), |a, b| a + b);
     grad.clear();
-    grad.extend(exp.iter().enumerate().map(|(k, &e)| (e / sum - if k == label { F::one() } else { F::zero() }) * weight));
+    grad.extend(
+        exp.iter()
+            .enumerate()
+            .map(|(k, &e)| (e / sum - if k == label { F::one() } else { F::zero() }) * weight),
+    );
     (sum.ln() - (scores[label] - max)).to_f64()
 }
 
 /// Adds this sample's weight gradients into `grads` (one matrix per layer), given the gradient
 /// of the loss w.r.t. the scores. `forward` must have filled `tape` for the same input.
-pub fn backward<F: Real>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F>, g_scores: &[F], grads: &mut [DMatrix<F>]) {
+pub fn backward<F: Real>(
+    net: &TrainNet<F>,
+    input: &Events<F>,
+    tape: &mut Tape<F>,
+    g_scores: &[F],
+    grads: &mut [DMatrix<F>],
+) {
     let t_steps = net.steps;
     let n_layers = net.layers.len();
     let inv_t = F::one() / F::of(t_steps as f64);
     // g_spikes holds dL/ds for the current layer (steps x outputs), filled by the layer above.
-    let Tape { v_pre, spikes, g_spikes, g_below, g_a, .. } = tape;
+    let Tape {
+        v_pre,
+        spikes,
+        g_spikes,
+        g_below,
+        g_a,
+        ..
+    } = tape;
     for l in (0..n_layers).rev() {
         let layer = &net.layers[l];
         let n_out = layer.outputs();
@@ -234,12 +227,19 @@ pub fn backward<F: Real>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F
                 // g_a holds dL/da[n+1] = dL/dv[n].
                 let g_v = g_a[j];
                 let g_vp = if fires {
-                    let d = F::of(net.surrogate.derivative((vp[j] - layer.v_threshold).to_f64()));
+                    let d = F::of(
+                        net.surrogate
+                            .derivative((vp[j] - layer.v_threshold).to_f64()),
+                    );
                     let (direct, dv_ds) = match layer.reset {
                         Reset::Subtract => (F::one(), -reset_gap),
                         Reset::Hard => (F::one() - s_dense[j], layer.v_reset - vp[j]),
                     };
-                    let through_reset = if net.detach_reset { F::zero() } else { g_v * dv_ds };
+                    let through_reset = if net.detach_reset {
+                        F::zero()
+                    } else {
+                        g_v * dv_ds
+                    };
                     g_v * direct + d * (g_spikes[n * n_out + j] + through_reset)
                 } else {
                     g_v + g_scores[j] * inv_t
@@ -256,8 +256,7 @@ pub fn backward<F: Real>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F
             };
             let grad = &mut grads[l];
             for (&i, &x) in idx.iter().zip(val) {
-                let mut column = grad.column_mut(i as usize);
-                for (g, &ga) in column.iter_mut().zip(g_a.iter()) {
+                for (g, &ga) in column_mut(grad, i as usize).iter_mut().zip(g_a.iter()) {
                     *g += x * ga;
                 }
             }
@@ -266,8 +265,10 @@ pub fn backward<F: Real>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F
                 // the gradient of units that stayed silent too).
                 let below = &mut g_below[(n - 1) * n_in..n * n_in];
                 for (i, gb) in below.iter_mut().enumerate() {
-                    let column = layer.weights.column(i);
-                    *gb += column.iter().zip(g_a.iter()).fold(F::zero(), |acc, (&w, &ga)| acc + w * ga);
+                    *gb += column(&layer.weights, i)
+                        .iter()
+                        .zip(g_a.iter())
+                        .fold(F::zero(), |acc, (&w, &ga)| acc + w * ga);
                 }
             }
         }

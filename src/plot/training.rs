@@ -1,0 +1,120 @@
+//! Training figures: loss and accuracy per epoch, and the confusion matrix.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::{colour, draw_png};
+use crate::error::Result;
+use crate::train::history::History;
+
+/// (label, values) of the train and test curves of one panel.
+type Curves<'a> = [(&'a str, &'a Vec<f64>); 2];
+
+/// Loss (left) and accuracy (right) per epoch, train and test.
+pub fn training_curves(h: &History, name: &str, path: &Path) -> Result<()> {
+    let epochs = h.epochs().max(1) as f64;
+    draw_png(path, (1200, 500), |root| {
+        let panels = root.split_evenly((1, 2));
+        let loss_max = h
+            .train_loss
+            .iter()
+            .chain(&h.test_loss)
+            .copied()
+            .filter(|x| x.is_finite())
+            .fold(0.1, f64::max);
+        let specs: [(&str, f64, Curves, f64); 2] = [
+            (
+                "loss",
+                loss_max * 1.1,
+                [("train", &h.train_loss), ("test", &h.test_loss)],
+                1.0,
+            ),
+            (
+                "accuracy (%)",
+                100.0,
+                [("train", &h.train_accuracy), ("test", &h.test_accuracy)],
+                100.0,
+            ),
+        ];
+        for (area, (label, top, series, scale)) in panels.iter().zip(specs) {
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("{name}: {label}"), ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(55)
+                .build_cartesian_2d(0.5..epochs + 0.5, 0.0..top)?;
+            chart
+                .configure_mesh()
+                .x_desc("epoch")
+                .y_desc(label)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .label_style(("sans-serif", 14))
+                .draw()?;
+            for (i, (which, values)) in series.iter().enumerate() {
+                let points: Vec<(f64, f64)> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(e, &v)| ((e + 1) as f64, v * scale))
+                    .collect();
+                let c = colour(i);
+                chart
+                    .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
+                    .label(*which)
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 16, y)], c.stroke_width(3))
+                    });
+                chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .draw()?;
+        }
+        Ok(())
+    })
+}
+
+/// Confusion matrix as a heat map with counts; rows true class, columns predicted.
+pub fn confusion(counts: &[u64], classes: usize, title: &str, path: &Path) -> Result<()> {
+    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    draw_png(path, (760, 700), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0..classes, 0..classes)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted class")
+            .y_desc("true class")
+            .x_labels(classes)
+            .y_labels(classes)
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        for t in 0..classes {
+            for p in 0..classes {
+                let c = counts[t * classes + p];
+                let shade = 1.0 - 0.85 * (c as f64 / max);
+                let fill = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
+                // Row t drawn at the top for t = 0.
+                let y = classes - 1 - t;
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(p, y), (p + 1, y + 1)],
+                    fill.filled(),
+                )))?;
+                let text_colour = if shade < 0.5 { WHITE } else { BLACK };
+                chart.draw_series(std::iter::once(Text::new(
+                    c.to_string(),
+                    (p, y + 1),
+                    ("sans-serif", 13).into_font().color(&text_colour),
+                )))?;
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,233 @@
+//! `snn train` and `snn eval` as the command line runs them: load, train epoch by epoch with a
+//! progress bar, and after every epoch write the checkpoint, the history and the training
+//! curves (each atomically).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::net::TrainNet;
+use super::trainer::{self, PassTotals, Run, TrainOptions};
+use crate::error::{Error, Result};
+use crate::io::checkpoint;
+use crate::plot;
+use crate::spec::{self, Training};
+
+/// What `snn train` reports at the end.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub run_name: String,
+    pub surrogate: String,
+    pub history: super::history::History,
+    pub epochs_run: u32,
+    pub files: Vec<PathBuf>,
+}
+
+impl fmt::Display for TrainSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = &self.history;
+        writeln!(
+            f,
+            "{} trained with {}: {} epochs ({} in this run)",
+            self.run_name,
+            self.surrogate,
+            h.epochs(),
+            self.epochs_run
+        )?;
+        writeln!(
+            f,
+            "{:>5} {:>10} {:>9} {:>10} {:>9} {:>10}",
+            "epoch", "train loss", "train acc", "test loss", "test acc", "samples/s"
+        )?;
+        for e in 0..h.epochs() {
+            writeln!(
+                f,
+                "{:>5} {:>10.4} {:>8.2}% {:>10.4} {:>8.2}% {:>10.0}",
+                e + 1,
+                h.train_loss[e],
+                100.0 * h.train_accuracy[e],
+                h.test_loss[e],
+                100.0 * h.test_accuracy[e],
+                h.samples_per_s[e]
+            )?;
+        }
+        for file in &self.files {
+            writeln!(f, "wrote {}", file.display())?;
+        }
+        Ok(())
+    }
+}
+
+pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    let (network, text, training) = trainer::load_training(opts)?;
+    let dir = trainer::data_folder(opts.data.as_deref(), &training, &opts.network);
+    let data = trainer::load_data(
+        &dir,
+        &network,
+        &training,
+        opts.train_samples,
+        opts.test_samples,
+    )?;
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("outputs").join(&network.name));
+    let checkpoint_path = out.join("checkpoint.h5");
+    let seed = opts.seed.unwrap_or(network.seed);
+    let name = network.name.clone();
+    let mut run = Run::new(network, text, training.clone(), seed)?;
+    if opts.resume {
+        let saved = checkpoint::read(&checkpoint_path)?;
+        if saved.network_spec != run.network_text {
+            return Err(Error::Training(format!(
+                "{} was written for another version of {}; resume needs the same network file",
+                checkpoint_path.display(),
+                opts.network.display()
+            )));
+        }
+        let saved_training: Training = spec::parse_ron(&saved.training, &checkpoint_path)?;
+        // A resumed run keeps everything but the number of epochs from the checkpoint.
+        run.training = Training {
+            epochs: training.epochs,
+            ..saved_training
+        };
+        run.restore(saved)?;
+    }
+    let start = run.epochs_done;
+    if start >= run.training.epochs {
+        return Err(Error::Training(format!(
+            "{} already holds {start} epochs; ask for more with --epochs",
+            checkpoint_path.display()
+        )));
+    }
+    std::fs::create_dir_all(&out).map_err(|e| Error::write(&out, e))?;
+    let history_path = out.join("history.h5");
+    let curves_path = out.join("training_curves.png");
+    let samples = data.train.len();
+    for epoch in start..run.training.epochs {
+        let bar = opts.progress.then(|| {
+            let bar = indicatif::ProgressBar::new(samples as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "epoch {prefix} {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]",
+                )
+                .expect("static template"),
+            );
+            bar.set_prefix(format!("{}/{}", epoch + 1, run.training.epochs));
+            bar
+        });
+        let started = std::time::Instant::now();
+        run.epoch(&data, |done, loss, acc| {
+            if let Some(bar) = &bar {
+                bar.set_position(done as u64);
+                let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {loss:.4} acc {:.1}% {rate:.0} samples/s",
+                    100.0 * acc
+                ));
+            }
+        })?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        checkpoint::write(&checkpoint_path, &run.checkpoint())?;
+        checkpoint::write_history(&history_path, &run.history)?;
+        plot::training_curves(&run.history, &name, &curves_path)?;
+    }
+    Ok(TrainSummary {
+        run_name: name,
+        surrogate: run.training.surrogate.to_string(),
+        history: run.history.clone(),
+        epochs_run: run.training.epochs - start,
+        files: vec![checkpoint_path, history_path, curves_path],
+    })
+}
+
+/// What `snn eval` reports.
+#[derive(Debug, Clone)]
+pub struct EvalSummary {
+    pub totals: PassTotals,
+    pub classes: usize,
+    pub files: Vec<PathBuf>,
+}
+
+impl fmt::Display for EvalSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.totals;
+        writeln!(
+            f,
+            "test accuracy {:.2}% ({} of {}), mean loss {:.4}",
+            100.0 * t.accuracy(),
+            t.correct,
+            t.samples,
+            t.mean_loss()
+        )?;
+        writeln!(
+            f,
+            "confusion matrix (rows: true class, columns: predicted class):"
+        )?;
+        for row in t.confusion.chunks(self.classes) {
+            writeln!(
+                f,
+                "{}",
+                row.iter().map(|c| format!("{c:>5}")).collect::<String>()
+            )?;
+        }
+        for file in &self.files {
+            writeln!(f, "wrote {}", file.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// Evaluates a checkpoint on the test split of `data` (default: as for training); draws the
+/// confusion matrix into `out` (default: beside the checkpoint).
+pub fn eval(
+    checkpoint_path: &Path,
+    data: Option<&Path>,
+    out: Option<&Path>,
+) -> Result<EvalSummary> {
+    let saved = checkpoint::read(checkpoint_path)?;
+    let network: spec::Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
+    let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
+    let mut net = TrainNet::<f32>::from_spec(&network, &training, saved.seed)?;
+    if saved.layers.len() != net.layers.len() {
+        return Err(Error::Data {
+            path: checkpoint_path.to_owned(),
+            message: "layers do not match its own network spec".into(),
+        });
+    }
+    for ((_, _, w), layer) in saved.layers.into_iter().zip(&mut net.layers) {
+        layer.weights = w;
+    }
+    let dir = trainer::data_folder(data, &training, checkpoint_path);
+    // The whole test split, whatever the run was cut to.
+    let full = Training {
+        test_samples: None,
+        ..training.clone()
+    };
+    let dataset = trainer::load_data(&dir, &network, &full, None, None)?;
+    let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
+    let folder = out.map(Path::to_owned).unwrap_or_else(|| {
+        checkpoint_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_owned()
+    });
+    std::fs::create_dir_all(&folder).map_err(|e| Error::write(&folder, e))?;
+    let figure = folder.join("confusion.png");
+    plot::confusion(
+        &totals.confusion,
+        net.classes(),
+        &format!(
+            "{}: test accuracy {:.2}%",
+            network.name,
+            100.0 * totals.accuracy()
+        ),
+        &figure,
+    )?;
+    Ok(EvalSummary {
+        totals,
+        classes: net.classes(),
+        files: vec![figure],
+    })
+}

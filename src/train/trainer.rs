@@ -1,0 +1,486 @@
+//! `snn train` and `snn eval`: epochs of shuffled mini-batches, data-parallel over the batch,
+//! evaluation on the test split, history, figures and checkpoints.
+//!
+//! Determinism: a batch is cut into fixed chunks of [`SAMPLE_CHUNK`] samples; each chunk sums
+//! its samples' gradients in order, and the chunks are summed in order, whatever thread ran
+//! them. Shuffling and input encoding draw from streams derived from (seed, epoch, sample), so
+//! the loss curve depends on the seed alone, and a run resumed from a checkpoint continues
+//! exactly as if it had never stopped.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nalgebra::DMatrix;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use super::bptt::{self, Events, Tape};
+use super::history::History;
+use super::net::TrainNet;
+use super::optim::{self, OptimizerState};
+use crate::data::idx::{self, Dataset, Split};
+use crate::engine::rng::{self, Purpose};
+use crate::error::{Error, Result};
+use crate::io::checkpoint::Checkpoint;
+use crate::spec::{self, Network, Training};
+use crate::surrogate::Surrogate;
+
+/// Samples per unit of parallel work; fixed so results do not depend on the thread count.
+pub const SAMPLE_CHUNK: usize = 8;
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    pub network: PathBuf,
+    pub surrogate: Option<Surrogate>,
+    pub epochs: Option<u32>,
+    pub data: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub resume: bool,
+    pub seed: Option<u64>,
+    pub train_samples: Option<u32>,
+    pub test_samples: Option<u32>,
+    pub progress: bool,
+}
+
+/// Per-chunk scratch space, kept across batches.
+struct Workspace {
+    grads: Vec<DMatrix<f32>>,
+    tape: Tape<f32>,
+    input: Events<f32>,
+    g_scores: Vec<f32>,
+    loss: f64,
+    correct: usize,
+    spikes: Vec<u64>,
+    confusion: Vec<u64>,
+}
+
+impl Workspace {
+    fn new(net: &TrainNet<f32>) -> Self {
+        Workspace {
+            grads: net
+                .layers
+                .iter()
+                .map(|l| DMatrix::zeros(l.outputs(), l.inputs()))
+                .collect(),
+            tape: Tape::default(),
+            input: Events::default(),
+            g_scores: Vec::new(),
+            loss: 0.0,
+            correct: 0,
+            spikes: vec![0; net.layers.len()],
+            confusion: vec![0; net.classes() * net.classes()],
+        }
+    }
+
+    fn reset(&mut self, with_grads: bool) {
+        if with_grads {
+            self.grads.iter_mut().for_each(|g| g.fill(0.0));
+        }
+        self.loss = 0.0;
+        self.correct = 0;
+        self.spikes.iter_mut().for_each(|s| *s = 0);
+        self.confusion.iter_mut().for_each(|c| *c = 0);
+    }
+}
+
+/// Encoding streams: training samples get a new draw every epoch, test samples always the same.
+fn encoding_stream(seed: u64, epoch: Option<u32>, sample: usize) -> rng::Stream {
+    let index = match epoch {
+        Some(e) => ((e as u64) << 32) | sample as u64,
+        None => (u64::MAX << 40) | sample as u64,
+    };
+    rng::stream(seed, Purpose::Encoding, index)
+}
+
+fn argmax(scores: &[f32]) -> usize {
+    scores
+        .iter()
+        .enumerate()
+        .fold(0, |best, (k, &s)| if s > scores[best] { k } else { best })
+}
+
+/// A pass over samples of one split: what to run and how.
+struct Pass<'a> {
+    net: &'a TrainNet<f32>,
+    training: &'a Training,
+    split: &'a Split,
+    seed: u64,
+    /// The training epoch (None: evaluation, with fixed encodings).
+    epoch: Option<u32>,
+    /// With Some(1 / batch size), also run backward and accumulate gradients.
+    backward_weight: Option<f32>,
+}
+
+impl Pass<'_> {
+    /// Runs the samples `indices` through the network, accumulating into `ws`.
+    fn run(&self, indices: &[usize], ws: &mut Workspace) {
+        let net = self.net;
+        let classes = net.classes();
+        for &i in indices {
+            let mut stream = encoding_stream(self.seed, self.epoch, i);
+            self.training.encoder.encode(
+                self.split.images.image(i),
+                net.steps,
+                &mut stream,
+                &mut ws.input,
+            );
+            bptt::forward(net, &ws.input, &mut ws.tape);
+            let label = self.split.labels[i] as usize;
+            let scores = ws.tape.scores.clone();
+            ws.loss += bptt::cross_entropy(
+                &scores,
+                label,
+                self.backward_weight.unwrap_or(1.0),
+                &mut ws.g_scores,
+            );
+            let predicted = argmax(&scores);
+            ws.correct += (predicted == label) as usize;
+            ws.confusion[label * classes + predicted] += 1;
+            for (l, s) in ws.spikes.iter_mut().enumerate() {
+                *s += ws.tape.spike_count(l) as u64;
+            }
+            if self.backward_weight.is_some() {
+                let g = std::mem::take(&mut ws.g_scores);
+                bptt::backward(net, &ws.input, &mut ws.tape, &g, &mut ws.grads);
+                ws.g_scores = g;
+            }
+        }
+    }
+}
+
+/// Totals of a pass over some samples.
+#[derive(Debug, Clone, Default)]
+pub struct PassTotals {
+    pub samples: usize,
+    pub loss: f64,
+    pub correct: usize,
+    pub spikes: Vec<u64>,
+    /// Row = true class, column = predicted class.
+    pub confusion: Vec<u64>,
+}
+
+impl PassTotals {
+    fn add(&mut self, ws: &Workspace, samples: usize) {
+        self.samples += samples;
+        self.loss += ws.loss;
+        self.correct += ws.correct;
+        self.spikes.resize(ws.spikes.len(), 0);
+        self.confusion.resize(ws.confusion.len(), 0);
+        self.spikes
+            .iter_mut()
+            .zip(&ws.spikes)
+            .for_each(|(a, b)| *a += b);
+        self.confusion
+            .iter_mut()
+            .zip(&ws.confusion)
+            .for_each(|(a, b)| *a += b);
+    }
+
+    pub fn mean_loss(&self) -> f64 {
+        self.loss / self.samples.max(1) as f64
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// Forward pass over a whole split (test evaluation), in parallel, deterministic.
+pub fn evaluate(net: &TrainNet<f32>, training: &Training, split: &Split, seed: u64) -> PassTotals {
+    let indices: Vec<usize> = (0..split.len()).collect();
+    let chunks: Vec<&[usize]> = indices.chunks(SAMPLE_CHUNK * 4).collect();
+    let partial: Vec<(Workspace, usize)> = chunks
+        .par_iter()
+        .map(|chunk| {
+            let mut ws = Workspace {
+                grads: Vec::new(),
+                ..Workspace::new(net)
+            };
+            ws.reset(false);
+            Pass {
+                net,
+                training,
+                split,
+                seed,
+                epoch: None,
+                backward_weight: None,
+            }
+            .run(chunk, &mut ws);
+            (ws, chunk.len())
+        })
+        .collect();
+    let mut totals = PassTotals::default();
+    for (ws, n) in &partial {
+        totals.add(ws, *n);
+    }
+    totals
+}
+
+/// The state of a training run between epochs.
+pub struct Run {
+    pub network: Network,
+    pub network_text: String,
+    pub training: Training,
+    pub seed: u64,
+    pub net: TrainNet<f32>,
+    pub optimizer: OptimizerState,
+    pub history: History,
+    pub epochs_done: u32,
+    workspaces: Vec<Workspace>,
+    total: Vec<DMatrix<f32>>,
+}
+
+impl Run {
+    pub fn new(
+        network: Network,
+        network_text: String,
+        training: Training,
+        seed: u64,
+    ) -> Result<Self> {
+        let net = TrainNet::<f32>::from_spec(&network, &training, seed)?;
+        let weights: Vec<DMatrix<f32>> = net.layers.iter().map(|l| l.weights.clone()).collect();
+        let optimizer = OptimizerState::new(&weights, &training.optimizer);
+        let history = History {
+            layer_names: net.layers.iter().map(|l| l.name.clone()).collect(),
+            ..History::default()
+        };
+        let total = weights
+            .iter()
+            .map(|w| DMatrix::zeros(w.nrows(), w.ncols()))
+            .collect();
+        Ok(Run {
+            network,
+            network_text,
+            training,
+            seed,
+            net,
+            optimizer,
+            history,
+            epochs_done: 0,
+            workspaces: Vec::new(),
+            total,
+        })
+    }
+
+    /// Continues from a checkpoint written by [`Run::checkpoint`].
+    pub fn restore(&mut self, c: Checkpoint) -> Result<()> {
+        if c.layers.len() != self.net.layers.len()
+            || c.layers
+                .iter()
+                .zip(&self.net.layers)
+                .any(|((_, _, w), l)| w.shape() != l.weights.shape())
+        {
+            return Err(Error::Training(
+                "the checkpoint's layers do not match the network's".into(),
+            ));
+        }
+        for ((_, _, w), layer) in c.layers.into_iter().zip(&mut self.net.layers) {
+            layer.weights = w;
+        }
+        self.optimizer = c.optimizer;
+        self.history = c.history;
+        self.epochs_done = c.epochs_done;
+        self.seed = c.seed;
+        Ok(())
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        let mut from = self.network.inputs[0].name.clone();
+        let layers = self
+            .net
+            .layers
+            .iter()
+            .map(|l| {
+                let entry = (from.clone(), l.name.clone(), l.weights.clone());
+                from = l.name.clone();
+                entry
+            })
+            .collect();
+        Checkpoint {
+            network_spec: self.network_text.clone(),
+            training: ron::to_string(&self.training).expect("training settings serialise"),
+            seed: self.seed,
+            epochs_done: self.epochs_done,
+            layers,
+            optimizer: self.optimizer.clone(),
+            history: self.history.clone(),
+        }
+    }
+
+    /// One epoch over `data.train`, then evaluation on `data.test`; `progress` gets
+    /// (samples done, running loss, running accuracy) after each batch.
+    pub fn epoch(
+        &mut self,
+        data: &Dataset,
+        mut progress: impl FnMut(usize, f64, f64),
+    ) -> Result<()> {
+        let epoch = self.epochs_done;
+        let started = Instant::now();
+        let mut order: Vec<usize> = (0..data.train.len()).collect();
+        order.shuffle(&mut rng::stream(self.seed, Purpose::Shuffle, epoch as u64));
+        let batch_size = self.training.batch_size as usize;
+        let lr_factor = self.training.schedule.factor(epoch, self.training.epochs);
+        let n_layers = self.net.layers.len();
+        let mut totals = PassTotals::default();
+        let mut grad_norms = vec![0.0; n_layers];
+        let mut batches = 0;
+        for (b, batch) in order.chunks(batch_size).enumerate() {
+            let chunks: Vec<&[usize]> = batch.chunks(SAMPLE_CHUNK).collect();
+            while self.workspaces.len() < chunks.len() {
+                self.workspaces.push(Workspace::new(&self.net));
+            }
+            let pass = Pass {
+                net: &self.net,
+                training: &self.training,
+                split: &data.train,
+                seed: self.seed,
+                epoch: Some(epoch),
+                backward_weight: Some(1.0 / batch.len() as f32),
+            };
+            self.workspaces[..chunks.len()]
+                .par_iter_mut()
+                .zip(chunks.par_iter())
+                .for_each(|(ws, chunk)| {
+                    ws.reset(true);
+                    pass.run(chunk, ws);
+                });
+            self.total.iter_mut().for_each(|t| t.fill(0.0));
+            let mut batch_loss = 0.0;
+            for (ws, chunk) in self.workspaces.iter().zip(&chunks) {
+                for (t, g) in self.total.iter_mut().zip(&ws.grads) {
+                    *t += g;
+                }
+                batch_loss += ws.loss;
+                totals.add(ws, chunk.len());
+            }
+            if !batch_loss.is_finite()
+                || self.total.iter().any(|g| !g.iter().all(|x| x.is_finite()))
+            {
+                return Err(Error::Training(format!(
+                    "the loss became {batch_loss} in epoch {} batch {}; the last good checkpoint is kept",
+                    epoch + 1,
+                    b + 1
+                )));
+            }
+            for (n, g) in grad_norms.iter_mut().zip(&self.total) {
+                *n += g.norm() as f64;
+            }
+            batches += 1;
+            let mut weights: Vec<&mut DMatrix<f32>> =
+                self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
+            optim::update(
+                &self.training.optimizer,
+                self.training.weight_decay,
+                lr_factor,
+                &mut weights,
+                &self.total,
+                &mut self.optimizer,
+            );
+            progress(totals.samples, totals.mean_loss(), totals.accuracy());
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let test = evaluate(&self.net, &self.training, &data.test, self.seed);
+        let h = &mut self.history;
+        h.train_loss.push(totals.mean_loss());
+        h.train_accuracy.push(totals.accuracy());
+        h.test_loss.push(test.mean_loss());
+        h.test_accuracy.push(test.accuracy());
+        h.samples_per_s.push(totals.samples as f64 / seconds);
+        h.learning_rate
+            .push(self.training.optimizer.lr() * lr_factor);
+        let steps = (totals.samples * self.net.steps) as f64;
+        h.spike_rate.push(
+            totals
+                .spikes
+                .iter()
+                .zip(&self.net.layers)
+                .map(|(&s, l)| s as f64 / steps / l.outputs() as f64)
+                .collect(),
+        );
+        h.grad_norm.push(
+            grad_norms
+                .iter()
+                .map(|n| n / batches.max(1) as f64)
+                .collect(),
+        );
+        self.epochs_done += 1;
+        Ok(())
+    }
+}
+
+/// Where the data comes from: `--data`, else the spec's `data` (relative to the network file),
+/// else Debian's Fashion-MNIST when installed, else the shipped subset.
+pub fn data_folder(cli: Option<&Path>, training: &Training, network_path: &Path) -> PathBuf {
+    if let Some(dir) = cli {
+        return dir.to_owned();
+    }
+    if let Some(rel) = &training.data {
+        return network_path.parent().unwrap_or(Path::new(".")).join(rel);
+    }
+    let system = Path::new(idx::SYSTEM_FASHION_MNIST);
+    if system.join("train-images-idx3-ubyte.gz").exists() {
+        system.to_owned()
+    } else {
+        idx::shipped_subset()
+    }
+}
+
+/// Loads the data set, cut to the requested sizes, and checks it fits the network's input.
+pub fn load_data(
+    dir: &Path,
+    network: &Network,
+    training: &Training,
+    train_samples: Option<u32>,
+    test_samples: Option<u32>,
+) -> Result<Dataset> {
+    let mut data = idx::load_dir(dir)?;
+    let pixels = data.train.images.pixels_per_image();
+    let input = &network.inputs[0];
+    if pixels != input.size as usize {
+        return Err(Error::Data {
+            path: dir.to_owned(),
+            message: format!(
+                "images have {} x {} = {pixels} pixels, but the input population {:?} has size {}",
+                data.train.images.rows, data.train.images.cols, input.name, input.size
+            ),
+        });
+    }
+    let cut = |split: &mut Split, n: Option<u32>| {
+        if let Some(n) = n.map(|n| (n as usize).min(split.len())) {
+            split.labels.truncate(n);
+            split.images.count = n;
+            split.images.pixels.truncate(n * pixels);
+        }
+    };
+    cut(&mut data.train, train_samples.or(training.train_samples));
+    cut(&mut data.test, test_samples.or(training.test_samples));
+    if data.train.is_empty() || data.test.is_empty() {
+        return Err(Error::Data {
+            path: dir.to_owned(),
+            message: "no training or no test samples left".into(),
+        });
+    }
+    Ok(data)
+}
+
+/// Loads a training network and applies the command-line overrides.
+pub fn load_training(opts: &TrainOptions) -> Result<(Network, String, Training)> {
+    let (network, text) = spec::load_network(&opts.network)?;
+    let mut training = network.training.clone().ok_or_else(|| Error::Invalid {
+        path: opts.network.clone(),
+        problems: vec!["training: the network has no training section".into()],
+    })?;
+    if let Some(s) = opts.surrogate {
+        training.surrogate = s;
+    }
+    if let Some(e) = opts.epochs {
+        if e == 0 {
+            return Err(Error::Invalid {
+                path: "--epochs".into(),
+                problems: vec!["--epochs: must be at least 1".into()],
+            });
+        }
+        training.epochs = e;
+    }
+    Ok((network, text, training))
+}
