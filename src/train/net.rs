@@ -11,12 +11,14 @@ use crate::engine::rng::{self, Purpose};
 use crate::engine::synapses::{self, ConnectionPlan};
 use crate::error::{Error, Result};
 use crate::spec::{Network, Neuron, Readout, Reset, Training};
-use crate::surrogate::{SpikeMode, Surrogate};
+use crate::surrogate::{DerivativeTable, SpikeMode, Surrogate};
 
 /// The float types the trainer runs in: f32 for training, f64 for gradient checks.
 pub trait Real: RealField + Copy + Send + Sync + 'static {
     fn of(x: f64) -> Self;
     fn to_f64(self) -> f64;
+    /// self * a + b in one rounding (a fused multiply-add instruction where the CPU has one).
+    fn fma(self, a: Self, b: Self) -> Self;
 }
 
 impl Real for f32 {
@@ -26,6 +28,9 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn fma(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
+    }
 }
 
 impl Real for f64 {
@@ -34,6 +39,9 @@ impl Real for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn fma(self, a: Self, b: Self) -> Self {
+        self.mul_add(a, b)
     }
 }
 
@@ -67,6 +75,8 @@ pub struct TrainNet<F: Real> {
     pub layers: Vec<LifLayer<F>>,
     pub readout: Readout,
     pub surrogate: Surrogate,
+    /// The surrogate's derivative, tabulated for speed.
+    pub derivative: DerivativeTable,
     pub mode: SpikeMode,
     pub detach_reset: bool,
     pub steps: usize,
@@ -135,6 +145,7 @@ impl<F: Real> TrainNet<F> {
             layers,
             readout: training.readout,
             surrogate: training.surrogate,
+            derivative: DerivativeTable::new(training.surrogate),
             mode: training.spike_mode,
             detach_reset: training.detach_reset,
             steps: training.steps as usize,

@@ -14,7 +14,7 @@ use nalgebra::DMatrix;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
-use super::bptt::{self, Events, Tape};
+use super::bptt::{self, Events, Scratch, Tape};
 use super::history::History;
 use super::net::TrainNet;
 use super::optim::{self, OptimizerState};
@@ -26,7 +26,7 @@ use crate::spec::{self, Network, Training};
 use crate::surrogate::Surrogate;
 
 /// Samples per unit of parallel work; fixed so results do not depend on the thread count.
-pub const SAMPLE_CHUNK: usize = 8;
+pub const SAMPLE_CHUNK: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
@@ -45,9 +45,10 @@ pub struct TrainOptions {
 /// Per-chunk scratch space, kept across batches.
 struct Workspace {
     grads: Vec<DMatrix<f32>>,
-    tape: Tape<f32>,
-    input: Events<f32>,
-    g_scores: Vec<f32>,
+    tapes: Vec<Tape<f32>>,
+    inputs: Vec<Events<f32>>,
+    g_scores: Vec<Vec<f32>>,
+    scratch: Scratch<f32>,
     loss: f64,
     correct: usize,
     spikes: Vec<u64>,
@@ -62,9 +63,10 @@ impl Workspace {
                 .iter()
                 .map(|l| DMatrix::zeros(l.outputs(), l.inputs()))
                 .collect(),
-            tape: Tape::default(),
-            input: Events::default(),
+            tapes: Vec::new(),
+            inputs: Vec::new(),
             g_scores: Vec::new(),
+            scratch: Scratch::default(),
             loss: 0.0,
             correct: 0,
             spikes: vec![0; net.layers.len()],
@@ -112,38 +114,45 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
-    /// Runs the samples `indices` through the network, accumulating into `ws`.
+    /// Runs the samples `indices` through the network in lockstep, accumulating into `ws`.
     fn run(&self, indices: &[usize], ws: &mut Workspace) {
         let net = self.net;
         let classes = net.classes();
-        for &i in indices {
+        let count = indices.len();
+        ws.inputs
+            .resize(count.max(ws.inputs.len()), Events::default());
+        ws.tapes
+            .resize_with(count.max(ws.tapes.len()), Tape::default);
+        ws.g_scores.resize(count.max(ws.g_scores.len()), Vec::new());
+        for (&i, input) in indices.iter().zip(&mut ws.inputs) {
             let mut stream = encoding_stream(self.seed, self.epoch, i);
-            self.training.encoder.encode(
-                self.split.images.image(i),
-                net.steps,
-                &mut stream,
-                &mut ws.input,
-            );
-            bptt::forward(net, &ws.input, &mut ws.tape);
+            self.training
+                .encoder
+                .encode(self.split.images.image(i), net.steps, &mut stream, input);
+        }
+        let inputs: Vec<&Events<f32>> = ws.inputs[..count].iter().collect();
+        bptt::forward_batch(net, &inputs, &mut ws.tapes[..count], &mut ws.scratch);
+        for ((&i, tape), g) in indices.iter().zip(&ws.tapes).zip(&mut ws.g_scores) {
             let label = self.split.labels[i] as usize;
-            let scores = ws.tape.scores.clone();
-            ws.loss += bptt::cross_entropy(
-                &scores,
-                label,
-                self.backward_weight.unwrap_or(1.0),
-                &mut ws.g_scores,
-            );
-            let predicted = argmax(&scores);
+            ws.loss +=
+                bptt::cross_entropy(&tape.scores, label, self.backward_weight.unwrap_or(1.0), g);
+            let predicted = argmax(&tape.scores);
             ws.correct += (predicted == label) as usize;
             ws.confusion[label * classes + predicted] += 1;
             for (l, s) in ws.spikes.iter_mut().enumerate() {
-                *s += ws.tape.spike_count(l) as u64;
+                *s += tape.spike_count(l) as u64;
             }
-            if self.backward_weight.is_some() {
-                let g = std::mem::take(&mut ws.g_scores);
-                bptt::backward(net, &ws.input, &mut ws.tape, &g, &mut ws.grads);
-                ws.g_scores = g;
-            }
+        }
+        if self.backward_weight.is_some() {
+            let g: Vec<&[f32]> = ws.g_scores[..count].iter().map(Vec::as_slice).collect();
+            bptt::backward_batch(
+                net,
+                &inputs,
+                &mut ws.tapes[..count],
+                &g,
+                &mut ws.grads,
+                &mut ws.scratch,
+            );
         }
     }
 }
