@@ -98,6 +98,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Figure {
+    /// Norm of the loss gradient w.r.t. the hidden membrane per time step, per surrogate, at
+    /// initialisation or for a checkpoint; data as CSV beside.
+    GradientDecay {
+        /// Training network (RON).
+        network: PathBuf,
+        /// Use this checkpoint's weights instead of fresh ones.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Folder with the IDX files (default: as for training).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Test samples averaged over.
+        #[arg(long, default_value_t = 64)]
+        samples: usize,
+        /// Output folder.
+        #[arg(long, default_value = "outputs/figures")]
+        out: PathBuf,
+    },
     /// Every surrogate gradient: primitive, derivative (linear and log axis); data as CSV beside.
     Surrogates {
         /// Output folder.
@@ -169,6 +187,34 @@ fn run(cli: Cli) -> snn::Result<()> {
                 &snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?
                     .to_string(),
             );
+        }
+        Command::Plot {
+            figure:
+                Figure::GradientDecay {
+                    network,
+                    checkpoint,
+                    data,
+                    samples,
+                    out,
+                },
+        } => {
+            let decay = snn::train::gradient_decay::gradient_decay(
+                &network,
+                checkpoint.as_deref(),
+                data.as_deref(),
+                samples,
+            )?;
+            std::fs::create_dir_all(&out).map_err(|e| snn::Error::Write {
+                path: out.clone(),
+                message: e.to_string(),
+            })?;
+            let name = network
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            for file in snn::plot::gradient_decay(&decay, &name, &out)? {
+                say(&format!("wrote {}\n", file.display()));
+            }
         }
         Command::Plot {
             figure: Figure::Surrogates { out },

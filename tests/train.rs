@@ -1,6 +1,6 @@
 //! `snn train` and `snn eval` end to end on the shipped Fashion-MNIST subset.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use snn::io::checkpoint;
@@ -103,7 +103,7 @@ fn training_lowers_the_loss_and_beats_chance() {
     assert!(out.join("confusion.png").exists());
 }
 
-fn weights(path: &PathBuf) -> Vec<Vec<f32>> {
+fn weights(path: &Path) -> Vec<Vec<f32>> {
     checkpoint::read(path)
         .unwrap()
         .layers

@@ -1,11 +1,13 @@
 //! Figures, drawn with plotters on a bitmap with an embedded font (DejaVu Sans, licence beside
 //! it), so drawing needs no system fonts. Every figure is written atomically.
 
+mod gradient_decay;
 mod raster;
 mod surrogates;
 mod traces;
 mod training;
 
+pub use gradient_decay::gradient_decay;
 pub use raster::raster;
 pub use surrogates::surrogates;
 pub use traces::traces;

@@ -48,6 +48,9 @@ pub struct Tape<F> {
     /// Backward: dL/ds of the layer being processed and of the layer below (steps x units).
     g_spikes: Vec<F>,
     g_below: Vec<F>,
+    /// Backward: per layer and step, the squared norm of dL/dv' (the gradient w.r.t. the
+    /// membrane potential), for the gradient-decay figure.
+    pub grad_v_sq: Vec<Vec<f64>>,
 }
 
 impl<F> Default for Tape<F> {
@@ -58,6 +61,7 @@ impl<F> Default for Tape<F> {
             scores: Vec::new(),
             g_spikes: Vec::new(),
             g_below: Vec::new(),
+            grad_v_sq: Vec::new(),
         }
     }
 }
@@ -366,8 +370,14 @@ pub fn backward_batch<F: Real>(
         scratch.rows.clear();
         scratch.rows.resize(samples * n_out, F::zero());
         let reset_gap = layer.v_threshold - layer.v_reset;
+        for tape in tapes.iter_mut() {
+            tape.grad_v_sq.resize(n_layers, Vec::new());
+            tape.grad_v_sq[l].clear();
+            tape.grad_v_sq[l].resize(t_steps, 0.0);
+        }
         for n in (0..t_steps).rev() {
-            for (b, tape) in tapes.iter().enumerate() {
+            for (b, tape) in tapes.iter_mut().enumerate() {
+                let mut norm_sq = 0.0;
                 let g_a = &mut scratch.rows[b * n_out..(b + 1) * n_out];
                 let vp = &tape.v_pre[l][n * n_out..(n + 1) * n_out];
                 if fires && layer.reset == Reset::Hard {
@@ -401,7 +411,9 @@ pub fn backward_batch<F: Real>(
                         g_v + g_scores[b][j] * inv_t
                     };
                     g_a[j] = g_vp * layer.decay;
+                    norm_sq += g_vp.to_f64() * g_vp.to_f64();
                 }
+                tape.grad_v_sq[l][n] = norm_sq;
             }
             // Weight gradient: only the columns of inputs that reached the layer at step n.
             scratch.group(n_in, samples, |b| arriving(inputs[b], &tapes[b], l, n));
