@@ -41,6 +41,10 @@ enum Command {
         /// Skip the figures (raster, traces).
         #[arg(long)]
         no_figures: bool,
+        /// Load trained weights from this checkpoint (`snn train`); the class the readout votes
+        /// for is printed and put in the raster's title.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
     },
     /// Train a network with a `training` section by BPTT; writes checkpoint.h5, history.h5 and
     /// training_curves.png into the output folder after every epoch.
@@ -133,6 +137,7 @@ fn run(cli: Cli) -> snn::Result<()> {
             seed,
             out,
             no_figures,
+            checkpoint,
         } => {
             let opts = SimulateOptions {
                 network,
@@ -142,6 +147,7 @@ fn run(cli: Cli) -> snn::Result<()> {
                 out,
                 figures: !no_figures,
                 progress: std::io::stderr().is_terminal(),
+                checkpoint,
             };
             say(&simulate(&opts)?.to_string());
         }

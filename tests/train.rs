@@ -316,3 +316,112 @@ fn a_nan_loss_stops_with_epoch_and_batch_and_keeps_the_last_checkpoint() {
         "the good checkpoint is untouched"
     );
 }
+
+#[test]
+fn a_trained_network_simulates_to_the_trainers_spikes_and_prediction() {
+    use snn::data::encode::encoding_stream;
+    use snn::train::bptt::{Events, Tape, forward};
+    use snn::train::net::TrainNet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    ok(&train(
+        &out,
+        &[
+            "--epochs",
+            "1",
+            "--train-samples",
+            "600",
+            "--test-samples",
+            "100",
+        ],
+        None,
+    ));
+    let ckpt = out.join("checkpoint.h5");
+    // The stimulus presents test image 3 of the shipped subset.
+    let stimulus = dir.path().join("image.ron");
+    std::fs::write(
+        &stimulus,
+        format!(
+            "Stimulus(sources: [(name: \"pixels\", size: 784, kind: Image(data: {:?}, index: 3))])",
+            repo("tests/data/fashion-mnist")
+        ),
+    )
+    .unwrap();
+    let sim_out = dir.path().join("sim");
+    let stdout = ok(&snn(
+        &[
+            "simulate",
+            &repo("networks/fashion_snn.ron"),
+            "--stimulus",
+            stimulus.to_str().unwrap(),
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--out",
+            sim_out.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let rec = snn::io::hdf5_file::read(&sim_out.join("spikes.h5")).unwrap();
+    let (times, ids) = rec.population("hidden").unwrap().spikes.clone().unwrap();
+    let mut engine: Vec<(u64, u64)> = times
+        .iter()
+        .zip(&ids)
+        .map(|(&t, &i)| (t.round() as u64, i))
+        .filter(|&(t, _)| t <= 25)
+        .collect();
+
+    // The trainer's forward pass on the same image, with the same encoding stream.
+    let saved = checkpoint::read(&ckpt).unwrap();
+    let network: snn::spec::Network = snn::spec::parse_ron(&saved.network_spec, &ckpt).unwrap();
+    let training: snn::spec::Training = snn::spec::parse_ron(&saved.training, &ckpt).unwrap();
+    let mut net = TrainNet::<f32>::from_spec(&network, &training, saved.seed).unwrap();
+    for ((_, _, w), layer) in saved.layers.iter().zip(&mut net.layers) {
+        layer.weights = w.clone();
+    }
+    let data = snn::data::idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap();
+    let mut input = Events::default();
+    training.encoder.encode(
+        data.test.images.image(3),
+        net.steps,
+        &mut encoding_stream(saved.seed, None, 3),
+        &mut input,
+    );
+    let mut tape = Tape::default();
+    forward(&net, &input, &mut tape);
+    // Hidden spikes of step n are stamped n + 1 ms by the engine (dt = 1 ms).
+    let hidden_total = tape.spike_count(0);
+    let mut trainer = Vec::new();
+    let rec_sim_events = snn::train::bptt::layer_spikes(&tape, 0);
+    for (n, id) in rec_sim_events {
+        trainer.push((n as u64 + 1, id as u64));
+    }
+    engine.sort_unstable();
+    trainer.sort_unstable();
+    assert_eq!(trainer.len(), hidden_total);
+    assert!(
+        hidden_total > 100,
+        "too little activity to compare: {hidden_total}"
+    );
+    // f64 in the engine, f32 in the trainer: a potential within rounding of threshold may fall
+    // either way, so allow a handful of differences.
+    let common = engine
+        .iter()
+        .filter(|e| trainer.binary_search(e).is_ok())
+        .count();
+    assert!(
+        common as f64 >= 0.99 * trainer.len() as f64,
+        "{common} of {} trainer spikes in the engine ({} there)",
+        trainer.len(),
+        engine.len()
+    );
+    let scores = &tape.scores;
+    let predicted = scores
+        .iter()
+        .enumerate()
+        .fold(0, |b, (k, &s)| if s > scores[b] { k } else { b });
+    assert!(
+        stdout.contains(&format!("predicted class {predicted} (")),
+        "trainer predicts {predicted}:\n{stdout}"
+    );
+}

@@ -13,7 +13,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::events::Events;
-use crate::engine::rng::Stream;
+use crate::engine::rng::{self, Purpose, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,38 +66,62 @@ impl Encoder {
     /// Encodes `pixels` over `steps` steps into `out`.
     pub fn encode(&self, pixels: &[u8], steps: usize, rng: &mut Stream, out: &mut Events<f32>) {
         out.clear();
-        let intensity = |p: u8| p as f32 / 255.0;
         for step in 0..steps {
-            match *self {
-                Encoder::Rate { gain } => {
-                    for (i, &p) in pixels.iter().enumerate() {
-                        // One draw per pixel and step, zero pixels included, so the stream's
-                        // position does not depend on the image.
-                        let u: f64 = rng.random();
-                        if u < gain * intensity(p) as f64 {
-                            out.push(i as u32, 1.0);
-                        }
-                    }
-                }
-                Encoder::Current => {
-                    for (i, &p) in pixels.iter().enumerate().filter(|(_, p)| **p > 0) {
-                        out.push(i as u32, intensity(p));
-                    }
-                }
-                Encoder::Latency { threshold } => {
-                    for (i, &p) in pixels.iter().enumerate() {
-                        let x = intensity(p);
-                        if x as f64 > threshold
-                            && ((1.0 - x) * (steps - 1) as f32).round() as usize == step
-                        {
-                            out.push(i as u32, 1.0);
-                        }
-                    }
-                }
-            }
+            self.encode_step(pixels, step, steps, rng, |i, x| out.push(i, x));
             out.end_step();
         }
     }
+
+    /// The active inputs of one step, in index order, given to `emit`; steps must be encoded in
+    /// order, since rate coding draws from `rng` as it goes.
+    pub fn encode_step(
+        &self,
+        pixels: &[u8],
+        step: usize,
+        steps: usize,
+        rng: &mut Stream,
+        mut emit: impl FnMut(u32, f32),
+    ) {
+        let intensity = |p: u8| p as f32 / 255.0;
+        match *self {
+            Encoder::Rate { gain } => {
+                for (i, &p) in pixels.iter().enumerate() {
+                    // One draw per pixel and step, zero pixels included, so the stream's
+                    // position does not depend on the image.
+                    let u: f64 = rng.random();
+                    if u < gain * intensity(p) as f64 {
+                        emit(i as u32, 1.0);
+                    }
+                }
+            }
+            Encoder::Current => {
+                for (i, &p) in pixels.iter().enumerate().filter(|(_, p)| **p > 0) {
+                    emit(i as u32, intensity(p));
+                }
+            }
+            Encoder::Latency { threshold } => {
+                for (i, &p) in pixels.iter().enumerate() {
+                    let x = intensity(p);
+                    if x as f64 > threshold
+                        && ((1.0 - x) * (steps - 1) as f32).round() as usize == step
+                    {
+                        emit(i as u32, 1.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stream that encodes test image `index`: the same for the test pass of training, `eval`,
+/// the gradient-decay figure and an image stimulus, so all of them see the same input. Training
+/// images get a fresh stream per epoch.
+pub fn encoding_stream(seed: u64, epoch: Option<u32>, index: usize) -> Stream {
+    let key = match epoch {
+        Some(e) => ((e as u64) << 32) | index as u64,
+        None => (u64::MAX << 40) | index as u64,
+    };
+    rng::stream(seed, Purpose::Encoding, key)
 }
 
 #[cfg(test)]

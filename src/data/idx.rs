@@ -130,12 +130,45 @@ pub struct Dataset {
     pub test: Split,
 }
 
+/// Fashion-MNIST's class names, by label.
+pub const FASHION_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
 /// Where the full Fashion-MNIST lives once Debian's `dataset-fashion-mnist` is installed.
 pub const SYSTEM_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The Fashion-MNIST subset shipped for tests and the demo.
 pub fn shipped_subset() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fashion-mnist")
+}
+
+/// The data used when none is named: Debian's Fashion-MNIST when installed, else the subset.
+pub fn default_folder() -> PathBuf {
+    let system = Path::new(SYSTEM_FASHION_MNIST);
+    if system.join("train-images-idx3-ubyte.gz").exists() {
+        system.to_owned()
+    } else {
+        shipped_subset()
+    }
+}
+
+/// The folder an image stimulus names: `data` relative to the stimulus file, else the default.
+pub fn stimulus_folder(data: Option<&str>, stimulus_path: Option<&Path>) -> PathBuf {
+    match (data, stimulus_path) {
+        (Some(rel), Some(stim)) => stim.parent().unwrap_or(Path::new(".")).join(rel),
+        (Some(rel), None) => PathBuf::from(rel),
+        (None, _) => default_folder(),
+    }
 }
 
 /// `stem` or `stem.gz` inside `dir`.

@@ -29,6 +29,8 @@ pub mod synapses;
 
 use rayon::prelude::*;
 
+use crate::data::encode::{Encoder, encoding_stream};
+use crate::data::idx;
 use crate::error::{Error, Result};
 use crate::spec::{self, Model, Neuron, SpikeRecord, Synapse};
 use currents::Injection;
@@ -199,6 +201,19 @@ impl Simulation {
                     dt,
                     rng::stream(seed, Purpose::PoissonSource, si as u64),
                 ),
+                spec::SourceKind::Image {
+                    data,
+                    index,
+                    encoder,
+                } => image_source(
+                    model,
+                    &src.name,
+                    src.size,
+                    data.as_deref(),
+                    *index,
+                    *encoder,
+                    seed,
+                )?,
                 spec::SourceKind::SpikeTimes { indices, times_ms } => {
                     Generator::times(indices, times_ms, dt)
                 }
@@ -480,6 +495,44 @@ impl Simulation {
             }
         }
     }
+}
+
+/// The generator of an `Image` source: the test image `index` of the data folder (relative to
+/// the stimulus file), checked against the source's size, encoded over the network's duration.
+fn image_source(
+    model: &Model,
+    name: &str,
+    size: u32,
+    data: Option<&str>,
+    index: u32,
+    encoder: Encoder,
+    seed: u64,
+) -> Result<Generator> {
+    let folder = idx::stimulus_folder(data, model.stimulus_path.as_deref());
+    let split = idx::load_dir(&folder)?.test;
+    let pixels = split.images.pixels_per_image();
+    if pixels != size as usize {
+        return Err(Error::Data {
+            path: folder,
+            message: format!("images have {pixels} pixels, but source {name:?} has size {size}"),
+        });
+    }
+    if index as usize >= split.len() {
+        return Err(Error::Data {
+            path: folder,
+            message: format!(
+                "source {name:?} asks for test image {index}, but there are {}",
+                split.len()
+            ),
+        });
+    }
+    let steps = (model.network.duration_ms / model.network.dt_ms).round() as usize;
+    Ok(Generator::Image {
+        pixels: split.images.image(index as usize).to_vec(),
+        encoder,
+        steps: steps.max(1),
+        rng: encoding_stream(seed, None, index as usize),
+    })
 }
 
 /// Adds the weights of every synapse due at step `n` into `lif`; returns how many there were.

@@ -2,6 +2,7 @@
 //! spikes at the start of a step, timestamped with that step's time.
 
 use super::rng::{Stream, geometric_skip};
+use crate::data::encode::Encoder;
 
 #[derive(Debug, Clone)]
 pub enum Generator {
@@ -20,6 +21,13 @@ pub enum Generator {
     Times {
         events: Vec<(u64, u32)>,
         cursor: usize,
+    },
+    /// An image encoded step by step, one generator per pixel.
+    Image {
+        pixels: Vec<u8>,
+        encoder: Encoder,
+        steps: usize,
+        rng: Stream,
     },
 }
 
@@ -74,6 +82,14 @@ impl Generator {
                     *next = next.saturating_add(1 + geometric_skip(rng, *ln_q));
                 }
                 *next -= n;
+            }
+            Generator::Image {
+                pixels,
+                encoder,
+                steps,
+                rng,
+            } => {
+                encoder.encode_step(pixels, step as usize, *steps, rng, |i, _| out.push(i));
             }
             Generator::Times { events, cursor } => {
                 while *cursor < events.len() && events[*cursor].0 < step {

@@ -13,7 +13,8 @@ pub const MAX_ROWS: u64 = 1_000;
 /// Rates are re-binned to about this many bins across the run for the lower panel.
 const RATE_BINS: usize = 200;
 
-pub fn raster(rec: &Recording, path: &Path) -> Result<()> {
+/// Draws the raster; `note`, when not empty, is appended to the title.
+pub fn raster(rec: &Recording, note: &str, path: &Path) -> Result<()> {
     let pops: Vec<_> = rec
         .populations
         .iter()
@@ -34,7 +35,7 @@ pub fn raster(rec: &Recording, path: &Path) -> Result<()> {
         let mut chart = ChartBuilder::on(&upper)
             .caption(
                 format!(
-                    "{}: {:.0} ms, seed {}{subsample}",
+                    "{}: {:.0} ms, seed {}{subsample}{note}",
                     rec.info.network_name, duration, rec.info.seed
                 ),
                 ("sans-serif", 22),

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::Projection;
+use crate::data::encode::Encoder;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,18 @@ pub enum SourceKind {
     SpikeTimes {
         indices: Vec<u32>,
         times_ms: Vec<f64>,
+    },
+    /// One image of an MNIST-format data set, one generator per pixel, encoded into spikes as the
+    /// trainer encodes it (with the run's seed, the same input as the test pass of training).
+    Image {
+        /// Folder of the IDX files, relative to the stimulus file; default: Debian's
+        /// Fashion-MNIST when installed, else the shipped subset.
+        #[serde(default)]
+        data: Option<String>,
+        /// Which image of the test split.
+        index: u32,
+        #[serde(default)]
+        encoder: Encoder,
     },
 }
 

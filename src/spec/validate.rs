@@ -300,6 +300,14 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
             ));
         }
         match &src.kind {
+            SourceKind::Image { encoder, .. } => {
+                problems.extend(encoder.problems(&format!("{path}.kind.Image.encoder")));
+                if matches!(encoder, crate::data::encode::Encoder::Current) {
+                    problems.push(format!(
+                        "{path}.kind.Image.encoder: an image source emits spikes; use Rate or Latency, not Current"
+                    ));
+                }
+            }
             SourceKind::Poisson { rate_hz } => non_negative(
                 &mut problems,
                 &format!("{path}.kind.Poisson.rate_hz"),

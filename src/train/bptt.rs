@@ -73,6 +73,14 @@ impl<F: Real> Tape<F> {
     }
 }
 
+/// The (step, neuron) of every spike layer `l` emitted in the sample on `tape`.
+pub fn layer_spikes<F: Real>(tape: &Tape<F>, l: usize) -> Vec<(usize, u32)> {
+    let events = &tape.spikes[l];
+    (0..events.steps())
+        .flat_map(|n| events.step(n).0.iter().map(move |&j| (n, j)))
+        .collect()
+}
+
 /// Scratch space of a chunk: the inputs of one step grouped by input index, and per-sample
 /// state and gradient rows.
 #[derive(Debug, Clone)]

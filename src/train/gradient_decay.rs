@@ -7,7 +7,7 @@ use std::path::Path;
 use super::bptt::{self, Events, Scratch, Tape};
 use super::net::TrainNet;
 use super::trainer;
-use crate::engine::rng::{self, Purpose};
+use crate::data::encode::encoding_stream;
 use crate::error::{Error, Result};
 use crate::io::checkpoint;
 use crate::spec::{self, Network, Training};
@@ -83,7 +83,7 @@ pub fn gradient_decay(
         }
         let mut inputs = vec![Events::default(); split.len()];
         for (i, input) in inputs.iter_mut().enumerate() {
-            let mut stream = rng::stream(seed, Purpose::Encoding, (u64::MAX << 40) | i as u64);
+            let mut stream = encoding_stream(seed, None, i);
             t.encoder
                 .encode(split.images.image(i), net.steps, &mut stream, input);
         }

@@ -18,6 +18,7 @@ use super::bptt::{self, Events, Scratch, Tape};
 use super::history::History;
 use super::net::TrainNet;
 use super::optim::{self, OptimizerState};
+use crate::data::encode::encoding_stream;
 use crate::data::idx::{self, Dataset, Split};
 use crate::engine::rng::{self, Purpose};
 use crate::error::{Error, Result};
@@ -83,15 +84,6 @@ impl Workspace {
         self.spikes.iter_mut().for_each(|s| *s = 0);
         self.confusion.iter_mut().for_each(|c| *c = 0);
     }
-}
-
-/// Encoding streams: training samples get a new draw every epoch, test samples always the same.
-fn encoding_stream(seed: u64, epoch: Option<u32>, sample: usize) -> rng::Stream {
-    let index = match epoch {
-        Some(e) => ((e as u64) << 32) | sample as u64,
-        None => (u64::MAX << 40) | sample as u64,
-    };
-    rng::stream(seed, Purpose::Encoding, index)
 }
 
 fn argmax(scores: &[f32]) -> usize {
@@ -426,12 +418,7 @@ pub fn data_folder(cli: Option<&Path>, training: &Training, network_path: &Path)
     if let Some(rel) = &training.data {
         return network_path.parent().unwrap_or(Path::new(".")).join(rel);
     }
-    let system = Path::new(idx::SYSTEM_FASHION_MNIST);
-    if system.join("train-images-idx3-ubyte.gz").exists() {
-        system.to_owned()
-    } else {
-        idx::shipped_subset()
-    }
+    idx::default_folder()
 }
 
 /// Loads the data set, cut to the requested sizes, and checks it fits the network's input.

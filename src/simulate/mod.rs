@@ -12,6 +12,8 @@ use crate::plot;
 use crate::recording::Recording;
 use crate::spec::{self, Model};
 
+mod trained;
+
 #[derive(Debug, Clone)]
 pub struct SimulateOptions {
     pub network: PathBuf,
@@ -24,6 +26,8 @@ pub struct SimulateOptions {
     pub figures: bool,
     /// Show a progress bar (the binary enables it on terminals).
     pub progress: bool,
+    /// Weights from a training checkpoint (`snn train`), replacing the projections' own.
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// What a run did, printed by the binary.
@@ -37,6 +41,24 @@ pub struct Summary {
     pub build_s: f64,
     pub run_s: f64,
     pub files: Vec<PathBuf>,
+    /// With a checkpoint: the readout's predicted class, and the image's label when the
+    /// stimulus presents a data-set image.
+    pub prediction: Option<(usize, Option<u8>)>,
+}
+
+/// `predicted class 4 (Coat), label 4 (Coat)`.
+fn describe_prediction(predicted: usize, label: Option<u8>) -> String {
+    let name = |c: usize| {
+        crate::data::idx::FASHION_CLASSES
+            .get(c)
+            .copied()
+            .unwrap_or("?")
+    };
+    let mut text = format!("predicted class {predicted} ({})", name(predicted));
+    if let Some(l) = label {
+        text += &format!(", label {l} ({})", name(l as usize));
+    }
+    text
 }
 
 impl fmt::Display for Summary {
@@ -75,6 +97,9 @@ impl fmt::Display for Summary {
             self.events,
             self.events as f64 / self.run_s.max(1e-12)
         )?;
+        if let Some((predicted, label)) = self.prediction {
+            writeln!(f, "{}", describe_prediction(predicted, label))?;
+        }
         for file in &self.files {
             writeln!(f, "wrote {}", file.display())?;
         }
@@ -100,9 +125,19 @@ pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
 }
 
 pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
-    let (model, steps, seed) = load(opts)?;
+    let (mut model, mut steps, seed) = load(opts)?;
+    let trained = match &opts.checkpoint {
+        Some(path) => Some(trained::prepare(&mut model, path)?),
+        None => None,
+    };
+    if let Some(t) = &trained {
+        steps += t.extra_steps;
+    }
     let started = Instant::now();
     let mut sim = Simulation::build(&model, seed)?;
+    if let Some(t) = &trained {
+        t.load_weights(&mut sim)?;
+    }
     let build_s = started.elapsed().as_secs_f64();
 
     let bar = opts.progress.then(|| {
@@ -127,6 +162,13 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
     }
 
     let recording = Recording::from_simulation(&sim, &model);
+    let prediction = match &trained {
+        Some(t) => t.predict(&recording, &model)?,
+        None => None,
+    };
+    let note = prediction
+        .map(|(p, l)| format!(", {}", describe_prediction(p, l)))
+        .unwrap_or_default();
     let out = opts
         .out
         .clone()
@@ -136,7 +178,7 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
     hdf5_file::write(&recording, &files[0])?;
     if opts.figures {
         let raster = out.join("raster.png");
-        plot::raster(&recording, &raster)?;
+        plot::raster(&recording, &note, &raster)?;
         files.push(raster);
         if !recording.traces.is_empty() {
             let traces = out.join("traces.png");
@@ -153,5 +195,6 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
         build_s,
         run_s,
         files,
+        prediction,
     })
 }
