@@ -308,6 +308,62 @@ impl Run {
         }
     }
 
+    /// One optimizer step on the samples `batch` of `split` in epoch `epoch`: forward, backward
+    /// and update, adding the pass's totals into `totals`. Returns the gradient norm per layer,
+    /// or the batch loss if it (or a gradient) is not finite, leaving the weights untouched.
+    pub fn train_batch(
+        &mut self,
+        split: &Split,
+        batch: &[usize],
+        epoch: u32,
+        totals: &mut PassTotals,
+    ) -> Result<Vec<f64>, f64> {
+        let chunks: Vec<&[usize]> = batch.chunks(SAMPLE_CHUNK).collect();
+        while self.workspaces.len() < chunks.len() {
+            self.workspaces.push(Workspace::new(&self.net));
+        }
+        let pass = Pass {
+            net: &self.net,
+            training: &self.training,
+            split,
+            seed: self.seed,
+            epoch: Some(epoch),
+            backward_weight: Some(1.0 / batch.len() as f32),
+        };
+        self.workspaces[..chunks.len()]
+            .par_iter_mut()
+            .zip(chunks.par_iter())
+            .for_each(|(ws, chunk)| {
+                ws.reset(true);
+                pass.run(chunk, ws);
+            });
+        self.total.iter_mut().for_each(|t| t.fill(0.0));
+        let mut batch_loss = 0.0;
+        for (ws, chunk) in self.workspaces.iter().zip(&chunks) {
+            for (t, g) in self.total.iter_mut().zip(&ws.grads) {
+                *t += g;
+            }
+            batch_loss += ws.loss;
+            totals.add(ws, chunk.len());
+        }
+        if !batch_loss.is_finite() || self.total.iter().any(|g| !g.iter().all(|x| x.is_finite())) {
+            return Err(batch_loss);
+        }
+        let norms = self.total.iter().map(|g| g.norm() as f64).collect();
+        let lr_factor = self.training.schedule.factor(epoch, self.training.epochs);
+        let mut weights: Vec<&mut DMatrix<f32>> =
+            self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
+        optim::update(
+            &self.training.optimizer,
+            self.training.weight_decay,
+            lr_factor,
+            &mut weights,
+            &self.total,
+            &mut self.optimizer,
+        );
+        Ok(norms)
+    }
+
     /// One epoch over `data.train`, then evaluation on `data.test`; `progress` gets
     /// (samples done, running loss, running accuracy) after each batch.
     pub fn epoch(
@@ -326,57 +382,17 @@ impl Run {
         let mut grad_norms = vec![0.0; n_layers];
         let mut batches = 0;
         for (b, batch) in order.chunks(batch_size).enumerate() {
-            let chunks: Vec<&[usize]> = batch.chunks(SAMPLE_CHUNK).collect();
-            while self.workspaces.len() < chunks.len() {
-                self.workspaces.push(Workspace::new(&self.net));
-            }
-            let pass = Pass {
-                net: &self.net,
-                training: &self.training,
-                split: &data.train,
-                seed: self.seed,
-                epoch: Some(epoch),
-                backward_weight: Some(1.0 / batch.len() as f32),
-            };
-            self.workspaces[..chunks.len()]
-                .par_iter_mut()
-                .zip(chunks.par_iter())
-                .for_each(|(ws, chunk)| {
-                    ws.reset(true);
-                    pass.run(chunk, ws);
-                });
-            self.total.iter_mut().for_each(|t| t.fill(0.0));
-            let mut batch_loss = 0.0;
-            for (ws, chunk) in self.workspaces.iter().zip(&chunks) {
-                for (t, g) in self.total.iter_mut().zip(&ws.grads) {
-                    *t += g;
-                }
-                batch_loss += ws.loss;
-                totals.add(ws, chunk.len());
-            }
-            if !batch_loss.is_finite()
-                || self.total.iter().any(|g| !g.iter().all(|x| x.is_finite()))
-            {
-                return Err(Error::Training(format!(
-                    "the loss became {batch_loss} in epoch {} batch {}; the last good checkpoint is kept",
+            let norms = self.train_batch(&data.train, batch, epoch, &mut totals).map_err(|loss| {
+                Error::Training(format!(
+                    "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
                     epoch + 1,
                     b + 1
-                )));
-            }
-            for (n, g) in grad_norms.iter_mut().zip(&self.total) {
-                *n += g.norm() as f64;
+                ))
+            })?;
+            for (n, g) in grad_norms.iter_mut().zip(norms) {
+                *n += g;
             }
             batches += 1;
-            let mut weights: Vec<&mut DMatrix<f32>> =
-                self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
-            optim::update(
-                &self.training.optimizer,
-                self.training.weight_decay,
-                lr_factor,
-                &mut weights,
-                &self.total,
-                &mut self.optimizer,
-            );
             progress(totals.samples, totals.mean_loss(), totals.accuracy());
         }
         let seconds = started.elapsed().as_secs_f64();
