@@ -14,17 +14,13 @@ fn train_step(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("networks/fashion_snn.ron");
     let (network, text) = load_network(&path).expect("valid network");
     let training = network.training.clone().expect("training section");
-    let data =
-        load_data(&idx::shipped_subset(), &network, &training, None, None).expect("shipped subset");
+    let data = load_data(&idx::shipped_subset(), &network, &training, None, None).expect("shipped subset");
     let mut run = Run::new(network, text, training, 1).expect("builds");
     let batch: Vec<usize> = (0..128).collect();
     c.bench_function("train_step_batch128", |b| {
         b.iter(|| {
             let mut totals = PassTotals::default();
-            black_box(
-                run.train_batch(&data.train, &batch, 0, &mut totals)
-                    .expect("finite loss"),
-            )
+            black_box(run.train_batch(&data.train, &batch, 0, &mut totals).expect("finite loss"))
         })
     });
 }

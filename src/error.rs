@@ -18,20 +18,12 @@ pub enum Error {
 
     /// RON syntax or type error, with the position ron reports.
     #[error("{path}:{line}:{column}: {message}")]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
 
     /// The file parsed but describes something impossible. Every problem found is listed,
     /// each starting with its field path.
     #[error("{path}: invalid specification:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<String>,
-    },
+    Invalid { path: PathBuf, problems: Vec<String> },
 
     /// Writing an output (recording, figure) failed.
     #[error("cannot write {path}: {message}")]
@@ -52,9 +44,6 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn write(path: impl Into<PathBuf>, message: impl ToString) -> Self {
-        Error::Write {
-            path: path.into(),
-            message: message.to_string(),
-        }
+        Error::Write { path: path.into(), message: message.to_string() }
     }
 }

@@ -130,15 +130,7 @@ enum Figure {
 
 fn run(cli: Cli) -> snn::Result<()> {
     match cli.command {
-        Command::Simulate {
-            network,
-            stimulus,
-            duration_ms,
-            seed,
-            out,
-            no_figures,
-            checkpoint,
-        } => {
+        Command::Simulate { network, stimulus, duration_ms, seed, out, no_figures, checkpoint } => {
             let opts = SimulateOptions {
                 network,
                 stimulus,
@@ -159,17 +151,7 @@ fn run(cli: Cli) -> snn::Result<()> {
             };
             say(&format!("{}: valid {what}\n", file.display()));
         }
-        Command::Train {
-            network,
-            surrogate,
-            epochs,
-            data,
-            out,
-            resume,
-            seed,
-            train_samples,
-            test_samples,
-        } => {
+        Command::Train { network, surrogate, epochs, data, out, resume, seed, train_samples, test_samples } => {
             let opts = snn::train::trainer::TrainOptions {
                 network,
                 surrogate,
@@ -184,51 +166,22 @@ fn run(cli: Cli) -> snn::Result<()> {
             };
             say(&snn::train::command::train(&opts)?.to_string());
         }
-        Command::Eval {
-            checkpoint,
-            data,
-            out,
-        } => {
-            say(
-                &snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?
-                    .to_string(),
-            );
+        Command::Eval { checkpoint, data, out } => {
+            say(&snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());
         }
-        Command::Plot {
-            figure:
-                Figure::GradientDecay {
-                    network,
-                    checkpoint,
-                    data,
-                    samples,
-                    out,
-                },
-        } => {
-            let decay = snn::train::gradient_decay::gradient_decay(
-                &network,
-                checkpoint.as_deref(),
-                data.as_deref(),
-                samples,
-            )?;
-            std::fs::create_dir_all(&out).map_err(|e| snn::Error::Write {
-                path: out.clone(),
-                message: e.to_string(),
-            })?;
-            let name = network
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+        Command::Plot { figure: Figure::GradientDecay { network, checkpoint, data, samples, out } } => {
+            let decay =
+                snn::train::gradient_decay::gradient_decay(&network, checkpoint.as_deref(), data.as_deref(), samples)?;
+            std::fs::create_dir_all(&out)
+                .map_err(|e| snn::Error::Write { path: out.clone(), message: e.to_string() })?;
+            let name = network.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             for file in snn::plot::gradient_decay(&decay, &name, &out)? {
                 say(&format!("wrote {}\n", file.display()));
             }
         }
-        Command::Plot {
-            figure: Figure::Surrogates { out },
-        } => {
-            std::fs::create_dir_all(&out).map_err(|e| snn::Error::Write {
-                path: out.clone(),
-                message: e.to_string(),
-            })?;
+        Command::Plot { figure: Figure::Surrogates { out } } => {
+            std::fs::create_dir_all(&out)
+                .map_err(|e| snn::Error::Write { path: out.clone(), message: e.to_string() })?;
             for file in snn::plot::surrogates(&snn::surrogate::Surrogate::all(), &out)? {
                 say(&format!("wrote {}\n", file.display()));
             }

@@ -86,17 +86,11 @@ impl Recording {
                 size: pop.size as u64,
                 is_neuron: matches!(pop.dynamics, Dynamics::Lif(_)),
                 spikes: m.spikes[p].as_ref().map(|log| {
-                    (
-                        log.steps.iter().map(|&s| s as f64 * dt).collect(),
-                        log.ids.iter().map(|&i| i as u64).collect(),
-                    )
+                    (log.steps.iter().map(|&s| s as f64 * dt).collect(), log.ids.iter().map(|&i| i as u64).collect())
                 }),
                 total_spikes: m.totals[p],
                 rate_bin_ms: bin_ms,
-                rate_hz: m.counts[p]
-                    .iter()
-                    .map(|&c| c as f64 / pop.size as f64 / (bin_ms / 1000.0))
-                    .collect(),
+                rate_hz: m.counts[p].iter().map(|&c| c as f64 / pop.size as f64 / (bin_ms / 1000.0)).collect(),
             })
             .collect();
         let traces = m

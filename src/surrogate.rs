@@ -95,30 +95,17 @@ fn ste_width() -> f64 {
 
 impl Default for Surrogate {
     fn default() -> Self {
-        Surrogate::Htaf {
-            alpha: htaf_alpha(),
-            beta: htaf_beta(),
-        }
+        Surrogate::Htaf { alpha: htaf_alpha(), beta: htaf_beta() }
     }
 }
 
 /// Names accepted on the command line, in the order figures and sweeps list them.
-pub const NAMES: [&str; 6] = [
-    "htaf",
-    "sigmoid",
-    "fast-sigmoid",
-    "arctan",
-    "triangle",
-    "ste",
-];
+pub const NAMES: [&str; 6] = ["htaf", "sigmoid", "fast-sigmoid", "arctan", "triangle", "ste"];
 
 impl Surrogate {
     /// Every surrogate with its default parameters, in [`NAMES`] order.
     pub fn all() -> Vec<Surrogate> {
-        NAMES
-            .iter()
-            .map(|n| n.parse().expect("listed names parse"))
-            .collect()
+        NAMES.iter().map(|n| n.parse().expect("listed names parse")).collect()
     }
 
     pub fn name(&self) -> &'static str {
@@ -161,11 +148,7 @@ impl Surrogate {
             Surrogate::Arctan { alpha } => 0.5 + (PI * alpha * x / 2.0).atan() / PI,
             Surrogate::Triangle { width } => {
                 let u = (x / width).clamp(-1.0, 1.0);
-                if u < 0.0 {
-                    0.5 * (1.0 + u) * (1.0 + u)
-                } else {
-                    1.0 - 0.5 * (1.0 - u) * (1.0 - u)
-                }
+                if u < 0.0 { 0.5 * (1.0 + u) * (1.0 + u) } else { 1.0 - 0.5 * (1.0 - u) * (1.0 - u) }
             }
             Surrogate::Ste { width } => (x / width + 0.5).clamp(0.0, 1.0),
         }
@@ -226,12 +209,8 @@ impl FromStr for Surrogate {
             "htaf" => Surrogate::default(),
             "sigmoid" => Surrogate::Sigmoid { slope: slope_25() },
             "fast-sigmoid" | "superspike" => Surrogate::FastSigmoid { slope: slope_25() },
-            "arctan" | "atan" => Surrogate::Arctan {
-                alpha: arctan_alpha(),
-            },
-            "triangle" => Surrogate::Triangle {
-                width: triangle_width(),
-            },
+            "arctan" | "atan" => Surrogate::Arctan { alpha: arctan_alpha() },
+            "triangle" => Surrogate::Triangle { width: triangle_width() },
             "ste" | "rectangle" => Surrogate::Ste { width: ste_width() },
             _ => return Err(UnknownSurrogate(s.to_owned())),
         })
@@ -254,9 +233,7 @@ impl DerivativeTable {
 
     pub fn new(surrogate: Surrogate) -> Self {
         let n = (2.0 * Self::RANGE * Self::PER_UNIT) as usize;
-        let values = (0..=n)
-            .map(|k| surrogate.derivative(-Self::RANGE + k as f64 / Self::PER_UNIT) as f32)
-            .collect();
+        let values = (0..=n).map(|k| surrogate.derivative(-Self::RANGE + k as f64 / Self::PER_UNIT) as f32).collect();
         DerivativeTable { surrogate, values }
     }
 
@@ -327,10 +304,9 @@ mod tests {
             // Trapezoid rule on a fine grid, wide enough for the heavy tails.
             let (a, b, n) = (-20.0, 20.0, 400_000);
             let h = (b - a) / n as f64;
-            let area: f64 = (0..=n)
-                .map(|i| s.derivative(a + i as f64 * h) * if i == 0 || i == n { 0.5 } else { 1.0 })
-                .sum::<f64>()
-                * h;
+            let area: f64 =
+                (0..=n).map(|i| s.derivative(a + i as f64 * h) * if i == 0 || i == n { 0.5 } else { 1.0 }).sum::<f64>()
+                    * h;
             let tolerance = if slow { 2e-2 } else { 1e-3 };
             assert!((area - 1.0).abs() < tolerance, "{s}: area {area}");
         }
@@ -347,13 +323,8 @@ mod tests {
     #[test]
     fn htaf_has_a_heavier_tail_than_the_sigmoid_of_equal_slope_at_zero() {
         // Parameters giving HTAF the slope at zero of snnTorch's default sigmoid (k = 25).
-        let htaf = Surrogate::Htaf {
-            alpha: 4.0,
-            beta: 6.0,
-        };
-        let Surrogate::Htaf { alpha, beta } = htaf else {
-            unreachable!()
-        };
+        let htaf = Surrogate::Htaf { alpha: 4.0, beta: 6.0 };
+        let Surrogate::Htaf { alpha, beta } = htaf else { unreachable!() };
         // Sigmoid with the same derivative at zero: k / 4 = a b / (4 (s(a) - s(-a))).
         let k = alpha * beta / (logistic(alpha) - logistic(-alpha));
         let sigmoid = Surrogate::Sigmoid { slope: k };
@@ -377,12 +348,7 @@ mod tests {
         // Gradient mass beyond |x| = 0.25, i.e. reaching neurons far from threshold: measured
         // 0.0168 for HTAF against 0.0040 for the sigmoid.
         let tail = |s: &Surrogate| 1.0 - (s.primitive(0.25) - s.primitive(-0.25));
-        assert!(
-            tail(&htaf) > 4.0 * tail(&sigmoid),
-            "tail mass {} vs {}",
-            tail(&htaf),
-            tail(&sigmoid)
-        );
+        assert!(tail(&htaf) > 4.0 * tail(&sigmoid), "tail mass {} vs {}", tail(&htaf), tail(&sigmoid));
     }
 
     #[test]
@@ -413,8 +379,7 @@ mod tests {
         assert_eq!("Rectangle".parse::<Surrogate>().unwrap().name(), "ste");
         let err = "relu".parse::<Surrogate>().unwrap_err().to_string();
         assert!(
-            err.contains("\"relu\"")
-                && err.contains("htaf, sigmoid, fast-sigmoid, arctan, triangle, ste"),
+            err.contains("\"relu\"") && err.contains("htaf, sigmoid, fast-sigmoid, arctan, triangle, ste"),
             "{err}"
         );
     }
@@ -422,20 +387,8 @@ mod tests {
     #[test]
     fn surrogates_read_from_ron_with_defaults() {
         let s: Surrogate = ron::from_str("Htaf(beta: 3.0)").unwrap();
-        assert_eq!(
-            Surrogate::default(),
-            Surrogate::Htaf {
-                alpha: 4.0,
-                beta: 2.0
-            }
-        );
-        assert_eq!(
-            s,
-            Surrogate::Htaf {
-                alpha: 4.0,
-                beta: 3.0
-            }
-        );
+        assert_eq!(Surrogate::default(), Surrogate::Htaf { alpha: 4.0, beta: 2.0 });
+        assert_eq!(s, Surrogate::Htaf { alpha: 4.0, beta: 3.0 });
         assert!(ron::from_str::<Surrogate>("Htaf(gamma: 1.0)").is_err());
         assert_eq!(
             Surrogate::Sigmoid { slope: -1.0 }.problems("surrogate"),

@@ -1,23 +1,9 @@
 //! The `snn` binary end to end: outputs, determinism across thread counts, and bad input.
 
+mod common;
+use common::{repo, snn};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn snn(args: &[&str], threads: Option<usize>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snn"));
-    cmd.args(args);
-    if let Some(n) = threads {
-        cmd.env("RAYON_NUM_THREADS", n.to_string());
-    }
-    cmd.output().expect("snn runs")
-}
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(path)
-        .to_string_lossy()
-        .into_owned()
-}
 
 fn read_spikes(path: &Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let file = hdf5::File::open(path).unwrap();
@@ -42,55 +28,23 @@ fn read_spikes(path: &Path) -> Vec<(String, Vec<u8>, Vec<u8>)> {
 fn simulate_writes_recording_figures_and_summary() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = snn(
-        &[
-            "simulate",
-            &repo("networks/cuba.ron"),
-            "--duration-ms",
-            "200",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    let o =
+        snn(&["simulate", &repo("networks/cuba.ron"), "--duration-ms", "200", "--out", out.to_str().unwrap()], None);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for needle in [
-        "4000 neurons",
-        "synapses",
-        "exc",
-        "inh",
-        "mean rate (Hz)",
-        "x real time",
-        "events/s",
-    ] {
-        assert!(
-            stdout.contains(needle),
-            "summary lacks {needle:?}:\n{stdout}"
-        );
+    for needle in ["4000 neurons", "synapses", "exc", "inh", "mean rate (Hz)", "x real time", "events/s"] {
+        assert!(stdout.contains(needle), "summary lacks {needle:?}:\n{stdout}");
     }
     for file in ["spikes.h5", "raster.png", "traces.png"] {
-        assert!(
-            out.join(file).metadata().unwrap().len() > 1000,
-            "{file} missing or empty"
-        );
+        assert!(out.join(file).metadata().unwrap().len() > 1000, "{file} missing or empty");
     }
     // No temporary files left behind.
-    let names: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     let rec = snn::io::hdf5_file::read(&out.join("spikes.h5")).unwrap();
     assert_eq!(rec.info.duration_ms, 200.0);
     assert!(rec.info.network_spec.contains("Vogels"));
-    assert_eq!(
-        rec.populations
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>(),
-        ["exc", "inh"]
-    );
+    assert_eq!(rec.populations.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["exc", "inh"]);
     assert_eq!(rec.traces[0].v.len(), 2000 * 3);
 }
 
@@ -101,23 +55,14 @@ fn same_seed_gives_identical_spikes_with_one_and_two_threads() {
     for threads in [1, 2] {
         let out = dir.path().join(format!("t{threads}"));
         let o = snn(
-            &[
-                "simulate",
-                &repo("tests/data/parallel.ron"),
-                "--no-figures",
-                "--out",
-                out.to_str().unwrap(),
-            ],
+            &["simulate", &repo("tests/data/parallel.ron"), "--no-figures", "--out", out.to_str().unwrap()],
             Some(threads),
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         runs.push(read_spikes(&out.join("spikes.h5")));
     }
     let total: usize = runs[0].iter().map(|(_, t, _)| t.len() / 8).sum();
-    assert!(
-        total > 10_000,
-        "the check needs real activity, got {total} spikes"
-    );
+    assert!(total > 10_000, "the check needs real activity, got {total} spikes");
     assert_eq!(runs[0], runs[1]);
 }
 
@@ -156,11 +101,7 @@ fn validate_accepts_the_shipped_files() {
         "stimuli/step_current.ron",
     ] {
         let o = snn(&["validate", &repo(file)], None);
-        assert!(
-            o.status.success(),
-            "{file}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stderr));
         assert!(String::from_utf8_lossy(&o.stdout).contains("valid"));
     }
 }
@@ -184,21 +125,13 @@ fn assert_rejected(network: &str, extra: &[&str], needles: &[&str]) {
     let file = dir.path().join("bad.ron");
     std::fs::write(&file, network).unwrap();
     let out: PathBuf = dir.path().join("out");
-    let mut args = vec![
-        "simulate",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let mut args = vec!["simulate", file.to_str().unwrap(), "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     let o = snn(&args, None);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "accepted:\n{network}");
     for needle in needles {
-        assert!(
-            stderr.contains(needle),
-            "stderr lacks {needle:?}:\n{stderr}"
-        );
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}:\n{stderr}");
     }
     assert!(!out.exists(), "output folder written despite the error");
     if extra.is_empty() {
@@ -214,15 +147,7 @@ fn good_network_is_accepted() {
     let file = dir.path().join("good.ron");
     std::fs::write(&file, GOOD).unwrap();
     let out = dir.path().join("out");
-    let o = snn(
-        &[
-            "simulate",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    let o = snn(&["simulate", file.to_str().unwrap(), "--out", out.to_str().unwrap()], None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -281,40 +206,20 @@ fn threshold_below_reset() {
 
 #[test]
 fn empty_population() {
-    assert_rejected(
-        &GOOD.replace("size: 10", "size: 0"),
-        &[],
-        &["populations[0].size", "\"exc\" is empty"],
-    );
+    assert_rejected(&GOOD.replace("size: 10", "size: 0"), &[], &["populations[0].size", "\"exc\" is empty"]);
 }
 
 #[test]
 fn missing_stimulus_file() {
-    let with_stimulus = GOOD.replace(
-        "duration_ms: 10.0,",
-        "duration_ms: 10.0, stimulus: Some(\"nowhere.ron\"),",
-    );
+    let with_stimulus = GOOD.replace("duration_ms: 10.0,", "duration_ms: 10.0, stimulus: Some(\"nowhere.ron\"),");
     assert_rejected(&with_stimulus, &[], &["nowhere.ron", "cannot read"]);
-    assert_rejected(
-        GOOD,
-        &["--stimulus", "/definitely/missing.ron"],
-        &["/definitely/missing.ron", "cannot read"],
-    );
+    assert_rejected(GOOD, &["--stimulus", "/definitely/missing.ron"], &["/definitely/missing.ron", "cannot read"]);
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let broken = GOOD
-        .replace("size: 10", "size: 0")
-        .replace("FixedProbability(0.5)", "FixedProbability(-0.1)");
-    assert_rejected(
-        &broken,
-        &[],
-        &[
-            "populations[0].size",
-            "projections[0].connect.FixedProbability",
-        ],
-    );
+    let broken = GOOD.replace("size: 10", "size: 0").replace("FixedProbability(0.5)", "FixedProbability(-0.1)");
+    assert_rejected(&broken, &[], &["populations[0].size", "projections[0].connect.FixedProbability"]);
 }
 
 #[test]

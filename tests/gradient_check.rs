@@ -57,11 +57,7 @@ fn check(readout: &str, detach_reset: bool) {
     forward(&net, &x, &mut tape);
     let mut g_scores = Vec::new();
     cross_entropy(&tape.scores.clone(), 1, 1.0, &mut g_scores);
-    let mut grads: Vec<DMatrix<f64>> = net
-        .layers
-        .iter()
-        .map(|l| DMatrix::zeros(l.outputs(), l.inputs()))
-        .collect();
+    let mut grads: Vec<DMatrix<f64>> = net.layers.iter().map(|l| DMatrix::zeros(l.outputs(), l.inputs())).collect();
     backward(&net, &x, &mut tape, &g_scores, &mut grads);
 
     let h = 1e-6;
@@ -87,9 +83,7 @@ fn check(readout: &str, detach_reset: bool) {
     }
     let total: f64 = grads.iter().map(|g| g.norm()).sum();
     assert!(total > 1e-3, "gradients vanish, the check would be vacuous");
-    println!(
-        "{readout}, detach_reset {detach_reset}: {checked} weights, worst relative error {worst:.2e}"
-    );
+    println!("{readout}, detach_reset {detach_reset}: {checked} weights, worst relative error {worst:.2e}");
 }
 
 #[test]
@@ -125,15 +119,8 @@ fn surrogate_mode_touches_only_the_columns_of_inputs_that_fired() {
     forward(&net, &silent, &mut tape);
     let mut g = Vec::new();
     cross_entropy(&tape.scores.clone(), 0, 1.0, &mut g);
-    let mut grads: Vec<DMatrix<f64>> = net
-        .layers
-        .iter()
-        .map(|l| DMatrix::zeros(l.outputs(), l.inputs()))
-        .collect();
+    let mut grads: Vec<DMatrix<f64>> = net.layers.iter().map(|l| DMatrix::zeros(l.outputs(), l.inputs())).collect();
     backward(&net, &silent, &mut tape, &g, &mut grads);
-    assert!(
-        grads[0].column(4).iter().all(|&v| v == 0.0),
-        "input 4 never fired"
-    );
+    assert!(grads[0].column(4).iter().all(|&v| v == 0.0), "input 4 never fired");
     assert!(grads[0].column(1).iter().any(|&v| v != 0.0));
 }

@@ -29,36 +29,22 @@ fn analytic_rate_hz(current_na: f64, refractory_ms: f64) -> f64 {
 }
 
 fn spike_times(rec: &Recording, population: &str) -> Vec<f64> {
-    rec.population(population)
-        .unwrap()
-        .spikes
-        .as_ref()
-        .unwrap()
-        .0
-        .clone()
+    rec.population(population).unwrap().spikes.as_ref().unwrap().0.clone()
 }
 
 #[test]
 fn constant_current_fires_at_the_analytic_rate() {
     for (current, refractory) in [(0.25, 0.0), (0.3, 2.0), (0.5, 5.0), (1.0, 1.0)] {
-        let stimulus =
-            format!("Stimulus(currents: [Constant(population: \"n\", amplitude_na: {current})])");
+        let stimulus = format!("Stimulus(currents: [Constant(population: \"n\", amplitude_na: {current})])");
         let rec = run(&single_neuron(0.01, 2000.0, refractory), &stimulus);
         let times = spike_times(&rec, "n");
-        assert!(
-            times.len() > 10,
-            "I = {current} nA fired only {} spikes",
-            times.len()
-        );
+        assert!(times.len() > 10, "I = {current} nA fired only {} spikes", times.len());
         // Rate from the inter-spike intervals; the first spike starts from rest, like the rest.
         let mean_isi = (times[times.len() - 1] - times[0]) / (times.len() - 1) as f64;
         let measured = 1000.0 / mean_isi;
         let expected = analytic_rate_hz(current, refractory);
         let error = (measured - expected).abs() / expected;
-        assert!(
-            error < 0.01,
-            "I = {current} nA, t_ref = {refractory}: {measured} Hz vs analytic {expected} Hz"
-        );
+        assert!(error < 0.01, "I = {current} nA, t_ref = {refractory}: {measured} Hz vs analytic {expected} Hz");
     }
 }
 
@@ -96,15 +82,9 @@ fn exponential_synapse_gives_the_analytic_psp_after_exactly_the_delay() {
             let t = (n - arrival) as f64 * dt;
             -70.0 + w * tau_s / (tau_s - tau_m) * ((-t / tau_s).exp() - (-t / tau_m).exp())
         };
-        assert!(
-            (vn as f64 - expected).abs() < 1e-5,
-            "step {n}: v = {vn}, analytic {expected}"
-        );
+        assert!((vn as f64 - expected).abs() < 1e-5, "step {n}: v = {vn}, analytic {expected}");
     }
-    assert!(
-        v[arrival + 1] > -70.0,
-        "the PSP starts right after the arrival step"
-    );
+    assert!(v[arrival + 1] > -70.0, "the PSP starts right after the arrival step");
 }
 
 #[test]
@@ -112,15 +92,8 @@ fn instantaneous_synapse_jumps_then_decays_with_tau_mem() {
     let v = psp_run("Instantaneous", 0.7, 3.0);
     let arrival = 10 + 7;
     for (n, &vn) in v.iter().enumerate() {
-        let expected = if n <= arrival {
-            -70.0
-        } else {
-            -70.0 + 3.0 * (-((n - arrival) as f64) * 0.1 / 20.0).exp()
-        };
-        assert!(
-            (vn as f64 - expected).abs() < 1e-5,
-            "step {n}: v = {vn}, analytic {expected}"
-        );
+        let expected = if n <= arrival { -70.0 } else { -70.0 + 3.0 * (-((n - arrival) as f64) * 0.1 / 20.0).exp() };
+        assert!((vn as f64 - expected).abs() < 1e-5, "step {n}: v = {vn}, analytic {expected}");
     }
 }
 
@@ -155,10 +128,7 @@ fn each_delay_slot_delivers_on_its_own_step() {
     for (i, t) in times.iter().enumerate() {
         // Arrives at step i, crosses threshold during step i, stamped at the end of it.
         let expected = (i + 1) as f64 * 0.1;
-        assert!(
-            (t - expected).abs() < 1e-9,
-            "neuron {i} fired at {t} ms, expected {expected} ms"
-        );
+        assert!((t - expected).abs() < 1e-9, "neuron {i} fired at {t} ms, expected {expected} ms");
     }
 }
 
@@ -182,18 +152,10 @@ fn per_synapse_delays_deliver_each_spike_at_its_own_delay() {
     sim.run(200, |_| {});
     let rec = Recording::from_simulation(&sim, &model);
     let (times, ids) = rec.population("n").unwrap().spikes.clone().unwrap();
-    assert_eq!(
-        times.len(),
-        200,
-        "every neuron fires once (refractory afterwards)"
-    );
+    assert_eq!(times.len(), 200, "every neuron fires once (refractory afterwards)");
     for (t, id) in times.iter().zip(&ids) {
         let k = targets.iter().position(|&x| x as u64 == *id).unwrap();
         let expected = (delays[k] as f64 + 1.0) * 0.1;
-        assert!(
-            (t - expected).abs() < 1e-9,
-            "neuron {id}: fired at {t}, delay {} steps",
-            delays[k]
-        );
+        assert!((t - expected).abs() < 1e-9, "neuron {id}: fired at {t}, delay {} steps", delays[k]);
     }
 }

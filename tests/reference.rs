@@ -36,9 +36,7 @@ const NETWORK: &str = r#"Network(
 fn input_spikes() -> (Vec<u32>, Vec<f64>) {
     let mut state: u64 = 12345;
     let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 33) as f64 / (1u64 << 31) as f64
     };
     let mut indices = Vec::new();
@@ -82,12 +80,7 @@ fn event_driven_engine_matches_dense_reference() {
     // elsewhere) and re-does everything else its own way.
     let sizes: Vec<usize> = sim.populations.iter().map(|p| p.size).collect();
     let mut dense: Vec<(usize, usize, Synapse, Dense)> = Vec::new();
-    let specs: Vec<_> = model
-        .network
-        .projections
-        .iter()
-        .chain(&model.stimulus.projections)
-        .collect();
+    let specs: Vec<_> = model.network.projections.iter().chain(&model.stimulus.projections).collect();
     for (proj, spec) in sim.projections.iter().zip(&specs) {
         let mut m: Dense = vec![vec![None; sizes[proj.target]]; sizes[proj.source]];
         let csr = &proj.synapses;
@@ -121,9 +114,7 @@ fn event_driven_engine_matches_dense_reference() {
             }
         }
     }
-    let mut s: Vec<Vec<Vec<f64>>> = (0..n_lif)
-        .map(|p| vec![vec![0.0; sizes[p]]; taus[p].len()])
-        .collect();
+    let mut s: Vec<Vec<Vec<f64>>> = (0..n_lif).map(|p| vec![vec![0.0; sizes[p]]; taus[p].len()]).collect();
     let mut refractory_left: Vec<Vec<u64>> = (0..n_lif).map(|p| vec![0; sizes[p]]).collect();
     // fired[stamp][population] = ids that fired with that stamp.
     let mut fired: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); sizes.len()]; steps as usize + 2];
@@ -162,22 +153,11 @@ fn event_driven_engine_matches_dense_reference() {
             }
         }
         for p in 0..n_lif {
-            let Neuron::Lif {
-                tau_mem_ms,
-                v_rest,
-                v_threshold,
-                v_reset,
-                refractory_ms,
-                r_mem_mohm,
-                reset,
-            } = model.network.populations[p].neuron;
+            let Neuron::Lif { tau_mem_ms, v_rest, v_threshold, v_reset, refractory_ms, r_mem_mohm, reset } =
+                model.network.populations[p].neuron;
             let decay = (-dt / tau_mem_ms).exp();
             let t_ms = n as f64 * dt;
-            let current = if p == 1 && (50.0..250.0).contains(&(t_ms + 1e-9)) {
-                0.125
-            } else {
-                0.0
-            };
+            let current = if p == 1 && (50.0..250.0).contains(&(t_ms + 1e-9)) { 0.125 } else { 0.0 };
             for j in 0..sizes[p] {
                 let mut x = v_rest + (v[p][j] - v_rest) * decay;
                 if p == 1 {
@@ -210,21 +190,13 @@ fn event_driven_engine_matches_dense_reference() {
     let mut total = 0;
     for (p, name) in ["exc", "inh"].iter().enumerate() {
         let (t, ids) = rec.population(name).unwrap().spikes.clone().unwrap();
-        let engine: Vec<(u64, u64)> = t
-            .iter()
-            .zip(&ids)
-            .map(|(&t, &i)| ((t / dt).round() as u64, i))
-            .collect();
+        let engine: Vec<(u64, u64)> = t.iter().zip(&ids).map(|(&t, &i)| ((t / dt).round() as u64, i)).collect();
         let reference: Vec<(u64, u64)> = fired
             .iter()
             .enumerate()
             .flat_map(|(stamp, f)| f[p].iter().map(move |&i| (stamp as u64, i as u64)))
             .collect();
-        assert!(
-            reference.len() > 100,
-            "{name}: the comparison needs activity, got {} spikes",
-            reference.len()
-        );
+        assert!(reference.len() > 100, "{name}: the comparison needs activity, got {} spikes", reference.len());
         assert_eq!(engine, reference, "{name}: spike trains differ");
         total += reference.len();
     }

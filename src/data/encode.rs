@@ -55,9 +55,7 @@ impl Encoder {
                 vec![format!("{path}.Rate.gain: must lie in (0, 1], got {gain}")]
             }
             Encoder::Latency { threshold } if !(0.0..1.0).contains(&threshold) => {
-                vec![format!(
-                    "{path}.Latency.threshold: must lie in [0, 1), got {threshold}"
-                )]
+                vec![format!("{path}.Latency.threshold: must lie in [0, 1), got {threshold}")]
             }
             _ => vec![],
         }
@@ -102,9 +100,7 @@ impl Encoder {
             Encoder::Latency { threshold } => {
                 for (i, &p) in pixels.iter().enumerate() {
                     let x = intensity(p);
-                    if x as f64 > threshold
-                        && ((1.0 - x) * (steps - 1) as f32).round() as usize == step
-                    {
+                    if x as f64 > threshold && ((1.0 - x) * (steps - 1) as f32).round() as usize == step {
                         emit(i as u32, 1.0);
                     }
                 }
@@ -133,39 +129,21 @@ mod tests {
     fn rate_coding_fires_in_proportion_to_intensity() {
         let pixels = [0u8, 51, 255, 128];
         let mut out = Events::default();
-        Encoder::Rate { gain: 1.0 }.encode(
-            &pixels,
-            20_000,
-            &mut stream(1, Purpose::Encoding, 0),
-            &mut out,
-        );
+        Encoder::Rate { gain: 1.0 }.encode(&pixels, 20_000, &mut stream(1, Purpose::Encoding, 0), &mut out);
         let mut counts = [0usize; 4];
         (0..out.steps()).for_each(|n| out.step(n).0.iter().for_each(|&i| counts[i as usize] += 1));
         assert_eq!(counts[0], 0);
         assert_eq!(counts[2], 20_000);
-        assert!(
-            (counts[1] as f64 / 20_000.0 - 0.2).abs() < 0.01,
-            "{counts:?}"
-        );
-        assert!(
-            (counts[3] as f64 / 20_000.0 - 128.0 / 255.0).abs() < 0.01,
-            "{counts:?}"
-        );
+        assert!((counts[1] as f64 / 20_000.0 - 0.2).abs() < 0.01, "{counts:?}");
+        assert!((counts[3] as f64 / 20_000.0 - 128.0 / 255.0).abs() < 0.01, "{counts:?}");
     }
 
     #[test]
     fn latency_fires_bright_pixels_first_and_once() {
         let pixels = [255u8, 0, 128, 1];
         let mut out = Events::default();
-        Encoder::Latency { threshold: 0.01 }.encode(
-            &pixels,
-            11,
-            &mut stream(1, Purpose::Encoding, 0),
-            &mut out,
-        );
-        let fired: Vec<(usize, u32)> = (0..11)
-            .flat_map(|s| out.step(s).0.iter().map(move |&i| (s, i)))
-            .collect();
+        Encoder::Latency { threshold: 0.01 }.encode(&pixels, 11, &mut stream(1, Purpose::Encoding, 0), &mut out);
+        let fired: Vec<(usize, u32)> = (0..11).flat_map(|s| out.step(s).0.iter().map(move |&i| (s, i))).collect();
         assert_eq!(fired, vec![(0, 0), (5, 2)]);
     }
 

@@ -12,11 +12,7 @@ pub struct Events<F> {
 
 impl<F> Default for Events<F> {
     fn default() -> Self {
-        Events {
-            starts: vec![0],
-            index: Vec::new(),
-            value: Vec::new(),
-        }
+        Events { starts: vec![0], index: Vec::new(), value: Vec::new() }
     }
 }
 

@@ -28,17 +28,11 @@ impl Images {
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
-    Error::Data {
-        path: path.to_owned(),
-        message: message.into(),
-    }
+    Error::Data { path: path.to_owned(), message: message.into() }
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    let raw = std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
         flate2::read::GzDecoder::new(raw.as_slice())
@@ -55,13 +49,7 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 fn parse(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, std::ops::Range<usize>)> {
     let header = 4 + 4 * dims;
     if bytes.len() < header {
-        return Err(bad(
-            path,
-            format!(
-                "truncated IDX header: {} bytes, expected at least {header}",
-                bytes.len()
-            ),
-        ));
+        return Err(bad(path, format!("truncated IDX header: {} bytes, expected at least {header}", bytes.len())));
     }
     let word = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes")) as usize;
     let magic = word(0);
@@ -69,9 +57,7 @@ fn parse(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, std::ops
     if magic != expected {
         return Err(bad(
             path,
-            format!(
-                "IDX magic number {magic:#010x}, expected {expected:#010x} (unsigned bytes, {dims} dimensions)"
-            ),
+            format!("IDX magic number {magic:#010x}, expected {expected:#010x} (unsigned bytes, {dims} dimensions)"),
         ));
     }
     let sizes: Vec<usize> = (0..dims).map(|d| word(4 + 4 * d)).collect();
@@ -92,12 +78,7 @@ fn parse(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, std::ops
 pub fn read_images(path: &Path) -> Result<Images> {
     let bytes = read_bytes(path)?;
     let (sizes, data) = parse(path, &bytes, 3)?;
-    Ok(Images {
-        count: sizes[0],
-        rows: sizes[1],
-        cols: sizes[2],
-        pixels: bytes[data].to_vec(),
-    })
+    Ok(Images { count: sizes[0], rows: sizes[1], cols: sizes[2], pixels: bytes[data].to_vec() })
 }
 
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
@@ -131,18 +112,8 @@ pub struct Dataset {
 }
 
 /// Fashion-MNIST's class names, by label.
-pub const FASHION_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const FASHION_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// Where the full Fashion-MNIST lives once Debian's `dataset-fashion-mnist` is installed.
 pub const SYSTEM_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
@@ -155,11 +126,7 @@ pub fn shipped_subset() -> PathBuf {
 /// The data used when none is named: Debian's Fashion-MNIST when installed, else the subset.
 pub fn default_folder() -> PathBuf {
     let system = Path::new(SYSTEM_FASHION_MNIST);
-    if system.join("train-images-idx3-ubyte.gz").exists() {
-        system.to_owned()
-    } else {
-        shipped_subset()
-    }
+    if system.join("train-images-idx3-ubyte.gz").exists() { system.to_owned() } else { shipped_subset() }
 }
 
 /// The folder an image stimulus names: `data` relative to the stimulus file, else the default.
@@ -180,12 +147,7 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     } else if plain.exists() {
         Ok(plain)
     } else {
-        Err(bad(
-            dir,
-            format!(
-                "no {stem} or {stem}.gz in this folder (it needs the four MNIST-format IDX files)"
-            ),
-        ))
+        Err(bad(dir, format!("no {stem} or {stem}.gz in this folder (it needs the four MNIST-format IDX files)")))
     }
 }
 
@@ -197,19 +159,11 @@ fn load_split(dir: &Path, images: &str, labels: &str) -> Result<Split> {
     if images.count != labels.len() {
         return Err(bad(
             &label_path,
-            format!(
-                "{} labels for {} images in {}",
-                labels.len(),
-                images.count,
-                image_path.display()
-            ),
+            format!("{} labels for {} images in {}", labels.len(), images.count, image_path.display()),
         ));
     }
     if let Some(bad_label) = labels.iter().find(|&&l| l > 9) {
-        return Err(bad(
-            &label_path,
-            format!("label {bad_label} is outside 0..=9"),
-        ));
+        return Err(bad(&label_path, format!("label {bad_label} is outside 0..=9")));
     }
     Ok(Split { images, labels })
 }
@@ -260,29 +214,15 @@ mod tests {
         assert!(err.contains("cut") && err.contains("truncated"), "{err}");
         let short = dir.path().join("short");
         std::fs::write(&short, &raw[..10]).unwrap();
-        assert!(
-            read_images(&short)
-                .unwrap_err()
-                .to_string()
-                .contains("truncated IDX header")
-        );
-        let labels_as_images = read_images(&shipped_subset().join("t10k-labels-idx1-ubyte.gz"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            labels_as_images.contains("magic number"),
-            "{labels_as_images}"
-        );
+        assert!(read_images(&short).unwrap_err().to_string().contains("truncated IDX header"));
+        let labels_as_images =
+            read_images(&shipped_subset().join("t10k-labels-idx1-ubyte.gz")).unwrap_err().to_string();
+        assert!(labels_as_images.contains("magic number"), "{labels_as_images}");
         let missing = load_dir(dir.path()).unwrap_err().to_string();
         assert!(missing.contains("train-images-idx3-ubyte"), "{missing}");
         let gz_cut = dir.path().join("gzcut");
         let gz = std::fs::read(shipped_subset().join("t10k-images-idx3-ubyte.gz")).unwrap();
         std::fs::write(&gz_cut, &gz[..gz.len() / 2]).unwrap();
-        assert!(
-            read_images(&gz_cut)
-                .unwrap_err()
-                .to_string()
-                .contains("gzip")
-        );
+        assert!(read_images(&gz_cut).unwrap_err().to_string().contains("gzip"));
     }
 }

@@ -18,24 +18,14 @@ impl Injection {
     pub fn from_spec(current: &Current, population: usize, dt_ms: f64) -> Self {
         let steps = |t: f64| (t / dt_ms).round() as u64;
         match current {
-            Current::Constant {
-                amplitude_na,
-                neurons,
-                ..
-            } => Injection {
+            Current::Constant { amplitude_na, neurons, .. } => Injection {
                 population,
                 neurons: neurons.clone(),
                 amplitude_na: *amplitude_na,
                 start_step: 0,
                 stop_step: None,
             },
-            Current::Step {
-                amplitude_na,
-                start_ms,
-                stop_ms,
-                neurons,
-                ..
-            } => Injection {
+            Current::Step { amplitude_na, start_ms, stop_ms, neurons, .. } => Injection {
                 population,
                 neurons: neurons.clone(),
                 amplitude_na: *amplitude_na,
@@ -55,11 +45,7 @@ impl Injection {
 pub fn change_points(injections: &[Injection]) -> Vec<(u64, usize)> {
     let mut points: Vec<(u64, usize)> = injections
         .iter()
-        .flat_map(|j| {
-            std::iter::once(j.start_step)
-                .chain(j.stop_step)
-                .map(move |s| (s, j.population))
-        })
+        .flat_map(|j| std::iter::once(j.start_step).chain(j.stop_step).map(move |s| (s, j.population)))
         .collect();
     points.sort_unstable();
     points.dedup();
@@ -69,15 +55,10 @@ pub fn change_points(injections: &[Injection]) -> Vec<(u64, usize)> {
 /// Recomputes the injected current (nA) of every neuron of `population` at `step`.
 pub fn fill_current(injections: &[Injection], population: usize, step: u64, i_ext: &mut [f64]) {
     i_ext.fill(0.0);
-    for j in injections
-        .iter()
-        .filter(|j| j.population == population && j.active(step))
-    {
+    for j in injections.iter().filter(|j| j.population == population && j.active(step)) {
         match &j.neurons {
             None => i_ext.iter_mut().for_each(|i| *i += j.amplitude_na),
-            Some(ids) => ids
-                .iter()
-                .for_each(|&id| i_ext[id as usize] += j.amplitude_na),
+            Some(ids) => ids.iter().for_each(|&id| i_ext[id as usize] += j.amplitude_na),
         }
     }
 }

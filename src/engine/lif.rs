@@ -118,20 +118,13 @@ pub fn integrate(
         0 => integrate_fused::<0>(k, &[], v, i_ext, []),
         1 => integrate_fused::<1>(k, &[synapses[0]], v, i_ext, to_array(syn)),
         2 => integrate_fused::<2>(k, &[synapses[0], synapses[1]], v, i_ext, to_array(syn)),
-        3 => integrate_fused::<3>(
-            k,
-            &[synapses[0], synapses[1], synapses[2]],
-            v,
-            i_ext,
-            to_array(syn),
-        ),
+        3 => integrate_fused::<3>(k, &[synapses[0], synapses[1], synapses[2]], v, i_ext, to_array(syn)),
         _ => integrate_passes(k, synapses, v, i_ext, syn),
     }
 }
 
 fn to_array<const N: usize>(syn: Vec<&mut [f64]>) -> [&mut [f64]; N] {
-    syn.try_into()
-        .unwrap_or_else(|_| unreachable!("length matched by the caller"))
+    syn.try_into().unwrap_or_else(|_| unreachable!("length matched by the caller"))
 }
 
 fn integrate_fused<const N: usize>(
@@ -214,11 +207,7 @@ impl HeldQueue {
 impl Refractory {
     /// For `n` neurons updated in chunks of `chunk`.
     pub fn new(n: usize, chunk: usize) -> Self {
-        Refractory {
-            active_from: vec![0; n],
-            queues: vec![HeldQueue::default(); n.div_ceil(chunk).max(1)],
-            chunk,
-        }
+        Refractory { active_from: vec![0; n], queues: vec![HeldQueue::default(); n.div_ceil(chunk).max(1)], chunk }
     }
 
     pub fn is_refractory(&self, neuron: usize, step: u64) -> bool {
@@ -234,30 +223,18 @@ impl Refractory {
         let until = step + 1 + k.refractory_steps;
         for &id in fired {
             self.active_from[id as usize] = until;
-            self.queues[id as usize / self.chunk]
-                .0
-                .push_back((id, v[id as usize], until));
+            self.queues[id as usize / self.chunk].0.push_back((id, v[id as usize], until));
         }
     }
 }
 
 /// Finds the neurons of a chunk (ids `offset..`) at or above threshold in step `step`, skipping
 /// refractory ones, resets them and appends their ids to `spikes`.
-pub fn threshold(
-    k: &LifConstants,
-    offset: u32,
-    v: &mut [f64],
-    active_from: &[u64],
-    step: u64,
-    spikes: &mut Vec<u32>,
-) {
+pub fn threshold(k: &LifConstants, offset: u32, v: &mut [f64], active_from: &[u64], step: u64, spikes: &mut Vec<u32>) {
     // Most blocks hold no crossing; a vectorised test skips them.
     const BLOCK: usize = 16;
     for (b, block) in v.chunks_mut(BLOCK).enumerate() {
-        if !block
-            .iter()
-            .fold(false, |any, &x| any | (x >= k.v_threshold))
-        {
+        if !block.iter().fold(false, |any, &x| any | (x >= k.v_threshold)) {
             continue;
         }
         for (j, x) in block.iter_mut().enumerate() {
@@ -288,32 +265,15 @@ mod tests {
     #[test]
     fn fused_and_general_integration_agree() {
         let k = LifConstants::new(0.1, 20.0, -70.0, -50.0, -70.0, 0.0, 100.0, Reset::Hard);
-        let e: Vec<Exponential> = [2.0, 5.0, 10.0, 30.0]
-            .iter()
-            .map(|&t| Exponential::new(t, 20.0, 0.1))
-            .collect();
+        let e: Vec<Exponential> = [2.0, 5.0, 10.0, 30.0].iter().map(|&t| Exponential::new(t, 20.0, 0.1)).collect();
         let v0: Vec<f64> = (0..37).map(|i| -70.0 + i as f64 * 0.5).collect();
-        let s0: Vec<Vec<f64>> = (0..4)
-            .map(|c| (0..37).map(|i| (i * (c + 1)) as f64 * 0.01).collect())
-            .collect();
+        let s0: Vec<Vec<f64>> = (0..4).map(|c| (0..37).map(|i| (i * (c + 1)) as f64 * 0.01).collect()).collect();
         let i_ext: Vec<f64> = (0..37).map(|i| i as f64 * 0.001).collect();
         for n_syn in 0..=4 {
             let (mut v1, mut v2) = (v0.clone(), v0.clone());
             let (mut s1, mut s2) = (s0[..n_syn].to_vec(), s0[..n_syn].to_vec());
-            integrate(
-                &k,
-                &e[..n_syn],
-                &mut v1,
-                Some(&i_ext),
-                s1.iter_mut().map(|s| s.as_mut_slice()).collect(),
-            );
-            integrate_passes(
-                &k,
-                &e[..n_syn],
-                &mut v2,
-                Some(&i_ext),
-                s2.iter_mut().map(|s| s.as_mut_slice()).collect(),
-            );
+            integrate(&k, &e[..n_syn], &mut v1, Some(&i_ext), s1.iter_mut().map(|s| s.as_mut_slice()).collect());
+            integrate_passes(&k, &e[..n_syn], &mut v2, Some(&i_ext), s2.iter_mut().map(|s| s.as_mut_slice()).collect());
             assert_eq!(v1, v2, "{n_syn} synaptic variables");
             assert_eq!(s1, s2);
         }

@@ -131,43 +131,15 @@ impl Simulation {
             .iter()
             .enumerate()
             .map(|(i, p)| (i as u64, p))
-            .chain(
-                stim.projections
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| ((1 << 32) + i as u64, p)),
-            )
+            .chain(stim.projections.iter().enumerate().map(|(i, p)| ((1 << 32) + i as u64, p)))
             .collect();
 
         let mut populations = Vec::new();
         for (pi, pop) in net.populations.iter().enumerate() {
-            let Neuron::Lif {
-                tau_mem_ms,
-                v_rest,
-                v_threshold,
-                v_reset,
-                refractory_ms,
-                r_mem_mohm,
-                reset,
-            } = pop.neuron;
-            let constants = LifConstants::new(
-                dt,
-                tau_mem_ms,
-                v_rest,
-                v_threshold,
-                v_reset,
-                refractory_ms,
-                r_mem_mohm,
-                reset,
-            );
-            let mut taus: Vec<f64> = Vec::new();
-            for (_, p) in all_projections.iter().filter(|(_, p)| p.to == pop.name) {
-                if let Synapse::Exponential { tau_ms } = p.synapse {
-                    if !taus.contains(&tau_ms) {
-                        taus.push(tau_ms);
-                    }
-                }
-            }
+            let Neuron::Lif { tau_mem_ms, v_rest, v_threshold, v_reset, refractory_ms, r_mem_mohm, reset } = pop.neuron;
+            let constants =
+                LifConstants::new(dt, tau_mem_ms, v_rest, v_threshold, v_reset, refractory_ms, r_mem_mohm, reset);
+            let taus = synaptic_taus(&all_projections, &pop.name);
             let n = pop.size as usize;
             let mut rng = rng::stream(seed, Purpose::InitialState, pi as u64);
             let v = match &pop.init_v {
@@ -179,10 +151,7 @@ impl Simulation {
                 size: n,
                 dynamics: Dynamics::Lif(Box::new(LifPopulation {
                     constants,
-                    exponentials: taus
-                        .iter()
-                        .map(|&tau| Exponential::new(tau, tau_mem_ms, dt))
-                        .collect(),
+                    exponentials: taus.iter().map(|&tau| Exponential::new(tau, tau_mem_ms, dt)).collect(),
                     syn: vec![vec![0.0; n]; taus.len()],
                     v,
                     refractory: Refractory::new(n, CHUNK),
@@ -195,28 +164,13 @@ impl Simulation {
         }
         for (si, src) in stim.sources.iter().enumerate() {
             let generator = match &src.kind {
-                spec::SourceKind::Poisson { rate_hz } => Generator::poisson(
-                    src.size,
-                    *rate_hz,
-                    dt,
-                    rng::stream(seed, Purpose::PoissonSource, si as u64),
-                ),
-                spec::SourceKind::Image {
-                    data,
-                    index,
-                    encoder,
-                } => image_source(
-                    model,
-                    &src.name,
-                    src.size,
-                    data.as_deref(),
-                    *index,
-                    *encoder,
-                    seed,
-                )?,
-                spec::SourceKind::SpikeTimes { indices, times_ms } => {
-                    Generator::times(indices, times_ms, dt)
+                spec::SourceKind::Poisson { rate_hz } => {
+                    Generator::poisson(src.size, *rate_hz, dt, rng::stream(seed, Purpose::PoissonSource, si as u64))
                 }
+                spec::SourceKind::Image { data, index, encoder } => {
+                    image_source(model, &src.name, src.size, data.as_deref(), *index, *encoder, seed)?
+                }
+                spec::SourceKind::SpikeTimes { indices, times_ms } => Generator::times(indices, times_ms, dt),
             };
             populations.push(Population {
                 name: src.name.clone(),
@@ -229,31 +183,15 @@ impl Simulation {
         for (stream_index, p) in &all_projections {
             let (source, target) = (index_of(&p.from)?, index_of(&p.to)?);
             if !matches!(populations[target].dynamics, Dynamics::Lif(_)) {
-                return Err(Error::Simulation(format!(
-                    "projection target {:?} is not a neuron population",
-                    p.to
-                )));
+                return Err(Error::Simulation(format!("projection target {:?} is not a neuron population", p.to)));
             }
             let input = match p.synapse {
                 Synapse::Instantaneous => Input::Membrane,
                 Synapse::Exponential { tau_ms } => {
-                    let spec_taus = all_projections
-                        .iter()
-                        .filter(|(_, q)| q.to == p.to)
-                        .filter_map(|(_, q)| match q.synapse {
-                            Synapse::Exponential { tau_ms } => Some(tau_ms),
-                            Synapse::Instantaneous => None,
-                        });
-                    let mut distinct: Vec<f64> = Vec::new();
-                    for t in spec_taus {
-                        if !distinct.contains(&t) {
-                            distinct.push(t);
-                        }
-                    }
-                    let index = distinct
+                    let index = synaptic_taus(&all_projections, &p.to)
                         .iter()
                         .position(|&t| t == tau_ms)
-                        .expect("collected above");
+                        .expect("the population's variables were made from the same list");
                     Input::Synaptic { index, tau_ms }
                 }
             };
@@ -268,22 +206,13 @@ impl Simulation {
             };
             let mut rng = rng::stream(seed, Purpose::Connectivity, *stream_index);
             let synapses = synapses::build(&plan, &mut rng);
-            projections.push(Projection {
-                source,
-                target,
-                input,
-                synapses,
-            });
+            projections.push(Projection { source, target, input, synapses });
         }
         // Pending spikes span at most max delay + 1 steps.
         for (ti, pop) in populations.iter_mut().enumerate() {
             if let Dynamics::Lif(lif) = &mut pop.dynamics {
-                let max_delay = projections
-                    .iter()
-                    .filter(|p| p.target == ti)
-                    .map(|p| p.synapses.max_delay())
-                    .max()
-                    .unwrap_or(0);
+                let max_delay =
+                    projections.iter().filter(|p| p.target == ti).map(|p| p.synapses.max_delay()).max().unwrap_or(0);
                 lif.arrivals = vec![Vec::new(); max_delay as usize + 1];
             }
         }
@@ -296,8 +225,7 @@ impl Simulation {
             .currents
             .iter()
             .map(|c| {
-                let (spec::Current::Constant { population, .. }
-                | spec::Current::Step { population, .. }) = c;
+                let (spec::Current::Constant { population, .. } | spec::Current::Step { population, .. }) = c;
                 Ok(Injection::from_spec(c, index_of(population)?, dt))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -322,13 +250,7 @@ impl Simulation {
         let traces = record
             .traces
             .iter()
-            .map(|t| {
-                Ok(TraceLog {
-                    population: index_of(&t.population)?,
-                    ids: t.ids.clone(),
-                    v: Vec::new(),
-                })
-            })
+            .map(|t| Ok(TraceLog { population: index_of(&t.population)?, ids: t.ids.clone(), v: Vec::new() }))
             .collect::<Result<Vec<_>>>()?;
         let n_pops = populations.len();
         let monitors = Monitors {
@@ -342,10 +264,7 @@ impl Simulation {
             dt_ms: dt,
             seed,
             step: 0,
-            fired: populations
-                .iter()
-                .map(|p| Vec::with_capacity(p.size))
-                .collect(),
+            fired: populations.iter().map(|p| Vec::with_capacity(p.size)).collect(),
             populations,
             projections,
             outgoing,
@@ -358,11 +277,7 @@ impl Simulation {
     }
 
     pub fn neuron_count(&self) -> usize {
-        self.populations
-            .iter()
-            .filter(|p| matches!(p.dynamics, Dynamics::Lif(_)))
-            .map(|p| p.size)
-            .sum()
+        self.populations.iter().filter(|p| matches!(p.dynamics, Dynamics::Lif(_))).map(|p| p.size).sum()
     }
 
     pub fn synapse_count(&self) -> usize {
@@ -421,9 +336,7 @@ impl Simulation {
         }
         for trace in &mut self.monitors.traces {
             if let Dynamics::Lif(lif) = &self.populations[trace.population].dynamics {
-                trace
-                    .v
-                    .extend(trace.ids.iter().map(|&id| lif.v[id as usize] as f32));
+                trace.v.extend(trace.ids.iter().map(|&id| lif.v[id as usize] as f32));
             }
         }
         for p in 0..self.populations.len() {
@@ -468,11 +381,7 @@ impl Simulation {
                     let slot = &mut target.arrivals[((stamp + *d as u64) % slots) as usize];
                     slot.extend(fired.iter().map(|&i| {
                         let r = csr.row(i as usize);
-                        Arrival {
-                            projection: k,
-                            start: r.start,
-                            end: r.end,
-                        }
+                        Arrival { projection: k, start: r.start, end: r.end }
                     }));
                 }
                 Delays::PerSynapse(delays) => {
@@ -495,6 +404,20 @@ impl Simulation {
             }
         }
     }
+}
+
+/// The distinct time constants of the exponential synapses into `target`, in order of first
+/// appearance: one synaptic variable per entry.
+fn synaptic_taus(projections: &[(u64, &spec::Projection)], target: &str) -> Vec<f64> {
+    let mut taus = Vec::new();
+    for (_, p) in projections.iter().filter(|(_, p)| p.to == target) {
+        if let Synapse::Exponential { tau_ms } = p.synapse {
+            if !taus.contains(&tau_ms) {
+                taus.push(tau_ms);
+            }
+        }
+    }
+    taus
 }
 
 /// The generator of an `Image` source: the test image `index` of the data folder (relative to
@@ -520,10 +443,7 @@ fn image_source(
     if index as usize >= split.len() {
         return Err(Error::Data {
             path: folder,
-            message: format!(
-                "source {name:?} asks for test image {index}, but there are {}",
-                split.len()
-            ),
+            message: format!("source {name:?} asks for test image {index}, but there are {}", split.len()),
         });
     }
     let steps = (model.network.duration_ms / model.network.dt_ms).round() as usize;
@@ -572,31 +492,11 @@ fn deliver_arrivals(lif: &mut LifPopulation, projections: &[Projection], n: u64)
 /// one thread; chunks are fixed, so either way the result is the same.
 fn update_population(lif: &mut LifPopulation, n: u64, fired: &mut Vec<u32>) {
     fired.clear();
-    let LifPopulation {
-        constants: k,
-        exponentials,
-        syn,
-        v,
-        refractory,
-        i_ext,
-        has_current,
-        chunk_spikes,
-        ..
-    } = lif;
+    let LifPopulation { constants: k, exponentials, syn, v, refractory, i_ext, has_current, chunk_spikes, .. } = lif;
     let i_ext = has_current.then_some(i_ext.as_slice());
-    let Refractory {
-        active_from,
-        queues,
-        ..
-    } = refractory;
+    let Refractory { active_from, queues, .. } = refractory;
     if v.len() < PARALLEL_MIN_NEURONS || rayon::current_num_threads() < 2 {
-        lif::integrate(
-            k,
-            exponentials,
-            v,
-            i_ext,
-            syn.iter_mut().map(|s| s.as_mut_slice()).collect(),
-        );
+        lif::integrate(k, exponentials, v, i_ext, syn.iter_mut().map(|s| s.as_mut_slice()).collect());
         for (c, (v, queue)) in v.chunks_mut(CHUNK).zip(queues.iter_mut()).enumerate() {
             queue.hold(v, (c * CHUNK) as u32, n);
         }
@@ -610,29 +510,18 @@ fn update_population(lif: &mut LifPopulation, n: u64, fired: &mut Vec<u32>) {
             .zip(queues.iter_mut())
             .zip(chunk_spikes.iter_mut())
             .map(|(((v, active_from), queue), out)| {
-                let syn: Vec<&mut [f64]> = syn_chunks
-                    .iter_mut()
-                    .map(|it| it.next().expect("same length as v"))
-                    .collect();
-                (
-                    v,
-                    active_from,
-                    queue,
-                    i_ext_chunks.as_mut().and_then(|it| it.next()),
-                    syn,
-                    out,
-                )
+                let syn: Vec<&mut [f64]> =
+                    syn_chunks.iter_mut().map(|it| it.next().expect("same length as v")).collect();
+                (v, active_from, queue, i_ext_chunks.as_mut().and_then(|it| it.next()), syn, out)
             })
             .collect();
-        chunks.into_par_iter().enumerate().for_each(
-            |(c, (v, active_from, queue, i_ext, syn, out))| {
-                let offset = (c * CHUNK) as u32;
-                out.clear();
-                lif::integrate(k, exponentials, v, i_ext, syn);
-                queue.hold(v, offset, n);
-                lif::threshold(k, offset, v, active_from, n, out);
-            },
-        );
+        chunks.into_par_iter().enumerate().for_each(|(c, (v, active_from, queue, i_ext, syn, out))| {
+            let offset = (c * CHUNK) as u32;
+            out.clear();
+            lif::integrate(k, exponentials, v, i_ext, syn);
+            queue.hold(v, offset, n);
+            lif::threshold(k, offset, v, active_from, n, out);
+        });
         for out in chunk_spikes.iter() {
             fired.extend_from_slice(out);
         }

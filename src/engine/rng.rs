@@ -55,11 +55,7 @@ pub fn geometric_skip(rng: &mut Stream, ln_q: f64) -> u64 {
     // 1 - u lies in (0, 1], so the logarithm is finite.
     let u = 1.0 - rng.random::<f64>();
     let k = (u.ln() / ln_q).floor();
-    if k >= u64::MAX as f64 {
-        u64::MAX
-    } else {
-        k as u64
-    }
+    if k >= u64::MAX as f64 { u64::MAX } else { k as u64 }
 }
 
 #[cfg(test)]
@@ -82,14 +78,8 @@ mod tests {
         let ln_q = (-p).ln_1p();
         let mut rng = stream(7, Purpose::PoissonSource, 0);
         let n = 200_000;
-        let mean = (0..n)
-            .map(|_| geometric_skip(&mut rng, ln_q) as f64)
-            .sum::<f64>()
-            / n as f64;
+        let mean = (0..n).map(|_| geometric_skip(&mut rng, ln_q) as f64).sum::<f64>() / n as f64;
         let expected = (1.0 - p) / p;
-        assert!(
-            (mean - expected).abs() / expected < 0.02,
-            "mean {mean} vs {expected}"
-        );
+        assert!((mean - expected).abs() / expected < 0.02, "mean {mean} vs {expected}");
     }
 }

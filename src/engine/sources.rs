@@ -18,43 +18,22 @@ pub enum Generator {
         rng: Stream,
     },
     /// Explicit (step, generator) events, sorted by step then generator.
-    Times {
-        events: Vec<(u64, u32)>,
-        cursor: usize,
-    },
+    Times { events: Vec<(u64, u32)>, cursor: usize },
     /// An image encoded step by step, one generator per pixel.
-    Image {
-        pixels: Vec<u8>,
-        encoder: Encoder,
-        steps: usize,
-        rng: Stream,
-    },
+    Image { pixels: Vec<u8>, encoder: Encoder, steps: usize, rng: Stream },
 }
 
 impl Generator {
     pub fn poisson(size: u32, rate_hz: f64, dt_ms: f64, mut rng: Stream) -> Self {
         let p = (rate_hz * dt_ms / 1000.0).clamp(0.0, 1.0);
         let ln_q = (-p).ln_1p();
-        let next = if p > 0.0 && p < 1.0 {
-            geometric_skip(&mut rng, ln_q)
-        } else {
-            0
-        };
-        Generator::Poisson {
-            size,
-            p,
-            ln_q,
-            next,
-            rng,
-        }
+        let next = if p > 0.0 && p < 1.0 { geometric_skip(&mut rng, ln_q) } else { 0 };
+        Generator::Poisson { size, p, ln_q, next, rng }
     }
 
     pub fn times(indices: &[u32], times_ms: &[f64], dt_ms: f64) -> Self {
-        let mut events: Vec<(u64, u32)> = indices
-            .iter()
-            .zip(times_ms)
-            .map(|(&i, &t)| ((t / dt_ms).round() as u64, i))
-            .collect();
+        let mut events: Vec<(u64, u32)> =
+            indices.iter().zip(times_ms).map(|(&i, &t)| ((t / dt_ms).round() as u64, i)).collect();
         events.sort_unstable();
         Generator::Times { events, cursor: 0 }
     }
@@ -62,13 +41,7 @@ impl Generator {
     /// Appends the ids of generators firing in step `step` (steps are visited in order).
     pub fn emit(&mut self, step: u64, out: &mut Vec<u32>) {
         match self {
-            Generator::Poisson {
-                size,
-                p,
-                ln_q,
-                next,
-                rng,
-            } => {
+            Generator::Poisson { size, p, ln_q, next, rng } => {
                 if *p <= 0.0 {
                     return;
                 }
@@ -83,12 +56,7 @@ impl Generator {
                 }
                 *next -= n;
             }
-            Generator::Image {
-                pixels,
-                encoder,
-                steps,
-                rng,
-            } => {
+            Generator::Image { pixels, encoder, steps, rng } => {
                 encoder.encode_step(pixels, step as usize, *steps, rng, |i, _| out.push(i));
             }
             Generator::Times { events, cursor } => {

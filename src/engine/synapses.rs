@@ -47,11 +47,7 @@ impl Csr {
 
     /// Bytes held per synapse by the arrays that grow with the synapse count.
     pub fn bytes_per_synapse(&self) -> usize {
-        let delay = if matches!(self.delays, Delays::PerSynapse(_)) {
-            2
-        } else {
-            0
-        };
+        let delay = if matches!(self.delays, Delays::PerSynapse(_)) { 2 } else { 0 };
         std::mem::size_of::<u32>() + std::mem::size_of::<f32>() + delay
     }
 }
@@ -76,23 +72,12 @@ fn delay_steps(delay_ms: f64, dt_ms: f64) -> u16 {
 /// from one stream, so the result depends only on the stream's seed.
 pub fn build(plan: &ConnectionPlan, rng: &mut Stream) -> Csr {
     let (row_start, targets) = structure(plan, rng);
-    let weights: Vec<f32> = (0..targets.len())
-        .map(|_| draw(plan.weight, rng) as f32)
-        .collect();
+    let weights: Vec<f32> = (0..targets.len()).map(|_| draw(plan.weight, rng) as f32).collect();
     let delays = match plan.delay_ms {
         Distribution::Constant(d) => Delays::Uniform(delay_steps(*d, plan.dt_ms)),
-        dist => Delays::PerSynapse(
-            (0..targets.len())
-                .map(|_| delay_steps(draw(dist, rng), plan.dt_ms))
-                .collect(),
-        ),
+        dist => Delays::PerSynapse((0..targets.len()).map(|_| delay_steps(draw(dist, rng), plan.dt_ms)).collect()),
     };
-    let mut csr = Csr {
-        row_start,
-        targets,
-        weights,
-        delays,
-    };
+    let mut csr = Csr { row_start, targets, weights, delays };
     sort_rows_by_delay(&mut csr);
     csr
 }
@@ -102,9 +87,9 @@ fn structure(plan: &ConnectionPlan, rng: &mut Stream) -> (Vec<usize>, Vec<u32>) 
     let (ns, nt) = (plan.n_source, plan.n_target);
     let skip = |i: usize, j: usize| plan.exclude_self && i == j;
     match plan.connect {
-        Connect::AllToAll => rows_from(ns, ns * nt, |i, out| {
-            out.extend((0..nt).filter(|&j| !skip(i, j)).map(|j| j as u32))
-        }),
+        Connect::AllToAll => {
+            rows_from(ns, ns * nt, |i, out| out.extend((0..nt).filter(|&j| !skip(i, j)).map(|j| j as u32)))
+        }
         Connect::OneToOne => rows_from(ns, ns, |i, out| {
             if !skip(i, i) {
                 out.push(i as u32)
@@ -117,13 +102,7 @@ fn structure(plan: &ConnectionPlan, rng: &mut Stream) -> (Vec<usize>, Vec<u32>) 
                 return rows_from(ns, 0, |_, _| {});
             }
             if p >= 1.0 {
-                return structure(
-                    &ConnectionPlan {
-                        connect: &Connect::AllToAll,
-                        ..*plan
-                    },
-                    rng,
-                );
+                return structure(&ConnectionPlan { connect: &Connect::AllToAll, ..*plan }, rng);
             }
             let ln_q = (-p).ln_1p();
             rows_from(ns, expected, |i, out| {
@@ -144,32 +123,19 @@ fn structure(plan: &ConnectionPlan, rng: &mut Stream) -> (Vec<usize>, Vec<u32>) 
                 let pool = if plan.exclude_self { ns - 1 } else { ns };
                 for s in index::sample(rng, pool, k).into_iter() {
                     // Excluding self: indices at or past j shift up by one.
-                    let s = if plan.exclude_self && s >= j {
-                        s + 1
-                    } else {
-                        s
-                    };
+                    let s = if plan.exclude_self && s >= j { s + 1 } else { s };
                     pairs.push((s as u32, j as u32));
                 }
             }
             transpose(ns, pairs)
         }
-        Connect::Explicit(pairs) => transpose(
-            ns,
-            pairs
-                .iter()
-                .copied()
-                .filter(|&(s, t)| !skip(s as usize, t as usize))
-                .collect(),
-        ),
+        Connect::Explicit(pairs) => {
+            transpose(ns, pairs.iter().copied().filter(|&(s, t)| !skip(s as usize, t as usize)).collect())
+        }
     }
 }
 
-fn rows_from(
-    ns: usize,
-    capacity: usize,
-    mut fill_row: impl FnMut(usize, &mut Vec<u32>),
-) -> (Vec<usize>, Vec<u32>) {
+fn rows_from(ns: usize, capacity: usize, mut fill_row: impl FnMut(usize, &mut Vec<u32>)) -> (Vec<usize>, Vec<u32>) {
     let mut row_start = Vec::with_capacity(ns + 1);
     let mut targets = Vec::with_capacity(capacity);
     row_start.push(0);
@@ -204,10 +170,7 @@ fn sort_rows_by_delay(csr: &mut Csr) {
     for i in 0..csr.row_start.len() - 1 {
         let r = csr.row_start[i]..csr.row_start[i + 1];
         scratch.clear();
-        scratch.extend(
-            r.clone()
-                .map(|k| (delays[k], csr.targets[k], csr.weights[k])),
-        );
+        scratch.extend(r.clone().map(|k| (delays[k], csr.targets[k], csr.weights[k])));
         scratch.sort_by_key(|&(d, t, _)| (d, t));
         for (k, &(d, t, w)) in r.zip(&scratch) {
             delays[k] = d;
@@ -230,15 +193,7 @@ mod tests {
         delay: &'a Distribution,
     ) -> ConnectionPlan<'a> {
         static W: Distribution = Distribution::Constant(1.0);
-        ConnectionPlan {
-            connect,
-            n_source: ns,
-            n_target: nt,
-            exclude_self,
-            weight: &W,
-            delay_ms: delay,
-            dt_ms: 0.1,
-        }
+        ConnectionPlan { connect, n_source: ns, n_target: nt, exclude_self, weight: &W, delay_ms: delay, dt_ms: 0.1 }
     }
 
     fn pairs(csr: &Csr) -> Vec<(usize, u32)> {
@@ -253,25 +208,13 @@ mod tests {
         let d0 = Distribution::Constant(0.0);
         let mut rng = stream(1, Purpose::Connectivity, 0);
         let all = build(&plan(&Connect::AllToAll, 3, 2, false, &d0), &mut rng);
-        assert_eq!(
-            pairs(&all),
-            vec![(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
-        );
+        assert_eq!(pairs(&all), vec![(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]);
         let no_self = build(&plan(&Connect::AllToAll, 3, 3, true, &d0), &mut rng);
         assert!(pairs(&no_self).iter().all(|&(i, j)| i != j as usize));
         assert_eq!(no_self.len(), 6);
         let one = build(&plan(&Connect::OneToOne, 4, 4, false, &d0), &mut rng);
         assert_eq!(pairs(&one), vec![(0, 0), (1, 1), (2, 2), (3, 3)]);
-        let explicit = build(
-            &plan(
-                &Connect::Explicit(vec![(2, 0), (0, 1), (2, 1)]),
-                3,
-                2,
-                false,
-                &d0,
-            ),
-            &mut rng,
-        );
+        let explicit = build(&plan(&Connect::Explicit(vec![(2, 0), (0, 1), (2, 1)]), 3, 2, false, &d0), &mut rng);
         assert_eq!(pairs(&explicit), vec![(0, 1), (2, 0), (2, 1)]);
     }
 
@@ -279,10 +222,7 @@ mod tests {
     fn fixed_in_degree_gives_every_target_k_distinct_sources() {
         let d0 = Distribution::Constant(0.0);
         let mut rng = stream(3, Purpose::Connectivity, 0);
-        let csr = build(
-            &plan(&Connect::FixedInDegree(5), 20, 30, true, &d0),
-            &mut rng,
-        );
+        let csr = build(&plan(&Connect::FixedInDegree(5), 20, 30, true, &d0), &mut rng);
         let mut per_target = vec![Vec::new(); 30];
         for (i, j) in pairs(&csr) {
             per_target[j as usize].push(i);
@@ -299,17 +239,10 @@ mod tests {
     fn fixed_probability_density_matches_p() {
         let d0 = Distribution::Constant(0.0);
         let mut rng = stream(5, Purpose::Connectivity, 0);
-        let csr = build(
-            &plan(&Connect::FixedProbability(0.02), 2000, 2000, false, &d0),
-            &mut rng,
-        );
+        let csr = build(&plan(&Connect::FixedProbability(0.02), 2000, 2000, false, &d0), &mut rng);
         let expected: f64 = 0.02 * 2000.0 * 2000.0;
         let sd = (expected * 0.98).sqrt();
-        assert!(
-            (csr.len() as f64 - expected).abs() < 4.0 * sd,
-            "{} synapses",
-            csr.len()
-        );
+        assert!((csr.len() as f64 - expected).abs() < 4.0 * sd, "{} synapses", csr.len());
         for i in 0..2000 {
             assert!(csr.targets[csr.row(i)].windows(2).all(|w| w[0] < w[1]));
         }
@@ -317,15 +250,10 @@ mod tests {
 
     #[test]
     fn per_synapse_delays_are_rounded_and_grouped() {
-        let delay = Distribution::Uniform {
-            low: 0.0,
-            high: 1.0,
-        };
+        let delay = Distribution::Uniform { low: 0.0, high: 1.0 };
         let mut rng = stream(9, Purpose::Connectivity, 0);
         let csr = build(&plan(&Connect::AllToAll, 5, 50, false, &delay), &mut rng);
-        let Delays::PerSynapse(ds) = &csr.delays else {
-            panic!("expected per-synapse delays")
-        };
+        let Delays::PerSynapse(ds) = &csr.delays else { panic!("expected per-synapse delays") };
         assert!(ds.iter().all(|&d| d <= 10));
         for i in 0..5 {
             let r = csr.row(i);

@@ -9,22 +9,15 @@ use crate::error::{Error, Result};
 /// hidden, unique to this process, and with the same extension (image encoders pick the format
 /// from it).
 pub fn temporary_path(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = path
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
+    let stem = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
     path.with_file_name(format!(".{stem}.tmp-{}{ext}", std::process::id()))
 }
 
 /// Calls `write` with a temporary path, then renames it to `path`; on failure removes it.
 pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temporary_path(path);
-    let outcome =
-        write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::write(path, e)));
+    let outcome = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::write(path, e)));
     if outcome.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -45,10 +38,7 @@ mod tests {
         });
         assert!(err.is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        write_atomically(&path, |tmp| {
-            std::fs::write(tmp, "whole").map_err(|e| Error::write(tmp, e))
-        })
-        .unwrap();
+        write_atomically(&path, |tmp| std::fs::write(tmp, "whole").map_err(|e| Error::write(tmp, e))).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "whole");
     }
 }

@@ -18,9 +18,7 @@ use std::path::Path;
 use nalgebra::DMatrix;
 
 use super::atomic::write_atomically;
-use super::hdf5_util::{
-    dataset, read_dataset, read_scalar_attr, read_str_attr, scalar_attr, str_attr,
-};
+use super::hdf5_util::{dataset, read_dataset, read_scalar_attr, read_str_attr, scalar_attr, str_attr};
 use crate::error::{Error, Result};
 use crate::train::history::History;
 use crate::train::optim::OptimizerState;
@@ -45,17 +43,9 @@ fn err(e: hdf5::Error) -> String {
     e.to_string()
 }
 
-fn write_matrix(
-    group: &hdf5::Group,
-    name: &str,
-    m: &DMatrix<f32>,
-) -> Result<hdf5::Dataset, String> {
+fn write_matrix(group: &hdf5::Group, name: &str, m: &DMatrix<f32>) -> Result<hdf5::Dataset, String> {
     // Column-major n_target x n_source is row-major n_source x n_target.
-    let ds = group
-        .new_dataset::<f32>()
-        .shape((m.ncols(), m.nrows()))
-        .create(name)
-        .map_err(err)?;
+    let ds = group.new_dataset::<f32>().shape((m.ncols(), m.nrows())).create(name).map_err(err)?;
     ds.write_raw(m.as_slice()).map_err(err)?;
     Ok(ds)
 }
@@ -64,9 +54,7 @@ fn read_matrix(group: &hdf5::Group, name: &str) -> Result<DMatrix<f32>, String> 
     let ds = group.dataset(name).map_err(err)?;
     let shape = ds.shape();
     if shape.len() != 2 {
-        return Err(format!(
-            "dataset {name} has shape {shape:?}, expected 2 dimensions"
-        ));
+        return Err(format!("dataset {name} has shape {shape:?}, expected 2 dimensions"));
     }
     let data: Vec<f32> = ds.read_raw().map_err(err)?;
     Ok(DMatrix::from_column_slice(shape[1], shape[0], &data))
@@ -79,11 +67,7 @@ fn write_history_into(group: &hdf5::Group, h: &History) -> Result<(), String> {
     str_attr(group, "layers", &h.layer_names.join(","))?;
     for (name, per_layer) in [("spike_rate", &h.spike_rate), ("grad_norm", &h.grad_norm)] {
         let flat: Vec<f64> = per_layer.iter().flatten().copied().collect();
-        let ds = group
-            .new_dataset::<f64>()
-            .shape((per_layer.len(), h.layer_names.len()))
-            .create(name)
-            .map_err(err)?;
+        let ds = group.new_dataset::<f64>().shape((per_layer.len(), h.layer_names.len())).create(name).map_err(err)?;
         ds.write_raw(&flat).map_err(err)?;
     }
     Ok(())
@@ -91,24 +75,15 @@ fn write_history_into(group: &hdf5::Group, h: &History) -> Result<(), String> {
 
 fn read_history_from(group: &hdf5::Group) -> Result<History, String> {
     let mut h = History {
-        layer_names: read_str_attr(group, "layers")?
-            .split(',')
-            .map(String::from)
-            .collect(),
+        layer_names: read_str_attr(group, "layers")?.split(',').map(String::from).collect(),
         ..History::default()
     };
     for (name, series) in h.scalar_series_mut() {
         *series = read_dataset(group, name)?;
     }
     let layers = h.layer_names.len().max(1);
-    h.spike_rate = read_dataset::<f64>(group, "spike_rate")?
-        .chunks(layers)
-        .map(<[f64]>::to_vec)
-        .collect();
-    h.grad_norm = read_dataset::<f64>(group, "grad_norm")?
-        .chunks(layers)
-        .map(<[f64]>::to_vec)
-        .collect();
+    h.spike_rate = read_dataset::<f64>(group, "spike_rate")?.chunks(layers).map(<[f64]>::to_vec).collect();
+    h.grad_norm = read_dataset::<f64>(group, "grad_norm")?.chunks(layers).map(<[f64]>::to_vec).collect();
     Ok(h)
 }
 
@@ -120,20 +95,12 @@ pub fn write_history(path: &Path, h: &History) -> Result<()> {
 }
 
 pub fn read_history(path: &Path) -> Result<History> {
-    let file = hdf5::File::open(path).map_err(|e| Error::Data {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    read_history_from(&file).map_err(|message| Error::Data {
-        path: path.to_owned(),
-        message,
-    })
+    let file = hdf5::File::open(path).map_err(|e| Error::Data { path: path.to_owned(), message: e.to_string() })?;
+    read_history_from(&file).map_err(|message| Error::Data { path: path.to_owned(), message })
 }
 
 pub fn write(path: &Path, c: &Checkpoint) -> Result<()> {
-    write_atomically(path, |tmp| {
-        write_file(tmp, c).map_err(|e| Error::write(path, e))
-    })
+    write_atomically(path, |tmp| write_file(tmp, c).map_err(|e| Error::write(path, e)))
 }
 
 fn write_file(path: &Path, c: &Checkpoint) -> Result<(), String> {
@@ -164,10 +131,7 @@ fn write_file(path: &Path, c: &Checkpoint) -> Result<(), String> {
 }
 
 pub fn read(path: &Path) -> Result<Checkpoint> {
-    read_file(path).map_err(|message| Error::Data {
-        path: path.to_owned(),
-        message,
-    })
+    read_file(path).map_err(|message| Error::Data { path: path.to_owned(), message })
 }
 
 fn read_file(path: &Path) -> Result<Checkpoint, String> {
@@ -177,9 +141,7 @@ fn read_file(path: &Path) -> Result<Checkpoint, String> {
     }
     let version: u32 = read_scalar_attr(&file, "schema_version")?;
     if version != SCHEMA_VERSION {
-        return Err(format!(
-            "checkpoint schema_version {version} is not the supported {SCHEMA_VERSION}"
-        ));
+        return Err(format!("checkpoint schema_version {version} is not the supported {SCHEMA_VERSION}"));
     }
     let weights = file.group("weights").map_err(err)?;
     let count = weights.member_names().map_err(err)?.len();
@@ -187,18 +149,12 @@ fn read_file(path: &Path) -> Result<Checkpoint, String> {
     for k in 0..count {
         let name = k.to_string();
         let ds = weights.dataset(&name).map_err(err)?;
-        layers.push((
-            read_str_attr(&ds, "source")?,
-            read_str_attr(&ds, "target")?,
-            read_matrix(&weights, &name)?,
-        ));
+        layers.push((read_str_attr(&ds, "source")?, read_str_attr(&ds, "target")?, read_matrix(&weights, &name)?));
     }
     let opt = file.group("optimizer").map_err(err)?;
     let moments = |name: &str| -> Result<Vec<DMatrix<f32>>, String> {
         let g = opt.group(name).map_err(err)?;
-        (0..count)
-            .map(|k| read_matrix(&g, &k.to_string()))
-            .collect()
+        (0..count).map(|k| read_matrix(&g, &k.to_string())).collect()
     };
     Ok(Checkpoint {
         network_spec: read_str_attr(&file, "network_spec")?,
@@ -206,11 +162,7 @@ fn read_file(path: &Path) -> Result<Checkpoint, String> {
         seed: read_scalar_attr(&file, "seed")?,
         epochs_done: read_scalar_attr(&file, "epochs_done")?,
         layers,
-        optimizer: OptimizerState {
-            step: read_scalar_attr(&opt, "step")?,
-            m: moments("m")?,
-            v: moments("v")?,
-        },
+        optimizer: OptimizerState { step: read_scalar_attr(&opt, "step")?, m: moments("m")?, v: moments("v")? },
         history: read_history_from(&file.group("history").map_err(err)?)?,
     })
 }

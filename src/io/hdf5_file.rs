@@ -18,9 +18,7 @@
 use std::path::Path;
 
 use super::atomic::write_atomically;
-use super::hdf5_util::{
-    dataset, read_dataset, read_scalar_attr, read_str_attr, scalar_attr, str_attr,
-};
+use super::hdf5_util::{dataset, read_dataset, read_scalar_attr, read_str_attr, scalar_attr, str_attr};
 use crate::error::{Error, Result};
 use crate::recording::{PopulationRecord, Recording, RunInfo, TraceRecord};
 
@@ -29,9 +27,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Writes `rec` to `path` atomically.
 pub fn write(rec: &Recording, path: &Path) -> Result<()> {
-    write_atomically(path, |tmp| {
-        write_file(rec, tmp).map_err(|e| Error::write(path, e))
-    })
+    write_atomically(path, |tmp| write_file(rec, tmp).map_err(|e| Error::write(path, e)))
 }
 
 fn write_file(rec: &Recording, path: &Path) -> Result<(), String> {
@@ -70,11 +66,7 @@ fn write_file(rec: &Recording, path: &Path) -> Result<(), String> {
             let g = report.create_group(&t.population).map_err(err)?;
             let cols = t.node_ids.len();
             let rows = t.v.len() / cols.max(1);
-            let ds = g
-                .new_dataset::<f32>()
-                .shape((rows, cols))
-                .create("v")
-                .map_err(err)?;
+            let ds = g.new_dataset::<f32>().shape((rows, cols)).create("v").map_err(err)?;
             ds.write_raw(&t.v).map_err(err)?;
             str_attr(&ds, "units", "mV")?;
             dataset(&g, "node_ids", &t.node_ids)?;
@@ -87,12 +79,7 @@ fn write_file(rec: &Recording, path: &Path) -> Result<(), String> {
 
 /// Reads a recording written by [`write`].
 pub fn read(path: &Path) -> Result<Recording> {
-    read_file(path).map_err(|message| Error::Syntax {
-        path: path.to_owned(),
-        line: 0,
-        column: 0,
-        message,
-    })
+    read_file(path).map_err(|message| Error::Syntax { path: path.to_owned(), line: 0, column: 0, message })
 }
 
 fn read_file(path: &Path) -> Result<Recording, String> {
@@ -100,9 +87,7 @@ fn read_file(path: &Path) -> Result<Recording, String> {
     let file = hdf5::File::open(path).map_err(err)?;
     let version: u32 = read_scalar_attr(&file, "schema_version")?;
     if version != SCHEMA_VERSION {
-        return Err(format!(
-            "schema_version {version} is not the supported {SCHEMA_VERSION}"
-        ));
+        return Err(format!("schema_version {version} is not the supported {SCHEMA_VERSION}"));
     }
     let info = RunInfo {
         network_name: read_str_attr(&file, "network_name")?,
@@ -127,10 +112,7 @@ fn read_file(path: &Path) -> Result<Recording, String> {
                 is_neuron: read_scalar_attr::<u8>(&g, "is_neuron")? != 0,
                 total_spikes: read_scalar_attr(&g, "total_spikes")?,
                 spikes: if recorded {
-                    Some((
-                        read_dataset(&g, "timestamps")?,
-                        read_dataset(&g, "node_ids")?,
-                    ))
+                    Some((read_dataset(&g, "timestamps")?, read_dataset(&g, "node_ids")?))
                 } else {
                     None
                 },
@@ -154,9 +136,5 @@ fn read_file(path: &Path) -> Result<Recording, String> {
             });
         }
     }
-    Ok(Recording {
-        info,
-        populations,
-        traces,
-    })
+    Ok(Recording { info, populations, traces })
 }

@@ -8,33 +8,15 @@ pub fn text(s: &str) -> Result<VarLenUnicode, String> {
 }
 
 pub fn str_attr(loc: &hdf5::Location, name: &str, value: &str) -> Result<(), String> {
-    loc.new_attr::<VarLenUnicode>()
-        .create(name)
-        .and_then(|a| a.write_scalar(&text(value)?))
-        .map_err(|e| e.to_string())
+    loc.new_attr::<VarLenUnicode>().create(name).and_then(|a| a.write_scalar(&text(value)?)).map_err(|e| e.to_string())
 }
 
-pub fn scalar_attr<T: hdf5::H5Type>(
-    loc: &hdf5::Location,
-    name: &str,
-    value: T,
-) -> Result<(), String> {
-    loc.new_attr::<T>()
-        .create(name)
-        .and_then(|a| a.write_scalar(&value))
-        .map_err(|e| e.to_string())
+pub fn scalar_attr<T: hdf5::H5Type>(loc: &hdf5::Location, name: &str, value: T) -> Result<(), String> {
+    loc.new_attr::<T>().create(name).and_then(|a| a.write_scalar(&value)).map_err(|e| e.to_string())
 }
 
-pub fn dataset<T: hdf5::H5Type>(
-    group: &hdf5::Group,
-    name: &str,
-    data: &[T],
-) -> Result<hdf5::Dataset, String> {
-    group
-        .new_dataset_builder()
-        .with_data(data)
-        .create(name)
-        .map_err(|e| e.to_string())
+pub fn dataset<T: hdf5::H5Type>(group: &hdf5::Group, name: &str, data: &[T]) -> Result<hdf5::Dataset, String> {
+    group.new_dataset_builder().with_data(data).create(name).map_err(|e| e.to_string())
 }
 
 pub fn read_str_attr(loc: &hdf5::Location, name: &str) -> Result<String, String> {
@@ -46,14 +28,9 @@ pub fn read_str_attr(loc: &hdf5::Location, name: &str) -> Result<String, String>
 }
 
 pub fn read_scalar_attr<T: hdf5::H5Type>(loc: &hdf5::Location, name: &str) -> Result<T, String> {
-    loc.attr(name)
-        .and_then(|a| a.read_scalar())
-        .map_err(|e| format!("attribute {name}: {e}"))
+    loc.attr(name).and_then(|a| a.read_scalar()).map_err(|e| format!("attribute {name}: {e}"))
 }
 
 pub fn read_dataset<T: hdf5::H5Type>(group: &hdf5::Group, name: &str) -> Result<Vec<T>, String> {
-    group
-        .dataset(name)
-        .and_then(|d| d.read_raw())
-        .map_err(|e| format!("dataset {name}: {e}"))
+    group.dataset(name).and_then(|d| d.read_raw()).map_err(|e| format!("dataset {name}: {e}"))
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use super::{colour, draw_png};
+use super::{colour, draw_png, legend};
 use crate::error::{Error, Result};
 use crate::io::atomic::write_atomically;
 use crate::train::gradient_decay::GradientDecay;
@@ -27,32 +27,13 @@ pub fn gradient_decay(decay: &GradientDecay, name: &str, dir: &Path) -> Result<V
         }
         text.push('\n');
     }
-    write_atomically(&csv, |tmp| {
-        std::fs::write(tmp, &text).map_err(|e| Error::write(&csv, e))
-    })?;
-    let positive = decay
-        .norms
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|v| *v > 0.0 && v.is_finite());
-    let (lo, hi) = positive.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    let (lo, hi) = if lo.is_finite() {
-        (lo / 2.0, hi * 2.0)
-    } else {
-        (1e-12, 1.0)
-    };
+    write_atomically(&csv, |tmp| std::fs::write(tmp, &text).map_err(|e| Error::write(&csv, e)))?;
+    let positive = decay.norms.iter().flatten().copied().filter(|v| *v > 0.0 && v.is_finite());
+    let (lo, hi) = positive.fold((f64::INFINITY, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo.is_finite() { (lo / 2.0, hi * 2.0) } else { (1e-12, 1.0) };
     draw_png(&png, (1000, 600), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(
-                format!(
-                    "{name}: gradient reaching the hidden membrane, {}",
-                    decay.source
-                ),
-                ("sans-serif", 20),
-            )
+            .caption(format!("{name}: gradient reaching the hidden membrane, {}", decay.source), ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
@@ -66,22 +47,13 @@ pub fn gradient_decay(decay: &GradientDecay, name: &str, dir: &Path) -> Result<V
             .draw()?;
         for (i, (s, norms)) in decay.surrogates.iter().zip(&decay.norms).enumerate() {
             let c = colour(i);
-            let points = norms
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| **v > 0.0)
-                .map(|(n, &v)| (n as f64, v));
+            let points = norms.iter().enumerate().filter(|(_, v)| **v > 0.0).map(|(n, &v)| (n as f64, v));
             chart
                 .draw_series(LineSeries::new(points, c.stroke_width(2)))?
                 .label(s.to_string())
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(3)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        legend(&mut chart).draw()?;
         Ok(())
     })?;
     Ok(vec![png, csv])

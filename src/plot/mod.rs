@@ -46,13 +46,22 @@ pub fn colour(i: usize) -> RGBColor {
     COLOURS[i % COLOURS.len()]
 }
 
+/// The legend every figure uses: white box, black frame.
+fn legend<'a, 'b, DB, CT>(chart: &'b mut ChartContext<'a, DB, CT>) -> plotters::chart::SeriesLabelStyle<'a, 'b, DB, CT>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
+    let mut style = chart.configure_series_labels();
+    style.background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 14));
+    style
+}
+
 /// Draws a PNG of `size` pixels with `draw`, atomically.
 fn draw_png(
     path: &Path,
     size: (u32, u32),
-    draw: impl FnOnce(
-        &DrawingArea<BitMapBackend, plotters::coord::Shift>,
-    ) -> Result<(), Box<dyn std::error::Error>>,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> Result<(), Box<dyn std::error::Error>>,
 ) -> Result<()> {
     register_font();
     write_atomically(path, |tmp| {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{colour, draw_png};
+use super::{colour, draw_png, legend};
 use crate::error::Result;
 use crate::train::history::History;
 
@@ -16,26 +16,10 @@ pub fn training_curves(h: &History, name: &str, path: &Path) -> Result<()> {
     let epochs = h.epochs().max(1) as f64;
     draw_png(path, (1200, 500), |root| {
         let panels = root.split_evenly((1, 2));
-        let loss_max = h
-            .train_loss
-            .iter()
-            .chain(&h.test_loss)
-            .copied()
-            .filter(|x| x.is_finite())
-            .fold(0.1, f64::max);
+        let loss_max = h.train_loss.iter().chain(&h.test_loss).copied().filter(|x| x.is_finite()).fold(0.1, f64::max);
         let specs: [(&str, f64, Curves, f64); 2] = [
-            (
-                "loss",
-                loss_max * 1.1,
-                [("train", &h.train_loss), ("test", &h.test_loss)],
-                1.0,
-            ),
-            (
-                "accuracy (%)",
-                100.0,
-                [("train", &h.train_accuracy), ("test", &h.test_accuracy)],
-                100.0,
-            ),
+            ("loss", loss_max * 1.1, [("train", &h.train_loss), ("test", &h.test_loss)], 1.0),
+            ("accuracy (%)", 100.0, [("train", &h.train_accuracy), ("test", &h.test_accuracy)], 100.0),
         ];
         for (area, (label, top, series, scale)) in panels.iter().zip(specs) {
             let mut chart = ChartBuilder::on(area)
@@ -52,26 +36,16 @@ pub fn training_curves(h: &History, name: &str, path: &Path) -> Result<()> {
                 .label_style(("sans-serif", 14))
                 .draw()?;
             for (i, (which, values)) in series.iter().enumerate() {
-                let points: Vec<(f64, f64)> = values
-                    .iter()
-                    .enumerate()
-                    .map(|(e, &v)| ((e + 1) as f64, v * scale))
-                    .collect();
+                let points: Vec<(f64, f64)> =
+                    values.iter().enumerate().map(|(e, &v)| ((e + 1) as f64, v * scale)).collect();
                 let c = colour(i);
                 chart
                     .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))?
                     .label(*which)
-                    .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 16, y)], c.stroke_width(3))
-                    });
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], c.stroke_width(3)));
                 chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .draw()?;
+            legend(&mut chart).draw()?;
         }
         Ok(())
     })
@@ -103,10 +77,7 @@ pub fn confusion(counts: &[u64], classes: usize, title: &str, path: &Path) -> Re
                 let fill = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
                 // Row t drawn at the top for t = 0.
                 let y = classes - 1 - t;
-                chart.draw_series(std::iter::once(Rectangle::new(
-                    [(p, y), (p + 1, y + 1)],
-                    fill.filled(),
-                )))?;
+                chart.draw_series(std::iter::once(Rectangle::new([(p, y), (p + 1, y + 1)], fill.filled())))?;
                 let text_colour = if shade < 0.5 { WHITE } else { BLACK };
                 chart.draw_series(std::iter::once(Text::new(
                     c.to_string(),

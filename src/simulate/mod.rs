@@ -48,12 +48,7 @@ pub struct Summary {
 
 /// `predicted class 4 (Coat), label 4 (Coat)`.
 fn describe_prediction(predicted: usize, label: Option<u8>) -> String {
-    let name = |c: usize| {
-        crate::data::idx::FASHION_CLASSES
-            .get(c)
-            .copied()
-            .unwrap_or("?")
-    };
+    let name = |c: usize| crate::data::idx::FASHION_CLASSES.get(c).copied().unwrap_or("?");
     let mut text = format!("predicted class {predicted} ({})", name(predicted));
     if let Some(l) = label {
         text += &format!(", label {l} ({})", name(l as usize));
@@ -69,11 +64,7 @@ impl fmt::Display for Summary {
             "network {}: {} neurons, {} synapses, dt {} ms, {} ms simulated, seed {}",
             info.network_name, self.neurons, self.synapses, info.dt_ms, info.duration_ms, info.seed
         )?;
-        writeln!(
-            f,
-            "{:<22} {:>9} {:>10} {:>15} {:>7}",
-            "population", "size", "spikes", "mean rate (Hz)", "CV ISI"
-        )?;
+        writeln!(f, "{:<22} {:>9} {:>10} {:>15} {:>7}", "population", "size", "spikes", "mean rate (Hz)", "CV ISI")?;
         for p in &self.recording.populations {
             let kind = if p.is_neuron { "" } else { " (source)" };
             let cv = p.cv_isi().map_or("-".to_string(), |cv| format!("{cv:.3}"));
@@ -115,9 +106,7 @@ pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
     if !(duration.is_finite() && duration > 0.0) {
         return Err(Error::Invalid {
             path: PathBuf::from("--duration-ms"),
-            problems: vec![format!(
-                "--duration-ms: must be a positive number, got {duration}"
-            )],
+            problems: vec![format!("--duration-ms: must be a positive number, got {duration}")],
         });
     }
     let steps = (duration / net.dt_ms).round().max(1.0) as u64;
@@ -143,10 +132,8 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
     let bar = opts.progress.then(|| {
         let bar = indicatif::ProgressBar::new(steps);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} steps, {elapsed} elapsed, {eta} left",
-            )
-            .expect("static template"),
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {elapsed} elapsed, {eta} left")
+                .expect("static template"),
         );
         bar
     });
@@ -166,13 +153,8 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
         Some(t) => t.predict(&recording, &model)?,
         None => None,
     };
-    let note = prediction
-        .map(|(p, l)| format!(", {}", describe_prediction(p, l)))
-        .unwrap_or_default();
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("outputs").join(&model.network.name));
+    let note = prediction.map(|(p, l)| format!(", {}", describe_prediction(p, l))).unwrap_or_default();
+    let out = opts.out.clone().unwrap_or_else(|| Path::new("outputs").join(&model.network.name));
     std::fs::create_dir_all(&out).map_err(|e| Error::write(&out, e))?;
     let mut files = vec![out.join("spikes.h5")];
     hdf5_file::write(&recording, &files[0])?;

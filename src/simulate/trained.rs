@@ -36,19 +36,11 @@ pub fn prepare(model: &mut Model, path: &Path) -> Result<Trained> {
         let ids = (0..last.size).collect();
         let name = last.name.clone();
         model.network.record.traces.retain(|t| t.population != name);
-        model.network.record.traces.push(TraceRecord {
-            population: name.clone(),
-            ids,
-        });
+        model.network.record.traces.push(TraceRecord { population: name.clone(), ids });
         readout = Some(name);
         extra_steps = 1;
     }
-    Ok(Trained {
-        checkpoint,
-        readout,
-        steps: training.steps as usize,
-        extra_steps,
-    })
+    Ok(Trained { checkpoint, readout, steps: training.steps as usize, extra_steps })
 }
 
 impl Trained {
@@ -62,14 +54,9 @@ impl Trained {
                     "the checkpoint's layer {from} -> {to} has no such populations here"
                 )));
             };
-            let proj = sim
-                .projections
-                .iter_mut()
-                .find(|p| p.source == source && p.target == target)
-                .ok_or_else(|| {
-                    Error::Training(format!(
-                        "no projection {from} -> {to} to load the checkpoint's weights into"
-                    ))
+            let proj =
+                sim.projections.iter_mut().find(|p| p.source == source && p.target == target).ok_or_else(|| {
+                    Error::Training(format!("no projection {from} -> {to} to load the checkpoint's weights into"))
                 })?;
             let csr = &mut proj.synapses;
             if csr.len() != w.len() || csr.row_start.len() != w.ncols() + 1 {
@@ -95,11 +82,7 @@ impl Trained {
         let Some(readout) = &self.readout else {
             return Ok(None);
         };
-        let trace = rec
-            .traces
-            .iter()
-            .find(|t| &t.population == readout)
-            .expect("recorded in prepare");
+        let trace = rec.traces.iter().find(|t| &t.population == readout).expect("recorded in prepare");
         let n = trace.node_ids.len();
         let rows = trace.v.len() / n.max(1);
         let mut mean = vec![0.0f64; n];
@@ -108,19 +91,13 @@ impl Trained {
                 *m += v as f64;
             }
         }
-        let predicted = mean
-            .iter()
-            .enumerate()
-            .fold(0, |best, (k, &m)| if m > mean[best] { k } else { best });
+        let predicted = mean.iter().enumerate().fold(0, |best, (k, &m)| if m > mean[best] { k } else { best });
         let label = match model.stimulus.sources.iter().find_map(|s| match &s.kind {
             SourceKind::Image { data, index, .. } => Some((data.clone(), *index)),
             _ => None,
         }) {
             Some((data, index)) => {
-                let folder = crate::data::idx::stimulus_folder(
-                    data.as_deref(),
-                    model.stimulus_path.as_deref(),
-                );
+                let folder = crate::data::idx::stimulus_folder(data.as_deref(), model.stimulus_path.as_deref());
                 let labels = crate::data::idx::load_dir(&folder)?.test.labels;
                 labels.get(index as usize).copied()
             }

@@ -32,35 +32,24 @@ pub struct Model {
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Read {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })
 }
 
 /// Parses RON text, turning ron's error into one that names file, line and column. Optional
 /// fields take their value directly (`init_v: Uniform(..)`, no `Some(..)` needed).
 pub fn parse_ron<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
-    ron::Options::default()
-        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
-        .from_str(text)
-        .map_err(|e: ron::error::SpannedError| Error::Syntax {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME).from_str(text).map_err(
+        |e: ron::error::SpannedError| Error::Syntax {
             path: path.to_owned(),
             line: e.span.start.line,
             column: e.span.start.col,
             message: e.code.to_string(),
-        })
+        },
+    )
 }
 
 fn invalid(path: &Path, problems: Vec<String>) -> Result<()> {
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Invalid {
-            path: path.to_owned(),
-            problems,
-        })
-    }
+    if problems.is_empty() { Ok(()) } else { Err(Error::Invalid { path: path.to_owned(), problems }) }
 }
 
 /// Loads and checks a network file on its own (no stimulus): what training needs.
@@ -108,13 +97,7 @@ pub fn model_from_text(network_text: &str, stimulus_text: Option<&str>) -> Resul
     let (table, problems) = validate::check_network(&network);
     invalid(network_path, problems)?;
     let stimulus = stimulus_text.map(|t| (t.to_owned(), PathBuf::from("<stimulus>")));
-    check_model(
-        network,
-        network_text.to_owned(),
-        network_path,
-        &table,
-        stimulus,
-    )
+    check_model(network, network_text.to_owned(), network_path, &table, stimulus)
 }
 
 fn check_model(
@@ -130,24 +113,9 @@ fn check_model(
             invalid(&path, validate::check_stimulus(&stim, &network, table))?;
             (stim, text, Some(path))
         }
-        None => (
-            Stimulus {
-                sources: vec![],
-                projections: vec![],
-                currents: vec![],
-            },
-            String::new(),
-            None,
-        ),
+        None => (Stimulus { sources: vec![], projections: vec![], currents: vec![] }, String::new(), None),
     };
-    Ok(Model {
-        network,
-        network_path: network_path.to_owned(),
-        network_text,
-        stimulus,
-        stimulus_path,
-        stimulus_text,
-    })
+    Ok(Model { network, network_path: network_path.to_owned(), network_text, stimulus, stimulus_path, stimulus_text })
 }
 
 /// What kind of file `snn validate` was handed.
@@ -173,9 +141,7 @@ fn leading_identifier(text: &str) -> Option<&str> {
             break;
         }
     }
-    let end = rest
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
+    let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
     (end > 0).then(|| &rest[..end])
 }
 
@@ -203,10 +169,7 @@ mod tests {
 
     #[test]
     fn leading_identifier_skips_comments() {
-        assert_eq!(
-            leading_identifier("// hi\n/* x */ Stimulus(\n"),
-            Some("Stimulus")
-        );
+        assert_eq!(leading_identifier("// hi\n/* x */ Stimulus(\n"), Some("Stimulus"));
         assert_eq!(leading_identifier("  (name: 1)"), None);
     }
 }

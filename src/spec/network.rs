@@ -104,11 +104,7 @@ pub struct Record {
 
 impl Default for Record {
     fn default() -> Self {
-        Record {
-            spikes: SpikeRecord::default(),
-            traces: Vec::new(),
-            rate_bin_ms: default_rate_bin(),
-        }
+        Record { spikes: SpikeRecord::default(), traces: Vec::new(), rate_bin_ms: default_rate_bin() }
     }
 }
 

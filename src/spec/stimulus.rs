@@ -35,10 +35,7 @@ pub enum SourceKind {
     Poisson { rate_hz: f64 },
     /// Generator `indices[k]` fires at `times_ms[k]` (Brian2's SpikeGeneratorGroup); times are
     /// rounded to the nearest step.
-    SpikeTimes {
-        indices: Vec<u32>,
-        times_ms: Vec<f64>,
-    },
+    SpikeTimes { indices: Vec<u32>, times_ms: Vec<f64> },
     /// One image of an MNIST-format data set, one generator per pixel, encoded into spikes as the
     /// trainer encodes it (with the run's seed, the same input as the test pass of training).
     Image {

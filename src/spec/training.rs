@@ -106,12 +106,7 @@ fn eps() -> f64 {
 
 impl Default for Optimizer {
     fn default() -> Self {
-        Optimizer::Adam {
-            lr: adam_lr(),
-            beta1: beta1(),
-            beta2: beta2(),
-            eps: eps(),
-        }
+        Optimizer::Adam { lr: adam_lr(), beta1: beta1(), beta2: beta2(), eps: eps() }
     }
 }
 
@@ -140,13 +135,8 @@ impl Schedule {
     pub fn factor(&self, epoch: u32, epochs: u32) -> f64 {
         match *self {
             Schedule::Constant => 1.0,
-            Schedule::Cosine => {
-                0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64).cos())
-            }
-            Schedule::Step {
-                every_epochs,
-                factor,
-            } => factor.powi((epoch / every_epochs.max(1)) as i32),
+            Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64).cos()),
+            Schedule::Step { every_epochs, factor } => factor.powi((epoch / every_epochs.max(1)) as i32),
         }
     }
 }

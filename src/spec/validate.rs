@@ -51,52 +51,24 @@ pub fn check_network(net: &Network) -> (PopulationTable, Vec<String>) {
         if pop.name.trim().is_empty() {
             problems.push(format!("{path}.name: must not be empty"));
         }
-        if table
-            .insert(
-                pop.name.clone(),
-                PopulationInfo {
-                    size: pop.size,
-                    is_neuron: true,
-                },
-            )
-            .is_some()
-        {
-            problems.push(format!(
-                "{path}.name: population name {:?} is used twice",
-                pop.name
-            ));
+        if table.insert(pop.name.clone(), PopulationInfo { size: pop.size, is_neuron: true }).is_some() {
+            problems.push(format!("{path}.name: population name {:?} is used twice", pop.name));
         }
         if pop.size == 0 {
-            problems.push(format!(
-                "{path}.size: population {:?} is empty (size 0)",
-                pop.name
-            ));
+            problems.push(format!("{path}.size: population {:?} is empty (size 0)", pop.name));
         }
         match pop.neuron {
-            Neuron::Lif {
-                tau_mem_ms,
-                v_rest,
-                v_threshold,
-                v_reset,
-                refractory_ms,
-                r_mem_mohm,
-                ..
-            } => {
+            Neuron::Lif { tau_mem_ms, v_rest, v_threshold, v_reset, refractory_ms, r_mem_mohm, .. } => {
                 let lif = format!("{path}.neuron.Lif");
                 positive(&mut problems, &format!("{lif}.tau_mem_ms"), tau_mem_ms);
-                non_negative(
-                    &mut problems,
-                    &format!("{lif}.refractory_ms"),
-                    refractory_ms,
-                );
+                non_negative(&mut problems, &format!("{lif}.refractory_ms"), refractory_ms);
                 positive(&mut problems, &format!("{lif}.r_mem_mohm"), r_mem_mohm);
                 finite(&mut problems, &format!("{lif}.v_rest"), v_rest);
                 finite(&mut problems, &format!("{lif}.v_reset"), v_reset);
                 finite(&mut problems, &format!("{lif}.v_threshold"), v_threshold);
                 if v_threshold <= v_reset {
-                    problems.push(format!(
-                        "{lif}.v_threshold: threshold {v_threshold} must be above v_reset {v_reset}"
-                    ));
+                    problems
+                        .push(format!("{lif}.v_threshold: threshold {v_threshold} must be above v_reset {v_reset}"));
                 }
             }
         }
@@ -106,36 +78,15 @@ pub fn check_network(net: &Network) -> (PopulationTable, Vec<String>) {
     }
     for (i, input) in net.inputs.iter().enumerate() {
         let path = format!("inputs[{i}]");
-        if table
-            .insert(
-                input.name.clone(),
-                PopulationInfo {
-                    size: input.size,
-                    is_neuron: false,
-                },
-            )
-            .is_some()
-        {
-            problems.push(format!(
-                "{path}.name: population name {:?} is used twice",
-                input.name
-            ));
+        if table.insert(input.name.clone(), PopulationInfo { size: input.size, is_neuron: false }).is_some() {
+            problems.push(format!("{path}.name: population name {:?} is used twice", input.name));
         }
         if input.size == 0 {
-            problems.push(format!(
-                "{path}.size: input {:?} is empty (size 0)",
-                input.name
-            ));
+            problems.push(format!("{path}.size: input {:?} is empty (size 0)", input.name));
         }
     }
     for (i, proj) in net.projections.iter().enumerate() {
-        check_projection(
-            proj,
-            &format!("projections[{i}]"),
-            &table,
-            net.dt_ms,
-            &mut problems,
-        );
+        check_projection(proj, &format!("projections[{i}]"), &table, net.dt_ms, &mut problems);
     }
     if let Some(training) = &net.training {
         check_training(net, training, &mut problems);
@@ -149,9 +100,7 @@ fn check_record(net: &Network, table: &PopulationTable, problems: &mut Vec<Strin
     if let SpikeRecord::Only(names) = &net.record.spikes {
         for (i, name) in names.iter().enumerate() {
             if !table.contains_key(name) {
-                problems.push(format!(
-                    "record.spikes.Only[{i}]: unknown population {name:?}"
-                ));
+                problems.push(format!("record.spikes.Only[{i}]: unknown population {name:?}"));
             }
         }
     }
@@ -159,16 +108,10 @@ fn check_record(net: &Network, table: &PopulationTable, problems: &mut Vec<Strin
     for (i, trace) in net.record.traces.iter().enumerate() {
         let path = format!("record.traces[{i}]");
         if !traced.insert(trace.population.as_str()) {
-            problems.push(format!(
-                "{path}.population: {:?} is traced twice; list all its ids once",
-                trace.population
-            ));
+            problems.push(format!("{path}.population: {:?} is traced twice; list all its ids once", trace.population));
         }
         match table.get(&trace.population) {
-            None => problems.push(format!(
-                "{path}.population: unknown population {:?}",
-                trace.population
-            )),
+            None => problems.push(format!("{path}.population: unknown population {:?}", trace.population)),
             Some(info) => {
                 if let Some(bad) = trace.ids.iter().find(|&&id| id >= info.size) {
                     problems.push(format!(
@@ -196,26 +139,19 @@ pub fn check_projection(
     }
     match to {
         None => problems.push(format!("{path}.to: unknown population {:?}", proj.to)),
-        Some(info) if !info.is_neuron => problems.push(format!(
-            "{path}.to: {:?} is a spike source and cannot receive synapses",
-            proj.to
-        )),
+        Some(info) if !info.is_neuron => {
+            problems.push(format!("{path}.to: {:?} is a spike source and cannot receive synapses", proj.to))
+        }
         _ => {}
     }
     problems.extend(proj.weight.problems(&format!("{path}.weight")));
     problems.extend(proj.delay_ms.problems(&format!("{path}.delay_ms")));
     let min_delay = proj.delay_ms.lower_bound();
     if min_delay.is_finite() && min_delay < 0.0 {
-        problems.push(format!(
-            "{path}.delay_ms: delays must be >= 0, got {min_delay}"
-        ));
+        problems.push(format!("{path}.delay_ms: delays must be >= 0, got {min_delay}"));
     }
     if let Synapse::Exponential { tau_ms } = proj.synapse {
-        positive(
-            problems,
-            &format!("{path}.synapse.Exponential.tau_ms"),
-            tau_ms,
-        );
+        positive(problems, &format!("{path}.synapse.Exponential.tau_ms"), tau_ms);
     }
     // Max delay sets the ring buffer; a typo like 1e9 ms should not allocate gigabytes.
     let max_delay_steps = match proj.delay_ms {
@@ -245,17 +181,11 @@ pub fn check_projection(
         }
         Connect::FixedProbability(p) => {
             if !(0.0..=1.0).contains(p) {
-                problems.push(format!(
-                    "{path}.connect.FixedProbability: probability {p} is outside [0, 1]"
-                ));
+                problems.push(format!("{path}.connect.FixedProbability: probability {p} is outside [0, 1]"));
             }
         }
         Connect::FixedInDegree(k) => {
-            let available = if same && !proj.allow_autapses {
-                from.size.saturating_sub(1)
-            } else {
-                from.size
-            };
+            let available = if same && !proj.allow_autapses { from.size.saturating_sub(1) } else { from.size };
             if *k > available {
                 problems.push(format!(
                     "{path}.connect.FixedInDegree: in-degree {k} exceeds the {available} distinct sources available in {:?}",
@@ -264,11 +194,7 @@ pub fn check_projection(
             }
         }
         Connect::Explicit(pairs) => {
-            if let Some((k, (s, t))) = pairs
-                .iter()
-                .enumerate()
-                .find(|(_, (s, t))| *s >= from.size || *t >= to.size)
-            {
+            if let Some((k, (s, t))) = pairs.iter().enumerate().find(|(_, (s, t))| *s >= from.size || *t >= to.size) {
                 problems.push(format!(
                     "{path}.connect.Explicit[{k}]: pair ({s}, {t}) is out of range for sizes {} -> {}",
                     from.size, to.size
@@ -288,16 +214,10 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
             problems.push(format!("{path}.name: must not be empty"));
         }
         if !names.insert(src.name.as_str()) {
-            problems.push(format!(
-                "{path}.name: source name {:?} is used twice",
-                src.name
-            ));
+            problems.push(format!("{path}.name: source name {:?} is used twice", src.name));
         }
         if src.size == 0 {
-            problems.push(format!(
-                "{path}.size: source {:?} is empty (size 0)",
-                src.name
-            ));
+            problems.push(format!("{path}.size: source {:?} is empty (size 0)", src.name));
         }
         match &src.kind {
             SourceKind::Image { encoder, .. } => {
@@ -308,11 +228,9 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
                     ));
                 }
             }
-            SourceKind::Poisson { rate_hz } => non_negative(
-                &mut problems,
-                &format!("{path}.kind.Poisson.rate_hz"),
-                *rate_hz,
-            ),
+            SourceKind::Poisson { rate_hz } => {
+                non_negative(&mut problems, &format!("{path}.kind.Poisson.rate_hz"), *rate_hz)
+            }
             SourceKind::SpikeTimes { indices, times_ms } => {
                 let st = format!("{path}.kind.SpikeTimes");
                 if indices.len() != times_ms.len() {
@@ -323,15 +241,10 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
                     ));
                 }
                 if let Some(bad) = indices.iter().find(|&&i| i >= src.size) {
-                    problems.push(format!(
-                        "{st}.indices: index {bad} is out of range for size {}",
-                        src.size
-                    ));
+                    problems.push(format!("{st}.indices: index {bad} is out of range for size {}", src.size));
                 }
                 if let Some(bad) = times_ms.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
-                    problems.push(format!(
-                        "{st}.times_ms: spike time {bad} must be a finite number >= 0"
-                    ));
+                    problems.push(format!("{st}.times_ms: spike time {bad} must be a finite number >= 0"));
                 }
             }
         }
@@ -339,22 +252,11 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
     for (i, current) in stim.currents.iter().enumerate() {
         let path = format!("currents[{i}]");
         match current {
-            Current::Constant { amplitude_na, .. } => finite(
-                &mut problems,
-                &format!("{path}.Constant.amplitude_na"),
-                *amplitude_na,
-            ),
-            Current::Step {
-                amplitude_na,
-                start_ms,
-                stop_ms,
-                ..
-            } => {
-                finite(
-                    &mut problems,
-                    &format!("{path}.Step.amplitude_na"),
-                    *amplitude_na,
-                );
+            Current::Constant { amplitude_na, .. } => {
+                finite(&mut problems, &format!("{path}.Constant.amplitude_na"), *amplitude_na)
+            }
+            Current::Step { amplitude_na, start_ms, stop_ms, .. } => {
+                finite(&mut problems, &format!("{path}.Step.amplitude_na"), *amplitude_na);
                 non_negative(&mut problems, &format!("{path}.Step.start_ms"), *start_ms);
                 if let Some(stop) = stop_ms {
                     if !(stop.is_finite() && stop >= start_ms) {
@@ -370,11 +272,7 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
 }
 
 /// Checks a stimulus against the network it drives.
-pub fn check_stimulus(
-    stim: &Stimulus,
-    network: &Network,
-    network_table: &PopulationTable,
-) -> Vec<String> {
+pub fn check_stimulus(stim: &Stimulus, network: &Network, network_table: &PopulationTable) -> Vec<String> {
     let mut problems = check_stimulus_alone(stim);
     let mut table = network_table.clone();
     for (i, src) in stim.sources.iter().enumerate() {
@@ -390,13 +288,7 @@ pub fn check_stimulus(
             )),
             None => {}
         }
-        table.insert(
-            src.name.clone(),
-            PopulationInfo {
-                size: src.size,
-                is_neuron: false,
-            },
-        );
+        table.insert(src.name.clone(), PopulationInfo { size: src.size, is_neuron: false });
         if let SourceKind::Poisson { rate_hz } = src.kind {
             if rate_hz * network.dt_ms / 1000.0 > 1.0 {
                 problems.push(format!(
@@ -428,30 +320,13 @@ pub fn check_stimulus(
         }
     }
     for (i, proj) in stim.projections.iter().enumerate() {
-        check_projection(
-            proj,
-            &format!("projections[{i}]"),
-            &table,
-            network.dt_ms,
-            &mut problems,
-        );
+        check_projection(proj, &format!("projections[{i}]"), &table, network.dt_ms, &mut problems);
     }
     for (i, current) in stim.currents.iter().enumerate() {
-        let (Current::Constant {
-            population,
-            neurons,
-            ..
-        }
-        | Current::Step {
-            population,
-            neurons,
-            ..
-        }) = current;
+        let (Current::Constant { population, neurons, .. } | Current::Step { population, neurons, .. }) = current;
         let path = format!("currents[{i}]");
         match network_table.get(population) {
-            None => problems.push(format!(
-                "{path}.population: unknown population {population:?}"
-            )),
+            None => problems.push(format!("{path}.population: unknown population {population:?}")),
             Some(info) => {
                 if let Some(bad) = neurons.iter().flatten().find(|&&id| id >= info.size) {
                     problems.push(format!(
@@ -480,37 +355,24 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
     problems.extend(t.surrogate.problems("training.surrogate"));
     problems.extend(t.encoder.problems("training.encoder"));
     match t.optimizer {
-        Optimizer::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        } => {
+        Optimizer::Adam { lr, beta1, beta2, eps } => {
             positive(problems, "training.optimizer.Adam.lr", lr);
             positive(problems, "training.optimizer.Adam.eps", eps);
             for (name, b) in [("beta1", beta1), ("beta2", beta2)] {
                 if !(0.0..1.0).contains(&b) {
-                    problems.push(format!(
-                        "training.optimizer.Adam.{name}: must lie in [0, 1), got {b}"
-                    ));
+                    problems.push(format!("training.optimizer.Adam.{name}: must lie in [0, 1), got {b}"));
                 }
             }
         }
         Optimizer::Sgd { lr, momentum } => {
             positive(problems, "training.optimizer.Sgd.lr", lr);
             if !(0.0..1.0).contains(&momentum) {
-                problems.push(format!(
-                    "training.optimizer.Sgd.momentum: must lie in [0, 1), got {momentum}"
-                ));
+                problems.push(format!("training.optimizer.Sgd.momentum: must lie in [0, 1), got {momentum}"));
             }
         }
     }
     non_negative(problems, "training.weight_decay", t.weight_decay);
-    if let Schedule::Step {
-        every_epochs,
-        factor,
-    } = t.schedule
-    {
+    if let Schedule::Step { every_epochs, factor } = t.schedule {
         if every_epochs == 0 || !(factor.is_finite() && factor > 0.0) {
             problems.push(format!(
                 "training.schedule.Step: needs every_epochs >= 1 and factor > 0, got {every_epochs} and {factor}"
@@ -518,20 +380,13 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
         }
     }
     if net.inputs.len() != 1 {
-        problems.push(format!(
-            "inputs: training needs exactly one input population, found {}",
-            net.inputs.len()
-        ));
+        problems.push(format!("inputs: training needs exactly one input population, found {}", net.inputs.len()));
         return;
     }
     let mut previous = net.inputs[0].name.as_str();
     for (i, pop) in net.populations.iter().enumerate() {
-        let incoming: Vec<(usize, &super::common::Projection)> = net
-            .projections
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.to == pop.name)
-            .collect();
+        let incoming: Vec<(usize, &super::common::Projection)> =
+            net.projections.iter().enumerate().filter(|(_, p)| p.to == pop.name).collect();
         let path = format!("populations[{i}]");
         match incoming.as_slice() {
             [(k, p)] => {
@@ -543,10 +398,7 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
                     ));
                 }
                 if p.connect != Connect::AllToAll {
-                    problems.push(format!(
-                        "{ppath}.connect: training layers are AllToAll, got {:?}",
-                        p.connect
-                    ));
+                    problems.push(format!("{ppath}.connect: training layers are AllToAll, got {:?}", p.connect));
                 }
                 if p.synapse != super::common::Synapse::Instantaneous {
                     problems.push(format!(
@@ -555,10 +407,7 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
                     ));
                 }
                 if p.delay_ms != super::common::Distribution::Constant(0.0) {
-                    problems.push(format!(
-                        "{ppath}.delay_ms: training layers have no delay, got {:?}",
-                        p.delay_ms
-                    ));
+                    problems.push(format!("{ppath}.delay_ms: training layers have no delay, got {:?}", p.delay_ms));
                 }
             }
             _ => problems.push(format!(
@@ -569,9 +418,7 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
         }
         let Neuron::Lif { refractory_ms, .. } = pop.neuron;
         if refractory_ms != 0.0 {
-            problems.push(format!(
-                "{path}.neuron.Lif.refractory_ms: training supports 0 only, got {refractory_ms}"
-            ));
+            problems.push(format!("{path}.neuron.Lif.refractory_ms: training supports 0 only, got {refractory_ms}"));
         }
         previous = pop.name.as_str();
     }

@@ -76,9 +76,7 @@ impl<F: Real> Tape<F> {
 /// The (step, neuron) of every spike layer `l` emitted in the sample on `tape`.
 pub fn layer_spikes<F: Real>(tape: &Tape<F>, l: usize) -> Vec<(usize, u32)> {
     let events = &tape.spikes[l];
-    (0..events.steps())
-        .flat_map(|n| events.step(n).0.iter().map(move |&j| (n, j)))
-        .collect()
+    (0..events.steps()).flat_map(|n| events.step(n).0.iter().map(move |&j| (n, j))).collect()
 }
 
 /// Scratch space of a chunk: the inputs of one step grouped by input index, and per-sample
@@ -95,25 +93,14 @@ pub struct Scratch<F> {
 
 impl<F> Default for Scratch<F> {
     fn default() -> Self {
-        Scratch {
-            starts: Vec::new(),
-            entries: Vec::new(),
-            fill: Vec::new(),
-            rows: Vec::new(),
-            spikes_now: Vec::new(),
-        }
+        Scratch { starts: Vec::new(), entries: Vec::new(), fill: Vec::new(), rows: Vec::new(), spikes_now: Vec::new() }
     }
 }
 
 impl<F: Real> Scratch<F> {
     /// Groups by input index the (index, value) events of `samples` samples: afterwards input
     /// `i` has the (sample, value) pairs `entries[starts[i]..starts[i + 1]]`, samples ascending.
-    fn group<'e>(
-        &mut self,
-        n_in: usize,
-        samples: usize,
-        events: impl Fn(usize) -> (&'e [u32], &'e [F]),
-    ) {
+    fn group<'e>(&mut self, n_in: usize, samples: usize, events: impl Fn(usize) -> (&'e [u32], &'e [F])) {
         self.starts.clear();
         self.starts.resize(n_in + 1, 0);
         for b in 0..samples {
@@ -173,10 +160,8 @@ fn accumulate_column<F: Real>(col: &mut [F], group: &[(u32, F)], rows: &[F], n_o
         let mut acc: [F; BLOCK] = (&*block).try_into().expect("exact chunk");
         let start = k * BLOCK;
         for &(b, x) in group {
-            let g: &[F; BLOCK] = rows
-                [b as usize * n_out + start..b as usize * n_out + start + BLOCK]
-                .try_into()
-                .expect("block");
+            let g: &[F; BLOCK] =
+                rows[b as usize * n_out + start..b as usize * n_out + start + BLOCK].try_into().expect("block");
             for (a, &g) in acc.iter_mut().zip(g) {
                 *a = x.fma(g, *a);
             }
@@ -186,10 +171,7 @@ fn accumulate_column<F: Real>(col: &mut [F], group: &[(u32, F)], rows: &[F], n_o
     let tail = blocks.into_remainder();
     let start = n_out - tail.len();
     for &(b, x) in group {
-        for (c, &g) in tail
-            .iter_mut()
-            .zip(&rows[b as usize * n_out + start..(b as usize + 1) * n_out])
-        {
+        for (c, &g) in tail.iter_mut().zip(&rows[b as usize * n_out + start..(b as usize + 1) * n_out]) {
             *c = x.fma(g, *c);
         }
     }
@@ -201,12 +183,7 @@ fn fires<F: Real>(net: &TrainNet<F>, l: usize) -> bool {
 
 /// The events reaching layer `l` at step `n` of one sample: the input at step n for layer 0,
 /// the spikes layer l - 1 emitted at step n - 1 otherwise.
-fn arriving<'a, F: Real>(
-    input: &'a Events<F>,
-    tape: &'a Tape<F>,
-    l: usize,
-    n: usize,
-) -> (&'a [u32], &'a [F]) {
+fn arriving<'a, F: Real>(input: &'a Events<F>, tape: &'a Tape<F>, l: usize, n: usize) -> (&'a [u32], &'a [F]) {
     if l == 0 {
         input.step(n)
     } else if n > 0 {
@@ -218,12 +195,7 @@ fn arriving<'a, F: Real>(
 
 /// Runs one sample through the network, filling `tape` (and `tape.scores`).
 pub fn forward<F: Real>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F>) {
-    forward_batch(
-        net,
-        &[input],
-        std::slice::from_mut(tape),
-        &mut Scratch::default(),
-    );
+    forward_batch(net, &[input], std::slice::from_mut(tape), &mut Scratch::default());
 }
 
 /// Runs samples through the network in lockstep, filling one tape per sample.
@@ -255,12 +227,7 @@ pub fn forward_batch<F: Real>(
         scratch.rows.resize(samples * n_out, layer.v_rest);
         for n in 0..t_steps {
             scratch.group(n_in, samples, |b| arriving(inputs[b], &tapes[b], l, n));
-            let Scratch {
-                starts,
-                entries,
-                rows,
-                ..
-            } = &mut *scratch;
+            let Scratch { starts, entries, rows, .. } = &mut *scratch;
             for i in 0..n_in {
                 let group = &entries[starts[i]..starts[i + 1]];
                 if group.is_empty() {
@@ -305,19 +272,12 @@ pub fn forward_batch<F: Real>(
 /// Softmax cross-entropy of `scores` for class `label`: the loss and its gradient w.r.t. the
 /// scores, scaled by `weight` (1 / batch size, so that summed gradients are batch means).
 pub fn cross_entropy<F: Real>(scores: &[F], label: usize, weight: F, grad: &mut Vec<F>) -> f64 {
-    let max = scores
-        .iter()
-        .copied()
-        .fold(F::min_value().unwrap_or(F::zero()), |m, s| {
-            if s > m { s } else { m }
-        });
+    let max = scores.iter().copied().fold(F::min_value().unwrap_or(F::zero()), |m, s| if s > m { s } else { m });
     let exp: Vec<F> = scores.iter().map(|&s| (s - max).exp()).collect();
     let sum = exp.iter().copied().fold(F::zero(), |a, b| a + b);
     grad.clear();
     grad.extend(
-        exp.iter()
-            .enumerate()
-            .map(|(k, &e)| (e / sum - if k == label { F::one() } else { F::zero() }) * weight),
+        exp.iter().enumerate().map(|(k, &e)| (e / sum - if k == label { F::one() } else { F::zero() }) * weight),
     );
     (sum.ln() - (scores[label] - max)).to_f64()
 }
@@ -331,14 +291,7 @@ pub fn backward<F: Real>(
     g_scores: &[F],
     grads: &mut [DMatrix<F>],
 ) {
-    backward_batch(
-        net,
-        &[input],
-        std::slice::from_mut(tape),
-        &[g_scores],
-        grads,
-        &mut Scratch::default(),
-    );
+    backward_batch(net, &[input], std::slice::from_mut(tape), &[g_scores], grads, &mut Scratch::default());
 }
 
 /// Adds the weight gradients of samples run through [`forward_batch`] into `grads`.
@@ -399,21 +352,12 @@ pub fn backward_batch<F: Real>(
                 for j in 0..n_out {
                     let g_v = g_a[j];
                     let g_vp = if fires {
-                        let d = F::of(
-                            net.derivative
-                                .derivative((vp[j] - layer.v_threshold).to_f64()),
-                        );
+                        let d = F::of(net.derivative.derivative((vp[j] - layer.v_threshold).to_f64()));
                         let (direct, dv_ds) = match layer.reset {
                             Reset::Subtract => (F::one(), -reset_gap),
-                            Reset::Hard => {
-                                (F::one() - scratch.spikes_now[j], layer.v_reset - vp[j])
-                            }
+                            Reset::Hard => (F::one() - scratch.spikes_now[j], layer.v_reset - vp[j]),
                         };
-                        let through_reset = if net.detach_reset {
-                            F::zero()
-                        } else {
-                            g_v * dv_ds
-                        };
+                        let through_reset = if net.detach_reset { F::zero() } else { g_v * dv_ds };
                         g_v * direct + d * (tape.g_spikes[n * n_out + j] + through_reset)
                     } else {
                         g_v + g_scores[b][j] * inv_t
@@ -425,12 +369,7 @@ pub fn backward_batch<F: Real>(
             }
             // Weight gradient: only the columns of inputs that reached the layer at step n.
             scratch.group(n_in, samples, |b| arriving(inputs[b], &tapes[b], l, n));
-            let Scratch {
-                starts,
-                entries,
-                rows,
-                ..
-            } = &*scratch;
+            let Scratch { starts, entries, rows, .. } = &*scratch;
             let grad = &mut grads[l];
             for i in 0..n_in {
                 let group = &entries[starts[i]..starts[i + 1]];
@@ -445,10 +384,7 @@ pub fn backward_batch<F: Real>(
                     let col = column(&layer.weights, i);
                     for (b, tape) in tapes.iter_mut().enumerate() {
                         let g_a = &rows[b * n_out..(b + 1) * n_out];
-                        let dot = col
-                            .iter()
-                            .zip(g_a)
-                            .fold(F::zero(), |acc, (&w, &ga)| w.fma(ga, acc));
+                        let dot = col.iter().zip(g_a).fold(F::zero(), |acc, (&w, &ga)| w.fma(ga, acc));
                         tape.g_below[(n - 1) * n_in + i] += dot;
                     }
                 }

@@ -60,17 +60,8 @@ impl fmt::Display for TrainSummary {
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let (network, text, training) = trainer::load_training(opts)?;
     let dir = trainer::data_folder(opts.data.as_deref(), &training, &opts.network);
-    let data = trainer::load_data(
-        &dir,
-        &network,
-        &training,
-        opts.train_samples,
-        opts.test_samples,
-    )?;
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("outputs").join(&network.name));
+    let data = trainer::load_data(&dir, &network, &training, opts.train_samples, opts.test_samples)?;
+    let out = opts.out.clone().unwrap_or_else(|| Path::new("outputs").join(&network.name));
     let checkpoint_path = out.join("checkpoint.h5");
     let seed = opts.seed.unwrap_or(network.seed);
     let name = network.name.clone();
@@ -86,10 +77,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         }
         let saved_training: Training = spec::parse_ron(&saved.training, &checkpoint_path)?;
         // A resumed run keeps everything but the number of epochs from the checkpoint.
-        run.training = Training {
-            epochs: training.epochs,
-            ..saved_training
-        };
+        run.training = Training { epochs: training.epochs, ..saved_training };
         run.restore(saved)?;
     }
     let start = run.epochs_done;
@@ -107,10 +95,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         let bar = opts.progress.then(|| {
             let bar = indicatif::ProgressBar::new(samples as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "epoch {prefix} {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]",
-                )
-                .expect("static template"),
+                indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
+                    .expect("static template"),
             );
             bar.set_prefix(format!("{}/{}", epoch + 1, run.training.epochs));
             bar
@@ -120,10 +106,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             if let Some(bar) = &bar {
                 bar.set_position(done as u64);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!(
-                    "loss {loss:.4} acc {:.1}% {rate:.0} samples/s",
-                    100.0 * acc
-                ));
+                bar.set_message(format!("loss {loss:.4} acc {:.1}% {rate:.0} samples/s", 100.0 * acc));
             }
         })?;
         if let Some(bar) = bar {
@@ -161,16 +144,9 @@ impl fmt::Display for EvalSummary {
             t.samples,
             t.mean_loss()
         )?;
-        writeln!(
-            f,
-            "confusion matrix (rows: true class, columns: predicted class):"
-        )?;
+        writeln!(f, "confusion matrix (rows: true class, columns: predicted class):")?;
         for row in t.confusion.chunks(self.classes) {
-            writeln!(
-                f,
-                "{}",
-                row.iter().map(|c| format!("{c:>5}")).collect::<String>()
-            )?;
+            writeln!(f, "{}", row.iter().map(|c| format!("{c:>5}")).collect::<String>())?;
         }
         for file in &self.files {
             writeln!(f, "wrote {}", file.display())?;
@@ -181,11 +157,7 @@ impl fmt::Display for EvalSummary {
 
 /// Evaluates a checkpoint on the test split of `data` (default: as for training); draws the
 /// confusion matrix into `out` (default: beside the checkpoint).
-pub fn eval(
-    checkpoint_path: &Path,
-    data: Option<&Path>,
-    out: Option<&Path>,
-) -> Result<EvalSummary> {
+pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> Result<EvalSummary> {
     let saved = checkpoint::read(checkpoint_path)?;
     let network: spec::Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
     let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
@@ -201,33 +173,18 @@ pub fn eval(
     }
     let dir = trainer::data_folder(data, &training, checkpoint_path);
     // The whole test split, whatever the run was cut to.
-    let full = Training {
-        test_samples: None,
-        ..training.clone()
-    };
+    let full = Training { test_samples: None, ..training.clone() };
     let dataset = trainer::load_data(&dir, &network, &full, None, None)?;
     let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
-    let folder = out.map(Path::to_owned).unwrap_or_else(|| {
-        checkpoint_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_owned()
-    });
+    let folder =
+        out.map(Path::to_owned).unwrap_or_else(|| checkpoint_path.parent().unwrap_or(Path::new(".")).to_owned());
     std::fs::create_dir_all(&folder).map_err(|e| Error::write(&folder, e))?;
     let figure = folder.join("confusion.png");
     plot::confusion(
         &totals.confusion,
         net.classes(),
-        &format!(
-            "{}: test accuracy {:.2}%",
-            network.name,
-            100.0 * totals.accuracy()
-        ),
+        &format!("{}: test accuracy {:.2}%", network.name, 100.0 * totals.accuracy()),
         &figure,
     )?;
-    Ok(EvalSummary {
-        totals,
-        classes: net.classes(),
-        files: vec![figure],
-    })
+    Ok(EvalSummary { totals, classes: net.classes(), files: vec![figure] })
 }

@@ -28,53 +28,32 @@ pub fn gradient_decay(
     data: Option<&Path>,
     samples: usize,
 ) -> Result<GradientDecay> {
-    let (network, training, weights, seed, source): (
-        Network,
-        Training,
-        Option<Vec<_>>,
-        u64,
-        String,
-    ) = match checkpoint_path {
-        Some(c) => {
-            let saved = checkpoint::read(c)?;
-            let network: Network = spec::parse_ron(&saved.network_spec, c)?;
-            let training: Training = spec::parse_ron(&saved.training, c)?;
-            let epochs = saved.epochs_done;
-            (
-                network,
-                training,
-                Some(saved.layers),
-                saved.seed,
-                format!("after {epochs} epochs of training"),
-            )
-        }
-        None => {
-            let (network, _) = spec::load_network(network_path)?;
-            let training = network.training.clone().ok_or_else(|| Error::Invalid {
-                path: network_path.to_owned(),
-                problems: vec!["training: the network has no training section".into()],
-            })?;
-            let seed = network.seed;
-            (network, training, None, seed, "at initialisation".into())
-        }
-    };
+    let (network, training, weights, seed, source): (Network, Training, Option<Vec<_>>, u64, String) =
+        match checkpoint_path {
+            Some(c) => {
+                let saved = checkpoint::read(c)?;
+                let network: Network = spec::parse_ron(&saved.network_spec, c)?;
+                let training: Training = spec::parse_ron(&saved.training, c)?;
+                let epochs = saved.epochs_done;
+                (network, training, Some(saved.layers), saved.seed, format!("after {epochs} epochs of training"))
+            }
+            None => {
+                let (network, _) = spec::load_network(network_path)?;
+                let training = network.training.clone().ok_or_else(|| Error::Invalid {
+                    path: network_path.to_owned(),
+                    problems: vec!["training: the network has no training section".into()],
+                })?;
+                let seed = network.seed;
+                (network, training, None, seed, "at initialisation".into())
+            }
+        };
     let dir = trainer::data_folder(data, &training, network_path);
-    let full = Training {
-        test_samples: Some(samples as u32),
-        ..training.clone()
-    };
+    let full = Training { test_samples: Some(samples as u32), ..training.clone() };
     let dataset = trainer::load_data(&dir, &network, &full, Some(1), None)?;
     let split = &dataset.test;
-    let mut result = GradientDecay {
-        surrogates: Surrogate::all(),
-        norms: Vec::new(),
-        source,
-    };
+    let mut result = GradientDecay { surrogates: Surrogate::all(), norms: Vec::new(), source };
     for surrogate in Surrogate::all() {
-        let t = Training {
-            surrogate,
-            ..training.clone()
-        };
+        let t = Training { surrogate, ..training.clone() };
         let mut net = TrainNet::<f32>::from_spec(&network, &t, seed)?;
         if let Some(layers) = &weights {
             for ((_, _, w), layer) in layers.iter().zip(&mut net.layers) {
@@ -84,8 +63,7 @@ pub fn gradient_decay(
         let mut inputs = vec![Events::default(); split.len()];
         for (i, input) in inputs.iter_mut().enumerate() {
             let mut stream = encoding_stream(seed, None, i);
-            t.encoder
-                .encode(split.images.image(i), net.steps, &mut stream, input);
+            t.encoder.encode(split.images.image(i), net.steps, &mut stream, input);
         }
         let refs: Vec<&Events<f32>> = inputs.iter().collect();
         let mut tapes = vec![Tape::default(); split.len()];
@@ -96,17 +74,10 @@ pub fn gradient_decay(
             bptt::cross_entropy(&tape.scores, label as usize, 1.0, g);
         }
         let g: Vec<&[f32]> = g_scores.iter().map(Vec::as_slice).collect();
-        let mut grads: Vec<_> = net
-            .layers
-            .iter()
-            .map(|l| nalgebra::DMatrix::zeros(l.outputs(), l.inputs()))
-            .collect();
+        let mut grads: Vec<_> = net.layers.iter().map(|l| nalgebra::DMatrix::zeros(l.outputs(), l.inputs())).collect();
         bptt::backward_batch(&net, &refs, &mut tapes, &g, &mut grads, &mut scratch);
         let norms = (0..net.steps)
-            .map(|n| {
-                (tapes.iter().map(|tape| tape.grad_v_sq[0][n]).sum::<f64>() / tapes.len() as f64)
-                    .sqrt()
-            })
+            .map(|n| (tapes.iter().map(|tape| tape.grad_v_sq[0][n]).sum::<f64>() / tapes.len() as f64).sqrt())
             .collect();
         result.norms.push(norms);
     }

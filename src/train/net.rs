@@ -86,10 +86,7 @@ impl<F: Real> TrainNet<F> {
     /// Builds the layers of a checked training network (see `spec::validate::check_training`),
     /// drawing initial weights exactly as the engine draws the projections' synapses.
     pub fn from_spec(net: &Network, training: &Training, seed: u64) -> Result<Self> {
-        let input = net
-            .inputs
-            .first()
-            .ok_or_else(|| Error::Training("the network has no input population".into()))?;
+        let input = net.inputs.first().ok_or_else(|| Error::Training("the network has no input population".into()))?;
         let mut layers = Vec::new();
         let mut n_in = input.size as usize;
         for pop in &net.populations {
@@ -111,24 +108,14 @@ impl<F: Real> TrainNet<F> {
             };
             // The same stream as the engine's projection k, so simulation and training start
             // from the same weights.
-            let csr = synapses::build(
-                &plan,
-                &mut rng::stream(seed, Purpose::Connectivity, k as u64),
-            );
+            let csr = synapses::build(&plan, &mut rng::stream(seed, Purpose::Connectivity, k as u64));
             let mut weights = DMatrix::<F>::zeros(n_out, n_in);
             for i in 0..n_in {
                 for s in csr.row(i) {
                     weights[(csr.targets[s] as usize, i)] = F::of(csr.weights[s] as f64);
                 }
             }
-            let Neuron::Lif {
-                tau_mem_ms,
-                v_rest,
-                v_threshold,
-                v_reset,
-                reset,
-                ..
-            } = pop.neuron;
+            let Neuron::Lif { tau_mem_ms, v_rest, v_threshold, v_reset, reset, .. } = pop.neuron;
             layers.push(LifLayer {
                 name: pop.name.clone(),
                 weights,

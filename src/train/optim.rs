@@ -22,11 +22,7 @@ impl OptimizerState {
             Optimizer::Adam { .. } => weights.iter().map(zeros).collect(),
             Optimizer::Sgd { .. } => weights.iter().map(|_| DMatrix::zeros(0, 0)).collect(),
         };
-        OptimizerState {
-            step: 0,
-            m: weights.iter().map(zeros).collect(),
-            v,
-        }
+        OptimizerState { step: 0, m: weights.iter().map(zeros).collect(), v }
     }
 }
 
@@ -42,28 +38,13 @@ pub fn update(
     state.step += 1;
     let wd = weight_decay as f32;
     match *optimizer {
-        Optimizer::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-        } => {
+        Optimizer::Adam { lr, beta1, beta2, eps } => {
             let lr = (lr * lr_factor) as f32;
             let (b1, b2) = (beta1 as f32, beta2 as f32);
             let c1 = 1.0 - beta1.powi(state.step as i32) as f32;
             let c2 = 1.0 - beta2.powi(state.step as i32) as f32;
-            for (((w, g), m), v) in weights
-                .iter_mut()
-                .zip(grads)
-                .zip(&mut state.m)
-                .zip(&mut state.v)
-            {
-                for (((w, &g), m), v) in w
-                    .iter_mut()
-                    .zip(g.iter())
-                    .zip(m.iter_mut())
-                    .zip(v.iter_mut())
-                {
+            for (((w, g), m), v) in weights.iter_mut().zip(grads).zip(&mut state.m).zip(&mut state.v) {
+                for (((w, &g), m), v) in w.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
                     *m = b1 * *m + (1.0 - b1) * g;
                     *v = b2 * *v + (1.0 - b2) * g * g;
                     let step = (*m / c1) / ((*v / c2).sqrt() + eps as f32);
@@ -101,40 +82,16 @@ mod tests {
 
     #[test]
     fn adam_and_sgd_minimise_a_quadratic() {
-        assert!(
-            minimise(Optimizer::Adam {
-                lr: 0.05,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8
-            }) < 1e-3
-        );
-        assert!(
-            minimise(Optimizer::Sgd {
-                lr: 0.01,
-                momentum: 0.9
-            }) < 1e-3
-        );
+        assert!(minimise(Optimizer::Adam { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8 }) < 1e-3);
+        assert!(minimise(Optimizer::Sgd { lr: 0.01, momentum: 0.9 }) < 1e-3);
     }
 
     #[test]
     fn first_adam_step_has_the_size_of_the_learning_rate() {
         let mut w = DMatrix::from_element(1, 1, 1.0f32);
-        let opt = Optimizer::Adam {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        };
+        let opt = Optimizer::Adam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8 };
         let mut state = OptimizerState::new(std::slice::from_ref(&w), &opt);
-        update(
-            &opt,
-            0.0,
-            1.0,
-            &mut [&mut w],
-            &[DMatrix::from_element(1, 1, 123.0)],
-            &mut state,
-        );
+        update(&opt, 0.0, 1.0, &mut [&mut w], &[DMatrix::from_element(1, 1, 123.0)], &mut state);
         assert!((w[(0, 0)] - 0.9).abs() < 1e-6);
     }
 }

@@ -59,11 +59,7 @@ struct Workspace {
 impl Workspace {
     fn new(net: &TrainNet<f32>) -> Self {
         Workspace {
-            grads: net
-                .layers
-                .iter()
-                .map(|l| DMatrix::zeros(l.outputs(), l.inputs()))
-                .collect(),
+            grads: net.layers.iter().map(|l| DMatrix::zeros(l.outputs(), l.inputs())).collect(),
             tapes: Vec::new(),
             inputs: Vec::new(),
             g_scores: Vec::new(),
@@ -87,10 +83,7 @@ impl Workspace {
 }
 
 fn argmax(scores: &[f32]) -> usize {
-    scores
-        .iter()
-        .enumerate()
-        .fold(0, |best, (k, &s)| if s > scores[best] { k } else { best })
+    scores.iter().enumerate().fold(0, |best, (k, &s)| if s > scores[best] { k } else { best })
 }
 
 /// A pass over samples of one split: what to run and how.
@@ -111,23 +104,18 @@ impl Pass<'_> {
         let net = self.net;
         let classes = net.classes();
         let count = indices.len();
-        ws.inputs
-            .resize(count.max(ws.inputs.len()), Events::default());
-        ws.tapes
-            .resize_with(count.max(ws.tapes.len()), Tape::default);
+        ws.inputs.resize(count.max(ws.inputs.len()), Events::default());
+        ws.tapes.resize_with(count.max(ws.tapes.len()), Tape::default);
         ws.g_scores.resize(count.max(ws.g_scores.len()), Vec::new());
         for (&i, input) in indices.iter().zip(&mut ws.inputs) {
             let mut stream = encoding_stream(self.seed, self.epoch, i);
-            self.training
-                .encoder
-                .encode(self.split.images.image(i), net.steps, &mut stream, input);
+            self.training.encoder.encode(self.split.images.image(i), net.steps, &mut stream, input);
         }
         let inputs: Vec<&Events<f32>> = ws.inputs[..count].iter().collect();
         bptt::forward_batch(net, &inputs, &mut ws.tapes[..count], &mut ws.scratch);
         for ((&i, tape), g) in indices.iter().zip(&ws.tapes).zip(&mut ws.g_scores) {
             let label = self.split.labels[i] as usize;
-            ws.loss +=
-                bptt::cross_entropy(&tape.scores, label, self.backward_weight.unwrap_or(1.0), g);
+            ws.loss += bptt::cross_entropy(&tape.scores, label, self.backward_weight.unwrap_or(1.0), g);
             let predicted = argmax(&tape.scores);
             ws.correct += (predicted == label) as usize;
             ws.confusion[label * classes + predicted] += 1;
@@ -137,14 +125,7 @@ impl Pass<'_> {
         }
         if self.backward_weight.is_some() {
             let g: Vec<&[f32]> = ws.g_scores[..count].iter().map(Vec::as_slice).collect();
-            bptt::backward_batch(
-                net,
-                &inputs,
-                &mut ws.tapes[..count],
-                &g,
-                &mut ws.grads,
-                &mut ws.scratch,
-            );
+            bptt::backward_batch(net, &inputs, &mut ws.tapes[..count], &g, &mut ws.grads, &mut ws.scratch);
         }
     }
 }
@@ -167,14 +148,8 @@ impl PassTotals {
         self.correct += ws.correct;
         self.spikes.resize(ws.spikes.len(), 0);
         self.confusion.resize(ws.confusion.len(), 0);
-        self.spikes
-            .iter_mut()
-            .zip(&ws.spikes)
-            .for_each(|(a, b)| *a += b);
-        self.confusion
-            .iter_mut()
-            .zip(&ws.confusion)
-            .for_each(|(a, b)| *a += b);
+        self.spikes.iter_mut().zip(&ws.spikes).for_each(|(a, b)| *a += b);
+        self.confusion.iter_mut().zip(&ws.confusion).for_each(|(a, b)| *a += b);
     }
 
     pub fn mean_loss(&self) -> f64 {
@@ -193,20 +168,9 @@ pub fn evaluate(net: &TrainNet<f32>, training: &Training, split: &Split, seed: u
     let partial: Vec<(Workspace, usize)> = chunks
         .par_iter()
         .map(|chunk| {
-            let mut ws = Workspace {
-                grads: Vec::new(),
-                ..Workspace::new(net)
-            };
+            let mut ws = Workspace { grads: Vec::new(), ..Workspace::new(net) };
             ws.reset(false);
-            Pass {
-                net,
-                training,
-                split,
-                seed,
-                epoch: None,
-                backward_weight: None,
-            }
-            .run(chunk, &mut ws);
+            Pass { net, training, split, seed, epoch: None, backward_weight: None }.run(chunk, &mut ws);
             (ws, chunk.len())
         })
         .collect();
@@ -232,23 +196,13 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn new(
-        network: Network,
-        network_text: String,
-        training: Training,
-        seed: u64,
-    ) -> Result<Self> {
+    pub fn new(network: Network, network_text: String, training: Training, seed: u64) -> Result<Self> {
         let net = TrainNet::<f32>::from_spec(&network, &training, seed)?;
         let weights: Vec<DMatrix<f32>> = net.layers.iter().map(|l| l.weights.clone()).collect();
         let optimizer = OptimizerState::new(&weights, &training.optimizer);
-        let history = History {
-            layer_names: net.layers.iter().map(|l| l.name.clone()).collect(),
-            ..History::default()
-        };
-        let total = weights
-            .iter()
-            .map(|w| DMatrix::zeros(w.nrows(), w.ncols()))
-            .collect();
+        let history =
+            History { layer_names: net.layers.iter().map(|l| l.name.clone()).collect(), ..History::default() };
+        let total = weights.iter().map(|w| DMatrix::zeros(w.nrows(), w.ncols())).collect();
         Ok(Run {
             network,
             network_text,
@@ -266,14 +220,9 @@ impl Run {
     /// Continues from a checkpoint written by [`Run::checkpoint`].
     pub fn restore(&mut self, c: Checkpoint) -> Result<()> {
         if c.layers.len() != self.net.layers.len()
-            || c.layers
-                .iter()
-                .zip(&self.net.layers)
-                .any(|((_, _, w), l)| w.shape() != l.weights.shape())
+            || c.layers.iter().zip(&self.net.layers).any(|((_, _, w), l)| w.shape() != l.weights.shape())
         {
-            return Err(Error::Training(
-                "the checkpoint's layers do not match the network's".into(),
-            ));
+            return Err(Error::Training("the checkpoint's layers do not match the network's".into()));
         }
         for ((_, _, w), layer) in c.layers.into_iter().zip(&mut self.net.layers) {
             layer.weights = w;
@@ -330,13 +279,10 @@ impl Run {
             epoch: Some(epoch),
             backward_weight: Some(1.0 / batch.len() as f32),
         };
-        self.workspaces[..chunks.len()]
-            .par_iter_mut()
-            .zip(chunks.par_iter())
-            .for_each(|(ws, chunk)| {
-                ws.reset(true);
-                pass.run(chunk, ws);
-            });
+        self.workspaces[..chunks.len()].par_iter_mut().zip(chunks.par_iter()).for_each(|(ws, chunk)| {
+            ws.reset(true);
+            pass.run(chunk, ws);
+        });
         self.total.iter_mut().for_each(|t| t.fill(0.0));
         let mut batch_loss = 0.0;
         for (ws, chunk) in self.workspaces.iter().zip(&chunks) {
@@ -351,8 +297,7 @@ impl Run {
         }
         let norms = self.total.iter().map(|g| g.norm() as f64).collect();
         let lr_factor = self.training.schedule.factor(epoch, self.training.epochs);
-        let mut weights: Vec<&mut DMatrix<f32>> =
-            self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
+        let mut weights: Vec<&mut DMatrix<f32>> = self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
         optim::update(
             &self.training.optimizer,
             self.training.weight_decay,
@@ -366,11 +311,7 @@ impl Run {
 
     /// One epoch over `data.train`, then evaluation on `data.test`; `progress` gets
     /// (samples done, running loss, running accuracy) after each batch.
-    pub fn epoch(
-        &mut self,
-        data: &Dataset,
-        mut progress: impl FnMut(usize, f64, f64),
-    ) -> Result<()> {
+    pub fn epoch(&mut self, data: &Dataset, mut progress: impl FnMut(usize, f64, f64)) -> Result<()> {
         let epoch = self.epochs_done;
         let started = Instant::now();
         let mut order: Vec<usize> = (0..data.train.len()).collect();
@@ -403,23 +344,12 @@ impl Run {
         h.test_loss.push(test.mean_loss());
         h.test_accuracy.push(test.accuracy());
         h.samples_per_s.push(totals.samples as f64 / seconds);
-        h.learning_rate
-            .push(self.training.optimizer.lr() * lr_factor);
+        h.learning_rate.push(self.training.optimizer.lr() * lr_factor);
         let steps = (totals.samples * self.net.steps) as f64;
         h.spike_rate.push(
-            totals
-                .spikes
-                .iter()
-                .zip(&self.net.layers)
-                .map(|(&s, l)| s as f64 / steps / l.outputs() as f64)
-                .collect(),
+            totals.spikes.iter().zip(&self.net.layers).map(|(&s, l)| s as f64 / steps / l.outputs() as f64).collect(),
         );
-        h.grad_norm.push(
-            grad_norms
-                .iter()
-                .map(|n| n / batches.max(1) as f64)
-                .collect(),
-        );
+        h.grad_norm.push(grad_norms.iter().map(|n| n / batches.max(1) as f64).collect());
         self.epochs_done += 1;
         Ok(())
     }
@@ -467,10 +397,7 @@ pub fn load_data(
     cut(&mut data.train, train_samples.or(training.train_samples));
     cut(&mut data.test, test_samples.or(training.test_samples));
     if data.train.is_empty() || data.test.is_empty() {
-        return Err(Error::Data {
-            path: dir.to_owned(),
-            message: "no training or no test samples left".into(),
-        });
+        return Err(Error::Data { path: dir.to_owned(), message: "no training or no test samples left".into() });
     }
     Ok(data)
 }
