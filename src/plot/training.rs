@@ -51,16 +51,19 @@ pub fn training_curves(h: &History, name: &str, path: &Path) -> Result<()> {
     })
 }
 
-/// Confusion matrix as a heat map with counts; rows true class, columns predicted.
+/// Confusion matrix as a heat map with counts; rows true class (0 at the top), columns predicted.
 pub fn confusion(counts: &[u64], classes: usize, title: &str, path: &Path) -> Result<()> {
     let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let top = classes as f64 - 0.5;
     draw_png(path, (760, 700), |root| {
+        // Cells are centred on integer coordinates; row t is drawn at height classes - 1 - t.
         let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(45)
             .y_label_area_size(45)
-            .build_cartesian_2d(0..classes, 0..classes)?;
+            .build_cartesian_2d(-0.5..top, -0.5..top)?;
+        let last = classes as f64 - 1.0;
         chart
             .configure_mesh()
             .disable_mesh()
@@ -68,6 +71,8 @@ pub fn confusion(counts: &[u64], classes: usize, title: &str, path: &Path) -> Re
             .y_desc("true class")
             .x_labels(classes)
             .y_labels(classes)
+            .x_label_formatter(&|x| format!("{:.0}", x.round()))
+            .y_label_formatter(&|y| format!("{:.0}", last - y.round()))
             .label_style(("sans-serif", 14))
             .draw()?;
         for t in 0..classes {
@@ -75,13 +80,12 @@ pub fn confusion(counts: &[u64], classes: usize, title: &str, path: &Path) -> Re
                 let c = counts[t * classes + p];
                 let shade = 1.0 - 0.85 * (c as f64 / max);
                 let fill = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
-                // Row t drawn at the top for t = 0.
-                let y = classes - 1 - t;
-                chart.draw_series(std::iter::once(Rectangle::new([(p, y), (p + 1, y + 1)], fill.filled())))?;
+                let (x, y) = (p as f64, last - t as f64);
+                chart.draw_series(std::iter::once(Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], fill.filled())))?;
                 let text_colour = if shade < 0.5 { WHITE } else { BLACK };
                 chart.draw_series(std::iter::once(Text::new(
                     c.to_string(),
-                    (p, y + 1),
+                    (x - 0.3, y + 0.15),
                     ("sans-serif", 13).into_font().color(&text_colour),
                 )))?;
             }
