@@ -81,7 +81,10 @@ pub fn confusion(counts: &[u64], classes: usize, title: &str, path: &Path) -> Re
                 let shade = 1.0 - 0.85 * (c as f64 / max);
                 let fill = RGBColor((255.0 * shade) as u8, (255.0 * shade) as u8, 255);
                 let (x, y) = (p as f64, last - t as f64);
-                chart.draw_series(std::iter::once(Rectangle::new([(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)], fill.filled())))?;
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                    fill.filled(),
+                )))?;
                 let text_colour = if shade < 0.5 { WHITE } else { BLACK };
                 chart.draw_series(std::iter::once(Text::new(
                     c.to_string(),

@@ -2,8 +2,12 @@
 //! SGD with momentum (weight decay added to the gradient, as PyTorch's SGD does).
 
 use nalgebra::DMatrix;
+use rayon::prelude::*;
 
 use crate::spec::Optimizer;
+
+/// Weights per unit of parallel work.
+const SLICE: usize = 1 << 16;
 
 /// Moments and step count; saved in checkpoints so a resumed run continues exactly.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,12 +48,20 @@ pub fn update(
             let c1 = 1.0 - beta1.powi(state.step as i32) as f32;
             let c2 = 1.0 - beta2.powi(state.step as i32) as f32;
             for (((w, g), m), v) in weights.iter_mut().zip(grads).zip(&mut state.m).zip(&mut state.v) {
-                for (((w, &g), m), v) in w.iter_mut().zip(g.iter()).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    let step = (*m / c1) / ((*v / c2).sqrt() + eps as f32);
-                    *w -= lr * (step + wd * *w);
-                }
+                // Element-wise, so splitting over threads changes nothing in the result.
+                w.as_mut_slice()
+                    .par_chunks_mut(SLICE)
+                    .zip(g.as_slice().par_chunks(SLICE))
+                    .zip(m.as_mut_slice().par_chunks_mut(SLICE))
+                    .zip(v.as_mut_slice().par_chunks_mut(SLICE))
+                    .for_each(|(((w, g), m), v)| {
+                        for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                            *m = b1 * *m + (1.0 - b1) * g;
+                            *v = b2 * *v + (1.0 - b2) * g * g;
+                            let step = (*m / c1) / ((*v / c2).sqrt() + eps as f32);
+                            *w -= lr * (step + wd * *w);
+                        }
+                    });
             }
         }
         Optimizer::Sgd { lr, momentum } => {

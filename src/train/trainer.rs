@@ -29,6 +29,9 @@ use crate::surrogate::Surrogate;
 /// Samples per unit of parallel work; fixed so results do not depend on the thread count.
 pub const SAMPLE_CHUNK: usize = 16;
 
+/// Weights per unit of parallel work when summing the chunks' gradients.
+const REDUCE_SLICE: usize = 1 << 16;
+
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
     pub network: PathBuf,
@@ -283,12 +286,22 @@ impl Run {
             ws.reset(true);
             pass.run(chunk, ws);
         });
-        self.total.iter_mut().for_each(|t| t.fill(0.0));
+        // Sum the chunks' gradients, chunk after chunk for every weight (so the result does not
+        // depend on the threads), spread over the threads by slices of the matrices.
+        let used = &self.workspaces[..chunks.len()];
+        for (l, total) in self.total.iter_mut().enumerate() {
+            total.as_mut_slice().par_chunks_mut(REDUCE_SLICE).enumerate().for_each(|(k, slice)| {
+                let range = k * REDUCE_SLICE..k * REDUCE_SLICE + slice.len();
+                slice.copy_from_slice(&used[0].grads[l].as_slice()[range.clone()]);
+                for ws in &used[1..] {
+                    for (t, g) in slice.iter_mut().zip(&ws.grads[l].as_slice()[range.clone()]) {
+                        *t += g;
+                    }
+                }
+            });
+        }
         let mut batch_loss = 0.0;
-        for (ws, chunk) in self.workspaces.iter().zip(&chunks) {
-            for (t, g) in self.total.iter_mut().zip(&ws.grads) {
-                *t += g;
-            }
+        for (ws, chunk) in used.iter().zip(&chunks) {
             batch_loss += ws.loss;
             totals.add(ws, chunk.len());
         }
