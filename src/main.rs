@@ -146,7 +146,7 @@ fn run(cli: Cli) -> snn::Result<()> {
         Command::Validate { file } => {
             let kind = validate_file(&file)?;
             let what = match kind {
-                FileKind::Network => "network (with its stimulus)",
+                FileKind::Network => "network",
                 FileKind::Stimulus => "stimulus",
             };
             say(&format!("{}: valid {what}\n", file.display()));
