@@ -169,7 +169,6 @@ fn a_nan_loss_stops_with_epoch_and_batch_and_keeps_the_last_checkpoint() {
 fn a_trained_network_simulates_to_the_trainers_spikes_and_prediction() {
     use snn::data::encode::encoding_stream;
     use snn::train::bptt::{Events, Tape, forward};
-    use snn::train::net::TrainNet;
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
@@ -206,12 +205,7 @@ fn a_trained_network_simulates_to_the_trainers_spikes_and_prediction() {
 
     // The trainer's forward pass on the same image, with the same encoding stream.
     let saved = checkpoint::read(&ckpt).unwrap();
-    let network: snn::spec::Network = snn::spec::parse_ron(&saved.network_spec, &ckpt).unwrap();
-    let training: snn::spec::Training = snn::spec::parse_ron(&saved.training, &ckpt).unwrap();
-    let mut net = TrainNet::<f32>::from_spec(&network, &training, saved.seed).unwrap();
-    for ((_, _, w), layer) in saved.layers.iter().zip(&mut net.layers) {
-        layer.weights = w.clone();
-    }
+    let (_, training, net) = snn::train::net::from_checkpoint(&saved, &ckpt).unwrap();
     let data = snn::data::idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap();
     let mut input = Events::default();
     training.encoder.encode(

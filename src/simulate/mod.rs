@@ -102,6 +102,7 @@ impl fmt::Display for Summary {
 pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
     let model = spec::load_model(&opts.network, opts.stimulus.as_deref())?;
     let net = &model.network;
+    let (dt_ms, seed) = (net.dt_ms, opts.seed.unwrap_or(net.seed));
     let duration = opts.duration_ms.unwrap_or(net.duration_ms);
     if !(duration.is_finite() && duration > 0.0) {
         return Err(Error::Invalid {
@@ -109,8 +110,8 @@ pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
             problems: vec![format!("--duration-ms: must be a positive number, got {duration}")],
         });
     }
-    let steps = (duration / net.dt_ms).round().max(1.0) as u64;
-    Ok((model.clone(), steps, opts.seed.unwrap_or(net.seed)))
+    let steps = (duration / dt_ms).round().max(1.0) as u64;
+    Ok((model, steps, seed))
 }
 
 pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {

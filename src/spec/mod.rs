@@ -61,6 +61,14 @@ pub fn load_network(path: &Path) -> Result<(Network, String)> {
     Ok((network, text))
 }
 
+/// The training section of a network, or an error naming the file.
+pub fn training_section(network: &Network, path: &Path) -> Result<Training> {
+    network.training.clone().ok_or_else(|| Error::Invalid {
+        path: path.to_owned(),
+        problems: vec!["training: the network has no training section".into()],
+    })
+}
+
 /// Loads and checks a network, then its stimulus: `stimulus_override` if given, else the one the
 /// network names (relative to the network file), else none.
 pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Result<Model> {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::net::TrainNet;
+use super::net::from_checkpoint;
 use super::trainer::{self, PassTotals, Run, TrainOptions};
 use crate::error::{Error, Result};
 use crate::io::checkpoint;
@@ -159,18 +159,7 @@ impl fmt::Display for EvalSummary {
 /// confusion matrix into `out` (default: beside the checkpoint).
 pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> Result<EvalSummary> {
     let saved = checkpoint::read(checkpoint_path)?;
-    let network: spec::Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
-    let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
-    let mut net = TrainNet::<f32>::from_spec(&network, &training, saved.seed)?;
-    if saved.layers.len() != net.layers.len() {
-        return Err(Error::Data {
-            path: checkpoint_path.to_owned(),
-            message: "layers do not match its own network spec".into(),
-        });
-    }
-    for ((_, _, w), layer) in saved.layers.into_iter().zip(&mut net.layers) {
-        layer.weights = w;
-    }
+    let (network, training, net) = from_checkpoint(&saved, checkpoint_path)?;
     let dir = trainer::data_folder(data, &training, checkpoint_path);
     // The whole test split, whatever the run was cut to.
     let full = Training { test_samples: None, ..training.clone() };

@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use super::bptt::{self, Events, Scratch, Tape};
-use super::net::TrainNet;
+use super::net::{TrainNet, from_checkpoint};
 use super::trainer;
 use crate::data::encode::encoding_stream;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::io::checkpoint;
-use crate::spec::{self, Network, Training};
+use crate::spec::{self, Training};
 use crate::surrogate::Surrogate;
 
 /// Per surrogate, the root-mean-square over samples of ||dL/dv'[n]|| for n = 0..T.
@@ -28,25 +28,20 @@ pub fn gradient_decay(
     data: Option<&Path>,
     samples: usize,
 ) -> Result<GradientDecay> {
-    let (network, training, weights, seed, source): (Network, Training, Option<Vec<_>>, u64, String) =
-        match checkpoint_path {
-            Some(c) => {
-                let saved = checkpoint::read(c)?;
-                let network: Network = spec::parse_ron(&saved.network_spec, c)?;
-                let training: Training = spec::parse_ron(&saved.training, c)?;
-                let epochs = saved.epochs_done;
-                (network, training, Some(saved.layers), saved.seed, format!("after {epochs} epochs of training"))
-            }
-            None => {
-                let (network, _) = spec::load_network(network_path)?;
-                let training = network.training.clone().ok_or_else(|| Error::Invalid {
-                    path: network_path.to_owned(),
-                    problems: vec!["training: the network has no training section".into()],
-                })?;
-                let seed = network.seed;
-                (network, training, None, seed, "at initialisation".into())
-            }
-        };
+    let (network, training, weights, seed, source) = match checkpoint_path {
+        Some(c) => {
+            let saved = checkpoint::read(c)?;
+            let (network, training, _) = from_checkpoint(&saved, c)?;
+            let source = format!("after {} epochs of training", saved.epochs_done);
+            (network, training, Some(saved.layers), saved.seed, source)
+        }
+        None => {
+            let (network, _) = spec::load_network(network_path)?;
+            let training = spec::training_section(&network, network_path)?;
+            let seed = network.seed;
+            (network, training, None, seed, "at initialisation".to_string())
+        }
+    };
     let dir = trainer::data_folder(data, &training, network_path);
     let full = Training { test_samples: Some(samples as u32), ..training.clone() };
     let dataset = trainer::load_data(&dir, &network, &full, Some(1), None)?;
@@ -56,9 +51,7 @@ pub fn gradient_decay(
         let t = Training { surrogate, ..training.clone() };
         let mut net = TrainNet::<f32>::from_spec(&network, &t, seed)?;
         if let Some(layers) = &weights {
-            for ((_, _, w), layer) in layers.iter().zip(&mut net.layers) {
-                layer.weights = w.clone();
-            }
+            net.load_weights(layers)?;
         }
         let mut inputs = vec![Events::default(); split.len()];
         for (i, input) in inputs.iter_mut().enumerate() {

@@ -5,11 +5,14 @@
 //! `i` (column i) are contiguous: adding them for every input that fired is the event-driven
 //! forward pass.
 
+use std::path::Path;
+
 use nalgebra::{DMatrix, RealField};
 
 use crate::engine::rng::{self, Purpose};
 use crate::engine::synapses::{self, ConnectionPlan};
 use crate::error::{Error, Result};
+use crate::io::checkpoint::Checkpoint;
 use crate::spec::{Network, Neuron, Readout, Reset, Training};
 use crate::surrogate::{DerivativeTable, SpikeMode, Surrogate};
 
@@ -142,4 +145,27 @@ impl<F: Real> TrainNet<F> {
     pub fn classes(&self) -> usize {
         self.layers.last().map_or(0, |l| l.outputs())
     }
+
+    /// Replaces the weights with a checkpoint's (source, target, weights) layers, which must
+    /// have the layers' shapes.
+    pub fn load_weights(&mut self, layers: &[(String, String, DMatrix<F>)]) -> Result<()> {
+        if layers.len() != self.layers.len()
+            || layers.iter().zip(&self.layers).any(|((_, _, w), l)| w.shape() != l.weights.shape())
+        {
+            return Err(Error::Training("the checkpoint's layers do not match the network's".into()));
+        }
+        for ((_, _, w), layer) in layers.iter().zip(&mut self.layers) {
+            layer.weights = w.clone();
+        }
+        Ok(())
+    }
+}
+
+/// The network, effective training settings and trained layers stored in a checkpoint.
+pub fn from_checkpoint(saved: &Checkpoint, path: &Path) -> Result<(Network, Training, TrainNet<f32>)> {
+    let network: Network = crate::spec::parse_ron(&saved.network_spec, path)?;
+    let training: Training = crate::spec::parse_ron(&saved.training, path)?;
+    let mut net = TrainNet::from_spec(&network, &training, saved.seed)?;
+    net.load_weights(&saved.layers)?;
+    Ok((network, training, net))
 }

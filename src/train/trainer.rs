@@ -222,14 +222,7 @@ impl Run {
 
     /// Continues from a checkpoint written by [`Run::checkpoint`].
     pub fn restore(&mut self, c: Checkpoint) -> Result<()> {
-        if c.layers.len() != self.net.layers.len()
-            || c.layers.iter().zip(&self.net.layers).any(|((_, _, w), l)| w.shape() != l.weights.shape())
-        {
-            return Err(Error::Training("the checkpoint's layers do not match the network's".into()));
-        }
-        for ((_, _, w), layer) in c.layers.into_iter().zip(&mut self.net.layers) {
-            layer.weights = w;
-        }
+        self.net.load_weights(&c.layers)?;
         self.optimizer = c.optimizer;
         self.history = c.history;
         self.epochs_done = c.epochs_done;
@@ -418,10 +411,7 @@ pub fn load_data(
 /// Loads a training network and applies the command-line overrides.
 pub fn load_training(opts: &TrainOptions) -> Result<(Network, String, Training)> {
     let (network, text) = spec::load_network(&opts.network)?;
-    let mut training = network.training.clone().ok_or_else(|| Error::Invalid {
-        path: opts.network.clone(),
-        problems: vec!["training: the network has no training section".into()],
-    })?;
+    let mut training = spec::training_section(&network, &opts.network)?;
     if let Some(s) = opts.surrogate {
         training.surrogate = s;
     }
