@@ -276,6 +276,14 @@ impl Simulation {
         })
     }
 
+    /// The label of the data-set image a source presents, if one does.
+    pub fn presented_label(&self) -> Option<u8> {
+        self.populations.iter().find_map(|p| match &p.dynamics {
+            Dynamics::Source(Generator::Image { label, .. }) => Some(*label),
+            _ => None,
+        })
+    }
+
     pub fn neuron_count(&self) -> usize {
         self.populations.iter().filter(|p| matches!(p.dynamics, Dynamics::Lif(_))).map(|p| p.size).sum()
     }
@@ -449,6 +457,7 @@ fn image_source(
     let steps = (model.network.duration_ms / model.network.dt_ms).round() as usize;
     Ok(Generator::Image {
         pixels: split.images.image(index as usize).to_vec(),
+        label: split.labels[index as usize],
         encoder,
         steps: steps.max(1),
         rng: encoding_stream(seed, None, index as usize),

@@ -20,7 +20,8 @@ pub enum Generator {
     /// Explicit (step, generator) events, sorted by step then generator.
     Times { events: Vec<(u64, u32)>, cursor: usize },
     /// An image encoded step by step, one generator per pixel.
-    Image { pixels: Vec<u8>, encoder: Encoder, steps: usize, rng: Stream },
+    /// `label` is the image's class, kept so the run can be scored without reading the data again.
+    Image { pixels: Vec<u8>, label: u8, encoder: Encoder, steps: usize, rng: Stream },
 }
 
 impl Generator {
@@ -56,7 +57,7 @@ impl Generator {
                 }
                 *next -= n;
             }
-            Generator::Image { pixels, encoder, steps, rng } => {
+            Generator::Image { pixels, encoder, steps, rng, .. } => {
                 encoder.encode_step(pixels, step as usize, *steps, rng, |i, _| out.push(i));
             }
             Generator::Times { events, cursor } => {

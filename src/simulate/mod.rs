@@ -151,7 +151,7 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
 
     let recording = Recording::from_simulation(&sim, &model);
     let prediction = match &trained {
-        Some(t) => t.predict(&recording, &model)?,
+        Some(t) => t.predict(&recording, sim.presented_label()),
         None => None,
     };
     let note = prediction.map(|(p, l)| format!(", {}", describe_prediction(p, l))).unwrap_or_default();

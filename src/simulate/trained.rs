@@ -8,7 +8,7 @@ use crate::engine::Simulation;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::{self, Checkpoint};
 use crate::recording::Recording;
-use crate::spec::{Model, Neuron, Readout, SourceKind, TraceRecord, Training};
+use crate::spec::{Model, Neuron, Readout, TraceRecord, Training};
 
 pub struct Trained {
     checkpoint: Checkpoint,
@@ -77,11 +77,9 @@ impl Trained {
     }
 
     /// The class the readout votes for (mean potential after each of the T training steps),
-    /// and the label of the presented image if the stimulus shows one.
-    pub fn predict(&self, rec: &Recording, model: &Model) -> Result<Option<(usize, Option<u8>)>> {
-        let Some(readout) = &self.readout else {
-            return Ok(None);
-        };
+    /// with `label`, the presented image's class if there is one.
+    pub fn predict(&self, rec: &Recording, label: Option<u8>) -> Option<(usize, Option<u8>)> {
+        let readout = self.readout.as_ref()?;
         let trace = rec.traces.iter().find(|t| &t.population == readout).expect("recorded in prepare");
         let n = trace.node_ids.len();
         let rows = trace.v.len() / n.max(1);
@@ -92,17 +90,6 @@ impl Trained {
             }
         }
         let predicted = mean.iter().enumerate().fold(0, |best, (k, &m)| if m > mean[best] { k } else { best });
-        let label = match model.stimulus.sources.iter().find_map(|s| match &s.kind {
-            SourceKind::Image { data, index, .. } => Some((data.clone(), *index)),
-            _ => None,
-        }) {
-            Some((data, index)) => {
-                let folder = crate::data::idx::stimulus_folder(data.as_deref(), model.stimulus_path.as_deref());
-                let labels = crate::data::idx::load_dir(&folder)?.test.labels;
-                labels.get(index as usize).copied()
-            }
-            None => None,
-        };
-        Ok(Some((predicted, label)))
+        Some((predicted, label))
     }
 }
