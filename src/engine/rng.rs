@@ -20,6 +20,8 @@ pub enum Purpose {
     Encoding = 4,
     /// Order of the training samples (index: epoch).
     Shuffle = 5,
+    /// Dropout masks of a layered model (index: epoch, sample and layer).
+    Dropout = 6,
 }
 
 /// SplitMix64 finaliser: a bijective mixer, so distinct inputs give unrelated seeds.

@@ -3,6 +3,7 @@
 //! semantic problem with its field path. A [`Model`] exists only once both stages passed.
 
 pub mod common;
+pub mod layers;
 pub mod network;
 pub mod stimulus;
 pub mod training;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 pub use common::{Connect, Distribution, Projection, Synapse};
+pub use layers::{Layer, Shape, Weights};
 pub use network::{Network, Neuron, Population, Record, Reset, SpikeRecord, TraceRecord};
 pub use stimulus::{Current, Source, SourceKind, Stimulus};
 pub use training::{InputPopulation, Optimizer, Readout, Schedule, Training};

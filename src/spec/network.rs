@@ -3,12 +3,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{Distribution, Projection};
+use super::layers::Layer;
 use super::training::{InputPopulation, Training};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     pub name: String,
+    /// Time step; Brian2's default when absent (a layered model has no time).
+    #[serde(default = "default_dt")]
     pub dt_ms: f64,
     /// Default run length; `--duration-ms` overrides it.
     #[serde(default = "default_duration")]
@@ -19,7 +22,12 @@ pub struct Network {
     /// Stimulus file applied by default, relative to this file's folder; `--stimulus` overrides it.
     #[serde(default)]
     pub stimulus: Option<String>,
+    #[serde(default)]
     pub populations: Vec<Population>,
+    /// A layered model (DHN, BNN, ICBM, CNN): a stack of layers applied once per image, in place
+    /// of populations and projections; see [`super::layers`].
+    #[serde(default)]
+    pub layers: Vec<Layer>,
     /// Populations fed from outside: by a stimulus source of the same name when simulating, by
     /// the data set when training.
     #[serde(default)]
@@ -31,6 +39,17 @@ pub struct Network {
     /// How to train the network (`snn train`).
     #[serde(default)]
     pub training: Option<Training>,
+}
+
+impl Network {
+    /// Whether this is a layered model rather than a network of spiking populations.
+    pub fn is_layered(&self) -> bool {
+        !self.layers.is_empty()
+    }
+}
+
+fn default_dt() -> f64 {
+    0.1
 }
 
 fn default_duration() -> f64 {

@@ -12,12 +12,16 @@ use crate::surrogate::{SpikeMode, Surrogate};
 pub struct InputPopulation {
     pub name: String,
     pub size: u32,
+    /// (channels, height, width) of an image input, for layered models with convolutions.
+    #[serde(default)]
+    pub shape: Option<(u32, u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Training {
-    /// Time steps per sample (T), each of the network's dt.
+    /// Time steps per sample (T), each of the network's dt; layered models see an image once (1).
+    #[serde(default = "one")]
     pub steps: u32,
     #[serde(default)]
     pub encoder: Encoder,
@@ -50,6 +54,10 @@ pub struct Training {
     pub train_samples: Option<u32>,
     #[serde(default)]
     pub test_samples: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_epochs() -> u32 {

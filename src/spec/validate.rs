@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::common::{Connect, Projection, Synapse};
+use super::layers::{Shape, check_layers};
 use super::network::{Network, Neuron, SpikeRecord};
 use super::stimulus::{Current, SourceKind, Stimulus};
 use super::training::{Optimizer, Schedule, Training};
@@ -42,6 +43,10 @@ pub fn check_network(net: &Network) -> (PopulationTable, Vec<String>) {
     let mut problems = Vec::new();
     positive(&mut problems, "dt_ms", net.dt_ms);
     positive(&mut problems, "duration_ms", net.duration_ms);
+    if net.is_layered() {
+        check_layered(net, &mut problems);
+        return (PopulationTable::new(), problems);
+    }
     if net.populations.is_empty() {
         problems.push("populations: the network has no population".into());
     }
@@ -93,6 +98,53 @@ pub fn check_network(net: &Network) -> (PopulationTable, Vec<String>) {
     }
     check_record(net, &table, &mut problems);
     (table, problems)
+}
+
+/// The input's shape for a layered model: its `shape` if given, else a flat vector.
+pub fn input_shape(net: &Network) -> Option<Shape> {
+    let input = net.inputs.first()?;
+    Some(match input.shape {
+        Some((c, h, w)) => Shape::Image { channels: c as usize, height: h as usize, width: w as usize },
+        None => Shape::Flat(input.size as usize),
+    })
+}
+
+fn check_layered(net: &Network, problems: &mut Vec<String>) {
+    if !net.populations.is_empty() || !net.projections.is_empty() {
+        problems.push(
+            "layers: a layered model has no populations or projections; describe it with layers only".into(),
+        );
+    }
+    if net.inputs.len() != 1 {
+        problems.push(format!("inputs: a layered model needs exactly one input, found {}", net.inputs.len()));
+        return;
+    }
+    let input = &net.inputs[0];
+    if let Some((c, h, w)) = input.shape {
+        if c as u64 * h as u64 * w as u64 != input.size as u64 {
+            problems.push(format!(
+                "inputs[0].shape: {c} x {h} x {w} = {} values, but size is {}",
+                c as u64 * h as u64 * w as u64,
+                input.size
+            ));
+            return;
+        }
+    }
+    if input.size == 0 {
+        problems.push("inputs[0].size: must be at least 1".into());
+        return;
+    }
+    let shape = input_shape(net).expect("one input");
+    problems.extend(check_layers(shape, &net.layers).1);
+    match &net.training {
+        None => problems.push("training: a layered model needs a training section".into()),
+        Some(t) => {
+            check_training_settings(t, problems);
+            if t.steps != 1 {
+                problems.push(format!("training.steps: a layered model sees each image once (1), got {}", t.steps));
+            }
+        }
+    }
 }
 
 fn check_record(net: &Network, table: &PopulationTable, problems: &mut Vec<String>) {
@@ -343,6 +395,12 @@ pub fn check_stimulus(stim: &Stimulus, network: &Network, network_table: &Popula
 /// What the trainer supports: one input, then a chain of LIF populations each fed by exactly one
 /// all-to-all, instantaneous, zero-delay projection from the one before; the last is the readout.
 fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
+    check_training_settings(t, problems);
+    check_chain(net, problems);
+}
+
+/// The settings every trainable network shares (optimizer, schedule, surrogate, ...).
+fn check_training_settings(t: &Training, problems: &mut Vec<String>) {
     if t.steps == 0 {
         problems.push("training.steps: must be at least 1".into());
     }
@@ -379,6 +437,10 @@ fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// A spiking network trains as a chain: input, layer 1, ..., readout.
+fn check_chain(net: &Network, problems: &mut Vec<String>) {
     if net.inputs.len() != 1 {
         problems.push(format!("inputs: training needs exactly one input population, found {}", net.inputs.len()));
         return;

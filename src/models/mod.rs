@@ -1,0 +1,15 @@
+//! Layered models: deep Heaviside nets (DHN), binary nets (BNN), implicit concept bottleneck
+//! models (ICBM) and plain CNNs, described by a `layers: [...]` stack in a network file
+//! ([`crate::spec::layers`]) and trained by the same `snn train` with the same surrogates.
+//!
+//! [`net`] builds a model and runs it forward and backward over a batch; [`linear`], [`norm`],
+//! [`pool`] and [`activation`] are its layers; [`gemm`] the matrix products under them.
+
+pub mod activation;
+pub mod gemm;
+pub mod linear;
+pub mod net;
+pub mod norm;
+pub mod pool;
+
+pub use net::{LayerNet, Mode, Trace};

@@ -1,0 +1,377 @@
+//! A layered model built from its spec: forward over a batch (keeping what the backward pass
+//! needs), backward to every parameter's gradient, and the parameters in one fixed order for the
+//! optimizer and checkpoints.
+
+use nalgebra::DMatrix;
+use rand::RngExt;
+
+use super::activation::{self, Step, StepForward};
+use super::gemm::Gemm;
+use super::linear::{self, ConvGeometry, Linear};
+use super::norm::{BatchNorm, NormCache};
+use super::pool;
+use crate::engine::rng::{self, Purpose};
+use crate::error::{Error, Result};
+use crate::spec::validate::input_shape;
+use crate::spec::{Layer as LayerSpec, Network, Shape, Training};
+use crate::surrogate::{SpikeMode, Surrogate};
+use crate::train::bptt::cross_entropy;
+
+/// The index of the largest score (the first on ties).
+pub fn argmax<F: PartialOrd>(scores: &[F]) -> usize {
+    (0..scores.len()).fold(0, |best, k| if scores[k] > scores[best] { k } else { best })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op<F> {
+    Dense(Linear<F>),
+    Conv(Linear<F>, ConvGeometry),
+    MaxPool(usize),
+    AvgPool(usize),
+    BatchNorm(BatchNorm<F>),
+    /// Heaviside or sign; `smooth` is SpikeMode::Smooth (S(x) while training, H(x) evaluated).
+    Step { step: Step, smooth: bool },
+    Relu,
+    Dropout(f64),
+    Flatten,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layer<F> {
+    pub op: Op<F>,
+    pub input: Shape,
+    pub output: Shape,
+    /// `layers[3] Dense`, for messages, checkpoints and figures.
+    pub label: String,
+}
+
+/// How a forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode<'a> {
+    /// Batch statistics, dropout, smooth concepts; `keys` are (epoch, sample index per column),
+    /// from which dropout masks are drawn, so they do not depend on the batch's split.
+    Train { seed: u64, epoch: u32, samples: &'a [usize] },
+    /// Running statistics, no dropout; smooth-mode units hardened to H(x) unless `soft`.
+    Eval { soft: bool },
+}
+
+/// What a forward pass kept per layer for the backward pass.
+#[derive(Debug, Clone)]
+pub enum Extra<F> {
+    None,
+    /// The effective (binarised) weights, when they differ from the latent ones.
+    Weights(DMatrix<F>),
+    Conv { weights: Option<DMatrix<F>>, patches: Vec<F> },
+    Winners(Vec<u32>),
+    Norm(NormCache<F>),
+    Mask(Vec<F>),
+}
+
+/// A forward pass: `values[0]` is the input, `values[i + 1]` the output of layer i.
+#[derive(Debug, Clone)]
+pub struct Trace<F> {
+    pub values: Vec<DMatrix<F>>,
+    pub extras: Vec<Extra<F>>,
+    /// Step layers ran smooth (their backward uses the exact derivative).
+    smooth_steps: Vec<bool>,
+}
+
+impl<F> Trace<F> {
+    pub fn scores(&self) -> &DMatrix<F> {
+        self.values.last().expect("a trace holds at least the input")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNet<F> {
+    pub input: Shape,
+    pub layers: Vec<Layer<F>>,
+    /// The training section's surrogate: the default of step layers, and the smooth sign of
+    /// binarised weights under `smooth`.
+    pub surrogate: Surrogate,
+    /// Every step unit and binarised weight uses its smooth form (for gradient checks).
+    pub smooth: bool,
+}
+
+impl<F: Gemm> LayerNet<F> {
+    /// Builds a checked layered network; weights start as PyTorch's defaults (uniform in
+    /// +-1/sqrt(fan_in), biases too), drawn from the stream of the layer's index.
+    pub fn from_spec(net: &Network, training: &Training, seed: u64) -> Result<Self> {
+        let input = input_shape(net).ok_or_else(|| Error::Training("the model has no input".into()))?;
+        let mut shape = input;
+        let mut layers = Vec::new();
+        for (i, spec) in net.layers.iter().enumerate() {
+            let output = spec.output_shape(shape).map_err(|why| Error::Training(format!("layers[{i}]: {why}")))?;
+            let mut stream = rng::stream(seed, Purpose::Connectivity, i as u64);
+            let mut linear = |rows: usize, fan_in: usize, bias: bool, binary: bool| {
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                let mut draw = |_, _| F::of(bound * (2.0 * stream.random::<f64>() - 1.0));
+                let weight = DMatrix::from_fn(rows, fan_in, &mut draw);
+                let bias = bias.then(|| DMatrix::from_fn(rows, 1, &mut draw));
+                Linear { weight, bias, binary }
+            };
+            let op = match *spec {
+                LayerSpec::Dense { units, weights, bias } => {
+                    Op::Dense(linear(units as usize, shape.size(), bias, weights.is_binary()))
+                }
+                LayerSpec::Conv2d { filters, kernel, stride, padding, weights, bias } => {
+                    let k = kernel as usize;
+                    let taps = shape.channels() * k * k;
+                    let geometry = ConvGeometry {
+                        input: shape,
+                        output,
+                        kernel: k,
+                        stride: stride as usize,
+                        padding: padding as usize,
+                    };
+                    Op::Conv(linear(filters as usize, taps, bias, weights.is_binary()), geometry)
+                }
+                LayerSpec::MaxPool { size } => Op::MaxPool(size as usize),
+                LayerSpec::AvgPool { size } => Op::AvgPool(size as usize),
+                LayerSpec::BatchNorm { momentum, eps } => {
+                    Op::BatchNorm(BatchNorm::new(shape.channels(), shape.positions(), momentum, eps))
+                }
+                LayerSpec::Heaviside { mode, surrogate } => Op::Step {
+                    step: Step::new(surrogate.unwrap_or(training.surrogate), false),
+                    smooth: mode == SpikeMode::Smooth,
+                },
+                LayerSpec::Sign { surrogate } => {
+                    Op::Step { step: Step::new(surrogate.unwrap_or(training.surrogate), true), smooth: false }
+                }
+                LayerSpec::Relu => Op::Relu,
+                LayerSpec::Dropout { rate } => Op::Dropout(rate),
+                LayerSpec::Flatten => Op::Flatten,
+            };
+            layers.push(Layer { op, input: shape, output, label: format!("layers[{i}] {}", spec.kind()) });
+            shape = output;
+        }
+        Ok(LayerNet { input, layers, surrogate: training.surrogate, smooth: false })
+    }
+
+    pub fn classes(&self) -> usize {
+        self.layers.last().map_or(0, |l| l.output.size())
+    }
+
+    fn step_forward(&self, smooth_layer: bool, mode: Mode) -> StepForward {
+        let smooth = self.smooth
+            || (smooth_layer && match mode {
+                Mode::Train { .. } => true,
+                Mode::Eval { soft } => soft,
+            });
+        if smooth { StepForward::Smooth } else { StepForward::Hard }
+    }
+
+    /// Runs a batch (`features x samples`) forward. Training mode updates batch-norm running
+    /// statistics, hence `&mut self`.
+    pub fn forward(&mut self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
+        let mut trace = Trace { values: vec![x], extras: Vec::new(), smooth_steps: Vec::new() };
+        let smooth_w = self.smooth.then_some(self.surrogate);
+        for i in 0..self.layers.len() {
+            let how = match &self.layers[i].op {
+                Op::Step { smooth, .. } => self.step_forward(*smooth, mode),
+                _ => StepForward::Hard,
+            };
+            let x = trace.values.last().expect("input is there");
+            let layer = &mut self.layers[i];
+            let (y, extra) = match &mut layer.op {
+                Op::Dense(l) => {
+                    if l.binary {
+                        let w = l.effective(smooth_w.as_ref());
+                        (linear::dense_forward(&w, l.bias.as_ref(), x), Extra::Weights(w))
+                    } else {
+                        (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)
+                    }
+                }
+                Op::Conv(l, g) => {
+                    let w = l.binary.then(|| l.effective(smooth_w.as_ref()));
+                    let (y, patches) = linear::conv_forward(g, w.as_ref().unwrap_or(&l.weight), l.bias.as_ref(), x);
+                    (y, Extra::Conv { weights: w, patches })
+                }
+                Op::MaxPool(size) => {
+                    let (y, winners) = pool::max_forward(layer.input, *size, x);
+                    (y, Extra::Winners(winners))
+                }
+                Op::AvgPool(size) => (pool::avg_forward(layer.input, *size, x), Extra::None),
+                Op::BatchNorm(bn) => match mode {
+                    Mode::Train { .. } => {
+                        let mut cache = NormCache { normalised: Vec::new(), inv_std: Vec::new() };
+                        let y = bn.forward_train(x, &mut cache);
+                        (y, Extra::Norm(cache))
+                    }
+                    Mode::Eval { .. } => (bn.forward_eval(x), Extra::None),
+                },
+                Op::Step { step, .. } => (step.forward(x, how), Extra::None),
+                Op::Relu => (activation::relu_forward(x), Extra::None),
+                Op::Dropout(rate) => match mode {
+                    Mode::Train { seed, epoch, samples } if *rate > 0.0 => {
+                        let n = x.nrows();
+                        let mut mask = vec![F::zero(); x.len()];
+                        for (column, &sample) in mask.chunks_mut(n).zip(samples) {
+                            let key = (epoch as u64) << 40 ^ (sample as u64) << 8 ^ i as u64;
+                            activation::dropout_mask(*rate, n, &mut rng::stream(seed, Purpose::Dropout, key), column);
+                        }
+                        let mut y = x.clone();
+                        y.iter_mut().zip(&mask).for_each(|(v, &m)| *v *= m);
+                        (y, Extra::Mask(mask))
+                    }
+                    _ => (x.clone(), Extra::None),
+                },
+                Op::Flatten => (x.clone(), Extra::None),
+            };
+            trace.values.push(y);
+            trace.extras.push(extra);
+            trace.smooth_steps.push(how == StepForward::Smooth);
+        }
+        trace
+    }
+
+    /// Gradients of every parameter (in [`LayerNet::params`] order) given the gradient of the
+    /// loss with respect to the scores of a training forward pass.
+    pub fn backward(&self, trace: &Trace<F>, d_scores: DMatrix<F>) -> Vec<DMatrix<F>> {
+        let mut grads: Vec<Vec<DMatrix<F>>> = vec![Vec::new(); self.layers.len()];
+        let mut dy = d_scores;
+        let smooth_w = self.smooth.then_some(&self.surrogate);
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            let x = &trace.values[i];
+            let extra = &trace.extras[i];
+            let needs_input_grad = i > 0;
+            dy = match (&layer.op, extra) {
+                (Op::Dense(l), extra) => {
+                    let w = if let Extra::Weights(w) = extra { w } else { &l.weight };
+                    let (mut dw, db, dx) = linear::dense_backward(w, l.bias.is_some(), x, &dy);
+                    l.latent_gradient(&mut dw, smooth_w);
+                    grads[i].push(dw);
+                    grads[i].extend(db);
+                    dx
+                }
+                (Op::Conv(l, g), Extra::Conv { weights, patches }) => {
+                    let w = weights.as_ref().unwrap_or(&l.weight);
+                    let (mut dw, db, dx) = linear::conv_backward(g, w, l.bias.is_some(), patches, &dy);
+                    l.latent_gradient(&mut dw, smooth_w);
+                    grads[i].push(dw);
+                    grads[i].extend(db);
+                    dx
+                }
+                (Op::MaxPool(_), Extra::Winners(w)) => pool::max_backward(layer.input, w, &dy),
+                (Op::AvgPool(size), _) => pool::avg_backward(layer.input, *size, &dy),
+                (Op::BatchNorm(bn), Extra::Norm(cache)) => {
+                    let (dgamma, dbeta, dx) = bn.backward(cache, &dy);
+                    grads[i].push(dgamma);
+                    grads[i].push(dbeta);
+                    dx
+                }
+                (Op::Step { step, .. }, _) => {
+                    let how = if trace.smooth_steps[i] { StepForward::Smooth } else { StepForward::Hard };
+                    if needs_input_grad { step.backward(x, &dy, how) } else { dy }
+                }
+                (Op::Relu, _) => activation::relu_backward(x, &dy),
+                (Op::Dropout(_), Extra::Mask(mask)) => {
+                    let mut dx = dy;
+                    dx.iter_mut().zip(mask).for_each(|(g, &m)| *g *= m);
+                    dx
+                }
+                (Op::Dropout(_) | Op::Flatten, _) => dy,
+                (op, _) => unreachable!("backward of {op:?} needs a training forward pass"),
+            };
+        }
+        grads.into_iter().flatten().collect()
+    }
+
+    /// The trainable parameters, layer by layer: weight then bias; gamma then beta.
+    pub fn params(&self) -> Vec<&DMatrix<F>> {
+        self.named_params().into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Parameters with names such as `layers[3] Dense.weight`.
+    pub fn named_params(&self) -> Vec<(String, &DMatrix<F>)> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            let name = |p: &str| format!("{}.{p}", layer.label);
+            match &layer.op {
+                Op::Dense(l) | Op::Conv(l, _) => {
+                    out.push((name("weight"), &l.weight));
+                    out.extend(l.bias.as_ref().map(|b| (name("bias"), b)));
+                }
+                Op::BatchNorm(bn) => {
+                    out.push((name("gamma"), &bn.gamma));
+                    out.push((name("beta"), &bn.beta));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut DMatrix<F>> {
+        let mut out = Vec::new();
+        for layer in &mut self.layers {
+            match &mut layer.op {
+                Op::Dense(l) | Op::Conv(l, _) => {
+                    out.push(&mut l.weight);
+                    out.extend(l.bias.as_mut());
+                }
+                Op::BatchNorm(bn) => {
+                    out.push(&mut bn.gamma);
+                    out.push(&mut bn.beta);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// State that is not trained by gradients (batch-norm running statistics), with names.
+    pub fn named_buffers(&self) -> Vec<(String, &DMatrix<F>)> {
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            if let Op::BatchNorm(bn) = &layer.op {
+                out.push((format!("{}.running_mean", layer.label), &bn.running_mean));
+                out.push((format!("{}.running_var", layer.label), &bn.running_var));
+            }
+        }
+        out
+    }
+
+    pub fn buffers_mut(&mut self) -> Vec<&mut DMatrix<F>> {
+        let mut out = Vec::new();
+        for layer in &mut self.layers {
+            if let Op::BatchNorm(bn) = &mut layer.op {
+                out.push(&mut bn.running_mean);
+                out.push(&mut bn.running_var);
+            }
+        }
+        out
+    }
+
+    /// Clips latent binary weights after an optimizer step.
+    pub fn clip_binary(&mut self) {
+        for layer in &mut self.layers {
+            if let Op::Dense(l) | Op::Conv(l, _) = &mut layer.op {
+                l.clip();
+            }
+        }
+    }
+
+    /// Mean cross-entropy of a batch's scores against `labels`, its gradient with respect to the
+    /// scores (of the mean loss), and the number of correct predictions.
+    pub fn loss(scores: &DMatrix<F>, labels: &[u8]) -> (f64, DMatrix<F>, usize) {
+        let n = scores.ncols();
+        let weight = F::of(1.0 / n as f64);
+        let mut grad = DMatrix::zeros(scores.nrows(), n);
+        let mut column = Vec::new();
+        let (mut loss, mut correct) = (0.0, 0);
+        for (j, &label) in labels.iter().enumerate() {
+            let s = scores.column(j);
+            let s = s.as_slice();
+            loss += cross_entropy(s, label as usize, weight, &mut column);
+            grad.column_mut(j).copy_from_slice(&column);
+            correct += (argmax(s) == label as usize) as usize;
+        }
+        (loss / n as f64, grad, correct)
+    }
+
+    /// Indices of the step, sign and ReLU layers: the hidden units whose activity is reported.
+    pub fn activation_layers(&self) -> Vec<usize> {
+        (0..self.layers.len()).filter(|&i| matches!(self.layers[i].op, Op::Step { .. } | Op::Relu)).collect()
+    }
+}

@@ -1,0 +1,320 @@
+//! Layered (non-spiking, one pass per image) models: deep Heaviside nets, binary nets and concept
+//! bottleneck models are a `layers: [...]` stack in the network file instead of populations and
+//! projections. Names follow PyTorch and Larq: `Dense`, `Conv2d`, `MaxPool`, `BatchNorm`, ...
+//!
+//! ```ron
+//! inputs: [(name: "pixels", size: 784, shape: (1, 28, 28))],
+//! layers: [
+//!     Conv2d(filters: 32, kernel: 3, padding: 1), BatchNorm(), Relu, MaxPool(size: 2),
+//!     Flatten, Dense(units: 64), BatchNorm(), Heaviside(mode: Smooth), Dense(units: 10),
+//! ],
+//! ```
+//!
+//! The checks here infer every layer's output shape, so a convolution that does not fit its
+//! input is reported with the layer's index and kind before anything is built.
+
+use serde::{Deserialize, Serialize};
+
+use crate::surrogate::{SpikeMode, Surrogate};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Layer {
+    /// Fully connected: `y = W x + b`.
+    Dense {
+        units: u32,
+        #[serde(default)]
+        weights: Weights,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// 2-D convolution over a (channels, height, width) input, square kernel.
+    Conv2d {
+        filters: u32,
+        kernel: u32,
+        #[serde(default = "one")]
+        stride: u32,
+        #[serde(default)]
+        padding: u32,
+        #[serde(default)]
+        weights: Weights,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    /// Maximum over non-overlapping `size x size` windows (stride = size; a ragged edge is dropped).
+    MaxPool { size: u32 },
+    /// Mean over non-overlapping `size x size` windows.
+    AvgPool { size: u32 },
+    /// Batch normalisation per feature (per channel after a convolution), with running
+    /// statistics for evaluation; PyTorch's defaults.
+    BatchNorm {
+        #[serde(default = "bn_momentum")]
+        momentum: f64,
+        #[serde(default = "bn_eps")]
+        eps: f64,
+    },
+    /// The Heaviside step, 0/1. Surrogate mode: forward H(x), backward S'(x). Smooth mode: forward
+    /// S(x) while training, hardened to H(x) at evaluation. `surrogate` defaults to the training
+    /// section's.
+    Heaviside {
+        #[serde(default)]
+        mode: SpikeMode,
+        #[serde(default)]
+        surrogate: Option<Surrogate>,
+    },
+    /// The sign, -1/+1 (sign(0) = +1), i.e. 2 H(x) - 1, with backward 2 S'(x).
+    Sign {
+        #[serde(default)]
+        surrogate: Option<Surrogate>,
+    },
+    Relu,
+    /// Zeroes each input with probability `rate` while training (inverted dropout).
+    Dropout { rate: f64 },
+    /// (channels, height, width) to one feature vector, channel-major as PyTorch flattens.
+    Flatten,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn bn_momentum() -> f64 {
+    0.1
+}
+fn bn_eps() -> f64 {
+    1e-5
+}
+
+/// How a layer's weights are used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Weights {
+    #[default]
+    Real,
+    /// sign(w) of latent real weights, which are clipped to [-1, 1] after every update; the
+    /// gradient passes straight through where |w| <= 1 (Larq's `ste_sign` with `weight_clip`).
+    /// With `batch_norm: true` (the default) a BatchNorm must follow, as binary layers need one to
+    /// train.
+    Binary {
+        #[serde(default = "yes")]
+        batch_norm: bool,
+    },
+}
+
+impl Weights {
+    pub fn is_binary(self) -> bool {
+        matches!(self, Weights::Binary { .. })
+    }
+}
+
+/// The shape of one sample between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Flat(usize),
+    Image { channels: usize, height: usize, width: usize },
+}
+
+impl Shape {
+    pub fn size(self) -> usize {
+        match self {
+            Shape::Flat(n) => n,
+            Shape::Image { channels, height, width } => channels * height * width,
+        }
+    }
+
+    /// Channels for batch normalisation: per channel of an image, per feature of a vector.
+    pub fn channels(self) -> usize {
+        match self {
+            Shape::Flat(n) => n,
+            Shape::Image { channels, .. } => channels,
+        }
+    }
+
+    /// Positions per channel (1 for a vector).
+    pub fn positions(self) -> usize {
+        match self {
+            Shape::Flat(_) => 1,
+            Shape::Image { height, width, .. } => height * width,
+        }
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Shape::Flat(n) => write!(f, "{n}"),
+            Shape::Image { channels, height, width } => write!(f, "{channels}x{height}x{width}"),
+        }
+    }
+}
+
+impl Layer {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Dense { .. } => "Dense",
+            Layer::Conv2d { .. } => "Conv2d",
+            Layer::MaxPool { .. } => "MaxPool",
+            Layer::AvgPool { .. } => "AvgPool",
+            Layer::BatchNorm { .. } => "BatchNorm",
+            Layer::Heaviside { .. } => "Heaviside",
+            Layer::Sign { .. } => "Sign",
+            Layer::Relu => "Relu",
+            Layer::Dropout { .. } => "Dropout",
+            Layer::Flatten => "Flatten",
+        }
+    }
+
+    /// The output shape for input `shape`, or what does not fit.
+    pub fn output_shape(&self, shape: Shape) -> Result<Shape, String> {
+        match *self {
+            Layer::Dense { units, .. } => match shape {
+                Shape::Flat(_) if units > 0 => Ok(Shape::Flat(units as usize)),
+                Shape::Flat(_) => Err("units: must be at least 1".into()),
+                Shape::Image { .. } => Err(format!("its input is an image ({shape}); put Flatten before it")),
+            },
+            Layer::Conv2d { filters, kernel, stride, padding, .. } => {
+                let Shape::Image { height, width, .. } = shape else {
+                    return Err(format!(
+                        "its input is a vector of {shape} features, not an image; give inputs[0].shape or move it before Flatten"
+                    ));
+                };
+                if filters == 0 || kernel == 0 || stride == 0 {
+                    return Err(format!(
+                        "filters, kernel and stride must be at least 1, got {filters}, {kernel}, {stride}"
+                    ));
+                }
+                let (k, p, s) = (kernel as usize, padding as usize, stride as usize);
+                if k > height + 2 * p || k > width + 2 * p {
+                    return Err(format!(
+                        "a {k}x{k} kernel with padding {p} does not fit its {height}x{width} input ({shape})"
+                    ));
+                }
+                Ok(Shape::Image {
+                    channels: filters as usize,
+                    height: (height + 2 * p - k) / s + 1,
+                    width: (width + 2 * p - k) / s + 1,
+                })
+            }
+            Layer::MaxPool { size } | Layer::AvgPool { size } => {
+                let Shape::Image { channels, height, width } = shape else {
+                    return Err(format!("its input is a vector of {shape} features, not an image"));
+                };
+                let s = size as usize;
+                if s == 0 || s > height || s > width {
+                    return Err(format!("a {s}x{s} window does not fit its {height}x{width} input"));
+                }
+                Ok(Shape::Image { channels, height: height / s, width: width / s })
+            }
+            Layer::Flatten => Ok(Shape::Flat(shape.size())),
+            Layer::BatchNorm { momentum, eps } => {
+                if !(momentum > 0.0 && momentum <= 1.0) {
+                    return Err(format!("momentum: must lie in (0, 1], got {momentum}"));
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return Err(format!("eps: must be a positive number, got {eps}"));
+                }
+                Ok(shape)
+            }
+            Layer::Dropout { rate } => {
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(format!("rate: must lie in [0, 1), got {rate}"));
+                }
+                Ok(shape)
+            }
+            Layer::Heaviside { surrogate, .. } | Layer::Sign { surrogate } => {
+                let problems = surrogate.map(|s| s.problems("surrogate")).unwrap_or_default();
+                if problems.is_empty() { Ok(shape) } else { Err(problems.join("; ")) }
+            }
+            Layer::Relu => Ok(shape),
+        }
+    }
+}
+
+/// The layers' output shapes (one per layer), or every problem with its field path
+/// (`layers[3] (Conv2d): ...`).
+pub fn check_layers(input: Shape, layers: &[Layer]) -> (Vec<Shape>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut shapes = Vec::with_capacity(layers.len());
+    let mut shape = input;
+    for (i, layer) in layers.iter().enumerate() {
+        match layer.output_shape(shape) {
+            Ok(s) => shape = s,
+            Err(why) => {
+                problems.push(format!("layers[{i}] ({}): {why}", layer.kind()));
+                // Later shapes cannot be known; stop rather than report follow-on errors.
+                return (shapes, problems);
+            }
+        }
+        shapes.push(shape);
+        if let Layer::Dense { weights: Weights::Binary { batch_norm: true }, .. }
+        | Layer::Conv2d { weights: Weights::Binary { batch_norm: true }, .. } = layer
+        {
+            // Pooling, dropout and flattening may sit between; the next layer doing arithmetic
+            // must be the normalisation.
+            let next = layers[i + 1..]
+                .iter()
+                .find(|l| !matches!(l, Layer::MaxPool { .. } | Layer::AvgPool { .. } | Layer::Dropout { .. } | Layer::Flatten));
+            if !matches!(next, Some(Layer::BatchNorm { .. })) {
+                problems.push(format!(
+                    "layers[{i}] ({}): binarised weights with batch_norm: true need a BatchNorm after them, found {}",
+                    layer.kind(),
+                    next.map_or("the end of the network", Layer::kind)
+                ));
+            }
+        }
+    }
+    match layers.last() {
+        None => problems.push("layers: the model has no layer".into()),
+        Some(Layer::Dense { .. }) => {}
+        Some(last) => problems.push(format!(
+            "layers[{}] ({}): the last layer must be a Dense layer giving the class scores",
+            layers.len() - 1,
+            last.kind()
+        )),
+    }
+    (shapes, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> Shape {
+        Shape::Image { channels: 1, height: 28, width: 28 }
+    }
+
+    #[test]
+    fn shapes_of_a_small_cnn() {
+        let layers = vec![
+            Layer::Conv2d { filters: 8, kernel: 3, stride: 1, padding: 1, weights: Weights::Real, bias: true },
+            Layer::MaxPool { size: 2 },
+            Layer::Conv2d { filters: 16, kernel: 5, stride: 1, padding: 0, weights: Weights::Real, bias: true },
+            Layer::Flatten,
+            Layer::Dense { units: 10, weights: Weights::Real, bias: true },
+        ];
+        let (shapes, problems) = check_layers(image(), &layers);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(shapes[1], Shape::Image { channels: 8, height: 14, width: 14 });
+        assert_eq!(shapes[2], Shape::Image { channels: 16, height: 10, width: 10 });
+        assert_eq!(shapes[3], Shape::Flat(1600));
+    }
+
+    #[test]
+    fn misfits_name_the_layer() {
+        let conv = Layer::Conv2d { filters: 8, kernel: 31, stride: 1, padding: 1, weights: Weights::Real, bias: true };
+        let (_, problems) = check_layers(image(), &[conv]);
+        assert!(problems[0].starts_with("layers[0] (Conv2d): a 31x31 kernel"), "{problems:?}");
+        let dense = Layer::Dense { units: 4, weights: Weights::Real, bias: true };
+        let (_, problems) = check_layers(image(), &[dense]);
+        assert!(problems[0].contains("put Flatten before it"), "{problems:?}");
+        let binary = Layer::Dense { units: 4, weights: Weights::Binary { batch_norm: true }, bias: false };
+        let (_, problems) =
+            check_layers(Shape::Flat(4), &[binary, Layer::Sign { surrogate: None }, Layer::Dense {
+                units: 2,
+                weights: Weights::Real,
+                bias: true,
+            }]);
+        assert!(problems[0].contains("layers[0] (Dense): binarised weights") && problems[0].contains("found Sign"));
+    }
+}

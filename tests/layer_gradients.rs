@@ -1,0 +1,102 @@
+//! Finite-difference checks of the layered models' backward pass (f64): convolution, pooling,
+//! batch normalisation, binarised weights and step units in their smooth forms, dropout, ReLU.
+
+use std::path::Path;
+
+use nalgebra::DMatrix;
+use snn::models::{LayerNet, Mode};
+use snn::spec::{self, Network};
+
+fn net(layers: &str, input: &str, surrogate: &str) -> LayerNet<f64> {
+    let text = format!(
+        "Network(name: \"check\", inputs: [{input}], layers: [{layers}], training: (surrogate: {surrogate}, epochs: 1))"
+    );
+    let network: Network = spec::parse_ron(&text, Path::new("<test>")).expect("parses");
+    let (_, problems) = spec::validate::check_network(&network);
+    assert!(problems.is_empty(), "{problems:?}");
+    let training = network.training.clone().expect("training section");
+    let mut net = LayerNet::from_spec(&network, &training, 7).expect("builds");
+    net.smooth = true;
+    net
+}
+
+/// A deterministic pseudo-random batch.
+fn batch(features: usize, samples: usize) -> DMatrix<f64> {
+    DMatrix::from_fn(features, samples, |i, j| ((i * 7919 + j * 104_729) % 1000) as f64 / 500.0 - 1.0)
+}
+
+fn loss(net: &mut LayerNet<f64>, x: &DMatrix<f64>, labels: &[u8]) -> f64 {
+    let samples: Vec<usize> = (0..x.ncols()).collect();
+    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples });
+    LayerNet::loss(trace.scores(), labels).0
+}
+
+/// Compares every parameter's backprop gradient with a central difference; returns the worst
+/// error relative to max(|analytic|, |numeric|, 1e-3 x the largest gradient of the tensor, 1e-7: the finite differences resolve no better).
+fn worst_error(mut net: LayerNet<f64>, x: DMatrix<f64>, labels: &[u8]) -> f64 {
+    let samples: Vec<usize> = (0..x.ncols()).collect();
+    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples });
+    let (_, d_scores, _) = LayerNet::loss(trace.scores(), labels);
+    let grads = net.backward(&trace, d_scores);
+    let names: Vec<String> = net.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(grads.len(), names.len());
+    let h = 1e-5;
+    let mut worst: f64 = 0.0;
+    for (p, name) in names.iter().enumerate() {
+        let scale = (grads[p].amax() * 1e-3).max(1e-7);
+        for k in 0..grads[p].len() {
+            let original = net.params()[p][k];
+            net.params_mut()[p][k] = original + h;
+            let up = loss(&mut net, &x, labels);
+            net.params_mut()[p][k] = original - h;
+            let down = loss(&mut net, &x, labels);
+            net.params_mut()[p][k] = original;
+            let numeric = (up - down) / (2.0 * h);
+            let analytic = grads[p][k];
+            let error = (numeric - analytic).abs() / analytic.abs().max(numeric.abs()).max(scale);
+            assert!(error < 1e-3, "{name}[{k}]: backprop {analytic:e}, finite difference {numeric:e}");
+            worst = worst.max(error);
+        }
+    }
+    worst
+}
+
+#[test]
+fn convolution_max_pooling_and_batch_norm() {
+    let net = net(
+        "Conv2d(filters: 3, kernel: 3, padding: 1), BatchNorm(), Relu, MaxPool(size: 2), \
+         Conv2d(filters: 2, kernel: 2, stride: 2), Flatten, Dense(units: 3)",
+        "(name: \"x\", size: 72, shape: (2, 6, 6))",
+        "Htaf()",
+    );
+    let worst = worst_error(net, batch(72, 4), &[0, 2, 1, 2]);
+    assert!(worst < 1e-4, "worst relative error {worst:e}");
+}
+
+#[test]
+fn binarised_layers_and_step_units_in_smooth_form() {
+    // Binary conv and dense weights through the smooth sign 2 S(w) - 1, sign and Heaviside
+    // units through their smooth primitives, average pooling, dropout.
+    let net = net(
+        "Conv2d(filters: 2, kernel: 3, padding: 1, weights: Binary(), bias: false), BatchNorm(), \
+         Sign(), AvgPool(size: 2), Flatten, Dropout(rate: 0.3), \
+         Dense(units: 5, weights: Binary()), BatchNorm(), Heaviside(), Dense(units: 3)",
+        "(name: \"x\", size: 32, shape: (2, 4, 4))",
+        "Htaf(alpha: 4.0, beta: 1.0)",
+    );
+    let worst = worst_error(net, batch(32, 5), &[1, 0, 2, 2, 1]);
+    assert!(worst < 1e-4, "worst relative error {worst:e}");
+}
+
+#[test]
+fn deep_heaviside_stack_with_every_surrogate() {
+    for surrogate in ["Sigmoid(slope: 4.0)", "Arctan()", "FastSigmoid(slope: 5.0)", "Htaf()"] {
+        let net = net(
+            "Dense(units: 6), BatchNorm(), Heaviside(), Dense(units: 6), BatchNorm(), Heaviside(), Dense(units: 2)",
+            "(name: \"x\", size: 5)",
+            surrogate,
+        );
+        let worst = worst_error(net, batch(5, 6), &[0, 1, 1, 0, 1, 0]);
+        assert!(worst < 1e-4, "{surrogate}: worst relative error {worst:e}");
+    }
+}
