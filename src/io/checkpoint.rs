@@ -5,7 +5,9 @@
 //! checkpoint.h5   /                     attrs: schema_version, kind = "snn-checkpoint",
 //!                                              network_spec (RON text), training (effective RON),
 //!                                              seed, epochs_done
-//!                 /weights/<k>          f32 (source x target), attrs source, target (layer k)
+//!                 /weights/<k>          f32 (source x target), attrs source, target (layer k);
+//!                                       layered models: source = layer, target = parameter
+//!                 /buffers/<k>          f32, attr name (batch-norm running statistics)
 //!                 /optimizer/m/<k>, /optimizer/v/<k>   f32 like the weights; attr step
 //!                 /history/...          as history.h5
 //! history.h5      /<series>             f64 per epoch: train_loss, train_accuracy, test_loss,
@@ -35,6 +37,8 @@ pub struct Checkpoint {
     pub epochs_done: u32,
     /// Per layer: (source population, target population, weights n_target x n_source).
     pub layers: Vec<(String, String, DMatrix<f32>)>,
+    /// State outside the optimizer's reach (batch-norm running statistics), by name.
+    pub buffers: Vec<(String, DMatrix<f32>)>,
     pub optimizer: OptimizerState,
     pub history: History,
 }
@@ -118,6 +122,13 @@ fn write_file(path: &Path, c: &Checkpoint) -> Result<(), String> {
         str_attr(&ds, "source", from)?;
         str_attr(&ds, "target", to)?;
     }
+    if !c.buffers.is_empty() {
+        let group = file.create_group("buffers").map_err(err)?;
+        for (k, (name, b)) in c.buffers.iter().enumerate() {
+            let ds = write_matrix(&group, &k.to_string(), b)?;
+            str_attr(&ds, "name", name)?;
+        }
+    }
     let opt = file.create_group("optimizer").map_err(err)?;
     scalar_attr(&opt, "step", c.optimizer.step)?;
     for (name, moments) in [("m", &c.optimizer.m), ("v", &c.optimizer.v)] {
@@ -151,6 +162,14 @@ fn read_file(path: &Path) -> Result<Checkpoint, String> {
         let ds = weights.dataset(&name).map_err(err)?;
         layers.push((read_str_attr(&ds, "source")?, read_str_attr(&ds, "target")?, read_matrix(&weights, &name)?));
     }
+    let mut buffers = Vec::new();
+    if let Ok(group) = file.group("buffers") {
+        for k in 0..group.member_names().map_err(err)?.len() {
+            let name = k.to_string();
+            let ds = group.dataset(&name).map_err(err)?;
+            buffers.push((read_str_attr(&ds, "name")?, read_matrix(&group, &name)?));
+        }
+    }
     let opt = file.group("optimizer").map_err(err)?;
     let moments = |name: &str| -> Result<Vec<DMatrix<f32>>, String> {
         let g = opt.group(name).map_err(err)?;
@@ -162,6 +181,7 @@ fn read_file(path: &Path) -> Result<Checkpoint, String> {
         seed: read_scalar_attr(&file, "seed")?,
         epochs_done: read_scalar_attr(&file, "epochs_done")?,
         layers,
+        buffers,
         optimizer: OptimizerState { step: read_scalar_attr(&opt, "step")?, m: moments("m")?, v: moments("v")? },
         history: read_history_from(&file.group("history").map_err(err)?)?,
     })

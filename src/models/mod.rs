@@ -11,5 +11,6 @@ pub mod linear;
 pub mod net;
 pub mod norm;
 pub mod pool;
+pub mod trainer;
 
 pub use net::{LayerNet, Mode, Trace};

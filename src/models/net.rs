@@ -370,6 +370,11 @@ impl<F: Gemm> LayerNet<F> {
         (loss / n as f64, grad, correct)
     }
 
+    /// Whether some step layer runs smooth while training (concepts hardened at evaluation).
+    pub fn has_smooth_units(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l.op, Op::Step { smooth: true, .. }))
+    }
+
     /// Indices of the step, sign and ReLU layers: the hidden units whose activity is reported.
     pub fn activation_layers(&self) -> Vec<usize> {
         (0..self.layers.len()).filter(|&i| matches!(self.layers[i].op, Op::Step { .. } | Op::Relu)).collect()

@@ -5,12 +5,15 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::history::History;
 use super::net::from_checkpoint;
 use super::trainer::{self, PassTotals, Run, TrainOptions};
+use crate::data::idx::Dataset;
 use crate::error::{Error, Result};
+use crate::models::{self, trainer::Activity, trainer::LayerRun};
 use crate::io::checkpoint;
 use crate::plot;
-use crate::spec::{self, Training};
+use crate::spec::{self, Network, Training};
 
 /// What `snn train` reports at the end.
 #[derive(Debug, Clone)]
@@ -57,6 +60,71 @@ impl fmt::Display for TrainSummary {
     }
 }
 
+/// A training run of either kind of network.
+enum Session {
+    Spiking(Box<Run>),
+    Layered(Box<LayerRun>),
+}
+
+impl Session {
+    fn new(network: Network, text: String, training: Training, seed: u64) -> Result<Self> {
+        Ok(if network.is_layered() {
+            Session::Layered(Box::new(LayerRun::new(network, text, training, seed)?))
+        } else {
+            Session::Spiking(Box::new(Run::new(network, text, training, seed)?))
+        })
+    }
+
+    fn network_text(&self) -> &str {
+        match self {
+            Session::Spiking(r) => &r.network_text,
+            Session::Layered(r) => &r.network_text,
+        }
+    }
+
+    fn training_mut(&mut self) -> &mut Training {
+        match self {
+            Session::Spiking(r) => &mut r.training,
+            Session::Layered(r) => &mut r.training,
+        }
+    }
+
+    fn epochs_done(&self) -> u32 {
+        match self {
+            Session::Spiking(r) => r.epochs_done,
+            Session::Layered(r) => r.epochs_done,
+        }
+    }
+
+    fn history(&self) -> &History {
+        match self {
+            Session::Spiking(r) => &r.history,
+            Session::Layered(r) => &r.history,
+        }
+    }
+
+    fn restore(&mut self, c: checkpoint::Checkpoint) -> Result<()> {
+        match self {
+            Session::Spiking(r) => r.restore(c),
+            Session::Layered(r) => r.restore(c),
+        }
+    }
+
+    fn checkpoint(&self) -> checkpoint::Checkpoint {
+        match self {
+            Session::Spiking(r) => r.checkpoint(),
+            Session::Layered(r) => r.checkpoint(),
+        }
+    }
+
+    fn epoch(&mut self, data: &Dataset, progress: impl FnMut(usize, f64, f64)) -> Result<()> {
+        match self {
+            Session::Spiking(r) => r.epoch(data, progress),
+            Session::Layered(r) => r.epoch(data, progress),
+        }
+    }
+}
+
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let (network, text, training) = trainer::load_training(opts)?;
     let dir = trainer::data_folder(opts.data.as_deref(), &training, &opts.network);
@@ -65,10 +133,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let checkpoint_path = out.join("checkpoint.h5");
     let seed = opts.seed.unwrap_or(network.seed);
     let name = network.name.clone();
-    let mut run = Run::new(network, text, training.clone(), seed)?;
+    let mut run = Session::new(network, text, training.clone(), seed)?;
     if opts.resume {
         let saved = checkpoint::read(&checkpoint_path)?;
-        if saved.network_spec != run.network_text {
+        if saved.network_spec != run.network_text() {
             return Err(Error::Training(format!(
                 "{} was written for another version of {}; resume needs the same network file",
                 checkpoint_path.display(),
@@ -77,11 +145,12 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         }
         let saved_training: Training = spec::parse_ron(&saved.training, &checkpoint_path)?;
         // A resumed run keeps everything but the number of epochs from the checkpoint.
-        run.training = Training { epochs: training.epochs, ..saved_training };
+        *run.training_mut() = Training { epochs: training.epochs, ..saved_training };
         run.restore(saved)?;
     }
-    let start = run.epochs_done;
-    if start >= run.training.epochs {
+    let start = run.epochs_done();
+    let epochs = run.training_mut().epochs;
+    if start >= epochs {
         return Err(Error::Training(format!(
             "{} already holds {start} epochs; ask for more with --epochs",
             checkpoint_path.display()
@@ -91,14 +160,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let history_path = out.join("history.h5");
     let curves_path = out.join("training_curves.png");
     let samples = data.train.len();
-    for epoch in start..run.training.epochs {
+    for epoch in start..epochs {
         let bar = opts.progress.then(|| {
             let bar = indicatif::ProgressBar::new(samples as u64);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
                     .expect("static template"),
             );
-            bar.set_prefix(format!("{}/{}", epoch + 1, run.training.epochs));
+            bar.set_prefix(format!("{}/{epochs}", epoch + 1));
             bar
         });
         let started = std::time::Instant::now();
@@ -113,14 +182,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             bar.finish_and_clear();
         }
         checkpoint::write(&checkpoint_path, &run.checkpoint())?;
-        checkpoint::write_history(&history_path, &run.history)?;
-        plot::training_curves(&run.history, &name, &curves_path)?;
+        checkpoint::write_history(&history_path, run.history())?;
+        plot::training_curves(run.history(), &name, &curves_path)?;
     }
     Ok(TrainSummary {
         run_name: name,
-        surrogate: run.training.surrogate.to_string(),
-        history: run.history.clone(),
-        epochs_run: run.training.epochs - start,
+        surrogate: run.training_mut().surrogate.to_string(),
+        history: run.history().clone(),
+        epochs_run: epochs - start,
         files: vec![checkpoint_path, history_path, curves_path],
     })
 }
@@ -130,6 +199,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
 pub struct EvalSummary {
     pub totals: PassTotals,
     pub classes: usize,
+    /// Layered models: what the hidden units did.
+    pub activity: Option<Activity>,
+    /// Models with smooth-mode (concept) units: the same test set with the units left smooth.
+    pub soft: Option<(PassTotals, Activity)>,
     pub files: Vec<PathBuf>,
 }
 
@@ -144,6 +217,25 @@ impl fmt::Display for EvalSummary {
             t.samples,
             t.mean_loss()
         )?;
+        if let Some((soft, activity)) = &self.soft {
+            writeln!(
+                f,
+                "concepts: hard (exactly H(x)) {:.2}%, soft (S(x)) {:.2}%, discretisation gap {:+.2} points",
+                100.0 * t.accuracy(),
+                100.0 * soft.accuracy(),
+                100.0 * (t.accuracy() - soft.accuracy())
+            )?;
+            for (layer, share) in activity.layers.iter().zip(&activity.near_binary) {
+                if share.is_finite() {
+                    writeln!(f, "{layer}: {:.1}% of soft activations within 0.05 of 0 or 1", 100.0 * share)?;
+                }
+            }
+        }
+        if let Some(a) = &self.activity {
+            for ((layer, on), dead) in a.layers.iter().zip(&a.on_share).zip(&a.dead_share) {
+                writeln!(f, "{layer}: {:.1}% of outputs on, {:.1}% of units dead", 100.0 * on, 100.0 * dead)?;
+            }
+        }
         writeln!(f, "confusion matrix (rows: true class, columns: predicted class):")?;
         for row in t.confusion.chunks(self.classes) {
             writeln!(f, "{}", row.iter().map(|c| format!("{c:>5}")).collect::<String>())?;
@@ -159,21 +251,33 @@ impl fmt::Display for EvalSummary {
 /// confusion matrix into `out` (default: beside the checkpoint).
 pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> Result<EvalSummary> {
     let saved = checkpoint::read(checkpoint_path)?;
-    let (network, training, net) = from_checkpoint(&saved, checkpoint_path)?;
+    let network: Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
+    let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
     let dir = trainer::data_folder(data, &training, checkpoint_path);
     // The whole test split, whatever the run was cut to.
     let full = Training { test_samples: None, ..training.clone() };
     let dataset = trainer::load_data(&dir, &network, &full, None, None)?;
-    let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
+    let (summary, classes) = if network.is_layered() {
+        let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
+        let (totals, activity) = models::trainer::evaluate(&mut net, &dataset.test, false);
+        let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&mut net, &dataset.test, true));
+        let classes = net.classes();
+        (EvalSummary { totals, classes, activity: Some(activity), soft, files: Vec::new() }, classes)
+    } else {
+        let (_, training, net) = from_checkpoint(&saved, checkpoint_path)?;
+        let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
+        let classes = net.classes();
+        (EvalSummary { totals, classes, activity: None, soft: None, files: Vec::new() }, classes)
+    };
     let folder =
         out.map(Path::to_owned).unwrap_or_else(|| checkpoint_path.parent().unwrap_or(Path::new(".")).to_owned());
     std::fs::create_dir_all(&folder).map_err(|e| Error::write(&folder, e))?;
     let figure = folder.join("confusion.png");
     plot::confusion(
-        &totals.confusion,
-        net.classes(),
-        &format!("{}: test accuracy {:.2}%", network.name, 100.0 * totals.accuracy()),
+        &summary.totals.confusion,
+        classes,
+        &format!("{}: test accuracy {:.2}%", network.name, 100.0 * summary.totals.accuracy()),
         &figure,
     )?;
-    Ok(EvalSummary { totals, classes: net.classes(), files: vec![figure] })
+    Ok(EvalSummary { files: vec![figure], ..summary })
 }

@@ -248,6 +248,7 @@ impl Run {
             seed: self.seed,
             epochs_done: self.epochs_done,
             layers,
+            buffers: Vec::new(),
             optimizer: self.optimizer.clone(),
             history: self.history.clone(),
         }

@@ -1,0 +1,268 @@
+//! Training and evaluating a layered model: shuffled mini-batches (the same shuffling streams as
+//! the spiking trainer), one forward and backward pass per batch, the shared optimizers, then an
+//! evaluation on the test split with hardened concepts.
+//!
+//! A batch runs as one matrix per layer; the products split into fixed blocks (see
+//! [`super::gemm`]), so a seed gives the same run with any number of threads.
+
+use std::time::Instant;
+
+use nalgebra::DMatrix;
+use rand::seq::SliceRandom;
+
+use super::net::{LayerNet, Mode, Op, argmax};
+use crate::data::idx::{Dataset, Split};
+use crate::engine::rng::{self, Purpose};
+use crate::error::{Error, Result};
+use crate::io::checkpoint::Checkpoint;
+use crate::spec::{Network, Training};
+use crate::train::history::History;
+use crate::train::optim::{self, OptimizerState};
+use crate::train::trainer::PassTotals;
+
+/// Samples per batch when evaluating.
+const EVAL_BATCH: usize = 500;
+
+/// Images `indices` of `split` as a `pixels x samples` batch, intensities scaled to [0, 1].
+pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
+    let pixels = split.images.pixels_per_image();
+    let mut x = DMatrix::zeros(pixels, indices.len());
+    for (column, &i) in x.as_mut_slice().chunks_mut(pixels).zip(indices) {
+        for (v, &p) in column.iter_mut().zip(split.images.image(i)) {
+            *v = p as f32 / 255.0;
+        }
+    }
+    x
+}
+
+/// What an evaluation pass saw of the hidden units.
+#[derive(Debug, Clone, Default)]
+pub struct Activity {
+    /// Labels of the activation layers (step, sign, ReLU), in order.
+    pub layers: Vec<String>,
+    /// Share of outputs above zero (a step unit that fired, a ReLU that passed).
+    pub on_share: Vec<f64>,
+    /// Share of units whose output never changed over the samples (dead: no signal, and for
+    /// step units no gradient either).
+    pub dead_share: Vec<f64>,
+    /// Share of outputs within 0.05 of 0 or 1 (Heaviside layers; NaN for others): how binary
+    /// smooth concepts already are.
+    pub near_binary: Vec<f64>,
+}
+
+/// Evaluation of `net` on `split` in batches; `soft` keeps smooth-mode units smooth instead of
+/// hardening them to H(x).
+pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool) -> (PassTotals, Activity) {
+    let classes = net.classes();
+    let layers = net.activation_layers();
+    let mut totals = PassTotals { confusion: vec![0; classes * classes], ..PassTotals::default() };
+    let mut on = vec![0u64; layers.len()];
+    let mut near = vec![0u64; layers.len()];
+    let mut values = vec![0u64; layers.len()];
+    // Per unit: the first output seen, and whether it ever differed.
+    let mut first: Vec<Vec<f32>> = layers.iter().map(|_| Vec::new()).collect();
+    let mut changed: Vec<Vec<bool>> = layers.iter().map(|&l| vec![false; net.layers[l].output.size()]).collect();
+    let indices: Vec<usize> = (0..split.len()).collect();
+    for chunk in indices.chunks(EVAL_BATCH) {
+        let trace = net.forward(batch(split, chunk), Mode::Eval { soft });
+        let labels: Vec<u8> = chunk.iter().map(|&i| split.labels[i]).collect();
+        let (loss, _, correct) = LayerNet::loss(trace.scores(), &labels);
+        totals.samples += chunk.len();
+        totals.loss += loss * chunk.len() as f64;
+        totals.correct += correct;
+        for (j, &label) in labels.iter().enumerate() {
+            let predicted = argmax(trace.scores().column(j).as_slice());
+            totals.confusion[label as usize * classes + predicted] += 1;
+        }
+        for (k, &l) in layers.iter().enumerate() {
+            let out = &trace.values[l + 1];
+            let heaviside = matches!(&net.layers[l].op, Op::Step { step, .. } if step.low == 0.0);
+            for column in out.column_iter() {
+                if first[k].is_empty() {
+                    first[k] = column.iter().copied().collect();
+                }
+                for ((c, &v), &f) in changed[k].iter_mut().zip(column.iter()).zip(&first[k]) {
+                    *c |= v != f;
+                }
+            }
+            on[k] += out.iter().filter(|&&v| v > 0.0).count() as u64;
+            if heaviside {
+                near[k] += out.iter().filter(|&&v| v.min(1.0 - v).abs() <= 0.05 || v.abs() <= 0.05).count() as u64;
+            }
+            values[k] += out.len() as u64;
+        }
+    }
+    let activity = Activity {
+        layers: layers.iter().map(|&l| net.layers[l].label.clone()).collect(),
+        on_share: on.iter().zip(&values).map(|(&o, &n)| o as f64 / n.max(1) as f64).collect(),
+        dead_share: changed
+            .iter()
+            .map(|c| c.iter().filter(|&&c| !c).count() as f64 / c.len().max(1) as f64)
+            .collect(),
+        near_binary: layers
+            .iter()
+            .zip(near.iter().zip(&values))
+            .map(|(&l, (&k, &n))| match &net.layers[l].op {
+                Op::Step { step, .. } if step.low == 0.0 => k as f64 / n.max(1) as f64,
+                _ => f64::NAN,
+            })
+            .collect(),
+    };
+    (totals, activity)
+}
+
+/// The state of a layered model's training run between epochs.
+pub struct LayerRun {
+    pub network: Network,
+    pub network_text: String,
+    pub training: Training,
+    pub seed: u64,
+    pub net: LayerNet<f32>,
+    pub optimizer: OptimizerState,
+    pub history: History,
+    pub epochs_done: u32,
+    /// Parameters whose gradient norm the history reports (the weights of Dense and Conv2d
+    /// layers), with the activation layer that follows each (for its activity).
+    reported: Vec<(usize, Option<usize>)>,
+}
+
+impl LayerRun {
+    pub fn new(network: Network, network_text: String, training: Training, seed: u64) -> Result<Self> {
+        let net = LayerNet::<f32>::from_spec(&network, &training, seed)?;
+        let params: Vec<DMatrix<f32>> = net.params().into_iter().cloned().collect();
+        let optimizer = OptimizerState::new(&params, &training.optimizer);
+        let names = net.named_params();
+        let mut reported = Vec::new();
+        let mut layer_names = Vec::new();
+        let activations = net.activation_layers();
+        for (p, (name, _)) in names.iter().enumerate() {
+            if let Some(label) = name.strip_suffix(".weight") {
+                let layer = net.layers.iter().position(|l| l.label == label).expect("parameter of a layer");
+                let next_weight = net.layers[layer + 1..].iter().position(|l| matches!(l.op, Op::Dense(_) | Op::Conv(..)));
+                let limit = next_weight.map_or(net.layers.len(), |k| layer + 1 + k);
+                let activation = activations.iter().position(|&a| a > layer && a < limit);
+                reported.push((p, activation));
+                layer_names.push(label.to_owned());
+            }
+        }
+        let history = History { layer_names, ..History::default() };
+        Ok(LayerRun { network, network_text, training, seed, net, optimizer, history, epochs_done: 0, reported })
+    }
+
+    pub fn restore(&mut self, c: Checkpoint) -> Result<()> {
+        load_state(&mut self.net, &c)?;
+        self.optimizer = c.optimizer;
+        self.history = c.history;
+        self.epochs_done = c.epochs_done;
+        self.seed = c.seed;
+        Ok(())
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        let layers = self
+            .net
+            .named_params()
+            .into_iter()
+            .map(|(name, p)| {
+                let (layer, param) = name.rsplit_once('.').expect("parameter names are layer.param");
+                (layer.to_owned(), param.to_owned(), p.clone())
+            })
+            .collect();
+        Checkpoint {
+            network_spec: self.network_text.clone(),
+            training: ron::to_string(&self.training).expect("training settings serialise"),
+            seed: self.seed,
+            epochs_done: self.epochs_done,
+            layers,
+            buffers: self.net.named_buffers().into_iter().map(|(n, b)| (n, b.clone())).collect(),
+            optimizer: self.optimizer.clone(),
+            history: self.history.clone(),
+        }
+    }
+
+    /// One epoch over `data.train`, then evaluation on `data.test`; `progress` gets (samples
+    /// done, running loss, running accuracy) after each batch.
+    pub fn epoch(&mut self, data: &Dataset, mut progress: impl FnMut(usize, f64, f64)) -> Result<()> {
+        let epoch = self.epochs_done;
+        let started = Instant::now();
+        let mut order: Vec<usize> = (0..data.train.len()).collect();
+        order.shuffle(&mut rng::stream(self.seed, Purpose::Shuffle, epoch as u64));
+        let lr_factor = self.training.schedule.factor(epoch, self.training.epochs);
+        let mut totals = PassTotals::default();
+        let mut norms = vec![0.0; self.reported.len()];
+        let mut batches = 0;
+        for (b, indices) in order.chunks(self.training.batch_size as usize).enumerate() {
+            let labels: Vec<u8> = indices.iter().map(|&i| data.train.labels[i]).collect();
+            let trace =
+                self.net.forward(batch(&data.train, indices), Mode::Train { seed: self.seed, epoch, samples: indices });
+            let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
+            let grads = self.net.backward(&trace, d_scores);
+            if !loss.is_finite() || grads.iter().any(|g| !g.iter().all(|x| x.is_finite())) {
+                return Err(Error::Training(format!(
+                    "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
+                    epoch + 1,
+                    b + 1
+                )));
+            }
+            for (n, &(p, _)) in norms.iter_mut().zip(&self.reported) {
+                *n += grads[p].norm() as f64;
+            }
+            optim::update(
+                &self.training.optimizer,
+                self.training.weight_decay,
+                lr_factor,
+                &mut self.net.params_mut(),
+                &grads,
+                &mut self.optimizer,
+            );
+            self.net.clip_binary();
+            totals.samples += indices.len();
+            totals.loss += loss * indices.len() as f64;
+            totals.correct += correct;
+            batches += 1;
+            progress(totals.samples, totals.mean_loss(), totals.accuracy());
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let (test, activity) = evaluate(&mut self.net, &data.test, false);
+        let h = &mut self.history;
+        h.train_loss.push(totals.mean_loss());
+        h.train_accuracy.push(totals.accuracy());
+        h.test_loss.push(test.mean_loss());
+        h.test_accuracy.push(test.accuracy());
+        h.samples_per_s.push(totals.samples as f64 / seconds);
+        h.learning_rate.push(self.training.optimizer.lr() * lr_factor);
+        h.spike_rate.push(self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect());
+        h.grad_norm.push(norms.iter().map(|n| n / batches.max(1) as f64).collect());
+        self.epochs_done += 1;
+        Ok(())
+    }
+}
+
+/// Loads a checkpoint's parameters and buffers into `net`, checking names and shapes.
+pub fn load_state(net: &mut LayerNet<f32>, c: &Checkpoint) -> Result<()> {
+    let names = net.named_params();
+    let fits = c.layers.len() == names.len()
+        && c.layers.iter().zip(&names).all(|((l, p, m), (name, q))| format!("{l}.{p}") == *name && m.shape() == q.shape());
+    let buffers = net.named_buffers();
+    let buffers_fit = c.buffers.len() == buffers.len()
+        && c.buffers.iter().zip(&buffers).all(|((n, m), (name, q))| n == name && m.shape() == q.shape());
+    if !fits || !buffers_fit {
+        return Err(Error::Training("the checkpoint's parameters do not match the model's layers".into()));
+    }
+    for (p, (_, _, m)) in net.params_mut().into_iter().zip(&c.layers) {
+        p.copy_from(m);
+    }
+    for (b, (_, m)) in net.buffers_mut().into_iter().zip(&c.buffers) {
+        b.copy_from(m);
+    }
+    Ok(())
+}
+
+/// The trained model stored in a checkpoint.
+pub fn from_checkpoint(saved: &Checkpoint, path: &std::path::Path) -> Result<LayerNet<f32>> {
+    let network: Network = crate::spec::parse_ron(&saved.network_spec, path)?;
+    let training: Training = crate::spec::parse_ron(&saved.training, path)?;
+    let mut net = LayerNet::from_spec(&network, &training, saved.seed)?;
+    load_state(&mut net, saved)?;
+    Ok(net)
+}
