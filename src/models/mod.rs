@@ -6,6 +6,7 @@
 //! [`pool`] and [`activation`] are its layers; [`gemm`] the matrix products under them.
 
 pub mod activation;
+pub mod binary;
 pub mod gemm;
 pub mod linear;
 pub mod net;

@@ -165,64 +165,78 @@ impl<F: Gemm> LayerNet<F> {
     /// statistics, hence `&mut self`.
     pub fn forward(&mut self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
         let mut trace = Trace { values: vec![x], extras: Vec::new(), smooth_steps: Vec::new() };
-        let smooth_w = self.smooth.then_some(self.surrogate);
         for i in 0..self.layers.len() {
-            let how = match &self.layers[i].op {
-                Op::Step { smooth, .. } => self.step_forward(*smooth, mode),
-                _ => StepForward::Hard,
-            };
             let x = trace.values.last().expect("input is there");
-            let layer = &mut self.layers[i];
-            let (y, extra) = match &mut layer.op {
-                Op::Dense(l) => {
-                    if l.binary {
-                        let w = l.effective(smooth_w.as_ref());
-                        (linear::dense_forward(&w, l.bias.as_ref(), x), Extra::Weights(w))
-                    } else {
-                        (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)
-                    }
-                }
-                Op::Conv(l, g) => {
-                    let w = l.binary.then(|| l.effective(smooth_w.as_ref()));
-                    let (y, patches) = linear::conv_forward(g, w.as_ref().unwrap_or(&l.weight), l.bias.as_ref(), x);
-                    (y, Extra::Conv { weights: w, patches })
-                }
-                Op::MaxPool(size) => {
-                    let (y, winners) = pool::max_forward(layer.input, *size, x);
-                    (y, Extra::Winners(winners))
-                }
-                Op::AvgPool(size) => (pool::avg_forward(layer.input, *size, x), Extra::None),
-                Op::BatchNorm(bn) => match mode {
-                    Mode::Train { .. } => {
-                        let mut cache = NormCache { normalised: Vec::new(), inv_std: Vec::new() };
-                        let y = bn.forward_train(x, &mut cache);
-                        (y, Extra::Norm(cache))
-                    }
-                    Mode::Eval { .. } => (bn.forward_eval(x), Extra::None),
-                },
-                Op::Step { step, .. } => (step.forward(x, how), Extra::None),
-                Op::Relu => (activation::relu_forward(x), Extra::None),
-                Op::Dropout(rate) => match mode {
-                    Mode::Train { seed, epoch, samples } if *rate > 0.0 => {
-                        let n = x.nrows();
-                        let mut mask = vec![F::zero(); x.len()];
-                        for (column, &sample) in mask.chunks_mut(n).zip(samples) {
-                            let key = (epoch as u64) << 40 ^ (sample as u64) << 8 ^ i as u64;
-                            activation::dropout_mask(*rate, n, &mut rng::stream(seed, Purpose::Dropout, key), column);
-                        }
-                        let mut y = x.clone();
-                        y.iter_mut().zip(&mask).for_each(|(v, &m)| *v *= m);
-                        (y, Extra::Mask(mask))
-                    }
-                    _ => (x.clone(), Extra::None),
-                },
-                Op::Flatten => (x.clone(), Extra::None),
-            };
+            let (y, extra, how) = self.apply(i, x, mode);
             trace.values.push(y);
             trace.extras.push(extra);
             trace.smooth_steps.push(how == StepForward::Smooth);
         }
         trace
+    }
+
+    /// Evaluates layers `range` on `x`, keeping nothing for a backward pass.
+    pub fn eval_layers(&mut self, mut x: DMatrix<F>, range: std::ops::Range<usize>, soft: bool) -> DMatrix<F> {
+        for i in range {
+            x = self.apply(i, &x, Mode::Eval { soft }).0;
+        }
+        x
+    }
+
+    /// Layer `i` on its input `x`.
+    fn apply(&mut self, i: usize, x: &DMatrix<F>, mode: Mode) -> (DMatrix<F>, Extra<F>, StepForward) {
+        let smooth_w = self.smooth.then_some(self.surrogate);
+        let how = match &self.layers[i].op {
+            Op::Step { smooth, .. } => self.step_forward(*smooth, mode),
+            _ => StepForward::Hard,
+        };
+        let layer = &mut self.layers[i];
+        let (y, extra) = match &mut layer.op {
+            Op::Dense(l) => {
+                if l.binary {
+                    let w = l.effective(smooth_w.as_ref());
+                    (linear::dense_forward(&w, l.bias.as_ref(), x), Extra::Weights(w))
+                } else {
+                    (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)
+                }
+            }
+            Op::Conv(l, g) => {
+                let w = l.binary.then(|| l.effective(smooth_w.as_ref()));
+                let (y, patches) = linear::conv_forward(g, w.as_ref().unwrap_or(&l.weight), l.bias.as_ref(), x);
+                (y, Extra::Conv { weights: w, patches })
+            }
+            Op::MaxPool(size) => {
+                let (y, winners) = pool::max_forward(layer.input, *size, x);
+                (y, Extra::Winners(winners))
+            }
+            Op::AvgPool(size) => (pool::avg_forward(layer.input, *size, x), Extra::None),
+            Op::BatchNorm(bn) => match mode {
+                Mode::Train { .. } => {
+                    let mut cache = NormCache { normalised: Vec::new(), inv_std: Vec::new() };
+                    let y = bn.forward_train(x, &mut cache);
+                    (y, Extra::Norm(cache))
+                }
+                Mode::Eval { .. } => (bn.forward_eval(x), Extra::None),
+            },
+            Op::Step { step, .. } => (step.forward(x, how), Extra::None),
+            Op::Relu => (activation::relu_forward(x), Extra::None),
+            Op::Dropout(rate) => match mode {
+                Mode::Train { seed, epoch, samples } if *rate > 0.0 => {
+                    let n = x.nrows();
+                    let mut mask = vec![F::zero(); x.len()];
+                    for (column, &sample) in mask.chunks_mut(n).zip(samples) {
+                        let key = (epoch as u64) << 40 ^ (sample as u64) << 8 ^ i as u64;
+                        activation::dropout_mask(*rate, n, &mut rng::stream(seed, Purpose::Dropout, key), column);
+                    }
+                    let mut y = x.clone();
+                    y.iter_mut().zip(&mask).for_each(|(v, &m)| *v *= m);
+                    (y, Extra::Mask(mask))
+                }
+                _ => (x.clone(), Extra::None),
+            },
+            Op::Flatten => (x.clone(), Extra::None),
+        };
+        (y, extra, how)
     }
 
     /// Gradients of every parameter (in [`LayerNet::params`] order) given the gradient of the

@@ -48,11 +48,19 @@ impl<F: Real> BatchNorm<F> {
         x.chunks(self.positions).enumerate().map(move |(i, b)| (i % c, b))
     }
 
-    /// Evaluation: the running statistics.
-    pub fn forward_eval(&self, x: &DMatrix<F>) -> DMatrix<F> {
+    /// Evaluation as an affine map per channel, `x * scale + shift` (two roundings, as
+    /// [`BatchNorm::forward_eval`] and the bit-packed thresholds compute it).
+    pub fn eval_affine(&self) -> (Vec<F>, Vec<F>) {
         let c = self.channels();
         let scale: Vec<F> = (0..c).map(|k| self.gamma[k] / (self.running_var[k] + self.eps).sqrt()).collect();
         let shift: Vec<F> = (0..c).map(|k| self.beta[k] - self.running_mean[k] * scale[k]).collect();
+        (scale, shift)
+    }
+
+    /// Evaluation: the running statistics.
+    pub fn forward_eval(&self, x: &DMatrix<F>) -> DMatrix<F> {
+        let c = self.channels();
+        let (scale, shift) = self.eval_affine();
         let mut y = x.clone();
         for (i, block) in y.as_mut_slice().chunks_mut(self.positions).enumerate() {
             let k = i % c;

@@ -10,6 +10,7 @@ use super::net::from_checkpoint;
 use super::trainer::{self, PassTotals, Run, TrainOptions};
 use crate::data::idx::Dataset;
 use crate::error::{Error, Result};
+use crate::models::binary::{PackedNet, PackedReport};
 use crate::models::{self, trainer::Activity, trainer::LayerRun};
 use crate::io::checkpoint;
 use crate::plot;
@@ -203,6 +204,8 @@ pub struct EvalSummary {
     pub activity: Option<Activity>,
     /// Models with smooth-mode (concept) units: the same test set with the units left smooth.
     pub soft: Option<(PassTotals, Activity)>,
+    /// Binary models: bit-packed against float inference of the binary layers.
+    pub packed: Option<PackedReport>,
     pub files: Vec<PathBuf>,
 }
 
@@ -230,6 +233,19 @@ impl fmt::Display for EvalSummary {
                     writeln!(f, "{layer}: {:.1}% of soft activations within 0.05 of 0 or 1", 100.0 * share)?;
                 }
             }
+        }
+        if let Some(p) = &self.packed {
+            writeln!(
+                f,
+                "bit-packed inference: {} of {} samples with bit-identical scores, {} with the same class; \
+                 binary layers {:.1} ms float, {:.1} ms packed ({:.1}x)",
+                p.identical,
+                p.samples,
+                p.same_prediction,
+                1e3 * p.float_s,
+                1e3 * p.packed_s,
+                p.float_s / p.packed_s.max(1e-12)
+            )?;
         }
         if let Some(a) = &self.activity {
             for ((layer, on), dead) in a.layers.iter().zip(&a.on_share).zip(&a.dead_share) {
@@ -261,13 +277,14 @@ pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> 
         let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
         let (totals, activity) = models::trainer::evaluate(&mut net, &dataset.test, false);
         let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&mut net, &dataset.test, true));
+        let packed = PackedNet::new(&net).ok().map(|p| models::binary::compare(&mut net, &p, &dataset.test, 500));
         let classes = net.classes();
-        (EvalSummary { totals, classes, activity: Some(activity), soft, files: Vec::new() }, classes)
+        (EvalSummary { totals, classes, activity: Some(activity), soft, packed, files: Vec::new() }, classes)
     } else {
         let (_, training, net) = from_checkpoint(&saved, checkpoint_path)?;
         let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
         let classes = net.classes();
-        (EvalSummary { totals, classes, activity: None, soft: None, files: Vec::new() }, classes)
+        (EvalSummary { totals, classes, activity: None, soft: None, packed: None, files: Vec::new() }, classes)
     };
     let folder =
         out.map(Path::to_owned).unwrap_or_else(|| checkpoint_path.parent().unwrap_or(Path::new(".")).to_owned());

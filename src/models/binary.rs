@@ -1,0 +1,240 @@
+//! Bit-packed inference for binary layers: a block `Dense(binary) -> BatchNorm -> Sign` whose
+//! input is itself a sign output multiplies +-1 vectors, which is `n - 2 popcount(x XOR w)` over
+//! 64 inputs per machine word. The batch norm and sign then reduce to one integer threshold per
+//! unit on the popcount, found by evaluating the float path's own arithmetic on every possible
+//! count, so the packed path gives exactly the float path's outputs, not just nearly.
+//!
+//! Layers outside such blocks (the first layer, which sees real pixels, and the real-valued
+//! output layer) run in float as usual.
+
+use std::ops::Range;
+
+use nalgebra::DMatrix;
+
+use super::net::{LayerNet, Op};
+use crate::error::{Error, Result};
+
+/// Bits 1 for +1, 0 for -1, 64 inputs per word; padding bits are 0 in both operands, so their
+/// XOR adds nothing to the count.
+fn pack(values: &[f32], words: &mut [u64]) {
+    words.iter_mut().for_each(|w| *w = 0);
+    for (i, &v) in values.iter().enumerate() {
+        if v > 0.0 {
+            words[i / 64] |= 1 << (i % 64);
+        }
+    }
+}
+
+/// Which popcounts (of x XOR w) turn a unit on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// On iff popcount <= k (batch-norm scale >= 0: fewer mismatches, larger sum).
+    AtMost(i64),
+    /// On iff popcount >= k (negative scale).
+    AtLeast(i64),
+}
+
+impl Rule {
+    fn on(self, count: i64) -> bool {
+        match self {
+            Rule::AtMost(k) => count <= k,
+            Rule::AtLeast(k) => count >= k,
+        }
+    }
+}
+
+/// One `Dense(binary) -> BatchNorm -> Sign` block, packed.
+#[derive(Debug, Clone)]
+pub struct PackedBlock {
+    inputs: usize,
+    words: usize,
+    /// Row-major: the words of unit j's weights at j * words.
+    weights: Vec<u64>,
+    rules: Vec<Rule>,
+}
+
+impl PackedBlock {
+    pub fn units(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Packed outputs (`units` bits per sample) of packed inputs, `samples` samples.
+    fn forward(&self, x: &[u64], samples: usize) -> Vec<u64> {
+        let out_words = self.units().div_ceil(64);
+        let mut out = vec![0u64; out_words * samples];
+        for (xs, ys) in x.chunks(self.words).zip(out.chunks_mut(out_words)).take(samples) {
+            for (j, (w, rule)) in self.weights.chunks(self.words).zip(&self.rules).enumerate() {
+                let count: u32 = w.iter().zip(xs).map(|(a, b)| (a ^ b).count_ones()).sum();
+                if rule.on(count as i64) {
+                    ys[j / 64] |= 1 << (j % 64);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A layered model with its bit-packable blocks packed.
+#[derive(Debug, Clone)]
+pub struct PackedNet {
+    /// Layers before the packed run, the packed run (a multiple of 3 layers), and after.
+    pub packed_layers: Range<usize>,
+    pub blocks: Vec<PackedBlock>,
+}
+
+/// Whether layer `i` is the start of a packable block whose input is a sign output.
+fn packable(net: &LayerNet<f32>, i: usize) -> bool {
+    let is_sign = |k: usize| matches!(&net.layers[k].op, Op::Step { step, .. } if step.low == -1.0);
+    let fed_by_sign = net.layers[..i]
+        .iter()
+        .rposition(|l| !matches!(l.op, Op::Dropout(_) | Op::Flatten))
+        .is_some_and(is_sign);
+    i + 2 < net.layers.len()
+        && matches!(&net.layers[i].op, Op::Dense(l) if l.binary)
+        && matches!(net.layers[i + 1].op, Op::BatchNorm(_))
+        && is_sign(i + 2)
+        && fed_by_sign
+}
+
+impl PackedNet {
+    /// Packs the first run of packable blocks of `net`, or says why there is none.
+    pub fn new(net: &LayerNet<f32>) -> Result<Self> {
+        if net.smooth {
+            return Err(Error::Training("a model in smooth mode has no binary values to pack".into()));
+        }
+        let start = (0..net.layers.len()).find(|&i| packable(net, i)).ok_or_else(|| {
+            Error::Training(
+                "the model has no Dense(weights: Binary) -> BatchNorm -> Sign block fed by a Sign layer to pack".into(),
+            )
+        })?;
+        let mut end = start;
+        let mut blocks = Vec::new();
+        while end < net.layers.len() && packable(net, end) {
+            let (Op::Dense(dense), Op::BatchNorm(bn)) = (&net.layers[end].op, &net.layers[end + 1].op) else {
+                unreachable!("checked by packable")
+            };
+            let (units, inputs) = dense.weight.shape();
+            let words = inputs.div_ceil(64);
+            let mut weights = vec![0u64; units * words];
+            let effective = dense.effective(None);
+            let mut row = vec![0f32; inputs];
+            for (j, w) in weights.chunks_mut(words).enumerate() {
+                row.iter_mut().enumerate().for_each(|(i, r)| *r = effective[(j, i)]);
+                pack(&row, w);
+            }
+            let (scale, shift) = bn.eval_affine();
+            let rules = (0..units)
+                .map(|j| {
+                    // Exactly what the float path computes from the integer sum d = n - 2 count.
+                    let on = |count: i64| {
+                        let d = (inputs as i64 - 2 * count) as f32;
+                        let v = match &dense.bias {
+                            Some(b) => d + b[j],
+                            None => d,
+                        };
+                        v * scale[j] + shift[j] >= 0.0
+                    };
+                    let table: Vec<bool> = (0..=inputs as i64).map(on).collect();
+                    let rule = if scale[j] >= 0.0 {
+                        Rule::AtMost(table.iter().rposition(|&o| o).map_or(-1, |k| k as i64))
+                    } else {
+                        Rule::AtLeast(table.iter().position(|&o| o).map_or(inputs as i64 + 1, |k| k as i64))
+                    };
+                    // Rounding is monotone, so one threshold describes the unit; check it.
+                    if table.iter().enumerate().any(|(c, &o)| rule.on(c as i64) != o) {
+                        return Err(Error::Training(format!(
+                            "{}: unit {j}'s batch norm is not monotone in its input (NaN parameters?)",
+                            net.layers[end + 1].label
+                        )));
+                    }
+                    Ok(rule)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            blocks.push(PackedBlock { inputs, words, weights, rules });
+            end += 3;
+        }
+        Ok(PackedNet { packed_layers: start..end, blocks })
+    }
+
+    /// Scores of a batch (`pixels x samples`): float layers, packed blocks, float layers.
+    pub fn forward(&self, net: &mut LayerNet<f32>, x: DMatrix<f32>) -> DMatrix<f32> {
+        let samples = x.ncols();
+        let before = net.eval_layers(x, 0..self.packed_layers.start, false);
+        let bits = self.forward_blocks(&self.pack_input(&before));
+        net.eval_layers(self.unpack_output(&bits, samples), self.packed_layers.end..net.layers.len(), false)
+    }
+
+    /// One block over the samples, in parallel over fixed groups of samples.
+    fn par_forward(block: &PackedBlock, bits: &[u64]) -> Vec<u64> {
+        use rayon::prelude::*;
+        const GROUP: usize = 16;
+        let parts: Vec<Vec<u64>> =
+            bits.par_chunks(block.words * GROUP).map(|x| block.forward(x, x.len() / block.words)).collect();
+        parts.concat()
+    }
+
+    /// The packed blocks alone on packed inputs (what the benchmark times).
+    pub fn forward_blocks(&self, bits: &[u64]) -> Vec<u64> {
+        let mut bits = bits.to_vec();
+        for block in &self.blocks {
+            bits = Self::par_forward(block, &bits);
+        }
+        bits
+    }
+
+    /// The last block's packed outputs as a `units x samples` batch of +-1.
+    pub fn unpack_output(&self, bits: &[u64], samples: usize) -> DMatrix<f32> {
+        let units = self.blocks.last().expect("at least one block").units();
+        let words = units.div_ceil(64);
+        DMatrix::from_fn(units, samples, |i, s| if bits[s * words + i / 64] >> (i % 64) & 1 == 1 { 1.0 } else { -1.0 })
+    }
+
+    /// Packs a batch of +-1 activations for the first block.
+    pub fn pack_input(&self, x: &DMatrix<f32>) -> Vec<u64> {
+        let first = &self.blocks[0];
+        let mut bits = vec![0u64; first.words * x.ncols()];
+        for (column, words) in x.as_slice().chunks(first.inputs).zip(bits.chunks_mut(first.words)) {
+            pack(column, words);
+        }
+        bits
+    }
+}
+
+/// Packed against float inference on a set of images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedReport {
+    pub samples: usize,
+    /// Samples whose packed scores equal the float scores bit for bit.
+    pub identical: usize,
+    /// Samples with the same predicted class.
+    pub same_prediction: usize,
+    /// Seconds spent in the packable layers: float (matrix product, batch norm, sign) and packed
+    /// (XNOR-popcount and thresholds, packing included).
+    pub float_s: f64,
+    pub packed_s: f64,
+}
+
+/// Runs `split` through `net` both ways, in batches of `batch` images.
+pub fn compare(net: &mut LayerNet<f32>, packed: &PackedNet, split: &crate::data::idx::Split, batch: usize) -> PackedReport {
+    use std::time::Instant;
+    let mut report = PackedReport { samples: 0, identical: 0, same_prediction: 0, float_s: 0.0, packed_s: 0.0 };
+    let indices: Vec<usize> = (0..split.len()).collect();
+    let range = packed.packed_layers.clone();
+    for chunk in indices.chunks(batch.max(1)) {
+        let before = net.eval_layers(super::trainer::batch(split, chunk), 0..range.start, false);
+        let started = Instant::now();
+        let hidden = net.eval_layers(before.clone(), range.clone(), false);
+        report.float_s += started.elapsed().as_secs_f64();
+        let float_scores = net.eval_layers(hidden, range.end..net.layers.len(), false);
+        let started = Instant::now();
+        let bits = packed.forward_blocks(&packed.pack_input(&before));
+        report.packed_s += started.elapsed().as_secs_f64();
+        let packed_scores = net.eval_layers(packed.unpack_output(&bits, chunk.len()), range.end..net.layers.len(), false);
+        for (f, p) in float_scores.column_iter().zip(packed_scores.column_iter()) {
+            report.samples += 1;
+            report.identical += (f == p) as usize;
+            report.same_prediction += (super::net::argmax(f.as_slice()) == super::net::argmax(p.as_slice())) as usize;
+        }
+    }
+    report
+}
