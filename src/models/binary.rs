@@ -41,6 +41,17 @@ impl Rule {
             Rule::AtLeast(k) => count >= k,
         }
     }
+
+    /// The counts that turn the unit on, as one inclusive range (branch-free to test).
+    fn range(self, inputs: usize) -> (u64, u64) {
+        let clamp = |k: i64| k.clamp(0, inputs as i64 + 1) as u64;
+        match self {
+            // An empty range when k < 0: (1, 0).
+            Rule::AtMost(k) if k < 0 => (1, 0),
+            Rule::AtMost(k) => (0, clamp(k)),
+            Rule::AtLeast(k) => (clamp(k), inputs as u64),
+        }
+    }
 }
 
 /// One `Dense(binary) -> BatchNorm -> Sign` block, packed.
@@ -51,6 +62,8 @@ pub struct PackedBlock {
     /// Row-major: the words of unit j's weights at j * words.
     weights: Vec<u64>,
     rules: Vec<Rule>,
+    /// The rules as inclusive ranges of counts.
+    ranges: Vec<(u64, u64)>,
 }
 
 impl PackedBlock {
@@ -60,17 +73,112 @@ impl PackedBlock {
 
     /// Packed outputs (`units` bits per sample) of packed inputs, `samples` samples.
     fn forward(&self, x: &[u64], samples: usize) -> Vec<u64> {
+        let mut out = vec![0u64; self.units().div_ceil(64) * samples];
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present.
+            unsafe { avx2::forward(self, x, samples, &mut out) };
+            return out;
+        }
+        let count = |w: &[u64], x: &[u64]| w.iter().zip(x).map(|(a, b)| (a ^ b).count_ones() as u64).sum::<u64>();
+        self.forward_with(x, samples, &mut out, |w, x0, x1| (count(w, x0), count(w, x1)));
+        out
+    }
+
+    /// The loops around a kernel giving popcount(w XOR x) for two samples at once: 64 units
+    /// (one output word, 64 weight rows that stay in the L1 cache) at a time, against every
+    /// pair of samples.
+    #[inline(always)]
+    fn forward_with(
+        &self,
+        x: &[u64],
+        samples: usize,
+        out: &mut [u64],
+        count2: impl Fn(&[u64], &[u64], &[u64]) -> (u64, u64),
+    ) {
+        let n = self.words;
         let out_words = self.units().div_ceil(64);
-        let mut out = vec![0u64; out_words * samples];
-        for (xs, ys) in x.chunks(self.words).zip(out.chunks_mut(out_words)).take(samples) {
-            for (j, (w, rule)) in self.weights.chunks(self.words).zip(&self.rules).enumerate() {
-                let count: u32 = w.iter().zip(xs).map(|(a, b)| (a ^ b).count_ones()).sum();
-                if rule.on(count as i64) {
-                    ys[j / 64] |= 1 << (j % 64);
+        let rows = n * 64;
+        let x = &x[..n * samples];
+        for (tile, (weights, ranges)) in self.weights.chunks(rows).zip(self.ranges.chunks(64)).enumerate() {
+            for (xs, ys) in x.chunks(2 * n).zip(out.chunks_mut(2 * out_words)) {
+                // A lone last sample is paired with itself.
+                let (x0, x1) = if xs.len() == 2 * n { xs.split_at(n) } else { (xs, xs) };
+                let (mut word0, mut word1) = (0u64, 0u64);
+                for (bit, (w, &(lo, hi))) in weights.chunks_exact(n).zip(ranges).enumerate() {
+                    let (c0, c1) = count2(w, x0, x1);
+                    word0 |= (((c0 >= lo) & (c0 <= hi)) as u64) << bit;
+                    word1 |= (((c1 >= lo) & (c1 <= hi)) as u64) << bit;
+                }
+                ys[tile] = word0;
+                if ys.len() > out_words {
+                    ys[out_words + tile] = word1;
                 }
             }
         }
-        out
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::PackedBlock;
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn forward(block: &PackedBlock, x: &[u64], samples: usize, out: &mut [u64]) {
+        block.forward_with(x, samples, out, |w, x0, x1| count2(w, x0, x1));
+    }
+
+    fn sum_lanes(v: __m256i) -> u64 {
+        // SAFETY: only called from AVX2 code below; these are plain register operations.
+        unsafe {
+            let half = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            (_mm_cvtsi128_si64(half) + _mm_extract_epi64(half, 1)) as u64
+        }
+    }
+
+    /// popcount(w XOR x0) and popcount(w XOR x1), 256 bits at a time: the count of each nibble
+    /// comes from a 16-entry table (pshufb); byte counts add up over up to 31 vectors (at most
+    /// 8 x 31 = 248 per byte), then fold into 64-bit lanes (sad against zero).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn count2(w: &[u64], x0: &[u64], x1: &[u64]) -> (u64, u64) {
+        let n = w.len().min(x0.len()).min(x1.len());
+        let vectors = n / 4;
+        let table = _mm256_setr_epi8(
+            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+        );
+        let low = _mm256_set1_epi8(0x0f);
+        let zero = _mm256_setzero_si256();
+        let popcount = |d: __m256i| {
+            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(d, low));
+            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(d, 4), low));
+            _mm256_add_epi8(lo, hi)
+        };
+        let (mut total0, mut total1) = (zero, zero);
+        let mut v = 0;
+        while v < vectors {
+            let end = (v + 31).min(vectors);
+            let (mut bytes0, mut bytes1) = (zero, zero);
+            while v < end {
+                // SAFETY: v < n / 4, so words 4v..4v+4 lie inside all three slices.
+                let (a, b0, b1) = unsafe {
+                    (
+                        _mm256_loadu_si256(w.as_ptr().add(4 * v) as *const __m256i),
+                        _mm256_loadu_si256(x0.as_ptr().add(4 * v) as *const __m256i),
+                        _mm256_loadu_si256(x1.as_ptr().add(4 * v) as *const __m256i),
+                    )
+                };
+                bytes0 = _mm256_add_epi8(bytes0, popcount(_mm256_xor_si256(a, b0)));
+                bytes1 = _mm256_add_epi8(bytes1, popcount(_mm256_xor_si256(a, b1)));
+                v += 1;
+            }
+            total0 = _mm256_add_epi64(total0, _mm256_sad_epu8(bytes0, zero));
+            total1 = _mm256_add_epi64(total1, _mm256_sad_epu8(bytes1, zero));
+        }
+        let tail = |x: &[u64]| (4 * vectors..n).map(|k| (w[k] ^ x[k]).count_ones() as u64).sum::<u64>();
+        (sum_lanes(total0) + tail(x0), sum_lanes(total1) + tail(x1))
     }
 }
 
@@ -150,7 +258,8 @@ impl PackedNet {
                     Ok(rule)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            blocks.push(PackedBlock { inputs, words, weights, rules });
+            let ranges = rules.iter().map(|r| r.range(inputs)).collect();
+            blocks.push(PackedBlock { inputs, words, weights, rules, ranges });
             end += 3;
         }
         Ok(PackedNet { packed_layers: start..end, blocks })
