@@ -78,13 +78,28 @@ enum Command {
         #[arg(long)]
         test_samples: Option<u32>,
     },
-    /// Evaluate a training checkpoint on the test set: accuracy and confusion matrix figure.
+    /// Evaluate a training checkpoint on the test set: accuracy and confusion matrix figure;
+    /// for concept models also soft vs hard concepts and concept figures, for binary models
+    /// bit-packed vs float inference.
     Eval {
         checkpoint: PathBuf,
         /// Folder with the IDX files (default: as for training).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Where to draw confusion.png (default: beside the checkpoint).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Explain one test image's class by the concepts of a concept model (ICBM) that fired.
+    Explain {
+        checkpoint: PathBuf,
+        /// Index of the image in the test set.
+        #[arg(long)]
+        index: usize,
+        /// Folder with the IDX files (default: as for training).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to draw explain_INDEX.png (default: beside the checkpoint).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -168,6 +183,9 @@ fn run(cli: Cli) -> snn::Result<()> {
         }
         Command::Eval { checkpoint, data, out } => {
             say(&snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());
+        }
+        Command::Explain { checkpoint, index, data, out } => {
+            say(&snn::train::command::explain(&checkpoint, index, data.as_deref(), out.as_deref())?.to_string());
         }
         Command::Plot { figure: Figure::GradientDecay { network, checkpoint, data, samples, out } } => {
             let decay =

@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod binary;
+pub mod concepts;
 pub mod gemm;
 pub mod linear;
 pub mod net;

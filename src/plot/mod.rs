@@ -1,12 +1,14 @@
 //! Figures, drawn with plotters on a bitmap with an embedded font (DejaVu Sans, licence beside
 //! it), so drawing needs no system fonts. Every figure is written atomically.
 
+mod concepts;
 mod gradient_decay;
 mod raster;
 mod surrogates;
 mod traces;
 mod training;
 
+pub use concepts::{concept_grid, concept_weights, explanation};
 pub use gradient_decay::gradient_decay;
 pub use raster::raster;
 pub use surrogates::surrogates;

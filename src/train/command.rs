@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use super::history::History;
 use super::net::from_checkpoint;
 use super::trainer::{self, PassTotals, Run, TrainOptions};
-use crate::data::idx::Dataset;
+use crate::data::idx::{Dataset, FASHION_CLASSES, Split};
 use crate::error::{Error, Result};
 use crate::models::binary::{PackedNet, PackedReport};
-use crate::models::{self, trainer::Activity, trainer::LayerRun};
+use crate::models::concepts::{self, ConceptLayer, Explanation};
+use crate::models::{self, LayerNet, trainer::Activity, trainer::LayerRun};
 use crate::io::checkpoint;
 use crate::plot;
 use crate::spec::{self, Network, Training};
@@ -273,11 +274,15 @@ pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> 
     // The whole test split, whatever the run was cut to.
     let full = Training { test_samples: None, ..training.clone() };
     let dataset = trainer::load_data(&dir, &network, &full, None, None)?;
+    let mut files = Vec::new();
     let (summary, classes) = if network.is_layered() {
         let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
         let (totals, activity) = models::trainer::evaluate(&mut net, &dataset.test, false);
         let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&mut net, &dataset.test, true));
         let packed = PackedNet::new(&net).ok().map(|p| models::binary::compare(&mut net, &p, &dataset.test, 500));
+        if let Ok(layer) = ConceptLayer::find(&net) {
+            concept_figures(&mut net, layer, &dataset.test, &network.name, &folder(out, checkpoint_path)?, &mut files)?;
+        }
         let classes = net.classes();
         (EvalSummary { totals, classes, activity: Some(activity), soft, packed, files: Vec::new() }, classes)
     } else {
@@ -286,15 +291,82 @@ pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> 
         let classes = net.classes();
         (EvalSummary { totals, classes, activity: None, soft: None, packed: None, files: Vec::new() }, classes)
     };
-    let folder =
-        out.map(Path::to_owned).unwrap_or_else(|| checkpoint_path.parent().unwrap_or(Path::new(".")).to_owned());
-    std::fs::create_dir_all(&folder).map_err(|e| Error::write(&folder, e))?;
-    let figure = folder.join("confusion.png");
+    let figure = folder(out, checkpoint_path)?.join("confusion.png");
     plot::confusion(
         &summary.totals.confusion,
         classes,
         &format!("{}: test accuracy {:.2}%", network.name, 100.0 * summary.totals.accuracy()),
         &figure,
     )?;
-    Ok(EvalSummary { files: vec![figure], ..summary })
+    files.insert(0, figure);
+    Ok(EvalSummary { files, ..summary })
+}
+
+/// Where figures go: `out`, else the checkpoint's folder; created if missing.
+fn folder(out: Option<&Path>, checkpoint_path: &Path) -> Result<PathBuf> {
+    let folder =
+        out.map(Path::to_owned).unwrap_or_else(|| checkpoint_path.parent().unwrap_or(Path::new(".")).to_owned());
+    std::fs::create_dir_all(&folder).map_err(|e| Error::write(&folder, e))?;
+    Ok(folder)
+}
+
+/// The concept grid (top 8 test images per concept) and the class x concept weight map.
+fn concept_figures(
+    net: &mut LayerNet<f32>,
+    layer: ConceptLayer,
+    test: &Split,
+    name: &str,
+    folder: &Path,
+    files: &mut Vec<PathBuf>,
+) -> Result<()> {
+    let top = concepts::top_images(net, layer, test, 8);
+    let grid = folder.join("concept_grid.png");
+    plot::concept_grid(&top, test, &format!("{name}: test images that turn each concept on most"), &grid)?;
+    let weights = folder.join("concept_weights.png");
+    plot::concept_weights(layer.classifier(net).0, &FASHION_CLASSES, &format!("{name}: class x concept weights"), &weights)?;
+    files.extend([grid, weights]);
+    Ok(())
+}
+
+/// What `snn explain` reports.
+#[derive(Debug, Clone)]
+pub struct ExplainSummary {
+    pub explanation: Explanation,
+    pub files: Vec<PathBuf>,
+}
+
+impl fmt::Display for ExplainSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = &self.explanation;
+        let name = |k: usize| FASHION_CLASSES.get(k).map_or(k.to_string(), |s| s.to_string());
+        writeln!(f, "test image {}: true class {}, predicted {}", e.index, name(e.label), name(e.predicted))?;
+        writeln!(f, "{} of {} concepts fired; score of {} = bias {:+.3} + their weights:", e.fired.len(), e.concepts, name(e.predicted), e.bias)?;
+        for &(c, w) in &e.fired {
+            writeln!(f, "  concept {c:>3}: {w:+.3}")?;
+        }
+        let scores: Vec<String> = e.scores.iter().enumerate().map(|(k, s)| format!("{}={s:.2}", name(k))).collect();
+        writeln!(f, "class scores: {}", scores.join(", "))?;
+        for file in &self.files {
+            writeln!(f, "wrote {}", file.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// `snn explain`: the concepts behind one test image's class.
+pub fn explain(checkpoint_path: &Path, index: usize, data: Option<&Path>, out: Option<&Path>) -> Result<ExplainSummary> {
+    let saved = checkpoint::read(checkpoint_path)?;
+    let network: Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
+    let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
+    if !network.is_layered() {
+        return Err(Error::Training(format!("{}: explain needs a concept model (ICBM), not a spiking network", checkpoint_path.display())));
+    }
+    let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
+    let dir = trainer::data_folder(data, &training, checkpoint_path);
+    let full = Training { test_samples: None, ..training };
+    let dataset = trainer::load_data(&dir, &network, &full, None, None)?;
+    let explanation = concepts::explain(&mut net, &dataset.test, index)?;
+    let figure = folder(out, checkpoint_path)?.join(format!("explain_{index}.png"));
+    plot::explanation(&explanation, &dataset.test, &FASHION_CLASSES, &figure)?;
+    Ok(ExplainSummary { explanation, files: vec![figure] })
 }
