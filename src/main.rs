@@ -90,6 +90,33 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Train a network with several surrogates and seeds; write a results table (markdown,
+    /// CSV) and a figure comparing them.
+    Sweep {
+        /// Network description (RON) with `inputs` and `training`.
+        network: PathBuf,
+        /// Comma-separated surrogate names.
+        #[arg(long, value_delimiter = ',', default_value = "htaf,sigmoid,fast-sigmoid,arctan,triangle,ste")]
+        surrogates: Vec<snn::surrogate::Surrogate>,
+        /// Seeds per surrogate (the network's seed, seed + 1, ...).
+        #[arg(long, default_value_t = 3)]
+        seeds: u32,
+        /// Epochs per run (default: the network's).
+        #[arg(long)]
+        epochs: Option<u32>,
+        /// Folder with the four IDX files (default: as for training).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output folder (default: outputs/sweep_NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Use only the first N training samples.
+        #[arg(long)]
+        train_samples: Option<u32>,
+        /// Use only the first N test samples.
+        #[arg(long)]
+        test_samples: Option<u32>,
+    },
     /// Explain one test image's class by the concepts of a concept model (ICBM) that fired.
     Explain {
         checkpoint: PathBuf,
@@ -183,6 +210,20 @@ fn run(cli: Cli) -> snn::Result<()> {
         }
         Command::Eval { checkpoint, data, out } => {
             say(&snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());
+        }
+        Command::Sweep { network, surrogates, seeds, epochs, data, out, train_samples, test_samples } => {
+            let opts = snn::train::sweep::SweepOptions {
+                network,
+                surrogates,
+                seeds,
+                epochs,
+                data,
+                out,
+                train_samples,
+                test_samples,
+                progress: std::io::stderr().is_terminal(),
+            };
+            say(&snn::train::sweep::sweep(&opts)?.to_string());
         }
         Command::Explain { checkpoint, index, data, out } => {
             say(&snn::train::command::explain(&checkpoint, index, data.as_deref(), out.as_deref())?.to_string());

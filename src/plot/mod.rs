@@ -5,6 +5,7 @@ mod concepts;
 mod gradient_decay;
 mod raster;
 mod surrogates;
+mod sweep;
 mod traces;
 mod training;
 
@@ -12,6 +13,7 @@ pub use concepts::{concept_grid, concept_weights, explanation};
 pub use gradient_decay::gradient_decay;
 pub use raster::raster;
 pub use surrogates::surrogates;
+pub use sweep::sweep;
 pub use traces::traces;
 pub use training::{confusion, training_curves};
 

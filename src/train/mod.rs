@@ -9,4 +9,5 @@ pub mod gradient_decay;
 pub mod history;
 pub mod net;
 pub mod optim;
+pub mod sweep;
 pub mod trainer;

@@ -56,6 +56,8 @@ struct Workspace {
     loss: f64,
     correct: usize,
     spikes: Vec<u64>,
+    /// Evaluation only: per layer, per neuron, whether it fired at all.
+    fired: Vec<Vec<bool>>,
     confusion: Vec<u64>,
 }
 
@@ -70,6 +72,7 @@ impl Workspace {
             loss: 0.0,
             correct: 0,
             spikes: vec![0; net.layers.len()],
+            fired: net.layers.iter().map(|l| vec![false; l.outputs()]).collect(),
             confusion: vec![0; net.classes() * net.classes()],
         }
     }
@@ -81,6 +84,7 @@ impl Workspace {
         self.loss = 0.0;
         self.correct = 0;
         self.spikes.iter_mut().for_each(|s| *s = 0);
+        self.fired.iter_mut().flatten().for_each(|f| *f = false);
         self.confusion.iter_mut().for_each(|c| *c = 0);
     }
 }
@@ -125,6 +129,13 @@ impl Pass<'_> {
             for (l, s) in ws.spikes.iter_mut().enumerate() {
                 *s += tape.spike_count(l) as u64;
             }
+            if self.backward_weight.is_none() {
+                for (l, fired) in ws.fired.iter_mut().enumerate() {
+                    for (_, j) in bptt::layer_spikes(tape, l) {
+                        fired[j as usize] = true;
+                    }
+                }
+            }
         }
         if self.backward_weight.is_some() {
             let g: Vec<&[f32]> = ws.g_scores[..count].iter().map(Vec::as_slice).collect();
@@ -140,6 +151,8 @@ pub struct PassTotals {
     pub loss: f64,
     pub correct: usize,
     pub spikes: Vec<u64>,
+    /// Evaluation of a spiking network: per layer, per neuron, whether it fired at all.
+    pub fired: Vec<Vec<bool>>,
     /// Row = true class, column = predicted class.
     pub confusion: Vec<u64>,
 }
@@ -152,6 +165,11 @@ impl PassTotals {
         self.spikes.resize(ws.spikes.len(), 0);
         self.confusion.resize(ws.confusion.len(), 0);
         self.spikes.iter_mut().zip(&ws.spikes).for_each(|(a, b)| *a += b);
+        self.fired.resize_with(ws.fired.len(), Vec::new);
+        for (a, b) in self.fired.iter_mut().zip(&ws.fired) {
+            a.resize(b.len(), false);
+            a.iter_mut().zip(b).for_each(|(a, b)| *a |= b);
+        }
         self.confusion.iter_mut().zip(&ws.confusion).for_each(|(a, b)| *a += b);
     }
 

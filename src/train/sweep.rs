@@ -1,0 +1,264 @@
+//! `snn sweep`: trains one network with several surrogates and seeds, then tabulates and draws
+//! how they compare: mean and standard deviation of the final test accuracy, the epochs needed
+//! to reach 95% of it, and the share of dead hidden units (units whose output never changes on
+//! the test set: a step unit stuck at 0 or 1, a ReLU never on, a spiking neuron that never
+//! fires).
+//!
+//! Each run is an ordinary `snn train` run in `OUT/<surrogate>/seed<k>/`; a run whose checkpoint
+//! already holds the requested epochs is read back instead of trained again, so an interrupted
+//! sweep continues where it stopped.
+
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use super::command::{self, TrainSummary};
+use super::history::History;
+use super::trainer::{self, TrainOptions};
+use crate::error::{Error, Result};
+use crate::io::atomic::write_atomically;
+use crate::io::checkpoint;
+use crate::models;
+use crate::plot;
+use crate::spec::{self, Network, Training};
+use crate::surrogate::Surrogate;
+
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pub network: PathBuf,
+    pub surrogates: Vec<Surrogate>,
+    pub seeds: u32,
+    pub epochs: Option<u32>,
+    pub data: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub train_samples: Option<u32>,
+    pub test_samples: Option<u32>,
+    pub progress: bool,
+}
+
+/// One finished run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub surrogate: String,
+    pub seed: u64,
+    pub history: History,
+    pub dead_share: f64,
+}
+
+impl RunResult {
+    pub fn final_accuracy(&self) -> f64 {
+        self.history.test_accuracy.last().copied().unwrap_or(f64::NAN)
+    }
+
+    /// The first epoch (1-based) whose test accuracy reaches 95% of the final one.
+    pub fn epochs_to_95(&self) -> usize {
+        let target = 0.95 * self.final_accuracy();
+        self.history.test_accuracy.iter().position(|&a| a >= target).map_or(0, |e| e + 1)
+    }
+}
+
+/// One surrogate over all seeds.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub surrogate: String,
+    pub runs: usize,
+    pub mean: f64,
+    /// Sample standard deviation over seeds (0 for one seed).
+    pub std: f64,
+    pub epochs_to_95: f64,
+    pub dead_share: f64,
+    /// Mean test accuracy per epoch over seeds.
+    pub curve: Vec<f64>,
+    pub accuracies: Vec<f64>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+fn std(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+pub fn rows(results: &[RunResult], surrogates: &[Surrogate]) -> Vec<Row> {
+    surrogates
+        .iter()
+        .map(|s| {
+            let runs: Vec<&RunResult> = results.iter().filter(|r| r.surrogate == s.name()).collect();
+            let accuracies: Vec<f64> = runs.iter().map(|r| r.final_accuracy()).collect();
+            let epochs = runs.iter().map(|r| r.history.epochs()).min().unwrap_or(0);
+            let curve = (0..epochs).map(|e| mean(&runs.iter().map(|r| r.history.test_accuracy[e]).collect::<Vec<_>>())).collect();
+            Row {
+                surrogate: s.name().to_owned(),
+                runs: runs.len(),
+                mean: mean(&accuracies),
+                std: std(&accuracies),
+                epochs_to_95: mean(&runs.iter().map(|r| r.epochs_to_95() as f64).collect::<Vec<_>>()),
+                dead_share: mean(&runs.iter().map(|r| r.dead_share).collect::<Vec<_>>()),
+                curve,
+                accuracies,
+            }
+        })
+        .collect()
+}
+
+/// What `snn sweep` reports.
+#[derive(Debug, Clone)]
+pub struct SweepSummary {
+    pub name: String,
+    pub rows: Vec<Row>,
+    pub files: Vec<PathBuf>,
+}
+
+impl fmt::Display for SweepSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", markdown(&self.name, &self.rows))?;
+        for file in &self.files {
+            writeln!(f, "wrote {}", file.display())?;
+        }
+        Ok(())
+    }
+}
+
+fn markdown(name: &str, rows: &[Row]) -> String {
+    let mut s = format!(
+        "{name}: final test accuracy over seeds\n\n| surrogate | runs | test accuracy (%) mean | std | epochs to 95% of final | dead hidden units (%) |\n|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            r.surrogate,
+            r.runs,
+            100.0 * r.mean,
+            100.0 * r.std,
+            r.epochs_to_95,
+            100.0 * r.dead_share
+        );
+    }
+    s
+}
+
+fn csv(rows: &[Row], results: &[RunResult]) -> (String, String) {
+    let mut table = String::from("surrogate,runs,mean_test_accuracy,std_test_accuracy,epochs_to_95,dead_share\n");
+    for r in rows {
+        let _ = writeln!(table, "{},{},{},{},{},{}", r.surrogate, r.runs, r.mean, r.std, r.epochs_to_95, r.dead_share);
+    }
+    let mut runs = String::from("surrogate,seed,epoch,train_loss,train_accuracy,test_loss,test_accuracy\n");
+    for r in results {
+        let h = &r.history;
+        for e in 0..h.epochs() {
+            let _ = writeln!(
+                runs,
+                "{},{},{},{},{},{},{}",
+                r.surrogate,
+                r.seed,
+                e + 1,
+                h.train_loss[e],
+                h.train_accuracy[e],
+                h.test_loss[e],
+                h.test_accuracy[e]
+            );
+        }
+    }
+    (table, runs)
+}
+
+/// Share of hidden units that are dead on the test set, for a trained checkpoint.
+pub fn dead_share(checkpoint_path: &Path, data: Option<&Path>, test_samples: Option<u32>) -> Result<f64> {
+    let saved = checkpoint::read(checkpoint_path)?;
+    let network: Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
+    let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
+    let dir = trainer::data_folder(data, &training, checkpoint_path);
+    let dataset = trainer::load_data(&dir, &network, &training, None, test_samples)?;
+    if network.is_layered() {
+        let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
+        let (_, activity) = models::trainer::evaluate(&mut net, &dataset.test, false);
+        let sizes: Vec<f64> = net.activation_layers().iter().map(|&l| net.layers[l].output.size() as f64).collect();
+        let dead: f64 = activity.dead_share.iter().zip(&sizes).map(|(d, n)| d * n).sum();
+        Ok(dead / sizes.iter().sum::<f64>().max(1.0))
+    } else {
+        let (_, training, net) = super::net::from_checkpoint(&saved, checkpoint_path)?;
+        let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
+        // Every layer but the readout is hidden.
+        let hidden = &totals.fired[..totals.fired.len().saturating_sub(1)];
+        let units: usize = hidden.iter().map(Vec::len).sum();
+        let silent = hidden.iter().flatten().filter(|&&f| !f).count();
+        Ok(silent as f64 / units.max(1) as f64)
+    }
+}
+
+/// A finished run already on disk, if its checkpoint holds `epochs` epochs of this network.
+fn finished(path: &Path, network_text: &str, epochs: u32) -> Option<History> {
+    let saved = checkpoint::read(path).ok()?;
+    (saved.network_spec == network_text && saved.epochs_done == epochs).then_some(saved.history)
+}
+
+pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
+    if opts.seeds == 0 || opts.surrogates.is_empty() {
+        return Err(Error::Invalid {
+            path: "sweep".into(),
+            problems: vec!["--seeds and --surrogates: need at least one seed and one surrogate".into()],
+        });
+    }
+    let (network, text) = spec::load_network(&opts.network)?;
+    let training = spec::training_section(&network, &opts.network)?;
+    let epochs = opts.epochs.unwrap_or(training.epochs);
+    let out = opts.out.clone().unwrap_or_else(|| Path::new("outputs").join(format!("sweep_{}", network.name)));
+    let mut results = Vec::new();
+    let total = opts.surrogates.len() * opts.seeds as usize;
+    for (s, surrogate) in opts.surrogates.iter().enumerate() {
+        for k in 0..opts.seeds as u64 {
+            let seed = network.seed + k;
+            let dir = out.join(surrogate.name()).join(format!("seed{seed}"));
+            let checkpoint_path = dir.join("checkpoint.h5");
+            let run = s * opts.seeds as usize + k as usize + 1;
+            let history = match finished(&checkpoint_path, &text, epochs) {
+                Some(h) => {
+                    if opts.progress {
+                        eprintln!("run {run}/{total}: {} seed {seed} already done", surrogate.name());
+                    }
+                    h
+                }
+                None => {
+                    if opts.progress {
+                        eprintln!("run {run}/{total}: {} seed {seed}", surrogate.name());
+                    }
+                    // A partial run from an interrupted sweep starts over.
+                    let _ = std::fs::remove_file(&checkpoint_path);
+                    let TrainSummary { history, .. } = command::train(&TrainOptions {
+                        network: opts.network.clone(),
+                        surrogate: Some(*surrogate),
+                        epochs: Some(epochs),
+                        data: opts.data.clone(),
+                        out: Some(dir.clone()),
+                        resume: false,
+                        seed: Some(seed),
+                        train_samples: opts.train_samples,
+                        test_samples: opts.test_samples,
+                        progress: opts.progress,
+                    })?;
+                    history
+                }
+            };
+            let dead = dead_share(&checkpoint_path, opts.data.as_deref(), opts.test_samples)?;
+            results.push(RunResult { surrogate: surrogate.name().to_owned(), seed, history, dead_share: dead });
+        }
+    }
+    let rows = rows(&results, &opts.surrogates);
+    std::fs::create_dir_all(&out).map_err(|e| Error::write(&out, e))?;
+    let (table, runs) = csv(&rows, &results);
+    let mut files = Vec::new();
+    for (name, text) in [("results.md", markdown(&network.name, &rows)), ("results.csv", table), ("runs.csv", runs)] {
+        let path = out.join(name);
+        write_atomically(&path, |tmp| std::fs::write(tmp, &text).map_err(|e| Error::write(&path, e)))?;
+        files.push(path);
+    }
+    let figure = out.join("sweep.png");
+    plot::sweep(&rows, &results, &network.name, &figure)?;
+    files.push(figure);
+    Ok(SweepSummary { name: network.name, rows, files })
+}
