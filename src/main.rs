@@ -144,14 +144,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Figure {
-    /// Norm of the loss gradient w.r.t. the hidden membrane per time step, per surrogate, at
-    /// initialisation or for a checkpoint; data as CSV beside.
+    /// Norm of the loss gradient per surrogate: per time step (hidden membrane of a spiking
+    /// network) or per layer (layered models), at initialisation, for a checkpoint, or after
+    /// each surrogate's own training in a sweep; data as CSV beside.
     GradientDecay {
         /// Training network (RON).
         network: PathBuf,
         /// Use this checkpoint's weights instead of fresh ones.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "sweep")]
         checkpoint: Option<PathBuf>,
+        /// Use each surrogate's trained weights from this `snn sweep` output folder.
+        #[arg(long)]
+        sweep: Option<PathBuf>,
         /// Folder with the IDX files (default: as for training).
         #[arg(long)]
         data: Option<PathBuf>,
@@ -228,9 +232,14 @@ fn run(cli: Cli) -> snn::Result<()> {
         Command::Explain { checkpoint, index, data, out } => {
             say(&snn::train::command::explain(&checkpoint, index, data.as_deref(), out.as_deref())?.to_string());
         }
-        Command::Plot { figure: Figure::GradientDecay { network, checkpoint, data, samples, out } } => {
-            let decay =
-                snn::train::gradient_decay::gradient_decay(&network, checkpoint.as_deref(), data.as_deref(), samples)?;
+        Command::Plot { figure: Figure::GradientDecay { network, checkpoint, sweep, data, samples, out } } => {
+            use snn::train::gradient_decay::{Weights, gradient_decay};
+            let weights = match (&checkpoint, &sweep) {
+                (Some(c), _) => Weights::Checkpoint(c),
+                (None, Some(s)) => Weights::Sweep(s),
+                (None, None) => Weights::Initial,
+            };
+            let decay = gradient_decay(&network, weights, data.as_deref(), samples)?;
             std::fs::create_dir_all(&out)
                 .map_err(|e| snn::Error::Write { path: out.clone(), message: e.to_string() })?;
             let name = network.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

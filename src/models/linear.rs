@@ -100,17 +100,22 @@ pub fn dense_forward<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, x: &DMa
     y
 }
 
-/// Dense backward: gradients of the effective weights and of the bias, and of the input.
+/// Dense backward: gradients of the effective weights and of the bias, and of the input (an
+/// empty matrix unless `input_grad`: the first layer needs none).
 pub fn dense_backward<F: Gemm>(
     w: &DMatrix<F>,
     has_bias: bool,
     x: &DMatrix<F>,
     dy: &DMatrix<F>,
+    input_grad: bool,
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
     let dyv = View::new(dy.as_slice(), dy.nrows(), dy.ncols());
     let mut dw = DMatrix::zeros(w.nrows(), w.ncols());
     par_matmul(dw.as_mut_slice(), dyv, View::new(x.as_slice(), x.nrows(), x.ncols()).t(), F::zero(), 4 * COLUMN_BLOCK);
     let db = has_bias.then(|| bias_gradient(dy, dy.nrows(), 1));
+    if !input_grad {
+        return (dw, db, DMatrix::zeros(0, 0));
+    }
     let mut dx = DMatrix::zeros(w.ncols(), dy.ncols());
     par_matmul(dx.as_mut_slice(), View::new(w.as_slice(), w.nrows(), w.ncols()).t(), dyv, F::zero(), COLUMN_BLOCK);
     (dw, db, dx)
@@ -206,14 +211,16 @@ pub fn conv_forward<F: Gemm>(
     (y, patches)
 }
 
-/// Convolution backward: gradients of the effective filters, of the bias, and of the input.
-/// Filter gradients are summed per fixed block of samples, then over blocks in order.
+/// Convolution backward: gradients of the effective filters, of the bias, and of the input
+/// (left zero unless `input_grad`). Filter gradients are summed per fixed block of samples, then
+/// over blocks in order.
 pub fn conv_backward<F: Gemm>(
     g: &ConvGeometry,
     w: &DMatrix<F>,
     has_bias: bool,
     patches: &[F],
     dy: &DMatrix<F>,
+    input_grad: bool,
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
     let (positions, taps) = g.patch_shape();
     let (filters, in_size, out_size) = (w.nrows(), g.input.size(), g.output.size());
@@ -232,9 +239,11 @@ pub fn conv_backward<F: Gemm>(
                 let dyv = View::new(dy, positions, filters);
                 // dW (filters x taps) += dy^T (filters x positions) . patches (positions x taps)
                 matmul(dw.as_mut_slice(), dyv.t(), View::new(p, positions, taps), F::one());
-                // d patches (positions x taps) = dy (positions x filters) . W (filters x taps)
-                matmul(&mut dp, dyv, wv, F::zero());
-                g.fold(&dp, dx);
+                if input_grad {
+                    // d patches (positions x taps) = dy (positions x filters) . W (filters x taps)
+                    matmul(&mut dp, dyv, wv, F::zero());
+                    g.fold(&dp, dx);
+                }
             }
             dw
         })

@@ -242,17 +242,29 @@ impl<F: Gemm> LayerNet<F> {
     /// Gradients of every parameter (in [`LayerNet::params`] order) given the gradient of the
     /// loss with respect to the scores of a training forward pass.
     pub fn backward(&self, trace: &Trace<F>, d_scores: DMatrix<F>) -> Vec<DMatrix<F>> {
+        self.backward_observed(trace, d_scores, |_, _| {})
+    }
+
+    /// [`LayerNet::backward`], showing `observe(i, dL/dy_i)` the gradient reaching the output
+    /// of every layer i on its way down.
+    pub fn backward_observed(
+        &self,
+        trace: &Trace<F>,
+        d_scores: DMatrix<F>,
+        mut observe: impl FnMut(usize, &DMatrix<F>),
+    ) -> Vec<DMatrix<F>> {
         let mut grads: Vec<Vec<DMatrix<F>>> = vec![Vec::new(); self.layers.len()];
         let mut dy = d_scores;
         let smooth_w = self.smooth.then_some(&self.surrogate);
         for (i, layer) in self.layers.iter().enumerate().rev() {
+            observe(i, &dy);
             let x = &trace.values[i];
             let extra = &trace.extras[i];
             let needs_input_grad = i > 0;
             dy = match (&layer.op, extra) {
                 (Op::Dense(l), extra) => {
                     let w = if let Extra::Weights(w) = extra { w } else { &l.weight };
-                    let (mut dw, db, dx) = linear::dense_backward(w, l.bias.is_some(), x, &dy);
+                    let (mut dw, db, dx) = linear::dense_backward(w, l.bias.is_some(), x, &dy, needs_input_grad);
                     l.latent_gradient(&mut dw, smooth_w);
                     grads[i].push(dw);
                     grads[i].extend(db);
@@ -260,7 +272,7 @@ impl<F: Gemm> LayerNet<F> {
                 }
                 (Op::Conv(l, g), Extra::Conv { weights, patches }) => {
                     let w = weights.as_ref().unwrap_or(&l.weight);
-                    let (mut dw, db, dx) = linear::conv_backward(g, w, l.bias.is_some(), patches, &dy);
+                    let (mut dw, db, dx) = linear::conv_backward(g, w, l.bias.is_some(), patches, &dy, needs_input_grad);
                     l.latent_gradient(&mut dw, smooth_w);
                     grads[i].push(dw);
                     grads[i].extend(db);

@@ -1,5 +1,5 @@
-//! The gradient-decay figure: ||dL/dv'|| of the first hidden layer per time step, one curve per
-//! surrogate, on a log axis; the values go beside it as CSV.
+//! The gradient-decay figure: the gradient's norm per time step (spiking networks) or per layer
+//! (layered models), one curve per surrogate, on a log axis; the values go beside it as CSV.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,7 @@ pub fn gradient_decay(decay: &GradientDecay, name: &str, dir: &Path) -> Result<V
     let png = dir.join("gradient_decay.png");
     let csv = dir.join("gradient_decay.csv");
     let steps = decay.norms.first().map_or(0, Vec::len);
-    let mut text = String::from("step");
+    let mut text = String::from("position");
     for s in &decay.surrogates {
         let _ = write!(text, ",{}", s.name());
     }
@@ -33,15 +33,15 @@ pub fn gradient_decay(decay: &GradientDecay, name: &str, dir: &Path) -> Result<V
     let (lo, hi) = if lo.is_finite() { (lo / 2.0, hi * 2.0) } else { (1e-12, 1.0) };
     draw_png(&png, (1000, 600), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(format!("{name}: gradient reaching the hidden membrane, {}", decay.source), ("sans-serif", 20))
+            .caption(format!("{name}: {}, {}", decay.measured, decay.source), ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..(steps.max(2) - 1) as f64, (lo..hi).log_scale())?;
         chart
             .configure_mesh()
-            .x_desc("time step (the loss is read at every step; backward runs from the last)")
-            .y_desc("||dL/dv||, RMS over samples")
+            .x_desc(decay.axis)
+            .y_desc("gradient norm, RMS over samples")
             .y_label_formatter(&|y| format!("{y:.0e}"))
             .label_style(("sans-serif", 14))
             .draw()?;

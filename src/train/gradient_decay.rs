@@ -1,8 +1,10 @@
-//! How far back in time the loss gradient reaches: the norm of dL/dv' of the first hidden layer
-//! at each time step, averaged over some test samples, for each surrogate, on the same weights
-//! (fresh from the spec's seed, or a checkpoint's).
+//! How far the loss gradient reaches, for each surrogate: back in time for a spiking network
+//! (the norm of dL/dv' of the first hidden layer at each time step), down in depth for a layered
+//! model (the norm of the gradient reaching the output of each Dense or Conv2d layer). Averaged
+//! over some test samples, on fresh weights (the spec's seed), a checkpoint's, or each
+//! surrogate's own trained weights from a sweep.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::bptt::{self, Events, Scratch, Tape};
 use super::net::{TrainNet, from_checkpoint};
@@ -10,48 +12,132 @@ use super::trainer;
 use crate::data::encode::encoding_stream;
 use crate::error::Result;
 use crate::io::checkpoint;
-use crate::spec::{self, Training};
+use crate::models::{self, LayerNet, Mode, net::Op};
+use crate::spec::{self, Network, Training};
 use crate::surrogate::Surrogate;
 
-/// Per surrogate, the root-mean-square over samples of ||dL/dv'[n]|| for n = 0..T.
+/// Per surrogate, the root-mean-square over samples of the gradient's norm at each position.
 pub struct GradientDecay {
     pub surrogates: Vec<Surrogate>,
     pub norms: Vec<Vec<f64>>,
+    /// Where the weights came from.
     pub source: String,
+    /// What the positions are (time steps, layers) and what is measured at them.
+    pub axis: &'static str,
+    pub measured: &'static str,
 }
 
-/// Computes the decay for `network` (with the weights of `checkpoint` when given) on the first
-/// `samples` test images of `data`.
-pub fn gradient_decay(
+/// Where the weights of each surrogate's curve come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Weights<'a> {
+    /// Fresh from the spec's seed.
+    Initial,
+    /// One checkpoint for every surrogate.
+    Checkpoint(&'a Path),
+    /// Each surrogate's run of `snn sweep` (its first seed) in this folder.
+    Sweep(&'a Path),
+}
+
+/// The checkpoint to use for `surrogate`, if any.
+fn checkpoint_for(weights: Weights, surrogate: &Surrogate, seed: u64) -> Option<PathBuf> {
+    match weights {
+        Weights::Initial => None,
+        Weights::Checkpoint(p) => Some(p.to_owned()),
+        Weights::Sweep(dir) => Some(dir.join(surrogate.name()).join(format!("seed{seed}")).join("checkpoint.h5")),
+    }
+}
+
+fn describe(weights: Weights) -> String {
+    match weights {
+        Weights::Initial => "at initialisation".into(),
+        Weights::Checkpoint(p) => format!("weights of {}", p.display()),
+        Weights::Sweep(_) => "after training with each surrogate".into(),
+    }
+}
+
+/// Computes the decay for `network` on the first `samples` test images of `data`.
+pub fn gradient_decay(network_path: &Path, weights: Weights, data: Option<&Path>, samples: usize) -> Result<GradientDecay> {
+    let (network, _) = spec::load_network(network_path)?;
+    if network.is_layered() {
+        depth_decay(&network, network_path, weights, data, samples)
+    } else {
+        time_decay(network_path, weights, data, samples)
+    }
+}
+
+/// Per surrogate, the gradient reaching the output of each Dense and Conv2d layer (RMS over
+/// samples of the per-sample norm), input side first.
+fn depth_decay(
+    network: &Network,
     network_path: &Path,
-    checkpoint_path: Option<&Path>,
+    weights: Weights,
     data: Option<&Path>,
     samples: usize,
 ) -> Result<GradientDecay> {
-    let (network, training, weights, seed, source) = match checkpoint_path {
-        Some(c) => {
-            let saved = checkpoint::read(c)?;
-            let (network, training, _) = from_checkpoint(&saved, c)?;
-            let source = format!("after {} epochs of training", saved.epochs_done);
-            (network, training, Some(saved.layers), saved.seed, source)
-        }
-        None => {
-            let (network, _) = spec::load_network(network_path)?;
-            let training = spec::training_section(&network, network_path)?;
-            let seed = network.seed;
-            (network, training, None, seed, "at initialisation".to_string())
-        }
+    let training = spec::training_section(network, network_path)?;
+    let dir = trainer::data_folder(data, &training, network_path);
+    let dataset = trainer::load_data(&dir, network, &training, Some(1), Some(samples as u32))?;
+    let split = &dataset.test;
+    let indices: Vec<usize> = (0..split.len()).collect();
+    let mut result = GradientDecay {
+        surrogates: Surrogate::all(),
+        norms: Vec::new(),
+        source: describe(weights),
+        axis: "layer with weights (input side first)",
+        measured: "gradient reaching each layer's output",
     };
+    for surrogate in Surrogate::all() {
+        let t = Training { surrogate, ..training.clone() };
+        let mut net = LayerNet::<f32>::from_spec(network, &t, network.seed)?;
+        if let Some(path) = checkpoint_for(weights, &surrogate, network.seed) {
+            models::trainer::load_state(&mut net, &checkpoint::read(&path)?)?;
+        }
+        let trace = net.forward(models::trainer::batch(split, &indices), Mode::Train {
+            seed: network.seed,
+            epoch: 0,
+            samples: &indices,
+        });
+        let (_, d_scores, _) = LayerNet::loss(trace.scores(), &split.labels);
+        let weighted: Vec<usize> =
+            (0..net.layers.len()).filter(|&i| matches!(net.layers[i].op, Op::Dense(_) | Op::Conv(..))).collect();
+        let mut norms = vec![0.0; weighted.len()];
+        // d_scores is the gradient of the mean loss; per sample it is n times larger.
+        let n = split.len() as f64;
+        net.backward_observed(&trace, d_scores, |i, dy| {
+            if let Some(k) = weighted.iter().position(|&w| w == i) {
+                norms[k] = dy.norm() as f64 * n / n.sqrt();
+            }
+        });
+        result.norms.push(norms);
+    }
+    Ok(result)
+}
+
+/// Per surrogate, ||dL/dv'[n]|| of the first hidden layer for n = 0..T.
+fn time_decay(network_path: &Path, weights: Weights, data: Option<&Path>, samples: usize) -> Result<GradientDecay> {
+    let (network, _) = spec::load_network(network_path)?;
+    let training = spec::training_section(&network, network_path)?;
+    let seed = network.seed;
     let dir = trainer::data_folder(data, &training, network_path);
     let full = Training { test_samples: Some(samples as u32), ..training.clone() };
     let dataset = trainer::load_data(&dir, &network, &full, Some(1), None)?;
     let split = &dataset.test;
-    let mut result = GradientDecay { surrogates: Surrogate::all(), norms: Vec::new(), source };
+    let mut result = GradientDecay {
+        surrogates: Surrogate::all(),
+        norms: Vec::new(),
+        source: describe(weights),
+        axis: "time step (the loss is read at every step; backward runs from the last)",
+        measured: "gradient reaching the hidden membrane",
+    };
     for surrogate in Surrogate::all() {
-        let t = Training { surrogate, ..training.clone() };
+        let mut t = Training { surrogate, ..training.clone() };
         let mut net = TrainNet::<f32>::from_spec(&network, &t, seed)?;
-        if let Some(layers) = &weights {
-            net.load_weights(layers)?;
+        if let Some(path) = checkpoint_for(weights, &surrogate, seed) {
+            let saved = checkpoint::read(&path)?;
+            let (_, saved_training, trained) = from_checkpoint(&saved, &path)?;
+            // The trained network's settings, with this curve's surrogate.
+            t = Training { surrogate, ..saved_training };
+            net = TrainNet { surrogate, derivative: crate::surrogate::DerivativeTable::new(surrogate), ..trained };
         }
         let mut inputs = vec![Events::default(); split.len()];
         for (i, input) in inputs.iter_mut().enumerate() {
