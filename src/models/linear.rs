@@ -144,23 +144,28 @@ impl ConvGeometry {
         (oh * ow, c * k * k)
     }
 
-    /// For each patch column (channel, ky, kx) and output position, the input index it reads
-    /// (or None in the padding), visiting positions in order.
-    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, Option<usize>)) {
+    /// For each patch column (channel, ky, kx) and output row, calls `f(column, first output
+    /// position of the row, input index of the row's first valid tap or None when the whole row
+    /// lies in the padding, range of output columns inside the input)`. Positions outside the
+    /// range read the padding.
+    #[inline(always)]
+    fn for_each_row(&self, mut f: impl FnMut(usize, usize, Option<usize>, std::ops::Range<usize>)) {
         let (c, h, w, oh, ow, k) = self.dims();
         let (s, p) = (self.stride as isize, self.padding as isize);
         for ci in 0..c {
             for ky in 0..k {
                 for kx in 0..k {
                     let col = (ci * k + ky) * k + kx;
+                    // Output columns ox with 0 <= ox s + kx - p < w.
+                    let first = ((p - kx as isize).max(0) + s - 1) / s;
+                    let last = ((w as isize - 1 + p - kx as isize).div_euclid(s) + 1).clamp(0, ow as isize);
+                    let cols = first.min(last) as usize..last.max(0) as usize;
                     for oy in 0..oh {
                         let y = oy as isize * s + ky as isize - p;
-                        for ox in 0..ow {
-                            let x = ox as isize * s + kx as isize - p;
-                            let inside = (0..h as isize).contains(&y) && (0..w as isize).contains(&x);
-                            let at = inside.then(|| (ci * h + y as usize) * w + x as usize);
-                            f(col, oy * ow + ox, at);
-                        }
+                        let start = (0..h as isize).contains(&y).then(|| {
+                            (ci * h + y as usize) * w + (cols.start as isize * s + kx as isize - p) as usize
+                        });
+                        f(col, oy * ow, start, if start.is_some() { cols.clone() } else { 0..0 });
                     }
                 }
             }
@@ -170,15 +175,28 @@ impl ConvGeometry {
     /// im2col of one sample into `patches` (positions x (channels k k), column-major).
     pub fn unfold<F: Gemm>(&self, sample: &[F], patches: &mut [F]) {
         let (positions, _) = self.patch_shape();
-        self.for_each_tap(|col, pos, at| patches[col * positions + pos] = at.map_or(F::zero(), |i| sample[i]));
+        let s = self.stride;
+        patches.iter_mut().for_each(|v| *v = F::zero());
+        self.for_each_row(|col, row, start, cols| {
+            if let Some(start) = start {
+                let out = &mut patches[col * positions + row..];
+                for (j, ox) in cols.enumerate() {
+                    out[ox] = sample[start + j * s];
+                }
+            }
+        });
     }
 
     /// col2im: adds the patch gradients back onto the sample's input positions.
     pub fn fold<F: Gemm>(&self, patches: &[F], sample: &mut [F]) {
         let (positions, _) = self.patch_shape();
-        self.for_each_tap(|col, pos, at| {
-            if let Some(i) = at {
-                sample[i] += patches[col * positions + pos];
+        let s = self.stride;
+        self.for_each_row(|col, row, start, cols| {
+            if let Some(start) = start {
+                let from = &patches[col * positions + row..];
+                for (j, ox) in cols.enumerate() {
+                    sample[start + j * s] += from[ox];
+                }
             }
         });
     }
@@ -254,4 +272,62 @@ pub fn conv_backward<F: Gemm>(
     }
     let db = has_bias.then(|| bias_gradient(dy, filters, g.output.positions()));
     (dw, db, dx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// im2col by its definition, for comparison.
+    fn naive_unfold(g: &ConvGeometry, x: &[f64]) -> Vec<f64> {
+        let (c, h, w, oh, ow, k) = g.dims();
+        let (positions, taps) = g.patch_shape();
+        let mut out = vec![0.0; positions * taps];
+        for ci in 0..c {
+            for ky in 0..k {
+                for kx in 0..k {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let y = (oy * g.stride + ky) as isize - g.padding as isize;
+                            let xx = (ox * g.stride + kx) as isize - g.padding as isize;
+                            if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
+                                out[((ci * k + ky) * k + kx) * positions + oy * ow + ox] =
+                                    x[(ci * h + y as usize) * w + xx as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unfold_and_fold_match_their_definitions_with_stride_and_padding() {
+        for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 3, 2), (1, 1, 0)] {
+            let input = Shape::Image { channels: 2, height: 5, width: 6 };
+            let spec = crate::spec::Layer::Conv2d {
+                filters: 1,
+                kernel: kernel as u32,
+                stride: stride as u32,
+                padding: padding as u32,
+                weights: crate::spec::Weights::Real,
+                bias: false,
+            };
+            let output = spec.output_shape(input).unwrap();
+            let g = ConvGeometry { input, output, kernel, stride, padding };
+            let x: Vec<f64> = (0..input.size()).map(|i| i as f64 + 1.0).collect();
+            let (positions, taps) = g.patch_shape();
+            let mut patches = vec![f64::NAN; positions * taps];
+            g.unfold(&x, &mut patches);
+            assert_eq!(patches, naive_unfold(&g, &x), "kernel {kernel} stride {stride} padding {padding}");
+            // fold is unfold's transpose: <unfold(x), p> = <x, fold(p)>.
+            let p: Vec<f64> = (0..positions * taps).map(|i| (i % 7) as f64 - 3.0).collect();
+            let mut folded = vec![0.0; input.size()];
+            g.fold(&p, &mut folded);
+            let lhs: f64 = patches.iter().zip(&p).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&folded).map(|(a, b)| a * b).sum();
+            assert_eq!(lhs, rhs);
+        }
+    }
 }

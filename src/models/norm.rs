@@ -3,6 +3,7 @@
 //! estimate), running statistics at evaluation.
 
 use nalgebra::DMatrix;
+use rayon::prelude::*;
 
 use crate::train::net::Real;
 
@@ -42,11 +43,6 @@ impl<F: Real> BatchNorm<F> {
         self.gamma.nrows()
     }
 
-    /// Calls `f(channel, block)` for every channel's block of positions of every sample.
-    fn blocks<'a>(&self, x: &'a [F]) -> impl Iterator<Item = (usize, &'a [F])> {
-        let c = self.channels();
-        x.chunks(self.positions).enumerate().map(move |(i, b)| (i % c, b))
-    }
 
     /// Evaluation as an affine map per channel, `x * scale + shift` (two roundings, as
     /// [`BatchNorm::forward_eval`] and the bit-packed thresholds compute it).
@@ -69,32 +65,54 @@ impl<F: Real> BatchNorm<F> {
         y
     }
 
+    /// Per-sample sums over each channel's positions of `f(value, channel)`, added up over the
+    /// samples in order (so the result does not depend on the threads that computed them).
+    fn channel_sums(&self, x: &[F], f: impl Fn(F, usize) -> F + Sync) -> Vec<F> {
+        let c = self.channels();
+        let per_sample: Vec<Vec<F>> = x
+            .par_chunks(c * self.positions)
+            .map(|sample| {
+                sample
+                    .chunks(self.positions)
+                    .enumerate()
+                    .map(|(k, block)| block.iter().fold(F::zero(), |a, &v| a + f(v, k)))
+                    .collect()
+            })
+            .collect();
+        let mut sums = vec![F::zero(); c];
+        for sample in &per_sample {
+            sums.iter_mut().zip(sample).for_each(|(s, &v)| *s += v);
+        }
+        sums
+    }
+
     /// Training: normalises with the batch statistics and updates the running ones.
     pub fn forward_train(&mut self, x: &DMatrix<F>, cache: &mut NormCache<F>) -> DMatrix<F> {
         let c = self.channels();
         let count = F::of((x.ncols() * self.positions) as f64);
-        let mut mean = vec![F::zero(); c];
-        for (k, block) in self.blocks(x.as_slice()) {
-            mean[k] += block.iter().copied().fold(F::zero(), |a, b| a + b);
-        }
-        mean.iter_mut().for_each(|m| *m /= count);
-        let mut var = vec![F::zero(); c];
-        for (k, block) in self.blocks(x.as_slice()) {
-            var[k] += block.iter().fold(F::zero(), |a, &v| a + (v - mean[k]) * (v - mean[k]));
-        }
-        var.iter_mut().for_each(|v| *v /= count);
+        let mean: Vec<F> = self.channel_sums(x.as_slice(), |v, _| v).into_iter().map(|s| s / count).collect();
+        let var: Vec<F> =
+            self.channel_sums(x.as_slice(), |v, k| (v - mean[k]) * (v - mean[k])).into_iter().map(|s| s / count).collect();
         cache.inv_std = var.iter().map(|&v| F::one() / (v + self.eps).sqrt()).collect();
-        let mut y = x.clone();
-        cache.normalised.clear();
-        cache.normalised.reserve(x.len());
-        for (i, block) in y.as_mut_slice().chunks_mut(self.positions).enumerate() {
-            let k = i % c;
-            for v in block {
-                let n = (*v - mean[k]) * cache.inv_std[k];
-                cache.normalised.push(n);
-                *v = self.gamma[k] * n + self.beta[k];
-            }
-        }
+        cache.normalised = vec![F::zero(); x.len()];
+        let mut y = DMatrix::zeros(x.nrows(), x.ncols());
+        let block = c * self.positions;
+        let (gamma, beta, inv_std) = (self.gamma.as_slice(), self.beta.as_slice(), &cache.inv_std);
+        y.as_mut_slice()
+            .par_chunks_mut(block)
+            .zip(cache.normalised.par_chunks_mut(block))
+            .zip(x.as_slice().par_chunks(block))
+            .for_each(|((y, n), x)| {
+                for (k, ((y, n), x)) in
+                    y.chunks_mut(self.positions).zip(n.chunks_mut(self.positions)).zip(x.chunks(self.positions)).enumerate()
+                {
+                    let (m, s, g, b) = (mean[k], inv_std[k], gamma[k], beta[k]);
+                    for ((y, n), &x) in y.iter_mut().zip(n.iter_mut()).zip(x) {
+                        *n = (x - m) * s;
+                        *y = g * *n + b;
+                    }
+                }
+            });
         let m = self.momentum;
         let unbias = if count > F::one() { count / (count - F::one()) } else { F::one() };
         for k in 0..c {
@@ -108,22 +126,40 @@ impl<F: Real> BatchNorm<F> {
     pub fn backward(&self, cache: &NormCache<F>, dy: &DMatrix<F>) -> (DMatrix<F>, DMatrix<F>, DMatrix<F>) {
         let c = self.channels();
         let count = F::of((dy.ncols() * self.positions) as f64);
-        let mut dgamma = DMatrix::zeros(c, 1);
-        let mut dbeta = DMatrix::zeros(c, 1);
-        for ((k, g), n) in self.blocks(dy.as_slice()).zip(cache.normalised.chunks(self.positions)) {
-            for (&g, &n) in g.iter().zip(n) {
-                dgamma[k] += g * n;
-                dbeta[k] += g;
-            }
+        let block = c * self.positions;
+        let dbeta = self.channel_sums(dy.as_slice(), |g, _| g);
+        // sum of dy * normalised per channel: pair the two arrays sample by sample.
+        let per_sample: Vec<Vec<F>> = dy
+            .as_slice()
+            .par_chunks(block)
+            .zip(cache.normalised.par_chunks(block))
+            .map(|(g, n)| {
+                g.chunks(self.positions)
+                    .zip(n.chunks(self.positions))
+                    .map(|(g, n)| g.iter().zip(n).fold(F::zero(), |a, (&g, &n)| a + g * n))
+                    .collect()
+            })
+            .collect();
+        let mut dgamma = vec![F::zero(); c];
+        for sample in &per_sample {
+            dgamma.iter_mut().zip(sample).for_each(|(s, &v)| *s += v);
         }
-        let mut dx = dy.clone();
-        for (i, (block, n)) in dx.as_mut_slice().chunks_mut(self.positions).zip(cache.normalised.chunks(self.positions)).enumerate() {
-            let k = i % c;
-            let scale = self.gamma[k] * cache.inv_std[k] / count;
-            for (g, &n) in block.iter_mut().zip(n) {
-                *g = scale * (count * *g - dbeta[k] - n * dgamma[k]);
-            }
-        }
-        (dgamma, dbeta, dx)
+        let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
+        let gamma = self.gamma.as_slice();
+        dx.as_mut_slice()
+            .par_chunks_mut(block)
+            .zip(dy.as_slice().par_chunks(block))
+            .zip(cache.normalised.par_chunks(block))
+            .for_each(|((dx, g), n)| {
+                for (k, ((dx, g), n)) in
+                    dx.chunks_mut(self.positions).zip(g.chunks(self.positions)).zip(n.chunks(self.positions)).enumerate()
+                {
+                    let scale = gamma[k] * cache.inv_std[k] / count;
+                    for ((dx, &g), &n) in dx.iter_mut().zip(g).zip(n) {
+                        *dx = scale * (count * g - dbeta[k] - n * dgamma[k]);
+                    }
+                }
+            });
+        (DMatrix::from_vec(c, 1, dgamma), DMatrix::from_vec(c, 1, dbeta), dx)
     }
 }
