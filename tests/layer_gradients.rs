@@ -44,7 +44,7 @@ fn worst_error(mut net: LayerNet<f64>, x: DMatrix<f64>, labels: &[u8]) -> f64 {
     let mut worst: f64 = 0.0;
     for (p, name) in names.iter().enumerate() {
         let scale = (grads[p].amax() * 1e-3).max(1e-7);
-        for k in 0..grads[p].len() {
+        for (k, &analytic) in grads[p].iter().enumerate() {
             let original = net.params()[p][k];
             net.params_mut()[p][k] = original + h;
             let up = loss(&mut net, &x, labels);
@@ -52,7 +52,6 @@ fn worst_error(mut net: LayerNet<f64>, x: DMatrix<f64>, labels: &[u8]) -> f64 {
             let down = loss(&mut net, &x, labels);
             net.params_mut()[p][k] = original;
             let numeric = (up - down) / (2.0 * h);
-            let analytic = grads[p][k];
             let error = (numeric - analytic).abs() / analytic.abs().max(numeric.abs()).max(scale);
             assert!(error < 1e-3, "{name}[{k}]: backprop {analytic:e}, finite difference {numeric:e}");
             worst = worst.max(error);

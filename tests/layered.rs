@@ -40,7 +40,12 @@ fn every_family_learns_and_repeats_itself_with_one_and_two_threads() {
         let mut runs = Vec::new();
         for threads in [1, 2] {
             let out = dir.path().join(format!("{}-{threads}", Path::new(network).file_stem().unwrap().display()));
-            train_cli(network, &out, &["--epochs", "2", "--train-samples", samples, "--test-samples", "300"], Some(threads));
+            train_cli(
+                network,
+                &out,
+                &["--epochs", "2", "--train-samples", samples, "--test-samples", "300"],
+                Some(threads),
+            );
             let h = checkpoint::read_history(&out.join("history.h5")).unwrap();
             assert!(h.train_loss[1] < h.train_loss[0], "{network}: loss {:?}", h.train_loss);
             assert!(h.test_accuracy[1] > floor, "{network}: test accuracy {:?} (chance is 0.1)", h.test_accuracy);
@@ -126,7 +131,12 @@ fn eval_explain_and_sweep_run_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let data = repo("tests/data/fashion-mnist");
     let out = dir.path().join("icbm");
-    train_cli("networks/fashion_icbm.ron", &out, &["--epochs", "1", "--train-samples", "300", "--test-samples", "100"], None);
+    train_cli(
+        "networks/fashion_icbm.ron",
+        &out,
+        &["--epochs", "1", "--train-samples", "300", "--test-samples", "100"],
+        None,
+    );
     let checkpoint = out.join("checkpoint.h5");
     let eval = ok(&snn(&["eval", checkpoint.to_str().unwrap(), "--data", &data], None));
     assert!(eval.contains("concepts: hard (exactly H(x))") && eval.contains("within 0.05 of 0 or 1"), "{eval}");
@@ -184,7 +194,12 @@ fn bad_layer_stacks_name_the_layer() {
     let e = invalid("Conv2d(filters: 4, kernel: 3), Flatten, Dense(units: 10)", "");
     assert!(e.contains("layers[0] (Conv2d): its input is a vector of 784 features"), "{e}");
     let e = invalid("Dense(units: 64, weights: Binary()), Sign(), Dense(units: 10)", "");
-    assert!(e.contains("layers[0] (Dense): binarised weights with batch_norm: true need a BatchNorm after them, found Sign"), "{e}");
+    assert!(
+        e.contains(
+            "layers[0] (Dense): binarised weights with batch_norm: true need a BatchNorm after them, found Sign"
+        ),
+        "{e}"
+    );
     let e = invalid("Dense(units: 64), Softmax, Dense(units: 10)", "");
     assert!(e.contains("Softmax") && e.contains("bad.ron"), "{e}");
     let e = invalid("Dense(units: 64), Relu", "");

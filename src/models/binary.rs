@@ -193,10 +193,8 @@ pub struct PackedNet {
 /// Whether layer `i` is the start of a packable block whose input is a sign output.
 fn packable(net: &LayerNet<f32>, i: usize) -> bool {
     let is_sign = |k: usize| matches!(&net.layers[k].op, Op::Step { step, .. } if step.low == -1.0);
-    let fed_by_sign = net.layers[..i]
-        .iter()
-        .rposition(|l| !matches!(l.op, Op::Dropout(_) | Op::Flatten))
-        .is_some_and(is_sign);
+    let fed_by_sign =
+        net.layers[..i].iter().rposition(|l| !matches!(l.op, Op::Dropout(_) | Op::Flatten)).is_some_and(is_sign);
     i + 2 < net.layers.len()
         && matches!(&net.layers[i].op, Op::Dense(l) if l.binary)
         && matches!(net.layers[i + 1].op, Op::BatchNorm(_))
@@ -324,7 +322,12 @@ pub struct PackedReport {
 }
 
 /// Runs `split` through `net` both ways, in batches of `batch` images.
-pub fn compare(net: &mut LayerNet<f32>, packed: &PackedNet, split: &crate::data::idx::Split, batch: usize) -> PackedReport {
+pub fn compare(
+    net: &mut LayerNet<f32>,
+    packed: &PackedNet,
+    split: &crate::data::idx::Split,
+    batch: usize,
+) -> PackedReport {
     use std::time::Instant;
     let mut report = PackedReport { samples: 0, identical: 0, same_prediction: 0, float_s: 0.0, packed_s: 0.0 };
     let indices: Vec<usize> = (0..split.len()).collect();
@@ -338,7 +341,8 @@ pub fn compare(net: &mut LayerNet<f32>, packed: &PackedNet, split: &crate::data:
         let started = Instant::now();
         let bits = packed.forward_blocks(&packed.pack_input(&before));
         report.packed_s += started.elapsed().as_secs_f64();
-        let packed_scores = net.eval_layers(packed.unpack_output(&bits, chunk.len()), range.end..net.layers.len(), false);
+        let packed_scores =
+            net.eval_layers(packed.unpack_output(&bits, chunk.len()), range.end..net.layers.len(), false);
         for (f, p) in float_scores.column_iter().zip(packed_scores.column_iter()) {
             report.samples += 1;
             report.identical += (f == p) as usize;

@@ -95,7 +95,11 @@ pub struct Explanation {
 
 pub fn explain(net: &mut LayerNet<f32>, split: &Split, index: usize) -> Result<Explanation> {
     if index >= split.len() {
-        return Err(Error::Training(format!("--index {index}: the test set has {} images (0 to {})", split.len(), split.len() - 1)));
+        return Err(Error::Training(format!(
+            "--index {index}: the test set has {} images (0 to {})",
+            split.len(),
+            split.len() - 1
+        )));
     }
     let layer = ConceptLayer::find(net)?;
     let pre = layer.pre_activations(net, split, &[index]);

@@ -133,7 +133,9 @@ pub struct ConvGeometry {
 
 impl ConvGeometry {
     fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
-        let Shape::Image { channels, height, width } = self.input else { unreachable!("checked: conv input is an image") };
+        let Shape::Image { channels, height, width } = self.input else {
+            unreachable!("checked: conv input is an image")
+        };
         let Shape::Image { height: oh, width: ow, .. } = self.output else { unreachable!("conv output is an image") };
         (channels, height, width, oh, ow, self.kernel)
     }
@@ -162,9 +164,9 @@ impl ConvGeometry {
                     let cols = first.min(last) as usize..last.max(0) as usize;
                     for oy in 0..oh {
                         let y = oy as isize * s + ky as isize - p;
-                        let start = (0..h as isize).contains(&y).then(|| {
-                            (ci * h + y as usize) * w + (cols.start as isize * s + kx as isize - p) as usize
-                        });
+                        let start = (0..h as isize)
+                            .contains(&y)
+                            .then(|| (ci * h + y as usize) * w + (cols.start as isize * s + kx as isize - p) as usize);
                         f(col, oy * ow, start, if start.is_some() { cols.clone() } else { 0..0 });
                     }
                 }

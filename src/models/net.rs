@@ -30,7 +30,10 @@ pub enum Op<F> {
     AvgPool(usize),
     BatchNorm(BatchNorm<F>),
     /// Heaviside or sign; `smooth` is SpikeMode::Smooth (S(x) while training, H(x) evaluated).
-    Step { step: Step, smooth: bool },
+    Step {
+        step: Step,
+        smooth: bool,
+    },
     Relu,
     Dropout(f64),
     Flatten,
@@ -61,7 +64,10 @@ pub enum Extra<F> {
     None,
     /// The effective (binarised) weights, when they differ from the latent ones.
     Weights(DMatrix<F>),
-    Conv { weights: Option<DMatrix<F>>, patches: Vec<F> },
+    Conv {
+        weights: Option<DMatrix<F>>,
+        patches: Vec<F>,
+    },
     Winners(Vec<u32>),
     Norm(NormCache<F>),
     Mask(Vec<F>),
@@ -154,10 +160,11 @@ impl<F: Gemm> LayerNet<F> {
 
     fn step_forward(&self, smooth_layer: bool, mode: Mode) -> StepForward {
         let smooth = self.smooth
-            || (smooth_layer && match mode {
-                Mode::Train { .. } => true,
-                Mode::Eval { soft } => soft,
-            });
+            || (smooth_layer
+                && match mode {
+                    Mode::Train { .. } => true,
+                    Mode::Eval { soft } => soft,
+                });
         if smooth { StepForward::Smooth } else { StepForward::Hard }
     }
 
@@ -272,7 +279,8 @@ impl<F: Gemm> LayerNet<F> {
                 }
                 (Op::Conv(l, g), Extra::Conv { weights, patches }) => {
                     let w = weights.as_ref().unwrap_or(&l.weight);
-                    let (mut dw, db, dx) = linear::conv_backward(g, w, l.bias.is_some(), patches, &dy, needs_input_grad);
+                    let (mut dw, db, dx) =
+                        linear::conv_backward(g, w, l.bias.is_some(), patches, &dy, needs_input_grad);
                     l.latent_gradient(&mut dw, smooth_w);
                     grads[i].push(dw);
                     grads[i].extend(db);

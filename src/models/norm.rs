@@ -43,7 +43,6 @@ impl<F: Real> BatchNorm<F> {
         self.gamma.nrows()
     }
 
-
     /// Evaluation as an affine map per channel, `x * scale + shift` (two roundings, as
     /// [`BatchNorm::forward_eval`] and the bit-packed thresholds compute it).
     pub fn eval_affine(&self) -> (Vec<F>, Vec<F>) {
@@ -91,8 +90,11 @@ impl<F: Real> BatchNorm<F> {
         let c = self.channels();
         let count = F::of((x.ncols() * self.positions) as f64);
         let mean: Vec<F> = self.channel_sums(x.as_slice(), |v, _| v).into_iter().map(|s| s / count).collect();
-        let var: Vec<F> =
-            self.channel_sums(x.as_slice(), |v, k| (v - mean[k]) * (v - mean[k])).into_iter().map(|s| s / count).collect();
+        let var: Vec<F> = self
+            .channel_sums(x.as_slice(), |v, k| (v - mean[k]) * (v - mean[k]))
+            .into_iter()
+            .map(|s| s / count)
+            .collect();
         cache.inv_std = var.iter().map(|&v| F::one() / (v + self.eps).sqrt()).collect();
         cache.normalised = vec![F::zero(); x.len()];
         let mut y = DMatrix::zeros(x.nrows(), x.ncols());
@@ -103,8 +105,11 @@ impl<F: Real> BatchNorm<F> {
             .zip(cache.normalised.par_chunks_mut(block))
             .zip(x.as_slice().par_chunks(block))
             .for_each(|((y, n), x)| {
-                for (k, ((y, n), x)) in
-                    y.chunks_mut(self.positions).zip(n.chunks_mut(self.positions)).zip(x.chunks(self.positions)).enumerate()
+                for (k, ((y, n), x)) in y
+                    .chunks_mut(self.positions)
+                    .zip(n.chunks_mut(self.positions))
+                    .zip(x.chunks(self.positions))
+                    .enumerate()
                 {
                     let (m, s, g, b) = (mean[k], inv_std[k], gamma[k], beta[k]);
                     for ((y, n), &x) in y.iter_mut().zip(n.iter_mut()).zip(x) {
@@ -151,8 +156,11 @@ impl<F: Real> BatchNorm<F> {
             .zip(dy.as_slice().par_chunks(block))
             .zip(cache.normalised.par_chunks(block))
             .for_each(|((dx, g), n)| {
-                for (k, ((dx, g), n)) in
-                    dx.chunks_mut(self.positions).zip(g.chunks(self.positions)).zip(n.chunks(self.positions)).enumerate()
+                for (k, ((dx, g), n)) in dx
+                    .chunks_mut(self.positions)
+                    .zip(g.chunks(self.positions))
+                    .zip(n.chunks(self.positions))
+                    .enumerate()
                 {
                     let scale = gamma[k] * cache.inv_std[k] / count;
                     for ((dx, &g), &n) in dx.iter_mut().zip(g).zip(n) {

@@ -38,8 +38,11 @@ pub fn max_forward<F: Real>(input: Shape, size: usize, x: &DMatrix<F>) -> (DMatr
     let (n, w) = (out_size(input, size), dims(input, size).2);
     let mut y = DMatrix::zeros(n, x.ncols());
     let mut winners = vec![0u32; n * x.ncols()];
-    y.as_mut_slice().par_chunks_mut(n).zip(winners.par_chunks_mut(n)).zip(x.as_slice().par_chunks(input.size())).for_each(
-        |((ys, ws), xs)| {
+    y.as_mut_slice()
+        .par_chunks_mut(n)
+        .zip(winners.par_chunks_mut(n))
+        .zip(x.as_slice().par_chunks(input.size()))
+        .for_each(|((ys, ws), xs)| {
             windows(input, size, |o, corner| {
                 let mut best = corner;
                 for dy in 0..size {
@@ -53,21 +56,22 @@ pub fn max_forward<F: Real>(input: Shape, size: usize, x: &DMatrix<F>) -> (DMatr
                 ys[o] = xs[best];
                 ws[o] = best as u32;
             })
-        },
-    );
+        });
     (y, winners)
 }
 
 pub fn max_backward<F: Real>(input: Shape, winners: &[u32], dy: &DMatrix<F>) -> DMatrix<F> {
     let mut dx = DMatrix::zeros(input.size(), dy.ncols());
     let n = dy.nrows();
-    dx.as_mut_slice().par_chunks_mut(input.size()).zip(dy.as_slice().par_chunks(n)).zip(winners.par_chunks(n)).for_each(
-        |((dxs, dys), ws)| {
+    dx.as_mut_slice()
+        .par_chunks_mut(input.size())
+        .zip(dy.as_slice().par_chunks(n))
+        .zip(winners.par_chunks(n))
+        .for_each(|((dxs, dys), ws)| {
             for (&g, &i) in dys.iter().zip(ws) {
                 dxs[i as usize] += g;
             }
-        },
-    );
+        });
     dx
 }
 

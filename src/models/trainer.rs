@@ -95,10 +95,7 @@ pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool) -> (PassTota
     let activity = Activity {
         layers: layers.iter().map(|&l| net.layers[l].label.clone()).collect(),
         on_share: on.iter().zip(&values).map(|(&o, &n)| o as f64 / n.max(1) as f64).collect(),
-        dead_share: changed
-            .iter()
-            .map(|c| c.iter().filter(|&&c| !c).count() as f64 / c.len().max(1) as f64)
-            .collect(),
+        dead_share: changed.iter().map(|c| c.iter().filter(|&&c| !c).count() as f64 / c.len().max(1) as f64).collect(),
         near_binary: layers
             .iter()
             .zip(near.iter().zip(&values))
@@ -138,7 +135,8 @@ impl LayerRun {
         for (p, (name, _)) in names.iter().enumerate() {
             if let Some(label) = name.strip_suffix(".weight") {
                 let layer = net.layers.iter().position(|l| l.label == label).expect("parameter of a layer");
-                let next_weight = net.layers[layer + 1..].iter().position(|l| matches!(l.op, Op::Dense(_) | Op::Conv(..)));
+                let next_weight =
+                    net.layers[layer + 1..].iter().position(|l| matches!(l.op, Op::Dense(_) | Op::Conv(..)));
                 let limit = next_weight.map_or(net.layers.len(), |k| layer + 1 + k);
                 let activation = activations.iter().position(|&a| a > layer && a < limit);
                 reported.push((p, activation));
@@ -242,7 +240,10 @@ impl LayerRun {
 pub fn load_state(net: &mut LayerNet<f32>, c: &Checkpoint) -> Result<()> {
     let names = net.named_params();
     let fits = c.layers.len() == names.len()
-        && c.layers.iter().zip(&names).all(|((l, p, m), (name, q))| format!("{l}.{p}") == *name && m.shape() == q.shape());
+        && c.layers
+            .iter()
+            .zip(&names)
+            .all(|((l, p, m), (name, q))| format!("{l}.{p}") == *name && m.shape() == q.shape());
     let buffers = net.named_buffers();
     let buffers_fit = c.buffers.len() == buffers.len()
         && c.buffers.iter().zip(&buffers).all(|((n, m), (name, q))| n == name && m.shape() == q.shape());

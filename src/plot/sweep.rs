@@ -10,7 +10,10 @@ use crate::error::Result;
 use crate::train::sweep::{Row, RunResult};
 
 pub fn sweep(rows: &[Row], results: &[RunResult], name: &str, path: &Path) -> Result<()> {
-    let accuracies = results.iter().map(|r| 100.0 * r.final_accuracy()).chain(rows.iter().flat_map(|r| r.curve.iter().map(|a| 100.0 * a)));
+    let accuracies = results
+        .iter()
+        .map(|r| 100.0 * r.final_accuracy())
+        .chain(rows.iter().flat_map(|r| r.curve.iter().map(|a| 100.0 * a)));
     let (lo, hi) = accuracies.filter(|a| a.is_finite()).fold((100.0f64, 0.0f64), |(lo, hi), a| (lo.min(a), hi.max(a)));
     let (lo, hi) = ((lo - 1.0).max(0.0).floor(), (hi + 1.0).min(100.0).ceil());
     let epochs = rows.iter().map(|r| r.curve.len()).max().unwrap_or(1).max(2);
@@ -41,9 +44,15 @@ pub fn sweep(rows: &[Row], results: &[RunResult], name: &str, path: &Path) -> Re
             let (m, s) = (100.0 * r.mean, 100.0 * r.std);
             chart.draw_series(std::iter::once(PathElement::new(vec![(x, m - s), (x, m + s)], c.stroke_width(3))))?;
             for end in [m - s, m + s] {
-                chart.draw_series(std::iter::once(PathElement::new(vec![(x - 0.15, end), (x + 0.15, end)], c.stroke_width(2))))?;
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(x - 0.15, end), (x + 0.15, end)],
+                    c.stroke_width(2),
+                )))?;
             }
-            chart.draw_series(std::iter::once(Rectangle::new([(x - 0.25, m - 0.02), (x + 0.25, m + 0.02)], c.filled())))?;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(x - 0.25, m - 0.02), (x + 0.25, m + 0.02)],
+                c.filled(),
+            )))?;
             chart.draw_series(r.accuracies.iter().map(|&a| Circle::new((x + 0.3, 100.0 * a), 3, c.filled())))?;
         }
         let mut chart = ChartBuilder::on(&right)
@@ -63,7 +72,10 @@ pub fn sweep(rows: &[Row], results: &[RunResult], name: &str, path: &Path) -> Re
         for (i, r) in rows.iter().enumerate() {
             let c = colour(i);
             chart
-                .draw_series(LineSeries::new(r.curve.iter().enumerate().map(|(e, &a)| ((e + 1) as f64, 100.0 * a)), c.stroke_width(2)))?
+                .draw_series(LineSeries::new(
+                    r.curve.iter().enumerate().map(|(e, &a)| ((e + 1) as f64, 100.0 * a)),
+                    c.stroke_width(2),
+                ))?
                 .label(r.surrogate.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         }

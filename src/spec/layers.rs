@@ -42,9 +42,13 @@ pub enum Layer {
         bias: bool,
     },
     /// Maximum over non-overlapping `size x size` windows (stride = size; a ragged edge is dropped).
-    MaxPool { size: u32 },
+    MaxPool {
+        size: u32,
+    },
     /// Mean over non-overlapping `size x size` windows.
-    AvgPool { size: u32 },
+    AvgPool {
+        size: u32,
+    },
     /// Batch normalisation per feature (per channel after a convolution), with running
     /// statistics for evaluation; PyTorch's defaults.
     BatchNorm {
@@ -69,7 +73,9 @@ pub enum Layer {
     },
     Relu,
     /// Zeroes each input with probability `rate` while training (inverted dropout).
-    Dropout { rate: f64 },
+    Dropout {
+        rate: f64,
+    },
     /// (channels, height, width) to one feature vector, channel-major as PyTorch flattens.
     Flatten,
 }
@@ -252,9 +258,9 @@ pub fn check_layers(input: Shape, layers: &[Layer]) -> (Vec<Shape>, Vec<String>)
         {
             // Pooling, dropout and flattening may sit between; the next layer doing arithmetic
             // must be the normalisation.
-            let next = layers[i + 1..]
-                .iter()
-                .find(|l| !matches!(l, Layer::MaxPool { .. } | Layer::AvgPool { .. } | Layer::Dropout { .. } | Layer::Flatten));
+            let next = layers[i + 1..].iter().find(|l| {
+                !matches!(l, Layer::MaxPool { .. } | Layer::AvgPool { .. } | Layer::Dropout { .. } | Layer::Flatten)
+            });
             if !matches!(next, Some(Layer::BatchNorm { .. })) {
                 problems.push(format!(
                     "layers[{i}] ({}): binarised weights with batch_norm: true need a BatchNorm after them, found {}",
@@ -309,12 +315,10 @@ mod tests {
         let (_, problems) = check_layers(image(), &[dense]);
         assert!(problems[0].contains("put Flatten before it"), "{problems:?}");
         let binary = Layer::Dense { units: 4, weights: Weights::Binary { batch_norm: true }, bias: false };
-        let (_, problems) =
-            check_layers(Shape::Flat(4), &[binary, Layer::Sign { surrogate: None }, Layer::Dense {
-                units: 2,
-                weights: Weights::Real,
-                bias: true,
-            }]);
+        let (_, problems) = check_layers(
+            Shape::Flat(4),
+            &[binary, Layer::Sign { surrogate: None }, Layer::Dense { units: 2, weights: Weights::Real, bias: true }],
+        );
         assert!(problems[0].contains("layers[0] (Dense): binarised weights") && problems[0].contains("found Sign"));
     }
 }

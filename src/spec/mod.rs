@@ -84,6 +84,15 @@ pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Resu
     // The network is checked before the stimulus is read, so its problems come first.
     let (table, problems) = validate::check_network(&network);
     invalid(network_path, problems)?;
+    if network.is_layered() {
+        return Err(Error::Invalid {
+            path: network_path.to_owned(),
+            problems: vec![
+                "layers: a layered model runs one pass per image, not in time; use snn train, snn eval, snn explain"
+                    .into(),
+            ],
+        });
+    }
     if stimulus_path.is_none() && !network.inputs.is_empty() {
         let names: Vec<&str> = network.inputs.iter().map(|i| i.name.as_str()).collect();
         return Err(Error::Invalid {

@@ -111,9 +111,7 @@ pub fn input_shape(net: &Network) -> Option<Shape> {
 
 fn check_layered(net: &Network, problems: &mut Vec<String>) {
     if !net.populations.is_empty() || !net.projections.is_empty() {
-        problems.push(
-            "layers: a layered model has no populations or projections; describe it with layers only".into(),
-        );
+        problems.push("layers: a layered model has no populations or projections; describe it with layers only".into());
     }
     if net.inputs.len() != 1 {
         problems.push(format!("inputs: a layered model needs exactly one input, found {}", net.inputs.len()));

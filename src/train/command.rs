@@ -10,10 +10,10 @@ use super::net::from_checkpoint;
 use super::trainer::{self, PassTotals, Run, TrainOptions};
 use crate::data::idx::{Dataset, FASHION_CLASSES, Split};
 use crate::error::{Error, Result};
+use crate::io::checkpoint;
 use crate::models::binary::{PackedNet, PackedReport};
 use crate::models::concepts::{self, ConceptLayer, Explanation};
 use crate::models::{self, LayerNet, trainer::Activity, trainer::LayerRun};
-use crate::io::checkpoint;
 use crate::plot;
 use crate::spec::{self, Network, Training};
 
@@ -323,7 +323,12 @@ fn concept_figures(
     let grid = folder.join("concept_grid.png");
     plot::concept_grid(&top, test, &format!("{name}: test images that turn each concept on most"), &grid)?;
     let weights = folder.join("concept_weights.png");
-    plot::concept_weights(layer.classifier(net).0, &FASHION_CLASSES, &format!("{name}: class x concept weights"), &weights)?;
+    plot::concept_weights(
+        layer.classifier(net).0,
+        &FASHION_CLASSES,
+        &format!("{name}: class x concept weights"),
+        &weights,
+    )?;
     files.extend([grid, weights]);
     Ok(())
 }
@@ -340,7 +345,14 @@ impl fmt::Display for ExplainSummary {
         let e = &self.explanation;
         let name = |k: usize| FASHION_CLASSES.get(k).map_or(k.to_string(), |s| s.to_string());
         writeln!(f, "test image {}: true class {}, predicted {}", e.index, name(e.label), name(e.predicted))?;
-        writeln!(f, "{} of {} concepts fired; score of {} = bias {:+.3} + their weights:", e.fired.len(), e.concepts, name(e.predicted), e.bias)?;
+        writeln!(
+            f,
+            "{} of {} concepts fired; score of {} = bias {:+.3} + their weights:",
+            e.fired.len(),
+            e.concepts,
+            name(e.predicted),
+            e.bias
+        )?;
         for &(c, w) in &e.fired {
             writeln!(f, "  concept {c:>3}: {w:+.3}")?;
         }
@@ -354,12 +366,20 @@ impl fmt::Display for ExplainSummary {
 }
 
 /// `snn explain`: the concepts behind one test image's class.
-pub fn explain(checkpoint_path: &Path, index: usize, data: Option<&Path>, out: Option<&Path>) -> Result<ExplainSummary> {
+pub fn explain(
+    checkpoint_path: &Path,
+    index: usize,
+    data: Option<&Path>,
+    out: Option<&Path>,
+) -> Result<ExplainSummary> {
     let saved = checkpoint::read(checkpoint_path)?;
     let network: Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
     let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
     if !network.is_layered() {
-        return Err(Error::Training(format!("{}: explain needs a concept model (ICBM), not a spiking network", checkpoint_path.display())));
+        return Err(Error::Training(format!(
+            "{}: explain needs a concept model (ICBM), not a spiking network",
+            checkpoint_path.display()
+        )));
     }
     let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
     let dir = trainer::data_folder(data, &training, checkpoint_path);

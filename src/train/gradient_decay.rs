@@ -56,7 +56,12 @@ fn describe(weights: Weights) -> String {
 }
 
 /// Computes the decay for `network` on the first `samples` test images of `data`.
-pub fn gradient_decay(network_path: &Path, weights: Weights, data: Option<&Path>, samples: usize) -> Result<GradientDecay> {
+pub fn gradient_decay(
+    network_path: &Path,
+    weights: Weights,
+    data: Option<&Path>,
+    samples: usize,
+) -> Result<GradientDecay> {
     let (network, _) = spec::load_network(network_path)?;
     if network.is_layered() {
         depth_decay(&network, network_path, weights, data, samples)
@@ -92,11 +97,10 @@ fn depth_decay(
         if let Some(path) = checkpoint_for(weights, &surrogate, network.seed) {
             models::trainer::load_state(&mut net, &checkpoint::read(&path)?)?;
         }
-        let trace = net.forward(models::trainer::batch(split, &indices), Mode::Train {
-            seed: network.seed,
-            epoch: 0,
-            samples: &indices,
-        });
+        let trace = net.forward(
+            models::trainer::batch(split, &indices),
+            Mode::Train { seed: network.seed, epoch: 0, samples: &indices },
+        );
         let (_, d_scores, _) = LayerNet::loss(trace.scores(), &split.labels);
         let weighted: Vec<usize> =
             (0..net.layers.len()).filter(|&i| matches!(net.layers[i].op, Op::Dense(_) | Op::Conv(..))).collect();

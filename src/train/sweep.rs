@@ -90,7 +90,9 @@ pub fn rows(results: &[RunResult], surrogates: &[Surrogate]) -> Vec<Row> {
             let runs: Vec<&RunResult> = results.iter().filter(|r| r.surrogate == s.name()).collect();
             let accuracies: Vec<f64> = runs.iter().map(|r| r.final_accuracy()).collect();
             let epochs = runs.iter().map(|r| r.history.epochs()).min().unwrap_or(0);
-            let curve = (0..epochs).map(|e| mean(&runs.iter().map(|r| r.history.test_accuracy[e]).collect::<Vec<_>>())).collect();
+            let curve = (0..epochs)
+                .map(|e| mean(&runs.iter().map(|r| r.history.test_accuracy[e]).collect::<Vec<_>>()))
+                .collect();
             Row {
                 surrogate: s.name().to_owned(),
                 runs: runs.len(),
