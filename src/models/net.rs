@@ -106,7 +106,8 @@ impl<F: Gemm> LayerNet<F> {
         let input = input_shape(net).ok_or_else(|| Error::Training("the model has no input".into()))?;
         let mut shape = input;
         let mut layers = Vec::new();
-        for (i, spec) in net.layers.iter().enumerate() {
+        let (expanded, _) = crate::spec::layers::expand(&net.layers);
+        for (i, (_, spec)) in expanded.iter().enumerate() {
             let output = spec.output_shape(shape).map_err(|why| Error::Training(format!("layers[{i}]: {why}")))?;
             let mut stream = rng::stream(seed, Purpose::Connectivity, i as u64);
             let mut linear = |rows: usize, fan_in: usize, bias: bool, binary: bool| {
@@ -117,6 +118,7 @@ impl<F: Gemm> LayerNet<F> {
                 Linear { weight, bias, binary }
             };
             let op = match *spec {
+                LayerSpec::Repeat { .. } => unreachable!("expanded above"),
                 LayerSpec::Dense { units, weights, bias } => {
                     Op::Dense(linear(units as usize, shape.size(), bias, weights.is_binary()))
                 }

@@ -78,6 +78,11 @@ pub enum Layer {
     },
     /// (channels, height, width) to one feature vector, channel-major as PyTorch flattens.
     Flatten,
+    /// `layers` stacked `times` times, each copy with its own weights: depth as one number.
+    Repeat {
+        times: u32,
+        layers: Vec<Layer>,
+    },
 }
 
 fn yes() -> bool {
@@ -168,6 +173,7 @@ impl Layer {
             Layer::Relu => "Relu",
             Layer::Dropout { .. } => "Dropout",
             Layer::Flatten => "Flatten",
+            Layer::Repeat { .. } => "Repeat",
         }
     }
 
@@ -233,21 +239,47 @@ impl Layer {
                 if problems.is_empty() { Ok(shape) } else { Err(problems.join("; ")) }
             }
             Layer::Relu => Ok(shape),
+            Layer::Repeat { .. } => unreachable!("Repeat is expanded before shapes are inferred"),
         }
     }
 }
 
-/// The layers' output shapes (one per layer), or every problem with its field path
-/// (`layers[3] (Conv2d): ...`).
+/// The layers with every Repeat unrolled, each with the path that names it in messages
+/// (`layers[2]`, or `layers[1].layers[0] (copy 3 of 12)`), plus problems of empty repeats.
+pub fn expand(layers: &[Layer]) -> (Vec<(String, Layer)>, Vec<String>) {
+    fn walk(layers: &[Layer], prefix: &str, suffix: &str, out: &mut Vec<(String, Layer)>, problems: &mut Vec<String>) {
+        for (i, layer) in layers.iter().enumerate() {
+            let path = format!("{prefix}layers[{i}]");
+            match layer {
+                Layer::Repeat { times, layers } => {
+                    if *times == 0 || layers.is_empty() {
+                        problems.push(format!("{path}{suffix} (Repeat): needs times >= 1 and at least one layer"));
+                    }
+                    for copy in 0..*times {
+                        let suffix = format!("{suffix} (copy {} of {times})", copy + 1);
+                        walk(layers, &format!("{path}."), &suffix, out, problems);
+                    }
+                }
+                other => out.push((format!("{path}{suffix}"), other.clone())),
+            }
+        }
+    }
+    let (mut out, mut problems) = (Vec::new(), Vec::new());
+    walk(layers, "", "", &mut out, &mut problems);
+    (out, problems)
+}
+
+/// The output shapes of the expanded layers (see [`expand`]), or every problem with the layer's
+/// path (`layers[3] (Conv2d): ...`).
 pub fn check_layers(input: Shape, layers: &[Layer]) -> (Vec<Shape>, Vec<String>) {
-    let mut problems = Vec::new();
+    let (layers, mut problems) = expand(layers);
     let mut shapes = Vec::with_capacity(layers.len());
     let mut shape = input;
-    for (i, layer) in layers.iter().enumerate() {
+    for (i, (path, layer)) in layers.iter().enumerate() {
         match layer.output_shape(shape) {
             Ok(s) => shape = s,
             Err(why) => {
-                problems.push(format!("layers[{i}] ({}): {why}", layer.kind()));
+                problems.push(format!("{path} ({}): {why}", layer.kind()));
                 // Later shapes cannot be known; stop rather than report follow-on errors.
                 return (shapes, problems);
             }
@@ -258,12 +290,12 @@ pub fn check_layers(input: Shape, layers: &[Layer]) -> (Vec<Shape>, Vec<String>)
         {
             // Pooling, dropout and flattening may sit between; the next layer doing arithmetic
             // must be the normalisation.
-            let next = layers[i + 1..].iter().find(|l| {
+            let next = layers[i + 1..].iter().map(|(_, l)| l).find(|l| {
                 !matches!(l, Layer::MaxPool { .. } | Layer::AvgPool { .. } | Layer::Dropout { .. } | Layer::Flatten)
             });
             if !matches!(next, Some(Layer::BatchNorm { .. })) {
                 problems.push(format!(
-                    "layers[{i}] ({}): binarised weights with batch_norm: true need a BatchNorm after them, found {}",
+                    "{path} ({}): binarised weights with batch_norm: true need a BatchNorm after them, found {}",
                     layer.kind(),
                     next.map_or("the end of the network", Layer::kind)
                 ));
@@ -272,12 +304,9 @@ pub fn check_layers(input: Shape, layers: &[Layer]) -> (Vec<Shape>, Vec<String>)
     }
     match layers.last() {
         None => problems.push("layers: the model has no layer".into()),
-        Some(Layer::Dense { .. }) => {}
-        Some(last) => problems.push(format!(
-            "layers[{}] ({}): the last layer must be a Dense layer giving the class scores",
-            layers.len() - 1,
-            last.kind()
-        )),
+        Some((_, Layer::Dense { .. })) => {}
+        Some((path, last)) => problems
+            .push(format!("{path} ({}): the last layer must be a Dense layer giving the class scores", last.kind())),
     }
     (shapes, problems)
 }
@@ -304,6 +333,32 @@ mod tests {
         assert_eq!(shapes[1], Shape::Image { channels: 8, height: 14, width: 14 });
         assert_eq!(shapes[2], Shape::Image { channels: 16, height: 10, width: 10 });
         assert_eq!(shapes[3], Shape::Flat(1600));
+    }
+
+    #[test]
+    fn repeats_unroll_with_paths_naming_the_copy() {
+        let block = vec![Layer::Dense { units: 8, weights: Weights::Real, bias: true }, Layer::Relu];
+        let layers = vec![
+            Layer::Repeat { times: 3, layers: block },
+            Layer::Dense { units: 2, weights: Weights::Real, bias: true },
+        ];
+        let (expanded, problems) = expand(&layers);
+        assert!(problems.is_empty());
+        assert_eq!(expanded.len(), 7);
+        assert_eq!(expanded[2].0, "layers[0].layers[0] (copy 2 of 3)");
+        assert_eq!(expanded[6].0, "layers[1]");
+        let bad = vec![Layer::Repeat {
+            times: 2,
+            layers: vec![
+                Layer::Flatten,
+                Layer::Conv2d { filters: 1, kernel: 3, stride: 1, padding: 0, weights: Weights::Real, bias: true },
+            ],
+        }];
+        let (_, problems) = check_layers(image(), &bad);
+        assert!(
+            problems[0].starts_with("layers[0].layers[1] (copy 1 of 2) (Conv2d): its input is a vector"),
+            "{problems:?}"
+        );
     }
 
     #[test]
