@@ -64,17 +64,20 @@ impl<F: Real> BatchNorm<F> {
         y
     }
 
-    /// Per-sample sums over each channel's positions of `f(value, channel)`, added up over the
-    /// samples in order (so the result does not depend on the threads that computed them).
-    fn channel_sums(&self, x: &[F], f: impl Fn(F, usize) -> F + Sync) -> Vec<F> {
+    /// Per channel, the sum of `f(x, y, channel)` over positions and samples of two arrays laid
+    /// out alike: per-sample sums in parallel, added up over the samples in order (so the result
+    /// does not depend on the threads that computed them).
+    fn channel_sums(&self, x: &[F], y: &[F], f: impl Fn(F, F, usize) -> F + Sync) -> Vec<F> {
         let c = self.channels();
+        let block = c * self.positions;
         let per_sample: Vec<Vec<F>> = x
-            .par_chunks(c * self.positions)
-            .map(|sample| {
-                sample
-                    .chunks(self.positions)
+            .par_chunks(block)
+            .zip(y.par_chunks(block))
+            .map(|(xs, ys)| {
+                xs.chunks(self.positions)
+                    .zip(ys.chunks(self.positions))
                     .enumerate()
-                    .map(|(k, block)| block.iter().fold(F::zero(), |a, &v| a + f(v, k)))
+                    .map(|(k, (xb, yb))| xb.iter().zip(yb).fold(F::zero(), |a, (&u, &v)| a + f(u, v, k)))
                     .collect()
             })
             .collect();
@@ -89,12 +92,10 @@ impl<F: Real> BatchNorm<F> {
     pub fn forward_train(&mut self, x: &DMatrix<F>, cache: &mut NormCache<F>) -> DMatrix<F> {
         let c = self.channels();
         let count = F::of((x.ncols() * self.positions) as f64);
-        let mean: Vec<F> = self.channel_sums(x.as_slice(), |v, _| v).into_iter().map(|s| s / count).collect();
-        let var: Vec<F> = self
-            .channel_sums(x.as_slice(), |v, k| (v - mean[k]) * (v - mean[k]))
-            .into_iter()
-            .map(|s| s / count)
-            .collect();
+        let xs = x.as_slice();
+        let mean: Vec<F> = self.channel_sums(xs, xs, |v, _, _| v).into_iter().map(|s| s / count).collect();
+        let var: Vec<F> =
+            self.channel_sums(xs, xs, |v, _, k| (v - mean[k]) * (v - mean[k])).into_iter().map(|s| s / count).collect();
         cache.inv_std = var.iter().map(|&v| F::one() / (v + self.eps).sqrt()).collect();
         cache.normalised = vec![F::zero(); x.len()];
         let mut y = DMatrix::zeros(x.nrows(), x.ncols());
@@ -132,23 +133,9 @@ impl<F: Real> BatchNorm<F> {
         let c = self.channels();
         let count = F::of((dy.ncols() * self.positions) as f64);
         let block = c * self.positions;
-        let dbeta = self.channel_sums(dy.as_slice(), |g, _| g);
-        // sum of dy * normalised per channel: pair the two arrays sample by sample.
-        let per_sample: Vec<Vec<F>> = dy
-            .as_slice()
-            .par_chunks(block)
-            .zip(cache.normalised.par_chunks(block))
-            .map(|(g, n)| {
-                g.chunks(self.positions)
-                    .zip(n.chunks(self.positions))
-                    .map(|(g, n)| g.iter().zip(n).fold(F::zero(), |a, (&g, &n)| a + g * n))
-                    .collect()
-            })
-            .collect();
-        let mut dgamma = vec![F::zero(); c];
-        for sample in &per_sample {
-            dgamma.iter_mut().zip(sample).for_each(|(s, &v)| *s += v);
-        }
+        let (g, n) = (dy.as_slice(), cache.normalised.as_slice());
+        let dbeta = self.channel_sums(g, g, |g, _, _| g);
+        let dgamma = self.channel_sums(g, n, |g, n, _| g * n);
         let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
         let gamma = self.gamma.as_slice();
         dx.as_mut_slice()
