@@ -41,6 +41,7 @@ pub fn gradient_decay(decay: &GradientDecay, name: &str, dir: &Path) -> Result<V
         chart
             .configure_mesh()
             .x_desc(decay.axis)
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("gradient norm, RMS over samples")
             .y_label_formatter(&|y| format!("{y:.0e}"))
             .label_style(("sans-serif", 14))
