@@ -87,7 +87,7 @@ pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool) -> (PassTota
             }
             on[k] += out.iter().filter(|&&v| v > 0.0).count() as u64;
             if heaviside {
-                near[k] += out.iter().filter(|&&v| v.min(1.0 - v).abs() <= 0.05 || v.abs() <= 0.05).count() as u64;
+                near[k] += out.iter().filter(|&&v| v.abs() <= 0.05 || (1.0 - v).abs() <= 0.05).count() as u64;
             }
             values[k] += out.len() as u64;
         }
