@@ -207,3 +207,24 @@ fn bad_layer_stacks_name_the_layer() {
     let e = invalid("Dense(units: 10)", ", shape: (1, 28, 27)");
     assert!(e.contains("inputs[0].shape: 1 x 28 x 27 = 756 values, but size is 784"), "{e}");
 }
+
+#[test]
+fn resuming_a_layered_model_continues_exactly() {
+    // Batch-norm running statistics, dropout streams and Adam moments all carry over.
+    let dir = tempfile::tempdir().unwrap();
+    let network = "networks/fashion_icbm.ron";
+    let cut = ["--train-samples", "256", "--test-samples", "100"];
+    let straight = dir.path().join("straight");
+    train_cli(network, &straight, &[&["--epochs", "2"][..], &cut].concat(), None);
+    let resumed = dir.path().join("resumed");
+    train_cli(network, &resumed, &[&["--epochs", "1"][..], &cut].concat(), None);
+    train_cli(network, &resumed, &[&["--epochs", "2", "--resume"][..], &cut].concat(), None);
+    let (a, b) = (
+        checkpoint::read(&straight.join("checkpoint.h5")).unwrap(),
+        checkpoint::read(&resumed.join("checkpoint.h5")).unwrap(),
+    );
+    assert_eq!(a.layers, b.layers);
+    assert_eq!(a.buffers, b.buffers);
+    assert!(!a.buffers.is_empty());
+    assert_eq!(a.history.test_loss, b.history.test_loss);
+}
