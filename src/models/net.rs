@@ -51,8 +51,9 @@ pub struct Layer<F> {
 /// How a forward pass runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode<'a> {
-    /// Batch statistics, dropout, smooth concepts; `keys` are (epoch, sample index per column),
-    /// from which dropout masks are drawn, so they do not depend on the batch's split.
+    /// Batch statistics, dropout, smooth concepts. Dropout masks are drawn from streams of
+    /// (seed, epoch, the sample index of each column, layer), so they do not depend on how the
+    /// batch is split.
     Train { seed: u64, epoch: u32, samples: &'a [usize] },
     /// Running statistics, no dropout; smooth-mode units hardened to H(x) unless `soft`.
     Eval { soft: bool },
