@@ -222,15 +222,14 @@ impl LayerRun {
         }
         let seconds = started.elapsed().as_secs_f64();
         let (test, activity) = evaluate(&mut self.net, &data.test, false);
-        let h = &mut self.history;
-        h.train_loss.push(totals.mean_loss());
-        h.train_accuracy.push(totals.accuracy());
-        h.test_loss.push(test.mean_loss());
-        h.test_accuracy.push(test.accuracy());
-        h.samples_per_s.push(totals.samples as f64 / seconds);
-        h.learning_rate.push(self.training.optimizer.lr() * lr_factor);
-        h.spike_rate.push(self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect());
-        h.grad_norm.push(norms.iter().map(|n| n / batches.max(1) as f64).collect());
+        self.history.push_epoch(
+            &totals,
+            &test,
+            seconds,
+            self.training.optimizer.lr() * lr_factor,
+            self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect(),
+            norms.iter().map(|n| n / batches.max(1) as f64).collect(),
+        );
         self.epochs_done += 1;
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! Per-epoch training metrics.
 
+use super::trainer::PassTotals;
+
 /// One entry per completed epoch in every series; per-layer series hold one value per layer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
@@ -18,6 +20,27 @@ pub struct History {
 }
 
 impl History {
+    /// Appends one epoch: its training and test passes, how long training took, the learning
+    /// rate, and the per-layer spike rates and mean gradient norms.
+    pub fn push_epoch(
+        &mut self,
+        train: &PassTotals,
+        test: &PassTotals,
+        seconds: f64,
+        learning_rate: f64,
+        spike_rate: Vec<f64>,
+        grad_norm: Vec<f64>,
+    ) {
+        self.train_loss.push(train.mean_loss());
+        self.train_accuracy.push(train.accuracy());
+        self.test_loss.push(test.mean_loss());
+        self.test_accuracy.push(test.accuracy());
+        self.samples_per_s.push(train.samples as f64 / seconds);
+        self.learning_rate.push(learning_rate);
+        self.spike_rate.push(spike_rate);
+        self.grad_norm.push(grad_norm);
+    }
+
     pub fn epochs(&self) -> usize {
         self.train_loss.len()
     }

@@ -363,18 +363,15 @@ impl Run {
         }
         let seconds = started.elapsed().as_secs_f64();
         let test = evaluate(&self.net, &self.training, &data.test, self.seed);
-        let h = &mut self.history;
-        h.train_loss.push(totals.mean_loss());
-        h.train_accuracy.push(totals.accuracy());
-        h.test_loss.push(test.mean_loss());
-        h.test_accuracy.push(test.accuracy());
-        h.samples_per_s.push(totals.samples as f64 / seconds);
-        h.learning_rate.push(self.training.optimizer.lr() * lr_factor);
         let steps = (totals.samples * self.net.steps) as f64;
-        h.spike_rate.push(
+        self.history.push_epoch(
+            &totals,
+            &test,
+            seconds,
+            self.training.optimizer.lr() * lr_factor,
             totals.spikes.iter().zip(&self.net.layers).map(|(&s, l)| s as f64 / steps / l.outputs() as f64).collect(),
+            grad_norms.iter().map(|n| n / batches.max(1) as f64).collect(),
         );
-        h.grad_norm.push(grad_norms.iter().map(|n| n / batches.max(1) as f64).collect());
         self.epochs_done += 1;
         Ok(())
     }
