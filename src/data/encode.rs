@@ -43,6 +43,11 @@ impl Default for Encoder {
     }
 }
 
+/// A pixel's intensity in [0, 1] (pixel / 255): what every encoder and the layered models read.
+pub fn intensity(p: u8) -> f32 {
+    p as f32 / 255.0
+}
+
 impl Encoder {
     /// Whether encoding draws random numbers (and so depends on the stream it is given).
     pub fn is_random(&self) -> bool {
@@ -80,7 +85,6 @@ impl Encoder {
         rng: &mut Stream,
         mut emit: impl FnMut(u32, f32),
     ) {
-        let intensity = |p: u8| p as f32 / 255.0;
         match *self {
             Encoder::Rate { gain } => {
                 for (i, &p) in pixels.iter().enumerate() {

@@ -346,7 +346,8 @@ pub fn compare(
         for (f, p) in float_scores.column_iter().zip(packed_scores.column_iter()) {
             report.samples += 1;
             report.identical += (f == p) as usize;
-            report.same_prediction += (super::net::argmax(f.as_slice()) == super::net::argmax(p.as_slice())) as usize;
+            report.same_prediction +=
+                (crate::train::trainer::argmax(f.as_slice()) == crate::train::trainer::argmax(p.as_slice())) as usize;
         }
     }
     report

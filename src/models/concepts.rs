@@ -8,10 +8,11 @@
 
 use nalgebra::DMatrix;
 
-use super::net::{LayerNet, Op, argmax};
+use super::net::{LayerNet, Op};
 use super::trainer::batch;
 use crate::data::idx::Split;
 use crate::error::{Error, Result};
+use crate::train::trainer::argmax;
 
 /// Where the concepts sit in a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,11 +16,7 @@ use crate::spec::validate::input_shape;
 use crate::spec::{Layer as LayerSpec, Network, Shape, Training};
 use crate::surrogate::{SpikeMode, Surrogate};
 use crate::train::bptt::cross_entropy;
-
-/// The index of the largest score (the first on ties).
-pub fn argmax<F: PartialOrd>(scores: &[F]) -> usize {
-    (0..scores.len()).fold(0, |best, k| if scores[k] > scores[best] { k } else { best })
-}
+use crate::train::trainer::argmax;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op<F> {

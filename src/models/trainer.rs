@@ -10,7 +10,8 @@ use std::time::Instant;
 use nalgebra::DMatrix;
 use rand::seq::SliceRandom;
 
-use super::net::{LayerNet, Mode, Op, argmax};
+use super::net::{LayerNet, Mode, Op};
+use crate::data::encode::intensity;
 use crate::data::idx::{Dataset, Split};
 use crate::engine::rng::{self, Purpose};
 use crate::error::{Error, Result};
@@ -19,6 +20,7 @@ use crate::spec::{Network, Training};
 use crate::train::history::History;
 use crate::train::optim::{self, OptimizerState};
 use crate::train::trainer::PassTotals;
+use crate::train::trainer::argmax;
 
 /// Samples per batch when evaluating.
 const EVAL_BATCH: usize = 500;
@@ -29,7 +31,7 @@ pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
     let mut x = DMatrix::zeros(pixels, indices.len());
     for (column, &i) in x.as_mut_slice().chunks_mut(pixels).zip(indices) {
         for (v, &p) in column.iter_mut().zip(split.images.image(i)) {
-            *v = p as f32 / 255.0;
+            *v = intensity(p);
         }
     }
     x

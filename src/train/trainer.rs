@@ -89,8 +89,9 @@ impl Workspace {
     }
 }
 
-fn argmax(scores: &[f32]) -> usize {
-    scores.iter().enumerate().fold(0, |best, (k, &s)| if s > scores[best] { k } else { best })
+/// The index of the largest score (the first on ties): the predicted class.
+pub fn argmax<F: PartialOrd>(scores: &[F]) -> usize {
+    (0..scores.len()).fold(0, |best, k| if scores[k] > scores[best] { k } else { best })
 }
 
 /// A pass over samples of one split: what to run and how.
