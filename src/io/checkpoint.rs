@@ -22,6 +22,7 @@ use nalgebra::DMatrix;
 use super::atomic::write_atomically;
 use super::hdf5_util::{dataset, read_dataset, read_scalar_attr, read_str_attr, scalar_attr, str_attr};
 use crate::error::{Error, Result};
+use crate::spec::{Network, Training};
 use crate::train::history::History;
 use crate::train::optim::OptimizerState;
 
@@ -41,6 +42,14 @@ pub struct Checkpoint {
     pub buffers: Vec<(String, DMatrix<f32>)>,
     pub optimizer: OptimizerState,
     pub history: History,
+}
+
+impl Checkpoint {
+    /// The network and the effective training settings the checkpoint was written with;
+    /// `path` names the checkpoint in errors.
+    pub fn specs(&self, path: &Path) -> Result<(Network, Training)> {
+        Ok((crate::spec::parse_ron(&self.network_spec, path)?, crate::spec::parse_ron(&self.training, path)?))
+    }
 }
 
 fn err(e: hdf5::Error) -> String {

@@ -262,8 +262,7 @@ pub fn load_state(net: &mut LayerNet<f32>, c: &Checkpoint) -> Result<()> {
 
 /// The trained model stored in a checkpoint.
 pub fn from_checkpoint(saved: &Checkpoint, path: &std::path::Path) -> Result<LayerNet<f32>> {
-    let network: Network = crate::spec::parse_ron(&saved.network_spec, path)?;
-    let training: Training = crate::spec::parse_ron(&saved.training, path)?;
+    let (network, training) = saved.specs(path)?;
     let mut net = LayerNet::from_spec(&network, &training, saved.seed)?;
     load_state(&mut net, saved)?;
     Ok(net)

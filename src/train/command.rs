@@ -15,7 +15,7 @@ use crate::models::binary::{PackedNet, PackedReport};
 use crate::models::concepts::{self, ConceptLayer, Explanation};
 use crate::models::{self, LayerNet, trainer::Activity, trainer::LayerRun};
 use crate::plot;
-use crate::spec::{self, Network, Training};
+use crate::spec::{Network, Training};
 
 /// What `snn train` reports at the end.
 #[derive(Debug, Clone)]
@@ -145,7 +145,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
                 opts.network.display()
             )));
         }
-        let saved_training: Training = spec::parse_ron(&saved.training, &checkpoint_path)?;
+        let (_, saved_training) = saved.specs(&checkpoint_path)?;
         // A resumed run keeps everything but the number of epochs from the checkpoint.
         *run.training_mut() = Training { epochs: training.epochs, ..saved_training };
         run.restore(saved)?;
@@ -268,12 +268,8 @@ impl fmt::Display for EvalSummary {
 /// confusion matrix into `out` (default: beside the checkpoint).
 pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> Result<EvalSummary> {
     let saved = checkpoint::read(checkpoint_path)?;
-    let network: Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
-    let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
-    let dir = trainer::data_folder(data, &training, checkpoint_path);
-    // The whole test split, whatever the run was cut to.
-    let full = Training { test_samples: None, ..training.clone() };
-    let dataset = trainer::load_data(&dir, &network, &full, None, None)?;
+    let (network, training) = saved.specs(checkpoint_path)?;
+    let dataset = trainer::test_data(data, &network, &training, checkpoint_path, None)?;
     let mut files = Vec::new();
     let (summary, classes) = if network.is_layered() {
         let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
@@ -373,8 +369,7 @@ pub fn explain(
     out: Option<&Path>,
 ) -> Result<ExplainSummary> {
     let saved = checkpoint::read(checkpoint_path)?;
-    let network: Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
-    let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
+    let (network, training) = saved.specs(checkpoint_path)?;
     if !network.is_layered() {
         return Err(Error::Training(format!(
             "{}: explain needs a concept model (ICBM), not a spiking network",
@@ -382,9 +377,7 @@ pub fn explain(
         )));
     }
     let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
-    let dir = trainer::data_folder(data, &training, checkpoint_path);
-    let full = Training { test_samples: None, ..training };
-    let dataset = trainer::load_data(&dir, &network, &full, None, None)?;
+    let dataset = trainer::test_data(data, &network, &training, checkpoint_path, None)?;
     let explanation = concepts::explain(&mut net, &dataset.test, index)?;
     let figure = folder(out, checkpoint_path)?.join(format!("explain_{index}.png"));
     plot::explanation(&explanation, &dataset.test, &FASHION_CLASSES, &figure)?;

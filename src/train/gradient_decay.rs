@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::bptt::{self, Events, Scratch, Tape};
-use super::net::{TrainNet, from_checkpoint};
+use super::net::TrainNet;
 use super::trainer;
 use crate::data::encode::encoding_stream;
 use crate::error::Result;
@@ -134,14 +134,16 @@ fn time_decay(network_path: &Path, weights: Weights, data: Option<&Path>, sample
         measured: "gradient reaching the hidden membrane",
     };
     for surrogate in Surrogate::all() {
-        let mut t = Training { surrogate, ..training.clone() };
+        let saved =
+            checkpoint_for(weights, &surrogate, seed).map(|p| checkpoint::read(&p).map(|c| (c, p))).transpose()?;
+        // A trained network keeps its own settings, with this curve's surrogate.
+        let t = match &saved {
+            Some((c, path)) => Training { surrogate, ..c.specs(path)?.1 },
+            None => Training { surrogate, ..training.clone() },
+        };
         let mut net = TrainNet::<f32>::from_spec(&network, &t, seed)?;
-        if let Some(path) = checkpoint_for(weights, &surrogate, seed) {
-            let saved = checkpoint::read(&path)?;
-            let (_, saved_training, trained) = from_checkpoint(&saved, &path)?;
-            // The trained network's settings, with this curve's surrogate.
-            t = Training { surrogate, ..saved_training };
-            net = TrainNet { surrogate, derivative: crate::surrogate::DerivativeTable::new(surrogate), ..trained };
+        if let Some((c, _)) = &saved {
+            net.load_weights(&c.layers)?;
         }
         let mut inputs = vec![Events::default(); split.len()];
         for (i, input) in inputs.iter_mut().enumerate() {

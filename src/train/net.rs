@@ -163,8 +163,7 @@ impl<F: Real> TrainNet<F> {
 
 /// The network, effective training settings and trained layers stored in a checkpoint.
 pub fn from_checkpoint(saved: &Checkpoint, path: &Path) -> Result<(Network, Training, TrainNet<f32>)> {
-    let network: Network = crate::spec::parse_ron(&saved.network_spec, path)?;
-    let training: Training = crate::spec::parse_ron(&saved.training, path)?;
+    let (network, training) = saved.specs(path)?;
     let mut net = TrainNet::from_spec(&network, &training, saved.seed)?;
     net.load_weights(&saved.layers)?;
     Ok((network, training, net))

@@ -19,7 +19,7 @@ use crate::io::atomic::write_atomically;
 use crate::io::checkpoint;
 use crate::models;
 use crate::plot;
-use crate::spec::{self, Network, Training};
+use crate::spec;
 use crate::surrogate::Surrogate;
 
 #[derive(Debug, Clone)]
@@ -172,10 +172,10 @@ fn csv(rows: &[Row], results: &[RunResult]) -> (String, String) {
 /// Share of hidden units that are dead on the test set, for a trained checkpoint.
 pub fn dead_share(checkpoint_path: &Path, data: Option<&Path>, test_samples: Option<u32>) -> Result<f64> {
     let saved = checkpoint::read(checkpoint_path)?;
-    let network: Network = spec::parse_ron(&saved.network_spec, checkpoint_path)?;
-    let training: Training = spec::parse_ron(&saved.training, checkpoint_path)?;
-    let dir = trainer::data_folder(data, &training, checkpoint_path);
-    let dataset = trainer::load_data(&dir, &network, &training, None, test_samples)?;
+    let (network, training) = saved.specs(checkpoint_path)?;
+    // The test samples the run itself was scored on.
+    let cut = test_samples.or(training.test_samples);
+    let dataset = trainer::test_data(data, &network, &training, checkpoint_path, cut)?;
     if network.is_layered() {
         let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
         let (_, activity) = models::trainer::evaluate(&mut net, &dataset.test, false);

@@ -390,6 +390,19 @@ pub fn data_folder(cli: Option<&Path>, training: &Training, network_path: &Path)
     idx::default_folder()
 }
 
+/// The data for evaluating a checkpoint at `checkpoint_path`: its test split, cut to
+/// `test_samples` (None: all of it, whatever the run was cut to).
+pub fn test_data(
+    data: Option<&Path>,
+    network: &Network,
+    training: &Training,
+    checkpoint_path: &Path,
+    test_samples: Option<u32>,
+) -> Result<Dataset> {
+    let dir = data_folder(data, training, checkpoint_path);
+    load_data(&dir, network, &Training { test_samples: None, ..training.clone() }, None, test_samples)
+}
+
 /// Loads the data set, cut to the requested sizes, and checks it fits the network's input.
 pub fn load_data(
     dir: &Path,
