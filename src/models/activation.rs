@@ -40,14 +40,11 @@ impl Step {
     pub fn forward<F: Real>(&self, x: &DMatrix<F>, how: StepForward) -> DMatrix<F> {
         let (low, high) = (F::of(self.low), F::one());
         let mut y = x.clone();
-        y.as_mut_slice().par_chunks_mut(BLOCK).for_each(|block| {
-            for v in block {
-                *v = match how {
-                    StepForward::Hard if *v >= F::zero() => high,
-                    StepForward::Hard => low,
-                    StepForward::Smooth => F::of(self.low + self.height() * self.surrogate.primitive(v.to_f64())),
-                };
-            }
+        y.as_mut_slice().par_chunks_mut(BLOCK).for_each(|block| match how {
+            StepForward::Hard => block.iter_mut().for_each(|v| *v = if *v >= F::zero() { high } else { low }),
+            StepForward::Smooth => block
+                .iter_mut()
+                .for_each(|v| *v = F::of(self.low + self.height() * self.surrogate.primitive(v.to_f64()))),
         });
         y
     }
@@ -55,15 +52,15 @@ impl Step {
     /// dx = dy S'(x) (times 2 for sign). Smooth forward passes take the exact derivative of
     /// their primitive; hard ones the tabulated surrogate.
     pub fn backward<F: Real>(&self, x: &DMatrix<F>, dy: &DMatrix<F>, how: StepForward) -> DMatrix<F> {
-        let mut dx = dy.clone();
+        let derivative = |x: f64| match how {
+            StepForward::Hard => self.derivative.derivative(x),
+            StepForward::Smooth => self.surrogate.derivative(x),
+        };
         let height = self.height();
+        let mut dx = dy.clone();
         dx.as_mut_slice().par_chunks_mut(BLOCK).zip(x.as_slice().par_chunks(BLOCK)).for_each(|(g, x)| {
             for (g, &x) in g.iter_mut().zip(x) {
-                let d = match how {
-                    StepForward::Hard => self.derivative.derivative(x.to_f64()),
-                    StepForward::Smooth => self.surrogate.derivative(x.to_f64()),
-                };
-                *g *= F::of(height * d);
+                *g *= F::of(height * derivative(x.to_f64()));
             }
         });
         dx

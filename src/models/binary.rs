@@ -25,35 +25,6 @@ fn pack(values: &[f32], words: &mut [u64]) {
     }
 }
 
-/// Which popcounts (of x XOR w) turn a unit on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rule {
-    /// On iff popcount <= k (batch-norm scale >= 0: fewer mismatches, larger sum).
-    AtMost(i64),
-    /// On iff popcount >= k (negative scale).
-    AtLeast(i64),
-}
-
-impl Rule {
-    fn on(self, count: i64) -> bool {
-        match self {
-            Rule::AtMost(k) => count <= k,
-            Rule::AtLeast(k) => count >= k,
-        }
-    }
-
-    /// The counts that turn the unit on, as one inclusive range (branch-free to test).
-    fn range(self, inputs: usize) -> (u64, u64) {
-        let clamp = |k: i64| k.clamp(0, inputs as i64 + 1) as u64;
-        match self {
-            // An empty range when k < 0: (1, 0).
-            Rule::AtMost(k) if k < 0 => (1, 0),
-            Rule::AtMost(k) => (0, clamp(k)),
-            Rule::AtLeast(k) => (clamp(k), inputs as u64),
-        }
-    }
-}
-
 /// One `Dense(binary) -> BatchNorm -> Sign` block, packed.
 #[derive(Debug, Clone)]
 pub struct PackedBlock {
@@ -61,14 +32,14 @@ pub struct PackedBlock {
     words: usize,
     /// Row-major: the words of unit j's weights at j * words.
     weights: Vec<u64>,
-    rules: Vec<Rule>,
-    /// The rules as inclusive ranges of counts.
+    /// Per unit, the inclusive range of popcounts (of x XOR w) that turn it on; (1, 0) when
+    /// none does.
     ranges: Vec<(u64, u64)>,
 }
 
 impl PackedBlock {
     pub fn units(&self) -> usize {
-        self.rules.len()
+        self.ranges.len()
     }
 
     /// Packed outputs (`units` bits per sample) of packed inputs, `samples` samples.
@@ -229,35 +200,33 @@ impl PackedNet {
                 pack(&row, w);
             }
             let (scale, shift) = bn.eval_affine();
-            let rules = (0..units)
+            let ranges = (0..units)
                 .map(|j| {
                     // Exactly what the float path computes from the integer sum d = n - 2 count.
-                    let on = |count: i64| {
-                        let d = (inputs as i64 - 2 * count) as f32;
+                    let on = |count: usize| {
+                        let d = (inputs as i64 - 2 * count as i64) as f32;
                         let v = match &dense.bias {
                             Some(b) => d + b[j],
                             None => d,
                         };
                         v * scale[j] + shift[j] >= 0.0
                     };
-                    let table: Vec<bool> = (0..=inputs as i64).map(on).collect();
-                    let rule = if scale[j] >= 0.0 {
-                        Rule::AtMost(table.iter().rposition(|&o| o).map_or(-1, |k| k as i64))
-                    } else {
-                        Rule::AtLeast(table.iter().position(|&o| o).map_or(inputs as i64 + 1, |k| k as i64))
+                    let table: Vec<bool> = (0..=inputs).map(on).collect();
+                    let (Some(lo), Some(hi)) = (table.iter().position(|&o| o), table.iter().rposition(|&o| o)) else {
+                        return Ok((1, 0));
                     };
-                    // Rounding is monotone, so one threshold describes the unit; check it.
-                    if table.iter().enumerate().any(|(c, &o)| rule.on(c as i64) != o) {
+                    // Rounding is monotone, so the counts that turn a unit on are contiguous
+                    // (fewer mismatches for a positive scale, more for a negative); check it.
+                    if table[lo..=hi].iter().any(|&o| !o) {
                         return Err(Error::Training(format!(
                             "{}: unit {j}'s batch norm is not monotone in its input (NaN parameters?)",
                             net.layers[end + 1].label
                         )));
                     }
-                    Ok(rule)
+                    Ok((lo as u64, hi as u64))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let ranges = rules.iter().map(|r| r.range(inputs)).collect();
-            blocks.push(PackedBlock { inputs, words, weights, rules, ranges });
+            blocks.push(PackedBlock { inputs, words, weights, ranges });
             end += 3;
         }
         Ok(PackedNet { packed_layers: start..end, blocks })
