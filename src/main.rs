@@ -4,10 +4,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use snn::simulate::{SimulateOptions, simulate};
 use snn::spec::{FileKind, validate_file};
+use snn::train::trainer::TrainOptions;
 
 #[derive(Parser)]
 #[command(
@@ -55,28 +56,14 @@ enum Command {
         /// triangle, ste.
         #[arg(long)]
         surrogate: Option<snn::surrogate::Surrogate>,
-        /// Number of epochs in all (default: the network's).
-        #[arg(long)]
-        epochs: Option<u32>,
-        /// Folder with the four MNIST-format IDX files (default: the network's, else
-        /// /usr/share/datasets/fashion-mnist, else the shipped subset).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Output folder (default: outputs/<network name>).
-        #[arg(long)]
-        out: Option<PathBuf>,
         /// Continue from the output folder's checkpoint.
         #[arg(long)]
         resume: bool,
         /// Seed of every random stream (default: the network's).
         #[arg(long)]
         seed: Option<u64>,
-        /// Use only the first N training samples.
-        #[arg(long)]
-        train_samples: Option<u32>,
-        /// Use only the first N test samples.
-        #[arg(long)]
-        test_samples: Option<u32>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Evaluate a training checkpoint on the test set: accuracy and confusion matrix figure;
     /// for concept models also soft vs hard concepts and concept figures, for binary models
@@ -101,21 +88,8 @@ enum Command {
         /// Seeds per surrogate (the network's seed, seed + 1, ...).
         #[arg(long, default_value_t = 3)]
         seeds: u32,
-        /// Epochs per run (default: the network's).
-        #[arg(long)]
-        epochs: Option<u32>,
-        /// Folder with the four IDX files (default: as for training).
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Output folder (default: outputs/sweep_NAME).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Use only the first N training samples.
-        #[arg(long)]
-        train_samples: Option<u32>,
-        /// Use only the first N test samples.
-        #[arg(long)]
-        test_samples: Option<u32>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Explain one test image's class by the concepts of a concept model (ICBM) that fired.
     Explain {
@@ -140,6 +114,41 @@ enum Command {
         #[command(subcommand)]
         figure: Figure,
     },
+}
+
+/// What `train` and `sweep` share: how long, on which data, cut how, written where.
+#[derive(Args)]
+struct RunArgs {
+    /// Number of epochs in all (default: the network's).
+    #[arg(long)]
+    epochs: Option<u32>,
+    /// Folder with the four MNIST-format IDX files (default: the network's, else
+    /// /usr/share/datasets/fashion-mnist, else the shipped subset).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output folder (default: outputs/<network name>; for sweeps outputs/sweep_<network name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Use only the first N training samples.
+    #[arg(long)]
+    train_samples: Option<u32>,
+    /// Use only the first N test samples.
+    #[arg(long)]
+    test_samples: Option<u32>,
+}
+
+impl RunArgs {
+    fn options(self) -> TrainOptions {
+        TrainOptions {
+            epochs: self.epochs,
+            data: self.data,
+            out: self.out,
+            train_samples: self.train_samples,
+            test_samples: self.test_samples,
+            progress: std::io::stderr().is_terminal(),
+            ..TrainOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -197,36 +206,16 @@ fn run(cli: Cli) -> snn::Result<()> {
             };
             say(&format!("{}: valid {what}\n", file.display()));
         }
-        Command::Train { network, surrogate, epochs, data, out, resume, seed, train_samples, test_samples } => {
-            let opts = snn::train::trainer::TrainOptions {
-                network,
-                surrogate,
-                epochs,
-                data,
-                out,
-                resume,
-                seed,
-                train_samples,
-                test_samples,
-                progress: std::io::stderr().is_terminal(),
-            };
+        Command::Train { network, surrogate, resume, seed, run } => {
+            let opts = TrainOptions { network, surrogate, resume, seed, ..run.options() };
             say(&snn::train::command::train(&opts)?.to_string());
         }
         Command::Eval { checkpoint, data, out } => {
             say(&snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());
         }
-        Command::Sweep { network, surrogates, seeds, epochs, data, out, train_samples, test_samples } => {
-            let opts = snn::train::sweep::SweepOptions {
-                network,
-                surrogates,
-                seeds,
-                epochs,
-                data,
-                out,
-                train_samples,
-                test_samples,
-                progress: std::io::stderr().is_terminal(),
-            };
+        Command::Sweep { network, surrogates, seeds, run } => {
+            let opts =
+                snn::train::sweep::SweepOptions { runs: TrainOptions { network, ..run.options() }, surrogates, seeds };
             say(&snn::train::sweep::sweep(&opts)?.to_string());
         }
         Command::Explain { checkpoint, index, data, out } => {

@@ -24,15 +24,11 @@ use crate::surrogate::Surrogate;
 
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
-    pub network: PathBuf,
+    /// What every run shares (network, epochs, data, cuts, progress); `out` is the sweep's
+    /// folder, and each run's surrogate, seed and folder are set by the sweep.
+    pub runs: TrainOptions,
     pub surrogates: Vec<Surrogate>,
     pub seeds: u32,
-    pub epochs: Option<u32>,
-    pub data: Option<PathBuf>,
-    pub out: Option<PathBuf>,
-    pub train_samples: Option<u32>,
-    pub test_samples: Option<u32>,
-    pub progress: bool,
 }
 
 /// One finished run.
@@ -206,10 +202,11 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
             problems: vec!["--seeds and --surrogates: need at least one seed and one surrogate".into()],
         });
     }
-    let (network, text) = spec::load_network(&opts.network)?;
-    let training = spec::training_section(&network, &opts.network)?;
-    let epochs = opts.epochs.unwrap_or(training.epochs);
-    let out = opts.out.clone().unwrap_or_else(|| Path::new("outputs").join(format!("sweep_{}", network.name)));
+    let base = &opts.runs;
+    let (network, text) = spec::load_network(&base.network)?;
+    let training = spec::training_section(&network, &base.network)?;
+    let epochs = base.epochs.unwrap_or(training.epochs);
+    let out = base.out.clone().unwrap_or_else(|| Path::new("outputs").join(format!("sweep_{}", network.name)));
     let mut results = Vec::new();
     let total = opts.surrogates.len() * opts.seeds as usize;
     for (s, surrogate) in opts.surrogates.iter().enumerate() {
@@ -220,33 +217,29 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
             let run = s * opts.seeds as usize + k as usize + 1;
             let history = match finished(&checkpoint_path, &text, epochs) {
                 Some(h) => {
-                    if opts.progress {
+                    if base.progress {
                         eprintln!("run {run}/{total}: {} seed {seed} already done", surrogate.name());
                     }
                     h
                 }
                 None => {
-                    if opts.progress {
+                    if base.progress {
                         eprintln!("run {run}/{total}: {} seed {seed}", surrogate.name());
                     }
                     // A partial run from an interrupted sweep starts over.
                     let _ = std::fs::remove_file(&checkpoint_path);
                     let TrainSummary { history, .. } = command::train(&TrainOptions {
-                        network: opts.network.clone(),
                         surrogate: Some(*surrogate),
                         epochs: Some(epochs),
-                        data: opts.data.clone(),
                         out: Some(dir.clone()),
                         resume: false,
                         seed: Some(seed),
-                        train_samples: opts.train_samples,
-                        test_samples: opts.test_samples,
-                        progress: opts.progress,
+                        ..base.clone()
                     })?;
                     history
                 }
             };
-            let dead = dead_share(&checkpoint_path, opts.data.as_deref(), opts.test_samples)?;
+            let dead = dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?;
             results.push(RunResult { surrogate: surrogate.name().to_owned(), seed, history, dead_share: dead });
         }
     }
