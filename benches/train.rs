@@ -1,13 +1,19 @@
-//! One training step of networks/fashion_snn.ron (784-800-10, T = 25): forward, backward and
-//! Adam update of a batch of 128 images of the shipped subset. `cargo bench --bench train`.
+//! Training of networks/fashion_snn.ron (784-800-10, T = 25) on the shipped subset:
+//! one whole training step (forward, backward and Adam update of a batch of 128 images), and
+//! the two event-driven products a step is mostly made of, for one chunk of 16 samples.
+//! `cargo bench --bench train`.
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use nalgebra::DMatrix;
+use snn::data::encode::encoding_stream;
 use snn::data::idx;
 use snn::spec::load_network;
+use snn::train::bptt::Events;
+use snn::train::event_products::{self, ByInput, Row};
 use snn::train::trainer::{PassTotals, Run, load_data};
 
 fn train_step(c: &mut Criterion) {
@@ -15,12 +21,43 @@ fn train_step(c: &mut Criterion) {
     let (network, text) = load_network(&path).expect("valid network");
     let training = network.training.clone().expect("training section");
     let data = load_data(&idx::shipped_subset(), &network, &training, None, None).expect("shipped subset");
-    let mut run = Run::new(network, text, training, 1).expect("builds");
+    let mut run = Run::new(network, text, training.clone(), 1).expect("builds");
     let batch: Vec<usize> = (0..128).collect();
     c.bench_function("train_step_batch128", |b| {
         b.iter(|| {
             let mut totals = PassTotals::default();
             black_box(run.train_batch(&data.train, &batch, 0, &mut totals).expect("finite loss"))
+        })
+    });
+
+    // The input layer's products for 16 rate-coded images: 16 x 25 rows of about 220 events.
+    let steps = training.steps as usize;
+    let inputs: Vec<Events<f32>> = (0..16)
+        .map(|i| {
+            let mut events = Events::default();
+            training.encoder.encode(
+                data.train.images.image(i),
+                steps,
+                &mut encoding_stream(1, Some(0), i),
+                &mut events,
+            );
+            events
+        })
+        .collect();
+    let rows: Vec<Row<f32>> = inputs.iter().flat_map(|e| (0..steps).map(move |n| e.step(n))).collect();
+    let events: usize = rows.iter().map(|r| r.0.len()).sum();
+    println!("chunk of 16 images: {} rows, {events} input events", rows.len());
+    let weights = DMatrix::<f32>::from_fn(800, 784, |o, i| ((o * 31 + i * 17) % 101) as f32 * 1e-3 - 0.05);
+    let mut currents = vec![0.0f32; rows.len() * 800];
+    c.bench_function("currents_chunk16", |b| {
+        b.iter(|| event_products::currents(&weights, &rows, black_box(&mut currents)))
+    });
+    let mut grouped = ByInput::default();
+    let mut grad = DMatrix::<f32>::zeros(800, 784);
+    c.bench_function("weight_gradient_chunk16", |b| {
+        b.iter(|| {
+            grouped.group(784, &rows);
+            event_products::weight_gradient(black_box(&mut grad), &grouped, &currents)
         })
     });
 }

@@ -247,6 +247,19 @@ impl DerivativeTable {
         let (a, b) = (self.values[k] as f64, self.values[k + 1] as f64);
         a + f * (b - a)
     }
+
+    /// As [`derivative`](Self::derivative), in f32 arithmetic (the training loop's type, where
+    /// converting every potential to f64 and back cost more than the lookup).
+    pub fn derivative_f32(&self, x: f32) -> f32 {
+        let u = (x + Self::RANGE as f32) * Self::PER_UNIT as f32;
+        if !(u >= 0.0 && u < (self.values.len() - 1) as f32) {
+            return self.surrogate.derivative(x as f64) as f32;
+        }
+        let k = u as usize;
+        let f = u - k as f32;
+        let (a, b) = (self.values[k], self.values[k + 1]);
+        a + f * (b - a)
+    }
 }
 
 /// How a Heaviside unit uses its surrogate.

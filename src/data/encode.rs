@@ -9,7 +9,7 @@
 //! - `Latency`: each pixel above `threshold` fires once, at step round((1 - intensity) (T - 1)):
 //!   brighter pixels fire earlier (snnTorch's `spikegen.latency` with `linear=True`).
 
-use rand::RngExt;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::events::Events;
@@ -43,6 +43,8 @@ impl Default for Encoder {
     }
 }
 
+const TWO_POW_53: f64 = (1u64 << 53) as f64;
+
 /// A pixel's intensity in [0, 1] (pixel / 255): what every encoder and the layered models read.
 pub fn intensity(p: u8) -> f32 {
     p as f32 / 255.0
@@ -69,6 +71,14 @@ impl Encoder {
     /// Encodes `pixels` over `steps` steps into `out`.
     pub fn encode(&self, pixels: &[u8], steps: usize, rng: &mut Stream, out: &mut Events<f32>) {
         out.clear();
+        if let Encoder::Rate { gain } = *self {
+            let thresholds = rate_thresholds(pixels, gain);
+            for _ in 0..steps {
+                rate_step(&thresholds, rng, |i, x| out.push(i, x));
+                out.end_step();
+            }
+            return;
+        }
         for step in 0..steps {
             self.encode_step(pixels, step, steps, rng, |i, x| out.push(i, x));
             out.end_step();
@@ -86,16 +96,7 @@ impl Encoder {
         mut emit: impl FnMut(u32, f32),
     ) {
         match *self {
-            Encoder::Rate { gain } => {
-                for (i, &p) in pixels.iter().enumerate() {
-                    // One draw per pixel and step, zero pixels included, so the stream's
-                    // position does not depend on the image.
-                    let u: f64 = rng.random();
-                    if u < gain * intensity(p) as f64 {
-                        emit(i as u32, 1.0);
-                    }
-                }
-            }
+            Encoder::Rate { gain } => rate_step(&rate_thresholds(pixels, gain), rng, emit),
             Encoder::Current => {
                 for (i, &p) in pixels.iter().enumerate().filter(|(_, p)| **p > 0) {
                     emit(i as u32, intensity(p));
@@ -110,6 +111,29 @@ impl Encoder {
                 }
             }
         }
+    }
+}
+
+/// Rate coding fires pixel i when u < gain * intensity for the f64 u = k 2^-53 that rand makes of
+/// the top 53 bits k of a draw; that is k < ceil(gain * intensity * 2^53), an integer test
+/// against a threshold computed once per image.
+fn rate_thresholds(pixels: &[u8], gain: f64) -> Vec<u64> {
+    pixels.iter().map(|&p| (gain * intensity(p) as f64 * TWO_POW_53).ceil() as u64).collect()
+}
+
+/// One step of rate coding. One draw per pixel, zero pixels included, so the stream's position
+/// does not depend on the image. Firing pixels are gathered without a branch on the coin (which
+/// would mispredict for every grey pixel) and emitted a block at a time.
+fn rate_step(thresholds: &[u64], rng: &mut Stream, mut emit: impl FnMut(u32, f32)) {
+    const BLOCK: usize = 64;
+    let mut firing = [0u32; BLOCK];
+    for (b, block) in thresholds.chunks(BLOCK).enumerate() {
+        let mut count = 0;
+        for (j, &threshold) in block.iter().enumerate() {
+            firing[count] = (b * BLOCK + j) as u32;
+            count += ((rng.next_u64() >> 11) < threshold) as usize;
+        }
+        firing[..count].iter().for_each(|&i| emit(i, 1.0));
     }
 }
 
@@ -128,6 +152,23 @@ pub fn encoding_stream(seed: u64, epoch: Option<u32>, index: usize) -> Stream {
 mod tests {
     use super::*;
     use crate::engine::rng::{Purpose, stream};
+
+    #[test]
+    fn rate_coding_decides_as_a_uniform_float_draw_would() {
+        use rand::RngExt;
+        let pixels: Vec<u8> = (0..=255).chain(0..=255).rev().collect();
+        for gain in [1.0, 0.37, 1e-3] {
+            let mut out = Events::default();
+            Encoder::Rate { gain }.encode(&pixels, 50, &mut stream(3, Purpose::Encoding, 9), &mut out);
+            let mut reference = stream(3, Purpose::Encoding, 9);
+            for n in 0..50 {
+                let expected: Vec<u32> = (0..pixels.len() as u32)
+                    .filter(|&i| reference.random::<f64>() < gain * intensity(pixels[i as usize]) as f64)
+                    .collect();
+                assert_eq!(out.step(n).0, &expected[..], "gain {gain}, step {n}");
+            }
+        }
+    }
 
     #[test]
     fn rate_coding_fires_in_proportion_to_intensity() {

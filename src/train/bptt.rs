@@ -25,17 +25,20 @@
 //! g_x[n] += W^T g_a[n]           the spikes' gradient for the layer below, at its step n - 1
 //! ```
 //!
-//! The samples of a batch chunk run in lockstep, one step at a time: the active inputs of all of
-//! them are grouped by input index, so each column of W (and of its gradient) is loaded once per
-//! step for the whole chunk rather than once per sample. The weight matrices are larger than
-//! the caches; this is what keeps the event-driven passes from waiting on memory.
+//! Layers run one after the other over all steps of a chunk of samples. Without recurrent
+//! projections the events reaching a layer are all known before it runs, so its currents W x[n]
+//! for every (sample, step) are one product of event rows with W, and its weight gradient one
+//! product of dL/da with the same rows ([`event_products`]); only the neurons' update walks
+//! through time.
 
 use nalgebra::DMatrix;
 
+use super::event_products::{self, ByInput, Row};
 use super::net::{Real, TrainNet};
 pub use crate::data::events::Events;
+use crate::models::gemm::{self, Gemm, View};
 use crate::spec::{Readout, Reset};
-use crate::surrogate::{SpikeMode, heaviside};
+use crate::surrogate::SpikeMode;
 
 /// What the forward pass keeps of one sample for the backward pass, reused across samples.
 #[derive(Debug, Clone)]
@@ -79,100 +82,27 @@ pub fn layer_spikes<F: Real>(tape: &Tape<F>, l: usize) -> Vec<(usize, u32)> {
     (0..events.steps()).flat_map(|n| events.step(n).0.iter().map(move |&j| (n, j))).collect()
 }
 
-/// Scratch space of a chunk: the inputs of one step grouped by input index, and per-sample
-/// state and gradient rows.
+/// Scratch space of a chunk, kept across calls.
 #[derive(Debug, Clone)]
 pub struct Scratch<F> {
-    starts: Vec<usize>,
-    entries: Vec<(u32, F)>,
-    fill: Vec<usize>,
-    /// Samples x units: membrane state (forward) or dL/da (backward).
+    /// Samples x steps x units: the currents of every step (forward), or dL/da (backward).
     rows: Vec<F>,
+    /// Samples x units: membrane state between steps.
+    state: Vec<F>,
+    by_input: ByInput<F>,
     spikes_now: Vec<F>,
+    /// A row of zeros: dL/dv after the last step.
+    zeros: Vec<F>,
 }
 
 impl<F> Default for Scratch<F> {
     fn default() -> Self {
-        Scratch { starts: Vec::new(), entries: Vec::new(), fill: Vec::new(), rows: Vec::new(), spikes_now: Vec::new() }
-    }
-}
-
-impl<F: Real> Scratch<F> {
-    /// Groups by input index the (index, value) events of `samples` samples: afterwards input
-    /// `i` has the (sample, value) pairs `entries[starts[i]..starts[i + 1]]`, samples ascending.
-    fn group<'e>(&mut self, n_in: usize, samples: usize, events: impl Fn(usize) -> (&'e [u32], &'e [F])) {
-        self.starts.clear();
-        self.starts.resize(n_in + 1, 0);
-        for b in 0..samples {
-            for &i in events(b).0 {
-                self.starts[i as usize + 1] += 1;
-            }
-        }
-        for i in 0..n_in {
-            self.starts[i + 1] += self.starts[i];
-        }
-        self.fill.clear();
-        self.fill.extend_from_slice(&self.starts[..n_in]);
-        self.entries.clear();
-        self.entries.resize(self.starts[n_in], (0, F::zero()));
-        for b in 0..samples {
-            let (idx, val) = events(b);
-            for (&i, &x) in idx.iter().zip(val) {
-                let slot = &mut self.fill[i as usize];
-                self.entries[*slot] = (b as u32, x);
-                *slot += 1;
-            }
-        }
-    }
-}
-
-/// Column `i` of a column-major matrix as a slice: the weights leaving input `i`. (nalgebra's
-/// column views iterate with a stride the compiler does not vectorise.)
-fn column<F: Real>(m: &DMatrix<F>, i: usize) -> &[F] {
-    let rows = m.nrows();
-    &m.as_slice()[i * rows..(i + 1) * rows]
-}
-
-fn column_mut<F: Real>(m: &mut DMatrix<F>, i: usize) -> &mut [F] {
-    let rows = m.nrows();
-    &mut m.as_mut_slice()[i * rows..(i + 1) * rows]
-}
-
-/// Values per block in the column kernels: two AVX registers of f32.
-const BLOCK: usize = 16;
-
-/// Forward kernel: `rows[b] += x * col` for every (sample b, value x) of `group`; the column
-/// stays in L1 across the samples.
-fn add_column<F: Real>(col: &[F], group: &[(u32, F)], rows: &mut [F], n_out: usize) {
-    for &(b, x) in group {
-        let row = &mut rows[b as usize * n_out..(b as usize + 1) * n_out];
-        for (a, &w) in row.iter_mut().zip(col) {
-            *a = x.fma(w, *a);
-        }
-    }
-}
-
-/// Backward kernel: `col += sum over group of x * rows[b]`, a block at a time, the block's sum
-/// held in registers across the samples and stored once.
-fn accumulate_column<F: Real>(col: &mut [F], group: &[(u32, F)], rows: &[F], n_out: usize) {
-    let mut blocks = col.chunks_exact_mut(BLOCK);
-    for (k, block) in (&mut blocks).enumerate() {
-        let mut acc: [F; BLOCK] = (&*block).try_into().expect("exact chunk");
-        let start = k * BLOCK;
-        for &(b, x) in group {
-            let g: &[F; BLOCK] =
-                rows[b as usize * n_out + start..b as usize * n_out + start + BLOCK].try_into().expect("block");
-            for (a, &g) in acc.iter_mut().zip(g) {
-                *a = x.fma(g, *a);
-            }
-        }
-        block.copy_from_slice(&acc);
-    }
-    let tail = blocks.into_remainder();
-    let start = n_out - tail.len();
-    for &(b, x) in group {
-        for (c, &g) in tail.iter_mut().zip(&rows[b as usize * n_out + start..(b as usize + 1) * n_out]) {
-            *c = x.fma(g, *c);
+        Scratch {
+            rows: Vec::new(),
+            state: Vec::new(),
+            by_input: ByInput::default(),
+            spikes_now: Vec::new(),
+            zeros: Vec::new(),
         }
     }
 }
@@ -181,9 +111,22 @@ fn fires<F: Real>(net: &TrainNet<F>, l: usize) -> bool {
     l + 1 < net.layers.len() || net.readout == Readout::SpikeCount
 }
 
+/// The sum of squares of `x` in f64, over eight interleaved partial sums so that it vectorises.
+fn sum_of_squares<F: Real>(x: &[F]) -> f64 {
+    let mut lanes = [F::zero(); 8];
+    let mut blocks = x.chunks_exact(8);
+    for block in &mut blocks {
+        for (lane, &v) in lanes.iter_mut().zip(block) {
+            *lane = v.fma(v, *lane);
+        }
+    }
+    let tail = blocks.remainder().iter().fold(0.0, |acc, &v| acc + v.to_f64() * v.to_f64());
+    lanes.iter().map(|l| l.to_f64()).sum::<f64>() + tail
+}
+
 /// The events reaching layer `l` at step `n` of one sample: the input at step n for layer 0,
 /// the spikes layer l - 1 emitted at step n - 1 otherwise.
-fn arriving<'a, F: Real>(input: &'a Events<F>, tape: &'a Tape<F>, l: usize, n: usize) -> (&'a [u32], &'a [F]) {
+fn arriving<'a, F: Real>(input: &'a Events<F>, tape: &'a Tape<F>, l: usize, n: usize) -> Row<'a, F> {
     if l == 0 {
         input.step(n)
     } else if n > 0 {
@@ -193,13 +136,23 @@ fn arriving<'a, F: Real>(input: &'a Events<F>, tape: &'a Tape<F>, l: usize, n: u
     }
 }
 
+/// The events reaching layer `l`, a row per (sample, step), samples outer.
+fn arriving_rows<'a, F: Real>(
+    inputs: &[&'a Events<F>],
+    tapes: &'a [Tape<F>],
+    l: usize,
+    steps: usize,
+) -> Vec<Row<'a, F>> {
+    inputs.iter().zip(tapes).flat_map(|(input, tape)| (0..steps).map(move |n| arriving(input, tape, l, n))).collect()
+}
+
 /// Runs one sample through the network, filling `tape` (and `tape.scores`).
-pub fn forward<F: Real>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F>) {
+pub fn forward<F: Gemm>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F>) {
     forward_batch(net, &[input], std::slice::from_mut(tape), &mut Scratch::default());
 }
 
 /// Runs samples through the network in lockstep, filling one tape per sample.
-pub fn forward_batch<F: Real>(
+pub fn forward_batch<F: Gemm>(
     net: &TrainNet<F>,
     inputs: &[&Events<F>],
     tapes: &mut [Tape<F>],
@@ -214,44 +167,40 @@ pub fn forward_batch<F: Real>(
         tape.scores.clear();
         tape.scores.resize(net.classes(), F::zero());
         for (l, layer) in net.layers.iter().enumerate() {
-            tape.v_pre[l].clear();
+            // Every value is written below: resizing keeps old contents rather than zeroing.
             tape.v_pre[l].resize(t_steps * layer.outputs(), F::zero());
             tape.spikes[l].clear();
         }
     }
     let inv_t = F::one() / F::of(t_steps as f64);
     for (l, layer) in net.layers.iter().enumerate() {
-        let (n_in, n_out) = (layer.inputs(), layer.outputs());
+        let n_out = layer.outputs();
         let fires = fires(net, l);
-        scratch.rows.clear();
-        scratch.rows.resize(samples * n_out, layer.v_rest);
-        for n in 0..t_steps {
-            scratch.group(n_in, samples, |b| arriving(inputs[b], &tapes[b], l, n));
-            let Scratch { starts, entries, rows, .. } = &mut *scratch;
-            for i in 0..n_in {
-                let group = &entries[starts[i]..starts[i + 1]];
-                if group.is_empty() {
-                    continue;
-                }
-                add_column(column(&layer.weights, i), group, rows, n_out);
-            }
-            for (b, tape) in tapes.iter_mut().enumerate() {
-                let state = &mut rows[b * n_out..(b + 1) * n_out];
+        // Without recurrence, every event reaching this layer is known before it runs (the
+        // input, or the spikes of the layer below), so the currents of all steps come first.
+        scratch.rows.resize(samples * t_steps * n_out, F::zero());
+        event_products::currents(&layer.weights, &arriving_rows(inputs, tapes, l, t_steps), &mut scratch.rows);
+        scratch.state.clear();
+        scratch.state.resize(n_out, F::zero());
+        for (b, tape) in tapes.iter_mut().enumerate() {
+            scratch.state.fill(layer.v_rest);
+            let emitted = &mut tape.spikes[l];
+            for n in 0..t_steps {
+                let currents = &scratch.rows[(b * t_steps + n) * n_out..(b * t_steps + n + 1) * n_out];
                 let v_pre = &mut tape.v_pre[l][n * n_out..(n + 1) * n_out];
-                let emitted = &mut tape.spikes[l];
-                for (j, (a, vp)) in state.iter_mut().zip(v_pre.iter_mut()).enumerate() {
-                    let v = layer.v_rest + (*a - layer.v_rest) * layer.decay;
+                for (j, ((a, vp), &c)) in scratch.state.iter_mut().zip(v_pre.iter_mut()).zip(currents).enumerate() {
+                    let v = layer.v_rest + (*a + c - layer.v_rest) * layer.decay;
                     *vp = v;
                     if !fires {
                         *a = v;
                         tape.scores[j] += v * inv_t;
                         continue;
                     }
-                    let x = (v - layer.v_threshold).to_f64();
-                    let s = F::of(match net.mode {
-                        SpikeMode::Surrogate => heaviside(x),
-                        SpikeMode::Smooth => net.surrogate.primitive(x),
-                    });
+                    let s = match net.mode {
+                        SpikeMode::Surrogate if v >= layer.v_threshold => F::one(),
+                        SpikeMode::Surrogate => F::zero(),
+                        SpikeMode::Smooth => F::of(net.surrogate.primitive((v - layer.v_threshold).to_f64())),
+                    };
                     if s != F::zero() {
                         emitted.push(j as u32, s);
                     }
@@ -282,9 +231,9 @@ pub fn cross_entropy<F: Real>(scores: &[F], label: usize, weight: F, grad: &mut 
     (sum.ln() - (scores[label] - max)).to_f64()
 }
 
-/// Adds one sample's weight gradients into `grads` (one matrix per layer), given the gradient
+/// Writes one sample's weight gradients into `grads` (one matrix per layer, of the layers' shapes), given the gradient
 /// of the loss w.r.t. its scores; `forward` must have filled `tape` for the same input.
-pub fn backward<F: Real>(
+pub fn backward<F: Gemm>(
     net: &TrainNet<F>,
     input: &Events<F>,
     tape: &mut Tape<F>,
@@ -294,8 +243,8 @@ pub fn backward<F: Real>(
     backward_batch(net, &[input], std::slice::from_mut(tape), &[g_scores], grads, &mut Scratch::default());
 }
 
-/// Adds the weight gradients of samples run through [`forward_batch`] into `grads`.
-pub fn backward_batch<F: Real>(
+/// Writes the weight gradients of samples run through [`forward_batch`], summed, into `grads`.
+pub fn backward_batch<F: Gemm>(
     net: &TrainNet<F>,
     inputs: &[&Events<F>],
     tapes: &mut [Tape<F>],
@@ -322,72 +271,80 @@ pub fn backward_batch<F: Real>(
                     }
                 }
             }
-            tape.g_below.clear();
             if l > 0 {
+                // Steps 0..T-1 are written below; spikes of the last step reach nothing.
                 tape.g_below.resize(t_steps * n_in, F::zero());
+                tape.g_below[(t_steps - 1) * n_in..].fill(F::zero());
+            } else {
+                tape.g_below.clear();
             }
         }
-        // rows: samples x outputs, holding dL/da[n+1] = dL/dv[n] while walking back in time.
-        scratch.rows.clear();
-        scratch.rows.resize(samples * n_out, F::zero());
+        // rows: samples x steps x outputs, dL/da[n]; walking back in time, dL/dv[n] is the
+        // row of step n + 1.
+        scratch.rows.resize(samples * t_steps * n_out, F::zero());
         let reset_gap = layer.v_threshold - layer.v_reset;
-        for tape in tapes.iter_mut() {
+        scratch.zeros.clear();
+        scratch.zeros.resize(n_out, F::zero());
+        for (b, tape) in tapes.iter_mut().enumerate() {
             tape.grad_v_sq.resize(n_layers, Vec::new());
             tape.grad_v_sq[l].clear();
             tape.grad_v_sq[l].resize(t_steps, 0.0);
-        }
-        for n in (0..t_steps).rev() {
-            for (b, tape) in tapes.iter_mut().enumerate() {
-                let mut norm_sq = 0.0;
-                let g_a = &mut scratch.rows[b * n_out..(b + 1) * n_out];
+            let sample_rows = &mut scratch.rows[b * t_steps * n_out..(b + 1) * t_steps * n_out];
+            for n in (0..t_steps).rev() {
+                let (now, later) = sample_rows[n * n_out..].split_at_mut(n_out);
+                // dL/dv[n] = dL/da[n + 1]; nothing after the last step.
+                let g_v_next: &[F] = if n + 1 < t_steps { &later[..n_out] } else { &scratch.zeros };
                 let vp = &tape.v_pre[l][n * n_out..(n + 1) * n_out];
-                if fires && layer.reset == Reset::Hard {
-                    scratch.spikes_now.clear();
-                    scratch.spikes_now.resize(n_out, F::zero());
-                    let (idx, val) = tape.spikes[l].step(n);
-                    for (&j, &s) in idx.iter().zip(val) {
-                        scratch.spikes_now[j as usize] = s;
+                if !fires {
+                    for ((g, &g_v), &g_score) in now.iter_mut().zip(g_v_next).zip(g_scores[b]) {
+                        *g = g_v + g_score * inv_t;
+                    }
+                } else {
+                    let g_s = &tape.g_spikes[n * n_out..(n + 1) * n_out];
+                    let surrogate = |j: usize| F::surrogate_derivative(&net.derivative, vp[j] - layer.v_threshold);
+                    match (layer.reset, net.detach_reset) {
+                        (Reset::Subtract, true) => {
+                            for (j, g) in now.iter_mut().enumerate() {
+                                *g = g_v_next[j] + surrogate(j) * g_s[j];
+                            }
+                        }
+                        (Reset::Subtract, false) => {
+                            for (j, g) in now.iter_mut().enumerate() {
+                                *g = g_v_next[j] + surrogate(j) * (g_s[j] - g_v_next[j] * reset_gap);
+                            }
+                        }
+                        (Reset::Hard, detach) => {
+                            scratch.spikes_now.clear();
+                            scratch.spikes_now.resize(n_out, F::zero());
+                            let (idx, val) = tape.spikes[l].step(n);
+                            for (&j, &s) in idx.iter().zip(val) {
+                                scratch.spikes_now[j as usize] = s;
+                            }
+                            for (j, g) in now.iter_mut().enumerate() {
+                                let g_v = g_v_next[j];
+                                let through_reset = if detach { F::zero() } else { g_v * (layer.v_reset - vp[j]) };
+                                *g = g_v * (F::one() - scratch.spikes_now[j]) + surrogate(j) * (g_s[j] + through_reset);
+                            }
+                        }
                     }
                 }
-                for j in 0..n_out {
-                    let g_v = g_a[j];
-                    let g_vp = if fires {
-                        let d = F::of(net.derivative.derivative((vp[j] - layer.v_threshold).to_f64()));
-                        let (direct, dv_ds) = match layer.reset {
-                            Reset::Subtract => (F::one(), -reset_gap),
-                            Reset::Hard => (F::one() - scratch.spikes_now[j], layer.v_reset - vp[j]),
-                        };
-                        let through_reset = if net.detach_reset { F::zero() } else { g_v * dv_ds };
-                        g_v * direct + d * (tape.g_spikes[n * n_out + j] + through_reset)
-                    } else {
-                        g_v + g_scores[b][j] * inv_t
-                    };
-                    g_a[j] = g_vp * layer.decay;
-                    norm_sq += g_vp.to_f64() * g_vp.to_f64();
-                }
-                tape.grad_v_sq[l][n] = norm_sq;
+                // `now` holds dL/dv'[n]: its norm is the figure's, then dL/da[n] = P dL/dv'[n].
+                tape.grad_v_sq[l][n] = sum_of_squares(now);
+                now.iter_mut().for_each(|g| *g *= layer.decay);
             }
-            // Weight gradient: only the columns of inputs that reached the layer at step n.
-            scratch.group(n_in, samples, |b| arriving(inputs[b], &tapes[b], l, n));
-            let Scratch { starts, entries, rows, .. } = &*scratch;
-            let grad = &mut grads[l];
-            for i in 0..n_in {
-                let group = &entries[starts[i]..starts[i + 1]];
-                if group.is_empty() {
-                    continue;
-                }
-                accumulate_column(column_mut(grad, i), group, rows, n_out);
-            }
-            if l > 0 && n > 0 {
-                // dL/ds of every unit below (silent ones too: the surrogate needs them).
-                for i in 0..n_in {
-                    let col = column(&layer.weights, i);
-                    for (b, tape) in tapes.iter_mut().enumerate() {
-                        let g_a = &rows[b * n_out..(b + 1) * n_out];
-                        let dot = col.iter().zip(g_a).fold(F::zero(), |acc, (&w, &ga)| w.fma(ga, acc));
-                        tape.g_below[(n - 1) * n_in + i] += dot;
-                    }
-                }
+        }
+        // Weight gradient: only the columns of inputs that reached the layer.
+        scratch.by_input.group(n_in, &arriving_rows(inputs, tapes, l, t_steps));
+        event_products::weight_gradient(&mut grads[l], &scratch.by_input, &scratch.rows);
+        if l > 0 {
+            // dL/ds of every unit below (silent ones too: the surrogate needs them): spikes of
+            // step n - 1 arrive at step n, so rows 1.. of dL/da give steps ..T - 1 below, and
+            // spikes of the last step reach nothing. Column-major: g_below is n_in x steps.
+            let weights_t = View::new(layer.weights.as_slice(), n_out, n_in).t();
+            for (b, tape) in tapes.iter_mut().enumerate() {
+                let g_a =
+                    View::new(&scratch.rows[(b * t_steps + 1) * n_out..(b + 1) * t_steps * n_out], n_out, t_steps - 1);
+                gemm::matmul(&mut tape.g_below[..(t_steps - 1) * n_in], weights_t, g_a, F::zero());
             }
         }
         for tape in tapes.iter_mut() {

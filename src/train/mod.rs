@@ -5,6 +5,7 @@
 
 pub mod bptt;
 pub mod command;
+pub mod event_products;
 pub mod gradient_decay;
 pub mod history;
 pub mod net;

@@ -22,6 +22,8 @@ pub trait Real: RealField + Copy + Send + Sync + 'static {
     fn to_f64(self) -> f64;
     /// self * a + b in one rounding (a fused multiply-add instruction where the CPU has one).
     fn fma(self, a: Self, b: Self) -> Self;
+    /// The tabulated surrogate derivative at `x`, in this type's arithmetic.
+    fn surrogate_derivative(table: &DerivativeTable, x: Self) -> Self;
 }
 
 impl Real for f32 {
@@ -34,6 +36,9 @@ impl Real for f32 {
     fn fma(self, a: Self, b: Self) -> Self {
         self.mul_add(a, b)
     }
+    fn surrogate_derivative(table: &DerivativeTable, x: Self) -> Self {
+        table.derivative_f32(x)
+    }
 }
 
 impl Real for f64 {
@@ -45,6 +50,9 @@ impl Real for f64 {
     }
     fn fma(self, a: Self, b: Self) -> Self {
         self.mul_add(a, b)
+    }
+    fn surrogate_derivative(table: &DerivativeTable, x: Self) -> Self {
+        table.derivative(x)
     }
 }
 

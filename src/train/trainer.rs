@@ -77,10 +77,8 @@ impl Workspace {
         }
     }
 
-    fn reset(&mut self, with_grads: bool) {
-        if with_grads {
-            self.grads.iter_mut().for_each(|g| g.fill(0.0));
-        }
+    /// Zeroes the totals (the gradients are overwritten by each backward pass).
+    fn reset(&mut self) {
         self.loss = 0.0;
         self.correct = 0;
         self.spikes.iter_mut().for_each(|s| *s = 0);
@@ -191,7 +189,7 @@ pub fn evaluate(net: &TrainNet<f32>, training: &Training, split: &Split, seed: u
         .par_iter()
         .map(|chunk| {
             let mut ws = Workspace { grads: Vec::new(), ..Workspace::new(net) };
-            ws.reset(false);
+            ws.reset();
             Pass { net, training, split, seed, epoch: None, backward_weight: None }.run(chunk, &mut ws);
             (ws, chunk.len())
         })
@@ -296,7 +294,7 @@ impl Run {
             backward_weight: Some(1.0 / batch.len() as f32),
         };
         self.workspaces[..chunks.len()].par_iter_mut().zip(chunks.par_iter()).for_each(|(ws, chunk)| {
-            ws.reset(true);
+            ws.reset();
             pass.run(chunk, ws);
         });
         // Sum the chunks' gradients, chunk after chunk for every weight (so the result does not
