@@ -13,7 +13,7 @@ use snn::data::encode::encoding_stream;
 use snn::data::idx;
 use snn::spec::load_network;
 use snn::train::bptt::Events;
-use snn::train::event_products::{self, ByInput, Row};
+use snn::train::event_products::{self, ByInput, Form, Row};
 use snn::train::trainer::{PassTotals, Run, load_data};
 
 fn train_step(c: &mut Criterion) {
@@ -45,21 +45,26 @@ fn train_step(c: &mut Criterion) {
         })
         .collect();
     let rows: Vec<Row<f32>> = inputs.iter().flat_map(|e| (0..steps).map(move |n| e.step(n))).collect();
+    let mut buffer = Events::default();
+    event_products::changes(&rows, steps, &mut buffer);
+    let changed: Vec<Row<f32>> = (0..buffer.steps()).map(|r| buffer.step(r)).collect();
     let events: usize = rows.iter().map(|r| r.0.len()).sum();
-    println!("chunk of 16 images: {} rows, {events} input events", rows.len());
+    println!("chunk of 16 images: {} rows, {events} input events, {} changes", rows.len(), buffer.total());
     let weights = DMatrix::<f32>::from_fn(800, 784, |o, i| ((o * 31 + i * 17) % 101) as f32 * 1e-3 - 0.05);
     let mut currents = vec![0.0f32; rows.len() * 800];
-    c.bench_function("currents_chunk16", |b| {
-        b.iter(|| event_products::currents(&weights, &rows, black_box(&mut currents)))
-    });
     let mut grouped = ByInput::default();
     let mut grad = DMatrix::<f32>::zeros(800, 784);
-    c.bench_function("weight_gradient_chunk16", |b| {
-        b.iter(|| {
-            grouped.group(784, &rows);
-            event_products::weight_gradient(black_box(&mut grad), &grouped, &currents)
-        })
-    });
+    for (name, form, rows) in [("values", Form::Values, &rows), ("changes", Form::Changes { steps }, &changed)] {
+        c.bench_function(&format!("currents_chunk16_{name}"), |b| {
+            b.iter(|| event_products::currents(&weights, form, rows, black_box(&mut currents)))
+        });
+        c.bench_function(&format!("weight_gradient_chunk16_{name}"), |b| {
+            b.iter(|| {
+                grouped.group(784, rows);
+                event_products::weight_gradient(black_box(&mut grad), form, &grouped, &currents)
+            })
+        });
+    }
 }
 
 criterion_group! {

@@ -90,6 +90,8 @@ pub struct Scratch<F> {
     /// Samples x units: membrane state between steps.
     state: Vec<F>,
     by_input: ByInput<F>,
+    /// The arriving events in change form, when that is cheaper.
+    changes: Events<F>,
     spikes_now: Vec<F>,
     /// A row of zeros: dL/dv after the last step.
     zeros: Vec<F>,
@@ -101,6 +103,7 @@ impl<F> Default for Scratch<F> {
             rows: Vec::new(),
             state: Vec::new(),
             by_input: ByInput::default(),
+            changes: Events::default(),
             spikes_now: Vec::new(),
             zeros: Vec::new(),
         }
@@ -178,8 +181,10 @@ pub fn forward_batch<F: Gemm>(
         let fires = fires(net, l);
         // Without recurrence, every event reaching this layer is known before it runs (the
         // input, or the spikes of the layer below), so the currents of all steps come first.
-        scratch.rows.resize(samples * t_steps * n_out, F::zero());
-        event_products::currents(&layer.weights, &arriving_rows(inputs, tapes, l, t_steps), &mut scratch.rows);
+        let Scratch { rows, changes, .. } = &mut *scratch;
+        rows.resize(samples * t_steps * n_out, F::zero());
+        let (form, arriving) = event_products::cheaper_form(arriving_rows(inputs, tapes, l, t_steps), t_steps, changes);
+        event_products::currents(&layer.weights, form, &arriving, rows);
         scratch.state.clear();
         scratch.state.resize(n_out, F::zero());
         for (b, tape) in tapes.iter_mut().enumerate() {
@@ -334,8 +339,10 @@ pub fn backward_batch<F: Gemm>(
             }
         }
         // Weight gradient: only the columns of inputs that reached the layer.
-        scratch.by_input.group(n_in, &arriving_rows(inputs, tapes, l, t_steps));
-        event_products::weight_gradient(&mut grads[l], &scratch.by_input, &scratch.rows);
+        let Scratch { rows, changes, by_input, .. } = &mut *scratch;
+        let (form, arriving) = event_products::cheaper_form(arriving_rows(inputs, tapes, l, t_steps), t_steps, changes);
+        by_input.group(n_in, &arriving);
+        event_products::weight_gradient(&mut grads[l], form, by_input, rows);
         if l > 0 {
             // dL/ds of every unit below (silent ones too: the surrogate needs them): spikes of
             // step n - 1 arrive at step n, so rows 1.. of dL/da give steps ..T - 1 below, and
