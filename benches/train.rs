@@ -13,7 +13,7 @@ use snn::data::encode::encoding_stream;
 use snn::data::idx;
 use snn::spec::load_network;
 use snn::train::bptt::Events;
-use snn::train::event_products::{self, ByInput, Form, Row};
+use snn::train::event_products::{self, ByInput, ChangeState, Form, Row};
 use snn::train::trainer::{PassTotals, Run, load_data};
 
 fn train_step(c: &mut Criterion) {
@@ -45,11 +45,19 @@ fn train_step(c: &mut Criterion) {
         })
         .collect();
     let rows: Vec<Row<f32>> = inputs.iter().flat_map(|e| (0..steps).map(move |n| e.step(n))).collect();
-    let mut buffer = Events::default();
-    event_products::changes(&rows, steps, &mut buffer);
-    let changed: Vec<Row<f32>> = (0..buffer.steps()).map(|r| buffer.step(r)).collect();
+    let mut state = ChangeState::default();
+    let changed_events: Vec<Events<f32>> = rows
+        .chunks(steps)
+        .map(|sample| {
+            let mut changed = Events::default();
+            event_products::changes(sample, 784, &mut state, &mut changed);
+            changed
+        })
+        .collect();
+    let changed: Vec<Row<f32>> = changed_events.iter().flat_map(|e| (0..steps).map(move |n| e.step(n))).collect();
+    let changes: usize = changed.iter().map(|r| r.0.len()).sum();
     let events: usize = rows.iter().map(|r| r.0.len()).sum();
-    println!("chunk of 16 images: {} rows, {events} input events, {} changes", rows.len(), buffer.total());
+    println!("chunk of 16 images: {} rows, {events} input events, {changes} changes", rows.len());
     let weights = DMatrix::<f32>::from_fn(800, 784, |o, i| ((o * 31 + i * 17) % 101) as f32 * 1e-3 - 0.05);
     let mut currents = vec![0.0f32; rows.len() * 800];
     let mut grouped = ByInput::default();

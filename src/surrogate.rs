@@ -260,6 +260,55 @@ impl DerivativeTable {
         let (a, b) = (self.values[k], self.values[k + 1]);
         a + f * (b - a)
     }
+
+    /// Replaces every x of `xs` by [`derivative_f32`](Self::derivative_f32) at x, with the same
+    /// results, eight at a time where the CPU has AVX2's gathers.
+    pub fn derivatives_f32(&self, xs: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            unsafe { self.derivatives_avx2(xs) };
+            return;
+        }
+        xs.iter_mut().for_each(|x| *x = self.derivative_f32(*x));
+    }
+
+    /// The steps of `derivative_f32` in vector form: the same operations, so the same roundings.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn derivatives_avx2(&self, xs: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let range = _mm256_set1_ps(Self::RANGE as f32);
+        let per_unit = _mm256_set1_ps(Self::PER_UNIT as f32);
+        let limit = _mm256_set1_ps((self.values.len() - 1) as f32);
+        let mut chunks = xs.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            // SAFETY: the chunk holds eight f32.
+            let x = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+            let u = _mm256_mul_ps(_mm256_add_ps(x, range), per_unit);
+            let inside = _mm256_and_ps(
+                _mm256_cmp_ps::<_CMP_GE_OQ>(u, _mm256_setzero_ps()),
+                _mm256_cmp_ps::<_CMP_LT_OQ>(u, limit),
+            );
+            if _mm256_movemask_ps(inside) != 0xFF {
+                chunk.iter_mut().for_each(|x| *x = self.derivative_f32(*x));
+                continue;
+            }
+            let k = _mm256_cvttps_epi32(u);
+            let f = _mm256_sub_ps(u, _mm256_cvtepi32_ps(k));
+            // SAFETY: every k lies in 0..len - 1 (checked above), so k and k + 1 index the table.
+            let (a, b) = unsafe {
+                (
+                    _mm256_i32gather_ps::<4>(self.values.as_ptr(), k),
+                    _mm256_i32gather_ps::<4>(self.values.as_ptr().add(1), k),
+                )
+            };
+            let d = _mm256_add_ps(a, _mm256_mul_ps(f, _mm256_sub_ps(b, a)));
+            // SAFETY: as the load.
+            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), d) };
+        }
+        chunks.into_remainder().iter_mut().for_each(|x| *x = self.derivative_f32(*x));
+    }
 }
 
 /// How a Heaviside unit uses its surrogate.
@@ -276,6 +325,19 @@ pub enum SpikeMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vector_and_scalar_table_lookups_agree_bit_for_bit() {
+        let table = DerivativeTable::new(Surrogate::default());
+        // Inside the table, at its edges, outside it, and in a length that leaves a remainder.
+        let xs: Vec<f32> = (0..4003).map(|k| (k as f32 - 2001.0) * 0.009 + 1e-4 * (k % 7) as f32).collect();
+        let mut fast = xs.clone();
+        table.derivatives_f32(&mut fast);
+        for (x, d) in xs.iter().zip(&fast) {
+            assert_eq!(d.to_bits(), table.derivative_f32(*x).to_bits(), "at {x}");
+        }
+        assert!(xs.iter().any(|&x| x < -16.0) && xs.iter().any(|&x| x > 16.0));
+    }
 
     fn grid() -> impl Iterator<Item = f64> {
         (-400..=400).map(|i| i as f64 * 0.005 + 0.00137)

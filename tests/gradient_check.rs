@@ -119,10 +119,12 @@ fn bptt_matches_finite_differences_with_a_spike_count_readout() {
 
 #[test]
 fn bptt_matches_finite_differences_with_input_in_change_form() {
-    use snn::train::event_products::{Form, cheaper_form};
+    use snn::train::event_products::Form;
     let x = steady_input(8);
-    let rows = (0..8).map(|n| x.step(n)).collect();
-    assert_eq!(cheaper_form(rows, 8, &mut Events::default()).0, Form::Changes { steps: 8 });
+    let (spec, mut tape) = (network("MeanMembrane", false), Tape::default());
+    forward(&TrainNet::<f64>::from_spec(&spec, spec.training.as_ref().unwrap(), 3).unwrap(), &x, &mut tape);
+    assert_eq!(tape.form(0), Form::Changes { steps: 8 }, "the input should be taken in change form");
+    assert_eq!(tape.form(1), Form::Values, "smooth spikes change every step");
     check("MeanMembrane", false, &x);
     check("SpikeCount", false, &x);
 }

@@ -33,7 +33,7 @@
 
 use nalgebra::DMatrix;
 
-use super::event_products::{self, ByInput, Row};
+use super::event_products::{self, ByInput, ChangeState, Form, Row};
 use super::net::{Real, TrainNet};
 pub use crate::data::events::Events;
 use crate::models::gemm::{self, Gemm, View};
@@ -47,6 +47,10 @@ pub struct Tape<F> {
     v_pre: Vec<Vec<F>>,
     /// Per layer, the spikes emitted (for a mean-membrane readout: none).
     spikes: Vec<Events<F>>,
+    /// Per layer, the form its arriving events took (the same for every sample of a chunk),
+    /// and in change form the changes.
+    forms: Vec<Form>,
+    changes: Vec<Events<F>>,
     pub scores: Vec<F>,
     /// Backward: dL/ds of the layer being processed and of the layer below (steps x units).
     g_spikes: Vec<F>,
@@ -61,6 +65,8 @@ impl<F> Default for Tape<F> {
         Tape {
             v_pre: Vec::new(),
             spikes: Vec::new(),
+            forms: Vec::new(),
+            changes: Vec::new(),
             scores: Vec::new(),
             g_spikes: Vec::new(),
             g_below: Vec::new(),
@@ -70,6 +76,11 @@ impl<F> Default for Tape<F> {
 }
 
 impl<F: Real> Tape<F> {
+    /// The form in which layer `l`'s arriving events were taken.
+    pub fn form(&self, l: usize) -> Form {
+        self.forms[l]
+    }
+
     /// Spikes emitted by layer `l` in this sample.
     pub fn spike_count(&self, l: usize) -> usize {
         self.spikes.get(l).map_or(0, |e| e.total())
@@ -90,11 +101,12 @@ pub struct Scratch<F> {
     /// Samples x units: membrane state between steps.
     state: Vec<F>,
     by_input: ByInput<F>,
-    /// The arriving events in change form, when that is cheaper.
-    changes: Events<F>,
+    changes: ChangeState<F>,
     spikes_now: Vec<F>,
     /// A row of zeros: dL/dv after the last step.
     zeros: Vec<F>,
+    /// A row of surrogate derivatives.
+    derivatives: Vec<F>,
 }
 
 impl<F> Default for Scratch<F> {
@@ -103,9 +115,10 @@ impl<F> Default for Scratch<F> {
             rows: Vec::new(),
             state: Vec::new(),
             by_input: ByInput::default(),
-            changes: Events::default(),
+            changes: ChangeState::default(),
             spikes_now: Vec::new(),
             zeros: Vec::new(),
+            derivatives: Vec::new(),
         }
     }
 }
@@ -128,25 +141,54 @@ fn sum_of_squares<F: Real>(x: &[F]) -> f64 {
 }
 
 /// The events reaching layer `l` at step `n` of one sample: the input at step n for layer 0,
-/// the spikes layer l - 1 emitted at step n - 1 otherwise.
-fn arriving<'a, F: Real>(input: &'a Events<F>, tape: &'a Tape<F>, l: usize, n: usize) -> Row<'a, F> {
+/// the spikes layer l - 1 emitted (`spikes[l - 1]`) at step n - 1 otherwise.
+fn arriving<'a, F: Real>(input: &'a Events<F>, spikes: &'a [Events<F>], l: usize, n: usize) -> Row<'a, F> {
     if l == 0 {
         input.step(n)
     } else if n > 0 {
-        tape.spikes[l - 1].step(n - 1)
+        spikes[l - 1].step(n - 1)
     } else {
         (&[], &[])
     }
 }
 
-/// The events reaching layer `l`, a row per (sample, step), samples outer.
-fn arriving_rows<'a, F: Real>(
-    inputs: &[&'a Events<F>],
-    tapes: &'a [Tape<F>],
+/// Chooses the form of the events reaching layer `l` for a chunk of samples, recording it and
+/// the changes on the tapes: the change form where it holds fewer events in total.
+fn choose_form<F: Real>(
+    inputs: &[&Events<F>],
+    tapes: &mut [Tape<F>],
     l: usize,
-    steps: usize,
-) -> Vec<Row<'a, F>> {
-    inputs.iter().zip(tapes).flat_map(|(input, tape)| (0..steps).map(move |n| arriving(input, tape, l, n))).collect()
+    n_in: usize,
+    state: &mut ChangeState<F>,
+) {
+    let steps = inputs.first().map_or(0, |input| input.steps());
+    let (mut events, mut changes) = (0, 0);
+    for (input, tape) in inputs.iter().zip(tapes.iter_mut()) {
+        let Tape { spikes, changes: changed, .. } = tape;
+        let rows: Vec<Row<F>> = (0..steps).map(|n| arriving(input, spikes, l, n)).collect();
+        event_products::changes(&rows, n_in, state, &mut changed[l]);
+        events += rows.iter().map(|r| r.0.len()).sum::<usize>();
+        changes += changed[l].total();
+    }
+    let form = if changes < events { Form::Changes { steps } } else { Form::Values };
+    tapes.iter_mut().for_each(|tape| tape.forms[l] = form);
+}
+
+/// The events reaching layer `l` in the form recorded on the tapes, a row per (sample, step),
+/// samples outer.
+fn layer_rows<'a, F: Real>(inputs: &[&'a Events<F>], tapes: &'a [Tape<F>], l: usize) -> (Form, Vec<Row<'a, F>>) {
+    let form = tapes.first().map_or(Form::Values, |tape| tape.forms[l]);
+    let rows = inputs
+        .iter()
+        .zip(tapes)
+        .flat_map(|(input, tape)| {
+            (0..input.steps()).map(move |n| match form {
+                Form::Values => arriving(input, &tape.spikes, l, n),
+                Form::Changes { .. } => tape.changes[l].step(n),
+            })
+        })
+        .collect();
+    (form, rows)
 }
 
 /// Runs one sample through the network, filling `tape` (and `tape.scores`).
@@ -167,6 +209,8 @@ pub fn forward_batch<F: Gemm>(
     for tape in tapes.iter_mut() {
         tape.v_pre.resize(n_layers, Vec::new());
         tape.spikes.resize(n_layers, Events::default());
+        tape.changes.resize(n_layers, Events::default());
+        tape.forms.resize(n_layers, Form::Values);
         tape.scores.clear();
         tape.scores.resize(net.classes(), F::zero());
         for (l, layer) in net.layers.iter().enumerate() {
@@ -177,14 +221,14 @@ pub fn forward_batch<F: Gemm>(
     }
     let inv_t = F::one() / F::of(t_steps as f64);
     for (l, layer) in net.layers.iter().enumerate() {
-        let n_out = layer.outputs();
+        let (n_in, n_out) = (layer.inputs(), layer.outputs());
         let fires = fires(net, l);
         // Without recurrence, every event reaching this layer is known before it runs (the
         // input, or the spikes of the layer below), so the currents of all steps come first.
-        let Scratch { rows, changes, .. } = &mut *scratch;
-        rows.resize(samples * t_steps * n_out, F::zero());
-        let (form, arriving) = event_products::cheaper_form(arriving_rows(inputs, tapes, l, t_steps), t_steps, changes);
-        event_products::currents(&layer.weights, form, &arriving, rows);
+        choose_form(inputs, tapes, l, n_in, &mut scratch.changes);
+        let (form, arriving) = layer_rows(inputs, tapes, l);
+        scratch.rows.resize(samples * t_steps * n_out, F::zero());
+        event_products::currents(&layer.weights, form, &arriving, &mut scratch.rows);
         scratch.state.clear();
         scratch.state.resize(n_out, F::zero());
         for (b, tape) in tapes.iter_mut().enumerate() {
@@ -193,28 +237,53 @@ pub fn forward_batch<F: Gemm>(
             for n in 0..t_steps {
                 let currents = &scratch.rows[(b * t_steps + n) * n_out..(b * t_steps + n + 1) * n_out];
                 let v_pre = &mut tape.v_pre[l][n * n_out..(n + 1) * n_out];
-                for (j, ((a, vp), &c)) in scratch.state.iter_mut().zip(v_pre.iter_mut()).zip(currents).enumerate() {
-                    let v = layer.v_rest + (*a + c - layer.v_rest) * layer.decay;
-                    *vp = v;
-                    if !fires {
-                        *a = v;
-                        tape.scores[j] += v * inv_t;
-                        continue;
+                let state = &mut scratch.state[..];
+                // The whole row at once, in loops the compiler vectorises.
+                for ((vp, &a), &c) in v_pre.iter_mut().zip(state.iter()).zip(currents) {
+                    *vp = layer.v_rest + (a + c - layer.v_rest) * layer.decay;
+                }
+                let v_pre = &*v_pre;
+                if !fires {
+                    state.copy_from_slice(v_pre);
+                    for (score, &v) in tape.scores.iter_mut().zip(v_pre) {
+                        *score += v * inv_t;
                     }
-                    let s = match net.mode {
-                        SpikeMode::Surrogate if v >= layer.v_threshold => F::one(),
-                        SpikeMode::Surrogate => F::zero(),
-                        SpikeMode::Smooth => F::of(net.surrogate.primitive((v - layer.v_threshold).to_f64())),
-                    };
-                    if s != F::zero() {
-                        emitted.push(j as u32, s);
+                } else if net.mode == SpikeMode::Surrogate {
+                    let threshold = layer.v_threshold;
+                    match layer.reset {
+                        Reset::Subtract => {
+                            let gap = layer.v_threshold - layer.v_reset;
+                            for (a, &v) in state.iter_mut().zip(v_pre) {
+                                *a = if v >= threshold { v - gap } else { v };
+                            }
+                        }
+                        Reset::Hard => {
+                            for (a, &v) in state.iter_mut().zip(v_pre) {
+                                *a = if v >= threshold { layer.v_reset } else { v };
+                            }
+                        }
                     }
-                    *a = match layer.reset {
-                        Reset::Subtract => v - s * (layer.v_threshold - layer.v_reset),
-                        Reset::Hard => v * (F::one() - s) + s * layer.v_reset,
-                    };
-                    if l + 1 == n_layers {
-                        tape.scores[j] += s;
+                    for (j, &v) in v_pre.iter().enumerate() {
+                        if v >= threshold {
+                            emitted.push(j as u32, F::one());
+                            if l + 1 == n_layers {
+                                tape.scores[j] += F::one();
+                            }
+                        }
+                    }
+                } else {
+                    for (j, (a, &v)) in state.iter_mut().zip(v_pre).enumerate() {
+                        let s = F::of(net.surrogate.primitive((v - layer.v_threshold).to_f64()));
+                        if s != F::zero() {
+                            emitted.push(j as u32, s);
+                        }
+                        *a = match layer.reset {
+                            Reset::Subtract => v - s * (layer.v_threshold - layer.v_reset),
+                            Reset::Hard => v * (F::one() - s) + s * layer.v_reset,
+                        };
+                        if l + 1 == n_layers {
+                            tape.scores[j] += s;
+                        }
                     }
                 }
                 emitted.end_step();
@@ -290,6 +359,7 @@ pub fn backward_batch<F: Gemm>(
         let reset_gap = layer.v_threshold - layer.v_reset;
         scratch.zeros.clear();
         scratch.zeros.resize(n_out, F::zero());
+        scratch.derivatives.resize(n_out, F::zero());
         for (b, tape) in tapes.iter_mut().enumerate() {
             tape.grad_v_sq.resize(n_layers, Vec::new());
             tape.grad_v_sq[l].clear();
@@ -306,7 +376,12 @@ pub fn backward_batch<F: Gemm>(
                     }
                 } else {
                     let g_s = &tape.g_spikes[n * n_out..(n + 1) * n_out];
-                    let surrogate = |j: usize| F::surrogate_derivative(&net.derivative, vp[j] - layer.v_threshold);
+                    let derivatives = &mut scratch.derivatives[..];
+                    for (d, &v) in derivatives.iter_mut().zip(vp) {
+                        *d = v - layer.v_threshold;
+                    }
+                    F::surrogate_derivatives(&net.derivative, derivatives);
+                    let surrogate = |j: usize| derivatives[j];
                     match (layer.reset, net.detach_reset) {
                         (Reset::Subtract, true) => {
                             for (j, g) in now.iter_mut().enumerate() {
@@ -339,10 +414,9 @@ pub fn backward_batch<F: Gemm>(
             }
         }
         // Weight gradient: only the columns of inputs that reached the layer.
-        let Scratch { rows, changes, by_input, .. } = &mut *scratch;
-        let (form, arriving) = event_products::cheaper_form(arriving_rows(inputs, tapes, l, t_steps), t_steps, changes);
-        by_input.group(n_in, &arriving);
-        event_products::weight_gradient(&mut grads[l], form, by_input, rows);
+        let (form, arriving) = layer_rows(inputs, tapes, l);
+        scratch.by_input.group(n_in, &arriving);
+        event_products::weight_gradient(&mut grads[l], form, &scratch.by_input, &scratch.rows);
         if l > 0 {
             // dL/ds of every unit below (silent ones too: the surrogate needs them): spikes of
             // step n - 1 arrive at step n, so rows 1.. of dL/da give steps ..T - 1 below, and

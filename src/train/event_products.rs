@@ -26,7 +26,7 @@
 //! so the currents carry the tile's sum from step to step and the gradient reads suffix sums of
 //! G. Rate-coded images change less often than they fire (2p(1 - p) against p per pixel and
 //! step: 0.16 against 0.28 on Fashion-MNIST), so for the input layer this is the cheaper form;
-//! sparse hidden spikes rarely persist and stay in value form. [`cheaper_form`] chooses.
+//! sparse hidden spikes rarely persist and stay in value form. The caller chooses per layer.
 //!
 //! Each output element is summed by one loop in a fixed order (events in row order, rows in
 //! ascending order), so results do not depend on how the caller splits work between threads.
@@ -62,50 +62,51 @@ impl Form {
     }
 }
 
-/// Writes into `changes` the change form of `rows` (runs of `steps` rows per sample, each row's
-/// inputs in ascending order).
-pub fn changes<F: Real>(rows: &[Row<F>], steps: usize, changes: &mut Events<F>) {
-    changes.clear();
-    for (r, &(idx, val)) in rows.iter().enumerate() {
-        let (prev_idx, prev_val): Row<F> = if r % steps == 0 { (&[], &[]) } else { rows[r - 1] };
-        // Merge the two ascending index lists.
-        let (mut a, mut b) = (0, 0);
-        while a < idx.len() || b < prev_idx.len() {
-            let now = idx.get(a).copied().unwrap_or(u32::MAX);
-            let before = prev_idx.get(b).copied().unwrap_or(u32::MAX);
-            debug_assert!(a + 1 >= idx.len() || idx[a] < idx[a + 1], "row {r} is not ascending");
-            if now < before {
-                changes.push(now, val[a]);
-                a += 1;
-            } else if before < now {
-                changes.push(before, -prev_val[b]);
-                b += 1;
-            } else {
-                if val[a] != prev_val[b] {
-                    changes.push(now, val[a] - prev_val[b]);
-                }
-                a += 1;
-                b += 1;
-            }
-        }
-        changes.end_step();
+/// Per-input bookkeeping of [`changes`], kept across calls.
+#[derive(Debug, Clone)]
+pub struct ChangeState<F> {
+    /// Per input, its value at the step being converted.
+    held: Vec<F>,
+    /// Per input, the last step it appeared in.
+    seen_in: Vec<u32>,
+}
+
+impl<F> Default for ChangeState<F> {
+    fn default() -> Self {
+        ChangeState { held: Vec::new(), seen_in: Vec::new() }
     }
 }
 
-/// The cheaper form of a layer's arriving `rows`: the change form (written into `buffer`) when
-/// it holds fewer events, the rows themselves otherwise.
-pub fn cheaper_form<'a, F: Real>(
-    rows: Vec<Row<'a, F>>,
-    steps: usize,
-    buffer: &'a mut Events<F>,
-) -> (Form, Vec<Row<'a, F>>) {
-    changes(&rows, steps, buffer);
-    let events: usize = rows.iter().map(|r| r.0.len()).sum();
-    if buffer.total() < events {
-        let buffer: &'a Events<F> = buffer;
-        (Form::Changes { steps }, (0..buffer.steps()).map(|r| buffer.step(r)).collect())
-    } else {
-        (Form::Values, rows)
+/// Writes into `changes` the change form of one sample's `rows` (one per step, over inputs
+/// `0..n_in`, no input twice in a row). In each row come first the inputs that appeared or
+/// changed value, then those that vanished.
+pub fn changes<F: Real>(rows: &[Row<F>], n_in: usize, state: &mut ChangeState<F>, changes: &mut Events<F>) {
+    let ChangeState { held, seen_in } = state;
+    changes.clear();
+    held.clear();
+    held.resize(n_in, F::zero());
+    seen_in.clear();
+    seen_in.resize(n_in, u32::MAX);
+    for (n, &(idx, val)) in rows.iter().enumerate() {
+        changes.push_kept(idx.iter().zip(val).map(|(&i, &x)| {
+            let i_ = i as usize;
+            let change = x - held[i_];
+            held[i_] = x;
+            seen_in[i_] = n as u32;
+            (i, change, change != F::zero())
+        }));
+        if n > 0 {
+            changes.push_kept(rows[n - 1].0.iter().map(|&i| {
+                let i_ = i as usize;
+                let gone = seen_in[i_] != n as u32;
+                let change = -held[i_];
+                if gone {
+                    held[i_] = F::zero();
+                }
+                (i, change, gone)
+            }));
+        }
+        changes.end_step();
     }
 }
 
@@ -299,15 +300,23 @@ mod tests {
         rows.iter().map(|(i, v)| (&i[..], &v[..])).collect()
     }
 
+    /// The change form of `rows`, sample by sample.
+    fn changed(rows: &[(Vec<u32>, Vec<f64>)]) -> Vec<(Vec<u32>, Vec<f64>)> {
+        let mut state = ChangeState::default();
+        let mut buffer = Events::default();
+        let mut out = Vec::new();
+        for sample in borrowed(rows).chunks(STEPS) {
+            changes(sample, 5, &mut state, &mut buffer);
+            out.extend((0..STEPS).map(|n| (buffer.step(n).0.to_vec(), buffer.step(n).1.to_vec())));
+        }
+        out
+    }
+
     /// The rows of `rows()` in each form, as the kernels take them.
     fn each_form(check: impl Fn(Form, &[Row<f64>])) {
         let rows = rows();
-        let values = borrowed(&rows);
-        check(Form::Values, &values);
-        let mut buffer = Events::default();
-        changes(&values, STEPS, &mut buffer);
-        let changed: Vec<Row<f64>> = (0..buffer.steps()).map(|r| buffer.step(r)).collect();
-        check(Form::Changes { steps: STEPS }, &changed);
+        check(Form::Values, &borrowed(&rows));
+        check(Form::Changes { steps: STEPS }, &borrowed(&changed(&rows)));
     }
 
     /// Output counts that take every tile width, alone and after full tiles.
@@ -331,16 +340,15 @@ mod tests {
     #[test]
     fn changes_hold_only_what_differs_from_the_step_before() {
         let rows = rows();
-        let mut buffer = Events::default();
-        changes(&borrowed(&rows), STEPS, &mut buffer);
+        let found = changed(&rows);
         let expected: [(&[u32], &[f64]); 4] = [
             (&[0, 3, 4], &[1.0, 1.0, 1.0]),
-            (&[0, 1, 3, 4], &[-1.0, 1.0, -0.5, -1.0]),
+            (&[1, 3, 0, 4], &[1.0, -0.5, -1.0, -1.0]),
             (&[2, 4], &[0.5, -2.0]),
             (&[2, 4], &[-0.5, 2.0]),
         ];
         for (r, (idx, val)) in expected.into_iter().enumerate() {
-            assert_eq!(buffer.step(r), (idx, val), "row {r}");
+            assert_eq!((&found[r].0[..], &found[r].1[..]), (idx, val), "row {r}");
         }
     }
 
@@ -387,17 +395,5 @@ mod tests {
                 }
             }
         });
-    }
-
-    #[test]
-    fn the_change_form_is_chosen_only_when_it_is_smaller() {
-        // Input 0 fires in all four steps: one change instead of four events.
-        let steady: Vec<(Vec<u32>, Vec<f64>)> = (0..4).map(|_| (vec![0], vec![1.0])).collect();
-        let mut buffer = Events::default();
-        assert_eq!(cheaper_form(borrowed(&steady), 4, &mut buffer).0, Form::Changes { steps: 4 });
-        // Alternating spikes: every event is two changes.
-        let flicker: Vec<(Vec<u32>, Vec<f64>)> =
-            (0..4).map(|n| if n % 2 == 0 { (vec![0], vec![1.0]) } else { (vec![], vec![]) }).collect();
-        assert_eq!(cheaper_form(borrowed(&flicker), 4, &mut buffer).0, Form::Values);
     }
 }

@@ -17,13 +17,14 @@ use crate::spec::{Network, Neuron, Readout, Reset, Training};
 use crate::surrogate::{DerivativeTable, SpikeMode, Surrogate};
 
 /// The float types the trainer runs in: f32 for training, f64 for gradient checks.
-pub trait Real: RealField + Copy + Send + Sync + 'static {
+pub trait Real: RealField + Copy + Default + Send + Sync + 'static {
     fn of(x: f64) -> Self;
     fn to_f64(self) -> f64;
     /// self * a + b in one rounding (a fused multiply-add instruction where the CPU has one).
     fn fma(self, a: Self, b: Self) -> Self;
-    /// The tabulated surrogate derivative at `x`, in this type's arithmetic.
-    fn surrogate_derivative(table: &DerivativeTable, x: Self) -> Self;
+    /// Replaces every x of `xs` by the tabulated surrogate derivative at x, in this type's
+    /// arithmetic.
+    fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]);
 }
 
 impl Real for f32 {
@@ -36,8 +37,8 @@ impl Real for f32 {
     fn fma(self, a: Self, b: Self) -> Self {
         self.mul_add(a, b)
     }
-    fn surrogate_derivative(table: &DerivativeTable, x: Self) -> Self {
-        table.derivative_f32(x)
+    fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]) {
+        table.derivatives_f32(xs)
     }
 }
 
@@ -51,8 +52,8 @@ impl Real for f64 {
     fn fma(self, a: Self, b: Self) -> Self {
         self.mul_add(a, b)
     }
-    fn surrogate_derivative(table: &DerivativeTable, x: Self) -> Self {
-        table.derivative(x)
+    fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]) {
+        xs.iter_mut().for_each(|x| *x = table.derivative(*x))
     }
 }
 
