@@ -43,7 +43,7 @@ impl Default for Encoder {
     }
 }
 
-const TWO_POW_53: f64 = (1u64 << 53) as f64;
+const TWO_POW_32: f64 = (1u64 << 32) as f64;
 
 /// A pixel's intensity in [0, 1] (pixel / 255): what every encoder and the layered models read.
 pub fn intensity(p: u8) -> f32 {
@@ -114,24 +114,27 @@ impl Encoder {
     }
 }
 
-/// Rate coding fires pixel i when u < gain * intensity for the f64 u = k 2^-53 that rand makes of
-/// the top 53 bits k of a draw; that is k < ceil(gain * intensity * 2^53), an integer test
-/// against a threshold computed once per image.
+/// Rate coding fires a pixel when u < gain * intensity for a uniform u = k 2^-32, k the low or
+/// high 32 bits of a draw (one 64-bit draw serves two pixels); that is k < ceil(gain *
+/// intensity * 2^32), an integer test against a threshold computed once per image.
 fn rate_thresholds(pixels: &[u8], gain: f64) -> Vec<u64> {
-    pixels.iter().map(|&p| (gain * intensity(p) as f64 * TWO_POW_53).ceil() as u64).collect()
+    pixels.iter().map(|&p| (gain * intensity(p) as f64 * TWO_POW_32).ceil() as u64).collect()
 }
 
-/// One step of rate coding. One draw per pixel, zero pixels included, so the stream's position
-/// does not depend on the image. Firing pixels are gathered without a branch on the coin (which
-/// would mispredict for every grey pixel) and emitted a block at a time.
+/// One step of rate coding. Half a draw per pixel, zero pixels included, so the stream's
+/// position does not depend on the image. Firing pixels are gathered without a branch on the
+/// coin (which would mispredict for every grey pixel) and emitted a block at a time.
 fn rate_step(thresholds: &[u64], rng: &mut Stream, mut emit: impl FnMut(u32, f32)) {
     const BLOCK: usize = 64;
     let mut firing = [0u32; BLOCK];
     for (b, block) in thresholds.chunks(BLOCK).enumerate() {
         let mut count = 0;
-        for (j, &threshold) in block.iter().enumerate() {
-            firing[count] = (b * BLOCK + j) as u32;
-            count += ((rng.next_u64() >> 11) < threshold) as usize;
+        for (j, pair) in block.chunks(2).enumerate() {
+            let draw = rng.next_u64();
+            for (half, &threshold) in pair.iter().enumerate() {
+                firing[count] = (b * BLOCK + 2 * j + half) as u32;
+                count += ((draw >> (32 * half)) & 0xFFFF_FFFF < threshold) as usize;
+            }
         }
         firing[..count].iter().for_each(|&i| emit(i, 1.0));
     }
@@ -154,17 +157,25 @@ mod tests {
     use crate::engine::rng::{Purpose, stream};
 
     #[test]
-    fn rate_coding_decides_as_a_uniform_float_draw_would() {
-        use rand::RngExt;
-        let pixels: Vec<u8> = (0..=255).chain(0..=255).rev().collect();
+    fn rate_coding_compares_half_draws_with_the_firing_probability() {
+        use rand::Rng;
+        // An odd count, so the last pixel takes the low half of a draw of its own.
+        let pixels: Vec<u8> = (0..=255).chain(0..=254).rev().collect();
         for gain in [1.0, 0.37, 1e-3] {
             let mut out = Events::default();
             Encoder::Rate { gain }.encode(&pixels, 50, &mut stream(3, Purpose::Encoding, 9), &mut out);
             let mut reference = stream(3, Purpose::Encoding, 9);
             for n in 0..50 {
-                let expected: Vec<u32> = (0..pixels.len() as u32)
-                    .filter(|&i| reference.random::<f64>() < gain * intensity(pixels[i as usize]) as f64)
-                    .collect();
+                let mut expected = Vec::new();
+                for (pair, chunk) in pixels.chunks(2).enumerate() {
+                    let draw = reference.next_u64();
+                    for (half, &p) in chunk.iter().enumerate() {
+                        let u = ((draw >> (32 * half)) & 0xFFFF_FFFF) as f64 / TWO_POW_32;
+                        if u < gain * intensity(p) as f64 {
+                            expected.push((2 * pair + half) as u32);
+                        }
+                    }
+                }
                 assert_eq!(out.step(n).0, &expected[..], "gain {gain}, step {n}");
             }
         }

@@ -45,23 +45,41 @@ impl<F: Copy> Events<F> {
     pub fn total(&self) -> usize {
         self.index.len()
     }
-}
 
-impl<F: Copy + Default> Events<F> {
     /// Appends, in order, the pairs whose flag is set. The pairs are written first and the
     /// length advanced by the flag, so there is no branch on it: where flags are coin tosses
     /// a branch mispredicts for every other pair.
     pub fn push_kept(&mut self, pairs: impl ExactSizeIterator<Item = (u32, F, bool)>) {
-        let base = self.index.len();
-        self.index.resize(base + pairs.len(), 0);
-        self.value.resize(base + pairs.len(), F::default());
-        let mut kept = base;
+        let (base, n) = (self.index.len(), pairs.len());
+        self.index.reserve(n);
+        self.value.reserve(n);
+        let index = &mut self.index.spare_capacity_mut()[..n];
+        let value = &mut self.value.spare_capacity_mut()[..n];
+        let mut kept = 0;
         for (i, x, keep) in pairs {
-            self.index[kept] = i;
-            self.value[kept] = x;
+            index[kept].write(i);
+            value[kept].write(x);
             kept += keep as usize;
         }
-        self.index.truncate(kept);
-        self.value.truncate(kept);
+        // SAFETY: slots base..base + kept were written above (kept <= n; an iterator longer
+        // than its stated length panics at the index instead).
+        unsafe {
+            self.index.set_len(base + kept);
+            self.value.set_len(base + kept);
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_kept_appends_exactly_the_flagged_pairs_in_order() {
+        let mut events = Events::default();
+        events.push(7, 0.5);
+        events.push_kept([(1, 1.0, true), (2, 2.0, false), (3, 3.0, true), (4, 4.0, false)].into_iter());
+        events.push_kept([(5, 5.0, false)].into_iter());
+        events.end_step();
+        assert_eq!(events.step(0), (&[7, 1, 3][..], &[0.5, 1.0, 3.0][..]));
     }
 }

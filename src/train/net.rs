@@ -17,7 +17,7 @@ use crate::spec::{Network, Neuron, Readout, Reset, Training};
 use crate::surrogate::{DerivativeTable, SpikeMode, Surrogate};
 
 /// The float types the trainer runs in: f32 for training, f64 for gradient checks.
-pub trait Real: RealField + Copy + Default + Send + Sync + 'static {
+pub trait Real: RealField + Copy + Send + Sync + 'static {
     fn of(x: f64) -> Self;
     fn to_f64(self) -> f64;
     /// self * a + b in one rounding (a fused multiply-add instruction where the CPU has one).
