@@ -1,4 +1,4 @@
-//! Forward pass with a tape, and back-propagation through time, for a few samples in lockstep.
+//! Forward pass with a tape, and back-propagation through time, for a chunk of samples at once.
 //!
 //! The forward pass is the engine's step schedule for a chain of LIF layers with instantaneous
 //! synapses and no delay, so a trained network simulates to the same spikes. For layer l at
@@ -158,10 +158,9 @@ fn choose_form<F: Real>(
     inputs: &[&Events<F>],
     tapes: &mut [Tape<F>],
     l: usize,
-    n_in: usize,
+    (n_in, steps): (usize, usize),
     state: &mut ChangeState<F>,
 ) {
-    let steps = inputs.first().map_or(0, |input| input.steps());
     let (mut events, mut changes) = (0, 0);
     for (input, tape) in inputs.iter().zip(tapes.iter_mut()) {
         let Tape { spikes, changes: changed, .. } = tape;
@@ -176,13 +175,18 @@ fn choose_form<F: Real>(
 
 /// The events reaching layer `l` in the form recorded on the tapes, a row per (sample, step),
 /// samples outer.
-fn layer_rows<'a, F: Real>(inputs: &[&'a Events<F>], tapes: &'a [Tape<F>], l: usize) -> (Form, Vec<Row<'a, F>>) {
+fn layer_rows<'a, F: Real>(
+    inputs: &[&'a Events<F>],
+    tapes: &'a [Tape<F>],
+    l: usize,
+    steps: usize,
+) -> (Form, Vec<Row<'a, F>>) {
     let form = tapes.first().map_or(Form::Values, |tape| tape.forms[l]);
     let rows = inputs
         .iter()
         .zip(tapes)
         .flat_map(|(input, tape)| {
-            (0..input.steps()).map(move |n| match form {
+            (0..steps).map(move |n| match form {
                 Form::Values => arriving(input, &tape.spikes, l, n),
                 Form::Changes { .. } => tape.changes[l].step(n),
             })
@@ -225,8 +229,8 @@ pub fn forward_batch<F: Gemm>(
         let fires = fires(net, l);
         // Without recurrence, every event reaching this layer is known before it runs (the
         // input, or the spikes of the layer below), so the currents of all steps come first.
-        choose_form(inputs, tapes, l, n_in, &mut scratch.changes);
-        let (form, arriving) = layer_rows(inputs, tapes, l);
+        choose_form(inputs, tapes, l, (n_in, t_steps), &mut scratch.changes);
+        let (form, arriving) = layer_rows(inputs, tapes, l, t_steps);
         scratch.rows.resize(samples * t_steps * n_out, F::zero());
         event_products::currents(&layer.weights, form, &arriving, &mut scratch.rows);
         scratch.state.clear();
@@ -414,7 +418,7 @@ pub fn backward_batch<F: Gemm>(
             }
         }
         // Weight gradient: only the columns of inputs that reached the layer.
-        let (form, arriving) = layer_rows(inputs, tapes, l);
+        let (form, arriving) = layer_rows(inputs, tapes, l, t_steps);
         scratch.by_input.group(n_in, &arriving);
         event_products::weight_gradient(&mut grads[l], form, &scratch.by_input, &scratch.rows);
         if l > 0 {

@@ -157,19 +157,31 @@ pub struct PassTotals {
 }
 
 impl PassTotals {
-    fn add(&mut self, ws: &Workspace, samples: usize) {
-        self.samples += samples;
-        self.loss += ws.loss;
-        self.correct += ws.correct;
-        self.spikes.resize(ws.spikes.len(), 0);
-        self.confusion.resize(ws.confusion.len(), 0);
-        self.spikes.iter_mut().zip(&ws.spikes).for_each(|(a, b)| *a += b);
-        self.fired.resize_with(ws.fired.len(), Vec::new);
-        for (a, b) in self.fired.iter_mut().zip(&ws.fired) {
+    /// The totals of one chunk's pass.
+    fn of(ws: &Workspace, samples: usize) -> Self {
+        PassTotals {
+            samples,
+            loss: ws.loss,
+            correct: ws.correct,
+            spikes: ws.spikes.clone(),
+            fired: ws.fired.clone(),
+            confusion: ws.confusion.clone(),
+        }
+    }
+
+    fn add(&mut self, other: &PassTotals) {
+        self.samples += other.samples;
+        self.loss += other.loss;
+        self.correct += other.correct;
+        self.spikes.resize(other.spikes.len(), 0);
+        self.confusion.resize(other.confusion.len(), 0);
+        self.spikes.iter_mut().zip(&other.spikes).for_each(|(a, b)| *a += b);
+        self.fired.resize_with(other.fired.len(), Vec::new);
+        for (a, b) in self.fired.iter_mut().zip(&other.fired) {
             a.resize(b.len(), false);
             a.iter_mut().zip(b).for_each(|(a, b)| *a |= b);
         }
-        self.confusion.iter_mut().zip(&ws.confusion).for_each(|(a, b)| *a += b);
+        self.confusion.iter_mut().zip(&other.confusion).for_each(|(a, b)| *a += b);
     }
 
     pub fn mean_loss(&self) -> f64 {
@@ -185,19 +197,21 @@ impl PassTotals {
 pub fn evaluate(net: &TrainNet<f32>, training: &Training, split: &Split, seed: u64) -> PassTotals {
     let indices: Vec<usize> = (0..split.len()).collect();
     let chunks: Vec<&[usize]> = indices.chunks(SAMPLE_CHUNK * 4).collect();
-    let partial: Vec<(Workspace, usize)> = chunks
+    // A workspace per thread, reused; only each chunk's small totals are kept, and summed in
+    // chunk order.
+    let partial: Vec<PassTotals> = chunks
         .par_iter()
-        .map(|chunk| {
-            let mut ws = Workspace { grads: Vec::new(), ..Workspace::new(net) };
-            ws.reset();
-            Pass { net, training, split, seed, epoch: None, backward_weight: None }.run(chunk, &mut ws);
-            (ws, chunk.len())
-        })
+        .map_init(
+            || Workspace { grads: Vec::new(), ..Workspace::new(net) },
+            |ws, chunk| {
+                ws.reset();
+                Pass { net, training, split, seed, epoch: None, backward_weight: None }.run(chunk, ws);
+                PassTotals::of(ws, chunk.len())
+            },
+        )
         .collect();
     let mut totals = PassTotals::default();
-    for (ws, n) in &partial {
-        totals.add(ws, *n);
-    }
+    partial.iter().for_each(|chunk| totals.add(chunk));
     totals
 }
 
@@ -314,7 +328,7 @@ impl Run {
         let mut batch_loss = 0.0;
         for (ws, chunk) in used.iter().zip(&chunks) {
             batch_loss += ws.loss;
-            totals.add(ws, chunk.len());
+            totals.add(&PassTotals::of(ws, chunk.len()));
         }
         if !batch_loss.is_finite() || self.total.iter().any(|g| !g.iter().all(|x| x.is_finite())) {
             return Err(batch_loss);
