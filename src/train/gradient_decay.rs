@@ -50,7 +50,12 @@ fn checkpoint_for(weights: Weights, surrogate: &Surrogate, seed: u64) -> Option<
 fn describe(weights: Weights) -> String {
     match weights {
         Weights::Initial => "at initialisation".into(),
-        Weights::Checkpoint(p) => format!("weights of {}", p.display()),
+        Weights::Checkpoint(p) => {
+            // The last few components name the run; a whole path overflows the title.
+            let parts: Vec<_> = p.components().rev().take(3).collect();
+            let short: PathBuf = parts.into_iter().rev().collect();
+            format!("weights of .../{}", short.display())
+        }
         Weights::Sweep(_) => "after training with each surrogate".into(),
     }
 }
