@@ -385,16 +385,15 @@ pub fn backward_batch<F: Gemm>(
                         *d = v - layer.v_threshold;
                     }
                     F::surrogate_derivatives(&net.derivative, derivatives);
-                    let surrogate = |j: usize| derivatives[j];
                     match (layer.reset, net.detach_reset) {
                         (Reset::Subtract, true) => {
                             for (j, g) in now.iter_mut().enumerate() {
-                                *g = g_v_next[j] + surrogate(j) * g_s[j];
+                                *g = g_v_next[j] + derivatives[j] * g_s[j];
                             }
                         }
                         (Reset::Subtract, false) => {
                             for (j, g) in now.iter_mut().enumerate() {
-                                *g = g_v_next[j] + surrogate(j) * (g_s[j] - g_v_next[j] * reset_gap);
+                                *g = g_v_next[j] + derivatives[j] * (g_s[j] - g_v_next[j] * reset_gap);
                             }
                         }
                         (Reset::Hard, detach) => {
@@ -407,7 +406,8 @@ pub fn backward_batch<F: Gemm>(
                             for (j, g) in now.iter_mut().enumerate() {
                                 let g_v = g_v_next[j];
                                 let through_reset = if detach { F::zero() } else { g_v * (layer.v_reset - vp[j]) };
-                                *g = g_v * (F::one() - scratch.spikes_now[j]) + surrogate(j) * (g_s[j] + through_reset);
+                                *g = g_v * (F::one() - scratch.spikes_now[j])
+                                    + derivatives[j] * (g_s[j] + through_reset);
                             }
                         }
                     }
