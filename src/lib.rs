@@ -10,6 +10,7 @@ pub mod spec;
 
 pub use error::{Error, Result};
 pub mod io;
+pub mod memory;
 pub mod models;
 pub mod plot;
 pub mod recording;

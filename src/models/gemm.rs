@@ -1,9 +1,16 @@
 //! Matrix products for layered models, on `matrixmultiply` (the kernel nalgebra itself calls),
 //! which takes arbitrary strides: a transposed operand is a view, never a copy.
 //!
-//! Products run in parallel over fixed blocks of the output's columns. The blocks do not depend
-//! on the number of threads and every output element is computed by one block, so results are
-//! identical with 1 or 16 threads.
+//! Products run in parallel over fixed pieces of the output: bands of rows when the output is
+//! taller than wide, else bands of columns. The pieces depend only on the shapes, never on the
+//! number of threads, and every output element is computed by one piece with the same sum over
+//! the inner dimension, so results are identical with 1 or 16 threads (and whatever the split).
+//!
+//! Why the split follows the shape: the kernel copies ("packs") both operands into its own
+//! layout on every call. A dense layer's forward product is a 2048 x 2048 weight matrix times a
+//! batch of 128 columns; cut into column bands, each band re-packs the whole weight matrix for
+//! a few multiply-adds per element, which cost as much as the arithmetic in a profile. Cut into
+//! row bands, every weight is packed once and only the small batch is packed again per band.
 
 use rayon::prelude::*;
 
@@ -98,6 +105,13 @@ impl<'a, F: Gemm> View<'a, F> {
         View { data, cols: end - start, ..self }
     }
 
+    /// Rows `start..end` of the view.
+    fn rows_of(self, start: usize, end: usize) -> Self {
+        let offset = start * self.row_stride;
+        let data = if end > start && self.cols > 0 { &self.data[offset..] } else { &self.data[..0] };
+        View { data, rows: end - start, ..self }
+    }
+
     /// Index one past the last element the view touches, relative to its start.
     fn extent(&self) -> usize {
         if self.rows == 0 || self.cols == 0 {
@@ -110,18 +124,34 @@ impl<'a, F: Gemm> View<'a, F> {
 
 /// c (m x n, column-major) = a b + beta c, sequentially.
 pub fn matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F) {
+    let (m, n) = (a.rows, b.cols);
+    assert_eq!(c.len(), m * n, "output does not match the product's shape");
+    // SAFETY: c holds the m x n output with column stride m, and is a distinct &mut.
+    unsafe { product_into(c.as_mut_ptr(), m, a, b, beta) }
+}
+
+/// The product a b + beta c written through `c`, an `a.rows x b.cols` matrix with row stride 1
+/// and column stride `c_col_stride`.
+///
+/// # Safety
+/// `c` with that stride must address writable memory that nothing else touches meanwhile.
+unsafe fn product_into<F: Gemm>(c: *mut F, c_col_stride: usize, a: View<F>, b: View<F>, beta: F) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
-    assert_eq!(c.len(), m * n, "output does not match the product's shape");
     assert!(a.extent() <= a.data.len() && b.extent() <= b.data.len(), "view runs past its data");
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
-        c.iter_mut().for_each(|x| *x *= beta);
+        for j in 0..n {
+            for i in 0..m {
+                // SAFETY: (i, j) lies inside the output the caller vouches for.
+                unsafe { *c.add(i + j * c_col_stride) *= beta };
+            }
+        }
         return;
     }
-    // SAFETY: the asserts above keep every access inside the slices; c is a distinct &mut.
+    // SAFETY: the asserts above keep every read inside the views; the caller vouches for c.
     unsafe {
         F::gemm_raw(
             m,
@@ -131,23 +161,43 @@ pub fn matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F) {
             (a.data.as_ptr(), a.row_stride as isize, a.col_stride as isize),
             (b.data.as_ptr(), b.row_stride as isize, b.col_stride as isize),
             beta,
-            (c.as_mut_ptr(), 1, m as isize),
+            (c, 1, c_col_stride as isize),
         );
     }
 }
 
-/// As [`matmul`], in parallel over blocks of `block` output columns.
-pub fn par_matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F, block: usize) {
-    let m = a.rows;
-    assert_eq!(c.len(), m * b.cols, "output does not match the product's shape");
-    if m == 0 {
+/// Rows or columns of the output per parallel piece (a multiple of the kernel's 16 x 16 tile).
+const PIECE: usize = 256;
+
+/// The output pointer, shared by pieces that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct Output<F>(*mut F);
+// SAFETY: each piece writes only its own rows or columns (see par_matmul).
+unsafe impl<F> Send for Output<F> {}
+unsafe impl<F> Sync for Output<F> {}
+
+/// As [`matmul`], in parallel over pieces of [`PIECE`] rows of the output when it has at least
+/// as many rows as columns, else of [`PIECE`] columns.
+pub fn par_matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F) {
+    let (m, n) = (a.rows, b.cols);
+    assert_eq!(c.len(), m * n, "output does not match the product's shape");
+    if m == 0 || n == 0 {
         return;
     }
-    let block = block.max(1);
-    c.par_chunks_mut(m * block).enumerate().for_each(|(j, c)| {
-        let start = j * block;
-        matmul(c, a, b.columns(start, start + c.len() / m), beta);
-    });
+    if m >= n {
+        let out = Output(c.as_mut_ptr());
+        (0..m.div_ceil(PIECE)).into_par_iter().for_each(|p| {
+            let rows = p * PIECE..(m.min((p + 1) * PIECE));
+            let out = out;
+            // SAFETY: rows of distinct pieces do not overlap, and c outlives the loop.
+            unsafe { product_into(out.0.add(rows.start), m, a.rows_of(rows.start, rows.end), b, beta) };
+        });
+    } else {
+        c.par_chunks_mut(m * PIECE).enumerate().for_each(|(j, c)| {
+            let start = j * PIECE;
+            matmul(c, a, b.columns(start, start + c.len() / m), beta);
+        });
+    }
 }
 
 #[cfg(test)]
@@ -160,12 +210,30 @@ mod tests {
         let a = DMatrix::<f64>::from_fn(5, 3, |i, j| (i * 3 + j) as f64 * 0.5 - 2.0);
         let b = DMatrix::<f64>::from_fn(5, 4, |i, j| (i + 2 * j) as f64 - 3.0);
         let mut c = vec![0.0; 3 * 4];
-        par_matmul(&mut c, View::new(a.as_slice(), 5, 3).t(), View::new(b.as_slice(), 5, 4), 0.0, 3);
+        par_matmul(&mut c, View::new(a.as_slice(), 5, 3).t(), View::new(b.as_slice(), 5, 4), 0.0);
         let expected = a.transpose() * &b;
         assert_eq!(c.as_slice(), expected.as_slice());
         let mut d = vec![1.0; 5 * 5];
         matmul(&mut d, View::new(a.as_slice(), 5, 3), View::new(a.as_slice(), 5, 3).t(), 1.0);
         let expected = &a * a.transpose() + DMatrix::from_element(5, 5, 1.0);
         assert_eq!(d.as_slice(), expected.as_slice());
+    }
+
+    #[test]
+    fn pieces_of_tall_and_wide_products_equal_one_whole_product() {
+        // Shapes cut into several pieces of rows (tall) or of columns (wide), one piece ragged.
+        for (m, k, n) in [(600, 300, 40), (40, 300, 600), (257, 513, 257)] {
+            let a = DMatrix::<f32>::from_fn(m, k, |i, j| ((i * 7 + j * 13) % 29) as f32 * 0.01 - 0.14);
+            let b = DMatrix::<f32>::from_fn(k, n, |i, j| ((i * 11 + j * 3) % 31) as f32 * 0.02 - 0.3);
+            let mut whole = vec![0.0; m * n];
+            matmul(&mut whole, View::new(a.as_slice(), m, k), View::new(b.as_slice(), k, n), 0.0);
+            let mut pieces = vec![1.0; m * n];
+            par_matmul(&mut pieces, View::new(a.as_slice(), m, k), View::new(b.as_slice(), k, n), 0.0);
+            assert_eq!(pieces, whole, "{m} x {k} x {n}");
+            // Transposed operands, as the backward passes read them.
+            let (at, bt) = (a.transpose(), b.transpose());
+            par_matmul(&mut pieces, View::new(at.as_slice(), k, m).t(), View::new(bt.as_slice(), n, k).t(), 0.0);
+            assert_eq!(pieces, whole, "{m} x {k} x {n}, transposed views");
+        }
     }
 }

@@ -13,9 +13,6 @@ use super::gemm::{Gemm, View, matmul, par_matmul};
 use crate::spec::Shape;
 use crate::surrogate::Surrogate;
 
-/// Output columns per parallel block of a matrix product (fixed: results must not depend on
-/// the number of threads).
-pub const COLUMN_BLOCK: usize = 16;
 /// Samples per parallel block of a convolution.
 const SAMPLE_BLOCK: usize = 8;
 
@@ -28,6 +25,10 @@ pub struct Linear<F> {
     pub binary: bool,
 }
 
+/// Weights per parallel piece of the element-wise passes over a weight matrix (element-wise
+/// work gives the same result whatever the split).
+const WEIGHT_SLICE: usize = 1 << 15;
+
 impl<F: Gemm> Linear<F> {
     /// The weights the forward pass uses: the latent weights, or their sign (+1 at 0) for a
     /// binarised layer, or with `smooth` the smooth sign 2 S(w) - 1 of `surrogate`.
@@ -35,10 +36,12 @@ impl<F: Gemm> Linear<F> {
         if !self.binary {
             return self.weight.clone();
         }
-        match smooth {
-            None => self.weight.map(|w| if w >= F::zero() { F::one() } else { -F::one() }),
-            Some(s) => self.weight.map(|w| F::of(2.0 * s.primitive(w.to_f64()) - 1.0)),
-        }
+        let mut w = self.weight.clone();
+        w.as_mut_slice().par_chunks_mut(WEIGHT_SLICE).for_each(|ws| match smooth {
+            None => ws.iter_mut().for_each(|w| *w = if *w >= F::zero() { F::one() } else { -F::one() }),
+            Some(s) => ws.iter_mut().for_each(|w| *w = F::of(2.0 * s.primitive(w.to_f64()) - 1.0)),
+        });
+        w
     }
 
     /// Turns the gradient with respect to the effective weights into the one with respect to
@@ -48,19 +51,26 @@ impl<F: Gemm> Linear<F> {
         if !self.binary {
             return;
         }
-        for (g, &w) in grad.iter_mut().zip(self.weight.iter()) {
-            *g *= match smooth {
-                None if w.abs() <= F::one() => F::one(),
-                None => F::zero(),
-                Some(s) => F::of(2.0 * s.derivative(w.to_f64())),
-            };
-        }
+        let pieces =
+            grad.as_mut_slice().par_chunks_mut(WEIGHT_SLICE).zip(self.weight.as_slice().par_chunks(WEIGHT_SLICE));
+        pieces.for_each(|(gs, ws)| {
+            let pairs = gs.iter_mut().zip(ws);
+            match smooth {
+                // A multiplication by 1 or 0 (not a select), so a negative gradient beyond the
+                // clip becomes -0 exactly as before.
+                None => pairs.for_each(|(g, &w)| *g *= if w.abs() <= F::one() { F::one() } else { F::zero() }),
+                Some(s) => pairs.for_each(|(g, &w)| *g *= F::of(2.0 * s.derivative(w.to_f64()))),
+            }
+        });
     }
 
     /// Keeps latent binary weights in [-1, 1] after an update.
     pub fn clip(&mut self) {
         if self.binary {
-            self.weight.iter_mut().for_each(|w| *w = w.clamp(-F::one(), F::one()));
+            self.weight
+                .as_mut_slice()
+                .par_chunks_mut(WEIGHT_SLICE)
+                .for_each(|ws| ws.iter_mut().for_each(|w| *w = w.clamp(-F::one(), F::one())));
         }
     }
 }
@@ -92,7 +102,6 @@ pub fn dense_forward<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, x: &DMa
         View::new(w.as_slice(), w.nrows(), w.ncols()),
         View::new(x.as_slice(), x.nrows(), x.ncols()),
         F::zero(),
-        COLUMN_BLOCK,
     );
     if let Some(b) = bias {
         add_bias(&mut y, b, 1);
@@ -111,13 +120,13 @@ pub fn dense_backward<F: Gemm>(
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
     let dyv = View::new(dy.as_slice(), dy.nrows(), dy.ncols());
     let mut dw = DMatrix::zeros(w.nrows(), w.ncols());
-    par_matmul(dw.as_mut_slice(), dyv, View::new(x.as_slice(), x.nrows(), x.ncols()).t(), F::zero(), 4 * COLUMN_BLOCK);
+    par_matmul(dw.as_mut_slice(), dyv, View::new(x.as_slice(), x.nrows(), x.ncols()).t(), F::zero());
     let db = has_bias.then(|| bias_gradient(dy, dy.nrows(), 1));
     if !input_grad {
         return (dw, db, DMatrix::zeros(0, 0));
     }
     let mut dx = DMatrix::zeros(w.ncols(), dy.ncols());
-    par_matmul(dx.as_mut_slice(), View::new(w.as_slice(), w.nrows(), w.ncols()).t(), dyv, F::zero(), COLUMN_BLOCK);
+    par_matmul(dx.as_mut_slice(), View::new(w.as_slice(), w.nrows(), w.ncols()).t(), dyv, F::zero());
     (dw, db, dx)
 }
 

@@ -180,6 +180,42 @@ impl LayerRun {
         }
     }
 
+    /// One training step on the samples `indices` of `split`: forward, backward, optimizer
+    /// update (learning rate scaled by `lr_factor`), clipping of binary latent weights. Adds the
+    /// batch to `totals` and returns the norms of the reported weight gradients, or the loss
+    /// when it or a gradient is not finite (the weights are then left as they were).
+    pub fn train_batch(
+        &mut self,
+        split: &Split,
+        indices: &[usize],
+        epoch: u32,
+        lr_factor: f64,
+        totals: &mut PassTotals,
+    ) -> std::result::Result<Vec<f64>, f64> {
+        let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
+        let trace = self.net.forward(batch(split, indices), Mode::Train { seed: self.seed, epoch, samples: indices });
+        let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
+        let grads = self.net.backward(&trace, d_scores);
+        let squares = optim::squared_norms(&grads);
+        if !loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
+            return Err(loss);
+        }
+        let norms = self.reported.iter().map(|&(p, _)| squares[p].sqrt()).collect();
+        optim::update(
+            &self.training.optimizer,
+            self.training.weight_decay,
+            lr_factor,
+            &mut self.net.params_mut(),
+            &grads,
+            &mut self.optimizer,
+        );
+        self.net.clip_binary();
+        totals.samples += indices.len();
+        totals.loss += loss * indices.len() as f64;
+        totals.correct += correct;
+        Ok(norms)
+    }
+
     /// One epoch over `data.train`, then evaluation on `data.test`; `progress` gets (samples
     /// done, running loss, running accuracy) after each batch.
     pub fn epoch(&mut self, data: &Dataset, mut progress: impl FnMut(usize, f64, f64)) -> Result<()> {
@@ -192,33 +228,15 @@ impl LayerRun {
         let mut norms = vec![0.0; self.reported.len()];
         let mut batches = 0;
         for (b, indices) in order.chunks(self.training.batch_size as usize).enumerate() {
-            let labels: Vec<u8> = indices.iter().map(|&i| data.train.labels[i]).collect();
-            let trace =
-                self.net.forward(batch(&data.train, indices), Mode::Train { seed: self.seed, epoch, samples: indices });
-            let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
-            let grads = self.net.backward(&trace, d_scores);
-            if !loss.is_finite() || grads.iter().any(|g| !g.iter().all(|x| x.is_finite())) {
-                return Err(Error::Training(format!(
-                    "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
-                    epoch + 1,
-                    b + 1
-                )));
-            }
-            for (n, &(p, _)) in norms.iter_mut().zip(&self.reported) {
-                *n += grads[p].norm() as f64;
-            }
-            optim::update(
-                &self.training.optimizer,
-                self.training.weight_decay,
-                lr_factor,
-                &mut self.net.params_mut(),
-                &grads,
-                &mut self.optimizer,
-            );
-            self.net.clip_binary();
-            totals.samples += indices.len();
-            totals.loss += loss * indices.len() as f64;
-            totals.correct += correct;
+            let norms_of_batch =
+                self.train_batch(&data.train, indices, epoch, lr_factor, &mut totals).map_err(|loss| {
+                    Error::Training(format!(
+                        "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
+                        epoch + 1,
+                        b + 1
+                    ))
+                })?;
+            norms.iter_mut().zip(norms_of_batch).for_each(|(n, b)| *n += b);
             batches += 1;
             progress(totals.samples, totals.mean_loss(), totals.accuracy());
         }

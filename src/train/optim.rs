@@ -30,6 +30,25 @@ impl OptimizerState {
     }
 }
 
+/// Per gradient, its squared Frobenius norm, summed in f64 over fixed slices in parallel and
+/// then over the slices in order (so the thread count does not change it). One pass serves two
+/// ends: the norms the history reports, and the check before an update that every gradient is
+/// finite, since squares of finite f32 values cannot overflow an f64 sum: a sum that is not
+/// finite means a NaN or an infinity.
+pub fn squared_norms(grads: &[DMatrix<f32>]) -> Vec<f64> {
+    grads
+        .iter()
+        .map(|g| {
+            let slices: Vec<f64> = g
+                .as_slice()
+                .par_chunks(SLICE)
+                .map(|xs| xs.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())
+                .collect();
+            slices.iter().sum()
+        })
+        .collect()
+}
+
 /// One update of every weight with its gradient; `lr_factor` comes from the schedule.
 pub fn update(
     optimizer: &Optimizer,
@@ -96,6 +115,20 @@ mod tests {
     fn adam_and_sgd_minimise_a_quadratic() {
         assert!(minimise(Optimizer::Adam { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8 }) < 1e-3);
         assert!(minimise(Optimizer::Sgd { lr: 0.01, momentum: 0.9 }) < 1e-3);
+    }
+
+    #[test]
+    fn squared_norms_flag_every_non_finite_gradient() {
+        let g = DMatrix::from_fn(300, 500, |i, j| ((i + j) % 7) as f32 - 3.0);
+        let exact: f64 = g.iter().map(|&x| (x as f64) * (x as f64)).sum();
+        assert_eq!(squared_norms(std::slice::from_ref(&g)), vec![exact]);
+        let big = DMatrix::from_element(4, 4, f32::MAX);
+        assert!(squared_norms(&[big])[0].is_finite());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut h = g.clone();
+            h[(299, 499)] = bad;
+            assert!(!squared_norms(&[g.clone(), h])[1].is_finite(), "{bad}");
+        }
     }
 
     #[test]

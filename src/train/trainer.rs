@@ -330,10 +330,11 @@ impl Run {
             batch_loss += ws.loss;
             totals.add(&PassTotals::of(ws, chunk.len()));
         }
-        if !batch_loss.is_finite() || self.total.iter().any(|g| !g.iter().all(|x| x.is_finite())) {
+        let squares = optim::squared_norms(&self.total);
+        if !batch_loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
             return Err(batch_loss);
         }
-        let norms = self.total.iter().map(|g| g.norm() as f64).collect();
+        let norms = squares.iter().map(|s| s.sqrt()).collect();
         let lr_factor = self.training.schedule.factor(epoch, self.training.epochs);
         let mut weights: Vec<&mut DMatrix<f32>> = self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
         optim::update(
