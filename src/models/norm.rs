@@ -64,27 +64,33 @@ impl<F: Real> BatchNorm<F> {
         y
     }
 
+    /// Channels per parallel group of [`BatchNorm::channel_sums`]: eight groups whatever the
+    /// thread count.
+    fn channel_group(&self) -> usize {
+        self.channels().div_ceil(8).max(1)
+    }
+
     /// Per channel, the sum of `f(x, y, channel)` over positions and samples of two arrays laid
-    /// out alike: per-sample sums in parallel, added up over the samples in order (so the result
-    /// does not depend on the threads that computed them).
+    /// out alike: for each sample in order, the sum over the channel's positions (from zero) is
+    /// added to the channel's total. Groups of channels run in parallel; within a group the
+    /// order is fixed, so the result does not depend on the threads that computed it.
     fn channel_sums(&self, x: &[F], y: &[F], f: impl Fn(F, F, usize) -> F + Sync) -> Vec<F> {
-        let c = self.channels();
-        let block = c * self.positions;
-        let per_sample: Vec<Vec<F>> = x
-            .par_chunks(block)
-            .zip(y.par_chunks(block))
-            .map(|(xs, ys)| {
-                xs.chunks(self.positions)
-                    .zip(ys.chunks(self.positions))
-                    .enumerate()
-                    .map(|(k, (xb, yb))| xb.iter().zip(yb).fold(F::zero(), |a, (&u, &v)| a + f(u, v, k)))
-                    .collect()
-            })
-            .collect();
+        let (c, p) = (self.channels(), self.positions);
+        let block = c * p;
+        let samples = x.len() / block.max(1);
+        let group = self.channel_group();
         let mut sums = vec![F::zero(); c];
-        for sample in &per_sample {
-            sums.iter_mut().zip(sample).for_each(|(s, &v)| *s += v);
-        }
+        sums.par_chunks_mut(group).enumerate().for_each(|(g, sums)| {
+            let first = g * group;
+            for s in 0..samples {
+                for (j, sum) in sums.iter_mut().enumerate() {
+                    let k = first + j;
+                    let at = s * block + k * p;
+                    let (xs, ys) = (&x[at..at + p], &y[at..at + p]);
+                    *sum += xs.iter().zip(ys).fold(F::zero(), |a, (&u, &v)| a + f(u, v, k));
+                }
+            }
+        });
         sums
     }
 
@@ -106,16 +112,11 @@ impl<F: Real> BatchNorm<F> {
             .zip(cache.normalised.par_chunks_mut(block))
             .zip(x.as_slice().par_chunks(block))
             .for_each(|((y, n), x)| {
-                for (k, ((y, n), x)) in y
-                    .chunks_mut(self.positions)
-                    .zip(n.chunks_mut(self.positions))
-                    .zip(x.chunks(self.positions))
-                    .enumerate()
-                {
+                for k in 0..c {
                     let (m, s, g, b) = (mean[k], inv_std[k], gamma[k], beta[k]);
-                    for ((y, n), &x) in y.iter_mut().zip(n.iter_mut()).zip(x) {
-                        *n = (x - m) * s;
-                        *y = g * *n + b;
+                    for i in k * self.positions..(k + 1) * self.positions {
+                        n[i] = (x[i] - m) * s;
+                        y[i] = g * n[i] + b;
                     }
                 }
             });
@@ -143,15 +144,10 @@ impl<F: Real> BatchNorm<F> {
             .zip(dy.as_slice().par_chunks(block))
             .zip(cache.normalised.par_chunks(block))
             .for_each(|((dx, g), n)| {
-                for (k, ((dx, g), n)) in dx
-                    .chunks_mut(self.positions)
-                    .zip(g.chunks(self.positions))
-                    .zip(n.chunks(self.positions))
-                    .enumerate()
-                {
+                for k in 0..c {
                     let scale = gamma[k] * cache.inv_std[k] / count;
-                    for ((dx, &g), &n) in dx.iter_mut().zip(g).zip(n) {
-                        *dx = scale * (count * g - dbeta[k] - n * dgamma[k]);
+                    for i in k * self.positions..(k + 1) * self.positions {
+                        dx[i] = scale * (count * g[i] - dbeta[k] - n[i] * dgamma[k]);
                     }
                 }
             });
