@@ -10,16 +10,18 @@
 use std::ops::Range;
 
 use nalgebra::DMatrix;
+use rayon::prelude::*;
 
 use super::net::{LayerNet, Op};
 use crate::error::{Error, Result};
+use crate::train::net::Real;
 
 /// Bits 1 for +1, 0 for -1, 64 inputs per word; padding bits are 0 in both operands, so their
 /// XOR adds nothing to the count.
-fn pack(values: &[f32], words: &mut [u64]) {
+fn pack<F: Real>(values: &[F], words: &mut [u64]) {
     words.iter_mut().for_each(|w| *w = 0);
     for (i, &v) in values.iter().enumerate() {
-        if v > 0.0 {
+        if v > F::zero() {
             words[i / 64] |= 1 << (i % 64);
         }
     }
@@ -44,48 +46,65 @@ impl PackedBlock {
 
     /// Packed outputs (`units` bits per sample) of packed inputs, `samples` samples.
     fn forward(&self, x: &[u64], samples: usize) -> Vec<u64> {
-        let mut out = vec![0u64; self.units().div_ceil(64) * samples];
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present.
-            unsafe { avx2::forward(self, x, samples, &mut out) };
-            return out;
-        }
-        let count = |w: &[u64], x: &[u64]| w.iter().zip(x).map(|(a, b)| (a ^ b).count_ones() as u64).sum::<u64>();
-        self.forward_with(x, samples, &mut out, |w, x0, x1| (count(w, x0), count(w, x1)));
+        let out_words = self.units().div_ceil(64);
+        let mut out = vec![0u64; out_words * samples];
+        for_each_count(&self.weights, self.words, x, samples, |tile, sample, counts| {
+            let ranges = &self.ranges[64 * tile..];
+            let (mut word0, mut word1) = (0u64, 0u64);
+            for (bit, (&(c0, c1), &(lo, hi))) in counts.iter().zip(ranges).enumerate() {
+                word0 |= (((c0 >= lo) & (c0 <= hi)) as u64) << bit;
+                word1 |= (((c1 >= lo) & (c1 <= hi)) as u64) << bit;
+            }
+            out[sample * out_words + tile] = word0;
+            if sample + 1 < samples {
+                out[(sample + 1) * out_words + tile] = word1;
+            }
+        });
         out
     }
+}
 
-    /// The loops around a kernel giving popcount(w XOR x) for two samples at once: 64 units
-    /// (one output word, 64 weight rows that stay in the L1 cache) at a time, against every
-    /// pair of samples.
-    #[inline(always)]
-    fn forward_with(
-        &self,
-        x: &[u64],
-        samples: usize,
-        out: &mut [u64],
-        count2: impl Fn(&[u64], &[u64], &[u64]) -> (u64, u64),
-    ) {
-        let n = self.words;
-        let out_words = self.units().div_ceil(64);
-        let rows = n * 64;
-        let x = &x[..n * samples];
-        for (tile, (weights, ranges)) in self.weights.chunks(rows).zip(self.ranges.chunks(64)).enumerate() {
-            for (xs, ys) in x.chunks(2 * n).zip(out.chunks_mut(2 * out_words)) {
-                // A lone last sample is paired with itself.
-                let (x0, x1) = if xs.len() == 2 * n { xs.split_at(n) } else { (xs, xs) };
-                let (mut word0, mut word1) = (0u64, 0u64);
-                for (bit, (w, &(lo, hi))) in weights.chunks_exact(n).zip(ranges).enumerate() {
-                    let (c0, c1) = count2(w, x0, x1);
-                    word0 |= (((c0 >= lo) & (c0 <= hi)) as u64) << bit;
-                    word1 |= (((c1 >= lo) & (c1 <= hi)) as u64) << bit;
-                }
-                ys[tile] = word0;
-                if ys.len() > out_words {
-                    ys[out_words + tile] = word1;
-                }
+/// popcount(w XOR x) of every weight row (`words` words each) against every packed sample,
+/// handed out 64 rows (a tile of rows that stays in the L1 cache) and two samples at a time:
+/// `emit(tile, sample, counts)` gets, for each row r of the tile, the counts against samples
+/// `sample` and `sample + 1` (a lone last sample is paired with itself).
+fn for_each_count(
+    weights: &[u64],
+    words: usize,
+    x: &[u64],
+    samples: usize,
+    emit: impl FnMut(usize, usize, &[(u64, u64)]),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present.
+        unsafe { avx2::for_each_count(weights, words, x, samples, emit) };
+        return;
+    }
+    let count = |w: &[u64], x: &[u64]| w.iter().zip(x).map(|(a, b)| (a ^ b).count_ones() as u64).sum::<u64>();
+    tiles(weights, words, x, samples, |w, x0, x1| (count(w, x0), count(w, x1)), emit);
+}
+
+/// The loops of [`for_each_count`] around a kernel counting one row against two samples.
+#[inline(always)]
+fn tiles(
+    weights: &[u64],
+    words: usize,
+    x: &[u64],
+    samples: usize,
+    count2: impl Fn(&[u64], &[u64], &[u64]) -> (u64, u64),
+    mut emit: impl FnMut(usize, usize, &[(u64, u64)]),
+) {
+    let x = &x[..words * samples];
+    let mut counts = [(0u64, 0u64); 64];
+    for (tile, rows) in weights.chunks(64 * words).enumerate() {
+        let units = rows.len() / words;
+        for (pair, xs) in x.chunks(2 * words).enumerate() {
+            let (x0, x1) = if xs.len() == 2 * words { xs.split_at(words) } else { (xs, xs) };
+            for (c, w) in counts.iter_mut().zip(rows.chunks_exact(words)) {
+                *c = count2(w, x0, x1);
             }
+            emit(tile, 2 * pair, &counts[..units]);
         }
     }
 }
@@ -94,11 +113,15 @@ impl PackedBlock {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::PackedBlock;
-
     #[target_feature(enable = "avx2")]
-    pub unsafe fn forward(block: &PackedBlock, x: &[u64], samples: usize, out: &mut [u64]) {
-        block.forward_with(x, samples, out, |w, x0, x1| count2(w, x0, x1));
+    pub unsafe fn for_each_count(
+        weights: &[u64],
+        words: usize,
+        x: &[u64],
+        samples: usize,
+        emit: impl FnMut(usize, usize, &[(u64, u64)]),
+    ) {
+        super::tiles(weights, words, x, samples, |w, x0, x1| count2(w, x0, x1), emit);
     }
 
     fn sum_lanes(v: __m256i) -> u64 {
@@ -151,6 +174,70 @@ mod avx2 {
         let tail = |x: &[u64]| (4 * vectors..n).map(|k| (w[k] ^ x[k]).count_ones() as u64).sum::<u64>();
         (sum_lanes(total0) + tail(x0), sum_lanes(total1) + tail(x1))
     }
+}
+
+/// Whether every entry of `x` is -1 or +1 (a sign layer's output), so that a product with
+/// binarised weights can run as [`sign_product`].
+pub fn is_signs<F: Real>(x: &DMatrix<F>) -> bool {
+    x.as_slice().par_chunks(1 << 14).all(|xs| xs.iter().fold(true, |ok, &v| ok & (v.abs() == F::one())))
+}
+
+/// `w x` for a matrix `w` and a batch `x` whose entries are all -1 or +1, by XNOR and
+/// popcount: each entry is `inputs - 2 popcount(w_row XOR x_column)`, the very value the float
+/// product gives (its terms are +-1, so every partial sum is an integer far below 2^24 and
+/// exact in f32). Samples run in parallel in fixed groups.
+pub fn sign_product<F: Real>(w: &DMatrix<F>, x: &DMatrix<F>) -> DMatrix<F> {
+    const GROUP: usize = 16;
+    let (units, inputs) = w.shape();
+    assert_eq!(inputs, x.nrows(), "inner dimensions differ");
+    let words = inputs.div_ceil(64);
+    let rows = pack_rows(w);
+    let mut y = DMatrix::zeros(units, x.ncols());
+    y.as_mut_slice().par_chunks_mut(units * GROUP).zip(x.as_slice().par_chunks(inputs * GROUP)).for_each(|(y, x)| {
+        let samples = x.len() / inputs.max(1);
+        let mut bits = vec![0u64; words * samples];
+        for (column, packed) in x.chunks(inputs).zip(bits.chunks_mut(words)) {
+            pack(column, packed);
+        }
+        for_each_count(&rows, words, &bits, samples, |tile, sample, counts| {
+            for (r, &(c0, c1)) in counts.iter().enumerate() {
+                let unit = 64 * tile + r;
+                y[sample * units + unit] = F::of((inputs as i64 - 2 * c0 as i64) as f64);
+                if sample + 1 < samples {
+                    y[(sample + 1) * units + unit] = F::of((inputs as i64 - 2 * c1 as i64) as f64);
+                }
+            }
+        });
+    });
+    y
+}
+
+/// The rows of a column-major matrix of +-1 as bits (1 for +1), `inputs.div_ceil(64)` words
+/// per row. Tiles of 64 rows in parallel; within a tile, one word of each row is built from 64
+/// contiguous stretches of columns, which keeps the reads sequential.
+fn pack_rows<F: Real>(w: &DMatrix<F>) -> Vec<u64> {
+    let (units, inputs) = w.shape();
+    let words = inputs.div_ceil(64);
+    let data = w.as_slice();
+    let mut bits = vec![0u64; units * words];
+    bits.par_chunks_mut(64 * words).enumerate().for_each(|(tile, out)| {
+        let (first, rows) = (64 * tile, out.len() / words);
+        let mut acc = [0u64; 64];
+        for word in 0..words {
+            acc.iter_mut().for_each(|a| *a = 0);
+            for i in 64 * word..(64 * word + 64).min(inputs) {
+                let column = &data[i * units + first..i * units + first + rows];
+                let shift = i % 64;
+                for (a, &v) in acc.iter_mut().zip(column) {
+                    *a |= ((v > F::zero()) as u64) << shift;
+                }
+            }
+            for (r, &a) in acc[..rows].iter().enumerate() {
+                out[r * words + word] = a;
+            }
+        }
+    });
+    bits
 }
 
 /// A layered model with its bit-packable blocks packed.
@@ -242,7 +329,6 @@ impl PackedNet {
 
     /// One block over the samples, in parallel over fixed groups of samples.
     fn par_forward(block: &PackedBlock, bits: &[u64]) -> Vec<u64> {
-        use rayon::prelude::*;
         const GROUP: usize = 16;
         let parts: Vec<Vec<u64>> =
             bits.par_chunks(block.words * GROUP).map(|x| block.forward(x, x.len() / block.words)).collect();
@@ -320,4 +406,23 @@ pub fn compare(
         }
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_products_equal_float_products_exactly() {
+        // Widths off the 64-bit words and 64-row tiles, an odd number of samples.
+        for (units, inputs, samples) in [(70, 130, 5), (128, 64, 16), (3, 2100, 33)] {
+            let sign = |k: usize| if (k * 2654435761) % 97 < 45 { 1.0f32 } else { -1.0 };
+            let w = DMatrix::from_fn(units, inputs, |i, j| sign(i * 7919 + j));
+            let x = DMatrix::from_fn(inputs, samples, |i, j| sign(i * 104729 + j * 31 + 1));
+            assert!(is_signs(&x));
+            let float = super::super::linear::dense_forward(&w, None, &x);
+            assert_eq!(sign_product(&w, &x), float, "{units} x {inputs}, {samples} samples");
+        }
+        assert!(!is_signs(&DMatrix::from_element(3, 3, 0.5f32)));
+    }
 }

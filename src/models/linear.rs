@@ -75,7 +75,8 @@ impl<F: Gemm> Linear<F> {
     }
 }
 
-fn add_bias<F: Gemm>(y: &mut DMatrix<F>, bias: &DMatrix<F>, positions: usize) {
+/// Adds each channel's bias to its `positions` outputs in every sample.
+pub fn add_bias<F: Gemm>(y: &mut DMatrix<F>, bias: &DMatrix<F>, positions: usize) {
     let b = bias.as_slice();
     for column in y.as_mut_slice().chunks_mut(b.len() * positions) {
         for (block, &b) in column.chunks_mut(positions).zip(b) {

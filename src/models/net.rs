@@ -6,6 +6,7 @@ use nalgebra::DMatrix;
 use rand::RngExt;
 
 use super::activation::{self, Step, StepForward};
+use super::binary;
 use super::gemm::Gemm;
 use super::linear::{self, ConvGeometry, Linear};
 use super::norm::{BatchNorm, NormCache};
@@ -201,7 +202,16 @@ impl<F: Gemm> LayerNet<F> {
             Op::Dense(l) => {
                 if l.binary {
                     let w = l.effective(smooth_w.as_ref());
-                    (linear::dense_forward(&w, l.bias.as_ref(), x), Extra::Weights(w))
+                    let y = if smooth_w.is_none() && binary::is_signs(x) {
+                        let mut y = binary::sign_product(&w, x);
+                        if let Some(b) = &l.bias {
+                            linear::add_bias(&mut y, b, 1);
+                        }
+                        y
+                    } else {
+                        linear::dense_forward(&w, l.bias.as_ref(), x)
+                    };
+                    (y, Extra::Weights(w))
                 } else {
                     (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)
                 }

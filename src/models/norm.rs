@@ -82,6 +82,17 @@ impl<F: Real> BatchNorm<F> {
         let mut sums = vec![F::zero(); c];
         sums.par_chunks_mut(group).enumerate().for_each(|(g, sums)| {
             let first = g * group;
+            if p == 1 {
+                // Vectors: a sample's channels are contiguous, so this loop runs over lanes.
+                // Adding `zero + f` keeps the general case's arithmetic (a sum from zero).
+                for s in 0..samples {
+                    let (xs, ys) = (&x[s * block + first..][..sums.len()], &y[s * block + first..][..sums.len()]);
+                    for (j, ((sum, &u), &v)) in sums.iter_mut().zip(xs).zip(ys).enumerate() {
+                        *sum += F::zero() + f(u, v, first + j);
+                    }
+                }
+                return;
+            }
             for s in 0..samples {
                 for (j, sum) in sums.iter_mut().enumerate() {
                     let k = first + j;
