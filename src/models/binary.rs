@@ -76,13 +76,41 @@ fn for_each_count(
     emit: impl FnMut(usize, usize, &[(u64, u64)]),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present.
-        unsafe { avx2::for_each_count(weights, words, x, samples, emit) };
-        return;
+    {
+        if std::arch::is_x86_feature_detected!("avx512vpopcntdq") {
+            // SAFETY: AVX-512 VPOPCNTDQ (and so AVX-512F) is present.
+            unsafe { avx512::for_each_count(weights, words, x, samples, emit) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present.
+            unsafe { avx2::for_each_count(weights, words, x, samples, emit) };
+            return;
+        }
     }
-    let count = |w: &[u64], x: &[u64]| w.iter().zip(x).map(|(a, b)| (a ^ b).count_ones() as u64).sum::<u64>();
     tiles(weights, words, x, samples, |w, x0, x1| (count(w, x0), count(w, x1)), emit);
+}
+
+/// popcount(w XOR x), word by word.
+#[inline(always)]
+fn count(w: &[u64], x: &[u64]) -> u64 {
+    w.iter().zip(x).map(|(a, b)| (a ^ b).count_ones() as u64).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    /// The plain word loop, compiled where the CPU counts the bits of eight words in one
+    /// instruction (VPOPCNTQ), which the compiler then uses.
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    pub unsafe fn for_each_count(
+        weights: &[u64],
+        words: usize,
+        x: &[u64],
+        samples: usize,
+        emit: impl FnMut(usize, usize, &[(u64, u64)]),
+    ) {
+        super::tiles(weights, words, x, samples, |w, x0, x1| (super::count(w, x0), super::count(w, x1)), emit);
+    }
 }
 
 /// The loops of [`for_each_count`] around a kernel counting one row against two samples.
@@ -213,31 +241,53 @@ pub fn sign_product<F: Real>(w: &DMatrix<F>, x: &DMatrix<F>) -> DMatrix<F> {
 }
 
 /// The rows of a column-major matrix of +-1 as bits (1 for +1), `inputs.div_ceil(64)` words
-/// per row. Tiles of 64 rows in parallel; within a tile, one word of each row is built from 64
-/// contiguous stretches of columns, which keeps the reads sequential.
+/// per row. The columns are read in memory order, 64 at a time (in parallel over such groups):
+/// each column gives one word per 64 rows, and a bit transpose of each 64 x 64 block turns
+/// those into the rows' words. (Reading a row tile's stretch of every column instead strides
+/// through the matrix a page at a time and was most of the product's time.)
 fn pack_rows<F: Real>(w: &DMatrix<F>) -> Vec<u64> {
     let (units, inputs) = w.shape();
     let words = inputs.div_ceil(64);
+    let tiles = units.div_ceil(64);
     let data = w.as_slice();
-    let mut bits = vec![0u64; units * words];
-    bits.par_chunks_mut(64 * words).enumerate().for_each(|(tile, out)| {
-        let (first, rows) = (64 * tile, out.len() / words);
-        let mut acc = [0u64; 64];
-        for word in 0..words {
-            acc.iter_mut().for_each(|a| *a = 0);
-            for i in 64 * word..(64 * word + 64).min(inputs) {
-                let column = &data[i * units + first..i * units + first + rows];
-                let shift = i % 64;
-                for (a, &v) in acc.iter_mut().zip(column) {
-                    *a |= ((v > F::zero()) as u64) << shift;
+    // Per group of 64 columns, per row tile, the 64 x 64 block as one word per row.
+    let groups: Vec<Vec<[u64; 64]>> = (0..words)
+        .into_par_iter()
+        .map(|g| {
+            let mut blocks = vec![[0u64; 64]; tiles];
+            for i in 64 * g..(64 * g + 64).min(inputs) {
+                let column = &data[i * units..(i + 1) * units];
+                for (block, rows) in blocks.iter_mut().zip(column.chunks(64)) {
+                    block[i % 64] = rows.iter().enumerate().fold(0, |m, (r, &v)| m | ((v > F::zero()) as u64) << r);
                 }
             }
-            for (r, &a) in acc[..rows].iter().enumerate() {
-                out[r * words + word] = a;
-            }
+            blocks.iter_mut().for_each(transpose_bits);
+            blocks
+        })
+        .collect();
+    let mut bits = vec![0u64; units * words];
+    for (g, blocks) in groups.iter().enumerate() {
+        for (unit, row) in bits.chunks_mut(words).enumerate() {
+            row[g] = blocks[unit / 64][unit % 64];
         }
-    });
+    }
     bits
+}
+
+/// Transposes a 64 x 64 bit matrix held as one word per row (bit c of word r is entry (r, c)):
+/// swap the off-diagonal blocks of 32, then within every quadrant those of 16, and so on.
+fn transpose_bits(a: &mut [u64; 64]) {
+    let mut j = 32;
+    let mut mask: u64 = 0x0000_0000_ffff_ffff;
+    while j != 0 {
+        for k in (0..64).filter(|k| k & j == 0) {
+            let t = ((a[k] >> j) ^ a[k | j]) & mask;
+            a[k] ^= t << j;
+            a[k | j] ^= t;
+        }
+        j >>= 1;
+        mask ^= mask << j;
+    }
 }
 
 /// A layered model with its bit-packable blocks packed.
@@ -411,6 +461,21 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bit_transpose_matches_its_definition() {
+        let mut a = [0u64; 64];
+        for (r, w) in a.iter_mut().enumerate() {
+            *w = (r as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        let original = a;
+        transpose_bits(&mut a);
+        for r in 0..64 {
+            for c in 0..64 {
+                assert_eq!(a[c] >> r & 1, original[r] >> c & 1, "entry ({r}, {c})");
+            }
+        }
+    }
 
     #[test]
     fn sign_products_equal_float_products_exactly() {

@@ -36,12 +36,12 @@ impl<F: Gemm> Linear<F> {
         if !self.binary {
             return self.weight.clone();
         }
-        let mut w = self.weight.clone();
-        w.as_mut_slice().par_chunks_mut(WEIGHT_SLICE).for_each(|ws| match smooth {
-            None => ws.iter_mut().for_each(|w| *w = if *w >= F::zero() { F::one() } else { -F::one() }),
-            Some(s) => ws.iter_mut().for_each(|w| *w = F::of(2.0 * s.primitive(w.to_f64()) - 1.0)),
-        });
-        w
+        let latent = self.weight.as_slice().par_iter().with_min_len(WEIGHT_SLICE);
+        let values: Vec<F> = match smooth {
+            None => latent.map(|&w| if w >= F::zero() { F::one() } else { -F::one() }).collect(),
+            Some(s) => latent.map(|&w| F::of(2.0 * s.primitive(w.to_f64()) - 1.0)).collect(),
+        };
+        DMatrix::from_vec(self.weight.nrows(), self.weight.ncols(), values)
     }
 
     /// Turns the gradient with respect to the effective weights into the one with respect to
