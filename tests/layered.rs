@@ -150,32 +150,66 @@ fn eval_explain_and_sweep_run_from_the_command_line() {
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--index 5000"));
 
     let sweep = dir.path().join("sweep");
-    let stdout = ok(&snn(
-        &[
-            "sweep",
-            &repo("networks/fashion_dhn.ron"),
-            "--surrogates",
-            "htaf,ste",
-            "--seeds",
-            "2",
-            "--epochs",
-            "2",
-            "--data",
-            &data,
-            "--train-samples",
-            "400",
-            "--test-samples",
-            "200",
-            "--out",
-            sweep.to_str().unwrap(),
-        ],
-        None,
-    ));
+    let run_sweep = || {
+        ok(&snn(
+            &[
+                "sweep",
+                &repo("networks/fashion_dhn.ron"),
+                "--surrogates",
+                "htaf,ste",
+                "--seeds",
+                "2",
+                "--epochs",
+                "2",
+                "--data",
+                &data,
+                "--train-samples",
+                "400",
+                "--test-samples",
+                "200",
+                "--out",
+                sweep.to_str().unwrap(),
+            ],
+            None,
+        ))
+    };
+    let stdout = run_sweep();
     assert!(stdout.contains("| htaf | 2 |") && stdout.contains("| ste | 2 |"), "{stdout}");
     let csv = std::fs::read_to_string(sweep.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
-    assert_eq!(std::fs::read_to_string(sweep.join("runs.csv")).unwrap().lines().count(), 1 + 2 * 2 * 2);
+    let runs_csv = std::fs::read_to_string(sweep.join("runs.csv")).unwrap();
+    assert_eq!(runs_csv.lines().count(), 1 + 2 * 2 * 2);
     assert!(sweep.join("sweep.png").exists() && sweep.join("htaf/seed2/checkpoint.h5").exists());
+
+    // A run cut short after one epoch continues from its checkpoint to the same result as the
+    // run trained in one go (every metric but the timing).
+    let run_dir = sweep.join("htaf/seed1");
+    let record = std::fs::read_to_string(run_dir.join("result.ron")).unwrap();
+    std::fs::remove_file(run_dir.join("result.ron")).unwrap();
+    let cut =
+        ["--epochs", "1", "--seed", "1", "--surrogate", "htaf", "--train-samples", "400", "--test-samples", "200"];
+    train_cli("networks/fashion_dhn.ron", &run_dir, &cut, None);
+    let first_epoch = checkpoint::read(&run_dir.join("checkpoint.h5")).unwrap().history.samples_per_s;
+    run_sweep();
+    // It continued (a retrained first epoch would not have taken exactly as long).
+    let history = checkpoint::read(&run_dir.join("checkpoint.h5")).unwrap().history;
+    assert_eq!((history.epochs(), &history.samples_per_s[..1]), (2, &first_epoch[..]));
+    // runs.csv holds the losses and accuracies; the record's fields after the timing
+    // (samples_per_s) hold the learning rates, activity and gradient norms.
+    assert_eq!(std::fs::read_to_string(sweep.join("runs.csv")).unwrap(), runs_csv);
+    let after_timing = |record: &str| record[record.find("learning_rate").unwrap()..].to_owned();
+    let resumed = std::fs::read_to_string(run_dir.join("result.ron")).unwrap();
+    assert_eq!(after_timing(&resumed), after_timing(&record));
+
+    // Without any checkpoint, the run records alone give the same tables, and nothing trains.
+    for s in ["htaf", "ste"] {
+        for seed in ["seed1", "seed2"] {
+            std::fs::remove_file(sweep.join(s).join(seed).join("checkpoint.h5")).unwrap();
+        }
+    }
+    assert_eq!(run_sweep(), stdout);
+    assert!(!sweep.join("htaf/seed2/checkpoint.h5").exists());
+    assert_eq!(std::fs::read_to_string(sweep.join("runs.csv")).unwrap(), runs_csv);
 }
 
 fn invalid(layers: &str, shape: &str) -> String {

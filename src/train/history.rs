@@ -1,9 +1,11 @@
 //! Per-epoch training metrics.
 
+use serde::{Deserialize, Serialize};
+
 use super::trainer::PassTotals;
 
 /// One entry per completed epoch in every series; per-layer series hold one value per layer.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     pub layer_names: Vec<String>,
     pub train_loss: Vec<f64>,

@@ -4,12 +4,16 @@
 //! the test set: a step unit stuck at 0 or 1, a ReLU never on, a spiking neuron that never
 //! fires).
 //!
-//! Each run is an ordinary `snn train` run in `OUT/<surrogate>/seed<k>/`; a run whose checkpoint
-//! already holds the requested epochs is read back instead of trained again, so an interrupted
-//! sweep continues where it stopped.
+//! Each run is an ordinary `snn train` run in `OUT/<surrogate>/seed<k>/`. A finished run leaves
+//! `result.ron` there (its settings, every epoch's metrics and its dead share), which a later
+//! sweep reads instead of training again; a run cut short continues from its checkpoint. So an
+//! interrupted sweep goes on where it stopped, and a sweep folder kept without its checkpoints
+//! (as benches/report/sweeps/ keeps them) can still be tabulated and extended.
 
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::command::{self, TrainSummary};
 use super::history::History;
@@ -189,10 +193,56 @@ pub fn dead_share(checkpoint_path: &Path, data: Option<&Path>, test_samples: Opt
     }
 }
 
-/// A finished run already on disk, if its checkpoint holds `epochs` epochs of this network.
-fn finished(path: &Path, network_text: &str, epochs: u32) -> Option<History> {
-    let saved = checkpoint::read(path).ok()?;
-    (saved.network_spec == network_text && saved.epochs_done == epochs).then_some(saved.history)
+/// What a sweep keeps of a finished run (`result.ron` in the run's folder).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RunRecord {
+    /// The network file's text, as the run's checkpoint stores it.
+    network_spec: String,
+    surrogate: String,
+    seed: u64,
+    epochs: u32,
+    /// The data folder and the cuts the run was trained and scored with.
+    data: PathBuf,
+    train_samples: Option<u32>,
+    test_samples: Option<u32>,
+    dead_share: f64,
+    history: History,
+}
+
+impl RunRecord {
+    fn read(path: &Path) -> Option<Self> {
+        ron::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        let text = ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .map_err(|e| Error::Training(format!("{}: {e}", path.display())))?;
+        write_atomically(path, |tmp| std::fs::write(tmp, text).map_err(|e| Error::write(path, e)))
+    }
+
+    /// Whether the record is of the run `wanted` describes (all but the results).
+    fn is_run(&self, wanted: &RunRecord) -> bool {
+        fn settings(r: &RunRecord) -> (&str, &str, u64, u32, &Path, Option<u32>, Option<u32>) {
+            (&r.network_spec, &r.surrogate, r.seed, r.epochs, &r.data, r.train_samples, r.test_samples)
+        }
+        settings(self) == settings(wanted)
+    }
+}
+
+/// How far a run's checkpoint got, for this network.
+enum Progress {
+    Done(History),
+    /// Some epochs, fewer than asked for: the run resumes.
+    Partial,
+    Nothing,
+}
+
+fn progress(checkpoint_path: &Path, network_text: &str, epochs: u32) -> Progress {
+    match checkpoint::read(checkpoint_path) {
+        Ok(saved) if saved.network_spec == network_text && saved.epochs_done == epochs => Progress::Done(saved.history),
+        Ok(saved) if saved.network_spec == network_text && saved.epochs_done < epochs => Progress::Partial,
+        _ => Progress::Nothing,
+    }
 }
 
 pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
@@ -206,6 +256,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
     let (network, text) = spec::load_network(&base.network)?;
     let training = spec::training_section(&network, &base.network)?;
     let epochs = base.epochs.unwrap_or(training.epochs);
+    let data = trainer::data_folder(base.data.as_deref(), &training, &base.network);
     let out = base.out.clone().unwrap_or_else(|| Path::new("outputs").join(format!("sweep_{}", network.name)));
     let mut results = Vec::new();
     let total = opts.surrogates.len() * opts.seeds as usize;
@@ -215,32 +266,62 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
             let dir = out.join(surrogate.name()).join(format!("seed{seed}"));
             let checkpoint_path = dir.join("checkpoint.h5");
             let run = s * opts.seeds as usize + k as usize + 1;
-            let history = match finished(&checkpoint_path, &text, epochs) {
-                Some(h) => {
-                    if base.progress {
-                        eprintln!("run {run}/{total}: {} seed {seed} already done", surrogate.name());
-                    }
-                    h
-                }
-                None => {
-                    if base.progress {
-                        eprintln!("run {run}/{total}: {} seed {seed}", surrogate.name());
-                    }
-                    // A partial run from an interrupted sweep starts over.
-                    let _ = std::fs::remove_file(&checkpoint_path);
-                    let TrainSummary { history, .. } = command::train(&TrainOptions {
-                        surrogate: Some(*surrogate),
-                        epochs: Some(epochs),
-                        out: Some(dir.clone()),
-                        resume: false,
-                        seed: Some(seed),
-                        ..base.clone()
-                    })?;
-                    history
+            let record_path = dir.join("result.ron");
+            let mut record = RunRecord {
+                network_spec: text.clone(),
+                surrogate: surrogate.name().to_owned(),
+                seed,
+                epochs,
+                data: data.clone(),
+                train_samples: base.train_samples,
+                test_samples: base.test_samples,
+                dead_share: f64::NAN,
+                history: History::default(),
+            };
+            let say = |what: &str| {
+                if base.progress {
+                    eprintln!("run {run}/{total}: {} seed {seed}{what}", surrogate.name());
                 }
             };
-            let dead = dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?;
-            results.push(RunResult { surrogate: surrogate.name().to_owned(), seed, history, dead_share: dead });
+            match RunRecord::read(&record_path) {
+                Some(saved) if saved.is_run(&record) => {
+                    say(" already done");
+                    record = saved;
+                }
+                _ => {
+                    let progress = progress(&checkpoint_path, &text, epochs);
+                    record.history = match progress {
+                        Progress::Done(history) => {
+                            say(" already trained");
+                            history
+                        }
+                        Progress::Partial | Progress::Nothing => {
+                            let resume = matches!(progress, Progress::Partial);
+                            say(if resume { " (continuing from its checkpoint)" } else { "" });
+                            if !resume {
+                                let _ = std::fs::remove_file(&checkpoint_path);
+                            }
+                            let TrainSummary { history, .. } = command::train(&TrainOptions {
+                                surrogate: Some(*surrogate),
+                                epochs: Some(epochs),
+                                out: Some(dir.clone()),
+                                resume,
+                                seed: Some(seed),
+                                ..base.clone()
+                            })?;
+                            history
+                        }
+                    };
+                    record.dead_share = dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?;
+                    record.write(&record_path)?;
+                }
+            }
+            results.push(RunResult {
+                surrogate: record.surrogate,
+                seed,
+                history: record.history,
+                dead_share: record.dead_share,
+            });
         }
     }
     let rows = rows(&results, &opts.surrogates);
