@@ -260,12 +260,14 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
     let out = base.out.clone().unwrap_or_else(|| Path::new("outputs").join(format!("sweep_{}", network.name)));
     let mut results = Vec::new();
     let total = opts.surrogates.len() * opts.seeds as usize;
-    for (s, surrogate) in opts.surrogates.iter().enumerate() {
-        for k in 0..opts.seeds as u64 {
+    // Seed by seed, so that a sweep stopped early has every surrogate with as many seeds as
+    // it got to.
+    for k in 0..opts.seeds as u64 {
+        for (s, surrogate) in opts.surrogates.iter().enumerate() {
             let seed = network.seed + k;
             let dir = out.join(surrogate.name()).join(format!("seed{seed}"));
             let checkpoint_path = dir.join("checkpoint.h5");
-            let run = s * opts.seeds as usize + k as usize + 1;
+            let run = k as usize * opts.surrogates.len() + s + 1;
             let record_path = dir.join("result.ron");
             let mut record = RunRecord {
                 network_spec: text.clone(),
@@ -324,6 +326,9 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
             });
         }
     }
+    // Tables list the runs surrogate by surrogate, in the order asked for.
+    let position = |name: &str| opts.surrogates.iter().position(|s| s.name() == name);
+    results.sort_by_key(|r| (position(&r.surrogate), r.seed));
     let rows = rows(&results, &opts.surrogates);
     std::fs::create_dir_all(&out).map_err(|e| Error::write(&out, e))?;
     let (table, runs) = csv(&rows, &results);
