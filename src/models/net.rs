@@ -202,7 +202,11 @@ impl<F: Gemm> LayerNet<F> {
             Op::Dense(l) => {
                 if l.binary {
                     let w = l.effective(smooth_w.as_ref());
-                    let y = if smooth_w.is_none() && binary::is_signs(x) {
+                    // Training multiplies +-1 by +-1 by XNOR and popcount (the same values);
+                    // evaluation keeps the float product, the reference that `snn eval` and the
+                    // benchmark hold the bit-packed inference against.
+                    let training = matches!(mode, Mode::Train { .. });
+                    let y = if training && smooth_w.is_none() && binary::is_signs(x) {
                         let mut y = binary::sign_product(&w, x);
                         if let Some(b) = &l.bias {
                             linear::add_bias(&mut y, b, 1);
