@@ -470,9 +470,9 @@ mod tests {
         }
         let original = a;
         transpose_bits(&mut a);
-        for r in 0..64 {
-            for c in 0..64 {
-                assert_eq!(a[c] >> r & 1, original[r] >> c & 1, "entry ({r}, {c})");
+        for (r, row) in original.iter().enumerate() {
+            for (c, column) in a.iter().enumerate() {
+                assert_eq!(column >> r & 1, row >> c & 1, "entry ({r}, {c})");
             }
         }
     }

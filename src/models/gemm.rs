@@ -176,6 +176,18 @@ struct Output<F>(*mut F);
 unsafe impl<F> Send for Output<F> {}
 unsafe impl<F> Sync for Output<F> {}
 
+impl<F> Output<F> {
+    /// The address `offset` elements in (a method, so that closures capture the whole wrapper
+    /// and not its raw pointer alone).
+    ///
+    /// # Safety
+    /// `offset` must stay inside the output.
+    unsafe fn at(self, offset: usize) -> *mut F {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.0.add(offset) }
+    }
+}
+
 /// As [`matmul`], in parallel over pieces of [`PIECE`] rows of the output when it has at least
 /// as many rows as columns, else of [`PIECE`] columns.
 pub fn par_matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F) {
@@ -188,9 +200,8 @@ pub fn par_matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F) {
         let out = Output(c.as_mut_ptr());
         (0..m.div_ceil(PIECE)).into_par_iter().for_each(|p| {
             let rows = p * PIECE..(m.min((p + 1) * PIECE));
-            let out = out;
             // SAFETY: rows of distinct pieces do not overlap, and c outlives the loop.
-            unsafe { product_into(out.0.add(rows.start), m, a.rows_of(rows.start, rows.end), b, beta) };
+            unsafe { product_into(out.at(rows.start), m, a.rows_of(rows.start, rows.end), b, beta) };
         });
     } else {
         c.par_chunks_mut(m * PIECE).enumerate().for_each(|(j, c)| {

@@ -231,7 +231,7 @@ impl RunRecord {
 
 /// How far a run's checkpoint got, for this network.
 enum Progress {
-    Done(History),
+    Done(Box<History>),
     /// Some epochs, fewer than asked for: the run resumes.
     Partial,
     Nothing,
@@ -239,7 +239,9 @@ enum Progress {
 
 fn progress(checkpoint_path: &Path, network_text: &str, epochs: u32) -> Progress {
     match checkpoint::read(checkpoint_path) {
-        Ok(saved) if saved.network_spec == network_text && saved.epochs_done == epochs => Progress::Done(saved.history),
+        Ok(saved) if saved.network_spec == network_text && saved.epochs_done == epochs => {
+            Progress::Done(Box::new(saved.history))
+        }
         Ok(saved) if saved.network_spec == network_text && saved.epochs_done < epochs => Progress::Partial,
         _ => Progress::Nothing,
     }
@@ -295,7 +297,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
                     record.history = match progress {
                         Progress::Done(history) => {
                             say(" already trained");
-                            history
+                            *history
                         }
                         Progress::Partial | Progress::Nothing => {
                             let resume = matches!(progress, Progress::Partial);
