@@ -247,6 +247,51 @@ fn progress(checkpoint_path: &Path, network_text: &str, epochs: u32) -> Progress
     }
 }
 
+/// The run `wanted` describes, in `dir`: its record if one is there, else its checkpoint's
+/// history if the checkpoint is finished, else trained (continuing a checkpoint cut short);
+/// then its record is written.
+fn reuse_or_train(
+    base: &TrainOptions,
+    surrogate: Surrogate,
+    dir: &Path,
+    wanted: RunRecord,
+    say: impl Fn(&str),
+) -> Result<RunRecord> {
+    let record_path = dir.join("result.ron");
+    if let Some(saved) = RunRecord::read(&record_path).filter(|saved| saved.is_run(&wanted)) {
+        say(" already done");
+        return Ok(saved);
+    }
+    let checkpoint_path = dir.join("checkpoint.h5");
+    let progress = progress(&checkpoint_path, &wanted.network_spec, wanted.epochs);
+    let history = match progress {
+        Progress::Done(history) => {
+            say(" already trained");
+            *history
+        }
+        Progress::Partial | Progress::Nothing => {
+            let resume = matches!(progress, Progress::Partial);
+            say(if resume { " (continuing from its checkpoint)" } else { "" });
+            if !resume {
+                let _ = std::fs::remove_file(&checkpoint_path);
+            }
+            let TrainSummary { history, .. } = command::train(&TrainOptions {
+                surrogate: Some(surrogate),
+                epochs: Some(wanted.epochs),
+                out: Some(dir.to_owned()),
+                resume,
+                seed: Some(wanted.seed),
+                ..base.clone()
+            })?;
+            history
+        }
+    };
+    let dead_share = dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?;
+    let record = RunRecord { history, dead_share, ..wanted };
+    record.write(&record_path)?;
+    Ok(record)
+}
+
 pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
     if opts.seeds == 0 || opts.surrogates.is_empty() {
         return Err(Error::Invalid {
@@ -268,10 +313,8 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
         for (s, surrogate) in opts.surrogates.iter().enumerate() {
             let seed = network.seed + k;
             let dir = out.join(surrogate.name()).join(format!("seed{seed}"));
-            let checkpoint_path = dir.join("checkpoint.h5");
             let run = k as usize * opts.surrogates.len() + s + 1;
-            let record_path = dir.join("result.ron");
-            let mut record = RunRecord {
+            let wanted = RunRecord {
                 network_spec: text.clone(),
                 surrogate: surrogate.name().to_owned(),
                 seed,
@@ -287,39 +330,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
                     eprintln!("run {run}/{total}: {} seed {seed}{what}", surrogate.name());
                 }
             };
-            match RunRecord::read(&record_path) {
-                Some(saved) if saved.is_run(&record) => {
-                    say(" already done");
-                    record = saved;
-                }
-                _ => {
-                    let progress = progress(&checkpoint_path, &text, epochs);
-                    record.history = match progress {
-                        Progress::Done(history) => {
-                            say(" already trained");
-                            *history
-                        }
-                        Progress::Partial | Progress::Nothing => {
-                            let resume = matches!(progress, Progress::Partial);
-                            say(if resume { " (continuing from its checkpoint)" } else { "" });
-                            if !resume {
-                                let _ = std::fs::remove_file(&checkpoint_path);
-                            }
-                            let TrainSummary { history, .. } = command::train(&TrainOptions {
-                                surrogate: Some(*surrogate),
-                                epochs: Some(epochs),
-                                out: Some(dir.clone()),
-                                resume,
-                                seed: Some(seed),
-                                ..base.clone()
-                            })?;
-                            history
-                        }
-                    };
-                    record.dead_share = dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?;
-                    record.write(&record_path)?;
-                }
-            }
+            let record = reuse_or_train(base, *surrogate, &dir, wanted, say)?;
             results.push(RunResult {
                 surrogate: record.surrogate,
                 seed,
