@@ -88,6 +88,10 @@ enum Command {
         /// Seeds per surrogate (the network's seed, seed + 1, ...).
         #[arg(long, default_value_t = 3)]
         seeds: u32,
+        /// Train nothing: tabulate the runs already finished in the output folder (a sweep
+        /// still running, or stopped early).
+        #[arg(long)]
+        finished_only: bool,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -213,9 +217,9 @@ fn run(cli: Cli) -> snn::Result<()> {
         Command::Eval { checkpoint, data, out } => {
             say(&snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());
         }
-        Command::Sweep { network, surrogates, seeds, run } => {
-            let opts =
-                snn::train::sweep::SweepOptions { runs: TrainOptions { network, ..run.options() }, surrogates, seeds };
+        Command::Sweep { network, surrogates, seeds, finished_only, run } => {
+            let runs = TrainOptions { network, ..run.options() };
+            let opts = snn::train::sweep::SweepOptions { runs, surrogates, seeds, finished_only };
             say(&snn::train::sweep::sweep(&opts)?.to_string());
         }
         Command::Explain { checkpoint, index, data, out } => {

@@ -150,29 +150,15 @@ fn eval_explain_and_sweep_run_from_the_command_line() {
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--index 5000"));
 
     let sweep = dir.path().join("sweep");
-    let run_sweep = || {
-        ok(&snn(
-            &[
-                "sweep",
-                &repo("networks/fashion_dhn.ron"),
-                "--surrogates",
-                "htaf,ste",
-                "--seeds",
-                "2",
-                "--epochs",
-                "2",
-                "--data",
-                &data,
-                "--train-samples",
-                "400",
-                "--test-samples",
-                "200",
-                "--out",
-                sweep.to_str().unwrap(),
-            ],
-            None,
-        ))
+    let network = repo("networks/fashion_dhn.ron");
+    let sweep_cli = |out: &Path, extra: &[&str]| {
+        let out = out.to_str().unwrap();
+        let mut args = vec!["sweep", &network, "--surrogates", "htaf,ste", "--seeds", "2", "--epochs", "2"];
+        args.extend_from_slice(&["--data", &data, "--train-samples", "400", "--test-samples", "200", "--out", out]);
+        args.extend_from_slice(extra);
+        snn(&args, None)
     };
+    let run_sweep = || ok(&sweep_cli(&sweep, &[]));
     let stdout = run_sweep();
     assert!(stdout.contains("| htaf | 2 |") && stdout.contains("| ste | 2 |"), "{stdout}");
     let csv = std::fs::read_to_string(sweep.join("results.csv")).unwrap();
@@ -210,6 +196,15 @@ fn eval_explain_and_sweep_run_from_the_command_line() {
     assert_eq!(run_sweep(), stdout);
     assert!(!sweep.join("htaf/seed2/checkpoint.h5").exists());
     assert_eq!(std::fs::read_to_string(sweep.join("runs.csv")).unwrap(), runs_csv);
+
+    // --finished-only tabulates what is there and trains nothing.
+    std::fs::remove_file(sweep.join("ste/seed2/result.ron")).unwrap();
+    let finished_only = |out: &Path| sweep_cli(out, &["--finished-only"]);
+    let partial = ok(&finished_only(&sweep));
+    assert!(partial.contains("| htaf | 2 |") && partial.contains("| ste | 1 |"), "{partial}");
+    assert!(!sweep.join("ste/seed2/checkpoint.h5").exists());
+    let empty = finished_only(&dir.path().join("nothing"));
+    assert!(!empty.status.success() && String::from_utf8_lossy(&empty.stderr).contains("no finished runs"));
 }
 
 fn invalid(layers: &str, shape: &str) -> String {

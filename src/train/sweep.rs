@@ -33,6 +33,8 @@ pub struct SweepOptions {
     pub runs: TrainOptions,
     pub surrogates: Vec<Surrogate>,
     pub seeds: u32,
+    /// Tabulate only the runs already finished; train nothing.
+    pub finished_only: bool,
 }
 
 /// One finished run.
@@ -83,9 +85,11 @@ fn std(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
 }
 
+/// One row per surrogate that has runs.
 pub fn rows(results: &[RunResult], surrogates: &[Surrogate]) -> Vec<Row> {
     surrogates
         .iter()
+        .filter(|s| results.iter().any(|r| r.surrogate == s.name()))
         .map(|s| {
             let runs: Vec<&RunResult> = results.iter().filter(|r| r.surrogate == s.name()).collect();
             let accuracies: Vec<f64> = runs.iter().map(|r| r.final_accuracy()).collect();
@@ -248,19 +252,20 @@ fn progress(checkpoint_path: &Path, network_text: &str, epochs: u32) -> Progress
 }
 
 /// The run `wanted` describes, in `dir`: its record if one is there, else its checkpoint's
-/// history if the checkpoint is finished, else trained (continuing a checkpoint cut short);
-/// then its record is written.
+/// history if the checkpoint is finished, else (unless `finished_only`, which gives None)
+/// trained, continuing a checkpoint cut short; then its record is written.
 fn reuse_or_train(
     base: &TrainOptions,
     surrogate: Surrogate,
     dir: &Path,
     wanted: RunRecord,
+    finished_only: bool,
     say: impl Fn(&str),
-) -> Result<RunRecord> {
+) -> Result<Option<RunRecord>> {
     let record_path = dir.join("result.ron");
     if let Some(saved) = RunRecord::read(&record_path).filter(|saved| saved.is_run(&wanted)) {
         say(" already done");
-        return Ok(saved);
+        return Ok(Some(saved));
     }
     let checkpoint_path = dir.join("checkpoint.h5");
     let progress = progress(&checkpoint_path, &wanted.network_spec, wanted.epochs);
@@ -268,6 +273,10 @@ fn reuse_or_train(
         Progress::Done(history) => {
             say(" already trained");
             *history
+        }
+        Progress::Partial | Progress::Nothing if finished_only => {
+            say(" not finished: left out");
+            return Ok(None);
         }
         Progress::Partial | Progress::Nothing => {
             let resume = matches!(progress, Progress::Partial);
@@ -289,7 +298,7 @@ fn reuse_or_train(
     let dead_share = dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?;
     let record = RunRecord { history, dead_share, ..wanted };
     record.write(&record_path)?;
-    Ok(record)
+    Ok(Some(record))
 }
 
 pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
@@ -330,7 +339,9 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
                     eprintln!("run {run}/{total}: {} seed {seed}{what}", surrogate.name());
                 }
             };
-            let record = reuse_or_train(base, *surrogate, &dir, wanted, say)?;
+            let Some(record) = reuse_or_train(base, *surrogate, &dir, wanted, opts.finished_only, say)? else {
+                continue;
+            };
             results.push(RunResult {
                 surrogate: record.surrogate,
                 seed,
@@ -338,6 +349,9 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
                 dead_share: record.dead_share,
             });
         }
+    }
+    if results.is_empty() {
+        return Err(Error::Training(format!("{}: no finished runs to tabulate", out.display())));
     }
     // Tables list the runs surrogate by surrogate, in the order asked for.
     let position = |name: &str| opts.surrogates.iter().position(|s| s.name() == name);
