@@ -6,6 +6,9 @@
 //!
 //! Layers outside such blocks (the first layer, which sees real pixels, and the real-valued
 //! output layer) run in float as usual.
+//!
+//! Training uses the product alone ([`sign_product`]): a binarised layer fed by signs gets the
+//! integer sums by XNOR and popcount, then goes on in float (batch norm, sign, backward pass).
 
 use std::ops::Range;
 
@@ -329,13 +332,7 @@ impl PackedNet {
             };
             let (units, inputs) = dense.weight.shape();
             let words = inputs.div_ceil(64);
-            let mut weights = vec![0u64; units * words];
-            let effective = dense.effective(None);
-            let mut row = vec![0f32; inputs];
-            for (j, w) in weights.chunks_mut(words).enumerate() {
-                row.iter_mut().enumerate().for_each(|(i, r)| *r = effective[(j, i)]);
-                pack(&row, w);
-            }
+            let weights = pack_rows(&dense.effective(None));
             let (scale, shift) = bn.eval_affine();
             let ranges = (0..units)
                 .map(|j| {
