@@ -1,7 +1,7 @@
 //! Inference of the binary hidden layers of networks/fashion_bnn.ron (two blocks of
 //! Dense(2048 x 2048, binary) -> BatchNorm -> Sign), a batch of 500 +-1 inputs: float (matrix
 //! product, batch norm, sign) against bit-packed (XNOR + popcount against thresholds).
-//! `cargo bench --bench bnn`. The two give identical outputs (tests/bnn.rs).
+//! `cargo bench --bench bnn`. The two give identical outputs (tests/layered.rs).
 
 use std::hint::black_box;
 use std::path::Path;
