@@ -19,15 +19,18 @@ use super::net::{LayerNet, Op};
 use crate::error::{Error, Result};
 use crate::train::net::Real;
 
-/// Bits 1 for +1, 0 for -1, 64 inputs per word; padding bits are 0 in both operands, so their
-/// XOR adds nothing to the count.
-fn pack<F: Real>(values: &[F], words: &mut [u64]) {
-    words.iter_mut().for_each(|w| *w = 0);
-    for (i, &v) in values.iter().enumerate() {
-        if v > F::zero() {
-            words[i / 64] |= 1 << (i % 64);
+/// The columns (`inputs` values each) of a column-major batch of +-1 as bits: 1 for +1, 0 for
+/// -1, 64 inputs per word, `inputs.div_ceil(64)` words per column; padding bits are 0 in both
+/// operands of a product, so their XOR adds nothing to the count.
+fn pack_columns<F: Real>(x: &[F], inputs: usize) -> Vec<u64> {
+    let words = inputs.div_ceil(64);
+    let mut bits = vec![0u64; words * (x.len() / inputs.max(1))];
+    for (column, packed) in x.chunks(inputs).zip(bits.chunks_mut(words)) {
+        for (i, &v) in column.iter().enumerate() {
+            packed[i / 64] |= ((v > F::zero()) as u64) << (i % 64);
         }
     }
+    bits
 }
 
 /// One `Dense(binary) -> BatchNorm -> Sign` block, packed.
@@ -226,10 +229,7 @@ pub fn sign_product<F: Real>(w: &DMatrix<F>, x: &DMatrix<F>) -> DMatrix<F> {
     let mut y = DMatrix::zeros(units, x.ncols());
     y.as_mut_slice().par_chunks_mut(units * GROUP).zip(x.as_slice().par_chunks(inputs * GROUP)).for_each(|(y, x)| {
         let samples = x.len() / inputs.max(1);
-        let mut bits = vec![0u64; words * samples];
-        for (column, packed) in x.chunks(inputs).zip(bits.chunks_mut(words)) {
-            pack(column, packed);
-        }
+        let bits = pack_columns(x, inputs);
         for_each_count(&rows, words, &bits, samples, |tile, sample, counts| {
             for (r, &(c0, c1)) in counts.iter().enumerate() {
                 let unit = 64 * tile + r;
@@ -400,12 +400,7 @@ impl PackedNet {
 
     /// Packs a batch of +-1 activations for the first block.
     pub fn pack_input(&self, x: &DMatrix<f32>) -> Vec<u64> {
-        let first = &self.blocks[0];
-        let mut bits = vec![0u64; first.words * x.ncols()];
-        for (column, words) in x.as_slice().chunks(first.inputs).zip(bits.chunks_mut(first.words)) {
-            pack(column, words);
-        }
-        bits
+        pack_columns(x.as_slice(), self.blocks[0].inputs)
     }
 }
 
