@@ -89,15 +89,17 @@ fn std(v: &[f64]) -> f64 {
 pub fn rows(results: &[RunResult], surrogates: &[Surrogate]) -> Vec<Row> {
     surrogates
         .iter()
-        .filter(|s| results.iter().any(|r| r.surrogate == s.name()))
-        .map(|s| {
+        .filter_map(|s| {
             let runs: Vec<&RunResult> = results.iter().filter(|r| r.surrogate == s.name()).collect();
+            if runs.is_empty() {
+                return None;
+            }
             let accuracies: Vec<f64> = runs.iter().map(|r| r.final_accuracy()).collect();
             let epochs = runs.iter().map(|r| r.history.epochs()).min().unwrap_or(0);
             let curve = (0..epochs)
                 .map(|e| mean(&runs.iter().map(|r| r.history.test_accuracy[e]).collect::<Vec<_>>()))
                 .collect();
-            Row {
+            Some(Row {
                 surrogate: s.name().to_owned(),
                 runs: runs.len(),
                 mean: mean(&accuracies),
@@ -106,7 +108,7 @@ pub fn rows(results: &[RunResult], surrogates: &[Surrogate]) -> Vec<Row> {
                 dead_share: mean(&runs.iter().map(|r| r.dead_share).collect::<Vec<_>>()),
                 curve,
                 accuracies,
-            }
+            })
         })
         .collect()
 }
