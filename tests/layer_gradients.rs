@@ -1,5 +1,6 @@
 //! Finite-difference checks of the layered models' backward pass (f64): convolution, pooling,
-//! batch normalisation, binarised weights and step units in their smooth forms, dropout, ReLU.
+//! batch normalisation, binarised weights and step units in their smooth forms, dropout, ReLU,
+//! and the spiking layers (Lif, CubaLif, Li, learnable time constants) through time.
 
 use std::path::Path;
 
@@ -8,8 +9,13 @@ use snn::models::{LayerNet, Mode};
 use snn::spec::{self, Network};
 
 fn net(layers: &str, input: &str, surrogate: &str) -> LayerNet<f64> {
+    timed_net(layers, input, &format!("surrogate: {surrogate}"))
+}
+
+/// A model with the given training settings (steps, surrogate, ...), dt 1 ms.
+fn timed_net(layers: &str, input: &str, training: &str) -> LayerNet<f64> {
     let text = format!(
-        "Network(name: \"check\", inputs: [{input}], layers: [{layers}], training: (surrogate: {surrogate}, epochs: 1))"
+        "Network(name: \"check\", dt_ms: 1.0, inputs: [{input}], layers: [{layers}], training: ({training}, epochs: 1))"
     );
     let network: Network = spec::parse_ron(&text, Path::new("<test>")).expect("parses");
     let (_, problems) = spec::validate::check_network(&network);
@@ -96,6 +102,56 @@ fn deep_heaviside_stack_with_every_surrogate() {
             surrogate,
         );
         let worst = worst_error(net, batch(5, 6), &[0, 1, 1, 0, 1, 0]);
+        assert!(worst < 1e-4, "{surrogate}: worst relative error {worst:e}");
+    }
+}
+
+/// Column t B + b of a batch over `steps` steps is sample b at step t.
+fn timed_batch(features: usize, samples: usize, steps: usize) -> DMatrix<f64> {
+    batch(features, samples * steps)
+}
+
+#[test]
+fn spiking_cnn_through_time_with_learnable_time_constants() {
+    // Lif with per-channel time constants after a convolution and batch norm (statistics over
+    // batch and time), CubaLif with one learnt pair of constants and zero reset, Li readout.
+    let net = timed_net(
+        "Conv2d(filters: 3, kernel: 3, padding: 1), BatchNorm(), \
+         Lif(tau_mem_ms: 4.0, threshold: 0.5, learn_tau: PerChannel), MaxPool(size: 2), Flatten, \
+         Dense(units: 5), CubaLif(tau_syn_ms: 3.0, tau_mem_ms: 6.0, threshold: 0.3, reset: Zero, learn_tau: PerLayer), \
+         Dense(units: 3), Li(tau_mem_ms: 5.0, learn_tau: PerChannel)",
+        "(name: \"x\", size: 32, shape: (2, 4, 4))",
+        "steps: 6, surrogate: Htaf(), encoder: Current",
+    );
+    assert_eq!(net.steps, 6);
+    let worst = worst_error(net, timed_batch(32, 3, 6), &[0, 2, 1]);
+    assert!(worst < 1e-4, "worst relative error {worst:e}");
+}
+
+#[test]
+fn dense_spiking_stack_over_twenty_steps() {
+    // CubaLif with per-neuron constants, Lif, and a spiking readout whose spike counts are the
+    // scores. (A detached reset is left out: its gradient is by design not the true one.)
+    let net = timed_net(
+        "Dense(units: 6), CubaLif(tau_syn_ms: 2.0, tau_mem_ms: 8.0, threshold: 0.4, learn_tau: PerChannel), \
+         Dense(units: 5), Lif(tau_mem_ms: 10.0, threshold: 0.4, reset: Zero, learn_tau: PerLayer), \
+         Dense(units: 3), Lif(tau_mem_ms: 10.0, threshold: 0.5, surrogate: Arctan())",
+        "(name: \"x\", size: 4)",
+        "steps: 20, surrogate: Htaf(), readout: SpikeCount",
+    );
+    let worst = worst_error(net, timed_batch(4, 3, 20), &[1, 0, 2]);
+    assert!(worst < 1e-4, "worst relative error {worst:e}");
+}
+
+#[test]
+fn leaky_integrator_readout_with_every_surrogate() {
+    for surrogate in ["Sigmoid(slope: 4.0)", "FastSigmoid(slope: 5.0)", "Triangle()", "Htaf()"] {
+        let net = timed_net(
+            "Dense(units: 5), Lif(tau_mem_ms: 5.0, learn_tau: PerChannel), Dense(units: 2), Li(tau_mem_ms: 20.0)",
+            "(name: \"x\", size: 3)",
+            &format!("steps: 8, surrogate: {surrogate}"),
+        );
+        let worst = worst_error(net, timed_batch(3, 4, 8), &[0, 1, 1, 0]);
         assert!(worst < 1e-4, "{surrogate}: worst relative error {worst:e}");
     }
 }

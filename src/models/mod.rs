@@ -3,7 +3,7 @@
 //! ([`crate::spec::layers`]) and trained by the same `snn train` with the same surrogates.
 //!
 //! [`net`] builds a model and runs it forward and backward over a batch; [`linear`], [`norm`],
-//! [`pool`] and [`activation`] are its layers; [`gemm`] the matrix products under them.
+//! [`pool`], [`activation`] and [`spiking`] are its layers; [`gemm`] the matrix products under them.
 
 pub mod activation;
 pub mod binary;
@@ -13,6 +13,7 @@ pub mod linear;
 pub mod net;
 pub mod norm;
 pub mod pool;
+pub mod spiking;
 pub mod trainer;
 
 pub use net::{LayerNet, Mode, Trace};

@@ -1,6 +1,14 @@
 //! A layered model built from its spec: forward over a batch (keeping what the backward pass
 //! needs), backward to every parameter's gradient, and the parameters in one fixed order for the
 //! optimizer and checkpoints.
+//!
+//! A model with spiking layers runs over `steps` time steps: every value between layers is a
+//! `features x (steps samples)` matrix, column `t samples + b` holding sample b at step t (see
+//! [`super::spiking`]); stateless layers treat the columns as one batch, so batch norm takes
+//! its statistics over batch and time (SpikingJelly's multi-step BatchNorm: tdBN without its
+//! threshold scaling). The class scores reduce the last layer over the steps: the mean (Li,
+//! Dense) or the sum (spike counts of Lif/CubaLif). With one step and no spiking layer this is
+//! the plain one-pass model.
 
 use nalgebra::DMatrix;
 use rand::RngExt;
@@ -11,6 +19,8 @@ use super::gemm::Gemm;
 use super::linear::{self, ConvGeometry, Linear};
 use super::norm::{BatchNorm, NormCache};
 use super::pool;
+use super::spiking::{Decay, Kind, Spiking, SpikingTape};
+use crate::data::encode::Encoder;
 use crate::engine::rng::{self, Purpose};
 use crate::error::{Error, Result};
 use crate::spec::validate::input_shape;
@@ -34,6 +44,8 @@ pub enum Op<F> {
     Relu,
     Dropout(f64),
     Flatten,
+    /// Lif, CubaLif or Li over the steps.
+    Spiking(Spiking<F>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +81,7 @@ pub enum Extra<F> {
     Winners(Vec<u32>),
     Norm(NormCache<F>),
     Mask(Vec<F>),
+    Spiking(SpikingTape<F>),
 }
 
 /// A forward pass: `values[0]` is the input, `values[i + 1]` the output of layer i.
@@ -78,12 +91,23 @@ pub struct Trace<F> {
     pub extras: Vec<Extra<F>>,
     /// Step layers ran smooth (their backward uses the exact derivative).
     smooth_steps: Vec<bool>,
+    /// Classes x samples: the last layer's output reduced over the steps.
+    scores: DMatrix<F>,
 }
 
 impl<F> Trace<F> {
     pub fn scores(&self) -> &DMatrix<F> {
-        self.values.last().expect("a trace holds at least the input")
+        &self.scores
     }
+}
+
+/// How the last layer's output over the steps becomes the class scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreReduction {
+    /// The mean over the steps (a membrane or a Dense output; with one step, the output itself).
+    Mean,
+    /// The sum over the steps (spike counts).
+    Sum,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,8 +117,14 @@ pub struct LayerNet<F> {
     /// The training section's surrogate: the default of step layers, and the smooth sign of
     /// binarised weights under `smooth`.
     pub surrogate: Surrogate,
-    /// Every step unit and binarised weight uses its smooth form (for gradient checks).
+    /// Every step unit, spike and binarised weight uses its smooth form (for gradient checks).
     pub smooth: bool,
+    /// Time steps per sample (1 for a one-pass model).
+    pub steps: usize,
+    /// How a spiking model's input is encoded over the steps, and the run's seed, whose
+    /// streams the evaluation encodes with.
+    pub encoder: Encoder,
+    pub seed: u64,
 }
 
 impl<F: Gemm> LayerNet<F> {
@@ -147,11 +177,69 @@ impl<F: Gemm> LayerNet<F> {
                 LayerSpec::Relu => Op::Relu,
                 LayerSpec::Dropout { rate } => Op::Dropout(rate),
                 LayerSpec::Flatten => Op::Flatten,
+                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Li { .. } => {
+                    Op::Spiking(spiking_layer(spec, shape, net.dt_ms, training))
+                }
             };
             layers.push(Layer { op, input: shape, output, label: format!("layers[{i}] {}", spec.kind()) });
             shape = output;
         }
-        Ok(LayerNet { input, layers, surrogate: training.surrogate, smooth: false })
+        let steps = training.steps.max(1) as usize;
+        Ok(LayerNet {
+            input,
+            layers,
+            surrogate: training.surrogate,
+            smooth: false,
+            steps,
+            encoder: training.encoder,
+            seed,
+        })
+    }
+
+    /// How the scores come from the last layer.
+    pub fn reduction(&self) -> ScoreReduction {
+        match self.layers.last().map(|l| &l.op) {
+            Some(Op::Spiking(s)) if s.fires() => ScoreReduction::Sum,
+            _ => ScoreReduction::Mean,
+        }
+    }
+
+    /// Whether the model has spiking layers (and so reads encoded input over its steps).
+    pub fn is_spiking(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l.op, Op::Spiking(_)))
+    }
+
+    /// Classes x samples scores from the last layer's `classes x (steps samples)` output.
+    fn reduce_scores(&self, out: &DMatrix<F>) -> DMatrix<F> {
+        if self.steps == 1 {
+            return out.clone();
+        }
+        let samples = out.ncols() / self.steps;
+        let mut scores = out.columns(0, samples).into_owned();
+        for t in 1..self.steps {
+            scores += out.columns(t * samples, samples);
+        }
+        if self.reduction() == ScoreReduction::Mean {
+            scores *= F::one() / F::of(self.steps as f64);
+        }
+        scores
+    }
+
+    /// The gradient with respect to the last layer's output, from the one w.r.t. the scores.
+    fn spread_scores(&self, d_scores: DMatrix<F>) -> DMatrix<F> {
+        if self.steps == 1 {
+            return d_scores;
+        }
+        let mut per_step = d_scores;
+        if self.reduction() == ScoreReduction::Mean {
+            per_step *= F::one() / F::of(self.steps as f64);
+        }
+        let samples = per_step.ncols();
+        let mut d_out = DMatrix::zeros(per_step.nrows(), samples * self.steps);
+        for t in 0..self.steps {
+            d_out.columns_mut(t * samples, samples).copy_from(&per_step);
+        }
+        d_out
     }
 
     pub fn classes(&self) -> usize {
@@ -170,8 +258,10 @@ impl<F: Gemm> LayerNet<F> {
 
     /// Runs a batch (`features x samples`) forward. Training mode updates batch-norm running
     /// statistics, hence `&mut self`.
+    /// `x` is `features x (steps samples)`, step-major (see the module documentation).
     pub fn forward(&mut self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
-        let mut trace = Trace { values: vec![x], extras: Vec::new(), smooth_steps: Vec::new() };
+        let mut trace =
+            Trace { values: vec![x], extras: Vec::new(), smooth_steps: Vec::new(), scores: DMatrix::zeros(0, 0) };
         for i in 0..self.layers.len() {
             let x = trace.values.last().expect("input is there");
             let (y, extra, how) = self.apply(i, x, mode);
@@ -179,6 +269,7 @@ impl<F: Gemm> LayerNet<F> {
             trace.extras.push(extra);
             trace.smooth_steps.push(how == StepForward::Smooth);
         }
+        trace.scores = self.reduce_scores(trace.values.last().expect("input is there"));
         trace
     }
 
@@ -195,8 +286,10 @@ impl<F: Gemm> LayerNet<F> {
         let smooth_w = self.smooth.then_some(self.surrogate);
         let how = match &self.layers[i].op {
             Op::Step { smooth, .. } => self.step_forward(*smooth, mode),
+            Op::Spiking(_) => self.step_forward(false, mode),
             _ => StepForward::Hard,
         };
+        let steps = self.steps;
         let layer = &mut self.layers[i];
         let (y, extra) = match &mut layer.op {
             Op::Dense(l) => {
@@ -244,7 +337,9 @@ impl<F: Gemm> LayerNet<F> {
                 Mode::Train { seed, epoch, samples } if *rate > 0.0 => {
                     let n = x.nrows();
                     let mut mask = vec![F::zero(); x.len()];
-                    for (column, &sample) in mask.chunks_mut(n).zip(samples) {
+                    // Columns cycle through the samples once per step: each sample keeps its
+                    // mask at every step (the same key), as multi-step dropout does.
+                    for (column, &sample) in mask.chunks_mut(n).zip(samples.iter().cycle()) {
                         let key = (epoch as u64) << 40 ^ (sample as u64) << 8 ^ i as u64;
                         activation::dropout_mask(*rate, n, &mut rng::stream(seed, Purpose::Dropout, key), column);
                     }
@@ -255,6 +350,10 @@ impl<F: Gemm> LayerNet<F> {
                 _ => (x.clone(), Extra::None),
             },
             Op::Flatten => (x.clone(), Extra::None),
+            Op::Spiking(s) => {
+                let (y, tape) = s.forward(x, steps, how == StepForward::Smooth);
+                (y, Extra::Spiking(tape))
+            }
         };
         (y, extra, how)
     }
@@ -274,7 +373,7 @@ impl<F: Gemm> LayerNet<F> {
         mut observe: impl FnMut(usize, &DMatrix<F>),
     ) -> Vec<DMatrix<F>> {
         let mut grads: Vec<Vec<DMatrix<F>>> = vec![Vec::new(); self.layers.len()];
-        let mut dy = d_scores;
+        let mut dy = self.spread_scores(d_scores);
         let smooth_w = self.smooth.then_some(&self.surrogate);
         for (i, layer) in self.layers.iter().enumerate().rev() {
             observe(i, &dy);
@@ -318,6 +417,11 @@ impl<F: Gemm> LayerNet<F> {
                     dx
                 }
                 (Op::Dropout(_) | Op::Flatten, _) => dy,
+                (Op::Spiking(s), Extra::Spiking(tape)) => {
+                    let (dx, decays) = s.backward(tape, &dy, self.steps, trace.smooth_steps[i]);
+                    grads[i].extend(decays);
+                    dx
+                }
                 (op, _) => unreachable!("backward of {op:?} needs a training forward pass"),
             };
         }
@@ -343,6 +447,7 @@ impl<F: Gemm> LayerNet<F> {
                     out.push((name("gamma"), &bn.gamma));
                     out.push((name("beta"), &bn.beta));
                 }
+                Op::Spiking(s) => out.extend(s.params().into_iter().map(|(p, m)| (name(p), m))),
                 _ => {}
             }
         }
@@ -361,6 +466,7 @@ impl<F: Gemm> LayerNet<F> {
                     out.push(&mut bn.gamma);
                     out.push(&mut bn.beta);
                 }
+                Op::Spiking(s) => out.extend(s.params_mut()),
                 _ => {}
             }
         }
@@ -422,8 +528,44 @@ impl<F: Gemm> LayerNet<F> {
         self.layers.iter().any(|l| matches!(l.op, Op::Step { smooth: true, .. }))
     }
 
-    /// Indices of the step, sign and ReLU layers: the hidden units whose activity is reported.
+    /// Indices of the step, sign, ReLU and spiking (firing) layers: the hidden units whose
+    /// activity is reported.
     pub fn activation_layers(&self) -> Vec<usize> {
-        (0..self.layers.len()).filter(|&i| matches!(self.layers[i].op, Op::Step { .. } | Op::Relu)).collect()
+        (0..self.layers.len())
+            .filter(|&i| match &self.layers[i].op {
+                Op::Step { .. } | Op::Relu => true,
+                Op::Spiking(s) => s.fires(),
+                _ => false,
+            })
+            .collect()
+    }
+}
+
+/// A spiking layer from its spec, on input `shape`.
+fn spiking_layer<F: Gemm>(spec: &LayerSpec, shape: Shape, dt_ms: f64, training: &Training) -> Spiking<F> {
+    let channels = shape.channels();
+    let (kind, tau_mem, tau_syn, threshold, reset, detach, surrogate, learn) = match *spec {
+        LayerSpec::Lif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau } => {
+            (Kind::Lif, tau_mem_ms, None, threshold, reset, detach_reset, surrogate, learn_tau)
+        }
+        LayerSpec::CubaLif { tau_syn_ms, tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau } => {
+            (Kind::CubaLif, tau_mem_ms, Some(tau_syn_ms), threshold, reset, detach_reset, surrogate, learn_tau)
+        }
+        LayerSpec::Li { tau_mem_ms, learn_tau } => {
+            (Kind::Li, tau_mem_ms, None, 1.0, Default::default(), None, None, learn_tau)
+        }
+        _ => unreachable!("called for spiking layers only"),
+    };
+    let surrogate = surrogate.unwrap_or(training.surrogate);
+    Spiking {
+        kind,
+        beta: Decay::new(tau_mem, dt_ms, learn, channels),
+        alpha: tau_syn.map(|tau| Decay::new(tau, dt_ms, learn, channels)),
+        threshold: F::of(threshold),
+        reset,
+        detach_reset: detach.unwrap_or(training.detach_reset),
+        surrogate,
+        derivative: crate::surrogate::DerivativeTable::new(surrogate),
+        shape,
     }
 }

@@ -10,8 +10,10 @@ use std::time::Instant;
 use nalgebra::DMatrix;
 use rand::seq::SliceRandom;
 
+use super::gemm::Gemm;
 use super::net::{LayerNet, Mode, Op};
-use crate::data::encode::intensity;
+use crate::data::encode::{Encoder, encoding_stream, intensity};
+use crate::data::events::Events;
 use crate::data::idx::{Dataset, Split};
 use crate::engine::rng::{self, Purpose};
 use crate::error::{Error, Result};
@@ -32,6 +34,40 @@ pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
     for (column, &i) in x.as_mut_slice().chunks_mut(pixels).zip(indices) {
         for (v, &p) in column.iter_mut().zip(split.images.image(i)) {
             *v = intensity(p);
+        }
+    }
+    x
+}
+
+/// Images `indices` of `split` as `net`'s input over its steps, `pixels x (steps samples)`
+/// step-major. A spiking model reads its encoder (rate coding draws from each sample's stream:
+/// of `epoch` while training, the fixed evaluation stream with None); other models, and the
+/// direct-current encoder, see the intensities at every step.
+pub fn model_input<F: Gemm>(net: &LayerNet<F>, split: &Split, indices: &[usize], epoch: Option<u32>) -> DMatrix<f32> {
+    let static_input = batch(split, indices);
+    if !net.is_spiking() || net.encoder == Encoder::Current {
+        if net.steps == 1 {
+            return static_input;
+        }
+        let (pixels, samples) = static_input.shape();
+        let mut x = DMatrix::zeros(pixels, samples * net.steps);
+        for t in 0..net.steps {
+            x.columns_mut(t * samples, samples).copy_from(&static_input);
+        }
+        return x;
+    }
+    let (pixels, samples) = static_input.shape();
+    let mut x = DMatrix::zeros(pixels, samples * net.steps);
+    let mut events = Events::default();
+    for (b, &i) in indices.iter().enumerate() {
+        let mut stream = encoding_stream(net.seed, epoch, i);
+        net.encoder.encode(split.images.image(i), net.steps, &mut stream, &mut events);
+        for t in 0..net.steps {
+            let column = t * samples + b;
+            let (ids, values) = events.step(t);
+            for (&k, &v) in ids.iter().zip(values) {
+                x[(k as usize, column)] = v;
+            }
         }
     }
     x
@@ -65,8 +101,9 @@ pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool) -> (PassTota
     let mut first: Vec<Vec<f32>> = layers.iter().map(|_| Vec::new()).collect();
     let mut changed: Vec<Vec<bool>> = layers.iter().map(|&l| vec![false; net.layers[l].output.size()]).collect();
     let indices: Vec<usize> = (0..split.len()).collect();
-    for chunk in indices.chunks(EVAL_BATCH) {
-        let trace = net.forward(batch(split, chunk), Mode::Eval { soft });
+    // Every step's values are kept while a chunk runs: fewer samples per chunk with more steps.
+    for chunk in indices.chunks((EVAL_BATCH / net.steps).max(1)) {
+        let trace = net.forward(model_input(net, split, chunk, None), Mode::Eval { soft });
         let labels: Vec<u8> = chunk.iter().map(|&i| split.labels[i]).collect();
         let (loss, _, correct) = LayerNet::loss(trace.scores(), &labels);
         totals.samples += chunk.len();
@@ -155,6 +192,7 @@ impl LayerRun {
         self.history = c.history;
         self.epochs_done = c.epochs_done;
         self.seed = c.seed;
+        self.net.seed = c.seed;
         Ok(())
     }
 
@@ -193,7 +231,8 @@ impl LayerRun {
         totals: &mut PassTotals,
     ) -> std::result::Result<Vec<f64>, f64> {
         let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
-        let trace = self.net.forward(batch(split, indices), Mode::Train { seed: self.seed, epoch, samples: indices });
+        let input = model_input(&self.net, split, indices, Some(epoch));
+        let trace = self.net.forward(input, Mode::Train { seed: self.seed, epoch, samples: indices });
         let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
         let grads = self.net.backward(&trace, d_scores);
         let squares = optim::squared_norms(&grads);

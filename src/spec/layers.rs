@@ -78,6 +78,45 @@ pub enum Layer {
     },
     /// (channels, height, width) to one feature vector, channel-major as PyTorch flattens.
     Flatten,
+    /// Leaky integrate-and-fire neurons over the training section's steps, one per input
+    /// feature (see [`crate::models::spiking`] for the update): beta = exp(-dt / tau_mem_ms).
+    /// `surrogate` and `detach_reset` default to the training section's.
+    Lif {
+        tau_mem_ms: f64,
+        #[serde(default = "one_f64")]
+        threshold: f64,
+        #[serde(default)]
+        reset: SpikeReset,
+        #[serde(default)]
+        detach_reset: Option<bool>,
+        #[serde(default)]
+        surrogate: Option<Surrogate>,
+        #[serde(default)]
+        learn_tau: Learnable,
+    },
+    /// LIF with a synaptic current of its own time constant feeding the membrane (NIR's
+    /// CubaLIF, snnTorch's Synaptic, Norse's LIF).
+    CubaLif {
+        tau_syn_ms: f64,
+        tau_mem_ms: f64,
+        #[serde(default = "one_f64")]
+        threshold: f64,
+        #[serde(default)]
+        reset: SpikeReset,
+        #[serde(default)]
+        detach_reset: Option<bool>,
+        #[serde(default)]
+        surrogate: Option<Surrogate>,
+        #[serde(default)]
+        learn_tau: Learnable,
+    },
+    /// Leaky integrator without spikes: the usual readout, scores = its membrane averaged over
+    /// the steps.
+    Li {
+        tau_mem_ms: f64,
+        #[serde(default)]
+        learn_tau: Learnable,
+    },
     /// `layers` stacked `times` times, each copy with its own weights: depth as one number.
     Repeat {
         times: u32,
@@ -91,11 +130,35 @@ fn yes() -> bool {
 fn one() -> u32 {
     1
 }
+fn one_f64() -> f64 {
+    1.0
+}
 fn bn_momentum() -> f64 {
     0.1
 }
 fn bn_eps() -> f64 {
     1e-5
+}
+
+/// How a spiking layer's membrane resets after a spike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpikeReset {
+    /// v <- v - threshold (snnTorch's default).
+    #[default]
+    Subtract,
+    /// v <- 0.
+    Zero,
+}
+
+/// Whether a spiking layer learns its time constants (SpikingJelly's PLIF).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Learnable {
+    #[default]
+    Fixed,
+    /// One decay for the whole layer.
+    PerLayer,
+    /// One decay per channel (per feature of a vector input).
+    PerChannel,
 }
 
 /// How a layer's weights are used.
@@ -173,8 +236,16 @@ impl Layer {
             Layer::Relu => "Relu",
             Layer::Dropout { .. } => "Dropout",
             Layer::Flatten => "Flatten",
+            Layer::Lif { .. } => "Lif",
+            Layer::CubaLif { .. } => "CubaLif",
+            Layer::Li { .. } => "Li",
             Layer::Repeat { .. } => "Repeat",
         }
+    }
+
+    /// Whether the layer keeps state from step to step (a spiking layer).
+    pub fn is_stateful(&self) -> bool {
+        matches!(self, Layer::Lif { .. } | Layer::CubaLif { .. } | Layer::Li { .. })
     }
 
     /// The output shape for input `shape`, or what does not fit.
@@ -239,9 +310,31 @@ impl Layer {
                 if problems.is_empty() { Ok(shape) } else { Err(problems.join("; ")) }
             }
             Layer::Relu => Ok(shape),
+            Layer::Lif { tau_mem_ms, threshold, surrogate, .. } => {
+                spiking_problems(&[("tau_mem_ms", tau_mem_ms)], threshold, surrogate).map(|_| shape)
+            }
+            Layer::CubaLif { tau_syn_ms, tau_mem_ms, threshold, surrogate, .. } => {
+                spiking_problems(&[("tau_syn_ms", tau_syn_ms), ("tau_mem_ms", tau_mem_ms)], threshold, surrogate)
+                    .map(|_| shape)
+            }
+            Layer::Li { tau_mem_ms, .. } => spiking_problems(&[("tau_mem_ms", tau_mem_ms)], 1.0, None).map(|_| shape),
             Layer::Repeat { .. } => unreachable!("Repeat is expanded before shapes are inferred"),
         }
     }
+}
+
+/// What is wrong with a spiking layer's time constants, threshold or surrogate.
+fn spiking_problems(taus: &[(&str, f64)], threshold: f64, surrogate: Option<Surrogate>) -> Result<(), String> {
+    let mut problems: Vec<String> = taus
+        .iter()
+        .filter(|(_, tau)| !(tau.is_finite() && *tau > 0.0))
+        .map(|(name, tau)| format!("{name}: must be a positive number, got {tau}"))
+        .collect();
+    if !(threshold.is_finite() && threshold > 0.0) {
+        problems.push(format!("threshold: must be a positive number, got {threshold}"));
+    }
+    problems.extend(surrogate.map(|s| s.problems("surrogate")).unwrap_or_default());
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
 /// The layers with every Repeat unrolled, each with the path that names it in messages
@@ -302,9 +395,16 @@ pub fn check_layers(input: Shape, layers: &[Layer]) -> (Vec<Shape>, Vec<String>)
             }
         }
     }
+    let spiking = layers.iter().any(|(_, l)| l.is_stateful());
     match layers.last() {
         None => problems.push("layers: the model has no layer".into()),
-        Some((_, Layer::Dense { .. })) => {}
+        Some((_, Layer::Dense { .. })) if !spiking => {}
+        Some((_, Layer::Li { .. } | Layer::Lif { .. } | Layer::CubaLif { .. })) => {}
+        Some((path, last)) if spiking => problems.push(format!(
+            "{path} ({}): a spiking model ends in its readout, whose output over the steps gives the class \
+             scores: Li (its mean membrane) or Lif/CubaLif (its spike counts)",
+            last.kind()
+        )),
         Some((path, last)) => problems
             .push(format!("{path} ({}): the last layer must be a Dense layer giving the class scores", last.kind())),
     }

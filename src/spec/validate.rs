@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use super::common::{Connect, Projection, Synapse};
+use super::layers::Layer;
 use super::layers::{Shape, check_layers};
 use super::network::{Network, Neuron, SpikeRecord};
 use super::stimulus::{Current, SourceKind, Stimulus};
-use super::training::{Optimizer, Schedule, Training};
+use super::training::{Optimizer, Readout, Schedule, Training};
 
 /// What a projection or monitor may refer to: a population's size and whether it is made of
 /// neurons (a valid projection target) or of spike generators.
@@ -138,8 +139,22 @@ fn check_layered(net: &Network, problems: &mut Vec<String>) {
         None => problems.push("training: a layered model needs a training section".into()),
         Some(t) => {
             check_training_settings(t, problems);
-            if t.steps != 1 {
-                problems.push(format!("training.steps: a layered model sees each image once (1), got {}", t.steps));
+            let (expanded, _) = super::layers::expand(&net.layers);
+            if t.steps == 0 {
+                if let Some((path, layer)) = expanded.iter().find(|(_, l)| l.is_stateful()) {
+                    problems.push(format!(
+                        "{path} ({}): a stateful layer runs over the training section's steps, but training.steps is 0",
+                        layer.kind()
+                    ));
+                }
+            }
+            let counts = matches!(expanded.last(), Some((_, Layer::Lif { .. } | Layer::CubaLif { .. })));
+            if t.readout == Readout::SpikeCount && !counts {
+                let last = expanded.last().map_or("nothing".to_owned(), |(path, l)| format!("{path} ({})", l.kind()));
+                problems.push(format!(
+                    "training.readout: SpikeCount scores the last layer's spikes, but the model ends in {last}; \
+                     end it in Lif or CubaLif, or leave readout out"
+                ));
             }
         }
     }
