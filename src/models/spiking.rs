@@ -123,31 +123,43 @@ impl<F: Real> Spiking<F> {
         self.kind != Kind::Li
     }
 
-    fn channel_of(&self, element: usize) -> usize {
-        let features = self.shape.size();
-        (element % features) / self.shape.positions()
+    /// Per element of a piece starting at element `first`: its channel, and the decay factors.
+    fn per_element(&self, first: usize, len: usize, factors: &[F]) -> (Vec<u32>, Vec<F>) {
+        let (features, positions) = (self.shape.size(), self.shape.positions());
+        let channels: Vec<u32> = (first..first + len).map(|e| ((e % features) / positions) as u32).collect();
+        let decays = channels.iter().map(|&c| factors[c as usize]).collect();
+        (channels, decays)
     }
 
-    /// The output for v' (`smooth`: S(v' - theta) instead of H).
-    fn spike(&self, v: F, smooth: bool) -> F {
-        let x = v - self.threshold;
+    /// Spikes of a row of v' into `out`, in loops the compiler vectorises.
+    fn spikes(&self, v_pre: &[F], smooth: bool, out: &mut [F]) {
+        let theta = self.threshold;
         if smooth {
-            F::of(self.surrogate.primitive(x.to_f64()))
-        } else if x >= F::zero() {
-            F::one()
+            for (o, &v) in out.iter_mut().zip(v_pre) {
+                *o = F::of(self.surrogate.primitive((v - theta).to_f64()));
+            }
         } else {
-            F::zero()
+            for (o, &v) in out.iter_mut().zip(v_pre) {
+                *o = if v >= theta { F::one() } else { F::zero() };
+            }
         }
     }
 
-    /// The membrane after the reset, given v' and the spike.
-    fn after_reset(&self, v: F, s: F) -> F {
-        match self.kind {
-            Kind::Li => v,
-            _ => match self.reset {
-                SpikeReset::Subtract => v - self.threshold * s,
-                SpikeReset::Zero => v * (F::one() - s),
-            },
+    /// The membranes after the reset, from v' and the spikes (Li: v' itself).
+    fn reset_row(&self, v_pre: &[F], spikes: &[F], v: &mut [F]) {
+        let theta = self.threshold;
+        match (self.kind, self.reset) {
+            (Kind::Li, _) => v.copy_from_slice(v_pre),
+            (_, SpikeReset::Subtract) => {
+                for ((v, &p), &s) in v.iter_mut().zip(v_pre).zip(spikes) {
+                    *v = p - theta * s;
+                }
+            }
+            (_, SpikeReset::Zero) => {
+                for ((v, &p), &s) in v.iter_mut().zip(v_pre).zip(spikes) {
+                    *v = p * (F::one() - s);
+                }
+            }
         }
     }
 
@@ -170,26 +182,31 @@ impl<F: Real> Spiking<F> {
         y_pieces.into_par_iter().zip(v_pieces).zip(i_pieces).enumerate().for_each(|(p, ((mut ys, mut vs), mut is))| {
             let first = p * ELEMENTS;
             let len = ys.first().map_or(0, |s| s.len());
+            let (_, b) = self.per_element(first, len, &beta);
+            let a = alpha.as_ref().map(|alpha| self.per_element(first, len, alpha).1);
             let mut v = vec![F::zero(); len];
             let mut i = vec![F::zero(); len];
             for t in 0..steps {
                 let input = &x.as_slice()[t * block + first..t * block + first + len];
-                for k in 0..len {
-                    let c = self.channel_of(first + k);
-                    let drive = match &alpha {
-                        Some(a) => {
-                            i[k] = a[c] * i[k] + input[k];
-                            is[t][k] = i[k];
-                            i[k]
+                let drive = match &a {
+                    Some(a) => {
+                        for ((i, &a), &x) in i.iter_mut().zip(a).zip(input) {
+                            *i = a * *i + x;
                         }
-                        None => input[k],
-                    };
-                    let vp = beta[c] * v[k] + drive;
-                    let out = if self.fires() { self.spike(vp, smooth) } else { vp };
-                    v[k] = self.after_reset(vp, out);
-                    vs[t][k] = vp;
-                    ys[t][k] = out;
+                        is[t].copy_from_slice(&i);
+                        &i[..]
+                    }
+                    None => input,
+                };
+                for (((vp, &v), &b), &d) in vs[t].iter_mut().zip(&v).zip(&b).zip(drive) {
+                    *vp = b * v + d;
                 }
+                if self.fires() {
+                    self.spikes(vs[t], smooth, ys[t]);
+                } else {
+                    ys[t].copy_from_slice(vs[t]);
+                }
+                self.reset_row(vs[t], ys[t], &mut v);
             }
         });
         (y, tape)
@@ -209,6 +226,7 @@ impl<F: Real> Spiking<F> {
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
         let learn = self.beta.learnable || self.alpha.as_ref().is_some_and(|a| a.learnable);
+        let theta = self.threshold;
         let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
         // Per piece: dL/dbeta and dL/dalpha per channel, summed in piece order below.
         let partial: Vec<(Vec<f64>, Vec<f64>)> = pieces(dx.as_mut_slice(), block)
@@ -217,50 +235,83 @@ impl<F: Real> Spiking<F> {
             .map(|(p, mut gs)| {
                 let first = p * ELEMENTS;
                 let len = gs.first().map_or(0, |s| s.len());
-                let at = |t: usize, k: usize| t * block + first + k;
-                let mut g_beta = vec![0.0; if learn { channels } else { 0 }];
-                let mut g_alpha = vec![0.0; if learn && alpha.is_some() { channels } else { 0 }];
+                let row = |t: usize| t * block + first..t * block + first + len;
+                let (channel, b) = self.per_element(first, len, &beta);
+                let a = alpha.as_ref().map(|alpha| self.per_element(first, len, alpha).1);
+                // Per element, summed over the steps: dL/dbeta and dL/dalpha.
+                let mut g_b = vec![F::zero(); if learn { len } else { 0 }];
+                let mut g_a = vec![F::zero(); if learn && a.is_some() { len } else { 0 }];
                 let mut g_v = vec![F::zero(); len];
                 let mut g_i = vec![F::zero(); len];
+                let mut g_vp = vec![F::zero(); len];
+                let mut slope = vec![F::zero(); len];
+                let mut s = vec![F::zero(); len];
+                let mut v_before = vec![F::zero(); len];
                 for t in (0..steps).rev() {
-                    for k in 0..len {
-                        let c = self.channel_of(first + k);
-                        let vp = tape.v_pre[at(t, k)];
-                        let g_out = dy.as_slice()[at(t, k)];
-                        let g_vp = if self.fires() {
-                            let s = self.spike(vp, smooth);
-                            let (dv_dvp, dv_ds) = match self.reset {
-                                SpikeReset::Subtract => (F::one(), -self.threshold),
-                                SpikeReset::Zero => (F::one() - s, -vp),
-                            };
-                            let g_s = if self.detach_reset { g_out } else { g_out + g_v[k] * dv_ds };
-                            let x = (vp - self.threshold).to_f64();
-                            let slope =
-                                if smooth { self.surrogate.derivative(x) } else { self.derivative.derivative(x) };
-                            g_v[k] * dv_dvp + g_s * F::of(slope)
-                        } else {
-                            g_out + g_v[k]
-                        };
-                        let g_in = match &alpha {
-                            Some(a) => {
-                                g_i[k] = g_vp + a[c] * g_i[k];
-                                if learn && t > 0 {
-                                    g_alpha[c] += (g_i[k] * tape.current[at(t - 1, k)]).to_f64();
-                                }
-                                g_i[k]
-                            }
-                            None => g_vp,
-                        };
-                        if learn && t > 0 {
-                            let previous = tape.v_pre[at(t - 1, k)];
-                            let out = if self.fires() { self.spike(previous, smooth) } else { previous };
-                            g_beta[c] += (g_vp * self.after_reset(previous, out)).to_f64();
+                    let vp = &tape.v_pre[row(t)];
+                    let g_out = &dy.as_slice()[row(t)];
+                    if self.fires() {
+                        for (x, &v) in slope.iter_mut().zip(vp) {
+                            *x = v - theta;
                         }
-                        g_v[k] = beta[c] * g_vp;
-                        gs[t][k] = g_in;
+                        if smooth {
+                            slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
+                        } else {
+                            F::surrogate_derivatives(&self.derivative, &mut slope);
+                        }
+                        self.spikes(vp, smooth, &mut s);
+                        let detach = if self.detach_reset { F::zero() } else { F::one() };
+                        for k in 0..len {
+                            let (dv_dvp, dv_ds) = match self.reset {
+                                SpikeReset::Subtract => (F::one(), -theta),
+                                SpikeReset::Zero => (F::one() - s[k], -vp[k]),
+                            };
+                            let g_s = g_out[k] + detach * g_v[k] * dv_ds;
+                            g_vp[k] = g_v[k] * dv_dvp + g_s * slope[k];
+                        }
+                    } else {
+                        for ((g, &o), &v) in g_vp.iter_mut().zip(g_out).zip(&g_v) {
+                            *g = o + v;
+                        }
+                    }
+                    let g_in = match &a {
+                        Some(a) => {
+                            for ((g, &a), &d) in g_i.iter_mut().zip(a).zip(&g_vp) {
+                                *g = d + a * *g;
+                            }
+                            if learn && t > 0 {
+                                let i_before = &tape.current[row(t - 1)];
+                                for ((acc, &g), &i) in g_a.iter_mut().zip(&g_i).zip(i_before) {
+                                    *acc += g * i;
+                                }
+                            }
+                            &g_i
+                        }
+                        None => &g_vp,
+                    };
+                    gs[t].copy_from_slice(g_in);
+                    if learn && t > 0 {
+                        let previous = &tape.v_pre[row(t - 1)];
+                        if self.fires() {
+                            self.spikes(previous, smooth, &mut s);
+                        }
+                        self.reset_row(previous, &s, &mut v_before);
+                        for ((acc, &g), &v) in g_b.iter_mut().zip(&g_vp).zip(&v_before) {
+                            *acc += g * v;
+                        }
+                    }
+                    for ((g, &b), &d) in g_v.iter_mut().zip(&b).zip(&g_vp) {
+                        *g = b * d;
                     }
                 }
-                (g_beta, g_alpha)
+                let per_channel = |acc: &[F]| {
+                    let mut total = vec![0.0; if acc.is_empty() { 0 } else { channels }];
+                    for (&c, &g) in channel.iter().zip(acc) {
+                        total[c as usize] += g.to_f64();
+                    }
+                    total
+                };
+                (per_channel(&g_b), per_channel(&g_a))
             })
             .collect();
         // Sums per channel over the pieces, in piece order.
