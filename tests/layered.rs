@@ -3,7 +3,7 @@
 //! hardened to exactly H(x); bad layer stacks are refused with the layer named.
 
 mod common;
-use common::{ok, repo, snn};
+use common::{ok, repo, snn, train_cli};
 
 use std::path::Path;
 
@@ -16,14 +16,6 @@ use snn::models::trainer::{LayerRun, batch};
 use snn::models::{LayerNet, Mode};
 use snn::spec::{self, Network};
 use snn::train::trainer::load_data;
-
-fn train_cli(network: &str, out: &Path, extra: &[&str], threads: Option<usize>) -> String {
-    let network = repo(network);
-    let data = repo("tests/data/fashion-mnist");
-    let mut args = vec!["train", &network, "--data", &data, "--out", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    ok(&snn(&args, threads))
-}
 
 fn weights(path: &Path) -> Vec<Vec<f32>> {
     checkpoint::read(path).unwrap().layers.iter().map(|(_, _, w)| w.as_slice().to_vec()).collect()

@@ -24,3 +24,12 @@ pub fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// `snn train NETWORK --data <shipped subset> --out OUT EXTRA...`, asserting success.
+pub fn train_cli(network: &str, out: &Path, extra: &[&str], threads: Option<usize>) -> String {
+    let network = repo(network);
+    let data = repo("tests/data/fashion-mnist");
+    let mut args = vec!["train", &network, "--data", &data, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ok(&snn(&args, threads))
+}

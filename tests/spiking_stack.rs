@@ -1,0 +1,133 @@
+//! Spiking layers in the layer stack, end to end on the shipped Fashion-MNIST subset: a spiking
+//! CNN learns, repeats itself with one and two threads, trains its time constants and resumes
+//! exactly; a rate-coded stack with a spike-count readout learns; bad spiking stacks are
+//! refused with the layer named.
+
+mod common;
+use common::{snn, train_cli};
+
+use std::path::Path;
+
+use snn::io::checkpoint;
+
+/// A smaller copy of networks/fashion_scnn.ron (fewer filters), quick enough for a test.
+const SMALL_SCNN: &str = r#"Network(
+    name: "small_scnn", dt_ms: 1.0, seed: 2,
+    inputs: [(name: "pixels", size: 784, shape: (1, 28, 28))],
+    layers: [
+        Conv2d(filters: 8, kernel: 3, padding: 1), BatchNorm(), Lif(tau_mem_ms: 1.4427, learn_tau: PerChannel),
+        MaxPool(size: 2),
+        Conv2d(filters: 16, kernel: 3, padding: 1), BatchNorm(), Lif(tau_mem_ms: 1.4427), MaxPool(size: 2),
+        Flatten, Dropout(rate: 0.25), Dense(units: 32), CubaLif(tau_syn_ms: 2.0, tau_mem_ms: 3.0, learn_tau: PerLayer),
+        Dense(units: 10), Li(tau_mem_ms: 20.0),
+    ],
+    training: (steps: 4, encoder: Current, epochs: 2, batch_size: 64, optimizer: Adam(lr: 2e-3)),
+)"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn spiking_cnn_learns_its_time_constants_and_repeats_itself_with_one_and_two_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = write(dir.path(), "scnn.ron", SMALL_SCNN);
+    let mut runs = Vec::new();
+    for threads in [1, 2] {
+        let out = dir.path().join(format!("run{threads}"));
+        train_cli(&network, &out, &["--train-samples", "640", "--test-samples", "200"], Some(threads));
+        let h = checkpoint::read_history(&out.join("history.h5")).unwrap();
+        assert!(h.train_loss[1] < h.train_loss[0], "loss {:?}", h.train_loss);
+        assert!(h.test_accuracy[1] > 0.5, "test accuracy {:?} (chance is 0.1)", h.test_accuracy);
+        let saved = checkpoint::read(&out.join("checkpoint.h5")).unwrap();
+        // Per-channel decays of the first Lif and one pair for the CubaLif, kept as logits;
+        // the first Lif's moved from their start, the logit of exp(-1 / 1.4427).
+        let decay = |layer: &str, param: &str| {
+            saved.layers.iter().find(|(l, p, _)| l == layer && p == param).map(|(_, _, m)| m.clone())
+        };
+        let first = decay("layers[2] Lif", "beta_logit").expect("per-channel decays are saved");
+        assert_eq!(first.nrows(), 8);
+        let start = {
+            let beta = (-1.0f64 / 1.4427).exp();
+            (beta / (1.0 - beta)).ln() as f32
+        };
+        assert!(first.iter().all(|w| (w - start).abs() > 1e-4), "per-channel decays did not train: {first}");
+        assert!(decay("layers[6] Lif", "beta_logit").is_none(), "a fixed decay is not a parameter");
+        assert_eq!(decay("layers[11] CubaLif", "alpha_logit").expect("learnt synaptic decay").len(), 1);
+        runs.push((h.train_loss, h.test_accuracy, saved.layers, saved.buffers));
+    }
+    assert_eq!(runs[0], runs[1], "1 and 2 threads differ");
+}
+
+#[test]
+fn resuming_a_spiking_cnn_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = write(dir.path(), "scnn.ron", SMALL_SCNN);
+    let cut = ["--train-samples", "256", "--test-samples", "100"];
+    let straight = dir.path().join("straight");
+    train_cli(&network, &straight, &[&["--epochs", "2"][..], &cut].concat(), None);
+    let resumed = dir.path().join("resumed");
+    train_cli(&network, &resumed, &[&["--epochs", "1"][..], &cut].concat(), None);
+    train_cli(&network, &resumed, &[&["--epochs", "2", "--resume"][..], &cut].concat(), None);
+    let (a, b) = (
+        checkpoint::read(&straight.join("checkpoint.h5")).unwrap(),
+        checkpoint::read(&resumed.join("checkpoint.h5")).unwrap(),
+    );
+    assert_eq!(a.layers, b.layers);
+    assert_eq!(a.buffers, b.buffers);
+    assert_eq!(a.history.test_loss, b.history.test_loss);
+}
+
+#[test]
+fn rate_coded_stack_with_a_spike_count_readout_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = write(
+        dir.path(),
+        "rate.ron",
+        r#"Network(name: "rate", dt_ms: 1.0, seed: 4, inputs: [(name: "pixels", size: 784)],
+            layers: [Dense(units: 64), Lif(tau_mem_ms: 10.0), Dense(units: 10), Lif(tau_mem_ms: 10.0, reset: Zero)],
+            training: (steps: 10, encoder: Rate(gain: 1.0), readout: SpikeCount, epochs: 2, batch_size: 32,
+                       optimizer: Adam(lr: 2e-3)))"#,
+    );
+    let out = dir.path().join("out");
+    train_cli(&network, &out, &["--train-samples", "1000", "--test-samples", "300"], None);
+    let h = checkpoint::read_history(&out.join("history.h5")).unwrap();
+    assert!(h.test_accuracy[1] > 0.5, "test accuracy {:?} (chance is 0.1)", h.test_accuracy);
+}
+
+/// `snn validate` on a small stack; returns its error output.
+fn refused(layers: &str, training: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "Network(name: \"bad\", inputs: [(name: \"pixels\", size: 784)], layers: [{layers}], training: ({training}))"
+    );
+    let path = write(dir.path(), "bad.ron", &text);
+    let o = snn(&["validate", &path], None);
+    assert!(!o.status.success(), "validate accepted {layers} with {training}");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_spiking_stacks_name_the_layer() {
+    let e = refused("Dense(units: 10), Lif(tau_mem_ms: 5.0), Dense(units: 10), Li(tau_mem_ms: 5.0)", "steps: 0");
+    assert!(e.contains("layers[1] (Lif): a stateful layer runs over the training section's steps"), "{e}");
+    let e = refused("Dense(units: 10), Lif(tau_mem_ms: -5.0), Dense(units: 10), Li(tau_mem_ms: 5.0)", "steps: 4");
+    assert!(e.contains("layers[1] (Lif): tau_mem_ms: must be a positive number, got -5"), "{e}");
+    let e = refused(
+        "Dense(units: 10), CubaLif(tau_syn_ms: 0.0, tau_mem_ms: 5.0), Dense(units: 10), Li(tau_mem_ms: 5.0)",
+        "steps: 4",
+    );
+    assert!(e.contains("layers[1] (CubaLif): tau_syn_ms: must be a positive number, got 0"), "{e}");
+    let e = refused("Dense(units: 10), Lif(tau_mem_ms: 5.0), Dense(units: 10)", "steps: 4");
+    assert!(e.contains("layers[2] (Dense): a spiking model ends in its readout") && e.contains("Li"), "{e}");
+    let e = refused(
+        "Dense(units: 10), Lif(tau_mem_ms: 5.0), Dense(units: 10), Li(tau_mem_ms: 5.0)",
+        "steps: 4, readout: SpikeCount",
+    );
+    assert!(
+        e.contains("training.readout: SpikeCount scores the last layer's spikes, but the model ends in layers[3] (Li)"),
+        "{e}"
+    );
+}
