@@ -10,8 +10,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use snn::data::idx;
 use snn::models::trainer::LayerRun;
+use snn::records::PassTotals;
 use snn::spec::load_network;
-use snn::train::trainer::{PassTotals, load_data};
+use snn::train::trainer::load_data;
 
 fn train_step(c: &mut Criterion) {
     snn::memory::keep_freed_memory();

@@ -11,10 +11,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use nalgebra::DMatrix;
 use snn::data::encode::encoding_stream;
 use snn::data::idx;
+use snn::records::PassTotals;
 use snn::spec::load_network;
 use snn::train::bptt::Events;
 use snn::train::event_products::{self, ByInput, ChangeState, Form, Row};
-use snn::train::trainer::{PassTotals, Run, load_data};
+use snn::train::trainer::{Run, load_data};
 
 fn train_step(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("networks/fashion_snn.ron");

@@ -3,6 +3,7 @@
 //! recorded to HDF5 ([`io`]) and drawn with plotters ([`plot`]). [`simulate`] ties them together
 //! for the command line.
 
+pub mod commands;
 pub mod data;
 pub mod engine;
 pub mod error;
@@ -12,8 +13,11 @@ pub use error::{Error, Result};
 pub mod io;
 pub mod memory;
 pub mod models;
+pub mod nn;
 pub mod plot;
 pub mod recording;
+pub mod records;
+pub mod rng;
 pub mod simulate;
 pub mod surrogate;
 pub mod train;

@@ -212,18 +212,18 @@ fn run(cli: Cli) -> snn::Result<()> {
         }
         Command::Train { network, surrogate, resume, seed, run } => {
             let opts = TrainOptions { network, surrogate, resume, seed, ..run.options() };
-            say(&snn::train::command::train(&opts)?.to_string());
+            say(&snn::commands::train::train(&opts)?.to_string());
         }
         Command::Eval { checkpoint, data, out } => {
-            say(&snn::train::command::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());
+            say(&snn::commands::train::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());
         }
         Command::Sweep { network, surrogates, seeds, finished_only, run } => {
             let runs = TrainOptions { network, ..run.options() };
-            let opts = snn::train::sweep::SweepOptions { runs, surrogates, seeds, finished_only };
-            say(&snn::train::sweep::sweep(&opts)?.to_string());
+            let opts = snn::commands::sweep::SweepOptions { runs, surrogates, seeds, finished_only };
+            say(&snn::commands::sweep::sweep(&opts)?.to_string());
         }
         Command::Explain { checkpoint, index, data, out } => {
-            say(&snn::train::command::explain(&checkpoint, index, data.as_deref(), out.as_deref())?.to_string());
+            say(&snn::commands::train::explain(&checkpoint, index, data.as_deref(), out.as_deref())?.to_string());
         }
         Command::Plot { figure: Figure::GradientDecay { network, checkpoint, sweep, data, samples, out } } => {
             use snn::train::gradient_decay::{Weights, gradient_decay};

@@ -2,8 +2,9 @@
 //! pass uses S(x) itself, so the loss is differentiable and the gradient exact).
 
 use nalgebra::DMatrix;
+use snn::nn::loss::cross_entropy;
 use snn::spec::{Network, parse_ron};
-use snn::train::bptt::{Events, Tape, backward, cross_entropy, forward};
+use snn::train::bptt::{Events, Tape, backward, forward};
 use snn::train::net::TrainNet;
 
 fn network(readout: &str, detach_reset: bool) -> Network {

@@ -15,7 +15,7 @@ const SMALL_SCNN: &str = r#"Network(
     name: "small_scnn", dt_ms: 1.0, seed: 2,
     inputs: [(name: "pixels", size: 784, shape: (1, 28, 28))],
     layers: [
-        Conv2d(filters: 8, kernel: 3, padding: 1), BatchNorm(), Lif(tau_mem_ms: 1.4427, learn_tau: PerChannel),
+        Conv2d(filters: 8, kernel: 3, padding: 1), BatchNorm(), Lif(tau_mem_ms: 1.5, learn_tau: PerChannel),
         MaxPool(size: 2),
         Conv2d(filters: 16, kernel: 3, padding: 1), BatchNorm(), Lif(tau_mem_ms: 1.4427), MaxPool(size: 2),
         Flatten, Dropout(rate: 0.25), Dense(units: 32), CubaLif(tau_syn_ms: 2.0, tau_mem_ms: 3.0, learn_tau: PerLayer),
@@ -37,20 +37,20 @@ fn spiking_cnn_learns_its_time_constants_and_repeats_itself_with_one_and_two_thr
     let mut runs = Vec::new();
     for threads in [1, 2] {
         let out = dir.path().join(format!("run{threads}"));
-        train_cli(&network, &out, &["--train-samples", "640", "--test-samples", "200"], Some(threads));
+        train_cli(&network, &out, &["--train-samples", "1024", "--test-samples", "200"], Some(threads));
         let h = checkpoint::read_history(&out.join("history.h5")).unwrap();
         assert!(h.train_loss[1] < h.train_loss[0], "loss {:?}", h.train_loss);
         assert!(h.test_accuracy[1] > 0.5, "test accuracy {:?} (chance is 0.1)", h.test_accuracy);
         let saved = checkpoint::read(&out.join("checkpoint.h5")).unwrap();
         // Per-channel decays of the first Lif and one pair for the CubaLif, kept as logits;
-        // the first Lif's moved from their start, the logit of exp(-1 / 1.4427).
+        // the first Lif's moved from their start, the logit of exp(-1 / 1.5).
         let decay = |layer: &str, param: &str| {
             saved.layers.iter().find(|(l, p, _)| l == layer && p == param).map(|(_, _, m)| m.clone())
         };
         let first = decay("layers[2] Lif", "beta_logit").expect("per-channel decays are saved");
         assert_eq!(first.nrows(), 8);
         let start = {
-            let beta = (-1.0f64 / 1.4427).exp();
+            let beta = (-1.0f64 / 1.5).exp();
             (beta / (1.0 - beta)).ln() as f32
         };
         assert!(first.iter().all(|w| (w - start).abs() > 1e-4), "per-channel decays did not train: {first}");

@@ -13,7 +13,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::events::Events;
-use crate::engine::rng::{self, Purpose, Stream};
+use crate::rng::{self, Purpose, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,7 +154,7 @@ pub fn encoding_stream(seed: u64, epoch: Option<u32>, index: usize) -> Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rng::{Purpose, stream};
+    use crate::rng::{Purpose, stream};
 
     #[test]
     fn rate_coding_compares_half_draws_with_the_firing_probability() {

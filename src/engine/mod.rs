@@ -23,7 +23,6 @@
 pub mod currents;
 pub mod lif;
 pub mod monitor;
-pub mod rng;
 pub mod sources;
 pub mod synapses;
 
@@ -32,11 +31,11 @@ use rayon::prelude::*;
 use crate::data::encode::{Encoder, encoding_stream};
 use crate::data::idx;
 use crate::error::{Error, Result};
+use crate::rng::{self, Purpose};
 use crate::spec::{self, Model, Neuron, SpikeRecord, Synapse};
 use currents::Injection;
 use lif::{Exponential, Input, LifConstants, Refractory};
 use monitor::{Monitors, SpikeLog, TraceLog};
-use rng::Purpose;
 use sources::Generator;
 use synapses::{ConnectionPlan, Csr, Delays};
 
@@ -143,7 +142,7 @@ impl Simulation {
             let n = pop.size as usize;
             let mut rng = rng::stream(seed, Purpose::InitialState, pi as u64);
             let v = match &pop.init_v {
-                Some(dist) => (0..n).map(|_| rng::draw(dist, &mut rng)).collect(),
+                Some(dist) => (0..n).map(|_| dist.sample(&mut rng)).collect(),
                 None => vec![v_rest; n],
             };
             populations.push(Population {

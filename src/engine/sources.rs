@@ -1,8 +1,8 @@
 //! Spike generators: populations whose spikes are drawn, not integrated. A generator emits its
 //! spikes at the start of a step, timestamped with that step's time.
 
-use super::rng::{Stream, geometric_skip};
 use crate::data::encode::Encoder;
+use crate::rng::{Stream, geometric_skip};
 
 #[derive(Debug, Clone)]
 pub enum Generator {
@@ -76,7 +76,7 @@ impl Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rng::{Purpose, stream};
+    use crate::rng::{Purpose, stream};
 
     #[test]
     fn poisson_rate_and_spread_over_generators() {

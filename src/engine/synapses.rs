@@ -5,7 +5,7 @@
 
 use rand::seq::index;
 
-use super::rng::{Stream, draw, geometric_skip};
+use crate::rng::{Stream, geometric_skip};
 use crate::spec::{Connect, Distribution};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,10 +72,10 @@ fn delay_steps(delay_ms: f64, dt_ms: f64) -> u16 {
 /// from one stream, so the result depends only on the stream's seed.
 pub fn build(plan: &ConnectionPlan, rng: &mut Stream) -> Csr {
     let (row_start, targets) = structure(plan, rng);
-    let weights: Vec<f32> = (0..targets.len()).map(|_| draw(plan.weight, rng) as f32).collect();
+    let weights: Vec<f32> = (0..targets.len()).map(|_| plan.weight.sample(rng) as f32).collect();
     let delays = match plan.delay_ms {
         Distribution::Constant(d) => Delays::Uniform(delay_steps(*d, plan.dt_ms)),
-        dist => Delays::PerSynapse((0..targets.len()).map(|_| delay_steps(draw(dist, rng), plan.dt_ms)).collect()),
+        dist => Delays::PerSynapse((0..targets.len()).map(|_| delay_steps(dist.sample(rng), plan.dt_ms)).collect()),
     };
     let mut csr = Csr { row_start, targets, weights, delays };
     sort_rows_by_delay(&mut csr);
@@ -183,7 +183,7 @@ fn sort_rows_by_delay(csr: &mut Csr) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::rng::{Purpose, stream};
+    use crate::rng::{Purpose, stream};
 
     fn plan<'a>(
         connect: &'a Connect,

@@ -22,9 +22,9 @@ use nalgebra::DMatrix;
 use super::atomic::write_atomically;
 use super::hdf5_util::{dataset, read_dataset, read_scalar_attr, read_str_attr, scalar_attr, str_attr};
 use crate::error::{Error, Result};
+use crate::nn::optim::OptimizerState;
+use crate::records::History;
 use crate::spec::{Network, Training};
-use crate::train::history::History;
-use crate::train::optim::OptimizerState;
 
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::net::{LayerNet, Op};
 use crate::error::{Error, Result};
-use crate::train::net::Real;
+use crate::nn::Real;
 
 /// The columns (`inputs` values each) of a column-major batch of +-1 as bits: 1 for +1, 0 for
 /// -1, 64 inputs per word, `inputs.div_ceil(64)` words per column; padding bits are 0 in both
@@ -444,7 +444,7 @@ pub fn compare(
             report.samples += 1;
             report.identical += (f == p) as usize;
             report.same_prediction +=
-                (crate::train::trainer::argmax(f.as_slice()) == crate::train::trainer::argmax(p.as_slice())) as usize;
+                (crate::nn::loss::argmax(f.as_slice()) == crate::nn::loss::argmax(p.as_slice())) as usize;
         }
     }
     report
@@ -477,7 +477,7 @@ mod tests {
             let w = DMatrix::from_fn(units, inputs, |i, j| sign(i * 7919 + j));
             let x = DMatrix::from_fn(inputs, samples, |i, j| sign(i * 104729 + j * 31 + 1));
             assert!(is_signs(&x));
-            let float = super::super::linear::dense_forward(&w, None, &x);
+            let float = crate::nn::linear::dense_forward(&w, None, &x);
             assert_eq!(sign_product(&w, &x), float, "{units} x {inputs}, {samples} samples");
         }
         assert!(!is_signs(&DMatrix::from_element(3, 3, 0.5f32)));

@@ -12,7 +12,7 @@ use super::net::{LayerNet, Op};
 use super::trainer::batch;
 use crate::data::idx::Split;
 use crate::error::{Error, Result};
-use crate::train::trainer::argmax;
+use crate::nn::loss::argmax;
 
 /// Where the concepts sit in a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

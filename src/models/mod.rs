@@ -5,15 +5,9 @@
 //! [`net`] builds a model and runs it forward and backward over a batch; [`linear`], [`norm`],
 //! [`pool`], [`activation`] and [`spiking`] are its layers; [`gemm`] the matrix products under them.
 
-pub mod activation;
 pub mod binary;
 pub mod concepts;
-pub mod gemm;
-pub mod linear;
 pub mod net;
-pub mod norm;
-pub mod pool;
-pub mod spiking;
 pub mod trainer;
 
 pub use net::{LayerNet, Mode, Trace};

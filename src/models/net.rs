@@ -4,7 +4,7 @@
 //!
 //! A model with spiking layers runs over `steps` time steps: every value between layers is a
 //! `features x (steps samples)` matrix, column `t samples + b` holding sample b at step t (see
-//! [`super::spiking`]); stateless layers treat the columns as one batch, so batch norm takes
+//! [`crate::nn::spiking`]); stateless layers treat the columns as one batch, so batch norm takes
 //! its statistics over batch and time (SpikingJelly's multi-step BatchNorm: tdBN without its
 //! threshold scaling). The class scores reduce the last layer over the steps: the mean (Li,
 //! Dense) or the sum (spike counts of Lif/CubaLif). With one step and no spiking layer this is
@@ -13,21 +13,21 @@
 use nalgebra::DMatrix;
 use rand::RngExt;
 
-use super::activation::{self, Step, StepForward};
 use super::binary;
-use super::gemm::Gemm;
-use super::linear::{self, ConvGeometry, Linear};
-use super::norm::{BatchNorm, NormCache};
-use super::pool;
-use super::spiking::{Decay, Kind, Spiking, SpikingTape};
 use crate::data::encode::Encoder;
-use crate::engine::rng::{self, Purpose};
 use crate::error::{Error, Result};
+use crate::nn::activation::{self, Step, StepForward};
+use crate::nn::gemm::Gemm;
+use crate::nn::linear::{self, ConvGeometry, Linear};
+use crate::nn::loss::argmax;
+use crate::nn::loss::cross_entropy;
+use crate::nn::norm::{BatchNorm, NormCache};
+use crate::nn::pool;
+use crate::nn::spiking::{Decay, Kind, Spiking, SpikingTape};
+use crate::rng::{self, Purpose};
 use crate::spec::validate::input_shape;
 use crate::spec::{Layer as LayerSpec, Network, Shape, Training};
 use crate::surrogate::{SpikeMode, Surrogate};
-use crate::train::bptt::cross_entropy;
-use crate::train::trainer::argmax;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op<F> {

@@ -3,26 +3,26 @@
 //! evaluation on the test split with hardened concepts.
 //!
 //! A batch runs as one matrix per layer; the products split into fixed blocks (see
-//! [`super::gemm`]), so a seed gives the same run with any number of threads.
+//! [`crate::nn::gemm`]), so a seed gives the same run with any number of threads.
 
 use std::time::Instant;
 
 use nalgebra::DMatrix;
 use rand::seq::SliceRandom;
 
-use super::gemm::Gemm;
 use super::net::{LayerNet, Mode, Op};
 use crate::data::encode::{Encoder, encoding_stream, intensity};
 use crate::data::events::Events;
 use crate::data::idx::{Dataset, Split};
-use crate::engine::rng::{self, Purpose};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
+use crate::nn::gemm::Gemm;
+use crate::nn::loss::argmax;
+use crate::nn::optim::{self, OptimizerState};
+use crate::records::History;
+use crate::records::PassTotals;
+use crate::rng::{self, Purpose};
 use crate::spec::{Network, Training};
-use crate::train::history::History;
-use crate::train::optim::{self, OptimizerState};
-use crate::train::trainer::PassTotals;
-use crate::train::trainer::argmax;
 
 /// Samples per batch when evaluating.
 const EVAL_BATCH: usize = 500;

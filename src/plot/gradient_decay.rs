@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use super::{colour, draw_png, legend};
 use crate::error::{Error, Result};
 use crate::io::atomic::write_atomically;
-use crate::train::gradient_decay::GradientDecay;
+use crate::records::GradientDecay;
 
 pub fn gradient_decay(decay: &GradientDecay, name: &str, dir: &Path) -> Result<Vec<PathBuf>> {
     let png = dir.join("gradient_decay.png");

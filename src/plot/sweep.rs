@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 use super::{colour, draw_png, legend};
 use crate::error::Result;
-use crate::train::sweep::{Row, RunResult};
+use crate::records::sweep::{Row, RunResult};
 
 pub fn sweep(rows: &[Row], results: &[RunResult], name: &str, path: &Path) -> Result<()> {
     let accuracies = results

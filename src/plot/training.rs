@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::{colour, draw_png, legend};
 use crate::error::Result;
-use crate::train::history::History;
+use crate::records::History;
 
 /// (label, values) of the train and test curves of one panel.
 type Curves<'a> = [(&'a str, &'a Vec<f64>); 2];

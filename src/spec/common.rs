@@ -1,7 +1,11 @@
 //! Building blocks shared by network and stimulus files: value distributions, connection rules,
 //! synapse kinds and projections.
 
+use rand::RngExt;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
+
+use crate::rng::Stream;
 
 /// A value drawn once per neuron or per synapse at build time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,6 +17,18 @@ pub enum Distribution {
 }
 
 impl Distribution {
+    /// One draw from `rng`.
+    pub fn sample(&self, rng: &mut Stream) -> f64 {
+        match *self {
+            Distribution::Constant(c) => c,
+            Distribution::Uniform { low, high } => low + (high - low) * rng.random::<f64>(),
+            Distribution::Normal { mean, std } => {
+                let z: f64 = rng.sample(StandardNormal);
+                mean + std * z
+            }
+        }
+    }
+
     /// Problems with the distribution's own parameters, each prefixed with `path`.
     pub fn problems(&self, path: &str) -> Vec<String> {
         let mut out = Vec::new();

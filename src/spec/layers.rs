@@ -79,7 +79,7 @@ pub enum Layer {
     /// (channels, height, width) to one feature vector, channel-major as PyTorch flattens.
     Flatten,
     /// Leaky integrate-and-fire neurons over the training section's steps, one per input
-    /// feature (see [`crate::models::spiking`] for the update): beta = exp(-dt / tau_mem_ms).
+    /// feature (the update is written out in the `nn::spiking` module): beta = exp(-dt / tau_mem_ms).
     /// `surrogate` and `detach_reset` default to the training section's.
     Lif {
         tau_mem_ms: f64,

@@ -34,9 +34,10 @@
 use nalgebra::DMatrix;
 
 use super::event_products::{self, ByInput, ChangeState, Form, Row};
-use super::net::{Real, TrainNet};
+use super::net::TrainNet;
 pub use crate::data::events::Events;
-use crate::models::gemm::{self, Gemm, View};
+use crate::nn::Real;
+use crate::nn::gemm::{self, Gemm, View};
 use crate::spec::{Readout, Reset};
 use crate::surrogate::SpikeMode;
 
@@ -294,19 +295,6 @@ pub fn forward_batch<F: Gemm>(
             }
         }
     }
-}
-
-/// Softmax cross-entropy of `scores` for class `label`: the loss and its gradient w.r.t. the
-/// scores, scaled by `weight` (1 / batch size, so that summed gradients are batch means).
-pub fn cross_entropy<F: Real>(scores: &[F], label: usize, weight: F, grad: &mut Vec<F>) -> f64 {
-    let max = scores.iter().copied().fold(F::min_value().unwrap_or(F::zero()), |m, s| if s > m { s } else { m });
-    let exp: Vec<F> = scores.iter().map(|&s| (s - max).exp()).collect();
-    let sum = exp.iter().copied().fold(F::zero(), |a, b| a + b);
-    grad.clear();
-    grad.extend(
-        exp.iter().enumerate().map(|(k, &e)| (e / sum - if k == label { F::one() } else { F::zero() }) * weight),
-    );
-    (sum.ln() - (scores[label] - max)).to_f64()
 }
 
 /// Writes one sample's weight gradients into `grads` (one matrix per layer, of the layers' shapes), given the gradient

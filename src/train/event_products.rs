@@ -33,8 +33,8 @@
 
 use nalgebra::DMatrix;
 
-use super::net::Real;
 use crate::data::events::Events;
+use crate::nn::Real;
 
 /// Outputs per register tile.
 pub const TILE: usize = 64;

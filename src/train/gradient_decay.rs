@@ -13,19 +13,10 @@ use crate::data::encode::encoding_stream;
 use crate::error::Result;
 use crate::io::checkpoint;
 use crate::models::{self, LayerNet, Mode, net::Op};
+use crate::nn::loss::cross_entropy;
+use crate::records::GradientDecay;
 use crate::spec::{self, Network, Training};
 use crate::surrogate::Surrogate;
-
-/// Per surrogate, the root-mean-square over samples of the gradient's norm at each position.
-pub struct GradientDecay {
-    pub surrogates: Vec<Surrogate>,
-    pub norms: Vec<Vec<f64>>,
-    /// Where the weights came from.
-    pub source: String,
-    /// What the positions are (time steps, layers) and what is measured at them.
-    pub axis: &'static str,
-    pub measured: &'static str,
-}
 
 /// Where the weights of each surrogate's curve come from.
 #[derive(Debug, Clone, Copy)]
@@ -161,7 +152,7 @@ fn time_decay(network_path: &Path, weights: Weights, data: Option<&Path>, sample
         bptt::forward_batch(&net, &refs, &mut tapes, &mut scratch);
         let mut g_scores = vec![Vec::new(); split.len()];
         for ((tape, g), &label) in tapes.iter().zip(&mut g_scores).zip(&split.labels) {
-            bptt::cross_entropy(&tape.scores, label as usize, 1.0, g);
+            cross_entropy(&tape.scores, label as usize, 1.0, g);
         }
         let g: Vec<&[f32]> = g_scores.iter().map(Vec::as_slice).collect();
         let mut grads: Vec<_> = net.layers.iter().map(|l| nalgebra::DMatrix::zeros(l.outputs(), l.inputs())).collect();

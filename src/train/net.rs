@@ -7,55 +7,15 @@
 
 use std::path::Path;
 
-use nalgebra::{DMatrix, RealField};
+use nalgebra::DMatrix;
 
-use crate::engine::rng::{self, Purpose};
 use crate::engine::synapses::{self, ConnectionPlan};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
+use crate::nn::Real;
+use crate::rng::{self, Purpose};
 use crate::spec::{Network, Neuron, Readout, Reset, Training};
 use crate::surrogate::{DerivativeTable, SpikeMode, Surrogate};
-
-/// The float types the trainer runs in: f32 for training, f64 for gradient checks.
-pub trait Real: RealField + Copy + Send + Sync + 'static {
-    fn of(x: f64) -> Self;
-    fn to_f64(self) -> f64;
-    /// self * a + b in one rounding (a fused multiply-add instruction where the CPU has one).
-    fn fma(self, a: Self, b: Self) -> Self;
-    /// Replaces every x of `xs` by the tabulated surrogate derivative at x, in this type's
-    /// arithmetic.
-    fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]);
-}
-
-impl Real for f32 {
-    fn of(x: f64) -> Self {
-        x as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn fma(self, a: Self, b: Self) -> Self {
-        self.mul_add(a, b)
-    }
-    fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]) {
-        table.derivatives_f32(xs)
-    }
-}
-
-impl Real for f64 {
-    fn of(x: f64) -> Self {
-        x
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn fma(self, a: Self, b: Self) -> Self {
-        self.mul_add(a, b)
-    }
-    fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]) {
-        xs.iter_mut().for_each(|x| *x = table.derivative(*x))
-    }
-}
 
 /// A layer of LIF neurons fed by an all-to-all projection with instantaneous synapses.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,14 +15,15 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use super::bptt::{self, Events, Scratch, Tape};
-use super::history::History;
 use super::net::TrainNet;
-use super::optim::{self, OptimizerState};
 use crate::data::encode::encoding_stream;
 use crate::data::idx::{self, Dataset, Split};
-use crate::engine::rng::{self, Purpose};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
+use crate::nn::loss::{argmax, cross_entropy};
+use crate::nn::optim::{self, OptimizerState};
+use crate::records::{History, PassTotals};
+use crate::rng::{self, Purpose};
 use crate::spec::{self, Network, Training};
 use crate::surrogate::Surrogate;
 
@@ -87,11 +88,6 @@ impl Workspace {
     }
 }
 
-/// The index of the largest score (the first on ties): the predicted class.
-pub fn argmax<F: PartialOrd>(scores: &[F]) -> usize {
-    (0..scores.len()).fold(0, |best, k| if scores[k] > scores[best] { k } else { best })
-}
-
 /// A pass over samples of one split: what to run and how.
 struct Pass<'a> {
     net: &'a TrainNet<f32>,
@@ -121,7 +117,7 @@ impl Pass<'_> {
         bptt::forward_batch(net, &inputs, &mut ws.tapes[..count], &mut ws.scratch);
         for ((&i, tape), g) in indices.iter().zip(&ws.tapes).zip(&mut ws.g_scores) {
             let label = self.split.labels[i] as usize;
-            ws.loss += bptt::cross_entropy(&tape.scores, label, self.backward_weight.unwrap_or(1.0), g);
+            ws.loss += cross_entropy(&tape.scores, label, self.backward_weight.unwrap_or(1.0), g);
             let predicted = argmax(&tape.scores);
             ws.correct += (predicted == label) as usize;
             ws.confusion[label * classes + predicted] += 1;
@@ -143,53 +139,15 @@ impl Pass<'_> {
     }
 }
 
-/// Totals of a pass over some samples.
-#[derive(Debug, Clone, Default)]
-pub struct PassTotals {
-    pub samples: usize,
-    pub loss: f64,
-    pub correct: usize,
-    pub spikes: Vec<u64>,
-    /// Evaluation of a spiking network: per layer, per neuron, whether it fired at all.
-    pub fired: Vec<Vec<bool>>,
-    /// Row = true class, column = predicted class.
-    pub confusion: Vec<u64>,
-}
-
-impl PassTotals {
-    /// The totals of one chunk's pass.
-    fn of(ws: &Workspace, samples: usize) -> Self {
-        PassTotals {
-            samples,
-            loss: ws.loss,
-            correct: ws.correct,
-            spikes: ws.spikes.clone(),
-            fired: ws.fired.clone(),
-            confusion: ws.confusion.clone(),
-        }
-    }
-
-    fn add(&mut self, other: &PassTotals) {
-        self.samples += other.samples;
-        self.loss += other.loss;
-        self.correct += other.correct;
-        self.spikes.resize(other.spikes.len(), 0);
-        self.confusion.resize(other.confusion.len(), 0);
-        self.spikes.iter_mut().zip(&other.spikes).for_each(|(a, b)| *a += b);
-        self.fired.resize_with(other.fired.len(), Vec::new);
-        for (a, b) in self.fired.iter_mut().zip(&other.fired) {
-            a.resize(b.len(), false);
-            a.iter_mut().zip(b).for_each(|(a, b)| *a |= b);
-        }
-        self.confusion.iter_mut().zip(&other.confusion).for_each(|(a, b)| *a += b);
-    }
-
-    pub fn mean_loss(&self) -> f64 {
-        self.loss / self.samples.max(1) as f64
-    }
-
-    pub fn accuracy(&self) -> f64 {
-        self.correct as f64 / self.samples.max(1) as f64
+/// The totals of one chunk's pass.
+fn chunk_totals(ws: &Workspace, samples: usize) -> PassTotals {
+    PassTotals {
+        samples,
+        loss: ws.loss,
+        correct: ws.correct,
+        spikes: ws.spikes.clone(),
+        fired: ws.fired.clone(),
+        confusion: ws.confusion.clone(),
     }
 }
 
@@ -206,7 +164,7 @@ pub fn evaluate(net: &TrainNet<f32>, training: &Training, split: &Split, seed: u
             |ws, chunk| {
                 ws.reset();
                 Pass { net, training, split, seed, epoch: None, backward_weight: None }.run(chunk, ws);
-                PassTotals::of(ws, chunk.len())
+                chunk_totals(ws, chunk.len())
             },
         )
         .collect();
@@ -328,7 +286,7 @@ impl Run {
         let mut batch_loss = 0.0;
         for (ws, chunk) in used.iter().zip(&chunks) {
             batch_loss += ws.loss;
-            totals.add(&PassTotals::of(ws, chunk.len()));
+            totals.add(&chunk_totals(ws, chunk.len()));
         }
         let squares = optim::squared_norms(&self.total);
         if !batch_loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {

@@ -15,16 +15,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{self, TrainSummary};
-use super::history::History;
-use super::trainer::{self, TrainOptions};
+use super::train::{self, TrainSummary};
 use crate::error::{Error, Result};
 use crate::io::atomic::write_atomically;
 use crate::io::checkpoint;
 use crate::models;
 use crate::plot;
+use crate::records::History;
+use crate::records::sweep::{Row, RunResult, rows};
 use crate::spec;
 use crate::surrogate::Surrogate;
+use crate::train::trainer::{self, TrainOptions};
 
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
@@ -35,82 +36,6 @@ pub struct SweepOptions {
     pub seeds: u32,
     /// Tabulate only the runs already finished; train nothing.
     pub finished_only: bool,
-}
-
-/// One finished run.
-#[derive(Debug, Clone)]
-pub struct RunResult {
-    pub surrogate: String,
-    pub seed: u64,
-    pub history: History,
-    pub dead_share: f64,
-}
-
-impl RunResult {
-    pub fn final_accuracy(&self) -> f64 {
-        self.history.test_accuracy.last().copied().unwrap_or(f64::NAN)
-    }
-
-    /// The first epoch (1-based) whose test accuracy reaches 95% of the final one.
-    pub fn epochs_to_95(&self) -> usize {
-        let target = 0.95 * self.final_accuracy();
-        self.history.test_accuracy.iter().position(|&a| a >= target).map_or(0, |e| e + 1)
-    }
-}
-
-/// One surrogate over all seeds.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub surrogate: String,
-    pub runs: usize,
-    pub mean: f64,
-    /// Sample standard deviation over seeds (0 for one seed).
-    pub std: f64,
-    pub epochs_to_95: f64,
-    pub dead_share: f64,
-    /// Mean test accuracy per epoch over seeds.
-    pub curve: Vec<f64>,
-    pub accuracies: Vec<f64>,
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
-fn std(v: &[f64]) -> f64 {
-    if v.len() < 2 {
-        return 0.0;
-    }
-    let m = mean(v);
-    (v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
-}
-
-/// One row per surrogate that has runs.
-pub fn rows(results: &[RunResult], surrogates: &[Surrogate]) -> Vec<Row> {
-    surrogates
-        .iter()
-        .filter_map(|s| {
-            let runs: Vec<&RunResult> = results.iter().filter(|r| r.surrogate == s.name()).collect();
-            if runs.is_empty() {
-                return None;
-            }
-            let accuracies: Vec<f64> = runs.iter().map(|r| r.final_accuracy()).collect();
-            let epochs = runs.iter().map(|r| r.history.epochs()).min().unwrap_or(0);
-            let curve = (0..epochs)
-                .map(|e| mean(&runs.iter().map(|r| r.history.test_accuracy[e]).collect::<Vec<_>>()))
-                .collect();
-            Some(Row {
-                surrogate: s.name().to_owned(),
-                runs: runs.len(),
-                mean: mean(&accuracies),
-                std: std(&accuracies),
-                epochs_to_95: mean(&runs.iter().map(|r| r.epochs_to_95() as f64).collect::<Vec<_>>()),
-                dead_share: mean(&runs.iter().map(|r| r.dead_share).collect::<Vec<_>>()),
-                curve,
-                accuracies,
-            })
-        })
-        .collect()
 }
 
 /// What `snn sweep` reports.
@@ -189,7 +114,7 @@ pub fn dead_share(checkpoint_path: &Path, data: Option<&Path>, test_samples: Opt
         let dead: f64 = activity.dead_share.iter().zip(&sizes).map(|(d, n)| d * n).sum();
         Ok(dead / sizes.iter().sum::<f64>().max(1.0))
     } else {
-        let (_, training, net) = super::net::from_checkpoint(&saved, checkpoint_path)?;
+        let (_, training, net) = crate::train::net::from_checkpoint(&saved, checkpoint_path)?;
         let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
         // Every layer but the readout is hidden.
         let hidden = &totals.fired[..totals.fired.len().saturating_sub(1)];
@@ -286,7 +211,7 @@ fn reuse_or_train(
             if !resume {
                 let _ = std::fs::remove_file(&checkpoint_path);
             }
-            let TrainSummary { history, .. } = command::train(&TrainOptions {
+            let TrainSummary { history, .. } = train::train(&TrainOptions {
                 surrogate: Some(surrogate),
                 epochs: Some(wanted.epochs),
                 out: Some(dir.to_owned()),

@@ -4,8 +4,8 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
+use crate::nn::Real;
 use crate::spec::Shape;
-use crate::train::net::Real;
 
 /// (channels, height, width) of the input and (height, width) of the output.
 fn dims(shape: Shape, size: usize) -> (usize, usize, usize, usize, usize) {

@@ -14,7 +14,7 @@
 
 use rayon::prelude::*;
 
-use crate::train::net::Real;
+use crate::nn::Real;
 
 /// Float types with a matrix-multiply kernel.
 pub trait Gemm: Real {

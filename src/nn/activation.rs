@@ -3,9 +3,9 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::engine::rng::Stream;
+use crate::nn::Real;
+use crate::rng::Stream;
 use crate::surrogate::{DerivativeTable, Surrogate};
-use crate::train::net::Real;
 
 /// Elements per parallel block (element-wise work is exact whatever the split).
 const BLOCK: usize = 1 << 14;

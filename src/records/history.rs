@@ -1,8 +1,6 @@
-//! Per-epoch training metrics.
+//! Per-epoch training metrics, and the totals of a pass over samples they are made from.
 
 use serde::{Deserialize, Serialize};
-
-use super::trainer::PassTotals;
 
 /// One entry per completed epoch in every series; per-layer series hold one value per layer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,5 +66,43 @@ impl History {
             ("samples_per_s", &mut self.samples_per_s),
             ("learning_rate", &mut self.learning_rate),
         ]
+    }
+}
+
+/// Totals of a pass over some samples.
+#[derive(Debug, Clone, Default)]
+pub struct PassTotals {
+    pub samples: usize,
+    pub loss: f64,
+    pub correct: usize,
+    pub spikes: Vec<u64>,
+    /// Evaluation of a spiking network: per layer, per neuron, whether it fired at all.
+    pub fired: Vec<Vec<bool>>,
+    /// Row = true class, column = predicted class.
+    pub confusion: Vec<u64>,
+}
+
+impl PassTotals {
+    pub fn add(&mut self, other: &PassTotals) {
+        self.samples += other.samples;
+        self.loss += other.loss;
+        self.correct += other.correct;
+        self.spikes.resize(other.spikes.len(), 0);
+        self.confusion.resize(other.confusion.len(), 0);
+        self.spikes.iter_mut().zip(&other.spikes).for_each(|(a, b)| *a += b);
+        self.fired.resize_with(other.fired.len(), Vec::new);
+        for (a, b) in self.fired.iter_mut().zip(&other.fired) {
+            a.resize(b.len(), false);
+            a.iter_mut().zip(b).for_each(|(a, b)| *a |= b);
+        }
+        self.confusion.iter_mut().zip(&other.confusion).for_each(|(a, b)| *a += b);
+    }
+
+    pub fn mean_loss(&self) -> f64 {
+        self.loss / self.samples.max(1) as f64
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.samples.max(1) as f64
     }
 }

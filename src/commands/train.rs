@@ -5,9 +5,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::history::History;
-use super::net::from_checkpoint;
-use super::trainer::{self, PassTotals, Run, TrainOptions};
 use crate::data::idx::{Dataset, FASHION_CLASSES, Split};
 use crate::error::{Error, Result};
 use crate::io::checkpoint;
@@ -15,14 +12,18 @@ use crate::models::binary::{PackedNet, PackedReport};
 use crate::models::concepts::{self, ConceptLayer, Explanation};
 use crate::models::{self, LayerNet, trainer::Activity, trainer::LayerRun};
 use crate::plot;
+use crate::records::History;
+use crate::records::PassTotals;
 use crate::spec::{Network, Training};
+use crate::train::net::from_checkpoint;
+use crate::train::trainer::{self, Run, TrainOptions};
 
 /// What `snn train` reports at the end.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
     pub run_name: String,
     pub surrogate: String,
-    pub history: super::history::History,
+    pub history: crate::records::History,
     pub epochs_run: u32,
     pub files: Vec<PathBuf>,
 }

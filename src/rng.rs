@@ -3,10 +3,7 @@
 //! order in which parts of the network are built.
 
 use rand::{RngExt, SeedableRng};
-use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
-
-use crate::spec::Distribution;
 
 pub type Stream = Xoshiro256PlusPlus;
 
@@ -36,18 +33,6 @@ fn mix(mut z: u64) -> u64 {
 pub fn stream(seed: u64, purpose: Purpose, index: u64) -> Stream {
     let key = mix(mix(seed) ^ mix((purpose as u64) << 56 ^ index));
     Stream::seed_from_u64(key)
-}
-
-/// One draw from a spec distribution.
-pub fn draw(dist: &Distribution, rng: &mut Stream) -> f64 {
-    match *dist {
-        Distribution::Constant(c) => c,
-        Distribution::Uniform { low, high } => low + (high - low) * rng.random::<f64>(),
-        Distribution::Normal { mean, std } => {
-            let z: f64 = rng.sample(StandardNormal);
-            mean + std * z
-        }
-    }
 }
 
 /// Number of failures before the first success in Bernoulli(p) trials, by inversion; lets sparse

@@ -39,9 +39,9 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
+use crate::nn::Real;
 use crate::spec::{Learnable, Shape, SpikeReset};
 use crate::surrogate::{DerivativeTable, Surrogate};
-use crate::train::net::Real;
 
 /// Elements (of one step) per unit of parallel work: fixed, so sums over elements come out the
 /// same for any number of threads.

@@ -5,7 +5,7 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::train::net::Real;
+use crate::nn::Real;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm<F> {

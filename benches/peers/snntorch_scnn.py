@@ -1,0 +1,110 @@
+"""Training speed of snnTorch on the spiking CNN of networks/fashion_scnn.ron, for comparison
+with `snn train`: Conv2d(32) -> BatchNorm -> Leaky -> MaxPool -> Conv2d(64) -> BatchNorm ->
+Leaky -> MaxPool -> Flatten -> Dropout(0.25) -> Linear(128) -> Leaky -> Linear(10) -> Leaky
+without reset (the leaky-integrator readout), T = 4 steps of direct-current input, the readout
+membrane averaged over the steps as class scores; cross-entropy, Adam (lr 1e-3), batch 128.
+Hidden Leaky layers learn one beta per channel (per neuron after Linear) from 0.5, subtract
+reset, threshold 1, as in the network file; the readout's beta is exp(-1/20), fixed.
+
+The loop over steps is snnTorch's idiom, so batch norm takes its statistics per step; `snn`
+takes them over batch and time (the arithmetic is the same size).
+
+Prints samples per second over one epoch of the given training images (forward, backward and
+update) and the process's peak resident memory, as JSON.
+
+    benches/peers/.venv/bin/python benches/peers/snntorch_scnn.py --data tests/data/fashion-mnist
+"""
+
+import argparse
+import gzip
+import json
+import math
+import os
+import resource
+import struct
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import snntorch as snn
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--data", default="tests/data/fashion-mnist")
+parser.add_argument("--batch", type=int, default=128)
+parser.add_argument("--steps", type=int, default=4)
+parser.add_argument("--samples", type=int, default=3000)
+args = parser.parse_args()
+torch.manual_seed(1)
+
+
+def idx(path):
+    with gzip.open(path) as f:
+        data = f.read()
+    dims = data[3]
+    sizes = struct.unpack(">" + "I" * dims, data[4:4 + 4 * dims])
+    return np.frombuffer(data[4 + 4 * dims:], dtype=np.uint8).reshape(sizes)
+
+
+images = torch.tensor(idx(os.path.join(args.data, "train-images-idx3-ubyte.gz"))[: args.samples], dtype=torch.float32) / 255.0
+labels = torch.tensor(idx(os.path.join(args.data, "train-labels-idx1-ubyte.gz"))[: args.samples], dtype=torch.long)
+images = images.reshape(len(images), 1, 28, 28)
+
+
+def leaky(shape):
+    return snn.Leaky(beta=torch.full(shape, 0.5), learn_beta=True, threshold=1.0, reset_mechanism="subtract")
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.lif1 = leaky((32, 1, 1))
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.lif2 = leaky((64, 1, 1))
+        self.drop = nn.Dropout(0.25)
+        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.lif3 = leaky((128,))
+        self.fc2 = nn.Linear(128, 10)
+        self.readout = snn.Leaky(beta=math.exp(-1 / 20), reset_mechanism="none")
+
+    def forward(self, x):  # x: batch x 1 x 28 x 28, the same current at every step
+        mems = [self.lif1.init_leaky(), self.lif2.init_leaky(), self.lif3.init_leaky(), self.readout.init_leaky()]
+        total = 0
+        for _ in range(args.steps):
+            spk, mems[0] = self.lif1(self.bn1(self.conv1(x)), mems[0])
+            spk, mems[1] = self.lif2(self.bn2(self.conv2(nn.functional.max_pool2d(spk, 2))), mems[1])
+            spk = self.drop(nn.functional.max_pool2d(spk, 2).flatten(1))
+            spk, mems[2] = self.lif3(self.fc1(spk), mems[2])
+            _, mems[3] = self.readout(self.fc2(spk), mems[3])
+            total = total + mems[3]
+        return total / args.steps
+
+
+net = Net()
+optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+loss_fn = nn.CrossEntropyLoss()
+order = torch.randperm(len(images))
+start = time.perf_counter()
+seen = 0
+for b in range(0, len(images), args.batch):
+    index = order[b : b + args.batch]
+    scores = net(images[index])
+    loss = loss_fn(scores, labels[index])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    seen += len(index)
+elapsed = time.perf_counter() - start
+print(json.dumps({
+    "peer": f"snntorch {snn.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+    "samples": seen,
+    "batch": args.batch,
+    "steps": args.steps,
+    "seconds": elapsed,
+    "samples_per_s": seen / elapsed,
+    "last_loss": float(loss),
+    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}, indent=1))

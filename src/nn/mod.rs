@@ -1,0 +1,15 @@
+//! Numerical pieces shared by every model: the scalar type, matrix products, the layers of a
+//! stack (dense and convolutional products, pooling, batch norm, step units, spiking layers over
+//! time), the loss and the optimizers. Nothing here knows about training runs, files or figures.
+
+pub mod activation;
+pub mod gemm;
+pub mod linear;
+pub mod loss;
+pub mod norm;
+pub mod optim;
+pub mod pool;
+pub mod real;
+pub mod spiking;
+
+pub use real::Real;
