@@ -15,6 +15,7 @@ use snn::records::PassTotals;
 use snn::spec::load_network;
 use snn::train::bptt::Events;
 use snn::train::event_products::{self, ByInput, ChangeState, Form, Row};
+use snn::train::fit::Trainable;
 use snn::train::trainer::{Run, load_data};
 
 fn train_step(c: &mut Criterion) {
@@ -27,7 +28,7 @@ fn train_step(c: &mut Criterion) {
     c.bench_function("train_step_batch128", |b| {
         b.iter(|| {
             let mut totals = PassTotals::default();
-            black_box(run.train_batch(&data.train, &batch, 0, &mut totals).expect("finite loss"))
+            black_box(run.train_batch(&data.train, &batch, 0, 1.0, &mut totals).expect("finite loss"))
         })
     });
 

@@ -5,18 +5,18 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::data::idx::{Dataset, FASHION_CLASSES, Split};
+use crate::data::idx::{FASHION_CLASSES, Split};
 use crate::error::{Error, Result};
 use crate::io::checkpoint;
 use crate::models::binary::{PackedNet, PackedReport};
 use crate::models::concepts::{self, ConceptLayer, Explanation};
-use crate::models::{self, LayerNet, trainer::Activity, trainer::LayerRun};
+use crate::models::{self, LayerNet, trainer::Activity};
 use crate::plot;
-use crate::records::History;
 use crate::records::PassTotals;
-use crate::spec::{Network, Training};
+use crate::spec::Training;
+use crate::train::fit;
 use crate::train::net::from_checkpoint;
-use crate::train::trainer::{self, Run, TrainOptions};
+use crate::train::trainer::{self, TrainOptions};
 
 /// What `snn train` reports at the end.
 #[derive(Debug, Clone)]
@@ -63,71 +63,6 @@ impl fmt::Display for TrainSummary {
     }
 }
 
-/// A training run of either kind of network.
-enum Session {
-    Spiking(Box<Run>),
-    Layered(Box<LayerRun>),
-}
-
-impl Session {
-    fn new(network: Network, text: String, training: Training, seed: u64) -> Result<Self> {
-        Ok(if network.is_layered() {
-            Session::Layered(Box::new(LayerRun::new(network, text, training, seed)?))
-        } else {
-            Session::Spiking(Box::new(Run::new(network, text, training, seed)?))
-        })
-    }
-
-    fn network_text(&self) -> &str {
-        match self {
-            Session::Spiking(r) => &r.network_text,
-            Session::Layered(r) => &r.network_text,
-        }
-    }
-
-    fn training_mut(&mut self) -> &mut Training {
-        match self {
-            Session::Spiking(r) => &mut r.training,
-            Session::Layered(r) => &mut r.training,
-        }
-    }
-
-    fn epochs_done(&self) -> u32 {
-        match self {
-            Session::Spiking(r) => r.epochs_done,
-            Session::Layered(r) => r.epochs_done,
-        }
-    }
-
-    fn history(&self) -> &History {
-        match self {
-            Session::Spiking(r) => &r.history,
-            Session::Layered(r) => &r.history,
-        }
-    }
-
-    fn restore(&mut self, c: checkpoint::Checkpoint) -> Result<()> {
-        match self {
-            Session::Spiking(r) => r.restore(c),
-            Session::Layered(r) => r.restore(c),
-        }
-    }
-
-    fn checkpoint(&self) -> checkpoint::Checkpoint {
-        match self {
-            Session::Spiking(r) => r.checkpoint(),
-            Session::Layered(r) => r.checkpoint(),
-        }
-    }
-
-    fn epoch(&mut self, data: &Dataset, progress: impl FnMut(usize, f64, f64)) -> Result<()> {
-        match self {
-            Session::Spiking(r) => r.epoch(data, progress),
-            Session::Layered(r) => r.epoch(data, progress),
-        }
-    }
-}
-
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let (network, text, training) = trainer::load_training(opts)?;
     let dir = trainer::data_folder(opts.data.as_deref(), &training, &opts.network);
@@ -136,10 +71,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let checkpoint_path = out.join("checkpoint.h5");
     let seed = opts.seed.unwrap_or(network.seed);
     let name = network.name.clone();
-    let mut run = Session::new(network, text, training.clone(), seed)?;
+    let mut run = fit::start(network, text, training.clone(), seed)?;
     if opts.resume {
         let saved = checkpoint::read(&checkpoint_path)?;
-        if saved.network_spec != run.network_text() {
+        if saved.network_spec != run.state().network_text {
             return Err(Error::Training(format!(
                 "{} was written for another version of {}; resume needs the same network file",
                 checkpoint_path.display(),
@@ -148,11 +83,11 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         }
         let (_, saved_training) = saved.specs(&checkpoint_path)?;
         // A resumed run keeps everything but the number of epochs from the checkpoint.
-        *run.training_mut() = Training { epochs: training.epochs, ..saved_training };
-        run.restore(saved)?;
+        run.state_mut().training = Training { epochs: training.epochs, ..saved_training };
+        fit::restore(run.as_mut(), saved)?;
     }
-    let start = run.epochs_done();
-    let epochs = run.training_mut().epochs;
+    let start = run.state().epochs_done;
+    let epochs = run.state().training.epochs;
     if start >= epochs {
         return Err(Error::Training(format!(
             "{} already holds {start} epochs; ask for more with --epochs",
@@ -174,7 +109,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             bar
         });
         let started = std::time::Instant::now();
-        run.epoch(&data, |done, loss, acc| {
+        fit::epoch(run.as_mut(), &data, &mut |done, loss, acc| {
             if let Some(bar) = &bar {
                 bar.set_position(done as u64);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -184,14 +119,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        checkpoint::write(&checkpoint_path, &run.checkpoint())?;
-        checkpoint::write_history(&history_path, run.history())?;
-        plot::training_curves(run.history(), &name, &curves_path)?;
+        checkpoint::write(&checkpoint_path, &fit::checkpoint(run.as_ref()))?;
+        checkpoint::write_history(&history_path, &run.state().history)?;
+        plot::training_curves(&run.state().history, &name, &curves_path)?;
     }
     Ok(TrainSummary {
         run_name: name,
-        surrogate: run.training_mut().surrogate.to_string(),
-        history: run.history().clone(),
+        surrogate: run.state().training.surrogate.to_string(),
+        history: run.state().history.clone(),
         epochs_run: epochs - start,
         files: vec![checkpoint_path, history_path, curves_path],
     })

@@ -5,23 +5,19 @@
 //! A batch runs as one matrix per layer; the products split into fixed blocks (see
 //! [`crate::nn::gemm`]), so a seed gives the same run with any number of threads.
 
-use std::time::Instant;
-
 use nalgebra::DMatrix;
-use rand::seq::SliceRandom;
 
 use super::net::{LayerNet, Mode, Op};
 use crate::data::encode::{Encoder, encoding_stream, intensity};
 use crate::data::events::Events;
-use crate::data::idx::{Dataset, Split};
+use crate::data::idx::Split;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::nn::gemm::Gemm;
 use crate::nn::loss::argmax;
 use crate::nn::optim::{self, OptimizerState};
-use crate::records::History;
 use crate::records::PassTotals;
-use crate::rng::{self, Purpose};
+use crate::records::{History, RunState, SavedParameters};
 use crate::spec::{Network, Training};
 
 /// Samples per batch when evaluating.
@@ -147,16 +143,10 @@ pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool) -> (PassTota
     (totals, activity)
 }
 
-/// The state of a layered model's training run between epochs.
+/// A layer stack's training run between epochs; `train::fit` drives it.
 pub struct LayerRun {
-    pub network: Network,
-    pub network_text: String,
-    pub training: Training,
-    pub seed: u64,
+    pub state: RunState,
     pub net: LayerNet<f32>,
-    pub optimizer: OptimizerState,
-    pub history: History,
-    pub epochs_done: u32,
     /// Parameters whose gradient norm the history reports (the weights of Dense and Conv2d
     /// layers), with the activation layer that follows each (for its activity).
     reported: Vec<(usize, Option<usize>)>,
@@ -183,20 +173,13 @@ impl LayerRun {
             }
         }
         let history = History { layer_names, ..History::default() };
-        Ok(LayerRun { network, network_text, training, seed, net, optimizer, history, epochs_done: 0, reported })
+        let state = RunState { network, network_text, training, seed, optimizer, history, epochs_done: 0 };
+        Ok(LayerRun { state, net, reported })
     }
 
-    pub fn restore(&mut self, c: Checkpoint) -> Result<()> {
-        load_state(&mut self.net, &c)?;
-        self.optimizer = c.optimizer;
-        self.history = c.history;
-        self.epochs_done = c.epochs_done;
-        self.seed = c.seed;
-        self.net.seed = c.seed;
-        Ok(())
-    }
-
-    pub fn checkpoint(&self) -> Checkpoint {
+    /// The parameters as a checkpoint stores them, (layer label, parameter name, values), and
+    /// the batch-norm buffers.
+    pub fn parameters(&self) -> SavedParameters {
         let layers = self
             .net
             .named_params()
@@ -206,16 +189,14 @@ impl LayerRun {
                 (layer.to_owned(), param.to_owned(), p.clone())
             })
             .collect();
-        Checkpoint {
-            network_spec: self.network_text.clone(),
-            training: ron::to_string(&self.training).expect("training settings serialise"),
-            seed: self.seed,
-            epochs_done: self.epochs_done,
-            layers,
-            buffers: self.net.named_buffers().into_iter().map(|(n, b)| (n, b.clone())).collect(),
-            optimizer: self.optimizer.clone(),
-            history: self.history.clone(),
-        }
+        (layers, self.net.named_buffers().into_iter().map(|(n, b)| (n, b.clone())).collect())
+    }
+
+    /// Loads a checkpoint's parameters and buffers; its seed drives the encoding from now on.
+    pub fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
+        load_state(&mut self.net, c)?;
+        self.net.seed = c.seed;
+        Ok(())
     }
 
     /// One training step on the samples `indices` of `split`: forward, backward, optimizer
@@ -230,9 +211,10 @@ impl LayerRun {
         lr_factor: f64,
         totals: &mut PassTotals,
     ) -> std::result::Result<Vec<f64>, f64> {
+        let state = &mut self.state;
         let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
         let input = model_input(&self.net, split, indices, Some(epoch));
-        let trace = self.net.forward(input, Mode::Train { seed: self.seed, epoch, samples: indices });
+        let trace = self.net.forward(input, Mode::Train { seed: state.seed, epoch, samples: indices });
         let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
         let grads = self.net.backward(&trace, d_scores);
         let squares = optim::squared_norms(&grads);
@@ -241,12 +223,12 @@ impl LayerRun {
         }
         let norms = self.reported.iter().map(|&(p, _)| squares[p].sqrt()).collect();
         optim::update(
-            &self.training.optimizer,
-            self.training.weight_decay,
+            &state.training.optimizer,
+            state.training.weight_decay,
             lr_factor,
             &mut self.net.params_mut(),
             &grads,
-            &mut self.optimizer,
+            &mut state.optimizer,
         );
         self.net.clip_binary();
         totals.samples += indices.len();
@@ -255,42 +237,12 @@ impl LayerRun {
         Ok(norms)
     }
 
-    /// One epoch over `data.train`, then evaluation on `data.test`; `progress` gets (samples
-    /// done, running loss, running accuracy) after each batch.
-    pub fn epoch(&mut self, data: &Dataset, mut progress: impl FnMut(usize, f64, f64)) -> Result<()> {
-        let epoch = self.epochs_done;
-        let started = Instant::now();
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        order.shuffle(&mut rng::stream(self.seed, Purpose::Shuffle, epoch as u64));
-        let lr_factor = self.training.schedule.factor(epoch, self.training.epochs);
-        let mut totals = PassTotals::default();
-        let mut norms = vec![0.0; self.reported.len()];
-        let mut batches = 0;
-        for (b, indices) in order.chunks(self.training.batch_size as usize).enumerate() {
-            let norms_of_batch =
-                self.train_batch(&data.train, indices, epoch, lr_factor, &mut totals).map_err(|loss| {
-                    Error::Training(format!(
-                        "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
-                        epoch + 1,
-                        b + 1
-                    ))
-                })?;
-            norms.iter_mut().zip(norms_of_batch).for_each(|(n, b)| *n += b);
-            batches += 1;
-            progress(totals.samples, totals.mean_loss(), totals.accuracy());
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        let (test, activity) = evaluate(&mut self.net, &data.test, false);
-        self.history.push_epoch(
-            &totals,
-            &test,
-            seconds,
-            self.training.optimizer.lr() * lr_factor,
-            self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect(),
-            norms.iter().map(|n| n / batches.max(1) as f64).collect(),
-        );
-        self.epochs_done += 1;
-        Ok(())
+    /// The test pass with hardened concepts, and per reported layer the share of outputs on in
+    /// the activation that follows it.
+    pub fn test(&mut self, split: &Split) -> (PassTotals, Vec<f64>) {
+        let (test, activity) = evaluate(&mut self.net, split, false);
+        let on = self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect();
+        (test, on)
     }
 }
 

@@ -1,10 +1,12 @@
 //! Plain records that training produces and that files and figures read: the history of a run,
-//! the totals of a pass, sweep results, gradient-decay series. They hold data only, so `io` and
-//! `plot` depend on them and not on the trainer.
+//! the totals of a pass, the state of a run between epochs, sweep results, gradient-decay series.
+//! They hold data only, so `io` and `plot` depend on them and not on the trainer.
 
 pub mod gradient_decay;
 pub mod history;
+pub mod run;
 pub mod sweep;
 
 pub use gradient_decay::GradientDecay;
 pub use history::{History, PassTotals};
+pub use run::{RunState, SavedParameters};

@@ -8,13 +8,12 @@
 //! exactly as if it had never stopped.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use nalgebra::DMatrix;
-use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use super::bptt::{self, Events, Scratch, Tape};
+use super::fit::Trainable;
 use super::net::TrainNet;
 use crate::data::encode::encoding_stream;
 use crate::data::idx::{self, Dataset, Split};
@@ -22,8 +21,7 @@ use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::optim::{self, OptimizerState};
-use crate::records::{History, PassTotals};
-use crate::rng::{self, Purpose};
+use crate::records::{History, PassTotals, RunState, SavedParameters};
 use crate::spec::{self, Network, Training};
 use crate::surrogate::Surrogate;
 
@@ -173,16 +171,10 @@ pub fn evaluate(net: &TrainNet<f32>, training: &Training, split: &Split, seed: u
     totals
 }
 
-/// The state of a training run between epochs.
+/// A spiking population chain's training run between epochs; [`super::fit`] drives it.
 pub struct Run {
-    pub network: Network,
-    pub network_text: String,
-    pub training: Training,
-    pub seed: u64,
+    pub state: RunState,
     pub net: TrainNet<f32>,
-    pub optimizer: OptimizerState,
-    pub history: History,
-    pub epochs_done: u32,
     workspaces: Vec<Workspace>,
     total: Vec<DMatrix<f32>>,
 }
@@ -195,73 +187,40 @@ impl Run {
         let history =
             History { layer_names: net.layers.iter().map(|l| l.name.clone()).collect(), ..History::default() };
         let total = weights.iter().map(|w| DMatrix::zeros(w.nrows(), w.ncols())).collect();
-        Ok(Run {
-            network,
-            network_text,
-            training,
-            seed,
-            net,
-            optimizer,
-            history,
-            epochs_done: 0,
-            workspaces: Vec::new(),
-            total,
-        })
+        let state = RunState { network, network_text, training, seed, optimizer, history, epochs_done: 0 };
+        Ok(Run { state, net, workspaces: Vec::new(), total })
+    }
+}
+
+impl Trainable for Run {
+    fn state(&self) -> &RunState {
+        &self.state
     }
 
-    /// Continues from a checkpoint written by [`Run::checkpoint`].
-    pub fn restore(&mut self, c: Checkpoint) -> Result<()> {
-        self.net.load_weights(&c.layers)?;
-        self.optimizer = c.optimizer;
-        self.history = c.history;
-        self.epochs_done = c.epochs_done;
-        self.seed = c.seed;
-        Ok(())
+    fn state_mut(&mut self) -> &mut RunState {
+        &mut self.state
     }
 
-    pub fn checkpoint(&self) -> Checkpoint {
-        let mut from = self.network.inputs[0].name.clone();
-        let layers = self
-            .net
-            .layers
-            .iter()
-            .map(|l| {
-                let entry = (from.clone(), l.name.clone(), l.weights.clone());
-                from = l.name.clone();
-                entry
-            })
-            .collect();
-        Checkpoint {
-            network_spec: self.network_text.clone(),
-            training: ron::to_string(&self.training).expect("training settings serialise"),
-            seed: self.seed,
-            epochs_done: self.epochs_done,
-            layers,
-            buffers: Vec::new(),
-            optimizer: self.optimizer.clone(),
-            history: self.history.clone(),
-        }
-    }
-
-    /// One optimizer step on the samples `batch` of `split` in epoch `epoch`: forward, backward
-    /// and update, adding the pass's totals into `totals`. Returns the gradient norm per layer,
-    /// or the batch loss if it (or a gradient) is not finite, leaving the weights untouched.
-    pub fn train_batch(
+    /// Forward and backward in chunks of [`SAMPLE_CHUNK`] samples in parallel, the chunks'
+    /// gradients summed in chunk order, then the update. Reports the gradient norm per layer.
+    fn train_batch(
         &mut self,
         split: &Split,
         batch: &[usize],
         epoch: u32,
+        lr_factor: f64,
         totals: &mut PassTotals,
     ) -> Result<Vec<f64>, f64> {
         let chunks: Vec<&[usize]> = batch.chunks(SAMPLE_CHUNK).collect();
         while self.workspaces.len() < chunks.len() {
             self.workspaces.push(Workspace::new(&self.net));
         }
+        let state = &mut self.state;
         let pass = Pass {
             net: &self.net,
-            training: &self.training,
+            training: &state.training,
             split,
-            seed: self.seed,
+            seed: state.seed,
             epoch: Some(epoch),
             backward_weight: Some(1.0 / batch.len() as f32),
         };
@@ -293,59 +252,45 @@ impl Run {
             return Err(batch_loss);
         }
         let norms = squares.iter().map(|s| s.sqrt()).collect();
-        let lr_factor = self.training.schedule.factor(epoch, self.training.epochs);
         let mut weights: Vec<&mut DMatrix<f32>> = self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
         optim::update(
-            &self.training.optimizer,
-            self.training.weight_decay,
+            &state.training.optimizer,
+            state.training.weight_decay,
             lr_factor,
             &mut weights,
             &self.total,
-            &mut self.optimizer,
+            &mut state.optimizer,
         );
         Ok(norms)
     }
 
-    /// One epoch over `data.train`, then evaluation on `data.test`; `progress` gets
-    /// (samples done, running loss, running accuracy) after each batch.
-    pub fn epoch(&mut self, data: &Dataset, mut progress: impl FnMut(usize, f64, f64)) -> Result<()> {
-        let epoch = self.epochs_done;
-        let started = Instant::now();
-        let mut order: Vec<usize> = (0..data.train.len()).collect();
-        order.shuffle(&mut rng::stream(self.seed, Purpose::Shuffle, epoch as u64));
-        let batch_size = self.training.batch_size as usize;
-        let lr_factor = self.training.schedule.factor(epoch, self.training.epochs);
-        let n_layers = self.net.layers.len();
-        let mut totals = PassTotals::default();
-        let mut grad_norms = vec![0.0; n_layers];
-        let mut batches = 0;
-        for (b, batch) in order.chunks(batch_size).enumerate() {
-            let norms = self.train_batch(&data.train, batch, epoch, &mut totals).map_err(|loss| {
-                Error::Training(format!(
-                    "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
-                    epoch + 1,
-                    b + 1
-                ))
-            })?;
-            for (n, g) in grad_norms.iter_mut().zip(norms) {
-                *n += g;
-            }
-            batches += 1;
-            progress(totals.samples, totals.mean_loss(), totals.accuracy());
-        }
-        let seconds = started.elapsed().as_secs_f64();
-        let test = evaluate(&self.net, &self.training, &data.test, self.seed);
-        let steps = (totals.samples * self.net.steps) as f64;
-        self.history.push_epoch(
-            &totals,
-            &test,
-            seconds,
-            self.training.optimizer.lr() * lr_factor,
-            totals.spikes.iter().zip(&self.net.layers).map(|(&s, l)| s as f64 / steps / l.outputs() as f64).collect(),
-            grad_norms.iter().map(|n| n / batches.max(1) as f64).collect(),
-        );
-        self.epochs_done += 1;
-        Ok(())
+    /// The test pass, and per layer its spikes per neuron and step over the training pass.
+    fn test(&mut self, split: &Split, train: &PassTotals) -> (PassTotals, Vec<f64>) {
+        let test = evaluate(&self.net, &self.state.training, split, self.state.seed);
+        let steps = (train.samples * self.net.steps) as f64;
+        let rates =
+            train.spikes.iter().zip(&self.net.layers).map(|(&s, l)| s as f64 / steps / l.outputs() as f64).collect();
+        (test, rates)
+    }
+
+    /// Each layer's weights under (the population feeding it, its population).
+    fn parameters(&self) -> SavedParameters {
+        let mut from = self.state.network.inputs[0].name.clone();
+        let layers = self
+            .net
+            .layers
+            .iter()
+            .map(|l| {
+                let entry = (from.clone(), l.name.clone(), l.weights.clone());
+                from = l.name.clone();
+                entry
+            })
+            .collect();
+        (layers, Vec::new())
+    }
+
+    fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
+        self.net.load_weights(&c.layers)
     }
 }
 

@@ -1,0 +1,153 @@
+//! The one training loop every model runs, spiking population chains ([`super::trainer::Run`])
+//! and layer stacks ([`crate::models::trainer::LayerRun`]) alike: shuffle by the seed's stream of
+//! the epoch, one optimizer step per batch at the schedule's learning rate, stop with the batch
+//! named when the loss or a gradient stops being finite, evaluate the test split, append the
+//! epoch to the history. Checkpoints are written and read here too, so both kinds save the same
+//! way.
+
+use std::time::Instant;
+
+use rand::seq::SliceRandom;
+
+use crate::data::idx::{Dataset, Split};
+use crate::error::{Error, Result};
+use crate::io::checkpoint::Checkpoint;
+use crate::models::trainer::LayerRun;
+use crate::records::{PassTotals, RunState, SavedParameters};
+use crate::rng::{self, Purpose};
+use crate::spec::{Network, Training};
+
+use super::trainer::Run;
+
+/// A model the loop can train.
+pub trait Trainable {
+    fn state(&self) -> &RunState;
+    fn state_mut(&mut self) -> &mut RunState;
+    /// One optimizer step on the samples `indices` of `split` with the learning rate scaled by
+    /// `lr_factor`, adding the pass to `totals`. Returns the gradient norms the history reports,
+    /// or the loss when it or a gradient is not finite (the parameters are then left as they were).
+    fn train_batch(
+        &mut self,
+        split: &Split,
+        indices: &[usize],
+        epoch: u32,
+        lr_factor: f64,
+        totals: &mut PassTotals,
+    ) -> std::result::Result<Vec<f64>, f64>;
+    /// The test pass, and per reported layer its activity over the epoch (spikes per neuron and
+    /// step, or the share of outputs on), given the training pass's totals.
+    fn test(&mut self, split: &Split, train: &PassTotals) -> (PassTotals, Vec<f64>);
+    fn parameters(&self) -> SavedParameters;
+    fn load_parameters(&mut self, c: &Checkpoint) -> Result<()>;
+}
+
+/// A new run of the model `network` describes: a layer stack or a chain of populations.
+pub fn start(network: Network, text: String, training: Training, seed: u64) -> Result<Box<dyn Trainable>> {
+    Ok(if network.is_layered() {
+        Box::new(LayerRun::new(network, text, training, seed)?)
+    } else {
+        Box::new(Run::new(network, text, training, seed)?)
+    })
+}
+
+/// One epoch over `data.train`, then the test pass on `data.test`; `progress` gets (samples
+/// done, running loss, running accuracy) after each batch.
+pub fn epoch(run: &mut dyn Trainable, data: &Dataset, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<()> {
+    let (epoch, seed, training) = {
+        let s = run.state();
+        (s.epochs_done, s.seed, s.training.clone())
+    };
+    let started = Instant::now();
+    let mut order: Vec<usize> = (0..data.train.len()).collect();
+    order.shuffle(&mut rng::stream(seed, Purpose::Shuffle, epoch as u64));
+    let lr_factor = training.schedule.factor(epoch, training.epochs);
+    let mut totals = PassTotals::default();
+    let mut norms: Vec<f64> = Vec::new();
+    let mut batches = 0;
+    for (b, indices) in order.chunks(training.batch_size as usize).enumerate() {
+        let batch_norms = run.train_batch(&data.train, indices, epoch, lr_factor, &mut totals).map_err(|loss| {
+            Error::Training(format!(
+                "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
+                epoch + 1,
+                b + 1
+            ))
+        })?;
+        norms.resize(batch_norms.len(), 0.0);
+        norms.iter_mut().zip(batch_norms).for_each(|(n, b)| *n += b);
+        batches += 1;
+        progress(totals.samples, totals.mean_loss(), totals.accuracy());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (test, activity) = run.test(&data.test, &totals);
+    let state = run.state_mut();
+    state.history.push_epoch(
+        &totals,
+        &test,
+        seconds,
+        training.optimizer.lr() * lr_factor,
+        activity,
+        norms.iter().map(|n| n / batches.max(1) as f64).collect(),
+    );
+    state.epochs_done += 1;
+    Ok(())
+}
+
+/// The run as a checkpoint.
+pub fn checkpoint(run: &dyn Trainable) -> Checkpoint {
+    let s = run.state();
+    let (layers, buffers) = run.parameters();
+    Checkpoint {
+        network_spec: s.network_text.clone(),
+        training: ron::to_string(&s.training).expect("training settings serialise"),
+        seed: s.seed,
+        epochs_done: s.epochs_done,
+        layers,
+        buffers,
+        optimizer: s.optimizer.clone(),
+        history: s.history.clone(),
+    }
+}
+
+/// Continues from a checkpoint written by [`checkpoint`] for the same network.
+pub fn restore(run: &mut dyn Trainable, c: Checkpoint) -> Result<()> {
+    run.load_parameters(&c)?;
+    let s = run.state_mut();
+    s.optimizer = c.optimizer;
+    s.history = c.history;
+    s.epochs_done = c.epochs_done;
+    s.seed = c.seed;
+    Ok(())
+}
+
+impl Trainable for LayerRun {
+    fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut RunState {
+        &mut self.state
+    }
+
+    fn train_batch(
+        &mut self,
+        split: &Split,
+        indices: &[usize],
+        epoch: u32,
+        lr_factor: f64,
+        totals: &mut PassTotals,
+    ) -> std::result::Result<Vec<f64>, f64> {
+        LayerRun::train_batch(self, split, indices, epoch, lr_factor, totals)
+    }
+
+    fn test(&mut self, split: &Split, _: &PassTotals) -> (PassTotals, Vec<f64>) {
+        LayerRun::test(self, split)
+    }
+
+    fn parameters(&self) -> SavedParameters {
+        LayerRun::parameters(self)
+    }
+
+    fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
+        LayerRun::load_parameters(self, c)
+    }
+}
