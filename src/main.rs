@@ -95,7 +95,8 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Explain one test image's class by the concepts of a concept model (ICBM) that fired.
+    /// Explain one test image's class: by the concepts of a concept model (ICBM) that fired, or
+    /// by the spikes of a spiking layer stack (recorded to HDF5, drawn as a raster).
     Explain {
         checkpoint: PathBuf,
         /// Index of the image in the test set.
@@ -104,7 +105,8 @@ enum Command {
         /// Folder with the IDX files (default: as for training).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Where to draw explain_INDEX.png (default: beside the checkpoint).
+        /// Where to write explain_INDEX.png, or spikes_INDEX.h5 and its figures (default: beside
+        /// the checkpoint).
         #[arg(long)]
         out: Option<PathBuf>,
     },

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::data::idx::{FASHION_CLASSES, Split};
 use crate::error::{Error, Result};
 use crate::io::checkpoint;
+use crate::io::hdf5_file;
 use crate::models::binary::{PackedNet, PackedReport};
 use crate::models::concepts::{self, ConceptLayer, Explanation};
+use crate::models::spikes::{self, ImageRun};
 use crate::models::{self, LayerNet, trainer::Activity};
 use crate::plot;
 use crate::records::PassTotals;
@@ -268,28 +270,67 @@ fn concept_figures(
 /// What `snn explain` reports.
 #[derive(Debug, Clone)]
 pub struct ExplainSummary {
-    pub explanation: Explanation,
+    pub explained: Explained,
     pub files: Vec<PathBuf>,
+}
+
+/// How an image's class is explained: by a concept model's concepts, or by a spiking stack's
+/// spikes.
+#[derive(Debug, Clone)]
+pub enum Explained {
+    Concepts(Explanation),
+    Spikes(ImageRun),
+}
+
+fn class_name(k: usize) -> String {
+    FASHION_CLASSES.get(k).map_or(k.to_string(), |s| s.to_string())
 }
 
 impl fmt::Display for ExplainSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = &self.explanation;
-        let name = |k: usize| FASHION_CLASSES.get(k).map_or(k.to_string(), |s| s.to_string());
-        writeln!(f, "test image {}: true class {}, predicted {}", e.index, name(e.label), name(e.predicted))?;
-        writeln!(
-            f,
-            "{} of {} concepts fired; score of {} = bias {:+.3} + their weights:",
-            e.fired.len(),
-            e.concepts,
-            name(e.predicted),
-            e.bias
-        )?;
-        for &(c, w) in &e.fired {
-            writeln!(f, "  concept {c:>3}: {w:+.3}")?;
+        let name = class_name;
+        match &self.explained {
+            Explained::Concepts(e) => {
+                writeln!(f, "test image {}: true class {}, predicted {}", e.index, name(e.label), name(e.predicted))?;
+                writeln!(
+                    f,
+                    "{} of {} concepts fired; score of {} = bias {:+.3} + their weights:",
+                    e.fired.len(),
+                    e.concepts,
+                    name(e.predicted),
+                    e.bias
+                )?;
+                for &(c, w) in &e.fired {
+                    writeln!(f, "  concept {c:>3}: {w:+.3}")?;
+                }
+                let scores: Vec<String> =
+                    e.scores.iter().enumerate().map(|(k, s)| format!("{}={s:.2}", name(k))).collect();
+                writeln!(f, "class scores: {}", scores.join(", "))?;
+            }
+            Explained::Spikes(run) => {
+                let steps = (run.recording.info.duration_ms / run.recording.info.dt_ms).round() as usize;
+                writeln!(
+                    f,
+                    "test image {}: true class {}, predicted {} ({steps} steps)",
+                    run.index,
+                    name(run.label),
+                    name(run.predicted)
+                )?;
+                for p in &run.recording.populations {
+                    writeln!(
+                        f,
+                        "  {}: {} spikes from {} neurons ({:.3} per neuron and step)",
+                        p.name,
+                        p.total_spikes,
+                        p.size,
+                        p.total_spikes as f64 / p.size as f64 / steps.max(1) as f64
+                    )?;
+                }
+                let scores: Vec<String> =
+                    run.scores.iter().enumerate().map(|(k, s)| format!("{}={s:.2}", name(k))).collect();
+                writeln!(f, "class scores (mean readout membrane or spike count): {}", scores.join(", "))?;
+            }
         }
-        let scores: Vec<String> = e.scores.iter().enumerate().map(|(k, s)| format!("{}={s:.2}", name(k))).collect();
-        writeln!(f, "class scores: {}", scores.join(", "))?;
         for file in &self.files {
             writeln!(f, "wrote {}", file.display())?;
         }
@@ -297,7 +338,9 @@ impl fmt::Display for ExplainSummary {
     }
 }
 
-/// `snn explain`: the concepts behind one test image's class.
+/// `snn explain`: the concepts behind one test image's class (concept models), or the spikes
+/// every layer of a spiking stack fired for it (written as `spikes_INDEX.h5`, drawn as
+/// `raster_INDEX.png` and `readout_INDEX.png`).
 pub fn explain(
     checkpoint_path: &Path,
     index: usize,
@@ -308,14 +351,30 @@ pub fn explain(
     let (network, training) = saved.specs(checkpoint_path)?;
     if !network.is_layered() {
         return Err(Error::Training(format!(
-            "{}: explain needs a concept model (ICBM), not a spiking network",
+            "{}: explain needs a concept model (ICBM) or a spiking layer stack; for a population network use \
+             snn simulate --checkpoint",
             checkpoint_path.display()
         )));
     }
     let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
     let dataset = trainer::test_data(data, &network, &training, checkpoint_path, None)?;
+    let folder = folder(out, checkpoint_path)?;
+    if net.is_spiking() {
+        let run =
+            spikes::record_image(&mut net, &dataset.test, index, &network.name, &saved.network_spec, network.dt_ms)?;
+        let (h5, raster, readout) = (
+            folder.join(format!("spikes_{index}.h5")),
+            folder.join(format!("raster_{index}.png")),
+            folder.join(format!("readout_{index}.png")),
+        );
+        hdf5_file::write(&run.recording, &h5)?;
+        let note = format!(", test image {index}: {} predicted {}", class_name(run.label), class_name(run.predicted));
+        plot::raster(&run.recording, &note, &raster)?;
+        plot::traces(&run.recording, &readout)?;
+        return Ok(ExplainSummary { explained: Explained::Spikes(run), files: vec![h5, raster, readout] });
+    }
     let explanation = concepts::explain(&mut net, &dataset.test, index)?;
-    let figure = folder(out, checkpoint_path)?.join(format!("explain_{index}.png"));
+    let figure = folder.join(format!("explain_{index}.png"));
     plot::explanation(&explanation, &dataset.test, &FASHION_CLASSES, &figure)?;
-    Ok(ExplainSummary { explanation, files: vec![figure] })
+    Ok(ExplainSummary { explained: Explained::Concepts(explanation), files: vec![figure] })
 }

@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod concepts;
 pub mod net;
+pub mod spikes;
 pub mod trainer;
 
 pub use net::{LayerNet, Mode, Trace};
