@@ -49,12 +49,12 @@ pub fn record_image(
         let out = &trace.values[l + 1];
         let (mut times, mut ids) = (Vec::new(), Vec::new());
         let mut per_step = vec![0u64; steps];
-        for t in 0..steps {
+        for (t, count) in per_step.iter_mut().enumerate() {
             for (id, &v) in out.column(t).iter().enumerate() {
                 if v > 0.0 {
                     times.push(t as f64 * dt_ms);
                     ids.push(id as u64);
-                    per_step[t] += 1;
+                    *count += 1;
                 }
             }
         }
