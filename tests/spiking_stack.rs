@@ -78,6 +78,22 @@ fn resuming_a_spiking_cnn_continues_exactly() {
     assert_eq!(a.layers, b.layers);
     assert_eq!(a.buffers, b.buffers);
     assert_eq!(a.history.test_loss, b.history.test_loss);
+
+    // The trained stack's spikes for one test image, as a simulation recording.
+    let figures = dir.path().join("explain");
+    let checkpoint = straight.join("checkpoint.h5");
+    let said = common::ok(&snn(
+        &["explain", checkpoint.to_str().unwrap(), "--index", "3", "--out", figures.to_str().unwrap()],
+        None,
+    ));
+    assert!(said.contains("test image 3") && said.contains("layer2_lif"), "{said}");
+    let recording = snn::io::hdf5_file::read(&figures.join("spikes_3.h5")).unwrap();
+    let names: Vec<&str> = recording.populations.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["layer2_lif", "layer6_lif", "layer11_cubalif"]);
+    assert_eq!(recording.populations[0].size, 8 * 28 * 28);
+    assert!(recording.populations[0].total_spikes > 0, "the first layer stayed silent");
+    assert_eq!(recording.info.duration_ms, 4.0);
+    assert!(figures.join("raster_3.png").exists() && figures.join("readout_3.png").exists());
 }
 
 #[test]
