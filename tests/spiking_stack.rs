@@ -147,3 +147,23 @@ fn bad_spiking_stacks_name_the_layer() {
         "{e}"
     );
 }
+
+#[test]
+fn a_static_input_computed_once_equals_the_input_repeated_over_the_steps() {
+    // Direct current: the convolution and batch norm before the first Lif run once; with the
+    // encoder switched to one that varies over steps, the same input is given at every step.
+    let text = SMALL_SCNN.replace("epochs: 2", "epochs: 1");
+    let network: snn::spec::Network = snn::spec::parse_ron(&text, Path::new("<test>")).unwrap();
+    let training = network.training.clone().unwrap();
+    let mut once = snn::models::LayerNet::<f32>::from_spec(&network, &training, 5).unwrap();
+    assert_eq!(once.static_prefix(), Some(2));
+    let mut every_step = once.clone();
+    every_step.encoder = snn::data::encode::Encoder::Latency { threshold: 0.01 };
+    assert_eq!(every_step.static_prefix(), None);
+    let x = nalgebra::DMatrix::from_fn(784, 3, |i, j| ((i * 31 + j * 17) % 255) as f32 / 255.0);
+    let repeated = nalgebra::DMatrix::from_fn(784, 12, |i, j| x[(i, j % 3)]);
+    let mode = snn::models::Mode::Eval { soft: false };
+    let (a, b) = (once.forward(x, mode), every_step.forward(repeated, mode));
+    assert_eq!(a.scores(), b.scores());
+    assert_eq!(a.values.last(), b.values.last());
+}

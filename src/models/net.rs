@@ -209,6 +209,40 @@ impl<F: Gemm> LayerNet<F> {
         self.layers.iter().any(|l| matches!(l.op, Op::Spiking(_)))
     }
 
+    /// With an input that is the same at every step (direct current into a spiking stack, or
+    /// any stack without spiking layers), the layers before the first spiking layer see the same
+    /// values at every step too: they run once on `samples` columns, and their output is
+    /// repeated over the steps only where the first spiking layer reads it. Returns the number
+    /// of such layers, or None when the input changes from step to step.
+    pub fn static_prefix(&self) -> Option<usize> {
+        let first_spiking = self.layers.iter().position(|l| matches!(l.op, Op::Spiking(_)));
+        match first_spiking {
+            None => Some(self.layers.len()),
+            Some(k) if self.encoder == Encoder::Current => Some(k),
+            Some(_) => None,
+        }
+    }
+
+    /// `x` (`features x samples`) repeated for every step, step-major.
+    fn repeat_over_steps(&self, x: &DMatrix<F>) -> DMatrix<F> {
+        let samples = x.ncols();
+        let mut out = DMatrix::zeros(x.nrows(), samples * self.steps);
+        for t in 0..self.steps {
+            out.columns_mut(t * samples, samples).copy_from(x);
+        }
+        out
+    }
+
+    /// The gradient with respect to a value repeated over the steps: the sum over the steps.
+    fn sum_over_steps(&self, dy: DMatrix<F>) -> DMatrix<F> {
+        let samples = dy.ncols() / self.steps;
+        let mut sum = dy.columns(0, samples).into_owned();
+        for t in 1..self.steps {
+            sum += dy.columns(t * samples, samples);
+        }
+        sum
+    }
+
     /// Classes x samples scores from the last layer's `classes x (steps samples)` output.
     fn reduce_scores(&self, out: &DMatrix<F>) -> DMatrix<F> {
         if self.steps == 1 {
@@ -258,19 +292,35 @@ impl<F: Gemm> LayerNet<F> {
 
     /// Runs a batch (`features x samples`) forward. Training mode updates batch-norm running
     /// statistics, hence `&mut self`.
-    /// `x` is `features x (steps samples)`, step-major (see the module documentation).
+    /// `x` is `features x (steps samples)`, step-major (see the module documentation), or only
+    /// `features x samples` when the input is the same at every step ([`LayerNet::static_prefix`];
+    /// [`crate::models::trainer::model_input`] gives the right one).
     pub fn forward(&mut self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
+        let repeat_at = self.repeat_at();
         let mut trace =
             Trace { values: vec![x], extras: Vec::new(), smooth_steps: Vec::new(), scores: DMatrix::zeros(0, 0) };
         for i in 0..self.layers.len() {
             let x = trace.values.last().expect("input is there");
-            let (y, extra, how) = self.apply(i, x, mode);
+            let repeated = (Some(i) == repeat_at).then(|| self.repeat_over_steps(x));
+            let (y, extra, how) = self.apply(i, repeated.as_ref().unwrap_or(x), mode);
             trace.values.push(y);
             trace.extras.push(extra);
             trace.smooth_steps.push(how == StepForward::Smooth);
         }
-        trace.scores = self.reduce_scores(trace.values.last().expect("input is there"));
+        let out = trace.values.last().expect("input is there");
+        trace.scores = if repeat_at.is_none() && self.steps > 1 && self.static_prefix() == Some(self.layers.len()) {
+            // A stack without spiking layers on a static input ran once: its output is every
+            // step's, and so their mean.
+            out.clone()
+        } else {
+            self.reduce_scores(out)
+        };
         trace
+    }
+
+    /// The layer whose input is the static prefix's output repeated over the steps, if any.
+    fn repeat_at(&self) -> Option<usize> {
+        self.static_prefix().filter(|&k| self.steps > 1 && k < self.layers.len())
     }
 
     /// Evaluates layers `range` on `x`, keeping nothing for a backward pass.
@@ -375,7 +425,16 @@ impl<F: Gemm> LayerNet<F> {
         let mut grads: Vec<Vec<DMatrix<F>>> = vec![Vec::new(); self.layers.len()];
         let mut dy = self.spread_scores(d_scores);
         let smooth_w = self.smooth.then_some(&self.surrogate);
+        let repeat_at = self.repeat_at();
+        let static_stack = repeat_at.is_none() && self.steps > 1 && self.static_prefix() == Some(self.layers.len());
+        if static_stack {
+            // Undo the spreading over steps: the output was computed once (see `forward`).
+            dy = self.sum_over_steps(dy);
+        }
         for (i, layer) in self.layers.iter().enumerate().rev() {
+            if Some(i + 1) == repeat_at {
+                dy = self.sum_over_steps(dy);
+            }
             observe(i, &dy);
             let x = &trace.values[i];
             let extra = &trace.extras[i];

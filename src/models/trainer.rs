@@ -8,7 +8,7 @@
 use nalgebra::DMatrix;
 
 use super::net::{LayerNet, Mode, Op};
-use crate::data::encode::{Encoder, encoding_stream, intensity};
+use crate::data::encode::{encoding_stream, intensity};
 use crate::data::events::Events;
 use crate::data::idx::Split;
 use crate::error::{Error, Result};
@@ -35,22 +35,15 @@ pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
     x
 }
 
-/// Images `indices` of `split` as `net`'s input over its steps, `pixels x (steps samples)`
-/// step-major. A spiking model reads its encoder (rate coding draws from each sample's stream:
-/// of `epoch` while training, the fixed evaluation stream with None); other models, and the
-/// direct-current encoder, see the intensities at every step.
+/// Images `indices` of `split` as `net`'s input: `pixels x samples` intensities when the input
+/// is the same at every step (models without spiking layers, and the direct-current encoder;
+/// the model repeats it over the steps where needed), else `pixels x (steps samples)` encoded
+/// step-major, rate coding drawing from each sample's stream (of `epoch` while training, the
+/// fixed evaluation stream with None).
 pub fn model_input<F: Gemm>(net: &LayerNet<F>, split: &Split, indices: &[usize], epoch: Option<u32>) -> DMatrix<f32> {
     let static_input = batch(split, indices);
-    if !net.is_spiking() || net.encoder == Encoder::Current {
-        if net.steps == 1 {
-            return static_input;
-        }
-        let (pixels, samples) = static_input.shape();
-        let mut x = DMatrix::zeros(pixels, samples * net.steps);
-        for t in 0..net.steps {
-            x.columns_mut(t * samples, samples).copy_from(&static_input);
-        }
-        return x;
+    if net.static_prefix().is_some() {
+        return static_input;
     }
     let (pixels, samples) = static_input.shape();
     let mut x = DMatrix::zeros(pixels, samples * net.steps);
