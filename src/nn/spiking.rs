@@ -126,8 +126,23 @@ impl<F: Real> Spiking<F> {
     /// Per element of a piece starting at element `first`: its channel, and the decay factors.
     fn per_element(&self, first: usize, len: usize, factors: &[F]) -> (Vec<u32>, Vec<F>) {
         let (features, positions) = (self.shape.size(), self.shape.positions());
-        let channels: Vec<u32> = (first..first + len).map(|e| ((e % features) / positions) as u32).collect();
-        let decays = channels.iter().map(|&c| factors[c as usize]).collect();
+        // Walk the (channel, position) of each element instead of dividing for each.
+        let within = first % features;
+        let (mut channel, mut position) = (within / positions, within % positions);
+        let mut channels = Vec::with_capacity(len);
+        let mut decays = Vec::with_capacity(len);
+        for _ in 0..len {
+            channels.push(channel as u32);
+            decays.push(factors[channel]);
+            position += 1;
+            if position == positions {
+                position = 0;
+                channel += 1;
+                if channel * positions == features {
+                    channel = 0;
+                }
+            }
+        }
         (channels, decays)
     }
 
@@ -373,4 +388,33 @@ fn pieces<F>(data: &mut [F], block: usize) -> Vec<Vec<&mut [F]>> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_walked_per_element_match_their_definition() {
+        let shape = Shape::Image { channels: 3, height: 2, width: 5 };
+        let layer = Spiking::<f64> {
+            kind: Kind::Lif,
+            beta: Decay::new(5.0, 1.0, Learnable::PerChannel, 3),
+            alpha: None,
+            threshold: 1.0,
+            reset: SpikeReset::Subtract,
+            detach_reset: false,
+            surrogate: Surrogate::default(),
+            derivative: DerivativeTable::new(Surrogate::default()),
+            shape,
+        };
+        let factors = [0.1, 0.2, 0.3];
+        for first in [0, 7, 29, 30, 61] {
+            let (channels, decays) = layer.per_element(first, 45, &factors);
+            for (k, (&c, &d)) in channels.iter().zip(&decays).enumerate() {
+                let expected = ((first + k) % 30) / 10;
+                assert_eq!((c as usize, d), (expected, factors[expected]), "element {}", first + k);
+            }
+        }
+    }
 }
