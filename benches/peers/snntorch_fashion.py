@@ -11,17 +11,15 @@ update, input encoding included) and the process's peak resident memory, as JSON
 """
 
 import argparse
-import gzip
 import json
-import os
 import resource
-import struct
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import snntorch as snn
+
+from fashion_data import training_images
 from snntorch import spikegen
 
 parser = argparse.ArgumentParser()
@@ -33,16 +31,7 @@ args = parser.parse_args()
 torch.manual_seed(1)
 
 
-def idx(path):
-    with gzip.open(path) as f:
-        data = f.read()
-    dims = data[3]
-    sizes = struct.unpack(">" + "I" * dims, data[4:4 + 4 * dims])
-    return np.frombuffer(data[4 + 4 * dims:], dtype=np.uint8).reshape(sizes)
-
-
-images = torch.tensor(idx(os.path.join(args.data, "train-images-idx3-ubyte.gz"))[: args.samples], dtype=torch.float32) / 255.0
-labels = torch.tensor(idx(os.path.join(args.data, "train-labels-idx1-ubyte.gz"))[: args.samples], dtype=torch.long)
+images, labels = training_images(args.data, args.samples)
 images = images.reshape(len(images), -1)
 
 
