@@ -1,6 +1,7 @@
 //! Training steps of layered models on the shipped subset: forward, backward, Adam update and
 //! clipping of one batch of 128 images, for networks/fashion_bnn.ron (784-2048-2048-2048-10,
-//! binary) and networks/fashion_dhn.ron (784-1024-1024-10, Heaviside).
+//! binary), networks/fashion_dhn.ron (784-1024-1024-10, Heaviside) and networks/fashion_scnn.ron
+//! (the spiking CNN over T = 4 steps).
 //! `cargo bench --bench layered`.
 
 use std::hint::black_box;
@@ -16,7 +17,7 @@ use snn::train::trainer::load_data;
 
 fn train_step(c: &mut Criterion) {
     snn::memory::keep_freed_memory();
-    for name in ["fashion_bnn", "fashion_dhn"] {
+    for name in ["fashion_bnn", "fashion_dhn", "fashion_scnn"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("networks/{name}.ron"));
         let (network, text) = load_network(&path).expect("valid network");
         let training = network.training.clone().expect("training section");
