@@ -19,8 +19,7 @@ use crate::error::{Error, Result};
 use crate::nn::activation::{self, Step, StepForward};
 use crate::nn::gemm::Gemm;
 use crate::nn::linear::{self, ConvGeometry, Linear};
-use crate::nn::loss::argmax;
-use crate::nn::loss::cross_entropy;
+use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
 use crate::nn::spiking::{Decay, Kind, Spiking, SpikingTape};
@@ -243,16 +242,13 @@ impl<F: Gemm> LayerNet<F> {
         sum
     }
 
-    /// Classes x samples scores from the last layer's `classes x (steps samples)` output.
+    /// Classes x samples scores from the last layer's output. A stack without spiking layers
+    /// ran once for all steps (its input is static), so its output is already every step's mean.
     fn reduce_scores(&self, out: &DMatrix<F>) -> DMatrix<F> {
-        if self.steps == 1 {
+        if self.steps == 1 || !self.is_spiking() {
             return out.clone();
         }
-        let samples = out.ncols() / self.steps;
-        let mut scores = out.columns(0, samples).into_owned();
-        for t in 1..self.steps {
-            scores += out.columns(t * samples, samples);
-        }
+        let mut scores = self.sum_over_steps(out.clone());
         if self.reduction() == ScoreReduction::Mean {
             scores *= F::one() / F::of(self.steps as f64);
         }
@@ -260,20 +256,14 @@ impl<F: Gemm> LayerNet<F> {
     }
 
     /// The gradient with respect to the last layer's output, from the one w.r.t. the scores.
-    fn spread_scores(&self, d_scores: DMatrix<F>) -> DMatrix<F> {
-        if self.steps == 1 {
+    fn spread_scores(&self, mut d_scores: DMatrix<F>) -> DMatrix<F> {
+        if self.steps == 1 || !self.is_spiking() {
             return d_scores;
         }
-        let mut per_step = d_scores;
         if self.reduction() == ScoreReduction::Mean {
-            per_step *= F::one() / F::of(self.steps as f64);
+            d_scores *= F::one() / F::of(self.steps as f64);
         }
-        let samples = per_step.ncols();
-        let mut d_out = DMatrix::zeros(per_step.nrows(), samples * self.steps);
-        for t in 0..self.steps {
-            d_out.columns_mut(t * samples, samples).copy_from(&per_step);
-        }
-        d_out
+        self.repeat_over_steps(&d_scores)
     }
 
     pub fn classes(&self) -> usize {
@@ -290,11 +280,10 @@ impl<F: Gemm> LayerNet<F> {
         if smooth { StepForward::Smooth } else { StepForward::Hard }
     }
 
-    /// Runs a batch (`features x samples`) forward. Training mode updates batch-norm running
-    /// statistics, hence `&mut self`.
-    /// `x` is `features x (steps samples)`, step-major (see the module documentation), or only
-    /// `features x samples` when the input is the same at every step ([`LayerNet::static_prefix`];
-    /// [`crate::models::trainer::model_input`] gives the right one).
+    /// Runs a batch forward. `x` is `features x (steps samples)`, step-major (see the module
+    /// documentation), or `features x samples` when the input is the same at every step
+    /// ([`LayerNet::static_prefix`]; [`crate::models::trainer::model_input`] gives the right one).
+    /// Training mode updates batch-norm running statistics, hence `&mut self`.
     pub fn forward(&mut self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
         let repeat_at = self.repeat_at();
         let mut trace =
@@ -307,14 +296,7 @@ impl<F: Gemm> LayerNet<F> {
             trace.extras.push(extra);
             trace.smooth_steps.push(how == StepForward::Smooth);
         }
-        let out = trace.values.last().expect("input is there");
-        trace.scores = if repeat_at.is_none() && self.steps > 1 && self.static_prefix() == Some(self.layers.len()) {
-            // A stack without spiking layers on a static input ran once: its output is every
-            // step's, and so their mean.
-            out.clone()
-        } else {
-            self.reduce_scores(out)
-        };
+        trace.scores = self.reduce_scores(trace.values.last().expect("input is there"));
         trace
     }
 
@@ -426,11 +408,6 @@ impl<F: Gemm> LayerNet<F> {
         let mut dy = self.spread_scores(d_scores);
         let smooth_w = self.smooth.then_some(&self.surrogate);
         let repeat_at = self.repeat_at();
-        let static_stack = repeat_at.is_none() && self.steps > 1 && self.static_prefix() == Some(self.layers.len());
-        if static_stack {
-            // Undo the spreading over steps: the output was computed once (see `forward`).
-            dy = self.sum_over_steps(dy);
-        }
         for (i, layer) in self.layers.iter().enumerate().rev() {
             if Some(i + 1) == repeat_at {
                 dy = self.sum_over_steps(dy);
