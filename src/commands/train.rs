@@ -1,4 +1,4 @@
-//! `snn train` and `snn eval` as the command line runs them: load, train epoch by epoch with a
+//! `snn train`, `snn eval` and `snn explain` as the command line runs them: load, train epoch by epoch with a
 //! progress bar, and after every epoch write the checkpoint, the history and the training
 //! curves (each atomically).
 
