@@ -36,6 +36,12 @@ fn register_font() {
 }
 
 /// Colour of the i-th population, shared by every figure.
+/// A time axis label: whole milliseconds, or tenths on runs shorter than 20 ms (a trained
+/// spiking stack's few steps), where whole numbers would repeat.
+fn time_label(x: f64, duration_ms: f64) -> String {
+    if duration_ms >= 20.0 { format!("{x:.0}") } else { format!("{x:.1}") }
+}
+
 pub fn colour(i: usize) -> RGBColor {
     const COLOURS: [RGBColor; 8] = [
         RGBColor(31, 119, 180),

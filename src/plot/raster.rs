@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{colour, draw_png, legend};
+use super::{colour, draw_png, legend, time_label};
 use crate::error::Result;
 use crate::recording::Recording;
 
@@ -37,7 +37,7 @@ pub fn raster(rec: &Recording, note: &str, path: &Path) -> Result<()> {
             .disable_mesh()
             .x_desc("time (ms)")
             .y_desc("neuron (populations stacked)")
-            .x_label_formatter(&|x| if duration >= 20.0 { format!("{x:.0}") } else { format!("{x:.1}") })
+            .x_label_formatter(&|x| time_label(*x, duration))
             .y_label_formatter(&|y| format!("{:.0}", y * stride as f64))
             .label_style(("sans-serif", 15))
             .draw()?;
@@ -86,7 +86,7 @@ pub fn raster(rec: &Recording, note: &str, path: &Path) -> Result<()> {
             .disable_mesh()
             .x_desc("time (ms)")
             .y_desc("population rate (Hz)")
-            .x_label_formatter(&|x| if duration >= 20.0 { format!("{x:.0}") } else { format!("{x:.1}") })
+            .x_label_formatter(&|x| time_label(*x, duration))
             .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style(("sans-serif", 15))
             .draw()?;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{colour, draw_png, legend};
+use super::{colour, draw_png, legend, time_label};
 use crate::error::Result;
 use crate::recording::Recording;
 
@@ -26,7 +26,7 @@ pub fn traces(rec: &Recording, path: &Path) -> Result<()> {
             .configure_mesh()
             .x_desc("time (ms)")
             .y_desc("v (mV)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&|x| time_label(*x, duration))
             .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style(("sans-serif", 15))
             .draw()?;
