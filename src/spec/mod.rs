@@ -88,7 +88,9 @@ pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Resu
         return Err(Error::Invalid {
             path: network_path.to_owned(),
             problems: vec![
-                "layers: a layered model runs one pass per image, not in time; use snn train, snn eval, snn explain"
+                "layers: the simulator runs populations and projections, not layer stacks; train and evaluate a \
+                 stack with snn train and snn eval, and record a trained spiking stack's spikes for one image \
+                 with snn explain CHECKPOINT --index N"
                     .into(),
             ],
         });
