@@ -41,11 +41,10 @@ pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
 /// step-major, rate coding drawing from each sample's stream (of `epoch` while training, the
 /// fixed evaluation stream with None).
 pub fn model_input<F: Gemm>(net: &LayerNet<F>, split: &Split, indices: &[usize], epoch: Option<u32>) -> DMatrix<f32> {
-    let static_input = batch(split, indices);
     if net.static_prefix().is_some() {
-        return static_input;
+        return batch(split, indices);
     }
-    let (pixels, samples) = static_input.shape();
+    let (pixels, samples) = (split.images.pixels_per_image(), indices.len());
     let mut x = DMatrix::zeros(pixels, samples * net.steps);
     let mut events = Events::default();
     for (b, &i) in indices.iter().enumerate() {
