@@ -11,11 +11,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use nalgebra::DMatrix;
 use snn::data::encode::encoding_stream;
 use snn::data::idx;
+use snn::models::Trainable;
 use snn::records::PassTotals;
 use snn::spec::load_network;
 use snn::train::bptt::Events;
 use snn::train::event_products::{self, ByInput, ChangeState, Form, Row};
-use snn::train::fit::Trainable;
 use snn::train::trainer::{Run, load_data};
 
 fn train_step(c: &mut Criterion) {

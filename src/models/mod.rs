@@ -9,6 +9,8 @@ pub mod binary;
 pub mod concepts;
 pub mod net;
 pub mod spikes;
+pub mod trainable;
 pub mod trainer;
 
 pub use net::{LayerNet, Mode, Trace};
+pub use trainable::Trainable;

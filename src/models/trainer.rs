@@ -7,6 +7,7 @@
 
 use nalgebra::DMatrix;
 
+use super::Trainable;
 use super::net::{LayerNet, Mode, Op};
 use crate::data::encode::{encoding_stream, intensity};
 use crate::data::events::Events;
@@ -168,10 +169,20 @@ impl LayerRun {
         let state = RunState { network, network_text, training, seed, optimizer, history, epochs_done: 0 };
         Ok(LayerRun { state, net, reported })
     }
+}
+
+impl Trainable for LayerRun {
+    fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut RunState {
+        &mut self.state
+    }
 
     /// The parameters as a checkpoint stores them, (layer label, parameter name, values), and
     /// the batch-norm buffers.
-    pub fn parameters(&self) -> SavedParameters {
+    fn parameters(&self) -> SavedParameters {
         let layers = self
             .net
             .named_params()
@@ -185,7 +196,7 @@ impl LayerRun {
     }
 
     /// Loads a checkpoint's parameters and buffers; its seed drives the encoding from now on.
-    pub fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
+    fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
         load_state(&mut self.net, c)?;
         self.net.seed = c.seed;
         Ok(())
@@ -195,7 +206,7 @@ impl LayerRun {
     /// update (learning rate scaled by `lr_factor`), clipping of binary latent weights. Adds the
     /// batch to `totals` and returns the norms of the reported weight gradients, or the loss
     /// when it or a gradient is not finite (the weights are then left as they were).
-    pub fn train_batch(
+    fn train_batch(
         &mut self,
         split: &Split,
         indices: &[usize],
@@ -231,7 +242,7 @@ impl LayerRun {
 
     /// The test pass with hardened concepts, and per reported layer the share of outputs on in
     /// the activation that follows it.
-    pub fn test(&mut self, split: &Split) -> (PassTotals, Vec<f64>) {
+    fn test(&mut self, split: &Split, _: &PassTotals) -> (PassTotals, Vec<f64>) {
         let (test, activity) = evaluate(&mut self.net, split, false);
         let on = self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect();
         (test, on)

@@ -1,45 +1,24 @@
-//! The one training loop every model runs, spiking population chains ([`super::trainer::Run`])
-//! and layer stacks ([`crate::models::trainer::LayerRun`]) alike: shuffle by the seed's stream of
-//! the epoch, one optimizer step per batch at the schedule's learning rate, stop with the batch
-//! named when the loss or a gradient stops being finite, evaluate the test split, append the
-//! epoch to the history. Checkpoints are written and read here too, so both kinds save the same
-//! way.
+//! The one training loop every model ([`crate::models::Trainable`]) runs, spiking population
+//! chains ([`super::trainer::Run`]) and layer stacks ([`crate::models::trainer::LayerRun`])
+//! alike: shuffle by the seed's stream of the epoch, one optimizer step per batch at the
+//! schedule's learning rate, stop with the batch named when the loss or a gradient stops being
+//! finite, evaluate the test split, append the epoch to the history. Checkpoints are written
+//! and read here too, so both kinds save the same way.
 
 use std::time::Instant;
 
 use rand::seq::SliceRandom;
 
-use crate::data::idx::{Dataset, Split};
+use crate::data::idx::Dataset;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
+use crate::models::Trainable;
 use crate::models::trainer::LayerRun;
-use crate::records::{PassTotals, RunState, SavedParameters};
+use crate::records::PassTotals;
 use crate::rng::{self, Purpose};
 use crate::spec::{Network, Training};
 
 use super::trainer::Run;
-
-/// A model the loop can train.
-pub trait Trainable {
-    fn state(&self) -> &RunState;
-    fn state_mut(&mut self) -> &mut RunState;
-    /// One optimizer step on the samples `indices` of `split` with the learning rate scaled by
-    /// `lr_factor`, adding the pass to `totals`. Returns the gradient norms the history reports,
-    /// or the loss when it or a gradient is not finite (the parameters are then left as they were).
-    fn train_batch(
-        &mut self,
-        split: &Split,
-        indices: &[usize],
-        epoch: u32,
-        lr_factor: f64,
-        totals: &mut PassTotals,
-    ) -> std::result::Result<Vec<f64>, f64>;
-    /// The test pass, and per reported layer its activity over the epoch (spikes per neuron and
-    /// step, or the share of outputs on), given the training pass's totals.
-    fn test(&mut self, split: &Split, train: &PassTotals) -> (PassTotals, Vec<f64>);
-    fn parameters(&self) -> SavedParameters;
-    fn load_parameters(&mut self, c: &Checkpoint) -> Result<()>;
-}
 
 /// A new run of the model `network` describes: a layer stack or a chain of populations.
 pub fn start(network: Network, text: String, training: Training, seed: u64) -> Result<Box<dyn Trainable>> {
@@ -117,37 +96,4 @@ pub fn restore(run: &mut dyn Trainable, c: Checkpoint) -> Result<()> {
     s.epochs_done = c.epochs_done;
     s.seed = c.seed;
     Ok(())
-}
-
-impl Trainable for LayerRun {
-    fn state(&self) -> &RunState {
-        &self.state
-    }
-
-    fn state_mut(&mut self) -> &mut RunState {
-        &mut self.state
-    }
-
-    fn train_batch(
-        &mut self,
-        split: &Split,
-        indices: &[usize],
-        epoch: u32,
-        lr_factor: f64,
-        totals: &mut PassTotals,
-    ) -> std::result::Result<Vec<f64>, f64> {
-        LayerRun::train_batch(self, split, indices, epoch, lr_factor, totals)
-    }
-
-    fn test(&mut self, split: &Split, _: &PassTotals) -> (PassTotals, Vec<f64>) {
-        LayerRun::test(self, split)
-    }
-
-    fn parameters(&self) -> SavedParameters {
-        LayerRun::parameters(self)
-    }
-
-    fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
-        LayerRun::load_parameters(self, c)
-    }
 }

@@ -13,12 +13,12 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use super::bptt::{self, Events, Scratch, Tape};
-use super::fit::Trainable;
 use super::net::TrainNet;
 use crate::data::encode::encoding_stream;
 use crate::data::idx::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
+use crate::models::Trainable;
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::optim::{self, OptimizerState};
 use crate::records::{History, PassTotals, RunState, SavedParameters};
