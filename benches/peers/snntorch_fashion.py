@@ -10,7 +10,6 @@ update, input encoding included) and the process's peak resident memory, as JSON
     benches/peers/.venv/bin/python benches/peers/snntorch_fashion.py --data tests/data/fashion-mnist
 """
 
-import argparse
 import json
 import resource
 import time
@@ -19,15 +18,10 @@ import torch
 import torch.nn as nn
 import snntorch as snn
 
-from fashion_data import training_images
+from fashion_data import arguments, training_images
 from snntorch import spikegen
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--data", default="tests/data/fashion-mnist")
-parser.add_argument("--batch", type=int, default=128)
-parser.add_argument("--steps", type=int, default=25)
-parser.add_argument("--samples", type=int, default=3000)
-args = parser.parse_args()
+args = arguments(steps=25)
 torch.manual_seed(1)
 
 

@@ -16,7 +16,6 @@ update) and the process's peak resident memory, as JSON.
     benches/peers/.venv/bin/python benches/peers/snntorch_scnn.py --data tests/data/fashion-mnist
 """
 
-import argparse
 import json
 import math
 import resource
@@ -26,14 +25,9 @@ import torch
 import torch.nn as nn
 import snntorch as snn
 
-from fashion_data import training_images
+from fashion_data import arguments, training_images
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--data", default="tests/data/fashion-mnist")
-parser.add_argument("--batch", type=int, default=128)
-parser.add_argument("--steps", type=int, default=4)
-parser.add_argument("--samples", type=int, default=3000)
-args = parser.parse_args()
+args = arguments(steps=4)
 torch.manual_seed(1)
 
 
