@@ -1,12 +1,17 @@
-"""The first training images and labels of an MNIST-format folder, as the peer scripts read them:
-intensities in [0, 1] (pixel / 255, as `snn` encodes them), one image per row."""
+"""What the snnTorch peer scripts share: the first training images and labels of an MNIST-format
+folder (intensities in [0, 1], pixel / 255, as `snn` encodes them), their command line, and the
+timed epoch with its JSON report."""
 
 import argparse
 import gzip
+import json
 import os
+import resource
 import struct
+import time
 
 import numpy as np
+import snntorch
 import torch
 
 
@@ -33,3 +38,31 @@ def arguments(steps):
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--samples", type=int, default=3000)
     return parser.parse_args()
+
+
+def timed_epoch(args, images, labels, net, optimizer, encode):
+    """One epoch of forward, backward and update over `images` in batches of `args.batch`,
+    `encode` turning a batch of images into the network's input; prints samples per second and
+    peak memory as JSON."""
+    loss_fn = torch.nn.CrossEntropyLoss()
+    order = torch.randperm(len(images))
+    start = time.perf_counter()
+    seen = 0
+    for b in range(0, len(images), args.batch):
+        index = order[b : b + args.batch]
+        loss = loss_fn(net(encode(images[index])), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(index)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({
+        "peer": f"snntorch {snntorch.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "samples": seen,
+        "batch": args.batch,
+        "steps": args.steps,
+        "seconds": elapsed,
+        "samples_per_s": seen / elapsed,
+        "last_loss": float(loss.detach()),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }, indent=1))

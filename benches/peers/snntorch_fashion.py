@@ -10,15 +10,12 @@ update, input encoding included) and the process's peak resident memory, as JSON
     benches/peers/.venv/bin/python benches/peers/snntorch_fashion.py --data tests/data/fashion-mnist
 """
 
-import json
-import resource
-import time
 
 import torch
 import torch.nn as nn
 import snntorch as snn
 
-from fashion_data import arguments, training_images
+from fashion_data import arguments, timed_epoch, training_images
 from snntorch import spikegen
 
 args = arguments(steps=25)
@@ -50,27 +47,4 @@ class Net(nn.Module):
 
 net = Net()
 optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
-loss_fn = nn.CrossEntropyLoss()
-order = torch.randperm(len(images))
-start = time.perf_counter()
-seen = 0
-for b in range(0, len(images), args.batch):
-    index = order[b : b + args.batch]
-    x = spikegen.rate(images[index], num_steps=args.steps)
-    scores = net(x)
-    loss = loss_fn(scores, labels[index])
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    seen += len(index)
-elapsed = time.perf_counter() - start
-print(json.dumps({
-    "peer": f"snntorch {snn.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads",
-    "samples": seen,
-    "batch": args.batch,
-    "steps": args.steps,
-    "seconds": elapsed,
-    "samples_per_s": seen / elapsed,
-    "last_loss": float(loss),
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-}, indent=1))
+timed_epoch(args, images, labels, net, optimizer, lambda x: spikegen.rate(x, num_steps=args.steps))
