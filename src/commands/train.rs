@@ -211,8 +211,8 @@ pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> 
     let mut files = Vec::new();
     let (summary, classes) = if network.is_layered() {
         let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
-        let (totals, activity) = models::trainer::evaluate(&mut net, &dataset.test, false);
-        let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&mut net, &dataset.test, true));
+        let (totals, activity) = models::trainer::evaluate(&mut net, &dataset.test, false, saved.seed);
+        let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&mut net, &dataset.test, true, saved.seed));
         let packed = PackedNet::new(&net).ok().map(|p| models::binary::compare(&mut net, &p, &dataset.test, 500));
         if let Ok(layer) = ConceptLayer::find(&net) {
             concept_figures(&mut net, layer, &dataset.test, &network.name, &folder(out, checkpoint_path)?, &mut files)?;
@@ -360,8 +360,14 @@ pub fn explain(
     let dataset = trainer::test_data(data, &network, &training, checkpoint_path, None)?;
     let folder = folder(out, checkpoint_path)?;
     if net.is_spiking() {
-        let run =
-            spikes::record_image(&mut net, &dataset.test, index, &network.name, &saved.network_spec, network.dt_ms)?;
+        let run = spikes::record_image(
+            &mut net,
+            &dataset.test,
+            index,
+            saved.seed,
+            (&network.name, &saved.network_spec),
+            network.dt_ms,
+        )?;
         let (h5, raster, readout) = (
             folder.join(format!("spikes_{index}.h5")),
             folder.join(format!("raster_{index}.png")),

@@ -120,10 +120,8 @@ pub struct LayerNet<F> {
     pub smooth: bool,
     /// Time steps per sample (1 for a one-pass model).
     pub steps: usize,
-    /// How a spiking model's input is encoded over the steps, and the run's seed, whose
-    /// streams the evaluation encodes with.
+    /// How a spiking model's input is encoded over the steps.
     pub encoder: Encoder,
-    pub seed: u64,
 }
 
 impl<F: Gemm> LayerNet<F> {
@@ -184,15 +182,7 @@ impl<F: Gemm> LayerNet<F> {
             shape = output;
         }
         let steps = training.steps.max(1) as usize;
-        Ok(LayerNet {
-            input,
-            layers,
-            surrogate: training.surrogate,
-            smooth: false,
-            steps,
-            encoder: training.encoder,
-            seed,
-        })
+        Ok(LayerNet { input, layers, surrogate: training.surrogate, smooth: false, steps, encoder: training.encoder })
     }
 
     /// How the scores come from the last layer.

@@ -20,13 +20,14 @@ pub struct ImageRun {
     pub recording: Recording,
 }
 
-/// Runs test image `index` of `split` through `net` (evaluation mode) and records it.
+/// Runs test image `index` of `split` through `net` (evaluation mode; a rate-coded input encoded
+/// with the run's `seed`) and records it under the network's (name, spec text).
 pub fn record_image(
     net: &mut LayerNet<f32>,
     split: &Split,
     index: usize,
-    name: &str,
-    spec: &str,
+    seed: u64,
+    (name, spec): (&str, &str),
     dt_ms: f64,
 ) -> Result<ImageRun> {
     if index >= split.len() {
@@ -37,7 +38,7 @@ pub fn record_image(
         )));
     }
     let steps = net.steps;
-    let trace = net.forward(model_input(net, split, &[index], None), Mode::Eval { soft: false });
+    let trace = net.forward(model_input(net, split, &[index], seed, None), Mode::Eval { soft: false });
     let scores: Vec<f32> = trace.scores().iter().copied().collect();
     let mut populations = Vec::new();
     for (l, layer) in net.layers.iter().enumerate() {
@@ -81,7 +82,7 @@ pub fn record_image(
             network_name: name.to_owned(),
             network_spec: spec.to_owned(),
             stimulus_spec: String::new(),
-            seed: net.seed,
+            seed,
             dt_ms,
             duration_ms: steps as f64 * dt_ms,
         },

@@ -39,9 +39,15 @@ pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
 /// Images `indices` of `split` as `net`'s input: `pixels x samples` intensities when the input
 /// is the same at every step (models without spiking layers, and the direct-current encoder;
 /// the model repeats it over the steps where needed), else `pixels x (steps samples)` encoded
-/// step-major, rate coding drawing from each sample's stream (of `epoch` while training, the
-/// fixed evaluation stream with None).
-pub fn model_input<F: Gemm>(net: &LayerNet<F>, split: &Split, indices: &[usize], epoch: Option<u32>) -> DMatrix<f32> {
+/// step-major, rate coding drawing from each sample's stream of the run's `seed` (of `epoch` while
+/// training, the fixed evaluation stream with None).
+pub fn model_input<F: Gemm>(
+    net: &LayerNet<F>,
+    split: &Split,
+    indices: &[usize],
+    seed: u64,
+    epoch: Option<u32>,
+) -> DMatrix<f32> {
     if net.static_prefix().is_some() {
         return batch(split, indices);
     }
@@ -49,7 +55,7 @@ pub fn model_input<F: Gemm>(net: &LayerNet<F>, split: &Split, indices: &[usize],
     let mut x = DMatrix::zeros(pixels, samples * net.steps);
     let mut events = Events::default();
     for (b, &i) in indices.iter().enumerate() {
-        let mut stream = encoding_stream(net.seed, epoch, i);
+        let mut stream = encoding_stream(seed, epoch, i);
         net.encoder.encode(split.images.image(i), net.steps, &mut stream, &mut events);
         for t in 0..net.steps {
             let column = t * samples + b;
@@ -78,8 +84,8 @@ pub struct Activity {
 }
 
 /// Evaluation of `net` on `split` in batches; `soft` keeps smooth-mode units smooth instead of
-/// hardening them to H(x).
-pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool) -> (PassTotals, Activity) {
+/// hardening them to H(x); a rate-coded spiking model encodes with the run's `seed`.
+pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool, seed: u64) -> (PassTotals, Activity) {
     let classes = net.classes();
     let layers = net.activation_layers();
     let mut totals = PassTotals { confusion: vec![0; classes * classes], ..PassTotals::default() };
@@ -92,7 +98,7 @@ pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool) -> (PassTota
     let indices: Vec<usize> = (0..split.len()).collect();
     // Every step's values are kept while a chunk runs: fewer samples per chunk with more steps.
     for chunk in indices.chunks((EVAL_BATCH / net.steps).max(1)) {
-        let trace = net.forward(model_input(net, split, chunk, None), Mode::Eval { soft });
+        let trace = net.forward(model_input(net, split, chunk, seed, None), Mode::Eval { soft });
         let labels: Vec<u8> = chunk.iter().map(|&i| split.labels[i]).collect();
         let (loss, _, correct) = LayerNet::loss(trace.scores(), &labels);
         totals.samples += chunk.len();
@@ -195,11 +201,9 @@ impl Trainable for LayerRun {
         (layers, self.net.named_buffers().into_iter().map(|(n, b)| (n, b.clone())).collect())
     }
 
-    /// Loads a checkpoint's parameters and buffers; its seed drives the encoding from now on.
+    /// Loads a checkpoint's parameters and buffers.
     fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
-        load_state(&mut self.net, c)?;
-        self.net.seed = c.seed;
-        Ok(())
+        load_state(&mut self.net, c)
     }
 
     /// One training step on the samples `indices` of `split`: forward, backward, optimizer
@@ -216,7 +220,7 @@ impl Trainable for LayerRun {
     ) -> std::result::Result<Vec<f64>, f64> {
         let state = &mut self.state;
         let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
-        let input = model_input(&self.net, split, indices, Some(epoch));
+        let input = model_input(&self.net, split, indices, state.seed, Some(epoch));
         let trace = self.net.forward(input, Mode::Train { seed: state.seed, epoch, samples: indices });
         let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
         let grads = self.net.backward(&trace, d_scores);
@@ -243,7 +247,7 @@ impl Trainable for LayerRun {
     /// The test pass with hardened concepts, and per reported layer the share of outputs on in
     /// the activation that follows it.
     fn test(&mut self, split: &Split, _: &PassTotals) -> (PassTotals, Vec<f64>) {
-        let (test, activity) = evaluate(&mut self.net, split, false);
+        let (test, activity) = evaluate(&mut self.net, split, false, self.state.seed);
         let on = self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect();
         (test, on)
     }

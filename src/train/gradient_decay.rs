@@ -94,7 +94,7 @@ fn depth_decay(
             models::trainer::load_state(&mut net, &checkpoint::read(&path)?)?;
         }
         let trace = net.forward(
-            models::trainer::model_input(&net, split, &indices, Some(0)),
+            models::trainer::model_input(&net, split, &indices, network.seed, Some(0)),
             Mode::Train { seed: network.seed, epoch: 0, samples: &indices },
         );
         let (_, d_scores, _) = LayerNet::loss(trace.scores(), &split.labels);
