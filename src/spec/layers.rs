@@ -245,7 +245,12 @@ impl Layer {
 
     /// Whether the layer keeps state from step to step (a spiking layer).
     pub fn is_stateful(&self) -> bool {
-        matches!(self, Layer::Lif { .. } | Layer::CubaLif { .. } | Layer::Li { .. })
+        self.fires() || matches!(self, Layer::Li { .. })
+    }
+
+    /// Whether the layer emits spikes (a readout of it scores spike counts).
+    pub fn fires(&self) -> bool {
+        matches!(self, Layer::Lif { .. } | Layer::CubaLif { .. })
     }
 
     /// The output shape for input `shape`, or what does not fit.
@@ -399,7 +404,7 @@ pub fn check_layers(input: Shape, layers: &[Layer]) -> (Vec<Shape>, Vec<String>)
     match layers.last() {
         None => problems.push("layers: the model has no layer".into()),
         Some((_, Layer::Dense { .. })) if !spiking => {}
-        Some((_, Layer::Li { .. } | Layer::Lif { .. } | Layer::CubaLif { .. })) => {}
+        Some((_, last)) if last.is_stateful() => {}
         Some((path, last)) if spiking => problems.push(format!(
             "{path} ({}): a spiking model ends in its readout, whose output over the steps gives the class \
              scores: Li (its mean membrane) or Lif/CubaLif (its spike counts)",

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use super::common::{Connect, Projection, Synapse};
-use super::layers::Layer;
 use super::layers::{Shape, check_layers};
 use super::network::{Network, Neuron, SpikeRecord};
 use super::stimulus::{Current, SourceKind, Stimulus};
@@ -148,8 +147,7 @@ fn check_layered(net: &Network, problems: &mut Vec<String>) {
                     ));
                 }
             }
-            let counts = matches!(expanded.last(), Some((_, Layer::Lif { .. } | Layer::CubaLif { .. })));
-            if t.readout == Readout::SpikeCount && !counts {
+            if t.readout == Readout::SpikeCount && !expanded.last().is_some_and(|(_, l)| l.fires()) {
                 let last = expanded.last().map_or("nothing".to_owned(), |(path, l)| format!("{path} ({})", l.kind()));
                 problems.push(format!(
                     "training.readout: SpikeCount scores the last layer's spikes, but the model ends in {last}; \
