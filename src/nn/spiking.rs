@@ -262,6 +262,9 @@ impl<F: Real> Spiking<F> {
                 let mut slope = vec![F::zero(); len];
                 let mut s = vec![F::zero(); len];
                 let mut v_before = vec![F::zero(); len];
+                // Whether `s` already holds this step's spikes (computed as the previous step's
+                // by the decay gradient of the step after).
+                let mut s_ready = false;
                 for t in (0..steps).rev() {
                     let vp = &tape.v_pre[row(t)];
                     let g_out = &dy.as_slice()[row(t)];
@@ -274,7 +277,9 @@ impl<F: Real> Spiking<F> {
                         } else {
                             F::surrogate_derivatives(&self.derivative, &mut slope);
                         }
-                        self.spikes(vp, smooth, &mut s);
+                        if !s_ready {
+                            self.spikes(vp, smooth, &mut s);
+                        }
                         let detach = if self.detach_reset { F::zero() } else { F::one() };
                         for k in 0..len {
                             let (dv_dvp, dv_ds) = match self.reset {
@@ -309,6 +314,7 @@ impl<F: Real> Spiking<F> {
                         let previous = &tape.v_pre[row(t - 1)];
                         if self.fires() {
                             self.spikes(previous, smooth, &mut s);
+                            s_ready = true;
                         }
                         self.reset_row(previous, &s, &mut v_before);
                         for ((acc, &g), &v) in g_b.iter_mut().zip(&g_vp).zip(&v_before) {
