@@ -288,23 +288,28 @@ fn class_name(k: usize) -> String {
 
 impl fmt::Display for ExplainSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = class_name;
         match &self.explained {
             Explained::Concepts(e) => {
-                writeln!(f, "test image {}: true class {}, predicted {}", e.index, name(e.label), name(e.predicted))?;
+                writeln!(
+                    f,
+                    "test image {}: true class {}, predicted {}",
+                    e.index,
+                    class_name(e.label),
+                    class_name(e.predicted)
+                )?;
                 writeln!(
                     f,
                     "{} of {} concepts fired; score of {} = bias {:+.3} + their weights:",
                     e.fired.len(),
                     e.concepts,
-                    name(e.predicted),
+                    class_name(e.predicted),
                     e.bias
                 )?;
                 for &(c, w) in &e.fired {
                     writeln!(f, "  concept {c:>3}: {w:+.3}")?;
                 }
                 let scores: Vec<String> =
-                    e.scores.iter().enumerate().map(|(k, s)| format!("{}={s:.2}", name(k))).collect();
+                    e.scores.iter().enumerate().map(|(k, s)| format!("{}={s:.2}", class_name(k))).collect();
                 writeln!(f, "class scores: {}", scores.join(", "))?;
             }
             Explained::Spikes(run) => {
@@ -313,8 +318,8 @@ impl fmt::Display for ExplainSummary {
                     f,
                     "test image {}: true class {}, predicted {} ({steps} steps)",
                     run.index,
-                    name(run.label),
-                    name(run.predicted)
+                    class_name(run.label),
+                    class_name(run.predicted)
                 )?;
                 for p in &run.recording.populations {
                     writeln!(
@@ -327,7 +332,7 @@ impl fmt::Display for ExplainSummary {
                     )?;
                 }
                 let scores: Vec<String> =
-                    run.scores.iter().enumerate().map(|(k, s)| format!("{}={s:.2}", name(k))).collect();
+                    run.scores.iter().enumerate().map(|(k, s)| format!("{}={s:.2}", class_name(k))).collect();
                 writeln!(f, "class scores (mean readout membrane or spike count): {}", scores.join(", "))?;
             }
         }
