@@ -19,6 +19,8 @@ pub enum Purpose {
     Shuffle = 5,
     /// Dropout masks of a layered model (index: epoch, sample and layer).
     Dropout = 6,
+    /// Poisson input drawn per target neuron (index: the input; item: the block of targets).
+    PoissonInput = 7,
 }
 
 /// SplitMix64 finaliser: a bijective mixer, so distinct inputs give unrelated seeds.
@@ -32,6 +34,14 @@ fn mix(mut z: u64) -> u64 {
 /// The stream for `purpose` number `index` (a population or projection index) of a run.
 pub fn stream(seed: u64, purpose: Purpose, index: u64) -> Stream {
     let key = mix(mix(seed) ^ mix((purpose as u64) << 56 ^ index));
+    Stream::seed_from_u64(key)
+}
+
+/// The stream of item `item` (a target neuron, a block of neurons) within `purpose` number
+/// `index` of a run: lets one projection or input be generated in independent pieces, in
+/// parallel, with the same numbers whatever the order or the thread that draws them.
+pub fn item_stream(seed: u64, purpose: Purpose, index: u64, item: u64) -> Stream {
+    let key = mix(mix(mix(seed) ^ mix((purpose as u64) << 56 ^ index)) ^ item);
     Stream::seed_from_u64(key)
 }
 
@@ -57,6 +67,10 @@ mod tests {
         let d = stream(1, Purpose::Connectivity, 0).random::<u64>();
         assert!(a != b && a != c && b != c);
         assert_eq!(a, d);
+        let e = item_stream(1, Purpose::Connectivity, 0, 0).random::<u64>();
+        let f = item_stream(1, Purpose::Connectivity, 0, 1).random::<u64>();
+        let g = item_stream(1, Purpose::Connectivity, 1, 0).random::<u64>();
+        assert!(e != f && e != g && f != g && e != a);
     }
 
     #[test]

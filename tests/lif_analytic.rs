@@ -144,18 +144,75 @@ fn per_synapse_delays_deliver_each_spike_at_its_own_delay() {
     let model = model_from_text(network, Some(stimulus)).unwrap();
     let mut sim = Simulation::build(&model, 3).unwrap();
     // The generators fire every step (p = 1), so neuron i first fires one step after its delay.
-    let delays = match &sim.projections[0].synapses.delays {
-        snn::engine::synapses::Delays::PerSynapse(d) => d.clone(),
-        other => panic!("expected per-synapse delays, got {other:?}"),
-    };
-    let targets = sim.projections[0].synapses.targets.clone();
+    let delay_of: std::collections::HashMap<u32, u16> =
+        sim.projections[0].synapses.iter().map(|s| (s.target, s.delay)).collect();
+    assert!(matches!(sim.projections[0].synapses.delays, snn::engine::synapses::Delays::PerSynapse { .. }));
     sim.run(200, |_| {});
     let rec = Recording::from_simulation(&sim, &model);
     let (times, ids) = rec.population("n").unwrap().spikes.clone().unwrap();
     assert_eq!(times.len(), 200, "every neuron fires once (refractory afterwards)");
     for (t, id) in times.iter().zip(&ids) {
-        let k = targets.iter().position(|&x| x as u64 == *id).unwrap();
-        let expected = (delays[k] as f64 + 1.0) * 0.1;
-        assert!((t - expected).abs() < 1e-9, "neuron {id}: fired at {t}, delay {} steps", delays[k]);
+        let delay = delay_of[&(*id as u32)];
+        let expected = (delay as f64 + 1.0) * 0.1;
+        assert!((t - expected).abs() < 1e-9, "neuron {id}: fired at {t}, delay {delay} steps");
     }
+}
+
+#[test]
+fn poisson_input_gives_the_shot_noise_mean_and_variance() {
+    // 20 000 silent neurons (threshold out of reach), each receiving Binomial(N, p) spikes of
+    // weight w per step onto the membrane: v_{n+1} = P (v_n + w X_n), so after n steps
+    // E[v] = w N p P (1 - P^n) / (1 - P) and Var[v] = w^2 N p (1 - p) P^2 (1 - P^2n) / (1 - P^2).
+    let (n_inputs, rate_hz, w, dt, tau): (u32, f64, f64, f64, f64) = (800, 25.0, 0.1, 0.1, 10.0);
+    let network = format!(
+        r#"Network(name: "shot", dt_ms: {dt}, duration_ms: 30.0,
+            populations: [(name: "n", size: 20000,
+                neuron: Lif(tau_mem_ms: {tau}, v_rest: 0.0, v_threshold: 1e9, v_reset: 0.0))])"#
+    );
+    let stimulus = format!(
+        r#"Stimulus(poisson_inputs: [(population: "n", inputs: {n_inputs}, rate_hz: {rate_hz}, weight: {w},
+                                      synapse: Instantaneous)])"#
+    );
+    let model = model_from_text(&network, Some(&stimulus)).expect("valid model");
+    let mut sim = Simulation::build(&model, 3).expect("builds");
+    let steps = 300;
+    sim.run(steps, |_| {});
+    let snn::engine::Dynamics::Lif(lif) = &sim.populations[0].dynamics else { panic!("a LIF population") };
+    let count = lif.v.len() as f64;
+    let mean = lif.v.iter().sum::<f64>() / count;
+    let var = lif.v.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0);
+    let p = rate_hz * dt / 1000.0;
+    let decay = (-dt / tau).exp();
+    let np = n_inputs as f64 * p;
+    let expected_mean = w * np * decay * (1.0 - decay.powi(steps as i32)) / (1.0 - decay);
+    let expected_var =
+        w * w * np * (1.0 - p) * decay * decay * (1.0 - decay.powi(2 * steps as i32)) / (1.0 - decay * decay);
+    // Standard errors over 20 000 neurons: mean sd/141, variance about var * sqrt(2/20000).
+    assert!((mean - expected_mean).abs() < 4.0 * (expected_var / count).sqrt(), "mean {mean} vs {expected_mean}");
+    assert!((var - expected_var).abs() < 4.0 * expected_var * (2.0 / count).sqrt(), "var {var} vs {expected_var}");
+}
+
+#[test]
+fn poisson_input_through_an_exponential_synapse_reaches_its_steady_state() {
+    // Through an exponential synapse the mean input N p w per step settles the synaptic
+    // variable at N p w D / (1 - D) after the step's decay, and the membrane at the time
+    // average of the synaptic variable.
+    let network = r#"Network(name: "drive", dt_ms: 0.1, duration_ms: 100.0,
+        populations: [(name: "n", size: 5000,
+            neuron: Lif(tau_mem_ms: 20.0, v_rest: 0.0, v_threshold: 1e9, v_reset: 0.0))])"#;
+    let stimulus = r#"Stimulus(poisson_inputs: [(population: "n", inputs: 1000, rate_hz: 10.0, weight: 0.2,
+                                                 synapse: Exponential(tau_ms: 5.0))])"#;
+    let model = model_from_text(network, Some(stimulus)).expect("valid model");
+    let mut sim = Simulation::build(&model, 1).expect("builds");
+    sim.run(1000, |_| {});
+    let snn::engine::Dynamics::Lif(lif) = &sim.populations[0].dynamics else { panic!("a LIF population") };
+    let mean_syn = lif.syn[0].iter().sum::<f64>() / 5000.0;
+    let d = (-0.1f64 / 5.0).exp();
+    let expected_syn = 1000.0 * 0.001 * 0.2 * d / (1.0 - d);
+    assert!((mean_syn - expected_syn).abs() < 0.02 * expected_syn, "synaptic mean {mean_syn} vs {expected_syn}");
+    // Membrane: tau_m dv/dt = -v + s settles at the time average of s (same units), N p w
+    // tau_s / dt, to within e^-5 after 100 ms.
+    let mean_v = lif.v.iter().sum::<f64>() / 5000.0;
+    let step_average = 1000.0 * 0.001 * 0.2 * 5.0 / 0.1;
+    assert!((mean_v - step_average).abs() < 0.03 * step_average, "membrane mean {mean_v} vs {step_average}");
 }

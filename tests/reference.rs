@@ -3,7 +3,6 @@
 //! source fired `delay` steps ago. Inputs are applied in the engine's order, so the two must
 //! produce identical spike trains.
 
-use snn::engine::synapses::Delays;
 use snn::engine::{Dynamics, Simulation};
 use snn::recording::Recording;
 use snn::spec::{Neuron, Reset, Synapse, model_from_text};
@@ -83,16 +82,10 @@ fn event_driven_engine_matches_dense_reference() {
     let specs: Vec<_> = model.network.projections.iter().chain(&model.stimulus.projections).collect();
     for (proj, spec) in sim.projections.iter().zip(&specs) {
         let mut m: Dense = vec![vec![None; sizes[proj.target]]; sizes[proj.source]];
-        let csr = &proj.synapses;
-        for (i, row) in m.iter_mut().enumerate() {
-            for k in csr.row(i) {
-                let d = match &csr.delays {
-                    Delays::Uniform(d) => *d as u64,
-                    Delays::PerSynapse(ds) => ds[k] as u64,
-                };
-                assert!(row[csr.targets[k] as usize].is_none(), "multapse");
-                row[csr.targets[k] as usize] = Some((csr.weights[k] as f64, d));
-            }
+        for syn in proj.synapses.iter() {
+            let cell = &mut m[syn.source as usize][syn.target as usize];
+            assert!(cell.is_none(), "multapse");
+            *cell = Some((syn.weight as f64, syn.delay as u64));
         }
         dense.push((proj.source, proj.target, spec.synapse.clone(), m));
     }

@@ -8,19 +8,23 @@
 //! 4. arrival: every spike due at `t_n` adds its weights to its targets' synaptic variables (or
 //!    membrane, for instantaneous synapses);
 //! 5. neurons: every LIF population integrates to `t_{n+1}`, tests the threshold and resets
-//!    ([`lif::update_chunk`]); spikes are stamped `t_{n+1}`, when the threshold was found crossed.
+//!    ([`lif`]); spikes are stamped `t_{n+1}`, when the threshold was found crossed.
 //!
 //! A spike stamped `t_s` on a projection with delay `d` steps arrives at step `s + d`. Spikes are
-//! delayed, not their weights: each target population keeps a ring of `max delay + 1` slots,
-//! each a list of synapse ranges (a CSR row, or the part of a row sharing one delay) due at that
-//! step. Work per step is thus the neuron update plus the synapses of neurons that fired; silent
-//! synapses cost nothing.
+//! delayed, not their weights: each population keeps the ids that fired in each of its last
+//! `max outgoing delay + 1` steps ([`SpikeRing`]), and a target block reads, per incoming
+//! projection and delay `d`, the spikes stamped `n - d` and adds those neurons' rows. Work per
+//! step is thus the neuron update plus the synapses of neurons that fired; silent synapses cost
+//! nothing.
 //!
-//! Random numbers come from streams derived from (seed, purpose, index) ([`rng`]); neuron updates
-//! of large populations run in parallel over fixed-size chunks whose spikes are concatenated in
-//! chunk order, so results are identical for any number of threads.
+//! Steps 4 and 5 run per block of target neurons ([`synapses::block_size`]), in parallel for
+//! large populations: a block's arrivals, integration and threshold touch only its own neurons,
+//! in a fixed order, and the blocks' spikes are concatenated in block order, so results are
+//! identical for any number of threads. Random numbers come from streams derived from (seed,
+//! purpose, index) ([`rng`]).
 
 pub mod currents;
+pub mod drive;
 pub mod lif;
 pub mod monitor;
 pub mod sources;
@@ -31,26 +35,19 @@ use rayon::prelude::*;
 use crate::data::encode::{Encoder, encoding_stream};
 use crate::data::idx;
 use crate::error::{Error, Result};
-use crate::rng::{self, Purpose};
+use crate::rng::{self, Purpose, Stream};
 use crate::spec::{self, Model, Neuron, SpikeRecord, Synapse};
 use currents::Injection;
-use lif::{Exponential, Input, LifConstants, Refractory};
+use drive::PoissonDrive;
+use lif::{Exponential, HeldQueue, Input, LifConstants, Refractory};
 use monitor::{Monitors, SpikeLog, TraceLog};
 use sources::Generator;
-use synapses::{ConnectionPlan, Csr, Delays};
+use synapses::{ConnectionPlan, Delays, Synapses};
 
-/// Populations at least this large update in parallel, in chunks of [`CHUNK`] neurons. The chunk
-/// size is fixed (not derived from the thread count) so that results never depend on it.
+/// Populations at least this large update their blocks in parallel; below it a parallel
+/// section costs more than it saves (rayon's hand-off takes tens of microseconds, a step of
+/// CUBA a few). Either way the blocks are the same, so the result is too.
 pub const PARALLEL_MIN_NEURONS: usize = 16_384;
-pub const CHUNK: usize = 4_096;
-
-/// Synapses `start..end` of projection `projection`, due at one step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Arrival {
-    pub projection: usize,
-    pub start: usize,
-    pub end: usize,
-}
 
 #[derive(Debug, Clone)]
 pub struct LifPopulation {
@@ -62,9 +59,59 @@ pub struct LifPopulation {
     pub refractory: Refractory,
     pub i_ext: Vec<f64>,
     pub has_current: bool,
-    /// Slot `s % len` holds the spikes due at step `s`.
-    pub arrivals: Vec<Vec<Arrival>>,
-    chunk_spikes: Vec<Vec<u32>>,
+    /// Neurons per block ([`synapses::block_size`] of the population's size).
+    pub block: usize,
+    /// Poisson inputs into the population.
+    drives: Vec<PoissonDrive>,
+    /// What each block keeps for itself.
+    blocks: Vec<BlockLocal>,
+}
+
+/// State a block of neurons keeps between steps, touched only by the task updating it.
+#[derive(Debug, Clone, Default)]
+struct BlockLocal {
+    /// The ids that fired in the current step, and the synaptic events received in it.
+    spikes: Vec<u32>,
+    events: u64,
+    /// One random stream per Poisson input of the population.
+    drive_streams: Vec<Stream>,
+    /// Synapses of projections with per-synapse delays, queued when their spike is emitted:
+    /// slot `s % len` holds those due at step `s`.
+    pending: Vec<Vec<Arrival>>,
+}
+
+/// Synapses `start..end` of one block of projection `projection`, due at one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Arrival {
+    projection: u32,
+    start: u32,
+    end: u32,
+}
+
+/// The ids a population fired in each of its last `len` steps: slot `s % len` holds the spikes
+/// stamped at step `s`, as long as a projection may still deliver them.
+#[derive(Debug, Clone)]
+pub struct SpikeRing {
+    slots: Vec<Vec<u32>>,
+}
+
+impl SpikeRing {
+    fn new(len: usize) -> Self {
+        SpikeRing { slots: vec![Vec::new(); len.max(1)] }
+    }
+
+    /// The ids stamped at step `stamp` (one of the last `len` steps).
+    pub fn at(&self, stamp: u64) -> &[u32] {
+        &self.slots[(stamp % self.slots.len() as u64) as usize]
+    }
+
+    /// The emptied slot for step `stamp`, to be filled with its spikes.
+    fn start(&mut self, stamp: u64) -> &mut Vec<u32> {
+        let len = self.slots.len() as u64;
+        let slot = &mut self.slots[(stamp % len) as usize];
+        slot.clear();
+        slot
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,7 +132,7 @@ pub struct Projection {
     pub source: usize,
     pub target: usize,
     pub input: Input,
-    pub synapses: Csr,
+    pub synapses: Synapses,
 }
 
 /// A built network, ready to step.
@@ -97,13 +144,14 @@ pub struct Simulation {
     pub step: u64,
     pub populations: Vec<Population>,
     pub projections: Vec<Projection>,
-    /// Per population, indices of the projections leaving it.
-    outgoing: Vec<Vec<usize>>,
+    /// Per population, indices of the projections into it, in file order (the order in which
+    /// their spikes are added).
+    incoming: Vec<Vec<usize>>,
+    /// Per population, its recent spikes.
+    spikes: Vec<SpikeRing>,
     injections: Vec<Injection>,
     current_changes: Vec<(u64, usize)>,
     next_change: usize,
-    /// Per population, the ids that fired in the current step (preallocated, reused).
-    fired: Vec<Vec<u32>>,
     pub monitors: Monitors,
     /// Synaptic events delivered so far (one per synapse of a neuron that fired).
     pub events_delivered: u64,
@@ -138,8 +186,9 @@ impl Simulation {
             let Neuron::Lif { tau_mem_ms, v_rest, v_threshold, v_reset, refractory_ms, r_mem_mohm, reset } = pop.neuron;
             let constants =
                 LifConstants::new(dt, tau_mem_ms, v_rest, v_threshold, v_reset, refractory_ms, r_mem_mohm, reset);
-            let taus = synaptic_taus(&all_projections, &pop.name);
+            let taus = synaptic_taus(&all_projections, &stim.poisson_inputs, &pop.name);
             let n = pop.size as usize;
+            let block = synapses::block_size(n);
             let mut rng = rng::stream(seed, Purpose::InitialState, pi as u64);
             let v = match &pop.init_v {
                 Some(dist) => (0..n).map(|_| dist.sample(&mut rng)).collect(),
@@ -153,11 +202,12 @@ impl Simulation {
                     exponentials: taus.iter().map(|&tau| Exponential::new(tau, tau_mem_ms, dt)).collect(),
                     syn: vec![vec![0.0; n]; taus.len()],
                     v,
-                    refractory: Refractory::new(n, CHUNK),
+                    refractory: Refractory::new(n, block),
                     i_ext: vec![0.0; n],
                     has_current: false,
-                    arrivals: vec![Vec::new()],
-                    chunk_spikes: vec![Vec::new(); n.div_ceil(CHUNK)],
+                    block,
+                    drives: Vec::new(),
+                    blocks: vec![BlockLocal::default(); n.div_ceil(block)],
                 })),
             });
         }
@@ -184,16 +234,7 @@ impl Simulation {
             if !matches!(populations[target].dynamics, Dynamics::Lif(_)) {
                 return Err(Error::Simulation(format!("projection target {:?} is not a neuron population", p.to)));
             }
-            let input = match p.synapse {
-                Synapse::Instantaneous => Input::Membrane,
-                Synapse::Exponential { tau_ms } => {
-                    let index = synaptic_taus(&all_projections, &p.to)
-                        .iter()
-                        .position(|&t| t == tau_ms)
-                        .expect("the population's variables were made from the same list");
-                    Input::Synaptic { index, tau_ms }
-                }
-            };
+            let input = input_of(&p.synapse, &synaptic_taus(&all_projections, &stim.poisson_inputs, &p.to));
             let plan = ConnectionPlan {
                 connect: &p.connect,
                 n_source: populations[source].size,
@@ -203,21 +244,51 @@ impl Simulation {
                 delay_ms: &p.delay_ms,
                 dt_ms: dt,
             };
-            let mut rng = rng::stream(seed, Purpose::Connectivity, *stream_index);
-            let synapses = synapses::build(&plan, &mut rng);
+            let stream_index = *stream_index;
+            let synapses =
+                synapses::build(&plan, |j| rng::item_stream(seed, Purpose::Connectivity, stream_index, j as u64))
+                    .map_err(|e| Error::Simulation(format!("projection {:?} -> {:?}: {e}", p.from, p.to)))?;
             projections.push(Projection { source, target, input, synapses });
         }
-        // Pending spikes span at most max delay + 1 steps.
-        for (ti, pop) in populations.iter_mut().enumerate() {
+        // A population's spikes are kept as long as a projection with a shared delay reads
+        // them; spikes on projections with per-synapse delays are queued by the target blocks
+        // when emitted, in rings as long as their longest delay.
+        let shared_delay = |p: &Projection| match p.synapses.delays {
+            Delays::Uniform(d) => d as usize,
+            Delays::PerSynapse { .. } => 0,
+        };
+        let spikes = (0..populations.len())
+            .map(|pi| {
+                SpikeRing::new(projections.iter().filter(|p| p.source == pi).map(shared_delay).max().unwrap_or(0) + 1)
+            })
+            .collect();
+        for (pi, pop) in populations.iter_mut().enumerate() {
             if let Dynamics::Lif(lif) = &mut pop.dynamics {
-                let max_delay =
-                    projections.iter().filter(|p| p.target == ti).map(|p| p.synapses.max_delay()).max().unwrap_or(0);
-                lif.arrivals = vec![Vec::new(); max_delay as usize + 1];
+                let into = projections.iter().filter(|p| p.target == pi);
+                let longest = into.filter(|p| shared_delay(p) == 0).map(|p| p.synapses.max_delay()).max().unwrap_or(0);
+                for local in &mut lif.blocks {
+                    local.pending = vec![Vec::new(); longest as usize + 1];
+                }
             }
         }
-        let mut outgoing = vec![Vec::new(); populations.len()];
-        for (k, p) in projections.iter().enumerate() {
-            outgoing[p.source].push(k);
+        let incoming = (0..populations.len())
+            .map(|pi| (0..projections.len()).filter(|&k| projections[k].target == pi).collect())
+            .collect();
+
+        for (di, drive) in stim.poisson_inputs.iter().enumerate() {
+            let pi = index_of(&drive.population)?;
+            let taus = synaptic_taus(&all_projections, &stim.poisson_inputs, &drive.population);
+            let Dynamics::Lif(lif) = &mut populations[pi].dynamics else {
+                return Err(Error::Simulation(format!(
+                    "Poisson input target {:?} is not a neuron population",
+                    drive.population
+                )));
+            };
+            let p = drive.rate_hz * dt / 1000.0;
+            lif.drives.push(PoissonDrive::new(drive.inputs, p, drive.weight, input_of(&drive.synapse, &taus))?);
+            for (b, local) in lif.blocks.iter_mut().enumerate() {
+                local.drive_streams.push(rng::item_stream(seed, Purpose::PoissonInput, di as u64, b as u64));
+            }
         }
 
         let injections = stim
@@ -235,7 +306,7 @@ impl Simulation {
         }
 
         let record = &net.record;
-        let spikes = populations
+        let spike_logs = populations
             .iter()
             .map(|p| {
                 let keep = match &record.spikes {
@@ -253,7 +324,7 @@ impl Simulation {
             .collect::<Result<Vec<_>>>()?;
         let n_pops = populations.len();
         let monitors = Monitors {
-            spikes,
+            spikes: spike_logs,
             traces,
             rate_bin_steps: ((record.rate_bin_ms / dt).round() as u64).max(1),
             counts: vec![Vec::new(); n_pops],
@@ -263,10 +334,10 @@ impl Simulation {
             dt_ms: dt,
             seed,
             step: 0,
-            fired: populations.iter().map(|p| Vec::with_capacity(p.size)).collect(),
             populations,
             projections,
-            outgoing,
+            incoming,
+            spikes,
             current_changes: currents::change_points(&injections),
             next_change: 0,
             injections,
@@ -293,13 +364,7 @@ impl Simulation {
 
     /// Bytes held by synapse storage: the memory that grows with the synapse count.
     pub fn synapse_bytes(&self) -> usize {
-        self.projections
-            .iter()
-            .map(|p| {
-                let s = &p.synapses;
-                s.len() * s.bytes_per_synapse() + std::mem::size_of_val(s.row_start.as_slice())
-            })
-            .sum()
+        self.projections.iter().map(|p| p.synapses.heap_bytes()).sum()
     }
 
     /// Runs `steps` steps, calling `progress` with the number of steps done now and then.
@@ -348,83 +413,63 @@ impl Simulation {
         }
         for p in 0..self.populations.len() {
             if let Dynamics::Source(generator) = &mut self.populations[p].dynamics {
-                self.fired[p].clear();
-                generator.emit(n, &mut self.fired[p]);
-                self.monitors.record_spikes(p, n, &self.fired[p]);
-                self.schedule(p, n);
+                generator.emit(n, self.spikes[p].start(n));
+                self.monitors.record_spikes(p, n, self.spikes[p].at(n));
             }
         }
         for p in 0..self.populations.len() {
             if let Dynamics::Lif(lif) = &mut self.populations[p].dynamics {
-                self.events_delivered += deliver_arrivals(lif, &self.projections, n);
-                update_population(lif, n, &mut self.fired[p]);
+                self.events_delivered += update_population(lif, &self.incoming[p], &self.projections, &self.spikes, n);
             }
         }
         for p in 0..self.populations.len() {
-            if matches!(self.populations[p].dynamics, Dynamics::Lif(_)) {
-                self.monitors.record_spikes(p, n + 1, &self.fired[p]);
-                self.schedule(p, n + 1);
+            if let Dynamics::Lif(lif) = &mut self.populations[p].dynamics {
+                let fired = self.spikes[p].start(n + 1);
+                for local in &lif.blocks {
+                    fired.extend_from_slice(&local.spikes);
+                }
+                lif.refractory.start(fired, &lif.v, n, &lif.constants);
+                self.monitors.record_spikes(p, n + 1, fired);
             }
         }
         self.step += 1;
     }
 
-    /// Queues the synapses of population `source`'s spikes, stamped at step `stamp`, for arrival
-    /// at `stamp + delay` in their targets.
-    fn schedule(&mut self, source: usize, stamp: u64) {
-        let fired = &self.fired[source];
-        if fired.is_empty() {
-            return;
-        }
-        for &k in &self.outgoing[source] {
-            let proj = &self.projections[k];
-            let Dynamics::Lif(target) = &mut self.populations[proj.target].dynamics else {
-                unreachable!("checked at build")
-            };
-            let slots = target.arrivals.len() as u64;
-            let csr = &proj.synapses;
-            match &csr.delays {
-                Delays::Uniform(d) => {
-                    let slot = &mut target.arrivals[((stamp + *d as u64) % slots) as usize];
-                    slot.extend(fired.iter().map(|&i| {
-                        let r = csr.row(i as usize);
-                        Arrival { projection: k, start: r.start, end: r.end }
-                    }));
-                }
-                Delays::PerSynapse(delays) => {
-                    // Rows are sorted by delay: one arrival per run of equal delays.
-                    for &i in fired {
-                        let r = csr.row(i as usize);
-                        let mut start = r.start;
-                        while start < r.end {
-                            let d = delays[start];
-                            let end = start + delays[start..r.end].partition_point(|&x| x == d);
-                            target.arrivals[((stamp + d as u64) % slots) as usize].push(Arrival {
-                                projection: k,
-                                start,
-                                end,
-                            });
-                            start = end;
-                        }
-                    }
-                }
-            }
-        }
+    /// The ids population `population` fired in step `stamp`, while the population still keeps
+    /// them (for its longest outgoing delay).
+    pub fn spikes_at(&self, population: usize, stamp: u64) -> &[u32] {
+        self.spikes[population].at(stamp)
     }
 }
 
-/// The distinct time constants of the exponential synapses into `target`, in order of first
-/// appearance: one synaptic variable per entry.
-fn synaptic_taus(projections: &[(u64, &spec::Projection)], target: &str) -> Vec<f64> {
+/// The distinct time constants of the exponential synapses into `target` (projections first,
+/// then Poisson inputs), in order of first appearance: one synaptic variable per entry.
+fn synaptic_taus(projections: &[(u64, &spec::Projection)], drives: &[spec::PoissonInput], target: &str) -> Vec<f64> {
+    let synapses = projections.iter().filter(|(_, p)| p.to == target).map(|(_, p)| &p.synapse);
+    let synapses = synapses.chain(drives.iter().filter(|d| d.population == target).map(|d| &d.synapse));
     let mut taus = Vec::new();
-    for (_, p) in projections.iter().filter(|(_, p)| p.to == target) {
-        if let Synapse::Exponential { tau_ms } = p.synapse {
+    for synapse in synapses {
+        if let Synapse::Exponential { tau_ms } = *synapse {
             if !taus.contains(&tau_ms) {
                 taus.push(tau_ms);
             }
         }
     }
     taus
+}
+
+/// Where input through `synapse` goes in a population whose synaptic variables have `taus`.
+fn input_of(synapse: &Synapse, taus: &[f64]) -> Input {
+    match *synapse {
+        Synapse::Instantaneous => Input::Membrane,
+        Synapse::Exponential { tau_ms } => Input::Synaptic {
+            index: taus
+                .iter()
+                .position(|&t| t == tau_ms)
+                .expect("the population's variables were made from the same list"),
+            tau_ms,
+        },
+    }
 }
 
 /// The generator of an `Image` source: the test image `index` of the data folder (relative to
@@ -463,76 +508,151 @@ fn image_source(
     })
 }
 
-/// Adds the weights of every synapse due at step `n` into `lif`; returns how many there were.
-fn deliver_arrivals(lif: &mut LifPopulation, projections: &[Projection], n: u64) -> u64 {
-    let slot = (n % lif.arrivals.len() as u64) as usize;
-    let mut arrivals = std::mem::take(&mut lif.arrivals[slot]);
+/// One block's share of a LIF population's state during a step.
+struct BlockState<'a> {
+    /// Id of the block's first neuron.
+    offset: usize,
+    v: &'a mut [f64],
+    syn: Vec<&'a mut [f64]>,
+    i_ext: Option<&'a [f64]>,
+    active_from: &'a [u64],
+    held: &'a mut HeldQueue,
+    local: &'a mut BlockLocal,
+}
+
+/// Steps 4 and 5 of the schedule for one LIF population over step `n`: per block, the arrivals,
+/// integration and threshold; each block's spikes are left in its `BlockLocal`. Returns the
+/// synaptic events delivered.
+fn update_population(
+    lif: &mut LifPopulation,
+    incoming: &[usize],
+    projections: &[Projection],
+    spikes: &[SpikeRing],
+    n: u64,
+) -> u64 {
+    let LifPopulation { constants, exponentials, syn, v, refractory, i_ext, has_current, block, drives, blocks } = lif;
+    let block = *block;
+    let i_ext = has_current.then_some(i_ext.as_slice());
+    let Refractory { active_from, queues, .. } = refractory;
+    let mut syn_blocks: Vec<_> = syn.iter_mut().map(|s| s.chunks_mut(block)).collect();
+    let mut i_ext_blocks = i_ext.map(|i| i.chunks(block));
+    let parallel = v.len() >= PARALLEL_MIN_NEURONS && rayon::current_num_threads() > 1;
+    let states = v
+        .chunks_mut(block)
+        .zip(active_from.chunks(block))
+        .zip(queues.iter_mut())
+        .zip(blocks.iter_mut())
+        .enumerate()
+        .map(|(b, (((v, active_from), held), local))| BlockState {
+            offset: b * block,
+            v,
+            syn: syn_blocks.iter_mut().map(|it| it.next().expect("same length as v")).collect(),
+            i_ext: i_ext_blocks.as_mut().and_then(|it| it.next()),
+            active_from,
+            held,
+            local,
+        });
+    let step_block = |(b, state): (usize, BlockState)| {
+        update_block(constants, exponentials, drives, b, state, incoming, projections, spikes, n)
+    };
+    if parallel {
+        states.enumerate().collect::<Vec<_>>().into_par_iter().for_each(step_block);
+    } else {
+        states.enumerate().for_each(step_block);
+    }
+    blocks.iter().map(|local| local.events).sum()
+}
+
+/// Steps 4 and 5 for block `b` of a population: queues the synapses of this step's spikes on
+/// projections with per-synapse delays; adds the rows of the spikes due now (projections with
+/// a shared delay in file order, then the queue), then the Poisson inputs; integrates and
+/// thresholds the block's neurons.
+#[allow(clippy::too_many_arguments)]
+fn update_block(
+    k: &LifConstants,
+    exponentials: &[Exponential],
+    drives: &[PoissonDrive],
+    b: usize,
+    mut st: BlockState,
+    incoming: &[usize],
+    projections: &[Projection],
+    spikes: &[SpikeRing],
+    n: u64,
+) {
     let mut events = 0;
-    for a in &arrivals {
-        let proj = &projections[a.projection];
-        let targets = &proj.synapses.targets[a.start..a.end];
-        let weights = &proj.synapses.weights[a.start..a.end];
-        events += targets.len() as u64;
-        match proj.input {
-            Input::Synaptic { index, .. } => {
-                let syn = &mut lif.syn[index];
-                for (&t, &w) in targets.iter().zip(weights) {
-                    syn[t as usize] += w as f64;
+    let slots = st.local.pending.len() as u64;
+    for &pk in incoming {
+        let proj = &projections[pk];
+        let blk = &proj.synapses.blocks[b];
+        if blk.targets.is_empty() {
+            continue;
+        }
+        let ring = &spikes[proj.source];
+        match &proj.synapses.delays {
+            Delays::Uniform(d) => {
+                if let Some(stamp) = n.checked_sub(*d as u64) {
+                    for &i in ring.at(stamp) {
+                        events += add_row(&mut st, proj.input, blk, blk.row(i as usize), n);
+                    }
                 }
             }
-            Input::Membrane => {
-                for (&t, &w) in targets.iter().zip(weights) {
-                    if !lif.refractory.is_refractory(t as usize, n) {
-                        lif.v[t as usize] += w as f64;
+            Delays::PerSynapse { .. } => {
+                // Rows are sorted by delay: one arrival per run of equal delays.
+                for &i in ring.at(n) {
+                    let row = blk.row(i as usize);
+                    let mut start = row.start;
+                    while start < row.end {
+                        let d = blk.delays[start];
+                        let end = start + blk.delays[start..row.end].partition_point(|&x| x == d);
+                        st.local.pending[((n + d as u64) % slots) as usize].push(Arrival {
+                            projection: pk as u32,
+                            start: start as u32,
+                            end: end as u32,
+                        });
+                        start = end;
                     }
                 }
             }
         }
     }
-    arrivals.clear();
-    lif.arrivals[slot] = arrivals; // keep the allocation
-    events
+    let slot = (n % slots) as usize;
+    let due = std::mem::take(&mut st.local.pending[slot]);
+    for a in &due {
+        let proj = &projections[a.projection as usize];
+        events += add_row(&mut st, proj.input, &proj.synapses.blocks[b], a.start as usize..a.end as usize, n);
+    }
+    st.local.pending[slot] = due;
+    st.local.pending[slot].clear(); // keeps the allocation
+    st.local.events = events;
+    for (drive, rng) in drives.iter().zip(st.local.drive_streams.iter_mut()) {
+        drive.add(rng, st.v, &mut st.syn, st.active_from, n);
+    }
+    st.local.spikes.clear();
+    lif::integrate(k, exponentials, st.v, st.i_ext, st.syn);
+    st.held.hold(st.v, st.offset as u32, n);
+    lif::threshold(k, st.offset as u32, st.v, st.active_from, n, &mut st.local.spikes);
 }
 
-/// Integrates one LIF population over step `n`, filling `fired` with the ids that spiked.
-/// Large populations run as one parallel section per step (rayon's hand-off between threads
-/// costs tens of microseconds here, so there is only one), and only when the pool has more than
-/// one thread; chunks are fixed, so either way the result is the same.
-fn update_population(lif: &mut LifPopulation, n: u64, fired: &mut Vec<u32>) {
-    fired.clear();
-    let LifPopulation { constants: k, exponentials, syn, v, refractory, i_ext, has_current, chunk_spikes, .. } = lif;
-    let i_ext = has_current.then_some(i_ext.as_slice());
-    let Refractory { active_from, queues, .. } = refractory;
-    if v.len() < PARALLEL_MIN_NEURONS || rayon::current_num_threads() < 2 {
-        lif::integrate(k, exponentials, v, i_ext, syn.iter_mut().map(|s| s.as_mut_slice()).collect());
-        for (c, (v, queue)) in v.chunks_mut(CHUNK).zip(queues.iter_mut()).enumerate() {
-            queue.hold(v, (c * CHUNK) as u32, n);
+/// Adds synapses `range` of `blk` into the block's neurons; returns how many there were.
+#[inline]
+fn add_row(st: &mut BlockState, input: Input, blk: &synapses::Block, range: std::ops::Range<usize>, n: u64) -> u64 {
+    let targets = &blk.targets[range.clone()];
+    let weights = &blk.weights[range];
+    match input {
+        Input::Synaptic { index, .. } => {
+            let syn = &mut *st.syn[index];
+            for (&t, &w) in targets.iter().zip(weights) {
+                syn[t as usize] += w as f64;
+            }
         }
-        lif::threshold(k, 0, v, active_from, n, fired);
-    } else {
-        let mut syn_chunks: Vec<_> = syn.iter_mut().map(|s| s.chunks_mut(CHUNK)).collect();
-        let mut i_ext_chunks = i_ext.map(|i| i.chunks(CHUNK));
-        let chunks: Vec<_> = v
-            .chunks_mut(CHUNK)
-            .zip(active_from.chunks(CHUNK))
-            .zip(queues.iter_mut())
-            .zip(chunk_spikes.iter_mut())
-            .map(|(((v, active_from), queue), out)| {
-                let syn: Vec<&mut [f64]> =
-                    syn_chunks.iter_mut().map(|it| it.next().expect("same length as v")).collect();
-                (v, active_from, queue, i_ext_chunks.as_mut().and_then(|it| it.next()), syn, out)
-            })
-            .collect();
-        chunks.into_par_iter().enumerate().for_each(|(c, (v, active_from, queue, i_ext, syn, out))| {
-            let offset = (c * CHUNK) as u32;
-            out.clear();
-            lif::integrate(k, exponentials, v, i_ext, syn);
-            queue.hold(v, offset, n);
-            lif::threshold(k, offset, v, active_from, n, out);
-        });
-        for out in chunk_spikes.iter() {
-            fired.extend_from_slice(out);
+        Input::Membrane => {
+            for (&t, &w) in targets.iter().zip(weights) {
+                // A refractory neuron drops instantaneous input (see `lif`).
+                if n >= st.active_from[t as usize] {
+                    st.v[t as usize] += w as f64;
+                }
+            }
         }
     }
-    refractory.start(fired, v, n, k);
+    targets.len() as u64
 }

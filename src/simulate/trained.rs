@@ -45,7 +45,7 @@ pub fn prepare(model: &mut Model, path: &Path) -> Result<Trained> {
 
 impl Trained {
     /// Writes each trained layer's weights into the engine's projection between the same two
-    /// populations (all-to-all, so row i holds targets 0.. in order).
+    /// populations (all-to-all, so every pair has its synapse).
     pub fn load_weights(&self, sim: &mut Simulation) -> Result<()> {
         for (from, to, w) in &self.checkpoint.layers {
             let find = |name: &str| sim.populations.iter().position(|p| p.name == name);
@@ -58,20 +58,16 @@ impl Trained {
                 sim.projections.iter_mut().find(|p| p.source == source && p.target == target).ok_or_else(|| {
                     Error::Training(format!("no projection {from} -> {to} to load the checkpoint's weights into"))
                 })?;
-            let csr = &mut proj.synapses;
-            if csr.len() != w.len() || csr.row_start.len() != w.ncols() + 1 {
+            let synapses = &mut proj.synapses;
+            if synapses.len() != w.len() || synapses.n_source != w.ncols() {
                 return Err(Error::Training(format!(
                     "projection {from} -> {to} has {} synapses, the checkpoint {} x {} weights",
-                    csr.len(),
+                    synapses.len(),
                     w.nrows(),
                     w.ncols()
                 )));
             }
-            for i in 0..w.ncols() {
-                for k in csr.row(i) {
-                    csr.weights[k] = w[(csr.targets[k] as usize, i)];
-                }
-            }
+            synapses.set_weights(|source, target| w[(target, source)]);
         }
         Ok(())
     }

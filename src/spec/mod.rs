@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 pub use common::{Connect, Distribution, Projection, Synapse};
 pub use layers::{Layer, Learnable, Shape, SpikeReset, Weights};
 pub use network::{Network, Neuron, Population, Record, Reset, SpikeRecord, TraceRecord};
-pub use stimulus::{Current, Source, SourceKind, Stimulus};
+pub use stimulus::{Current, PoissonInput, Source, SourceKind, Stimulus};
 pub use training::{InputPopulation, Optimizer, Readout, Schedule, Training};
 
 use crate::error::{Error, Result};
@@ -134,7 +134,7 @@ fn check_model(
             invalid(&path, validate::check_stimulus(&stim, &network, table))?;
             (stim, text, Some(path))
         }
-        None => (Stimulus { sources: vec![], projections: vec![], currents: vec![] }, String::new(), None),
+        None => (Stimulus::default(), String::new(), None),
     };
     Ok(Model { network, network_path: network_path.to_owned(), network_text, stimulus, stimulus_path, stimulus_text })
 }

@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::Projection;
+use super::common::{Projection, Synapse};
 use crate::data::encode::Encoder;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stimulus {
     #[serde(default)]
@@ -16,6 +16,24 @@ pub struct Stimulus {
     pub projections: Vec<Projection>,
     #[serde(default)]
     pub currents: Vec<Current>,
+    /// Independent Poisson input drawn per target neuron, without source neurons or synapses.
+    #[serde(default)]
+    pub poisson_inputs: Vec<PoissonInput>,
+}
+
+/// Independent Poisson input to every neuron of a population: `inputs` inputs per neuron, each
+/// firing at `rate_hz`, each spike adding `weight` (mV) through `synapse`. Per neuron and step
+/// the number that fire is one binomial draw, Binomial(inputs, rate_hz dt), as Brian2's
+/// `PoissonInput`; NEST's `poisson_generator` at rate R is the limit of many inputs at R /
+/// inputs. It costs one draw per neuron and step, however many inputs it stands for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoissonInput {
+    pub population: String,
+    pub inputs: u32,
+    pub rate_hz: f64,
+    pub weight: f64,
+    pub synapse: Synapse,
 }
 
 /// A population of spike generators; its name must differ from every network population.

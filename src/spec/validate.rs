@@ -385,6 +385,26 @@ pub fn check_stimulus(stim: &Stimulus, network: &Network, network_table: &Popula
     for (i, proj) in stim.projections.iter().enumerate() {
         check_projection(proj, &format!("projections[{i}]"), &table, network.dt_ms, &mut problems);
     }
+    for (i, drive) in stim.poisson_inputs.iter().enumerate() {
+        let path = format!("poisson_inputs[{i}]");
+        if !network_table.contains_key(&drive.population) {
+            problems.push(format!("{path}.population: unknown population {:?}", drive.population));
+        }
+        if drive.inputs == 0 {
+            problems.push(format!("{path}.inputs: must be at least 1"));
+        }
+        non_negative(&mut problems, &format!("{path}.rate_hz"), drive.rate_hz);
+        if drive.rate_hz * network.dt_ms / 1000.0 > 1.0 {
+            problems.push(format!(
+                "{path}.rate_hz: {} Hz fires more than once per step of {} ms; use more inputs at a lower rate",
+                drive.rate_hz, network.dt_ms
+            ));
+        }
+        finite(&mut problems, &format!("{path}.weight"), drive.weight);
+        if let Synapse::Exponential { tau_ms } = drive.synapse {
+            positive(&mut problems, &format!("{path}.synapse.Exponential.tau_ms"), tau_ms);
+        }
+    }
     for (i, current) in stim.currents.iter().enumerate() {
         let (Current::Constant { population, neurons, .. } | Current::Step { population, neurons, .. }) = current;
         let path = format!("currents[{i}]");

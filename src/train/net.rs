@@ -9,7 +9,7 @@ use std::path::Path;
 
 use nalgebra::DMatrix;
 
-use crate::engine::synapses::{self, ConnectionPlan};
+use crate::engine::synapses::{ConnectionPlan, Drawn, Rule};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::nn::Real;
@@ -78,13 +78,15 @@ impl<F: Real> TrainNet<F> {
                 delay_ms: &proj.delay_ms,
                 dt_ms: net.dt_ms,
             };
-            // The same stream as the engine's projection k, so simulation and training start
-            // from the same weights.
-            let csr = synapses::build(&plan, &mut rng::stream(seed, Purpose::Connectivity, k as u64));
+            // Each target draws from the same stream as in the engine's projection k, so
+            // simulation and training start from the same weights.
+            let rule = Rule::new(&plan);
             let mut weights = DMatrix::<F>::zeros(n_out, n_in);
-            for i in 0..n_in {
-                for s in csr.row(i) {
-                    weights[(csr.targets[s] as usize, i)] = F::of(csr.weights[s] as f64);
+            let mut incoming = Drawn::default();
+            for j in 0..n_out {
+                rule.incoming(j, &mut rng::item_stream(seed, Purpose::Connectivity, k as u64, j as u64), &mut incoming);
+                for x in &incoming.synapses {
+                    weights[(j, x.source as usize)] = F::of(x.weight as f64);
                 }
             }
             let Neuron::Lif { tau_mem_ms, v_rest, v_threshold, v_reset, reset, .. } = pop.neuron;
