@@ -204,14 +204,16 @@ fn run(cli: Cli) -> snn::Result<()> {
             };
             say(&simulate(&opts)?.to_string());
         }
-        Command::Validate { file } => {
-            let kind = validate_file(&file)?;
-            let what = match kind {
-                FileKind::Network => "network",
-                FileKind::Stimulus => "stimulus",
-            };
-            say(&format!("{}: valid {what}\n", file.display()));
-        }
+        Command::Validate { file } => match validate_file(&file)? {
+            FileKind::Stimulus => say(&format!("{}: valid stimulus\n", file.display())),
+            FileKind::Network(model) => {
+                let cost = match model {
+                    Some(model) => format!(": {}", snn::simulate::check_memory(&model, None, &file)?),
+                    None => String::new(),
+                };
+                say(&format!("{}: valid network{cost}\n", file.display()));
+            }
+        },
         Command::Train { network, surrogate, resume, seed, run } => {
             let opts = TrainOptions { network, surrogate, resume, seed, ..run.options() };
             say(&snn::commands::train::train(&opts)?.to_string());

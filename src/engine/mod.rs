@@ -25,6 +25,7 @@
 
 pub mod currents;
 pub mod drive;
+pub mod estimate;
 pub mod lif;
 pub mod monitor;
 pub mod sources;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::engine::Simulation;
+use crate::engine::estimate::{self, Estimate};
 use crate::error::{Error, Result};
 use crate::io::hdf5_file;
 use crate::plot;
@@ -114,8 +115,19 @@ pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
     Ok((model, steps, seed))
 }
 
+/// Estimates what `model` needs to simulate for `steps` steps (default: its duration) and
+/// refuses it, naming `path`, when that exceeds the memory available.
+pub fn check_memory(model: &Model, steps: Option<u64>, path: &Path) -> Result<Estimate> {
+    let net = &model.network;
+    let steps = steps.unwrap_or_else(|| (net.duration_ms / net.dt_ms).round().max(1.0) as u64);
+    let estimate = estimate::estimate(model, steps, rayon::current_num_threads());
+    estimate::check_fits(&estimate, estimate::available_memory(), path)?;
+    Ok(estimate)
+}
+
 pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
     let (mut model, mut steps, seed) = load(opts)?;
+    check_memory(&model, Some(steps), &opts.network)?;
     let trained = match &opts.checkpoint {
         Some(path) => Some(trained::prepare(&mut model, path)?),
         None => None,

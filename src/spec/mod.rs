@@ -140,9 +140,10 @@ fn check_model(
 }
 
 /// What kind of file `snn validate` was handed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum FileKind {
-    Network,
+    /// A network, with the model it simulates when it is one (not a model trained from data).
+    Network(Option<Box<Model>>),
     Stimulus,
 }
 
@@ -178,9 +179,10 @@ pub fn validate_file(path: &Path) -> Result<FileKind> {
         let (network, _) = load_network(path)?;
         // A network trained from data needs no stimulus; any other is checked with its own.
         if network.training.is_none() || network.stimulus.is_some() {
-            load_model(path, None)?;
+            Ok(FileKind::Network(Some(Box::new(load_model(path, None)?))))
+        } else {
+            Ok(FileKind::Network(None))
         }
-        Ok(FileKind::Network)
     }
 }
 
