@@ -45,10 +45,11 @@ use monitor::{Monitors, SpikeLog, TraceLog};
 use sources::Generator;
 use synapses::{ConnectionPlan, Delays, Synapses};
 
-/// Populations at least this large update their blocks in parallel; below it a parallel
-/// section costs more than it saves (rayon's hand-off takes tens of microseconds, a step of
-/// CUBA a few). Either way the blocks are the same, so the result is too.
-pub const PARALLEL_MIN_NEURONS: usize = 16_384;
+/// A population updates its blocks in parallel when it has more than one and its work per step,
+/// counted as neurons plus incoming synapses / 100, reaches this; below it a parallel section
+/// costs more than it saves (rayon's hand-off takes tens of microseconds, a step of CUBA a
+/// few). Either way the blocks are the same, so the result is too.
+pub const PARALLEL_MIN_WORK: usize = 16_384;
 
 #[derive(Debug, Clone)]
 pub struct LifPopulation {
@@ -62,6 +63,8 @@ pub struct LifPopulation {
     pub has_current: bool,
     /// Neurons per block ([`synapses::block_size`] of the population's size).
     pub block: usize,
+    /// Whether the blocks are worth updating in parallel ([`PARALLEL_MIN_WORK`]).
+    parallel: bool,
     /// Poisson inputs into the population.
     drives: Vec<PoissonDrive>,
     /// What each block keeps for itself.
@@ -207,6 +210,7 @@ impl Simulation {
                     i_ext: vec![0.0; n],
                     has_current: false,
                     block,
+                    parallel: false,
                     drives: Vec::new(),
                     blocks: vec![BlockLocal::default(); n.div_ceil(block)],
                 })),
@@ -265,6 +269,8 @@ impl Simulation {
             .collect();
         for (pi, pop) in populations.iter_mut().enumerate() {
             if let Dynamics::Lif(lif) = &mut pop.dynamics {
+                let synapses_in: usize = projections.iter().filter(|p| p.target == pi).map(|p| p.synapses.len()).sum();
+                lif.parallel = lif.blocks.len() > 1 && lif.v.len() + synapses_in / 100 >= PARALLEL_MIN_WORK;
                 let into = projections.iter().filter(|p| p.target == pi);
                 let longest = into.filter(|p| shared_delay(p) == 0).map(|p| p.synapses.max_delay()).max().unwrap_or(0);
                 for local in &mut lif.blocks {
@@ -509,6 +515,9 @@ fn image_source(
     })
 }
 
+/// How many spikes ahead delivery prefetches rows.
+const PREFETCH_AHEAD: usize = 4;
+
 /// One block's share of a LIF population's state during a step.
 struct BlockState<'a> {
     /// Id of the block's first neuron.
@@ -531,13 +540,25 @@ fn update_population(
     spikes: &[SpikeRing],
     n: u64,
 ) -> u64 {
-    let LifPopulation { constants, exponentials, syn, v, refractory, i_ext, has_current, block, drives, blocks } = lif;
+    let LifPopulation {
+        constants,
+        exponentials,
+        syn,
+        v,
+        refractory,
+        i_ext,
+        has_current,
+        block,
+        parallel,
+        drives,
+        blocks,
+    } = lif;
     let block = *block;
     let i_ext = has_current.then_some(i_ext.as_slice());
     let Refractory { active_from, queues, .. } = refractory;
     let mut syn_blocks: Vec<_> = syn.iter_mut().map(|s| s.chunks_mut(block)).collect();
     let mut i_ext_blocks = i_ext.map(|i| i.chunks(block));
-    let parallel = v.len() >= PARALLEL_MIN_NEURONS && rayon::current_num_threads() > 1;
+    let parallel = *parallel && rayon::current_num_threads() > 1;
     let states = v
         .chunks_mut(block)
         .zip(active_from.chunks(block))
@@ -592,7 +613,15 @@ fn update_block(
         match &proj.synapses.delays {
             Delays::Uniform(d) => {
                 if let Some(stamp) = n.checked_sub(*d as u64) {
-                    for &i in ring.at(stamp) {
+                    let ids = ring.at(stamp);
+                    for (k, &i) in ids.iter().enumerate() {
+                        // Rows lie far apart: fetch ahead, the row start first, then the row.
+                        if let Some(&later) = ids.get(k + 2 * PREFETCH_AHEAD) {
+                            blk.prefetch_row_start(later as usize);
+                        }
+                        if let Some(&next) = ids.get(k + PREFETCH_AHEAD) {
+                            blk.prefetch_row(next as usize);
+                        }
                         events += add_row(&mut st, proj.input, blk, blk.row(i as usize), n);
                     }
                 }
