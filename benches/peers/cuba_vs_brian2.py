@@ -3,12 +3,12 @@
 Brian2's network is its examples/CUBA.py; ours is networks/cuba.ron. Brian2 builds once, then
 its compiled binary and `snn simulate` run alternately `--repeats` times, so that both see the
 same machine load. Printed as JSON: for each, the median wall time of the whole process (setup +
-1 s of simulated time + writing spikes) and of the simulation loop alone (Brian2's own
+--duration-s of simulated time, 1 s by default + writing spikes) and of the simulation loop alone (Brian2's own
 results/last_run_info.txt; the "run ... s wall" line of snn's summary), the ratios, and
 Brian2's spike statistics.
 
     cargo build --release
-    benches/peers/.venv/bin/python benches/peers/cuba_vs_brian2.py --repeats 15
+    benches/peers/.venv/bin/python benches/peers/cuba_vs_brian2.py --repeats 15 [--duration-s 10]
 """
 
 import argparse
@@ -28,6 +28,7 @@ from brian2 import (
 parser = argparse.ArgumentParser()
 parser.add_argument("--repeats", type=int, default=7)
 parser.add_argument("--seed", type=int, default=1)
+parser.add_argument("--duration-s", type=float, default=1.0, help="simulated time")
 parser.add_argument("--directory", default=os.path.join(tempfile.gettempdir(), "brian2_cuba"))
 repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 parser.add_argument("--snn", default=os.path.join(repo, "target", "release", "snn"))
@@ -55,7 +56,7 @@ Ci = Synapses(P, P, on_pre="gi += wi")
 Ce.connect("i<3200", p=0.02)
 Ci.connect("i>=3200", p=0.02)
 s_mon = SpikeMonitor(P)
-run(1 * second)
+run(args.duration_s * second)
 
 t0 = time.perf_counter()
 device.build(directory=args.directory, compile=True, run=True)
@@ -64,8 +65,8 @@ first = time.perf_counter() - t0
 i = np.asarray(s_mon.i)
 t = np.asarray(s_mon.t / ms)
 exc = i < 3200
-rate_exc = exc.sum() / 3200 / 1.0
-rate_inh = (~exc).sum() / 800 / 1.0
+rate_exc = exc.sum() / 3200 / args.duration_s
+rate_inh = (~exc).sum() / 800 / args.duration_s
 
 def cv_isi(i, t):
     cvs = []
@@ -81,7 +82,7 @@ def cv_isi(i, t):
 whole, run_only, snn_whole, snn_run = [], [], [], []
 snn_out = os.path.join(tempfile.gettempdir(), "snn_cuba")
 snn_cmd = [args.snn, "simulate", os.path.join(repo, "networks", "cuba.ron"), "--no-figures",
-           "--seed", str(args.seed), "--out", snn_out]
+           "--seed", str(args.seed), "--duration-ms", str(args.duration_s * 1000), "--out", snn_out]
 for _ in range(args.repeats):
     t0 = time.perf_counter()
     subprocess.run(["./main"], cwd=args.directory, check=True, stdout=subprocess.DEVNULL)
@@ -109,4 +110,5 @@ print(json.dumps({
     "ratio_run": statistics.median(run_only) / statistics.median(snn_run),
     "snn_summary_last": summary,
     "repeats": args.repeats,
+    "duration_s": args.duration_s,
 }, indent=1))

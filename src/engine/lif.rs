@@ -103,7 +103,13 @@ impl Exponential {
     }
 }
 
-/// Integrates every neuron of a chunk from t to t + dt, refractory or not (see [`Refractory`]).
+/// Neurons are tested against the threshold in groups of this many: integration notes the
+/// groups that hold a potential at or above threshold, and [`threshold`] visits only those, so
+/// the potentials are not read a second time.
+pub const GROUP: usize = 16;
+
+/// Integrates every neuron of a chunk from t to t + dt, refractory or not (see [`Refractory`]),
+/// and replaces `crossed` by the groups ([`GROUP`]) holding a potential at or above threshold.
 /// `syn` holds one slice per exponential synaptic variable; `i_ext` is absent when no current
 /// targets the population. Specialised for up to three synaptic variables, so that the loop
 /// is fused and vectorised.
@@ -113,13 +119,22 @@ pub fn integrate(
     v: &mut [f64],
     i_ext: Option<&[f64]>,
     syn: Vec<&mut [f64]>,
+    crossed: &mut Vec<u32>,
 ) {
+    crossed.clear();
     match syn.len() {
-        0 => integrate_fused::<0>(k, &[], v, i_ext, []),
-        1 => integrate_fused::<1>(k, &[synapses[0]], v, i_ext, to_array(syn)),
-        2 => integrate_fused::<2>(k, &[synapses[0], synapses[1]], v, i_ext, to_array(syn)),
-        3 => integrate_fused::<3>(k, &[synapses[0], synapses[1], synapses[2]], v, i_ext, to_array(syn)),
-        _ => integrate_passes(k, synapses, v, i_ext, syn),
+        0 => integrate_fused::<0>(k, &[], v, i_ext, [], crossed),
+        1 => integrate_fused::<1>(k, &[synapses[0]], v, i_ext, to_array(syn), crossed),
+        2 => integrate_fused::<2>(k, &[synapses[0], synapses[1]], v, i_ext, to_array(syn), crossed),
+        3 => integrate_fused::<3>(k, &[synapses[0], synapses[1], synapses[2]], v, i_ext, to_array(syn), crossed),
+        _ => {
+            integrate_passes(k, synapses, v, i_ext, syn);
+            for (g, group) in v.chunks(GROUP).enumerate() {
+                if group.iter().fold(false, |any, &x| any | (x >= k.v_threshold)) {
+                    crossed.push(g as u32);
+                }
+            }
+        }
     }
 }
 
@@ -133,12 +148,40 @@ fn integrate_fused<const N: usize>(
     v: &mut [f64],
     i_ext: Option<&[f64]>,
     syn: [&mut [f64]; N],
+    crossed: &mut Vec<u32>,
 ) {
     let n = v.len();
     // Slicing to n up front lets the compiler drop the bounds checks inside the loop.
-    let syn = syn.map(|s| &mut s[..n]);
+    let mut syn = syn.map(|s| &mut s[..n]);
     let i_ext = i_ext.map(|i| &i[..n]);
-    for i in 0..n {
+    // Full groups as fixed-size arrays, so that each group's loop has a constant trip count
+    // and is vectorised whole; then the remainder.
+    let full = n / GROUP * GROUP;
+    for start in (0..full).step_by(GROUP) {
+        let v: &mut [f64; GROUP] = (&mut v[start..start + GROUP]).try_into().expect("a full group");
+        let syn = syn
+            .each_mut()
+            .map(|s| -> &mut [f64; GROUP] { (&mut s[start..start + GROUP]).try_into().expect("a full group") });
+        let i_ext = i_ext.map(|i| -> &[f64; GROUP] { i[start..start + GROUP].try_into().expect("a full group") });
+        let mut above = false;
+        for i in 0..GROUP {
+            let mut c = k.v_rest + (v[i] - k.v_rest) * k.decay_mem;
+            if let Some(i_ext) = i_ext {
+                c += k.current_gain * i_ext[i];
+            }
+            for j in 0..N {
+                c += synapses[j].gain * syn[j][i];
+                syn[j][i] *= synapses[j].decay;
+            }
+            v[i] = c;
+            above |= c >= k.v_threshold;
+        }
+        if above {
+            crossed.push((start / GROUP) as u32);
+        }
+    }
+    let mut above = false;
+    for i in full..n {
         let mut c = k.v_rest + (v[i] - k.v_rest) * k.decay_mem;
         if let Some(i_ext) = i_ext {
             c += k.current_gain * i_ext[i];
@@ -148,6 +191,10 @@ fn integrate_fused<const N: usize>(
             syn[j][i] *= synapses[j].decay;
         }
         v[i] = c;
+        above |= c >= k.v_threshold;
+    }
+    if above {
+        crossed.push((full / GROUP) as u32);
     }
 }
 
@@ -228,17 +275,24 @@ impl Refractory {
     }
 }
 
-/// Finds the neurons of a chunk (ids `offset..`) at or above threshold in step `step`, skipping
-/// refractory ones, resets them and appends their ids to `spikes`.
-pub fn threshold(k: &LifConstants, offset: u32, v: &mut [f64], active_from: &[u64], step: u64, spikes: &mut Vec<u32>) {
-    // Most blocks hold no crossing; a vectorised test skips them.
-    const BLOCK: usize = 16;
-    for (b, block) in v.chunks_mut(BLOCK).enumerate() {
-        if !block.iter().fold(false, |any, &x| any | (x >= k.v_threshold)) {
-            continue;
-        }
-        for (j, x) in block.iter_mut().enumerate() {
-            let i = b * BLOCK + j;
+/// Finds the neurons of a chunk (ids `offset..`) at or above threshold in step `step`, among the
+/// groups `crossed` that [`integrate`] found (refractory neurons that [`HeldQueue::hold`] put
+/// back cannot fire, so holding adds none), skipping refractory ones; resets them and appends
+/// their ids to `spikes`.
+pub fn threshold(
+    k: &LifConstants,
+    offset: u32,
+    v: &mut [f64],
+    active_from: &[u64],
+    step: u64,
+    crossed: &[u32],
+    spikes: &mut Vec<u32>,
+) {
+    for &g in crossed {
+        let start = g as usize * GROUP;
+        let end = (start + GROUP).min(v.len());
+        for (j, x) in v[start..end].iter_mut().enumerate() {
+            let i = start + j;
             if *x < k.v_threshold || step < active_from[i] {
                 continue;
             }
@@ -266,16 +320,32 @@ mod tests {
     fn fused_and_general_integration_agree() {
         let k = LifConstants::new(0.1, 20.0, -70.0, -50.0, -70.0, 0.0, 100.0, Reset::Hard);
         let e: Vec<Exponential> = [2.0, 5.0, 10.0, 30.0].iter().map(|&t| Exponential::new(t, 20.0, 0.1)).collect();
-        let v0: Vec<f64> = (0..37).map(|i| -70.0 + i as f64 * 0.5).collect();
+        let mut v0: Vec<f64> = (0..37).map(|i| -70.0 + i as f64 * 0.5).collect();
+        // Above threshold in the second group and in the remainder.
+        (v0[20], v0[36]) = (-40.0, -45.0);
         let s0: Vec<Vec<f64>> = (0..4).map(|c| (0..37).map(|i| (i * (c + 1)) as f64 * 0.01).collect()).collect();
         let i_ext: Vec<f64> = (0..37).map(|i| i as f64 * 0.001).collect();
         for n_syn in 0..=4 {
             let (mut v1, mut v2) = (v0.clone(), v0.clone());
             let (mut s1, mut s2) = (s0[..n_syn].to_vec(), s0[..n_syn].to_vec());
-            integrate(&k, &e[..n_syn], &mut v1, Some(&i_ext), s1.iter_mut().map(|s| s.as_mut_slice()).collect());
+            let (mut c1, mut c2) = (Vec::new(), Vec::new());
+            integrate(
+                &k,
+                &e[..n_syn],
+                &mut v1,
+                Some(&i_ext),
+                s1.iter_mut().map(|s| s.as_mut_slice()).collect(),
+                &mut c1,
+            );
             integrate_passes(&k, &e[..n_syn], &mut v2, Some(&i_ext), s2.iter_mut().map(|s| s.as_mut_slice()).collect());
             assert_eq!(v1, v2, "{n_syn} synaptic variables");
             assert_eq!(s1, s2);
+            // The groups noted are exactly those holding a potential at or above threshold.
+            c2.extend((0..v2.len().div_ceil(GROUP) as u32).filter(|&g| {
+                v2[g as usize * GROUP..((g as usize + 1) * GROUP).min(v2.len())].iter().any(|&x| x >= k.v_threshold)
+            }));
+            assert_eq!(c2, [1, 2], "the test crosses the threshold in some groups only");
+            assert_eq!(c1, c2, "{n_syn} synaptic variables");
         }
     }
 
@@ -283,9 +353,10 @@ mod tests {
     fn subtract_reset_keeps_the_overshoot() {
         let k = LifConstants::new(1.0, 10.0, 0.0, 1.0, 0.0, 0.0, 1.0, Reset::Subtract);
         let mut v = [1.5];
-        integrate(&k, &[], &mut v, None, vec![]);
+        let mut crossed = Vec::new();
+        integrate(&k, &[], &mut v, None, vec![], &mut crossed);
         let mut spikes = Vec::new();
-        threshold(&k, 0, &mut v, &[0], 0, &mut spikes);
+        threshold(&k, 0, &mut v, &[0], 0, &crossed, &mut spikes);
         assert_eq!(spikes, vec![0]);
         let expected = 1.5 * (-0.1f64).exp() - 1.0;
         assert!((v[0] - expected).abs() < 1e-12);
@@ -297,7 +368,7 @@ mod tests {
         let mut refractory = Refractory::new(3, 2);
         let mut v = [0.0, 0.0, 5.0];
         let mut spikes = Vec::new();
-        threshold(&k, 0, &mut v, &refractory.active_from, 0, &mut spikes);
+        threshold(&k, 0, &mut v, &refractory.active_from, 0, &[0], &mut spikes);
         refractory.start(&spikes, &v, 0, &k);
         assert_eq!((spikes, v[2]), (vec![2], 0.0));
         for step in 1..=3 {

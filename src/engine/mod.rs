@@ -76,6 +76,8 @@ pub struct LifPopulation {
 struct BlockLocal {
     /// The ids that fired in the current step, and the synaptic events received in it.
     spikes: Vec<u32>,
+    /// Groups of neurons at or above threshold after integration ([`lif::GROUP`]).
+    crossed: Vec<u32>,
     events: u64,
     /// One random stream per Poisson input of the population.
     drive_streams: Vec<Stream>,
@@ -658,9 +660,9 @@ fn update_block(
         drive.add(rng, st.v, &mut st.syn, st.active_from, n);
     }
     st.local.spikes.clear();
-    lif::integrate(k, exponentials, st.v, st.i_ext, st.syn);
+    lif::integrate(k, exponentials, st.v, st.i_ext, st.syn, &mut st.local.crossed);
     st.held.hold(st.v, st.offset as u32, n);
-    lif::threshold(k, st.offset as u32, st.v, st.active_from, n, &mut st.local.spikes);
+    lif::threshold(k, st.offset as u32, st.v, st.active_from, n, &st.local.crossed, &mut st.local.spikes);
 }
 
 /// Adds synapses `range` of `blk` into the block's neurons; returns how many there were.
