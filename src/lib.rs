@@ -15,6 +15,7 @@ pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod plot;
+pub mod ranks;
 pub mod recording;
 pub mod records;
 pub mod rng;

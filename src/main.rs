@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use snn::simulate::{SimulateOptions, simulate};
+use snn::ranks::Exchange;
+use snn::simulate::{SimulateOptions, simulate_shared};
 use snn::spec::{FileKind, validate_file};
 use snn::train::trainer::TrainOptions;
 
@@ -189,7 +190,13 @@ enum Figure {
     },
 }
 
-fn run(cli: Cli) -> snn::Result<()> {
+fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
+    if ranks.size() > 1 && !matches!(cli.command, Command::Simulate { .. }) {
+        return Err(snn::Error::Simulation(format!(
+            "only `simulate` runs on several ranks so far; this was started on {}",
+            ranks.size()
+        )));
+    }
     match cli.command {
         Command::Simulate { network, stimulus, duration_ms, seed, out, no_figures, checkpoint } => {
             let opts = SimulateOptions {
@@ -202,7 +209,10 @@ fn run(cli: Cli) -> snn::Result<()> {
                 progress: std::io::stderr().is_terminal(),
                 checkpoint,
             };
-            say(&simulate(&opts)?.to_string());
+            let summary = simulate_shared(&opts, ranks)?;
+            if ranks.rank() == 0 {
+                say(&summary.to_string());
+            }
         }
         Command::Validate { file } => match validate_file(&file)? {
             FileKind::Stimulus => say(&format!("{}: valid stimulus\n", file.display())),
@@ -263,10 +273,26 @@ fn say(text: &str) {
 
 fn main() -> ExitCode {
     snn::memory::keep_freed_memory();
-    match run(Cli::parse()) {
+    // Started by mpirun (with the `mpi` feature), the ranks share the work; else one process.
+    #[cfg(feature = "mpi")]
+    let universe = mpi::initialize();
+    #[cfg(feature = "mpi")]
+    let ranks: Box<dyn Exchange> = match &universe {
+        Some(universe) => Box::new(snn::ranks::Mpi::new(universe.world())),
+        None => Box::new(snn::ranks::Alone),
+    };
+    #[cfg(not(feature = "mpi"))]
+    let ranks: Box<dyn Exchange> = Box::new(snn::ranks::Alone);
+    match run(Cli::parse(), &*ranks) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The library's messages already carry their causes.
+            if ranks.size() > 1 {
+                eprintln!("error (rank {} of {}): {e}", ranks.rank(), ranks.size());
+                // Every rank meets bad input alike; a rank failing alone must not leave the
+                // others waiting in an exchange.
+                ranks.abort(1);
+            }
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

@@ -66,7 +66,8 @@ Network(
 )
 """
 
-DRIVE = """// External drive of benches/networks/brunel.ron: C_E = {ce} Poisson inputs per neuron at {rate} Hz.
+DRIVE = """// External drive of the Brunel network beside this file (brunel.ron or another name the script
+// was given): C_E = {ce} Poisson inputs per neuron at {rate} Hz each.
 Stimulus(
     poisson_inputs: [
         (population: "exc", inputs: {ce}, rate_hz: {rate}, weight: {j}, synapse: Instantaneous),

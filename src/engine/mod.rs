@@ -28,6 +28,7 @@ pub mod drive;
 pub mod estimate;
 pub mod lif;
 pub mod monitor;
+mod shared;
 pub mod sources;
 pub mod synapses;
 
@@ -42,6 +43,8 @@ use currents::Injection;
 use drive::PoissonDrive;
 use lif::{Exponential, HeldQueue, Input, LifConstants, Refractory};
 use monitor::{Monitors, SpikeLog, TraceLog};
+pub use shared::Share;
+use shared::Sharing;
 use sources::Generator;
 use synapses::{ConnectionPlan, Delays, Synapses};
 
@@ -65,6 +68,8 @@ pub struct LifPopulation {
     pub block: usize,
     /// Whether the blocks are worth updating in parallel ([`PARALLEL_MIN_WORK`]).
     parallel: bool,
+    /// Per block, whether this rank updates it (all of them in a single process).
+    owned: Vec<bool>,
     /// Poisson inputs into the population.
     drives: Vec<PoissonDrive>,
     /// What each block keeps for itself.
@@ -161,11 +166,18 @@ pub struct Simulation {
     pub monitors: Monitors,
     /// Synaptic events delivered so far (one per synapse of a neuron that fired).
     pub events_delivered: u64,
+    /// Present when the simulation is shared among ranks ([`shared`]).
+    sharing: Option<Sharing>,
 }
 
 impl Simulation {
     /// Builds a checked model: populations, then connectivity, then stimuli and monitors.
     pub fn build(model: &Model, seed: u64) -> Result<Self> {
+        Self::build_shared(model, seed, Share::ALONE)
+    }
+
+    /// Builds this rank's share of a model ([`shared`]): the synapses onto its own blocks only.
+    pub fn build_shared(model: &Model, seed: u64, share: Share) -> Result<Self> {
         let net = &model.network;
         let stim = &model.stimulus;
         let dt = net.dt_ms;
@@ -213,6 +225,7 @@ impl Simulation {
                     has_current: false,
                     block,
                     parallel: false,
+                    owned: vec![true; n.div_ceil(block)],
                     drives: Vec::new(),
                     blocks: vec![BlockLocal::default(); n.div_ceil(block)],
                 })),
@@ -235,6 +248,19 @@ impl Simulation {
             });
         }
 
+        // Blocks of all LIF populations, counted in order, dealt round-robin to the ranks.
+        let mut first_block = vec![0; populations.len()];
+        let mut blocks_so_far = 0;
+        for (pi, pop) in populations.iter_mut().enumerate() {
+            if let Dynamics::Lif(lif) = &mut pop.dynamics {
+                first_block[pi] = blocks_so_far;
+                for (b, owned) in lif.owned.iter_mut().enumerate() {
+                    *owned = share.owner(blocks_so_far + b) == share.rank;
+                }
+                blocks_so_far += lif.owned.len();
+            }
+        }
+
         let mut projections = Vec::new();
         for (stream_index, p) in &all_projections {
             let (source, target) = (index_of(&p.from)?, index_of(&p.to)?);
@@ -252,9 +278,14 @@ impl Simulation {
                 dt_ms: dt,
             };
             let stream_index = *stream_index;
-            let synapses =
-                synapses::build(&plan, |j| rng::item_stream(seed, Purpose::Connectivity, stream_index, j as u64))
-                    .map_err(|e| Error::Simulation(format!("projection {:?} -> {:?}: {e}", p.from, p.to)))?;
+            let Dynamics::Lif(target_lif) = &populations[target].dynamics else { unreachable!("checked above") };
+            let owned = &target_lif.owned;
+            let synapses = synapses::build(
+                &plan,
+                |j| rng::item_stream(seed, Purpose::Connectivity, stream_index, j as u64),
+                |b| owned[b],
+            )
+            .map_err(|e| Error::Simulation(format!("projection {:?} -> {:?}: {e}", p.from, p.to)))?;
             projections.push(Projection { source, target, input, synapses });
         }
         // A population's spikes are kept as long as a projection with a shared delay reads
@@ -339,7 +370,23 @@ impl Simulation {
             counts: vec![Vec::new(); n_pops],
             totals: vec![0; n_pops],
         };
+        // Another rank may need a spike no sooner than the shortest delay after it: exchange
+        // that often (every step when some delays are drawn per synapse, as those are queued
+        // when the spike is emitted).
+        let sharing = (share.size > 1).then(|| {
+            let from_neurons =
+                projections.iter().filter(|p| matches!(populations[p.source].dynamics, Dynamics::Lif(_)));
+            let shortest = from_neurons
+                .map(|p| match p.synapses.delays {
+                    Delays::Uniform(d) => d as u64,
+                    Delays::PerSynapse { .. } => 1,
+                })
+                .min()
+                .unwrap_or(256);
+            Sharing { share, interval: shortest.clamp(1, 256), first_block, outgoing: Vec::new(), next_stamp: 1 }
+        });
         Ok(Simulation {
+            sharing,
             dt_ms: dt,
             seed,
             step: 0,
@@ -433,12 +480,23 @@ impl Simulation {
         }
         for p in 0..self.populations.len() {
             if let Dynamics::Lif(lif) = &mut self.populations[p].dynamics {
-                let fired = self.spikes[p].start(n + 1);
-                for local in &lif.blocks {
-                    fired.extend_from_slice(&local.spikes);
+                match &mut self.sharing {
+                    None => {
+                        let fired = self.spikes[p].start(n + 1);
+                        for local in &lif.blocks {
+                            fired.extend_from_slice(&local.spikes);
+                        }
+                        lif.refractory.start(fired, &lif.v, n, &lif.constants);
+                        self.monitors.record_spikes(p, n + 1, fired);
+                    }
+                    // Filed into the ring and recorded when the ranks exchange them.
+                    Some(sharing) => {
+                        for (b, local) in lif.blocks.iter().enumerate() {
+                            lif.refractory.start(&local.spikes, &lif.v, n, &lif.constants);
+                            sharing.push(n + 1, p, b, &local.spikes);
+                        }
+                    }
                 }
-                lif.refractory.start(fired, &lif.v, n, &lif.constants);
-                self.monitors.record_spikes(p, n + 1, fired);
             }
         }
         self.step += 1;
@@ -552,6 +610,7 @@ fn update_population(
         has_current,
         block,
         parallel,
+        owned,
         drives,
         blocks,
     } = lif;
@@ -567,22 +626,26 @@ fn update_population(
         .zip(queues.iter_mut())
         .zip(blocks.iter_mut())
         .enumerate()
-        .map(|(b, (((v, active_from), held), local))| BlockState {
-            offset: b * block,
-            v,
-            syn: syn_blocks.iter_mut().map(|it| it.next().expect("same length as v")).collect(),
-            i_ext: i_ext_blocks.as_mut().and_then(|it| it.next()),
-            active_from,
-            held,
-            local,
-        });
+        .map(|(b, (((v, active_from), held), local))| {
+            let state = BlockState {
+                offset: b * block,
+                v,
+                syn: syn_blocks.iter_mut().map(|it| it.next().expect("same length as v")).collect(),
+                i_ext: i_ext_blocks.as_mut().and_then(|it| it.next()),
+                active_from,
+                held,
+                local,
+            };
+            (b, state)
+        })
+        .filter(|(b, _)| owned[*b]);
     let step_block = |(b, state): (usize, BlockState)| {
         update_block(constants, exponentials, drives, b, state, incoming, projections, spikes, n)
     };
     if parallel {
-        states.enumerate().collect::<Vec<_>>().into_par_iter().for_each(step_block);
+        states.collect::<Vec<_>>().into_par_iter().for_each(step_block);
     } else {
-        states.enumerate().for_each(step_block);
+        states.for_each(step_block);
     }
     blocks.iter().map(|local| local.events).sum()
 }

@@ -320,8 +320,13 @@ impl<'a> Rule<'a> {
 }
 
 /// Builds a projection's synapses, blocks in parallel; `target_stream(j)` is target `j`'s
-/// random stream. Fails only when one block would hold more than 2^32 synapses.
-pub fn build(plan: &ConnectionPlan, target_stream: impl Fn(usize) -> Stream + Sync) -> Result<Synapses, String> {
+/// random stream, and only blocks `b` with `owned(b)` are built (the others stay empty: another
+/// rank holds them). Fails only when one block would hold more than 2^32 synapses.
+pub fn build(
+    plan: &ConnectionPlan,
+    target_stream: impl Fn(usize) -> Stream + Sync,
+    owned: impl Fn(usize) -> bool + Sync,
+) -> Result<Synapses, String> {
     let rule = Rule::new(plan);
     let block = block_size(plan.n_target);
     let uniform = match plan.delay_ms {
@@ -330,7 +335,12 @@ pub fn build(plan: &ConnectionPlan, target_stream: impl Fn(usize) -> Stream + Sy
     };
     let blocks = (0..plan.n_target.div_ceil(block))
         .into_par_iter()
-        .map(|b| build_block(&rule, b * block..((b + 1) * block).min(plan.n_target), uniform.is_none(), &target_stream))
+        .map(|b| match owned(b) {
+            true => {
+                build_block(&rule, b * block..((b + 1) * block).min(plan.n_target), uniform.is_none(), &target_stream)
+            }
+            false => Ok(Block::default()),
+        })
         .collect::<Result<Vec<_>, String>>()?;
     let delays = match uniform {
         Some(d) => Delays::Uniform(d),
@@ -428,6 +438,10 @@ mod tests {
         ConnectionPlan { connect, n_source: ns, n_target: nt, exclude_self, weight: &W, delay_ms: delay, dt_ms: 0.1 }
     }
 
+    fn build_all(plan: &ConnectionPlan, streams: impl Fn(usize) -> Stream + Sync) -> Result<Synapses, String> {
+        build(plan, streams, |_| true)
+    }
+
     fn streams(seed: u64) -> impl Fn(usize) -> Stream + Sync {
         move |j| item_stream(seed, Purpose::Connectivity, 0, j as u64)
     }
@@ -441,22 +455,22 @@ mod tests {
     #[test]
     fn rules_produce_the_expected_pairs() {
         let d0 = Distribution::Constant(0.0);
-        let all = build(&plan(&Connect::AllToAll, 3, 2, false, &d0), streams(1)).unwrap();
+        let all = build_all(&plan(&Connect::AllToAll, 3, 2, false, &d0), streams(1)).unwrap();
         assert_eq!(pairs(&all), vec![(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]);
-        let no_self = build(&plan(&Connect::AllToAll, 3, 3, true, &d0), streams(1)).unwrap();
+        let no_self = build_all(&plan(&Connect::AllToAll, 3, 3, true, &d0), streams(1)).unwrap();
         assert!(pairs(&no_self).iter().all(|&(i, j)| i != j));
         assert_eq!(no_self.len(), 6);
-        let one = build(&plan(&Connect::OneToOne, 4, 4, false, &d0), streams(1)).unwrap();
+        let one = build_all(&plan(&Connect::OneToOne, 4, 4, false, &d0), streams(1)).unwrap();
         assert_eq!(pairs(&one), vec![(0, 0), (1, 1), (2, 2), (3, 3)]);
         let explicit =
-            build(&plan(&Connect::Explicit(vec![(2, 0), (0, 1), (2, 1)]), 3, 2, false, &d0), streams(1)).unwrap();
+            build_all(&plan(&Connect::Explicit(vec![(2, 0), (0, 1), (2, 1)]), 3, 2, false, &d0), streams(1)).unwrap();
         assert_eq!(pairs(&explicit), vec![(0, 1), (2, 0), (2, 1)]);
     }
 
     #[test]
     fn fixed_in_degree_gives_every_target_k_distinct_sources() {
         let d0 = Distribution::Constant(0.0);
-        let syn = build(&plan(&Connect::FixedInDegree(5), 20, 30, true, &d0), streams(3)).unwrap();
+        let syn = build_all(&plan(&Connect::FixedInDegree(5), 20, 30, true, &d0), streams(3)).unwrap();
         let mut per_target = vec![Vec::new(); 30];
         for (i, j) in pairs(&syn) {
             per_target[j as usize].push(i);
@@ -471,7 +485,7 @@ mod tests {
     #[test]
     fn fixed_probability_density_matches_p_across_blocks() {
         let d0 = Distribution::Constant(0.0);
-        let syn = build(&plan(&Connect::FixedProbability(0.02), 2000, 9000, false, &d0), streams(5)).unwrap();
+        let syn = build_all(&plan(&Connect::FixedProbability(0.02), 2000, 9000, false, &d0), streams(5)).unwrap();
         assert_eq!(syn.blocks.len(), 3);
         let expected: f64 = 0.02 * 2000.0 * 9000.0;
         let sd = (expected * 0.98).sqrt();
@@ -499,8 +513,8 @@ mod tests {
             delay_ms: &d,
             dt_ms: 0.1,
         };
-        let big = build(&mk(5000), streams(4)).unwrap();
-        let small = build(&mk(100), streams(4)).unwrap();
+        let big = build_all(&mk(5000), streams(4)).unwrap();
+        let small = build_all(&mk(100), streams(4)).unwrap();
         let key = |s: &Synapse| (s.target, s.source);
         let mut a: Vec<Synapse> = big.iter().filter(|s| s.target < 100).collect();
         let mut b: Vec<Synapse> = small.iter().collect();
@@ -512,7 +526,7 @@ mod tests {
     #[test]
     fn per_synapse_delays_are_rounded_and_grouped() {
         let delay = Distribution::Uniform { low: 0.0, high: 1.0 };
-        let syn = build(&plan(&Connect::AllToAll, 5, 50, false, &delay), streams(9)).unwrap();
+        let syn = build_all(&plan(&Connect::AllToAll, 5, 50, false, &delay), streams(9)).unwrap();
         let Delays::PerSynapse { values } = &syn.delays else { panic!("expected per-synapse delays") };
         assert!(values.iter().all(|&d| d <= 10) && values.windows(2).all(|w| w[0] < w[1]));
         let blk = &syn.blocks[0];
@@ -525,7 +539,7 @@ mod tests {
     #[test]
     fn one_to_one_keeps_rows_only_for_its_own_sources() {
         let d0 = Distribution::Constant(0.0);
-        let syn = build(&plan(&Connect::OneToOne, 10_000, 10_000, false, &d0), streams(1)).unwrap();
+        let syn = build_all(&plan(&Connect::OneToOne, 10_000, 10_000, false, &d0), streams(1)).unwrap();
         assert_eq!(syn.blocks.len(), 3);
         assert_eq!(syn.blocks[1].first_source, 4096);
         assert_eq!(syn.blocks[1].row_start.len(), 4097);

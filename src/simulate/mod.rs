@@ -5,11 +5,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::engine::Simulation;
 use crate::engine::estimate::{self, Estimate};
+use crate::engine::{Share, Simulation};
 use crate::error::{Error, Result};
 use crate::io::hdf5_file;
 use crate::plot;
+use crate::ranks::{Alone, Exchange};
 use crate::recording::Recording;
 use crate::spec::{self, Model};
 
@@ -126,7 +127,16 @@ pub fn check_memory(model: &Model, steps: Option<u64>, path: &Path) -> Result<Es
 }
 
 pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
+    simulate_shared(opts, &Alone)
+}
+
+/// [`simulate`] as one of the ranks of `exchange`: each builds and runs its share, all end with
+/// the same recording, and rank 0 alone writes the files.
+pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Result<Summary> {
     let (mut model, mut steps, seed) = load(opts)?;
+    if opts.checkpoint.is_some() && exchange.size() > 1 {
+        return Err(Error::Simulation("--checkpoint runs on one rank only so far".into()));
+    }
     check_memory(&model, Some(steps), &opts.network)?;
     let trained = match &opts.checkpoint {
         Some(path) => Some(trained::prepare(&mut model, path)?),
@@ -136,13 +146,13 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
         steps += t.extra_steps;
     }
     let started = Instant::now();
-    let mut sim = Simulation::build(&model, seed)?;
+    let mut sim = Simulation::build_shared(&model, seed, Share::of(exchange))?;
     if let Some(t) = &trained {
         t.load_weights(&mut sim)?;
     }
     let build_s = started.elapsed().as_secs_f64();
 
-    let bar = opts.progress.then(|| {
+    let bar = (opts.progress && exchange.rank() == 0).then(|| {
         let bar = indicatif::ProgressBar::new(steps);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {elapsed} elapsed, {eta} left")
@@ -151,7 +161,7 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
         bar
     });
     let started = Instant::now();
-    sim.run(steps, |done| {
+    sim.run_shared(steps, exchange, |done| {
         if let Some(bar) = &bar {
             bar.set_position(done);
         }
@@ -168,28 +178,37 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
     };
     let note = prediction.map(|(p, l)| format!(", {}", describe_prediction(p, l))).unwrap_or_default();
     let out = opts.out.clone().unwrap_or_else(|| Path::new("outputs").join(&model.network.name));
-    std::fs::create_dir_all(&out).map_err(|e| Error::write(&out, e))?;
-    let mut files = vec![out.join("spikes.h5")];
-    hdf5_file::write(&recording, &files[0])?;
-    if opts.figures {
-        let raster = out.join("raster.png");
-        plot::raster(&recording, &note, &raster)?;
-        files.push(raster);
-        if !recording.traces.is_empty() {
-            let traces = out.join("traces.png");
-            plot::traces(&recording, &traces)?;
-            files.push(traces);
-        }
+    let mut files = Vec::new();
+    if exchange.rank() == 0 {
+        files = write_outputs(&recording, &out, opts.figures, &note)?;
     }
     Ok(Summary {
         recording,
         neurons: sim.neuron_count(),
-        synapses: sim.synapse_count(),
-        synapse_bytes: sim.synapse_bytes(),
+        synapses: exchange.sum(sim.synapse_count() as u64) as usize,
+        synapse_bytes: exchange.sum(sim.synapse_bytes() as u64) as usize,
         events: sim.events_delivered,
         build_s,
         run_s,
         files,
         prediction,
     })
+}
+
+/// Writes spikes.h5 and, with `figures`, the raster and traces into `out`; returns the paths.
+fn write_outputs(recording: &Recording, out: &Path, figures: bool, note: &str) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(|e| Error::write(out, e))?;
+    let mut files = vec![out.join("spikes.h5")];
+    hdf5_file::write(recording, &files[0])?;
+    if figures {
+        let raster = out.join("raster.png");
+        plot::raster(recording, note, &raster)?;
+        files.push(raster);
+        if !recording.traces.is_empty() {
+            let traces = out.join("traces.png");
+            plot::traces(recording, &traces)?;
+            files.push(traces);
+        }
+    }
+    Ok(files)
 }

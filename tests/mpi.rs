@@ -1,0 +1,93 @@
+//! MPI ranks (the `mpi` feature): the same seed gives byte-identical recordings for 1 and 2
+//! ranks and 1 and 2 threads, and bad input stops every rank at once. The test builds the
+//! MPI-enabled binary itself (into target/mpi) and runs it under `mpirun` on this machine
+//! only. Where Open MPI is not installed it says so and passes, unless SNN_REQUIRE_MPI is set
+//! (as CI sets it), in which case a missing `mpirun` fails it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use common::{repo, snn};
+
+fn mpirun_available() -> bool {
+    let found = Command::new("mpirun").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found && std::env::var_os("SNN_REQUIRE_MPI").is_some() {
+        panic!("SNN_REQUIRE_MPI is set but mpirun is not installed (Debian: openmpi-bin libopenmpi-dev)");
+    }
+    found
+}
+
+/// Builds `snn` with the `mpi` feature; returns the binary.
+fn mpi_binary() -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("mpi");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--features", "mpi", "--bin", "snn", "--target-dir"])
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building snn with --features mpi failed");
+    target.join("release").join("snn")
+}
+
+/// `mpirun -np RANKS BINARY ARGS...` on this machine only, with RAYON_NUM_THREADS=THREADS.
+fn mpirun(binary: &Path, ranks: usize, threads: usize, args: &[&str]) -> Output {
+    Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", &ranks.to_string()])
+        .args(["--mca", "btl", "self,vader", "--bind-to", "none", "-x", "RAYON_NUM_THREADS"])
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .arg(binary)
+        .args(args)
+        .output()
+        .expect("mpirun runs")
+}
+
+#[test]
+fn ranks_and_threads_give_byte_identical_recordings_and_bad_input_stops_every_rank() {
+    if !mpirun_available() {
+        eprintln!("mpirun not found: the MPI test is skipped (install openmpi-bin libopenmpi-dev)");
+        return;
+    }
+    let binary = mpi_binary();
+    let dir = tempfile::tempdir().unwrap();
+    // CUBA (zero delays: an exchange every step), parallel.ron (per-synapse delays, currents,
+    // Poisson inputs into 2 x 5 blocks) and a small Brunel network (uniform delays of 15 steps:
+    // an exchange every 15 steps).
+    for (network, duration) in
+        [("networks/cuba.ron", "200"), ("tests/data/parallel.ron", "60"), ("tests/data/brunel_small.ron", "60")]
+    {
+        let reference = dir.path().join("reference");
+        let args = |out: &Path| {
+            ["simulate", &repo(network), "--duration-ms", duration, "--no-figures", "--out", out.to_str().unwrap()]
+                .map(String::from)
+        };
+        let o = snn(&args(&reference).each_ref().map(|s| s.as_str()), Some(1));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let expected = std::fs::read(reference.join("spikes.h5")).unwrap();
+        for ranks in [1, 2] {
+            for threads in [1, 2] {
+                let out = dir.path().join(format!("r{ranks}t{threads}"));
+                let o = mpirun(&binary, ranks, threads, &args(&out).each_ref().map(|s| s.as_str()));
+                assert!(o.status.success(), "{network}, {ranks} ranks: {}", String::from_utf8_lossy(&o.stderr));
+                let stdout = String::from_utf8_lossy(&o.stdout);
+                assert_eq!(stdout.matches("wrote ").count(), 1, "rank 0 alone writes and reports: {stdout}");
+                let got = std::fs::read(out.join("spikes.h5")).unwrap();
+                assert!(got == expected, "{network}: {ranks} ranks x {threads} threads differ from one process");
+            }
+        }
+    }
+
+    // Bad input: every rank stops with the message, quickly.
+    let bad = dir.path().join("bad.ron");
+    let cuba = std::fs::read_to_string(repo("networks/cuba.ron")).unwrap();
+    std::fs::write(&bad, cuba.replace("tau_mem_ms: 20.0", "tau_mem_ms: -20.0")).unwrap();
+    let started = Instant::now();
+    let o = mpirun(&binary, 2, 1, &["simulate", bad.to_str().unwrap(), "--no-figures"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "bad input must fail: {stderr}");
+    assert!(stderr.contains("tau_mem_ms") && stderr.contains("rank"), "{stderr}");
+    assert!(started.elapsed().as_secs_f64() < 30.0, "took {:?}", started.elapsed());
+}
