@@ -28,7 +28,9 @@ fn train_step(c: &mut Criterion) {
     c.bench_function("train_step_batch128", |b| {
         b.iter(|| {
             let mut totals = PassTotals::default();
-            black_box(run.train_batch(&data.train, &batch, 0, 1.0, &mut totals).expect("finite loss"))
+            black_box(
+                run.train_batch(&data.train, &batch, 0, 1.0, &mut totals, &snn::ranks::Alone).expect("finite loss"),
+            )
         })
     });
 

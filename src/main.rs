@@ -191,9 +191,9 @@ enum Figure {
 }
 
 fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
-    if ranks.size() > 1 && !matches!(cli.command, Command::Simulate { .. }) {
+    if ranks.size() > 1 && !matches!(cli.command, Command::Simulate { .. } | Command::Train { .. }) {
         return Err(snn::Error::Simulation(format!(
-            "only `simulate` runs on several ranks so far; this was started on {}",
+            "only `simulate` and `train` run on several ranks so far; this was started on {}",
             ranks.size()
         )));
     }
@@ -226,7 +226,10 @@ fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
         },
         Command::Train { network, surrogate, resume, seed, run } => {
             let opts = TrainOptions { network, surrogate, resume, seed, ..run.options() };
-            say(&snn::commands::train::train(&opts)?.to_string());
+            let summary = snn::commands::train::train_shared(&opts, ranks)?;
+            if ranks.rank() == 0 {
+                say(&summary.to_string());
+            }
         }
         Command::Eval { checkpoint, data, out } => {
             say(&snn::commands::train::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());

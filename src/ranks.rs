@@ -93,3 +93,91 @@ mod mpi_ranks {
         }
     }
 }
+
+/// Values flattened into the 32-bit words [`Exchange::all_gather`] carries, bit for bit.
+#[derive(Debug, Clone, Default)]
+pub struct Words(pub Vec<u32>);
+
+impl Words {
+    pub fn push_u64(&mut self, x: u64) {
+        self.0.extend([(x >> 32) as u32, x as u32]);
+    }
+
+    pub fn push_f64(&mut self, x: f64) {
+        self.push_u64(x.to_bits());
+    }
+
+    /// A length, then the values.
+    pub fn push_f32s(&mut self, xs: &[f32]) {
+        self.push_u64(xs.len() as u64);
+        self.0.extend(xs.iter().map(|x| x.to_bits()));
+    }
+
+    /// A length, then the values.
+    pub fn push_u64s(&mut self, xs: &[u64]) {
+        self.push_u64(xs.len() as u64);
+        xs.iter().for_each(|&x| self.push_u64(x));
+    }
+}
+
+/// Reads back what [`Words`] wrote, in the same order.
+#[derive(Debug, Clone)]
+pub struct WordReader<'a> {
+    words: &'a [u32],
+    at: usize,
+}
+
+impl<'a> WordReader<'a> {
+    pub fn new(words: &'a [u32]) -> Self {
+        WordReader { words, at: 0 }
+    }
+
+    pub fn done(&self) -> bool {
+        self.at >= self.words.len()
+    }
+
+    pub fn u64(&mut self) -> u64 {
+        let x = ((self.words[self.at] as u64) << 32) | self.words[self.at + 1] as u64;
+        self.at += 2;
+        x
+    }
+
+    pub fn f64(&mut self) -> f64 {
+        f64::from_bits(self.u64())
+    }
+
+    pub fn f32s(&mut self) -> Vec<f32> {
+        let n = self.u64() as usize;
+        let xs = self.words[self.at..self.at + n].iter().map(|&w| f32::from_bits(w)).collect();
+        self.at += n;
+        xs
+    }
+
+    pub fn u64s(&mut self) -> Vec<u64> {
+        let n = self.u64() as usize;
+        (0..n).map(|_| self.u64()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_read_back_bit_for_bit() {
+        let mut w = Words::default();
+        w.push_u64(u64::MAX - 3);
+        w.push_f64(-0.1);
+        w.push_f32s(&[1.5, f32::MIN_POSITIVE, -0.0]);
+        w.push_u64s(&[7, 1 << 40]);
+        let mut r = WordReader::new(&w.0);
+        assert_eq!(r.u64(), u64::MAX - 3);
+        assert_eq!(r.f64().to_bits(), (-0.1f64).to_bits());
+        assert_eq!(
+            r.f32s().iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            [1.5f32, f32::MIN_POSITIVE, -0.0].map(f32::to_bits)
+        );
+        assert_eq!(r.u64s(), [7, 1 << 40]);
+        assert!(r.done());
+    }
+}

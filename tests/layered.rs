@@ -65,7 +65,7 @@ fn trained(layers: &str, shape: &str, samples: u32) -> (LayerRun, idx::Dataset) 
     let training = network.training.clone().unwrap();
     let data = load_data(&idx::shipped_subset(), &network, &training, Some(samples), Some(500)).unwrap();
     let mut run = LayerRun::new(network, text, training, 3).unwrap();
-    snn::train::fit::epoch(&mut run, &data, &mut |_, _, _| {}).unwrap();
+    snn::train::fit::epoch(&mut run, &data, &snn::ranks::Alone, &mut |_, _, _| {}).unwrap();
     (run, data)
 }
 

@@ -1,5 +1,6 @@
 //! MPI ranks (the `mpi` feature): the same seed gives byte-identical recordings for 1 and 2
-//! ranks and 1 and 2 threads, and bad input stops every rank at once. The test builds the
+//! ranks and 1 and 2 threads, the same weights after training on 1 and 2 ranks, and bad input
+//! stops every rank at once. The test builds the
 //! MPI-enabled binary itself (into target/mpi) and runs it under `mpirun` on this machine
 //! only. Where Open MPI is not installed it says so and passes, unless SNN_REQUIRE_MPI is set
 //! (as CI sets it), in which case a missing `mpirun` fails it.
@@ -46,7 +47,7 @@ fn mpirun(binary: &Path, ranks: usize, threads: usize, args: &[&str]) -> Output 
 }
 
 #[test]
-fn ranks_and_threads_give_byte_identical_recordings_and_bad_input_stops_every_rank() {
+fn ranks_and_threads_give_identical_recordings_and_weights_and_bad_input_stops_every_rank() {
     if !mpirun_available() {
         eprintln!("mpirun not found: the MPI test is skipped (install openmpi-bin libopenmpi-dev)");
         return;
@@ -79,6 +80,33 @@ fn ranks_and_threads_give_byte_identical_recordings_and_bad_input_stops_every_ra
             }
         }
     }
+
+    // Training shared among ranks: the same weights, optimizer moments and history (but for
+    // the wall-clock speed) as one process.
+    let data = repo("tests/data/fashion-mnist");
+    let train_args = |out: &Path| {
+        let args = ["train", &repo("networks/fashion_snn.ron"), "--data", &data, "--epochs", "1"];
+        let more = ["--train-samples", "384", "--test-samples", "100", "--out", out.to_str().unwrap()];
+        args.into_iter().chain(more).map(String::from).collect::<Vec<_>>()
+    };
+    let read = |dir: &Path| {
+        let mut c = snn::io::checkpoint::read(&dir.join("checkpoint.h5")).unwrap();
+        c.history.samples_per_s.clear();
+        c
+    };
+    let one = dir.path().join("train1");
+    let o = snn(&train_args(&one).iter().map(|s| s.as_str()).collect::<Vec<_>>(), Some(2));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for threads in [1, 2] {
+        let shared = dir.path().join(format!("train2_{threads}"));
+        let o = mpirun(&binary, 2, threads, &train_args(&shared).iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(read(&one) == read(&shared), "2 ranks x {threads} threads trained other weights than one process");
+    }
+    // Layer stacks cannot share a batch yet, and say so.
+    let o = mpirun(&binary, 2, 1, &["train", &repo("networks/fashion_dhn.ron"), "--data", &data, "--epochs", "1"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not layer stacks"));
 
     // Bad input: every rank stops with the message, quickly.
     let bad = dir.path().join("bad.ron");

@@ -14,6 +14,7 @@ use crate::models::concepts::{self, ConceptLayer, Explanation};
 use crate::models::spikes::{self, ImageRun};
 use crate::models::{self, LayerNet, trainer::Activity};
 use crate::plot;
+use crate::ranks::{Alone, Exchange};
 use crate::records::PassTotals;
 use crate::spec::Training;
 use crate::train::fit;
@@ -66,6 +67,12 @@ impl fmt::Display for TrainSummary {
 }
 
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
+    train_shared(opts, &Alone)
+}
+
+/// [`train`] as one of the ranks of `ranks`: each computes its share of every batch, all hold
+/// the same weights after every step, and rank 0 alone writes the files and shows progress.
+pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSummary> {
     let (network, text, training) = trainer::load_training(opts)?;
     let dir = trainer::data_folder(opts.data.as_deref(), &training, &opts.network);
     let data = trainer::load_data(&dir, &network, &training, opts.train_samples, opts.test_samples)?;
@@ -74,6 +81,13 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     let seed = opts.seed.unwrap_or(network.seed);
     let name = network.name.clone();
     let mut run = fit::start(network, text, training.clone(), seed)?;
+    if ranks.size() > 1 && !run.shares_batches() {
+        return Err(Error::Training(format!(
+            "{}: training over several ranks supports chains of spiking populations so far, not layer stacks",
+            opts.network.display()
+        )));
+    }
+    let writer = ranks.rank() == 0;
     if opts.resume {
         let saved = checkpoint::read(&checkpoint_path)?;
         if saved.network_spec != run.state().network_text {
@@ -96,12 +110,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             checkpoint_path.display()
         )));
     }
-    std::fs::create_dir_all(&out).map_err(|e| Error::write(&out, e))?;
+    if writer {
+        std::fs::create_dir_all(&out).map_err(|e| Error::write(&out, e))?;
+    }
     let history_path = out.join("history.h5");
     let curves_path = out.join("training_curves.png");
     let samples = data.train.len();
     for epoch in start..epochs {
-        let bar = opts.progress.then(|| {
+        let bar = (opts.progress && writer).then(|| {
             let bar = indicatif::ProgressBar::new(samples as u64);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg} [{elapsed}<{eta}]")
@@ -111,7 +127,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
             bar
         });
         let started = std::time::Instant::now();
-        fit::epoch(run.as_mut(), &data, &mut |done, loss, acc| {
+        fit::epoch(run.as_mut(), &data, ranks, &mut |done, loss, acc| {
             if let Some(bar) = &bar {
                 bar.set_position(done as u64);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -121,9 +137,11 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        checkpoint::write(&checkpoint_path, &fit::checkpoint(run.as_ref()))?;
-        checkpoint::write_history(&history_path, &run.state().history)?;
-        plot::training_curves(&run.state().history, &name, &curves_path)?;
+        if writer {
+            checkpoint::write(&checkpoint_path, &fit::checkpoint(run.as_ref()))?;
+            checkpoint::write_history(&history_path, &run.state().history)?;
+            plot::training_curves(&run.state().history, &name, &curves_path)?;
+        }
     }
     Ok(TrainSummary {
         run_name: name,

@@ -6,6 +6,7 @@
 use crate::data::idx::Split;
 use crate::error::Result;
 use crate::io::checkpoint::Checkpoint;
+use crate::ranks::Exchange;
 use crate::records::{PassTotals, RunState, SavedParameters};
 
 /// A model the loop can train.
@@ -15,6 +16,9 @@ pub trait Trainable {
     /// One optimizer step on the samples `indices` of `split` with the learning rate scaled by
     /// `lr_factor`, adding the pass to `totals`. Returns the gradient norms the history reports,
     /// or the loss when it or a gradient is not finite (the parameters are then left as they were).
+    /// With several `ranks`, each computes its share of the batch and all end with the same step
+    /// (models that cannot share a batch are refused before training starts, see
+    /// [`Trainable::shares_batches`]).
     fn train_batch(
         &mut self,
         split: &Split,
@@ -22,7 +26,12 @@ pub trait Trainable {
         epoch: u32,
         lr_factor: f64,
         totals: &mut PassTotals,
+        ranks: &dyn Exchange,
     ) -> std::result::Result<Vec<f64>, f64>;
+    /// Whether [`Trainable::train_batch`] can share a batch among ranks.
+    fn shares_batches(&self) -> bool {
+        false
+    }
     /// The test pass, and per reported layer its activity over the epoch (spikes per neuron and
     /// step, or the share of outputs on), given the training pass's totals.
     fn test(&mut self, split: &Split, train: &PassTotals) -> (PassTotals, Vec<f64>);

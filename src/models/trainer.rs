@@ -17,6 +17,7 @@ use crate::io::checkpoint::Checkpoint;
 use crate::nn::gemm::Gemm;
 use crate::nn::loss::argmax;
 use crate::nn::optim::{self, OptimizerState};
+use crate::ranks::Exchange;
 use crate::records::PassTotals;
 use crate::records::{History, RunState, SavedParameters};
 use crate::spec::{Network, Training};
@@ -217,6 +218,7 @@ impl Trainable for LayerRun {
         epoch: u32,
         lr_factor: f64,
         totals: &mut PassTotals,
+        _ranks: &dyn Exchange,
     ) -> std::result::Result<Vec<f64>, f64> {
         let state = &mut self.state;
         let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();

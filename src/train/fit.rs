@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::models::Trainable;
 use crate::models::trainer::LayerRun;
+use crate::ranks::Exchange;
 use crate::records::PassTotals;
 use crate::rng::{self, Purpose};
 use crate::spec::{Network, Training};
@@ -31,7 +32,12 @@ pub fn start(network: Network, text: String, training: Training, seed: u64) -> R
 
 /// One epoch over `data.train`, then the test pass on `data.test`; `progress` gets (samples
 /// done, running loss, running accuracy) after each batch.
-pub fn epoch(run: &mut dyn Trainable, data: &Dataset, progress: &mut dyn FnMut(usize, f64, f64)) -> Result<()> {
+pub fn epoch(
+    run: &mut dyn Trainable,
+    data: &Dataset,
+    ranks: &dyn Exchange,
+    progress: &mut dyn FnMut(usize, f64, f64),
+) -> Result<()> {
     let (epoch, seed, training) = {
         let s = run.state();
         (s.epochs_done, s.seed, s.training.clone())
@@ -44,13 +50,14 @@ pub fn epoch(run: &mut dyn Trainable, data: &Dataset, progress: &mut dyn FnMut(u
     let mut norms: Vec<f64> = Vec::new();
     let mut batches = 0;
     for (b, indices) in order.chunks(training.batch_size as usize).enumerate() {
-        let batch_norms = run.train_batch(&data.train, indices, epoch, lr_factor, &mut totals).map_err(|loss| {
-            Error::Training(format!(
-                "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
-                epoch + 1,
-                b + 1
-            ))
-        })?;
+        let batch_norms =
+            run.train_batch(&data.train, indices, epoch, lr_factor, &mut totals, ranks).map_err(|loss| {
+                Error::Training(format!(
+                    "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
+                    epoch + 1,
+                    b + 1
+                ))
+            })?;
         norms.resize(batch_norms.len(), 0.0);
         norms.iter_mut().zip(batch_norms).for_each(|(n, b)| *n += b);
         batches += 1;

@@ -21,6 +21,7 @@ use crate::io::checkpoint::Checkpoint;
 use crate::models::Trainable;
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::optim::{self, OptimizerState};
+use crate::ranks::{Exchange, WordReader, Words};
 use crate::records::{History, PassTotals, RunState, SavedParameters};
 use crate::spec::{self, Network, Training};
 use crate::surrogate::Surrogate;
@@ -203,6 +204,9 @@ impl Trainable for Run {
 
     /// Forward and backward in chunks of [`SAMPLE_CHUNK`] samples in parallel, the chunks'
     /// gradients summed in chunk order, then the update. Reports the gradient norm per layer.
+    /// With several ranks, chunk c is computed by rank c mod N, and every rank gathers all the
+    /// chunks' gradients and totals and sums them in chunk order as one process does, so the
+    /// weights stay bit-identical whatever the number of ranks.
     fn train_batch(
         &mut self,
         split: &Split,
@@ -210,9 +214,11 @@ impl Trainable for Run {
         epoch: u32,
         lr_factor: f64,
         totals: &mut PassTotals,
+        ranks: &dyn Exchange,
     ) -> Result<Vec<f64>, f64> {
         let chunks: Vec<&[usize]> = batch.chunks(SAMPLE_CHUNK).collect();
-        while self.workspaces.len() < chunks.len() {
+        let mine: Vec<usize> = (0..chunks.len()).filter(|c| c % ranks.size() == ranks.rank()).collect();
+        while self.workspaces.len() < mine.len() {
             self.workspaces.push(Workspace::new(&self.net));
         }
         let state = &mut self.state;
@@ -224,28 +230,39 @@ impl Trainable for Run {
             epoch: Some(epoch),
             backward_weight: Some(1.0 / batch.len() as f32),
         };
-        self.workspaces[..chunks.len()].par_iter_mut().zip(chunks.par_iter()).for_each(|(ws, chunk)| {
+        self.workspaces[..mine.len()].par_iter_mut().zip(mine.par_iter()).for_each(|(ws, &c)| {
             ws.reset();
-            pass.run(chunk, ws);
+            pass.run(chunks[c], ws);
         });
+        let used = &self.workspaces[..mine.len()];
+        // Every chunk's gradients (per layer) and totals, in chunk order.
+        let gathered: Vec<(Vec<Vec<f32>>, PassTotals)>;
+        let per_chunk: Vec<(Vec<&[f32]>, PassTotals)> = if ranks.size() == 1 {
+            used.iter()
+                .zip(&chunks)
+                .map(|(ws, chunk)| (ws.grads.iter().map(|g| g.as_slice()).collect(), chunk_totals(ws, chunk.len())))
+                .collect()
+        } else {
+            gathered = gather_chunks(used, &mine, &chunks, ranks);
+            gathered.iter().map(|(g, t)| (g.iter().map(|g| g.as_slice()).collect(), t.clone())).collect()
+        };
         // Sum the chunks' gradients, chunk after chunk for every weight (so the result does not
-        // depend on the threads), spread over the threads by slices of the matrices.
-        let used = &self.workspaces[..chunks.len()];
+        // depend on the threads or ranks), spread over the threads by slices of the matrices.
         for (l, total) in self.total.iter_mut().enumerate() {
             total.as_mut_slice().par_chunks_mut(REDUCE_SLICE).enumerate().for_each(|(k, slice)| {
                 let range = k * REDUCE_SLICE..k * REDUCE_SLICE + slice.len();
-                slice.copy_from_slice(&used[0].grads[l].as_slice()[range.clone()]);
-                for ws in &used[1..] {
-                    for (t, g) in slice.iter_mut().zip(&ws.grads[l].as_slice()[range.clone()]) {
+                slice.copy_from_slice(&per_chunk[0].0[l][range.clone()]);
+                for (grads, _) in &per_chunk[1..] {
+                    for (t, g) in slice.iter_mut().zip(&grads[l][range.clone()]) {
                         *t += g;
                     }
                 }
             });
         }
         let mut batch_loss = 0.0;
-        for (ws, chunk) in used.iter().zip(&chunks) {
-            batch_loss += ws.loss;
-            totals.add(&chunk_totals(ws, chunk.len()));
+        for (_, chunk_totals) in &per_chunk {
+            batch_loss += chunk_totals.loss;
+            totals.add(chunk_totals);
         }
         let squares = optim::squared_norms(&self.total);
         if !batch_loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
@@ -292,6 +309,48 @@ impl Trainable for Run {
     fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
         self.net.load_weights(&c.layers)
     }
+
+    fn shares_batches(&self) -> bool {
+        true
+    }
+}
+
+/// Every rank's chunks (`mine` computed into `used`), gathered: per chunk of the batch, in
+/// order, its gradients per layer and its totals, bit for bit.
+fn gather_chunks(
+    used: &[Workspace],
+    mine: &[usize],
+    chunks: &[&[usize]],
+    ranks: &dyn Exchange,
+) -> Vec<(Vec<Vec<f32>>, PassTotals)> {
+    let mut words = Words::default();
+    for (ws, &c) in used.iter().zip(mine) {
+        words.push_u64(c as u64);
+        words.push_f64(ws.loss);
+        words.push_u64(ws.correct as u64);
+        words.push_u64s(&ws.spikes);
+        words.push_u64s(&ws.confusion);
+        words.push_u64(ws.grads.len() as u64);
+        for g in &ws.grads {
+            words.push_f32s(g.as_slice());
+        }
+    }
+    let all = ranks.all_gather(&words.0);
+    let mut by_chunk: Vec<Option<(Vec<Vec<f32>>, PassTotals)>> = vec![None; chunks.len()];
+    let mut read = WordReader::new(&all);
+    let fired = used.first().map(|ws| ws.fired.clone()).unwrap_or_default();
+    while !read.done() {
+        let c = read.u64() as usize;
+        let loss = read.f64();
+        let correct = read.u64() as usize;
+        let spikes = read.u64s();
+        let confusion = read.u64s();
+        let grads = (0..read.u64()).map(|_| read.f32s()).collect();
+        // Training leaves `fired` untouched (it is for evaluation): as every chunk's.
+        let totals = PassTotals { samples: chunks[c].len(), loss, correct, spikes, fired: fired.clone(), confusion };
+        by_chunk[c] = Some((grads, totals));
+    }
+    by_chunk.into_iter().map(|x| x.expect("every chunk computed by some rank")).collect()
 }
 
 /// Where the data comes from: `--data`, else the spec's `data` (relative to the network file),
