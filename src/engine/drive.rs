@@ -65,7 +65,7 @@ impl Count {
 pub struct PoissonDrive {
     count: Count,
     weight: f64,
-    pub input: Input,
+    input: Input,
 }
 
 impl PoissonDrive {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::synapses::block_size;
 use crate::error::{Error, Result};
-use crate::spec::{Connect, Distribution, Model, SourceKind, Synapse};
+use crate::spec::{Connect, Distribution, Model, SourceKind};
 
 /// Bytes per neuron besides its synaptic variables: v, the first active step (refractoriness)
 /// and the injected current, 8 bytes each.
@@ -82,17 +82,8 @@ pub fn estimate(model: &Model, steps: u64, threads: usize) -> Estimate {
     let neurons: f64 = net.populations.iter().map(|p| p.size as f64).sum();
     let mut bytes = BASE_BYTES;
     for pop in &net.populations {
-        let into = net.projections.iter().chain(&stim.projections).filter(|p| p.to == pop.name).map(|p| &p.synapse);
-        let drives = stim.poisson_inputs.iter().filter(|d| d.population == pop.name).map(|d| &d.synapse);
-        let mut taus: Vec<f64> = Vec::new();
-        for s in into.chain(drives) {
-            if let Synapse::Exponential { tau_ms } = s {
-                if !taus.contains(tau_ms) {
-                    taus.push(*tau_ms);
-                }
-            }
-        }
-        bytes += pop.size as f64 * (NEURON_BYTES + 8.0 * taus.len() as f64);
+        let variables = super::synaptic_taus(model, &pop.name).len();
+        bytes += pop.size as f64 * (NEURON_BYTES + 8.0 * variables as f64);
     }
     for src in &stim.sources {
         if let SourceKind::SpikeTimes { indices, .. } = &src.kind {

@@ -204,7 +204,7 @@ impl Simulation {
             let Neuron::Lif { tau_mem_ms, v_rest, v_threshold, v_reset, refractory_ms, r_mem_mohm, reset } = pop.neuron;
             let constants =
                 LifConstants::new(dt, tau_mem_ms, v_rest, v_threshold, v_reset, refractory_ms, r_mem_mohm, reset);
-            let taus = synaptic_taus(&all_projections, &stim.poisson_inputs, &pop.name);
+            let taus = synaptic_taus(model, &pop.name);
             let n = pop.size as usize;
             let block = synapses::block_size(n);
             let mut rng = rng::stream(seed, Purpose::InitialState, pi as u64);
@@ -267,7 +267,7 @@ impl Simulation {
             if !matches!(populations[target].dynamics, Dynamics::Lif(_)) {
                 return Err(Error::Simulation(format!("projection target {:?} is not a neuron population", p.to)));
             }
-            let input = input_of(&p.synapse, &synaptic_taus(&all_projections, &stim.poisson_inputs, &p.to));
+            let input = input_of(&p.synapse, &synaptic_taus(model, &p.to));
             let plan = ConnectionPlan {
                 connect: &p.connect,
                 n_source: populations[source].size,
@@ -317,7 +317,7 @@ impl Simulation {
 
         for (di, drive) in stim.poisson_inputs.iter().enumerate() {
             let pi = index_of(&drive.population)?;
-            let taus = synaptic_taus(&all_projections, &stim.poisson_inputs, &drive.population);
+            let taus = synaptic_taus(model, &drive.population);
             let Dynamics::Lif(lif) = &mut populations[pi].dynamics else {
                 return Err(Error::Simulation(format!(
                     "Poisson input target {:?} is not a neuron population",
@@ -501,19 +501,16 @@ impl Simulation {
         }
         self.step += 1;
     }
-
-    /// The ids population `population` fired in step `stamp`, while the population still keeps
-    /// them (for its longest outgoing delay).
-    pub fn spikes_at(&self, population: usize, stamp: u64) -> &[u32] {
-        self.spikes[population].at(stamp)
-    }
 }
 
-/// The distinct time constants of the exponential synapses into `target` (projections first,
-/// then Poisson inputs), in order of first appearance: one synaptic variable per entry.
-fn synaptic_taus(projections: &[(u64, &spec::Projection)], drives: &[spec::PoissonInput], target: &str) -> Vec<f64> {
-    let synapses = projections.iter().filter(|(_, p)| p.to == target).map(|(_, p)| &p.synapse);
-    let synapses = synapses.chain(drives.iter().filter(|d| d.population == target).map(|d| &d.synapse));
+/// The distinct time constants of the exponential synapses into `target` (the network's
+/// projections, the stimulus's, then Poisson inputs), in order of first appearance: one synaptic
+/// variable per entry.
+fn synaptic_taus(model: &Model, target: &str) -> Vec<f64> {
+    let (net, stim) = (&model.network, &model.stimulus);
+    let projections = net.projections.iter().chain(&stim.projections).filter(|p| p.to == target);
+    let drives = stim.poisson_inputs.iter().filter(|d| d.population == target);
+    let synapses = projections.map(|p| &p.synapse).chain(drives.map(|d| &d.synapse));
     let mut taus = Vec::new();
     for synapse in synapses {
         if let Synapse::Exponential { tau_ms } = *synapse {

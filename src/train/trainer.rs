@@ -236,33 +236,32 @@ impl Trainable for Run {
         });
         let used = &self.workspaces[..mine.len()];
         // Every chunk's gradients (per layer) and totals, in chunk order.
-        let gathered: Vec<(Vec<Vec<f32>>, PassTotals)>;
-        let per_chunk: Vec<(Vec<&[f32]>, PassTotals)> = if ranks.size() == 1 {
-            used.iter()
-                .zip(&chunks)
-                .map(|(ws, chunk)| (ws.grads.iter().map(|g| g.as_slice()).collect(), chunk_totals(ws, chunk.len())))
-                .collect()
+        let gathered: Vec<Vec<Vec<f32>>>;
+        let (grads, chunk_totals): (Vec<Vec<&[f32]>>, Vec<PassTotals>) = if ranks.size() == 1 {
+            let grads = used.iter().map(|ws| ws.grads.iter().map(|g| g.as_slice()).collect()).collect();
+            (grads, used.iter().zip(&chunks).map(|(ws, chunk)| chunk_totals(ws, chunk.len())).collect())
         } else {
-            gathered = gather_chunks(used, &mine, &chunks, ranks);
-            gathered.iter().map(|(g, t)| (g.iter().map(|g| g.as_slice()).collect(), t.clone())).collect()
+            let totals;
+            (gathered, totals) = gather_chunks(used, &mine, &chunks, ranks);
+            (gathered.iter().map(|g| g.iter().map(|g| g.as_slice()).collect()).collect(), totals)
         };
         // Sum the chunks' gradients, chunk after chunk for every weight (so the result does not
         // depend on the threads or ranks), spread over the threads by slices of the matrices.
         for (l, total) in self.total.iter_mut().enumerate() {
             total.as_mut_slice().par_chunks_mut(REDUCE_SLICE).enumerate().for_each(|(k, slice)| {
                 let range = k * REDUCE_SLICE..k * REDUCE_SLICE + slice.len();
-                slice.copy_from_slice(&per_chunk[0].0[l][range.clone()]);
-                for (grads, _) in &per_chunk[1..] {
-                    for (t, g) in slice.iter_mut().zip(&grads[l][range.clone()]) {
+                slice.copy_from_slice(&grads[0][l][range.clone()]);
+                for chunk in &grads[1..] {
+                    for (t, g) in slice.iter_mut().zip(&chunk[l][range.clone()]) {
                         *t += g;
                     }
                 }
             });
         }
         let mut batch_loss = 0.0;
-        for (_, chunk_totals) in &per_chunk {
-            batch_loss += chunk_totals.loss;
-            totals.add(chunk_totals);
+        for chunk in &chunk_totals {
+            batch_loss += chunk.loss;
+            totals.add(chunk);
         }
         let squares = optim::squared_norms(&self.total);
         if !batch_loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
@@ -316,13 +315,13 @@ impl Trainable for Run {
 }
 
 /// Every rank's chunks (`mine` computed into `used`), gathered: per chunk of the batch, in
-/// order, its gradients per layer and its totals, bit for bit.
+/// order, its gradients per layer, and its totals, bit for bit.
 fn gather_chunks(
     used: &[Workspace],
     mine: &[usize],
     chunks: &[&[usize]],
     ranks: &dyn Exchange,
-) -> Vec<(Vec<Vec<f32>>, PassTotals)> {
+) -> (Vec<Vec<Vec<f32>>>, Vec<PassTotals>) {
     let mut words = Words::default();
     for (ws, &c) in used.iter().zip(mine) {
         words.push_u64(c as u64);
@@ -350,7 +349,7 @@ fn gather_chunks(
         let totals = PassTotals { samples: chunks[c].len(), loss, correct, spikes, fired: fired.clone(), confusion };
         by_chunk[c] = Some((grads, totals));
     }
-    by_chunk.into_iter().map(|x| x.expect("every chunk computed by some rank")).collect()
+    by_chunk.into_iter().map(|x| x.expect("every chunk computed by some rank")).unzip()
 }
 
 /// Where the data comes from: `--data`, else the spec's `data` (relative to the network file),
