@@ -13,6 +13,7 @@ pub use error::{Error, Result};
 pub mod io;
 pub mod memory;
 pub mod models;
+pub mod nir;
 pub mod nn;
 pub mod plot;
 pub mod ranks;

@@ -121,6 +121,31 @@ enum Command {
         #[command(subcommand)]
         figure: Figure,
     },
+    /// NIR graphs (snnTorch, Norse, SpikingJelly, hardware tool chains): run, import, export.
+    Nir {
+        #[command(subcommand)]
+        action: NirAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum NirAction {
+    /// Run a NIR graph on a spike tensor (dataset `input`, T x B x input shape); writes every
+    /// stateful node's `spk_<node>` and `mem_<node>` (membrane after the step's reset) and
+    /// `output`, each T x B x the node's shape.
+    Run {
+        /// The NIR file (nir.write's HDF5 layout).
+        graph: PathBuf,
+        /// Time step in seconds; NIR stores none (snnTorch exports with 1e-4).
+        #[arg(long)]
+        dt: f64,
+        /// HDF5 file with dataset `input`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the results (HDF5).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// What `train` and `sweep` share: how long, on which data, cut how, written where.
@@ -256,6 +281,9 @@ fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
             for file in snn::plot::gradient_decay(&decay, &name, &out)? {
                 say(&format!("wrote {}\n", file.display()));
             }
+        }
+        Command::Nir { action: NirAction::Run { graph, dt, input, out } } => {
+            say(&snn::commands::nir::run(&graph, dt, &input, &out)?.to_string());
         }
         Command::Plot { figure: Figure::Surrogates { out } } => {
             std::fs::create_dir_all(&out)

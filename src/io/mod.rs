@@ -4,3 +4,4 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod hdf5_file;
 pub mod hdf5_util;
+pub mod nir_file;

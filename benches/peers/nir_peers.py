@@ -1,0 +1,264 @@
+"""NIR side by side: graphs made by snnTorch 1.0.0 and Norse 1.1.0 (nir 1.0.8), run by their own
+framework and by `snn nir run`, compared array by array.
+
+    # make the fixtures (NIR files plus each framework's own run) in tests/data/nir
+    benches/peers/.venv/bin/python benches/peers/nir_peers.py make --out tests/data/nir
+    # run `snn nir run` on every fixture and compare spikes (exact) and membranes (1e-5)
+    benches/peers/.venv/bin/python benches/peers/nir_peers.py check --snn target/release/snn
+
+Each fixture is NAME.nir (written by the framework's exporter and nir.write) and NAME.h5 with
+`input` (T x B x input shape, 0/1 spikes), `dt` (the exporter's time step, for --dt) and, per
+stateful node, `spk_<node>` and `mem_<node>`: the framework's own spikes and membranes after the
+step's reset. Nodes inside a subgraph are named `<graph>.<node>`.
+
+What the frameworks do and NIR says differently, and how the fixtures stay comparable:
+- snnTorch writes reset to zero for every Leaky, whatever its reset mechanism, and keeps no
+  reset delay: the models here reset to zero with `reset_delay=False`, as snnTorch's own
+  `import_from_nir` builds them.
+- snnTorch's RLeaky adds its recurrent bias at the first step (spk starts at 0, recurrent(0) =
+  bias); NIR delivers nothing over a cycle at the first step. The recurrent bias here is 0.
+- Norse's LIFCell (exported as CubaLIF) updates the membrane with the previous step's current and
+  adds its input to the current undecayed; NIR's CubaLIF decays the current first and scales the
+  input by dt/tau_syn. The Norse fixture uses LIFBoxCell and LIBoxCell (exported as LIF and LI),
+  whose dynamics NIR states exactly. Norse 1.1.0 writes tau = dt * tau_true (its issue #411):
+  the fixture records dt = 1e-6, which reproduces its runs.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import nir
+import numpy as np
+import torch
+import torch.nn as nn
+
+STEPS, BATCH = 30, 4
+
+
+def spikes(shape, p, generator):
+    return (torch.rand(shape, generator=generator) < p).float()
+
+
+def scaled(module, factor):
+    with torch.no_grad():
+        module.weight.mul_(factor)
+    return module
+
+
+# ---------------------------------------------------------------- snnTorch graphs
+
+def snntorch_models():
+    import snntorch as snn
+
+    # Parameters per neuron: NIR wants every neuron parameter in the layer's shape, and snnTorch
+    # exports them as given.
+    def full(shape, value):
+        return torch.full(shape, value)
+
+    def leaky(shape, beta, threshold=1.0):
+        return snn.Leaky(beta=full(shape, beta), threshold=full(shape, threshold), reset_mechanism="zero",
+                         reset_delay=False, init_hidden=True)
+
+    def synaptic(shape, alpha, beta, threshold=1.0):
+        return snn.Synaptic(alpha=full(shape, alpha), beta=full(shape, beta), threshold=full(shape, threshold),
+                            reset_mechanism="zero", reset_delay=False, init_hidden=True)
+
+    torch.manual_seed(1)
+    ff = nn.Sequential(scaled(nn.Linear(12, 16), 3.0), leaky((16,), 0.9), scaled(nn.Linear(16, 5), 2.0), leaky((5,), 0.8, 0.7))
+
+    torch.manual_seed(2)
+    conv = nn.Sequential(
+        scaled(nn.Conv2d(1, 4, 3, padding=1), 2.0),
+        leaky((4, 8, 8), 0.85),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        scaled(nn.Linear(4 * 4 * 4, 5), 3.0),
+        leaky((5,), 0.9),
+    )
+
+    torch.manual_seed(3)
+    rleaky = snn.RLeaky(beta=0.9, linear_features=10, all_to_all=True, reset_mechanism="zero",
+                        reset_delay=False, init_hidden=True)
+    with torch.no_grad():
+        rleaky.recurrent.weight.mul_(2.0)
+        rleaky.recurrent.bias.zero_()
+    recurrent = nn.Sequential(scaled(nn.Linear(12, 10), 3.0), rleaky, scaled(nn.Linear(10, 5), 2.0), leaky((5,), 0.8))
+
+    torch.manual_seed(4)
+    synaptic = nn.Sequential(
+        scaled(nn.Linear(12, 16), 1.5),
+        synaptic((16,), 0.7, 0.9),
+        scaled(nn.Linear(16, 5), 1.0),
+        synaptic((5,), 0.8, 0.85, 0.8),
+    )
+    return {
+        "snntorch_ff": (ff, (12,)),
+        "snntorch_conv": (conv, (1, 8, 8)),
+        "snntorch_recurrent": (recurrent, (12,)),
+        "snntorch_synaptic": (synaptic, (12,)),
+    }
+
+
+def snntorch_spikes(model, inputs):
+    """Every neuron layer's spikes: the layer outputs, caught by forward hooks."""
+    import snntorch as snn
+    from snntorch import utils
+
+    utils.reset(model)
+    caught = {}
+    hooks = []
+    for i, m in enumerate(model):
+        if isinstance(m, snn.SpikingNeuron):
+            caught[str(i)] = []
+            hooks.append(m.register_forward_hook(lambda mod, inp, out, k=str(i): caught[k].append(out.clone())))
+    mems = {k: [] for k in caught}
+    with torch.no_grad():
+        for x in inputs:
+            model(x)
+            for i, m in enumerate(model):
+                if str(i) in mems:
+                    mems[str(i)].append(m.mem.clone())
+    for h in hooks:
+        h.remove()
+    return {k: torch.stack(v) for k, v in caught.items()}, {k: torch.stack(v) for k, v in mems.items()}
+
+
+def snntorch_export(model, shape):
+    from snntorch.export_nir import export_to_nir
+
+    import snntorch.utils as utils
+
+    utils.reset(model)
+    graph = export_to_nir(model, torch.zeros(BATCH, *shape), ignore_dims=[0])
+    utils.reset(model)
+    return graph
+
+
+# ---------------------------------------------------------------- Norse graph
+
+def norse_model():
+    import norse.torch as norse
+
+    torch.manual_seed(5)
+    model = norse.SequentialState(
+        scaled(nn.Linear(12, 16), 4.0),
+        norse.LIFBoxCell(norse.LIFBoxParameters(tau_mem_inv=torch.full((16,), 100.0), v_leak=torch.zeros(16),
+                                                v_th=torch.full((16,), 0.5), v_reset=torch.zeros(16))),
+        scaled(nn.Linear(16, 5), 2.0),
+        norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=torch.full((5,), 50.0), v_leak=torch.zeros(5))),
+    )
+    return model
+
+
+def norse_run(model, inputs):
+    """Norse's own run, with the state of every stateful module after each step."""
+    import norse.torch as norse
+
+    names = [str(i) for i, m in enumerate(model) if isinstance(m, (norse.LIFBoxCell, norse.LIBoxCell))]
+    spk, mem = {k: [] for k in names}, {k: [] for k in names}
+    state = None
+    with torch.no_grad():
+        for x in inputs:
+            h = x
+            states = [None] * len(model) if state is None else state
+            new_states = []
+            for i, m in enumerate(model):
+                if str(i) in names:
+                    h, s = m(h, states[i])
+                    new_states.append(s)
+                    mem[str(i)].append(s.v.clone())
+                    if isinstance(m, norse.LIFBoxCell):
+                        spk[str(i)].append(h.clone())
+                else:
+                    h = m(h)
+                    new_states.append(None)
+            state = new_states
+    return {k: torch.stack(v) for k, v in spk.items() if v}, {k: torch.stack(v) for k, v in mem.items()}
+
+
+# ---------------------------------------------------------------- files
+
+def write_fixture(out, name, graph, dt, inputs, spk, mem):
+    nir.write(os.path.join(out, f"{name}.nir"), graph)
+    with h5py.File(os.path.join(out, f"{name}.h5"), "w") as f:
+        f.create_dataset("input", data=inputs.numpy().astype(np.float32), compression="gzip")
+        f.create_dataset("dt", data=np.float64(dt))
+        for k, v in spk.items():
+            f.create_dataset(f"spk_{k}", data=v.numpy().astype(np.float32), compression="gzip")
+        for k, v in mem.items():
+            f.create_dataset(f"mem_{k}", data=v.numpy().astype(np.float32), compression="gzip")
+    fired = {k: int(v.sum()) for k, v in spk.items()}
+    print(f"{name}: nodes {sorted(graph.nodes)}, spikes per layer {fired}")
+
+
+def make(out):
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(7)
+    for name, (model, shape) in snntorch_models().items():
+        inputs = spikes((STEPS, BATCH, *shape), 0.3, g)
+        graph = snntorch_export(model, shape)
+        spk, mem = snntorch_spikes(model, inputs)
+        # The exporter flattens the recurrent layer into nodes `<index>.lif` and `<index>.w_rec`.
+        rename = {k: (k if k in graph.nodes else f"{k}.lif") for k in spk}
+        write_fixture(out, name, graph, 1e-4, inputs, {rename[k]: v for k, v in spk.items()},
+                      {rename[k]: v for k, v in mem.items()})
+
+    from norse.torch.utils.export_nir import to_nir
+
+    model = norse_model()
+    inputs = spikes((STEPS, BATCH, 12), 0.3, g)
+    spk, mem = norse_run(model, inputs)
+    # A sample without the batch dimension: Norse writes the sample's whole shape as the Input's.
+    graph = to_nir(model, torch.zeros(12))
+    write_fixture(out, "norse_ff", graph, 1e-6, inputs, spk, mem)
+
+
+def check(snn, folder):
+    worst = 0.0
+    failed = False
+    for file in sorted(f for f in os.listdir(folder) if f.endswith(".nir")):
+        name = file[:-4]
+        expected = h5py.File(os.path.join(folder, f"{name}.h5"), "r")
+        with tempfile.TemporaryDirectory() as tmp:
+            result = os.path.join(tmp, "out.h5")
+            subprocess.run([snn, "nir", "run", os.path.join(folder, file), "--dt", str(expected["dt"][()]),
+                            "--input", os.path.join(folder, f"{name}.h5"), "--out", result], check=True)
+            got = h5py.File(result, "r")
+            for key in expected:
+                if not key.startswith(("spk_", "mem_")):
+                    continue
+                a, b = expected[key][()], got[key][()]
+                if key.startswith("spk_"):
+                    differ = int((a != b).sum())
+                    print(f"{name} {key}: {int(a.sum())} spikes, {differ} differ")
+                    failed |= differ > 0
+                else:
+                    err = float(np.abs(a - b).max())
+                    worst = max(worst, err)
+                    print(f"{name} {key}: largest membrane difference {err:.2e}")
+                    failed |= err > 1e-5
+    print(f"worst membrane difference {worst:.2e}; {'FAILED' if failed else 'all spikes equal'}")
+    return 1 if failed else 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("--out", default="tests/data/nir")
+    c = sub.add_parser("check")
+    c.add_argument("--snn", default="target/release/snn")
+    c.add_argument("--fixtures", default="tests/data/nir")
+    args = parser.parse_args()
+    if args.command == "make":
+        make(args.out)
+    else:
+        sys.exit(check(args.snn, args.fixtures))
+
+
+if __name__ == "__main__":
+    main()
