@@ -146,6 +146,17 @@ enum NirAction {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a trained layer stack (checkpoint) as a NIR graph: batch norm folded into the
+    /// weights, max pooling of spikes as SumPool2d + Threshold; what NIR cannot say is named.
+    Export {
+        checkpoint: PathBuf,
+        /// The NIR file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Time step in seconds the taus are written for (snnTorch's importer assumes 1e-4).
+        #[arg(long, default_value_t = 1e-4)]
+        dt: f64,
+    },
 }
 
 /// What `train` and `sweep` share: how long, on which data, cut how, written where.
@@ -284,6 +295,9 @@ fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
         }
         Command::Nir { action: NirAction::Run { graph, dt, input, out } } => {
             say(&snn::commands::nir::run(&graph, dt, &input, &out)?.to_string());
+        }
+        Command::Nir { action: NirAction::Export { checkpoint, out, dt } } => {
+            say(&snn::commands::nir::export(&checkpoint, &out, dt)?.to_string());
         }
         Command::Plot { figure: Figure::Surrogates { out } } => {
             std::fs::create_dir_all(&out)

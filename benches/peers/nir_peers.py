@@ -5,6 +5,10 @@ framework and by `snn nir run`, compared array by array.
     benches/peers/.venv/bin/python benches/peers/nir_peers.py make --out tests/data/nir
     # run `snn nir run` on every fixture and compare spikes (exact) and membranes (1e-5)
     benches/peers/.venv/bin/python benches/peers/nir_peers.py check --snn target/release/snn
+    # a model trained in snn and exported (`snn nir export`): load it with nir.read, import it
+    # with snntorch.import_from_nir, run the test set, compare with `snn eval`'s predictions.csv
+    benches/peers/.venv/bin/python benches/peers/nir_peers.py predictions MODEL.nir \
+        --predictions predictions.csv --data /usr/share/datasets/fashion-mnist --steps 4
 
 Each fixture is NAME.nir (written by the framework's exporter and nir.write) and NAME.h5 with
 `input` (T x B x input shape, 0/1 spikes), `dt` (the exporter's time step, for --dt) and, per
@@ -245,6 +249,79 @@ def check(snn, folder):
     return 1 if failed else 0
 
 
+def import_into_snntorch(path):
+    """nir.read (type-checked) and snntorch.import_from_nir, with two shims for gaps in
+    snnTorch 1.0.0's importer, neither of which changes what the graph computes:
+    - it has no LI node: an LI is given to it as a LIF whose threshold is +inf, which never
+      fires and so integrates exactly as the LI;
+    - it builds Flatten as torch.nn.Flatten(start_dim, end_dim) with NIR's dimensions, which
+      count without the batch; the built modules get start_dim + 1.
+    Returns the module and the name of the readout node (the Output's source)."""
+    import snntorch as snn
+    from snntorch.import_nir import import_from_nir
+
+    graph = nir.read(path)
+    for name, node in list(graph.nodes.items()):
+        if isinstance(node, nir.LI):
+            graph.nodes[name] = nir.LIF(tau=node.tau, r=node.r, v_leak=node.v_leak,
+                                        v_threshold=np.full_like(node.tau, np.inf), v_reset=np.zeros_like(node.tau))
+    readout = next(a for a, b in graph.edges if isinstance(graph.nodes[b], nir.Output))
+    net = import_from_nir(graph)
+    for module in net.modules():
+        if isinstance(module, nn.Flatten) and module.start_dim >= 0:
+            module.start_dim += 1
+    leaky = {name: m for name, m in net.named_modules() if isinstance(m, snn.SpikingNeuron)}
+    return net, leaky, readout
+
+
+def test_set(folder):
+    import gzip
+
+    def idx(name):
+        with gzip.open(os.path.join(folder, name)) as f:
+            data = f.read()
+        dims = data[3]
+        shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)]
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+    images = idx("t10k-images-idx3-ubyte.gz").astype(np.float32) / np.float32(255.0)
+    return torch.from_numpy(images).reshape(-1, 1, 28, 28), idx("t10k-labels-idx1-ubyte.gz")
+
+
+def predictions(args):
+    from snntorch import utils
+
+    net, leaky, readout = import_into_snntorch(args.model)
+    module = leaky.get(readout) or leaky.get(readout.replace(".", "_"))
+    if module is None:
+        sys.exit(f"no spiking module for the readout node {readout}: modules {sorted(leaky)}")
+    images, labels = test_set(args.data)
+    if args.limit:
+        images, labels = images[:args.limit], labels[:args.limit]
+    ours = np.loadtxt(args.predictions, delimiter=",", skiprows=1, dtype=np.int64)[: len(labels)]
+    predicted = []
+    with torch.no_grad():
+        for start in range(0, len(images), 500):
+            x = images[start:start + 500]
+            utils.reset(net)
+            for m in leaky.values():
+                m.mem = torch.zeros(0)
+            total = 0
+            for _ in range(args.steps):
+                net(x)
+                total = total + module.mem
+            predicted.append((total / args.steps).argmax(1).numpy())
+    predicted = np.concatenate(predicted)
+    same = int((predicted == ours[:, 2]).sum())
+    accuracy = float((predicted == labels).mean())
+    print(f"snnTorch on the exported graph: test accuracy {100 * accuracy:.2f}%; "
+          f"same prediction as snn for {same} of {len(labels)} images ({100 * same / len(labels):.2f}%)")
+    differ = np.nonzero(predicted != ours[:, 2])[0]
+    if len(differ):
+        print("differing images:", ", ".join(map(str, differ[:20])))
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,9 +330,17 @@ def main():
     c = sub.add_parser("check")
     c.add_argument("--snn", default="target/release/snn")
     c.add_argument("--fixtures", default="tests/data/nir")
+    p = sub.add_parser("predictions")
+    p.add_argument("model")
+    p.add_argument("--predictions", required=True, help="predictions.csv written by `snn eval`")
+    p.add_argument("--data", default="tests/data/fashion-mnist")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
     if args.command == "make":
         make(args.out)
+    elif args.command == "predictions":
+        sys.exit(predictions(args))
     else:
         sys.exit(check(args.snn, args.fixtures))
 

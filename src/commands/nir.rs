@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::io::nir_file;
+use crate::io::{checkpoint, nir_file};
+use crate::models;
 use crate::nir::run::Program;
 
 /// What `snn nir run` did.
@@ -43,4 +44,41 @@ pub fn run(graph: &Path, dt: f64, input: &Path, out: &Path) -> Result<RunSummary
         })
         .collect();
     Ok(RunSummary { graph: graph.to_path_buf(), out: out.to_path_buf(), steps, batch, spikes })
+}
+
+/// What `snn nir export` did.
+pub struct ExportSummary {
+    pub out: PathBuf,
+    pub nodes: usize,
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Display for ExportSummary {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        writeln!(f, "wrote {} ({} nodes)", self.out.display(), self.nodes)?;
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the trained layer stack in `checkpoint` as a NIR graph for time step `dt` seconds.
+pub fn export(checkpoint: &Path, out: &Path, dt: f64) -> Result<ExportSummary> {
+    if !(dt > 0.0 && dt.is_finite()) {
+        return Err(Error::Training(format!("--dt {dt}: the time step must be positive (seconds)")));
+    }
+    let saved = checkpoint::read(checkpoint)?;
+    let (network, _) = saved.specs(checkpoint)?;
+    if !network.is_layered() {
+        return Err(Error::Data {
+            path: checkpoint.to_path_buf(),
+            message: "only layer stacks (`layers: [...]`) export to NIR so far; population networks do not".into(),
+        });
+    }
+    let net = models::trainer::from_checkpoint(&saved, checkpoint)?;
+    let exported =
+        models::nir::export(&net, dt).map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?;
+    nir_file::write(out, &exported.graph)?;
+    Ok(ExportSummary { out: out.to_path_buf(), nodes: exported.graph.nodes.len(), warnings: exported.warnings })
 }

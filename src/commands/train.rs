@@ -243,6 +243,15 @@ pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> 
         let classes = net.classes();
         (EvalSummary { totals, classes, activity: None, soft: None, packed: None, files: Vec::new() }, classes)
     };
+    // Per test image: its label and the predicted class, for comparisons with other tools
+    // (e.g. the same model exported to NIR and run elsewhere).
+    let table = folder(out, checkpoint_path)?.join("predictions.csv");
+    let mut csv = String::from("index,label,predicted\n");
+    for (i, (label, predicted)) in dataset.test.labels.iter().zip(&summary.totals.predictions).enumerate() {
+        csv.push_str(&format!("{i},{label},{predicted}\n"));
+    }
+    crate::io::atomic::write_atomically(&table, |tmp| std::fs::write(tmp, &csv).map_err(|e| Error::write(&table, e)))?;
+    files.push(table);
     let figure = folder(out, checkpoint_path)?.join("confusion.png");
     plot::confusion(
         &summary.totals.confusion,

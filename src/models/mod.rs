@@ -8,6 +8,7 @@
 pub mod binary;
 pub mod concepts;
 pub mod net;
+pub mod nir;
 pub mod spikes;
 pub mod trainable;
 pub mod trainer;

@@ -108,6 +108,7 @@ pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool, seed: u64) -
         for (j, &label) in labels.iter().enumerate() {
             let predicted = argmax(trace.scores().column(j).as_slice());
             totals.confusion[label as usize * classes + predicted] += 1;
+            totals.predictions.push(predicted as u8);
         }
         for (k, &l) in layers.iter().enumerate() {
             let out = &trace.values[l + 1];

@@ -74,7 +74,7 @@ impl<F: Real> Decay<F> {
     }
 
     /// The factor of every channel.
-    fn factors(&self, channels: usize) -> Vec<F> {
+    pub fn factors(&self, channels: usize) -> Vec<F> {
         let of = |w: F| F::one() / (F::one() + (-w).exp());
         if self.logit.nrows() == 1 {
             vec![of(self.logit[0]); channels]

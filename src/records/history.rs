@@ -80,6 +80,8 @@ pub struct PassTotals {
     pub fired: Vec<Vec<bool>>,
     /// Row = true class, column = predicted class.
     pub confusion: Vec<u64>,
+    /// Evaluation only: the class predicted for each sample, in the split's order.
+    pub predictions: Vec<u8>,
 }
 
 impl PassTotals {
@@ -96,6 +98,7 @@ impl PassTotals {
             a.iter_mut().zip(b).for_each(|(a, b)| *a |= b);
         }
         self.confusion.iter_mut().zip(&other.confusion).for_each(|(a, b)| *a += b);
+        self.predictions.extend_from_slice(&other.predictions);
     }
 
     pub fn mean_loss(&self) -> f64 {

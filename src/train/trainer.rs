@@ -59,6 +59,8 @@ struct Workspace {
     /// Evaluation only: per layer, per neuron, whether it fired at all.
     fired: Vec<Vec<bool>>,
     confusion: Vec<u64>,
+    /// Evaluation only: the predicted classes, in the pass's order.
+    predictions: Vec<u8>,
 }
 
 impl Workspace {
@@ -74,6 +76,7 @@ impl Workspace {
             spikes: vec![0; net.layers.len()],
             fired: net.layers.iter().map(|l| vec![false; l.outputs()]).collect(),
             confusion: vec![0; net.classes() * net.classes()],
+            predictions: Vec::new(),
         }
     }
 
@@ -84,6 +87,7 @@ impl Workspace {
         self.spikes.iter_mut().for_each(|s| *s = 0);
         self.fired.iter_mut().flatten().for_each(|f| *f = false);
         self.confusion.iter_mut().for_each(|c| *c = 0);
+        self.predictions.clear();
     }
 }
 
@@ -124,6 +128,7 @@ impl Pass<'_> {
                 *s += tape.spike_count(l) as u64;
             }
             if self.backward_weight.is_none() {
+                ws.predictions.push(predicted as u8);
                 for (l, fired) in ws.fired.iter_mut().enumerate() {
                     for (_, j) in bptt::layer_spikes(tape, l) {
                         fired[j as usize] = true;
@@ -147,6 +152,7 @@ fn chunk_totals(ws: &Workspace, samples: usize) -> PassTotals {
         spikes: ws.spikes.clone(),
         fired: ws.fired.clone(),
         confusion: ws.confusion.clone(),
+        predictions: ws.predictions.clone(),
     }
 }
 
@@ -346,7 +352,15 @@ fn gather_chunks(
         let confusion = read.u64s();
         let grads = (0..read.u64()).map(|_| read.f32s()).collect();
         // Training leaves `fired` untouched (it is for evaluation): as every chunk's.
-        let totals = PassTotals { samples: chunks[c].len(), loss, correct, spikes, fired: fired.clone(), confusion };
+        let totals = PassTotals {
+            samples: chunks[c].len(),
+            loss,
+            correct,
+            spikes,
+            fired: fired.clone(),
+            confusion,
+            predictions: Vec::new(),
+        };
         by_chunk[c] = Some((grads, totals));
     }
     by_chunk.into_iter().map(|x| x.expect("every chunk computed by some rank")).unzip()
