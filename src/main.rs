@@ -157,6 +157,21 @@ enum NirAction {
         #[arg(long, default_value_t = 1e-4)]
         dt: f64,
     },
+    /// Read a NIR chain graph (Affine/Linear/Conv2d/pooling/Flatten + LIF/CubaLIF/LI) as a layer
+    /// stack: writes network.ron and checkpoint.h5, to evaluate, train further or export.
+    Import {
+        /// The NIR file.
+        graph: PathBuf,
+        /// Time step in seconds the graph was exported for (snnTorch: 1e-4).
+        #[arg(long)]
+        dt: f64,
+        /// Time steps per sample in the training section written.
+        #[arg(long, default_value_t = 25)]
+        steps: u32,
+        /// Output folder (default: outputs/<file name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// What `train` and `sweep` share: how long, on which data, cut how, written where.
@@ -295,6 +310,11 @@ fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
         }
         Command::Nir { action: NirAction::Run { graph, dt, input, out } } => {
             say(&snn::commands::nir::run(&graph, dt, &input, &out)?.to_string());
+        }
+        Command::Nir { action: NirAction::Import { graph, dt, steps, out } } => {
+            let stem = graph.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let out = out.unwrap_or_else(|| PathBuf::from("outputs").join(stem));
+            say(&snn::commands::nir::import(&graph, dt, steps, &out)?.to_string());
         }
         Command::Nir { action: NirAction::Export { checkpoint, out, dt } } => {
             say(&snn::commands::nir::export(&checkpoint, &out, dt)?.to_string());

@@ -201,3 +201,151 @@ fn bad_files_are_refused() {
     }
     refused_file(&unknown, "node 'mystery': unknown node type \"Spiral\"");
 }
+
+// ---------------------------------------------------------------- snn models to NIR and back
+
+use nalgebra::DMatrix;
+use snn::models::{LayerNet, Mode};
+use snn::nir::run::Program;
+use snn::spec::{Network, Training};
+
+fn stack(layers: &str) -> (Network, Training) {
+    let text = format!(
+        "Network(name: \"t\", dt_ms: 1.0, inputs: [(name: \"x\", size: 64, shape: (1, 8, 8))], layers: [{layers}], \
+         training: (steps: 6, encoder: Current))"
+    );
+    let network: Network = snn::spec::parse_ron(&text, Path::new("test.ron")).unwrap();
+    let training = network.training.clone().unwrap();
+    (network, training)
+}
+
+/// Inputs in [0, 1], one column per sample, from a fixed sequence.
+fn inputs(samples: usize) -> DMatrix<f32> {
+    let mut state = 12345u64;
+    DMatrix::from_fn(64, samples, |_, _| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    })
+}
+
+const SPIKING: &str = "Conv2d(filters: 4, kernel: 3, padding: 1), Lif(tau_mem_ms: 3.0, threshold: 0.3, reset: Zero, \
+    learn_tau: PerChannel), MaxPool(size: 2), Flatten, Dense(units: 16), CubaLif(tau_syn_ms: 2.0, tau_mem_ms: 4.0, \
+    threshold: 0.2, reset: Zero), Dense(units: 5), Li(tau_mem_ms: 10.0)";
+
+/// Gives every learnable decay its own value per channel, so the export carries real variety.
+fn vary_decays(net: &mut LayerNet<f32>) {
+    for (k, p) in net.params_mut().into_iter().enumerate() {
+        if p.ncols() == 1 && p.nrows() == 4 && k == 2 {
+            p.iter_mut().enumerate().for_each(|(i, w)| *w += 0.3 * i as f32);
+        }
+    }
+}
+
+/// export -> file -> import gives the same weights and the same values in every layer, bit for bit.
+#[test]
+fn export_import_round_trip_is_exact() {
+    let (network, training) = stack(SPIKING);
+    let mut net = LayerNet::<f32>::from_spec(&network, &training, 7).unwrap();
+    vary_decays(&mut net);
+    let exported = snn::models::nir::export(&net, 1e-4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.nir");
+    nir_file::write(&file, &exported.graph).unwrap();
+    let imported = snn::models::nir::import(&nir_file::read(&file).unwrap(), "m", 1e-4, 6).unwrap();
+    let mut copy =
+        LayerNet::<f32>::from_spec(&imported.network, imported.network.training.as_ref().unwrap(), 1).unwrap();
+    assert_eq!(copy.layers.len(), net.layers.len());
+    for (slot, value) in copy.params_mut().into_iter().zip(&imported.params) {
+        slot.copy_from(value);
+    }
+    for (a, b) in net.params().iter().zip(copy.params()) {
+        if a.ncols() > 1 {
+            assert_eq!(*a, b, "a weight changed on the way");
+        }
+    }
+    let x = inputs(12);
+    let (ours, theirs) =
+        (net.forward(x.clone(), Mode::Eval { soft: false }), copy.forward(x, Mode::Eval { soft: false }));
+    for (layer, (a, b)) in ours.values.iter().zip(&theirs.values).enumerate() {
+        assert_eq!(a, b, "layer {layer}'s output differs after the round trip");
+    }
+    let fired: f32 = ours.values[2].iter().sum::<f32>() + ours.values[6].iter().sum::<f32>();
+    assert!(fired > 10.0, "the test net should spike ({fired} spikes)");
+}
+
+/// The exported graph, run by the NIR interpreter in f64, gives the stack's spikes and readout.
+#[test]
+fn exported_graph_runs_like_the_stack() {
+    let (network, training) = stack(&format!(
+        "Conv2d(filters: 4, kernel: 3, padding: 1), BatchNorm(), {}",
+        &SPIKING[SPIKING.find("Lif").unwrap()..]
+    ));
+    let mut net = LayerNet::<f32>::from_spec(&network, &training, 3).unwrap();
+    // Batch norm with statistics of its own, so that folding it is tested.
+    for (k, b) in net.buffers_mut().into_iter().enumerate() {
+        b.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = if k == 0 { 0.1 * i as f32 - 0.1 } else { 0.5 + 0.2 * i as f32 });
+    }
+    let exported = snn::models::nir::export(&net, 1e-4).unwrap();
+    assert!(exported.graph.node("1").is_none(), "batch norm should be folded away");
+    let (samples, steps) = (12, net.steps);
+    let x = inputs(samples);
+    let trace = net.forward(x.clone(), Mode::Eval { soft: false });
+    let program = Program::compile(&exported.graph, 1e-4).unwrap();
+    let mut repeated = Vec::new();
+    for _ in 0..steps {
+        repeated.extend(x.iter().map(|&v| v as f64));
+    }
+    let record = program.run(&repeated, steps, samples);
+    let array = |name: &str| &record.arrays.iter().find(|(n, ..)| n == name).unwrap_or_else(|| panic!("no {name}")).2;
+    // Layer 2 (Lif) and layer 6 (CubaLif): spikes; layer 8 (Li): the readout membrane.
+    for (layer, name) in [(2, "spk_2"), (6, "spk_6")] {
+        let stack = trace.values[layer + 1].as_slice();
+        let nir = array(name);
+        let differ = stack.iter().zip(nir).filter(|(a, b)| **a != **b).count();
+        assert!(stack.iter().sum::<f32>() > 10.0, "layer {layer} should spike");
+        assert!(differ * 1000 <= stack.len(), "layer {layer}: {differ} of {} spikes differ", stack.len());
+    }
+    let readout = trace.values[9].as_slice();
+    let worst = readout.iter().zip(array("mem_8")).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "readout membranes differ by {worst}");
+}
+
+/// Graphs from snnTorch and Norse imported as layer stacks run to every one of the frameworks'
+/// spikes. The recurrent graph is refused: the stack has no recurrent layer yet.
+#[test]
+fn imported_framework_graphs_run_in_the_stack() {
+    for fixture in ["snntorch_ff", "snntorch_conv", "snntorch_synaptic", "norse_ff"] {
+        let graph = nir_file::read(Path::new(&repo(&format!("tests/data/nir/{fixture}.nir")))).unwrap();
+        let expected = Path::new(&repo(&format!("tests/data/nir/{fixture}.h5"))).to_path_buf();
+        let dt: Vec<f64> = hdf5::File::open(&expected).unwrap().dataset("dt").unwrap().read_raw().unwrap();
+        let (shape, input) = dataset(&expected, "input");
+        let (steps, batch) = (shape[0], shape[1]);
+        let imported = snn::models::nir::import(&graph, fixture, dt[0], steps as u32).unwrap();
+        let training = imported.network.training.clone().unwrap();
+        let mut net = LayerNet::<f32>::from_spec(&imported.network, &training, 1).unwrap();
+        for (slot, value) in net.params_mut().into_iter().zip(&imported.params) {
+            slot.copy_from(value);
+        }
+        // The fixtures' input changes from step to step: every layer runs on every step.
+        net.encoder = snn::data::encode::Encoder::Rate { gain: 1.0 };
+        let x = DMatrix::from_column_slice(input.len() / (steps * batch), steps * batch, &input);
+        let trace = net.forward(x, Mode::Eval { soft: false });
+        let mut compared = 0;
+        for (layer, values) in trace.values[1..].iter().enumerate() {
+            let name = format!("spk_{layer}");
+            if !names(&expected).contains(&name) {
+                continue;
+            }
+            let (_, theirs) = dataset(&expected, &name);
+            let differ = values.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+            assert_eq!(differ, 0, "{fixture} {name}: {differ} of {} spikes differ", theirs.len());
+            compared += 1;
+        }
+        assert!(compared >= 1, "{fixture}: no spiking layer compared");
+    }
+    let recurrent = nir_file::read(Path::new(&repo("tests/data/nir/snntorch_recurrent.nir"))).unwrap();
+    let err = snn::models::nir::import(&recurrent, "r", 1e-4, 10).err().expect("recurrent graphs are refused");
+    assert!(err.contains("1.lif") || err.contains("1.w_rec"), "{err}");
+}

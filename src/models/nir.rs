@@ -18,7 +18,7 @@ use nalgebra::DMatrix;
 use super::net::{LayerNet, Op};
 use crate::nir::graph::{Array, Graph, Neuron, NeuronKind, Node, Padding};
 use crate::nn::spiking::{Kind, Spiking};
-use crate::spec::{Shape, SpikeReset};
+use crate::spec::{Layer as LayerSpec, Learnable, Network, Shape, SpikeReset, Training};
 
 /// A graph made from a model, and what it could not carry exactly.
 pub struct Exported {
@@ -220,4 +220,348 @@ fn fold(weight: &mut Array, bias: &mut Array, scale: &[f32], shift: &[f32]) -> b
         *b = *b * scale[o] as f64 + shift[o] as f64;
     }
     true
+}
+
+/// A layer stack read from a NIR graph: the network description (layers, input, a training
+/// section) and the values of its parameters, in the order of [`LayerNet::params_mut`].
+pub struct Imported {
+    pub network: Network,
+    pub params: Vec<DMatrix<f32>>,
+    /// What was folded or chosen on the way (for the summary).
+    pub notes: Vec<String>,
+}
+
+/// The f32 logit whose sigmoid (as the layers compute it) is the f32 nearest `factor`, so a
+/// decay exported by [`export`] comes back to the same bits.
+fn logit_of(factor: f64) -> f32 {
+    let target = factor as f32;
+    let start = (factor / (1.0 - factor)).ln() as f32;
+    let of = |w: f32| 1.0 / (1.0 + (-w).exp());
+    let mut best = start;
+    let mut candidate = start;
+    for _ in 0..8 {
+        if of(candidate) == target {
+            return candidate;
+        }
+        if (of(candidate) - target).abs() < (of(best) - target).abs() {
+            best = candidate;
+        }
+        candidate = neighbour(candidate, of(candidate) < target);
+    }
+    best
+}
+
+/// The next f32 above (`up`) or below `x` (finite x).
+fn neighbour(x: f32, up: bool) -> f32 {
+    if x == 0.0 {
+        let tiny = f32::from_bits(1);
+        return if up { tiny } else { -tiny };
+    }
+    let bits = x.to_bits();
+    // Away from zero is one more in the bit pattern, whatever the sign.
+    let away = (x > 0.0) == up;
+    f32::from_bits(if away { bits + 1 } else { bits - 1 })
+}
+
+/// One value per channel of a per-neuron parameter, if it is uniform within each channel.
+fn per_channel(a: &Array, shape: Shape) -> Option<Vec<f64>> {
+    let (channels, positions) = (shape.channels(), shape.positions());
+    if a.len() == 1 {
+        return Some(vec![a.data[0]; channels]);
+    }
+    if a.len() != shape.size() {
+        return None;
+    }
+    let values: Vec<f64> = (0..channels).map(|c| a.data[c * positions]).collect();
+    a.data.iter().enumerate().all(|(i, &v)| v == values[i / positions]).then_some(values)
+}
+
+fn uniform(values: &[f64]) -> Option<f64> {
+    values.iter().all(|&v| v == values[0]).then(|| values[0])
+}
+
+/// The nodes of a chain from the Input to the Output, or why the graph is not one.
+fn chain(graph: &Graph) -> Result<Vec<(&str, &Node)>, String> {
+    let mut next: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    let mut incoming: std::collections::HashMap<&str, usize> = Default::default();
+    for (a, b) in &graph.edges {
+        next.entry(a).or_default().push(b);
+        *incoming.entry(b).or_default() += 1;
+        if graph.node(a).is_none() || graph.node(b).is_none() {
+            return Err(format!("edge {a} -> {b} names a node the graph lacks"));
+        }
+    }
+    let inputs: Vec<&str> =
+        graph.nodes.iter().filter(|(_, n)| matches!(n, Node::Input { .. })).map(|(n, _)| n.as_str()).collect();
+    let [first] = inputs[..] else {
+        return Err(format!("the graph has {} Input nodes; a layer stack has one", inputs.len()));
+    };
+    let mut out = Vec::new();
+    let mut at = first;
+    loop {
+        let node = graph.node(at).expect("checked above");
+        if let Node::Graph(_) = node {
+            return Err(format!("node '{at}': nested graphs (recurrent layers) do not import into a layer stack yet"));
+        }
+        out.push((at, node));
+        if out.len() > graph.nodes.len() {
+            return Err(format!(
+                "node '{at}': the graph has a cycle; recurrent graphs do not import into a layer stack yet"
+            ));
+        }
+        if matches!(node, Node::Output { .. }) {
+            break;
+        }
+        match next.get(at).map(Vec::as_slice) {
+            Some([b]) if incoming.get(b) == Some(&1) => at = b,
+            Some([b]) => {
+                return Err(format!("node '{b}' has several inputs; only chains import into a layer stack"));
+            }
+            Some(many) if many.len() > 1 => {
+                return Err(format!("node '{at}' feeds {} nodes; only chains import into a layer stack", many.len()));
+            }
+            _ => return Err(format!("node '{at}' leads nowhere: no path to an Output")),
+        }
+    }
+    if out.len() != graph.nodes.len() {
+        return Err(format!("{} nodes are off the chain from Input to Output", graph.nodes.len() - out.len()));
+    }
+    Ok(out)
+}
+
+/// Reads a chain graph as a layer stack for time step `dt` seconds and `steps` steps per sample.
+pub fn import(graph: &Graph, name: &str, dt: f64, steps: u32) -> Result<Imported, String> {
+    let nodes = chain(graph)?;
+    let Node::Input { shape } = nodes[0].1 else { unreachable!("chains start at the Input") };
+    let input = match shape[..] {
+        [n] => Shape::Flat(n),
+        [channels, height, width] => Shape::Image { channels, height, width },
+        _ => return Err(format!("node '{}': input shape {shape:?} is neither a vector nor an image", nodes[0].0)),
+    };
+    let dt_ms = dt * 1e3;
+    let mut layers: Vec<LayerSpec> = Vec::new();
+    let mut params: Vec<DMatrix<f32>> = Vec::new();
+    let mut notes = Vec::new();
+    let mut shape = input;
+    // Index into `params` of the last Dense/Conv2d's weight and bias, for folding input scales.
+    let mut last_linear: Option<(usize, Option<usize>)> = None;
+    for (i, &(node_name, node)) in nodes.iter().enumerate().skip(1) {
+        let refuse = |why: &str| Err(format!("node '{node_name}' ({}): {why}", node.type_name()));
+        let spec = match node {
+            Node::Output { .. } => break,
+            Node::Affine { weight, .. } | Node::Linear { weight } => {
+                let bias = if let Node::Affine { bias, .. } = node { Some(bias) } else { None };
+                if weight.shape.len() != 2 || weight.shape[1] != shape.size() {
+                    return refuse(&format!(
+                        "weight {:?} does not take the {} values before it",
+                        weight.shape,
+                        shape.size()
+                    ));
+                }
+                let (rows, cols) = (weight.shape[0], weight.shape[1]);
+                params.push(DMatrix::from_row_iterator(rows, cols, weight.data.iter().map(|&v| v as f32)));
+                let w = params.len() - 1;
+                let b = bias.map(|b| {
+                    params.push(DMatrix::from_iterator(rows, 1, b.data.iter().map(|&v| v as f32)));
+                    params.len() - 1
+                });
+                last_linear = Some((w, b));
+                LayerSpec::Dense { units: rows as u32, weights: Default::default(), bias: bias.is_some() }
+            }
+            Node::Conv { spatial: 2, weight, bias, stride, padding, dilation, groups, .. } => {
+                let [filters, channels, kh, kw] = weight.shape[..] else { unreachable!("checked on read") };
+                if kh != kw || stride[0] != stride[1] || dilation != &[1, 1] || *groups != 1 {
+                    return refuse("only square kernels, equal strides, dilation 1 and groups 1 import into Conv2d");
+                }
+                let pad = match padding {
+                    Padding::Explicit(p) if p[0] == p[1] => p[0],
+                    Padding::Same if kh % 2 == 1 && stride[0] == 1 => kh / 2,
+                    Padding::Valid => 0,
+                    _ => return refuse("only equal padding on both axes imports into Conv2d"),
+                };
+                if shape.channels() != channels || !matches!(shape, Shape::Image { .. }) {
+                    return refuse(&format!("takes {channels} channels, the input before it is {shape:?}"));
+                }
+                params.push(DMatrix::from_row_iterator(
+                    filters,
+                    channels * kh * kw,
+                    weight.data.iter().map(|&v| v as f32),
+                ));
+                let w = params.len() - 1;
+                params.push(DMatrix::from_iterator(filters, 1, bias.data.iter().map(|&v| v as f32)));
+                last_linear = Some((w, Some(params.len() - 1)));
+                LayerSpec::Conv2d {
+                    filters: filters as u32,
+                    kernel: kh as u32,
+                    stride: stride[0] as u32,
+                    padding: pad as u32,
+                    weights: Default::default(),
+                    bias: true,
+                }
+            }
+            Node::Conv { .. } => return refuse("Conv1d has no layer in the stack yet"),
+            Node::Pool { average, kernel, stride, padding } => {
+                if kernel[0] != kernel[1] || kernel != stride || padding.iter().any(|&p| p != 0) {
+                    return refuse("only square windows with stride = window and no padding import");
+                }
+                let size = kernel[0] as u32;
+                let then_any = matches!(nodes.get(i + 1), Some((_, Node::Threshold { threshold }))
+                    if threshold.data.iter().all(|&t| t == 0.5));
+                match (average, then_any) {
+                    (true, _) => LayerSpec::AvgPool { size },
+                    // SumPool then Threshold(0.5) over spikes is max pooling (export's form).
+                    (false, true) => LayerSpec::MaxPool { size },
+                    (false, false) => {
+                        return refuse("a sum pool imports only as max pooling, followed by Threshold 0.5");
+                    }
+                }
+            }
+            Node::Threshold { threshold } => {
+                let after_sum_pool = matches!(nodes[i - 1].1, Node::Pool { average: false, .. });
+                if after_sum_pool {
+                    continue;
+                }
+                if threshold.data.iter().any(|&t| t != 0.0) {
+                    return refuse("only Threshold 0 (the Heaviside step) imports");
+                }
+                LayerSpec::Heaviside { mode: Default::default(), surrogate: None }
+            }
+            Node::Flatten { start_dim, end_dim, .. } => {
+                if *start_dim != 0 || !(*end_dim == -1 || *end_dim as usize + 1 == dims(shape).len()) {
+                    return refuse("only flattening the whole sample imports");
+                }
+                LayerSpec::Flatten
+            }
+            Node::Scale { .. } => return refuse("Scale has no layer in the stack yet"),
+            Node::Delay { .. } => return refuse("delays have no layer in the stack yet"),
+            Node::Neuron(n) => {
+                let (spec, scale) = spiking_spec(n, shape, dt, dt_ms, &mut params)
+                    .map_err(|why| format!("node '{node_name}' ({}): {why}", node.type_name()))?;
+                if let Some(k) = scale {
+                    let Some((w, b)) = last_linear else {
+                        return refuse(
+                            "its input scale (r dt / tau) is not 1 and no Dense or Conv2d precedes it to fold it into",
+                        );
+                    };
+                    let rows = params[w].nrows();
+                    for r in 0..rows {
+                        let f = k[r % k.len()] as f32;
+                        params[w].row_mut(r).iter_mut().for_each(|v| *v *= f);
+                        if let Some(b) = b {
+                            params[b][r] *= f;
+                        }
+                    }
+                    notes.push(format!("node '{node_name}': input scale folded into the weights before it"));
+                }
+                spec
+            }
+            Node::Input { .. } | Node::Graph(_) => return refuse("not expected inside a chain"),
+        };
+        let spec_shape = spec.output_shape(shape).map_err(|why| format!("node '{node_name}': {why}"))?;
+        // A scale folds only into the Dense or Conv2d right before the neuron.
+        if !matches!(spec, LayerSpec::Dense { .. } | LayerSpec::Conv2d { .. }) {
+            last_linear = None;
+        }
+        shape = spec_shape;
+        layers.push(spec);
+    }
+    let inputs = vec![crate::spec::InputPopulation {
+        name: "input".into(),
+        size: input.size() as u32,
+        shape: match input {
+            Shape::Image { channels, height, width } => Some((channels as u32, height as u32, width as u32)),
+            Shape::Flat(_) => None,
+        },
+    }];
+    let training: Training = ron::from_str(&format!("(steps: {steps}, encoder: Current)")).expect("a valid section");
+    let mut network: Network = ron::from_str(&format!("(name: {name:?})")).expect("a valid network");
+    network.dt_ms = dt_ms;
+    network.inputs = inputs;
+    network.layers = layers;
+    network.training = Some(training);
+    Ok(Imported { network, params, notes })
+}
+
+/// A neuron node as a spiking layer: its spec (decays learnable only where they vary within the
+/// layer, their logits pushed to `params`) and, when the input scale is not 1, the scale per
+/// output to fold into the weights before it.
+fn spiking_spec(
+    n: &Neuron,
+    shape: Shape,
+    dt: f64,
+    dt_ms: f64,
+    params: &mut Vec<DMatrix<f32>>,
+) -> Result<(LayerSpec, Option<Vec<f64>>), String> {
+    let channel = |a: &Array, field: &str| {
+        per_channel(a, shape).ok_or_else(|| format!("`{field}` varies within a channel, which a layer cannot hold"))
+    };
+    let zero = |a: &Option<Array>, field: &str| match a {
+        Some(a) if a.data.iter().any(|&v| v != 0.0) => {
+            Err(format!("`{field}` is not 0, which the layers cannot hold yet"))
+        }
+        _ => Ok(()),
+    };
+    zero(&n.v_leak, "v_leak")?;
+    zero(&n.v_reset, "v_reset")?;
+    if !n.kind.leaks() || (n.kind.has_synapse() && !n.kind.spikes()) {
+        return Err("IF, I and CubaLI have no layer in the stack yet".into());
+    }
+    let tau = channel(n.tau_mem.as_ref().expect("leaky neurons have tau"), "tau")?;
+    let beta: Vec<f64> = tau.iter().map(|t| 1.0 - dt / t).collect();
+    if beta.iter().any(|&b| !(0.0 < b && b < 1.0)) {
+        return Err(format!("dt / tau must lie in (0, 1) for forward Euler; tau {tau:?} with dt {dt}"));
+    }
+    let r = channel(&n.r, "r")?;
+    let mut scale: Vec<f64> = tau.iter().zip(&r).map(|(t, r)| r * dt / t).collect();
+    let alpha = match &n.tau_syn {
+        Some(ts) => {
+            let ts = channel(ts, "tau_syn")?;
+            let w_in = n.w_in.as_ref().map_or(Ok(vec![1.0; ts.len()]), |w| channel(w, "w_in"))?;
+            scale.iter_mut().zip(ts.iter().zip(&w_in)).for_each(|(k, (t, w))| *k *= w * dt / t);
+            Some(ts.iter().map(|t| 1.0 - dt / t).collect::<Vec<f64>>())
+        }
+        None => None,
+    };
+    // Decays: a tau for the spec when uniform, learnable per channel otherwise.
+    let varies = uniform(&beta).is_none() || alpha.as_ref().is_some_and(|a| uniform(a).is_none());
+    let learn = if varies { Learnable::PerChannel } else { Learnable::Fixed };
+    let tau_ms = |factor: f64| {
+        let exact = 1.0 / (1.0 + (-(logit_of(factor) as f64)).exp());
+        -dt_ms / exact.ln()
+    };
+    if varies {
+        params.push(DMatrix::from_iterator(beta.len(), 1, beta.iter().map(|&b| logit_of(b))));
+        if let Some(a) = &alpha {
+            params.push(DMatrix::from_iterator(a.len(), 1, a.iter().map(|&b| logit_of(b))));
+        }
+    }
+    let threshold = match &n.v_threshold {
+        Some(t) => Some(uniform(&channel(t, "v_threshold")?).ok_or("v_threshold varies across the layer")?),
+        None => None,
+    };
+    let reset = SpikeReset::Zero;
+    let spec = match (n.kind, alpha) {
+        (NeuronKind::Li, _) => LayerSpec::Li { tau_mem_ms: tau_ms(beta[0]), learn_tau: learn },
+        (NeuronKind::Lif, _) => LayerSpec::Lif {
+            tau_mem_ms: tau_ms(beta[0]),
+            threshold: threshold.expect("LIF has a threshold"),
+            reset,
+            detach_reset: None,
+            surrogate: None,
+            learn_tau: learn,
+        },
+        (NeuronKind::CubaLif, Some(alpha)) => LayerSpec::CubaLif {
+            tau_syn_ms: tau_ms(alpha[0]),
+            tau_mem_ms: tau_ms(beta[0]),
+            threshold: threshold.expect("CubaLIF has a threshold"),
+            reset,
+            detach_reset: None,
+            surrogate: None,
+            learn_tau: learn,
+        },
+        _ => unreachable!("other kinds refused above"),
+    };
+    // The exporter writes r dt / tau = 1 up to rounding; anything else is a real scale.
+    let needs_scale = scale.iter().any(|k| (k - 1.0).abs() > 1e-9);
+    Ok((spec, needs_scale.then_some(scale)))
 }
