@@ -10,6 +10,14 @@ use std::path::Path;
 use snn::io::nir_file;
 use snn::nir::graph::{Array, Graph, Neuron, NeuronKind, Node};
 
+/// The tests here take turns. HDF5 opens files without close-on-exec, so a child `snn` spawned
+/// by one test inherits (and keeps locked) a file another test has open in this process at that
+/// moment; that test's next open of the file then fails to lock it.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn dataset(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let file = hdf5::File::open(path).unwrap();
     let ds = file.dataset(name).unwrap_or_else(|_| panic!("{}: no dataset {name}", path.display()));
@@ -64,32 +72,38 @@ fn reproduces(fixture: &str) {
 
 #[test]
 fn snntorch_feed_forward_reproduced() {
+    let _turn = serial();
     reproduces("snntorch_ff");
 }
 
 #[test]
 fn snntorch_convolutional_reproduced() {
+    let _turn = serial();
     reproduces("snntorch_conv");
 }
 
 #[test]
 fn snntorch_recurrent_reproduced() {
+    let _turn = serial();
     reproduces("snntorch_recurrent");
 }
 
 #[test]
 fn snntorch_synaptic_reproduced() {
+    let _turn = serial();
     reproduces("snntorch_synaptic");
 }
 
 #[test]
 fn norse_feed_forward_reproduced() {
+    let _turn = serial();
     reproduces("norse_ff");
 }
 
 /// Every fixture written by `nir.write` reads, writes and reads again to the same graph.
 #[test]
 fn file_layout_round_trips() {
+    let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
     for fixture in ["snntorch_ff", "snntorch_conv", "snntorch_recurrent", "snntorch_synaptic", "norse_ff"] {
         let graph = nir_file::read(Path::new(&repo(&format!("tests/data/nir/{fixture}.nir")))).unwrap();
@@ -149,6 +163,7 @@ fn refused_file(file: &Path, needle: &str) {
 
 #[test]
 fn bad_graphs_are_refused_by_name() {
+    let _turn = serial();
     let input = || ("input", Node::Input { shape: vec![12] });
     let output = |n| ("output", Node::Output { shape: vec![n] });
     // An edge to a node that does not exist.
@@ -184,6 +199,7 @@ fn bad_graphs_are_refused_by_name() {
 
 #[test]
 fn bad_files_are_refused() {
+    let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
     // Not HDF5 at all.
     let text = dir.path().join("text.nir");
@@ -244,6 +260,7 @@ fn vary_decays(net: &mut LayerNet<f32>) {
 /// export -> file -> import gives the same weights and the same values in every layer, bit for bit.
 #[test]
 fn export_import_round_trip_is_exact() {
+    let _turn = serial();
     let (network, training) = stack(SPIKING);
     let mut net = LayerNet::<f32>::from_spec(&network, &training, 7).unwrap();
     vary_decays(&mut net);
@@ -276,6 +293,7 @@ fn export_import_round_trip_is_exact() {
 /// The exported graph, run by the NIR interpreter in f64, gives the stack's spikes and readout.
 #[test]
 fn exported_graph_runs_like_the_stack() {
+    let _turn = serial();
     let (network, training) = stack(&format!(
         "Conv2d(filters: 4, kernel: 3, padding: 1), BatchNorm(), {}",
         &SPIKING[SPIKING.find("Lif").unwrap()..]
@@ -316,6 +334,7 @@ fn exported_graph_runs_like_the_stack() {
 /// spikes. The recurrent graph is refused: the stack has no recurrent layer yet.
 #[test]
 fn imported_framework_graphs_run_in_the_stack() {
+    let _turn = serial();
     for fixture in ["snntorch_ff", "snntorch_conv", "snntorch_synaptic", "norse_ff"] {
         let graph = nir_file::read(Path::new(&repo(&format!("tests/data/nir/{fixture}.nir")))).unwrap();
         let expected = Path::new(&repo(&format!("tests/data/nir/{fixture}.h5"))).to_path_buf();

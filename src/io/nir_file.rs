@@ -247,17 +247,8 @@ pub fn write(path: &Path, graph: &Graph) -> Result<()> {
     write_atomically(path, |tmp| write_file(tmp, graph).map_err(|e| Error::write(path, e)))
 }
 
-/// A new file that closes every object still open in it when it is closed, so it is never left
-/// open (and locked) by a handle the hdf5 crate keeps.
-fn create(path: &Path) -> Result<hdf5::File, String> {
-    hdf5::File::with_options()
-        .with_fapl(|p| p.fclose_degree(hdf5::file::FileCloseDegree::Strong))
-        .create(path)
-        .map_err(|e| e.to_string())
-}
-
 fn write_file(path: &Path, graph: &Graph) -> Result<(), String> {
-    let file = create(path)?;
+    let file = hdf5::File::create(path).map_err(|e| e.to_string())?;
     write_string(&file, "version", NIR_VERSION)?;
     write_graph(&file.create_group("node").map_err(|e| e.to_string())?, graph)?;
     file.close().map_err(|e| e.to_string())
@@ -380,7 +371,7 @@ pub fn read_run_input(path: &Path, input_shape: &[usize]) -> Result<(usize, usiz
 pub fn write_run(path: &Path, record: &RunRecord, dt: f64) -> Result<()> {
     write_atomically(path, |tmp| {
         let write = || -> Result<(), String> {
-            let file = create(tmp)?;
+            let file = hdf5::File::create(tmp).map_err(|e| e.to_string())?;
             for (name, shape, values) in &record.arrays {
                 let mut dims = vec![record.steps, record.batch];
                 dims.extend_from_slice(shape);
