@@ -184,9 +184,127 @@ def norse_run(model, inputs):
     return {k: torch.stack(v) for k, v in spk.items() if v}, {k: torch.stack(v) for k, v in mem.items()}
 
 
+# ---------------------------------------------------------------- every node type
+
+def every_node_graph(rng):
+    """A graph using every NIR 1.0 node type the frameworks above do not make (IF, I, CubaLI,
+    Linear, Scale, Threshold, Conv1d with dilation, SumPool2d, AvgPool2d with padding, Delay,
+    string padding, several outputs, a nested graph with a cycle), for the NumPy reference below."""
+    f = lambda *shape: rng.uniform(-1, 1, shape).astype(np.float32)
+    dt = 1e-3
+    sub = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type=np.array([6])),
+            "lif": nir.LIF(tau=np.full(6, 5e-3), r=np.full(6, 5.0), v_leak=np.zeros(6), v_threshold=np.full(6, 0.4),
+                           v_reset=np.full(6, -0.1)),
+            "rec": nir.Linear(weight=f(6, 6)),
+            "output": nir.Output(output_type=np.array([6])),
+        },
+        edges=[("input", "lif"), ("lif", "rec"), ("rec", "lif"), ("lif", "output")],
+        type_check=False,
+    )
+    nodes = {
+        "input": nir.Input(input_type=np.array([1, 6, 6])),
+        "conv2": nir.Conv2d(input_shape=np.array([6, 6]), weight=f(2, 1, 3, 3), stride=1, padding="same", dilation=1,
+                            groups=1, bias=f(2)),
+        "sumpool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "avgpool": nir.AvgPool2d(kernel_size=np.array([3, 3]), stride=np.array([1, 1]), padding=np.array([1, 1])),
+        "flat": nir.Flatten(input_type={"input": np.array([2, 3, 3])}, start_dim=0, end_dim=-1),
+        "scale": nir.Scale(scale=f(18) * 2),
+        "cubali": nir.CubaLI(tau_syn=np.full(18, 2e-3), tau_mem=np.full(18, 4e-3), r=np.full(18, 2.0),
+                             v_leak=np.full(18, 0.05), w_in=np.full(18, 1.5)),
+        "thr": nir.Threshold(threshold=np.full(18, 0.02)),
+        "delay": nir.Delay(delay=np.array([0, 1, 2, 3, 1, 2] * 3) * dt),
+        "lin": nir.Linear(weight=f(6, 18)),
+        "if": nir.IF(r=np.full(6, 300.0), v_threshold=np.full(6, 0.5), v_reset=np.zeros(6)),
+        "integ": nir.I(r=np.full(6, 100.0)),
+        "aff": nir.Affine(weight=f(8, 6), bias=f(8)),
+        "conv1": nir.Conv1d(input_shape=4, weight=f(3, 2, 2), stride=1, padding=0, dilation=2, groups=1, bias=f(3)),
+        "sub": sub,
+        "out_spikes": nir.Output(output_type=np.array([6])),
+        "out_integ": nir.Output(output_type=np.array([6])),
+        "out_conv": nir.Output(output_type=np.array([3, 2])),
+    }
+    edges = [("input", "conv2"), ("conv2", "sumpool"), ("sumpool", "avgpool"), ("avgpool", "flat"),
+             ("flat", "scale"), ("scale", "cubali"), ("cubali", "thr"), ("thr", "delay"), ("delay", "lin"),
+             ("lin", "if"), ("if", "sub"), ("sub", "out_spikes"), ("lin", "integ"), ("integ", "out_integ"),
+             ("lin", "aff"), ("aff", "conv1"), ("conv1", "out_conv")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), dt
+
+
+def every_node_reference(graph, dt, inputs):
+    """NIR's definitions written out in NumPy (float64), step by step."""
+    n = graph.nodes
+    T, B = inputs.shape[:2]
+    f64 = lambda a: np.asarray(a, dtype=np.float64)
+
+    def conv2d(x, node):  # x: B x C x H x W, padding "same", stride 1
+        w, b = f64(node.weight), f64(node.bias)
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        out = np.zeros((x.shape[0], w.shape[0], x.shape[2], x.shape[3]))
+        for i in range(x.shape[2]):
+            for j in range(x.shape[3]):
+                out[:, :, i, j] = np.einsum("bchw,ochw->bo", xp[:, :, i:i + 3, j:j + 3], w) + b
+        return out
+
+    def pool(x, k, s, p, average):
+        xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+        oh = (x.shape[2] + 2 * p - k) // s + 1
+        out = np.zeros((x.shape[0], x.shape[1], oh, oh))
+        for i in range(oh):
+            for j in range(oh):
+                out[:, :, i, j] = xp[:, :, i * s:i * s + k, j * s:j * s + k].sum(axis=(2, 3))
+        return out / (k * k) if average else out
+
+    def conv1d(x, node):  # x: B x 2 x 4, dilation 2, kernel 2
+        w, b = f64(node.weight), f64(node.bias)
+        out = np.zeros((x.shape[0], 3, 2))
+        for j in range(2):
+            out[:, :, j] = np.einsum("bck,ock->bo", x[:, :, [j, j + 2]], w) + b
+        return out
+
+    sub = n["sub"].nodes
+    state = {k: np.zeros((B, 18)) for k in ("syn", "v_cubali")}
+    state.update({"v_if": np.zeros((B, 6)), "v_integ": np.zeros((B, 6)), "v_lif": np.zeros((B, 6)),
+                  "rec_prev": np.zeros((B, 6))})
+    steps_back = np.round(f64(n["delay"].delay) / dt).astype(int)
+    history = []
+    rec = {k: [] for k in ("spk_if", "mem_if", "mem_integ", "mem_cubali", "spk_sub.lif", "mem_sub.lif",
+                           "output_out_spikes", "output_out_integ", "output_out_conv")}
+    for t in range(T):
+        x = f64(inputs[t])
+        y = pool(pool(conv2d(x, n["conv2"]), 2, 2, 0, False), 3, 1, 1, True).reshape(B, 18)
+        y = y * f64(n["scale"].scale)
+        c = n["cubali"]
+        state["syn"] += dt / f64(c.tau_syn) * (-state["syn"] + f64(c.w_in) * y)
+        state["v_cubali"] += dt / f64(c.tau_mem) * (f64(c.v_leak) - state["v_cubali"] + f64(c.r) * state["syn"])
+        y = (state["v_cubali"] > f64(n["thr"].threshold)).astype(np.float64)
+        history.append(y)
+        y = np.stack([history[t - d][:, k] if t - d >= 0 else np.zeros(B) for k, d in enumerate(steps_back)], axis=1)
+        lin = y @ f64(n["lin"].weight).T
+        state["v_if"] += dt * f64(n["if"].r) * lin
+        spk_if = (state["v_if"] > f64(n["if"].v_threshold)).astype(np.float64)
+        state["v_if"] = np.where(spk_if > 0, f64(n["if"].v_reset), state["v_if"])
+        state["v_integ"] += dt * f64(n["integ"].r) * lin
+        lif = sub["lif"]
+        drive = spk_if + state["rec_prev"]
+        state["v_lif"] += dt / f64(lif.tau) * (f64(lif.v_leak) - state["v_lif"] + f64(lif.r) * drive)
+        spk_lif = (state["v_lif"] > f64(lif.v_threshold)).astype(np.float64)
+        state["v_lif"] = np.where(spk_lif > 0, f64(lif.v_reset), state["v_lif"])
+        state["rec_prev"] = spk_lif @ f64(sub["rec"].weight).T
+        aff = lin @ f64(n["aff"].weight).T + f64(n["aff"].bias)
+        conv = conv1d(aff.reshape(B, 2, 4), n["conv1"])
+        for key, value in (("spk_if", spk_if), ("mem_if", state["v_if"]), ("mem_integ", state["v_integ"]),
+                           ("mem_cubali", state["v_cubali"]), ("spk_sub.lif", spk_lif), ("mem_sub.lif", state["v_lif"]),
+                           ("output_out_spikes", spk_lif), ("output_out_integ", state["v_integ"]),
+                           ("output_out_conv", conv)):
+            rec[key].append(value.copy())
+    return {k: torch.from_numpy(np.stack(v)) for k, v in rec.items()}
+
+
 # ---------------------------------------------------------------- files
 
-def write_fixture(out, name, graph, dt, inputs, spk, mem):
+def write_fixture(out, name, graph, dt, inputs, spk, mem, extra=None):
     nir.write(os.path.join(out, f"{name}.nir"), graph)
     with h5py.File(os.path.join(out, f"{name}.h5"), "w") as f:
         f.create_dataset("input", data=inputs.numpy().astype(np.float32), compression="gzip")
@@ -195,6 +313,8 @@ def write_fixture(out, name, graph, dt, inputs, spk, mem):
             f.create_dataset(f"spk_{k}", data=v.numpy().astype(np.float32), compression="gzip")
         for k, v in mem.items():
             f.create_dataset(f"mem_{k}", data=v.numpy().astype(np.float32), compression="gzip")
+        for k, v in (extra or {}).items():
+            f.create_dataset(k, data=v.numpy().astype(np.float32), compression="gzip")
     fired = {k: int(v.sum()) for k, v in spk.items()}
     print(f"{name}: nodes {sorted(graph.nodes)}, spikes per layer {fired}")
 
@@ -220,6 +340,15 @@ def make(out):
     graph = to_nir(model, torch.zeros(12))
     write_fixture(out, "norse_ff", graph, 1e-6, inputs, spk, mem)
 
+    rng = np.random.default_rng(11)
+    graph, dt = every_node_graph(rng)
+    inputs = torch.from_numpy(rng.uniform(0, 1, (STEPS, BATCH, 1, 6, 6)).astype(np.float32))
+    ref = every_node_reference(graph, dt, inputs.numpy())
+    spk = {k[4:]: v for k, v in ref.items() if k.startswith("spk_")}
+    mem = {k[4:]: v for k, v in ref.items() if k.startswith("mem_")}
+    outputs = {k: v for k, v in ref.items() if k.startswith("output_")}
+    write_fixture(out, "numpy_every_node", graph, dt, inputs, spk, mem, outputs)
+
 
 def check(snn, folder):
     worst = 0.0
@@ -233,7 +362,7 @@ def check(snn, folder):
                             "--input", os.path.join(folder, f"{name}.h5"), "--out", result], check=True)
             got = h5py.File(result, "r")
             for key in expected:
-                if not key.startswith(("spk_", "mem_")):
+                if not key.startswith(("spk_", "mem_", "output_")):
                     continue
                 a, b = expected[key][()], got[key][()]
                 if key.startswith("spk_"):

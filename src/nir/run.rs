@@ -270,6 +270,8 @@ fn compile_node(name: &str, node: &Node, input: &[usize], dt: f64) -> Result<(Op
             let kernel = two(&weight.shape[2..]);
             let (stride, dilation, hw) = (two(stride), two(dilation), two(&spatial_in));
             let pad = match padding {
+                // A 1-d convolution is a 2-d one of height 1, with no padding in height.
+                Padding::Explicit(p) if *spatial == 1 => [0, p[0]],
                 Padding::Explicit(p) => two(p),
                 Padding::Valid => [0, 0],
                 Padding::Same if stride != [1, 1] => {
