@@ -156,3 +156,21 @@ fn leaky_integrator_readout_with_every_surrogate() {
         assert!(worst < 1e-4, "{surrogate}: worst relative error {worst:e}");
     }
 }
+
+#[test]
+fn recurrent_lif_and_cubalif_over_twenty_five_steps() {
+    // snnTorch's RLeaky (all to all) and an RSynaptic without self-connections, with learnt
+    // decays, over 25 steps: the gradient reaches each step's spikes through the next step's
+    // recurrent input too.
+    let net = timed_net(
+        "Dense(units: 6), Lif(tau_mem_ms: 6.0, threshold: 0.4, learn_tau: PerChannel, recurrent: AllToAll), \
+         Dense(units: 5), CubaLif(tau_syn_ms: 3.0, tau_mem_ms: 8.0, threshold: 0.3, reset: Zero, learn_tau: PerLayer, \
+         recurrent: NoSelf), Dense(units: 3), Li(tau_mem_ms: 10.0)",
+        "(name: \"x\", size: 4)",
+        "steps: 25, surrogate: Htaf(), encoder: Rate()",
+    );
+    let names: Vec<String> = net.named_params().into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().filter(|n| n.ends_with("recurrent_weight")).count() == 2, "{names:?}");
+    let worst = worst_error(net, timed_batch(4, 3, 25), &[1, 0, 2]);
+    assert!(worst < 1e-4, "worst relative error {worst:e}");
+}

@@ -22,10 +22,10 @@ use crate::nn::linear::{self, ConvGeometry, Linear};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
-use crate::nn::spiking::{Decay, Kind, Spiking, SpikingTape};
+use crate::nn::spiking::{Decay, Kind, Recurrent, Spiking, SpikingTape};
 use crate::rng::{self, Purpose};
 use crate::spec::validate::input_shape;
-use crate::spec::{Layer as LayerSpec, Network, Shape, Training};
+use crate::spec::{Layer as LayerSpec, Network, Recurrence, Shape, Training};
 use crate::surrogate::{SpikeMode, Surrogate};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -174,9 +174,13 @@ impl<F: Gemm> LayerNet<F> {
                 LayerSpec::Relu => Op::Relu,
                 LayerSpec::Dropout { rate } => Op::Dropout(rate),
                 LayerSpec::Flatten => Op::Flatten,
-                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Li { .. } => {
-                    Op::Spiking(spiking_layer(spec, shape, net.dt_ms, training))
-                }
+                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Li { .. } => Op::Spiking(spiking_layer(
+                    spec,
+                    shape,
+                    net.dt_ms,
+                    training,
+                    rng::stream(seed, Purpose::Connectivity, i as u64),
+                )),
             };
             layers.push(Layer { op, input: shape, output, label: format!("layers[{i}] {}", spec.kind()) });
             shape = output;
@@ -568,20 +572,55 @@ impl<F: Gemm> LayerNet<F> {
 }
 
 /// A spiking layer from its spec, on input `shape`.
-fn spiking_layer<F: Gemm>(spec: &LayerSpec, shape: Shape, dt_ms: f64, training: &Training) -> Spiking<F> {
+/// A spiking layer from its spec; recurrent weights start as PyTorch's Linear(n, n) does
+/// (uniform in +-1/sqrt(n)), drawn from `stream`.
+fn spiking_layer<F: Gemm>(
+    spec: &LayerSpec,
+    shape: Shape,
+    dt_ms: f64,
+    training: &Training,
+    mut stream: rng::Stream,
+) -> Spiking<F> {
     let channels = shape.channels();
-    let (kind, tau_mem, tau_syn, threshold, reset, detach, surrogate, learn) = match *spec {
-        LayerSpec::Lif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau } => {
-            (Kind::Lif, tau_mem_ms, None, threshold, reset, detach_reset, surrogate, learn_tau)
+    let (kind, tau_mem, tau_syn, threshold, reset, detach, surrogate, learn, recurrence) = match *spec {
+        LayerSpec::Lif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent } => {
+            (Kind::Lif, tau_mem_ms, None, threshold, reset, detach_reset, surrogate, learn_tau, recurrent)
         }
-        LayerSpec::CubaLif { tau_syn_ms, tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau } => {
-            (Kind::CubaLif, tau_mem_ms, Some(tau_syn_ms), threshold, reset, detach_reset, surrogate, learn_tau)
-        }
+        LayerSpec::CubaLif {
+            tau_syn_ms,
+            tau_mem_ms,
+            threshold,
+            reset,
+            detach_reset,
+            surrogate,
+            learn_tau,
+            recurrent,
+        } => (
+            Kind::CubaLif,
+            tau_mem_ms,
+            Some(tau_syn_ms),
+            threshold,
+            reset,
+            detach_reset,
+            surrogate,
+            learn_tau,
+            recurrent,
+        ),
         LayerSpec::Li { tau_mem_ms, learn_tau } => {
-            (Kind::Li, tau_mem_ms, None, 1.0, Default::default(), None, None, learn_tau)
+            (Kind::Li, tau_mem_ms, None, 1.0, Default::default(), None, None, learn_tau, Recurrence::None)
         }
         _ => unreachable!("called for spiking layers only"),
     };
+    let recurrent = (recurrence != Recurrence::None).then(|| {
+        let n = shape.size();
+        let bound = 1.0 / (n as f64).sqrt();
+        let self_connections = recurrence == Recurrence::AllToAll;
+        let weight = DMatrix::from_fn(n, n, |r, c| {
+            let w = F::of(bound * (2.0 * stream.random::<f64>() - 1.0));
+            if r == c && !self_connections { F::zero() } else { w }
+        });
+        Recurrent { weight, self_connections }
+    });
     let surrogate = surrogate.unwrap_or(training.surrogate);
     Spiking {
         kind,
@@ -593,5 +632,6 @@ fn spiking_layer<F: Gemm>(spec: &LayerSpec, shape: Shape, dt_ms: f64, training: 
         surrogate,
         derivative: crate::surrogate::DerivativeTable::new(surrogate),
         shape,
+        recurrent,
     }
 }

@@ -18,7 +18,7 @@ use nalgebra::DMatrix;
 use super::net::{LayerNet, Op};
 use crate::nir::graph::{Array, Graph, Neuron, NeuronKind, Node, Padding};
 use crate::nn::spiking::{Kind, Spiking};
-use crate::spec::{Layer as LayerSpec, Learnable, Network, Shape, SpikeReset, Training};
+use crate::spec::{Layer as LayerSpec, Learnable, Network, Recurrence, Shape, SpikeReset, Training};
 
 /// A graph made from a model, and what it could not carry exactly.
 pub struct Exported {
@@ -86,6 +86,8 @@ fn neuron(layer: &Spiking<f32>, shape: Shape, dt: f64) -> Neuron {
 pub fn export(net: &LayerNet<f32>, dt: f64) -> Result<Exported, String> {
     let mut nodes: Vec<(String, Node)> = vec![("input".into(), Node::Input { shape: dims(net.input) })];
     let mut warnings = Vec::new();
+    // (neuron node, its recurrent Linear node, the weights): off the chain, in a cycle.
+    let mut recurrent: Vec<(String, String, Array)> = Vec::new();
     // Whether the last node's output is spikes (0/1), for max pooling.
     let mut spikes = false;
     for (i, layer) in net.layers.iter().enumerate() {
@@ -152,7 +154,16 @@ pub fn export(net: &LayerNet<f32>, dt: f64) -> Result<Exported, String> {
                          spike the membrane restarts from 0 instead of v - threshold, and later spikes can differ"
                     ));
                 }
-                nodes.push((name, Node::Neuron(neuron(s, layer.output, dt))));
+                nodes.push((name.clone(), Node::Neuron(neuron(s, layer.output, dt))));
+                if let Some(r) = &s.recurrent {
+                    // The layer's own spikes, one step late: NIR's cycle through a Linear node.
+                    let mut weight = r.weight.clone();
+                    if !r.self_connections {
+                        weight.fill_diagonal(0.0);
+                    }
+                    let n = weight.nrows();
+                    recurrent.push((name.clone(), format!("{name}.rec"), row_major(&weight, vec![n, n])));
+                }
             }
         }
         // Whether this layer's output is spikes (0/1); dropout and flatten keep the values.
@@ -165,7 +176,12 @@ pub fn export(net: &LayerNet<f32>, dt: f64) -> Result<Exported, String> {
     }
     let last = net.layers.last().map_or(net.input, |l| l.output);
     nodes.push(("output".into(), Node::Output { shape: dims(last) }));
-    let edges = nodes.windows(2).map(|w| (w[0].0.clone(), w[1].0.clone())).collect();
+    let mut edges: Vec<(String, String)> = nodes.windows(2).map(|w| (w[0].0.clone(), w[1].0.clone())).collect();
+    for (neuron, linear, weight) in recurrent {
+        edges.push((neuron.clone(), linear.clone()));
+        edges.push((linear.clone(), neuron));
+        nodes.push((linear, Node::Linear { weight }));
+    }
     if net.is_spiking() {
         warnings.push(format!(
             "the encoder ({:?}) is not part of the graph: feed it the encoded input at each of the {} steps",
@@ -329,8 +345,41 @@ fn chain(graph: &Graph) -> Result<Vec<(&str, &Node)>, String> {
     Ok(out)
 }
 
+/// Takes the recurrent loops out of `graph`: a Linear (or Affine with zero bias) node fed only by
+/// a LIF or CubaLIF node and feeding only it back is that layer's recurrent weights. Returns the
+/// graph without them and the weights by neuron node.
+fn recurrent_loops(graph: &Graph) -> Result<(Graph, std::collections::HashMap<String, Array>), String> {
+    let mut loops = std::collections::HashMap::new();
+    let mut reduced = graph.clone();
+    for (name, node) in &graph.nodes {
+        let weight = match node {
+            Node::Linear { weight } => weight,
+            Node::Affine { weight, bias } if bias.data.iter().all(|&b| b == 0.0) => weight,
+            _ => continue,
+        };
+        let from: Vec<&String> = graph.edges.iter().filter(|(_, b)| b == name).map(|(a, _)| a).collect();
+        let to: Vec<&String> = graph.edges.iter().filter(|(a, _)| a == name).map(|(_, b)| b).collect();
+        let ([a], [b]) = (&from[..], &to[..]) else { continue };
+        if a != b
+            || !matches!(graph.node(a), Some(Node::Neuron(n)) if matches!(n.kind, NeuronKind::Lif | NeuronKind::CubaLif))
+        {
+            continue;
+        }
+        if weight.shape.len() != 2 || weight.shape[0] != weight.shape[1] {
+            return Err(format!("node '{name}': a recurrent weight must be square, got {:?}", weight.shape));
+        }
+        loops.insert((*a).clone(), weight.clone());
+        reduced.nodes.retain(|(n, _)| n != name);
+        reduced.edges.retain(|(x, y)| x != name && y != name);
+    }
+    Ok((reduced, loops))
+}
+
 /// Reads a chain graph as a layer stack for time step `dt` seconds and `steps` steps per sample.
+/// A LIF or CubaLIF node may close a loop through a Linear node: a recurrent layer.
 pub fn import(graph: &Graph, name: &str, dt: f64, steps: u32) -> Result<Imported, String> {
+    let (graph, loops) = recurrent_loops(graph)?;
+    let graph = &graph;
     let nodes = chain(graph)?;
     let Node::Input { shape } = nodes[0].1 else { unreachable!("chains start at the Input") };
     let input = match shape[..] {
@@ -435,8 +484,30 @@ pub fn import(graph: &Graph, name: &str, dt: f64, steps: u32) -> Result<Imported
             Node::Scale { .. } => return refuse("Scale has no layer in the stack yet"),
             Node::Delay { .. } => return refuse("delays have no layer in the stack yet"),
             Node::Neuron(n) => {
-                let (spec, scale) = spiking_spec(n, shape, dt, dt_ms, &mut params)
+                let loop_weight = loops.get(node_name);
+                if loop_weight.is_some_and(|w| w.shape[0] != shape.size() || !matches!(shape, Shape::Flat(_))) {
+                    return refuse("its recurrent weight does not fit a vector layer of its size");
+                }
+                let (mut spec, scale) = spiking_spec(n, shape, dt, dt_ms, &mut params)
                     .map_err(|why| format!("node '{node_name}' ({}): {why}", node.type_name()))?;
+                if let Some(w) = loop_weight {
+                    // The loop's input enters like the layer's other input, so it takes the same
+                    // input scale.
+                    let n = w.shape[0];
+                    let mut m = DMatrix::from_row_iterator(n, n, w.data.iter().map(|&v| v as f32));
+                    if let Some(k) = &scale {
+                        for r in 0..n {
+                            let f = k[r % k.len()] as f32;
+                            m.row_mut(r).iter_mut().for_each(|v| *v *= f);
+                        }
+                    }
+                    let kind = if (0..n).all(|i| m[(i, i)] == 0.0) { Recurrence::NoSelf } else { Recurrence::AllToAll };
+                    match &mut spec {
+                        LayerSpec::Lif { recurrent, .. } | LayerSpec::CubaLif { recurrent, .. } => *recurrent = kind,
+                        _ => return refuse("only LIF and CubaLIF layers take recurrent weights"),
+                    }
+                    params.push(m);
+                }
                 if let Some(k) = scale {
                     let Some((w, b)) = last_linear else {
                         return refuse(
@@ -549,6 +620,7 @@ fn spiking_spec(
             detach_reset: None,
             surrogate: None,
             learn_tau: learn,
+            recurrent: Default::default(),
         },
         (NeuronKind::CubaLif, Some(alpha)) => LayerSpec::CubaLif {
             tau_syn_ms: tau_ms(alpha[0]),
@@ -558,6 +630,7 @@ fn spiking_spec(
             detach_reset: None,
             surrogate: None,
             learn_tau: learn,
+            recurrent: Default::default(),
         },
         _ => unreachable!("other kinds refused above"),
     };

@@ -40,6 +40,7 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::nn::Real;
+use crate::nn::gemm::{Gemm, View, matmul};
 use crate::spec::{Learnable, Shape, SpikeReset};
 use crate::surrogate::{DerivativeTable, Surrogate};
 
@@ -109,6 +110,30 @@ pub struct Spiking<F> {
     pub derivative: DerivativeTable,
     /// The layer's input (and output) shape: channels and positions per channel.
     pub shape: Shape,
+    /// Recurrent weights within the layer (vector layers only).
+    pub recurrent: Option<Recurrent<F>>,
+}
+
+/// A layer's recurrent weights, n x n (row: the neuron fed, column: the neuron that spiked): the
+/// spikes of step t - 1 times these add to the input of step t. Without self-connections the
+/// diagonal is not used (and gets no gradient), whatever it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recurrent<F> {
+    pub weight: DMatrix<F>,
+    pub self_connections: bool,
+}
+
+impl<F: Real> Recurrent<F> {
+    /// The weights the layer uses: without self-connections, a zero diagonal.
+    fn effective(&self) -> std::borrow::Cow<'_, DMatrix<F>> {
+        if self.self_connections {
+            std::borrow::Cow::Borrowed(&self.weight)
+        } else {
+            let mut w = self.weight.clone();
+            w.fill_diagonal(F::zero());
+            std::borrow::Cow::Owned(w)
+        }
+    }
 }
 
 /// What the forward pass keeps for the backward pass: v'[t] for every step, and CubaLif's i[t].
@@ -118,7 +143,7 @@ pub struct SpikingTape<F> {
     pub current: Vec<F>,
 }
 
-impl<F: Real> Spiking<F> {
+impl<F: Gemm> Spiking<F> {
     pub fn fires(&self) -> bool {
         self.kind != Kind::Li
     }
@@ -180,6 +205,9 @@ impl<F: Real> Spiking<F> {
 
     /// Runs `x` (`features x (steps B)`) through time; returns the output and the tape.
     pub fn forward(&self, x: &DMatrix<F>, steps: usize, smooth: bool) -> (DMatrix<F>, SpikingTape<F>) {
+        if let Some(r) = &self.recurrent {
+            return self.forward_recurrent(r, x, steps, smooth);
+        }
         let block = x.len() / steps;
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
@@ -203,28 +231,49 @@ impl<F: Real> Spiking<F> {
             let mut i = vec![F::zero(); len];
             for t in 0..steps {
                 let input = &x.as_slice()[t * block + first..t * block + first + len];
-                let drive = match &a {
-                    Some(a) => {
-                        for ((i, &a), &x) in i.iter_mut().zip(a).zip(input) {
-                            *i = a * *i + x;
-                        }
-                        is[t].copy_from_slice(&i);
-                        &i[..]
-                    }
-                    None => input,
-                };
-                for (((vp, &v), &b), &d) in vs[t].iter_mut().zip(&v).zip(&b).zip(drive) {
-                    *vp = b * v + d;
-                }
-                if self.fires() {
-                    self.spikes(vs[t], smooth, ys[t]);
-                } else {
-                    ys[t].copy_from_slice(vs[t]);
-                }
-                self.reset_row(vs[t], ys[t], &mut v);
+                let current = is.get_mut(t).map(|c| &mut **c);
+                self.forward_step(input, &b, a.as_deref(), &mut v, &mut i, vs[t], ys[t], current, smooth);
             }
         });
         (y, tape)
+    }
+
+    /// One step of a piece of elements: the carried membrane `v` (and CubaLif's current `i`)
+    /// advance on `input`; v' goes to `vp`, the output to `y`, the current to `current`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_step(
+        &self,
+        input: &[F],
+        b: &[F],
+        a: Option<&[F]>,
+        v: &mut [F],
+        i: &mut [F],
+        vp: &mut [F],
+        y: &mut [F],
+        current: Option<&mut [F]>,
+        smooth: bool,
+    ) {
+        let drive = match a {
+            Some(a) => {
+                for ((i, &a), &x) in i.iter_mut().zip(a).zip(input) {
+                    *i = a * *i + x;
+                }
+                if let Some(c) = current {
+                    c.copy_from_slice(i);
+                }
+                &i[..]
+            }
+            None => input,
+        };
+        for (((vp, &v), &b), &d) in vp.iter_mut().zip(v.iter()).zip(b).zip(drive) {
+            *vp = b * v + d;
+        }
+        if self.fires() {
+            self.spikes(vp, smooth, y);
+        } else {
+            y.copy_from_slice(vp);
+        }
+        self.reset_row(vp, y, v);
     }
 
     /// Gradients: dL/dx, and dL/dlogit of each learnable decay (beta first, then alpha), given
@@ -236,12 +285,14 @@ impl<F: Real> Spiking<F> {
         steps: usize,
         smooth: bool,
     ) -> (DMatrix<F>, Vec<DMatrix<F>>) {
+        if let Some(r) = &self.recurrent {
+            return self.backward_recurrent(r, tape, dy, steps, smooth);
+        }
         let block = dy.len() / steps;
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
         let learn = self.beta.learnable || self.alpha.as_ref().is_some_and(|a| a.learnable);
-        let theta = self.threshold;
         let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
         // Per piece: dL/dbeta and dL/dalpha per channel, summed in piece order below.
         let partial: Vec<(Vec<f64>, Vec<f64>)> = pieces(dx.as_mut_slice(), block)
@@ -253,78 +304,13 @@ impl<F: Real> Spiking<F> {
                 let row = |t: usize| t * block + first..t * block + first + len;
                 let (channel, b) = self.per_element(first, len, &beta);
                 let a = alpha.as_ref().map(|alpha| self.per_element(first, len, alpha).1);
-                // Per element, summed over the steps: dL/dbeta and dL/dalpha.
-                let mut g_b = vec![F::zero(); if learn { len } else { 0 }];
-                let mut g_a = vec![F::zero(); if learn && a.is_some() { len } else { 0 }];
-                let mut g_v = vec![F::zero(); len];
-                let mut g_i = vec![F::zero(); len];
-                let mut g_vp = vec![F::zero(); len];
-                let mut slope = vec![F::zero(); len];
-                let mut s = vec![F::zero(); len];
-                let mut v_before = vec![F::zero(); len];
-                // Whether `s` already holds this step's spikes (computed as the previous step's
-                // by the decay gradient of the step after).
-                let mut s_ready = false;
+                let mut carry = BackCarry::new(len, learn, a.is_some());
                 for t in (0..steps).rev() {
-                    let vp = &tape.v_pre[row(t)];
                     let g_out = &dy.as_slice()[row(t)];
-                    if self.fires() {
-                        for (x, &v) in slope.iter_mut().zip(vp) {
-                            *x = v - theta;
-                        }
-                        if smooth {
-                            slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
-                        } else {
-                            F::surrogate_derivatives(&self.derivative, &mut slope);
-                        }
-                        if !s_ready {
-                            self.spikes(vp, smooth, &mut s);
-                        }
-                        let detach = if self.detach_reset { F::zero() } else { F::one() };
-                        for k in 0..len {
-                            let (dv_dvp, dv_ds) = match self.reset {
-                                SpikeReset::Subtract => (F::one(), -theta),
-                                SpikeReset::Zero => (F::one() - s[k], -vp[k]),
-                            };
-                            let g_s = g_out[k] + detach * g_v[k] * dv_ds;
-                            g_vp[k] = g_v[k] * dv_dvp + g_s * slope[k];
-                        }
-                    } else {
-                        for ((g, &o), &v) in g_vp.iter_mut().zip(g_out).zip(&g_v) {
-                            *g = o + v;
-                        }
-                    }
-                    let g_in = match &a {
-                        Some(a) => {
-                            for ((g, &a), &d) in g_i.iter_mut().zip(a).zip(&g_vp) {
-                                *g = d + a * *g;
-                            }
-                            if learn && t > 0 {
-                                let i_before = &tape.current[row(t - 1)];
-                                for ((acc, &g), &i) in g_a.iter_mut().zip(&g_i).zip(i_before) {
-                                    *acc += g * i;
-                                }
-                            }
-                            &g_i
-                        }
-                        None => &g_vp,
-                    };
-                    gs[t].copy_from_slice(g_in);
-                    if learn && t > 0 {
-                        let previous = &tape.v_pre[row(t - 1)];
-                        if self.fires() {
-                            self.spikes(previous, smooth, &mut s);
-                            s_ready = true;
-                        }
-                        self.reset_row(previous, &s, &mut v_before);
-                        for ((acc, &g), &v) in g_b.iter_mut().zip(&g_vp).zip(&v_before) {
-                            *acc += g * v;
-                        }
-                    }
-                    for ((g, &b), &d) in g_v.iter_mut().zip(&b).zip(&g_vp) {
-                        *g = b * d;
-                    }
+                    self.back_step(tape, t, row, g_out, &b, a.as_deref(), &mut carry, smooth, learn);
+                    gs[t].copy_from_slice(carry.g_in(a.is_some()));
                 }
+                let (g_b, g_a) = (&carry.g_b, &carry.g_a);
                 let per_channel = |acc: &[F]| {
                     let mut total = vec![0.0; if acc.is_empty() { 0 } else { channels }];
                     for (&c, &g) in channel.iter().zip(acc) {
@@ -332,13 +318,19 @@ impl<F: Real> Spiking<F> {
                     }
                     total
                 };
-                (per_channel(&g_b), per_channel(&g_a))
+                (per_channel(g_b), per_channel(g_a))
             })
             .collect();
-        // Sums per channel over the pieces, in piece order.
+        (dx, self.decay_gradients(&partial, &beta, alpha.as_deref()))
+    }
+
+    /// The learnable decays' logit gradients (beta first) from per-piece sums per channel,
+    /// added up in piece order.
+    fn decay_gradients(&self, partial: &[(Vec<f64>, Vec<f64>)], beta: &[F], alpha: Option<&[F]>) -> Vec<DMatrix<F>> {
+        let channels = beta.len();
         let sum = |which: usize| {
             let mut total = vec![0.0; channels];
-            for piece in &partial {
+            for piece in partial {
                 let part = if which == 0 { &piece.0 } else { &piece.1 };
                 total.iter_mut().zip(part).for_each(|(t, g)| *t += g);
             }
@@ -346,14 +338,219 @@ impl<F: Real> Spiking<F> {
         };
         let mut grads = Vec::new();
         if self.beta.learnable {
-            grads.push(self.beta.logit_gradient(&sum(0), &beta));
+            grads.push(self.beta.logit_gradient(&sum(0), beta));
         }
-        if let (Some(a), Some(factors)) = (&self.alpha, &alpha) {
+        if let (Some(a), Some(factors)) = (&self.alpha, alpha) {
             if a.learnable {
                 grads.push(a.logit_gradient(&sum(1), factors));
             }
         }
+        grads
+    }
+
+    /// Forward with recurrent weights: step by step, as each step's input needs the spikes of
+    /// the step before; within a step the elements run in parallel pieces as without recurrence.
+    fn forward_recurrent(
+        &self,
+        r: &Recurrent<F>,
+        x: &DMatrix<F>,
+        steps: usize,
+        smooth: bool,
+    ) -> (DMatrix<F>, SpikingTape<F>) {
+        let (n, block) = (x.nrows(), x.len() / steps);
+        let batch = block / n.max(1);
+        let beta = self.beta.factors(self.shape.channels());
+        let alpha = self.alpha.as_ref().map(|a| a.factors(self.shape.channels()));
+        let b = self.per_element(0, block, &beta).1;
+        let a = alpha.as_ref().map(|alpha| self.per_element(0, block, alpha).1);
+        let mut y = DMatrix::zeros(x.nrows(), x.ncols());
+        let mut tape = SpikingTape {
+            v_pre: vec![F::zero(); x.len()],
+            current: vec![F::zero(); if a.is_some() { x.len() } else { 0 }],
+        };
+        let (mut v, mut i) = (vec![F::zero(); block], vec![F::zero(); block]);
+        let mut input = vec![F::zero(); block];
+        let weight = r.effective();
+        for t in 0..steps {
+            let here = t * block..(t + 1) * block;
+            input.copy_from_slice(&x.as_slice()[here.clone()]);
+            if t > 0 {
+                let before = &y.as_slice()[(t - 1) * block..t * block];
+                let w = View::new(weight.as_slice(), n, n);
+                matmul(&mut input, w, View::new(before, n, batch), F::one());
+            }
+            let (ys, vp) = (&mut y.as_mut_slice()[here.clone()], &mut tape.v_pre[here.clone()]);
+            let mut currents: Vec<&mut [F]> = match a {
+                Some(_) => tape.current[here].chunks_mut(ELEMENTS).collect(),
+                None => Vec::new(),
+            };
+            currents.resize_with(block.div_ceil(ELEMENTS), || &mut []);
+            ys.par_chunks_mut(ELEMENTS)
+                .zip(vp.par_chunks_mut(ELEMENTS))
+                .zip(v.par_chunks_mut(ELEMENTS).zip(i.par_chunks_mut(ELEMENTS)))
+                .zip(input.par_chunks(ELEMENTS).zip(b.par_chunks(ELEMENTS)))
+                .zip(currents)
+                .enumerate()
+                .for_each(|(p, ((((ys, vp), (v, i)), (input, b)), current))| {
+                    let a = a.as_ref().map(|a| &a[p * ELEMENTS..p * ELEMENTS + ys.len()]);
+                    let current = a.is_some().then_some(current);
+                    self.forward_step(input, b, a, v, i, vp, ys, current, smooth);
+                });
+        }
+        (y, tape)
+    }
+
+    /// Backward with recurrent weights: step by step from the last, the gradient reaching a
+    /// step's spikes including what the next step's input sends back through the weights.
+    /// Returns dL/dx and the decays' then the weights' gradients.
+    fn backward_recurrent(
+        &self,
+        r: &Recurrent<F>,
+        tape: &SpikingTape<F>,
+        dy: &DMatrix<F>,
+        steps: usize,
+        smooth: bool,
+    ) -> (DMatrix<F>, Vec<DMatrix<F>>) {
+        let (n, block) = (dy.nrows(), dy.len() / steps);
+        let batch = block / n.max(1);
+        let channels = self.shape.channels();
+        let beta = self.beta.factors(channels);
+        let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
+        let learn = self.beta.learnable || self.alpha.as_ref().is_some_and(|a| a.learnable);
+        let b = self.per_element(0, block, &beta).1;
+        let a = alpha.as_ref().map(|alpha| self.per_element(0, block, alpha).1);
+        let count = block.div_ceil(ELEMENTS);
+        let mut carries: Vec<BackCarry<F>> =
+            (0..count).map(|p| BackCarry::new(ELEMENTS.min(block - p * ELEMENTS), learn, a.is_some())).collect();
+        let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
+        let mut dw = DMatrix::zeros(n, n);
+        let mut g_out = vec![F::zero(); block];
+        let mut spikes = vec![F::zero(); block];
+        let weight = r.effective();
+        for t in (0..steps).rev() {
+            g_out.copy_from_slice(&dy.as_slice()[t * block..(t + 1) * block]);
+            if t + 1 < steps {
+                let later = &dx.as_slice()[(t + 1) * block..(t + 2) * block];
+                let wt = View::new(weight.as_slice(), n, n).t();
+                matmul(&mut g_out, wt, View::new(later, n, batch), F::one());
+            }
+            carries.par_iter_mut().zip(g_out.par_chunks(ELEMENTS)).enumerate().for_each(|(p, (carry, g))| {
+                let (first, len) = (p * ELEMENTS, g.len());
+                let row = |t: usize| t * block + first..t * block + first + len;
+                let a = a.as_ref().map(|a| &a[first..first + len]);
+                self.back_step(tape, t, row, g, &b[first..first + len], a, carry, smooth, learn);
+            });
+            let here = &mut dx.as_mut_slice()[t * block..(t + 1) * block];
+            for (piece, carry) in here.chunks_mut(ELEMENTS).zip(&carries) {
+                piece.copy_from_slice(carry.g_in(a.is_some()));
+            }
+            if t > 0 {
+                let before = &tape.v_pre[(t - 1) * block..t * block];
+                if self.fires() {
+                    self.spikes(before, smooth, &mut spikes);
+                } else {
+                    spikes.copy_from_slice(before);
+                }
+                let g_in = &dx.as_slice()[t * block..(t + 1) * block];
+                matmul(dw.as_mut_slice(), View::new(g_in, n, batch), View::new(&spikes, n, batch).t(), F::one());
+            }
+        }
+        if !r.self_connections {
+            dw.fill_diagonal(F::zero());
+        }
+        let partial: Vec<(Vec<f64>, Vec<f64>)> = carries
+            .iter()
+            .enumerate()
+            .map(|(p, c)| {
+                let (channel, _) = self.per_element(p * ELEMENTS, c.g_v.len(), &beta);
+                let per_channel = |acc: &[F]| {
+                    let mut total = vec![0.0; if acc.is_empty() { 0 } else { channels }];
+                    for (&ch, &g) in channel.iter().zip(acc) {
+                        total[ch as usize] += g.to_f64();
+                    }
+                    total
+                };
+                (per_channel(&c.g_b), per_channel(&c.g_a))
+            })
+            .collect();
+        let mut grads = self.decay_gradients(&partial, &beta, alpha.as_deref());
+        grads.push(dw);
         (dx, grads)
+    }
+
+    /// One step back through a piece of elements (rows `row(t)` of the tape): from dL/dy[t]
+    /// and the gradients carried from step t + 1 to the gradient of the step's input (in
+    /// `carry.g_in`), the decays' gradients accumulated, and the carries moved to step t - 1.
+    #[allow(clippy::too_many_arguments)]
+    fn back_step(
+        &self,
+        tape: &SpikingTape<F>,
+        t: usize,
+        row: impl Fn(usize) -> std::ops::Range<usize>,
+        g_out: &[F],
+        b: &[F],
+        a: Option<&[F]>,
+        c: &mut BackCarry<F>,
+        smooth: bool,
+        learn: bool,
+    ) {
+        let theta = self.threshold;
+        let len = g_out.len();
+        let vp = &tape.v_pre[row(t)];
+        if self.fires() {
+            for (x, &v) in c.slope.iter_mut().zip(vp) {
+                *x = v - theta;
+            }
+            if smooth {
+                c.slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
+            } else {
+                F::surrogate_derivatives(&self.derivative, &mut c.slope);
+            }
+            if !c.s_ready {
+                self.spikes(vp, smooth, &mut c.s);
+            }
+            let detach = if self.detach_reset { F::zero() } else { F::one() };
+            for k in 0..len {
+                let (dv_dvp, dv_ds) = match self.reset {
+                    SpikeReset::Subtract => (F::one(), -theta),
+                    SpikeReset::Zero => (F::one() - c.s[k], -vp[k]),
+                };
+                let g_s = g_out[k] + detach * c.g_v[k] * dv_ds;
+                c.g_vp[k] = c.g_v[k] * dv_dvp + g_s * c.slope[k];
+            }
+        } else {
+            for ((g, &o), &v) in c.g_vp.iter_mut().zip(g_out).zip(&c.g_v) {
+                *g = o + v;
+            }
+        }
+        if let Some(a) = a {
+            for ((g, &a), &d) in c.g_i.iter_mut().zip(a).zip(&c.g_vp) {
+                *g = d + a * *g;
+            }
+            if learn && t > 0 {
+                let i_before = &tape.current[row(t - 1)];
+                for ((acc, &g), &i) in c.g_a.iter_mut().zip(&c.g_i).zip(i_before) {
+                    *acc += g * i;
+                }
+            }
+        }
+        // Whether `s` holds the step's spikes: computed as the previous step's by the decay
+        // gradient below, for the next call.
+        c.s_ready = false;
+        if learn && t > 0 {
+            let previous = &tape.v_pre[row(t - 1)];
+            if self.fires() {
+                self.spikes(previous, smooth, &mut c.s);
+                c.s_ready = true;
+            }
+            self.reset_row(previous, &c.s, &mut c.v_before);
+            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(&c.v_before) {
+                *acc += g * v;
+            }
+        }
+        for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&c.g_vp) {
+            *g = b * d;
+        }
     }
 
     /// The learnable decays' logits, beta first.
@@ -364,6 +561,9 @@ impl<F: Real> Spiking<F> {
         }
         if let Some(a) = self.alpha.as_ref().filter(|a| a.learnable) {
             out.push(("alpha_logit", &a.logit));
+        }
+        if let Some(r) = &self.recurrent {
+            out.push(("recurrent_weight", &r.weight));
         }
         out
     }
@@ -376,7 +576,48 @@ impl<F: Real> Spiking<F> {
         if let Some(a) = self.alpha.as_mut().filter(|a| a.learnable) {
             out.push(&mut a.logit);
         }
+        if let Some(r) = &mut self.recurrent {
+            out.push(&mut r.weight);
+        }
         out
+    }
+}
+
+/// What the backward pass carries from one step to the one before, for a piece of elements.
+struct BackCarry<F> {
+    /// Per element, summed over the steps: dL/dbeta and dL/dalpha (empty when not learnt).
+    g_b: Vec<F>,
+    g_a: Vec<F>,
+    /// The gradients reaching v[t] and i[t] from step t + 1.
+    g_v: Vec<F>,
+    g_i: Vec<F>,
+    /// dL/dv'[t], the surrogate slopes, the spikes, and v[t - 1].
+    g_vp: Vec<F>,
+    slope: Vec<F>,
+    s: Vec<F>,
+    v_before: Vec<F>,
+    s_ready: bool,
+}
+
+impl<F: Real> BackCarry<F> {
+    fn new(len: usize, learn: bool, synaptic: bool) -> Self {
+        let zeros = |n: usize| vec![F::zero(); n];
+        BackCarry {
+            g_b: zeros(if learn { len } else { 0 }),
+            g_a: zeros(if learn && synaptic { len } else { 0 }),
+            g_v: zeros(len),
+            g_i: zeros(len),
+            g_vp: zeros(len),
+            slope: zeros(len),
+            s: zeros(len),
+            v_before: zeros(len),
+            s_ready: false,
+        }
+    }
+
+    /// The gradient of the step's input: through the current for CubaLif, else through v'.
+    fn g_in(&self, synaptic: bool) -> &[F] {
+        if synaptic { &self.g_i } else { &self.g_vp }
     }
 }
 
@@ -413,6 +654,7 @@ mod tests {
             surrogate: Surrogate::default(),
             derivative: DerivativeTable::new(Surrogate::default()),
             shape,
+            recurrent: None,
         };
         let factors = [0.1, 0.2, 0.3];
         for first in [0, 7, 29, 30, 61] {

@@ -93,6 +93,8 @@ pub enum Layer {
         surrogate: Option<Surrogate>,
         #[serde(default)]
         learn_tau: Learnable,
+        #[serde(default)]
+        recurrent: Recurrence,
     },
     /// LIF with a synaptic current of its own time constant feeding the membrane (NIR's
     /// CubaLIF, snnTorch's Synaptic, Norse's LIF).
@@ -109,6 +111,8 @@ pub enum Layer {
         surrogate: Option<Surrogate>,
         #[serde(default)]
         learn_tau: Learnable,
+        #[serde(default)]
+        recurrent: Recurrence,
     },
     /// Leaky integrator without spikes: the usual readout, scores = its membrane averaged over
     /// the steps.
@@ -148,6 +152,18 @@ pub enum SpikeReset {
     Subtract,
     /// v <- 0.
     Zero,
+}
+
+/// Recurrent weights within a spiking layer (snnTorch's RLeaky / RSynaptic with `all_to_all`):
+/// the layer's spikes of step t - 1, through a trained n x n matrix, add to its input at step t.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recurrence {
+    #[default]
+    None,
+    /// Every neuron to every neuron, itself included.
+    AllToAll,
+    /// Every neuron to every other neuron.
+    NoSelf,
 }
 
 /// Whether a spiking layer learns its time constants (SpikingJelly's PLIF).
@@ -315,15 +331,27 @@ impl Layer {
                 if problems.is_empty() { Ok(shape) } else { Err(problems.join("; ")) }
             }
             Layer::Relu => Ok(shape),
-            Layer::Lif { tau_mem_ms, threshold, surrogate, .. } => {
-                spiking_problems(&[("tau_mem_ms", tau_mem_ms)], threshold, surrogate).map(|_| shape)
+            Layer::Lif { tau_mem_ms, threshold, surrogate, recurrent, .. } => {
+                spiking_problems(&[("tau_mem_ms", tau_mem_ms)], threshold, surrogate)?;
+                recurrence_problems(recurrent, shape).map(|_| shape)
             }
-            Layer::CubaLif { tau_syn_ms, tau_mem_ms, threshold, surrogate, .. } => {
-                spiking_problems(&[("tau_syn_ms", tau_syn_ms), ("tau_mem_ms", tau_mem_ms)], threshold, surrogate)
-                    .map(|_| shape)
+            Layer::CubaLif { tau_syn_ms, tau_mem_ms, threshold, surrogate, recurrent, .. } => {
+                spiking_problems(&[("tau_syn_ms", tau_syn_ms), ("tau_mem_ms", tau_mem_ms)], threshold, surrogate)?;
+                recurrence_problems(recurrent, shape).map(|_| shape)
             }
             Layer::Li { tau_mem_ms, .. } => spiking_problems(&[("tau_mem_ms", tau_mem_ms)], 1.0, None).map(|_| shape),
             Layer::Repeat { .. } => unreachable!("Repeat is expanded before shapes are inferred"),
+        }
+    }
+}
+
+/// Recurrence joins the neurons of a vector: after a Dense layer (or a Flatten), not over an
+/// image's positions.
+fn recurrence_problems(recurrent: Recurrence, shape: Shape) -> Result<(), String> {
+    match (recurrent, shape) {
+        (Recurrence::None, _) | (_, Shape::Flat(_)) => Ok(()),
+        (_, Shape::Image { .. }) => {
+            Err(format!("recurrent: {recurrent:?} needs a vector input (after Dense or Flatten), got {shape:?}"))
         }
     }
 }

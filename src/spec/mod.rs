@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 pub use common::{Connect, Distribution, Projection, Synapse};
-pub use layers::{Layer, Learnable, Shape, SpikeReset, Weights};
+pub use layers::{Layer, Learnable, Recurrence, Shape, SpikeReset, Weights};
 pub use network::{Network, Neuron, Population, Record, Reset, SpikeRecord, TraceRecord};
 pub use stimulus::{Current, PoissonInput, Source, SourceKind, Stimulus};
 pub use training::{InputPopulation, Optimizer, Readout, Schedule, Training};
