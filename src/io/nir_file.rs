@@ -263,7 +263,10 @@ fn write_string(group: &hdf5::Group, name: &str, value: &str) -> Result<(), Stri
 }
 
 fn write_array(group: &hdf5::Group, name: &str, a: &Array) -> Result<(), String> {
-    let ds = group.new_dataset::<f64>().shape(a.shape.clone()).create(name).map_err(|e| e.to_string())?;
+    let builder = group.new_dataset::<f64>().shape(a.shape.clone());
+    // Compressed like nir.write's arrays: per-neuron parameters repeat one value per layer.
+    let builder = if a.len() >= 64 && !a.shape.is_empty() { builder.deflate(4) } else { builder };
+    let ds = builder.create(name).map_err(|e| e.to_string())?;
     ds.write_raw(&a.data).map_err(|e| e.to_string())
 }
 
