@@ -167,3 +167,38 @@ fn a_static_input_computed_once_equals_the_input_repeated_over_the_steps() {
     assert_eq!(a.scores(), b.scores());
     assert_eq!(a.values.last(), b.values.last());
 }
+
+/// A recurrent spiking layer (snnTorch's RLeaky without self-connections) on rate-coded images.
+const RECURRENT: &str = r#"Network(
+    name: "recurrent", dt_ms: 1.0, seed: 3,
+    inputs: [(name: "pixels", size: 784)],
+    layers: [
+        Dense(units: 48), Lif(tau_mem_ms: 5.0, threshold: 0.5, learn_tau: PerChannel, recurrent: NoSelf),
+        Dense(units: 10), Li(tau_mem_ms: 20.0),
+    ],
+    training: (steps: 8, encoder: Rate(), epochs: 2, batch_size: 64, optimizer: Adam(lr: 2e-3)),
+)"#;
+
+#[test]
+fn recurrent_stack_learns_repeats_itself_with_one_and_two_threads_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = write(dir.path(), "recurrent.ron", RECURRENT);
+    let cut = ["--train-samples", "512", "--test-samples", "200"];
+    let mut runs = Vec::new();
+    for threads in [1, 2] {
+        let out = dir.path().join(format!("run{threads}"));
+        train_cli(&network, &out, &cut, Some(threads));
+        let saved = checkpoint::read(&out.join("checkpoint.h5")).unwrap();
+        let h = &saved.history;
+        assert!(h.test_accuracy[1] > 0.4, "test accuracy {:?} (chance is 0.1)", h.test_accuracy);
+        let (_, _, w) = saved.layers.iter().find(|(_, p, _)| p == "recurrent_weight").expect("saved");
+        assert_eq!(w.shape(), (48, 48));
+        assert!((0..48).all(|i| w[(i, i)] == 0.0), "no self-connections");
+        runs.push(saved.layers);
+    }
+    assert_eq!(runs[0], runs[1], "1 and 2 threads differ");
+    let resumed = dir.path().join("resumed");
+    train_cli(&network, &resumed, &[&["--epochs", "1"][..], &cut].concat(), None);
+    train_cli(&network, &resumed, &[&["--epochs", "2", "--resume"][..], &cut].concat(), None);
+    assert_eq!(checkpoint::read(&resumed.join("checkpoint.h5")).unwrap().layers, runs[0]);
+}
