@@ -146,6 +146,37 @@ fn bad_spiking_stacks_name_the_layer() {
         e.contains("training.readout: SpikeCount scores the last layer's spikes, but the model ends in layers[3] (Li)"),
         "{e}"
     );
+    // Recurrence over an image's positions is refused (the input here is an image).
+    let dir = tempfile::tempdir().unwrap();
+    let text = "Network(name: \"bad\", inputs: [(name: \"pixels\", size: 784, shape: (1, 28, 28))], layers: [\
+        Conv2d(filters: 2, kernel: 3), Lif(tau_mem_ms: 5.0, recurrent: AllToAll), Flatten, Dense(units: 10), \
+        Li(tau_mem_ms: 5.0)], training: (steps: 4))";
+    let o = snn(&["validate", &write(dir.path(), "bad.ron", text)], None);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("layers[1] (Lif): recurrent: AllToAll needs a vector input"), "{e}");
+}
+
+/// A sequence encoder must match the input and the steps; the mismatch names both.
+#[test]
+fn a_sequence_that_does_not_fit_the_input_or_the_steps_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = "Dense(units: 8), Lif(tau_mem_ms: 5.0, recurrent: NoSelf), Dense(units: 10), Li(tau_mem_ms: 5.0)";
+    for (size, steps, needle) in [
+        (28, 20, "a sequence of 784 pixels at 28 per step takes 28 steps, but training.steps is 20"),
+        (14, 28, "the encoder feeds a sequence of 28 pixels per step, but the input population \"row\" has size 14"),
+    ] {
+        let text = format!(
+            "Network(name: \"rows\", inputs: [(name: \"row\", size: {size})], layers: [{layers}], \
+             training: (steps: {steps}, encoder: Sequence(per_step: 28)))"
+        );
+        let network = write(dir.path(), "rows.ron", &text);
+        let out = dir.path().join("out");
+        let data = common::repo("tests/data/fashion-mnist");
+        let o = snn(&["train", &network, "--data", &data, "--out", out.to_str().unwrap()], None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(needle), "{e}");
+        assert!(!out.join("checkpoint.h5").exists());
+    }
 }
 
 #[test]

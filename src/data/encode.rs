@@ -8,6 +8,9 @@
 //!   snnTorch and SpikingJelly).
 //! - `Latency`: each pixel above `threshold` fires once, at step round((1 - intensity) (T - 1)):
 //!   brighter pixels fire earlier (snnTorch's `spikegen.latency` with `linear=True`).
+//! - `Sequence`: the image read in order, `per_step` pixels per step as currents (their
+//!   intensities): `per_step` 28 feeds a Fashion-MNIST image row by row over 28 steps, 1 pixel by
+//!   pixel over 784 (sequential MNIST). The input then has `per_step` neurons.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -26,6 +29,9 @@ pub enum Encoder {
     Latency {
         #[serde(default = "latency_threshold")]
         threshold: f64,
+    },
+    Sequence {
+        per_step: u32,
     },
 }
 
@@ -64,7 +70,25 @@ impl Encoder {
             Encoder::Latency { threshold } if !(0.0..1.0).contains(&threshold) => {
                 vec![format!("{path}.Latency.threshold: must lie in [0, 1), got {threshold}")]
             }
+            Encoder::Sequence { per_step: 0 } => vec![format!("{path}.Sequence.per_step: must be at least 1")],
             _ => vec![],
+        }
+    }
+
+    /// How many input neurons the encoded image feeds: its pixels, or `per_step` of a sequence.
+    pub fn inputs(&self, pixels: usize) -> usize {
+        match *self {
+            Encoder::Sequence { per_step } => per_step as usize,
+            _ => pixels,
+        }
+    }
+
+    /// The steps a sequence of `pixels` pixels takes (None for the other encoders, which run
+    /// any number of steps).
+    pub fn sequence_steps(&self, pixels: usize) -> Option<usize> {
+        match *self {
+            Encoder::Sequence { per_step } => Some(pixels.div_ceil(per_step.max(1) as usize)),
+            _ => None,
         }
     }
 
@@ -99,6 +123,14 @@ impl Encoder {
             Encoder::Rate { gain } => rate_step(&rate_thresholds(pixels, gain), rng, emit),
             Encoder::Current => {
                 for (i, &p) in pixels.iter().enumerate().filter(|(_, p)| **p > 0) {
+                    emit(i as u32, intensity(p));
+                }
+            }
+            Encoder::Sequence { per_step } => {
+                let per_step = per_step as usize;
+                let first = (step * per_step).min(pixels.len());
+                let row = &pixels[first..(first + per_step).min(pixels.len())];
+                for (i, &p) in row.iter().enumerate().filter(|(_, p)| **p > 0) {
                     emit(i as u32, intensity(p));
                 }
             }
@@ -155,6 +187,23 @@ pub fn encoding_stream(seed: u64, epoch: Option<u32>, index: usize) -> Stream {
 mod tests {
     use super::*;
     use crate::rng::{Purpose, stream};
+
+    #[test]
+    fn a_sequence_feeds_the_image_in_order_per_step_pixels_at_a_time() {
+        let pixels: Vec<u8> = (0..12).map(|p| p * 20).collect();
+        let mut out = Events::default();
+        let encoder = Encoder::Sequence { per_step: 4 };
+        assert_eq!((encoder.inputs(12), encoder.sequence_steps(12)), (4, Some(3)));
+        encoder.encode(&pixels, 3, &mut stream(1, Purpose::Encoding, 0), &mut out);
+        for t in 0..3 {
+            let (ids, values) = out.step(t);
+            // Step t holds pixels 4t .. 4t + 3 on inputs 0 .. 3; pixel 0 is dark and absent.
+            let expected: Vec<(u32, f32)> =
+                (0..4).map(|i| (i, intensity(pixels[4 * t + i as usize]))).filter(|&(_, v)| v > 0.0).collect();
+            let got: Vec<(u32, f32)> = ids.iter().copied().zip(values.iter().copied()).collect();
+            assert_eq!(got, expected, "step {t}");
+        }
+    }
 
     #[test]
     fn rate_coding_compares_half_draws_with_the_firing_probability() {

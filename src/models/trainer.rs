@@ -52,8 +52,8 @@ pub fn model_input<F: Gemm>(
     if net.static_prefix().is_some() {
         return batch(split, indices);
     }
-    let (pixels, samples) = (split.images.pixels_per_image(), indices.len());
-    let mut x = DMatrix::zeros(pixels, samples * net.steps);
+    let (inputs, samples) = (net.input.size(), indices.len());
+    let mut x = DMatrix::zeros(inputs, samples * net.steps);
     let mut events = Events::default();
     for (b, &i) in indices.iter().enumerate() {
         let mut stream = encoding_stream(seed, epoch, i);

@@ -285,9 +285,12 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
         match &src.kind {
             SourceKind::Image { encoder, .. } => {
                 problems.extend(encoder.problems(&format!("{path}.kind.Image.encoder")));
-                if matches!(encoder, crate::data::encode::Encoder::Current) {
+                if matches!(
+                    encoder,
+                    crate::data::encode::Encoder::Current | crate::data::encode::Encoder::Sequence { .. }
+                ) {
                     problems.push(format!(
-                        "{path}.kind.Image.encoder: an image source emits spikes; use Rate or Latency, not Current"
+                        "{path}.kind.Image.encoder: an image source emits spikes; use Rate or Latency, not Current or Sequence"
                     ));
                 }
             }

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::bptt::{self, Events, Scratch, Tape};
 use super::net::TrainNet;
-use crate::data::encode::encoding_stream;
+use crate::data::encode::{Encoder, encoding_stream};
 use crate::data::idx::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
@@ -402,14 +402,29 @@ pub fn load_data(
     let mut data = idx::load_dir(dir)?;
     let pixels = data.train.images.pixels_per_image();
     let input = &network.inputs[0];
-    if pixels != input.size as usize {
+    if training.encoder.inputs(pixels) != input.size as usize {
+        let fed = match training.encoder {
+            Encoder::Sequence { per_step } => format!("a sequence of {per_step} pixels per step"),
+            _ => format!("{} x {} = {pixels} pixels", data.train.images.rows, data.train.images.cols),
+        };
         return Err(Error::Data {
             path: dir.to_owned(),
             message: format!(
-                "images have {} x {} = {pixels} pixels, but the input population {:?} has size {}",
-                data.train.images.rows, data.train.images.cols, input.name, input.size
+                "the encoder feeds {fed}, but the input population {:?} has size {}",
+                input.name, input.size
             ),
         });
+    }
+    if let Some(steps) = training.encoder.sequence_steps(pixels) {
+        if steps != training.steps as usize {
+            return Err(Error::Data {
+                path: dir.to_owned(),
+                message: format!(
+                    "a sequence of {pixels} pixels at {} per step takes {steps} steps, but training.steps is {}",
+                    input.size, training.steps
+                ),
+            });
+        }
     }
     let cut = |split: &mut Split, n: Option<u32>| {
         if let Some(n) = n.map(|n| (n as usize).min(split.len())) {
