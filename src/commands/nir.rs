@@ -70,15 +70,13 @@ pub fn export(checkpoint: &Path, out: &Path, dt: f64) -> Result<ExportSummary> {
     }
     let saved = checkpoint::read(checkpoint)?;
     let (network, _) = saved.specs(checkpoint)?;
-    if !network.is_layered() {
-        return Err(Error::Data {
-            path: checkpoint.to_path_buf(),
-            message: "only layer stacks (`layers: [...]`) export to NIR so far; population networks do not".into(),
-        });
-    }
-    let net = models::trainer::from_checkpoint(&saved, checkpoint)?;
-    let exported =
-        models::nir::export(&net, dt).map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?;
+    let exported = if network.is_layered() {
+        let net = models::trainer::from_checkpoint(&saved, checkpoint)?;
+        models::nir::export(&net, dt).map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?
+    } else {
+        let (_, training, net) = crate::train::net::from_checkpoint(&saved, checkpoint)?;
+        crate::train::nir::export(&net, &training.encoder, dt)
+    };
     nir_file::write(out, &exported.graph)?;
     Ok(ExportSummary { out: out.to_path_buf(), nodes: exported.graph.nodes.len(), warnings: exported.warnings })
 }

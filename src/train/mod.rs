@@ -9,4 +9,5 @@ pub mod event_products;
 pub mod fit;
 pub mod gradient_decay;
 pub mod net;
+pub mod nir;
 pub mod trainer;
