@@ -452,7 +452,8 @@ fn exported_population_chain_runs_like_the_chain() {
     let training = network.training.clone().unwrap();
     let net = TrainNet::<f32>::from_spec(&network, &training, 5).unwrap();
     let (samples, steps) = (6, 15);
-    let pixels: Vec<Vec<u8>> = (0..samples).map(|b| (0..20).map(|i| ((i * 37 + b * 91) % 256) as u8).collect()).collect();
+    let pixels: Vec<Vec<u8>> =
+        (0..samples).map(|b| (0..20).map(|i| ((i * 37 + b * 91) % 256) as u8).collect()).collect();
     let mut events = vec![Events::default(); samples];
     for (b, e) in events.iter_mut().enumerate() {
         let mut stream = snn::rng::stream(9, snn::rng::Purpose::Encoding, b as u64);
@@ -477,7 +478,9 @@ fn exported_population_chain_runs_like_the_chain() {
     for (b, tape) in tapes.iter().enumerate() {
         let ours: Vec<(usize, u32)> = snn::train::bptt::layer_spikes(tape, 0);
         let theirs: Vec<(usize, u32)> = (0..steps)
-            .flat_map(|t| (0..30).filter(move |&j| spikes[(t * samples + b) * 30 + j] == 1.0).map(move |j| (t, j as u32)))
+            .flat_map(|t| {
+                (0..30).filter(move |&j| spikes[(t * samples + b) * 30 + j] == 1.0).map(move |j| (t, j as u32))
+            })
             .collect();
         assert_eq!(ours, theirs, "sample {b}: hidden spikes differ");
         fired += ours.len();

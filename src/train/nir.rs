@@ -25,7 +25,10 @@ pub fn export(net: &TrainNet<f32>, encoder: &Encoder, dt: f64) -> Exported {
             nodes.push((format!("{}.delay", layer.name), Node::Delay { delay: Array::filled(&[layer.inputs()], dt) }));
         }
         let w = &layer.weights;
-        let weight = Array::new(vec![n, w.ncols()], (0..n).flat_map(|r| w.row(r).iter().map(|&v| v as f64).collect::<Vec<_>>()).collect());
+        let weight = Array::new(
+            vec![n, w.ncols()],
+            (0..n).flat_map(|r| w.row(r).iter().map(|&v| v as f64).collect::<Vec<_>>()).collect(),
+        );
         nodes.push((format!("{}.weights", layer.name), Node::Linear { weight }));
         let p = layer.decay as f64;
         let fires = l + 1 < net.layers.len() || net.readout == Readout::SpikeCount;
