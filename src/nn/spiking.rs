@@ -40,7 +40,7 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::nn::Real;
-use crate::nn::gemm::{Gemm, View, matmul};
+use crate::nn::gemm::{Gemm, View, par_matmul};
 use crate::spec::{Learnable, Shape, SpikeReset};
 use crate::surrogate::{DerivativeTable, Surrogate};
 
@@ -377,7 +377,7 @@ impl<F: Gemm> Spiking<F> {
             if t > 0 {
                 let before = &y.as_slice()[(t - 1) * block..t * block];
                 let w = View::new(weight.as_slice(), n, n);
-                matmul(&mut input, w, View::new(before, n, batch), F::one());
+                par_matmul(&mut input, w, View::new(before, n, batch), F::one());
             }
             let (ys, vp) = (&mut y.as_mut_slice()[here.clone()], &mut tape.v_pre[here.clone()]);
             let mut currents: Vec<&mut [F]> = match a {
@@ -432,7 +432,7 @@ impl<F: Gemm> Spiking<F> {
             if t + 1 < steps {
                 let later = &dx.as_slice()[(t + 1) * block..(t + 2) * block];
                 let wt = View::new(weight.as_slice(), n, n).t();
-                matmul(&mut g_out, wt, View::new(later, n, batch), F::one());
+                par_matmul(&mut g_out, wt, View::new(later, n, batch), F::one());
             }
             carries.par_iter_mut().zip(g_out.par_chunks(ELEMENTS)).enumerate().for_each(|(p, (carry, g))| {
                 let (first, len) = (p * ELEMENTS, g.len());
@@ -452,7 +452,7 @@ impl<F: Gemm> Spiking<F> {
                     spikes.copy_from_slice(before);
                 }
                 let g_in = &dx.as_slice()[t * block..(t + 1) * block];
-                matmul(dw.as_mut_slice(), View::new(g_in, n, batch), View::new(&spikes, n, batch).t(), F::one());
+                par_matmul(dw.as_mut_slice(), View::new(g_in, n, batch), View::new(&spikes, n, batch).t(), F::one());
             }
         }
         if !r.self_connections {
