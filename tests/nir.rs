@@ -429,6 +429,16 @@ fn imported_framework_graphs_run_in_the_stack() {
         }
         assert_eq!(compared, 2 - (fixture == "norse_ff") as usize, "{fixture}: spiking layers compared");
     }
+    // snnTorch's RLeaky with a recurrent bias: NIR delivers nothing around the loop at step 0
+    // and W s + b after, which a layer cannot hold; refused by name.
+    let mut biased = nir_file::read(Path::new(&repo("tests/data/nir/snntorch_recurrent.nir"))).unwrap();
+    for (name, node) in &mut biased.nodes {
+        if let (true, Node::Affine { bias, .. }) = (name == "1.w_rec", node) {
+            bias.data[0] = 0.5;
+        }
+    }
+    let err = snn::models::nir::import(&biased, "b", 1e-4, 10).err().expect("a loop with a bias is refused");
+    assert!(err.contains("node '1.w_rec': a recurrent loop's bias must be 0"), "{err}");
     let every = nir_file::read(Path::new(&repo("tests/data/nir/numpy_every_node.nir"))).unwrap();
     let err = snn::models::nir::import(&every, "e", 1e-3, 10).err().expect("a graph the stack cannot hold is refused");
     assert!(err.starts_with("node '"), "{err}");

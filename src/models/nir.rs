@@ -352,9 +352,9 @@ fn recurrent_loops(graph: &Graph) -> Result<(Graph, std::collections::HashMap<St
     let mut loops = std::collections::HashMap::new();
     let mut reduced = graph.clone();
     for (name, node) in &graph.nodes {
-        let weight = match node {
-            Node::Linear { weight } => weight,
-            Node::Affine { weight, bias } if bias.data.iter().all(|&b| b == 0.0) => weight,
+        let (weight, bias) = match node {
+            Node::Linear { weight } => (weight, None),
+            Node::Affine { weight, bias } => (weight, Some(bias)),
             _ => continue,
         };
         let from: Vec<&String> = graph.edges.iter().filter(|(_, b)| b == name).map(|(a, _)| a).collect();
@@ -364,6 +364,11 @@ fn recurrent_loops(graph: &Graph) -> Result<(Graph, std::collections::HashMap<St
             || !matches!(graph.node(a), Some(Node::Neuron(n)) if matches!(n.kind, NeuronKind::Lif | NeuronKind::CubaLif))
         {
             continue;
+        }
+        if bias.is_some_and(|b| b.data.iter().any(|&v| v != 0.0)) {
+            // Around a cycle NIR delivers nothing at the first step and W s + b after: a bias
+            // the layer cannot hold exactly.
+            return Err(format!("node '{name}': a recurrent loop's bias must be 0 to import"));
         }
         if weight.shape.len() != 2 || weight.shape[0] != weight.shape[1] {
             return Err(format!("node '{name}': a recurrent weight must be square, got {:?}", weight.shape));

@@ -366,13 +366,11 @@ impl Program {
             } else {
                 let forward: Vec<&Vec<usize>> =
                     inputs[p].iter().filter(|(_, delayed)| !delayed).map(|&(s, _)| &shapes[s]).collect();
-                match forward.first() {
-                    Some(s) => (*s).clone(),
-                    None if matches!(node, Node::Neuron(_)) => match node {
-                        Node::Neuron(n) => n.shape(),
-                        _ => unreachable!(),
-                    },
-                    None => return Err(format!("node '{name}' has no input")),
+                // A neuron fed only around a cycle takes its own shape.
+                match (forward.first(), node) {
+                    (Some(s), _) => (*s).clone(),
+                    (None, Node::Neuron(n)) => n.shape(),
+                    (None, _) => return Err(format!("node '{name}' has no input")),
                 }
             };
             let (op, shape) =
