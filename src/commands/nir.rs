@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::io::{checkpoint, nir_file};
 use crate::models;
-use crate::nir::run::Program;
+use crate::nir::run::{Program, check_dt};
 
 /// What `snn nir run` did.
 pub struct RunSummary {
@@ -65,9 +65,7 @@ impl fmt::Display for ExportSummary {
 
 /// Writes the trained layer stack in `checkpoint` as a NIR graph for time step `dt` seconds.
 pub fn export(checkpoint: &Path, out: &Path, dt: f64) -> Result<ExportSummary> {
-    if !(dt > 0.0 && dt.is_finite()) {
-        return Err(Error::Training(format!("--dt {dt}: the time step must be positive (seconds)")));
-    }
+    check_dt(dt).map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?;
     let saved = checkpoint::read(checkpoint)?;
     let (network, _) = saved.specs(checkpoint)?;
     let exported = if network.is_layered() {
@@ -104,9 +102,7 @@ impl fmt::Display for ImportSummary {
 /// weights, epoch 0) into `out`, to evaluate, train further or export again.
 pub fn import(graph_path: &Path, dt: f64, steps: u32, out: &Path) -> Result<ImportSummary> {
     let data = |message: String| Error::Data { path: graph_path.to_path_buf(), message };
-    if !(dt > 0.0 && dt.is_finite()) {
-        return Err(data(format!("--dt {dt}: the time step must be positive (seconds)")));
-    }
+    check_dt(dt).map_err(data)?;
     if steps == 0 {
         return Err(data("--steps 0: a spiking stack needs at least one step".into()));
     }

@@ -20,15 +20,21 @@ pub const NIR_VERSION: &str = "1.0.8";
 /// Reads a NIR file; errors name the file and the node (with its path through subgraphs).
 pub fn read(path: &Path) -> Result<Graph> {
     let data = |message: String| Error::Data { path: path.to_path_buf(), message };
-    if !path.exists() {
-        return Err(Error::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
-    }
-    let file = hdf5::File::open(path).map_err(|e| data(format!("not an HDF5 file ({e})")))?;
+    let file = open(path)?;
     let root = file.group("node").map_err(|_| data("no group `node`: not a NIR file".into()))?;
     match read_node(&root, "").map_err(data)? {
         Node::Graph(g) => Ok(g),
         other => Err(data(format!("the root node is a {}, not a NIRGraph", other.type_name()))),
     }
+}
+
+/// Opens an HDF5 file for reading: a missing file and a file that is not HDF5 are told apart.
+fn open(path: &Path) -> Result<hdf5::File> {
+    if !path.exists() {
+        return Err(Error::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
+    }
+    hdf5::File::open(path)
+        .map_err(|e| Error::Data { path: path.to_path_buf(), message: format!("not an HDF5 file ({e})") })
 }
 
 fn string(ds: &hdf5::Dataset) -> Result<String, String> {
@@ -352,10 +358,7 @@ fn write_node(g: &hdf5::Group, node: &Node) -> Result<(), String> {
 /// Returns (T, B, values).
 pub fn read_run_input(path: &Path, input_shape: &[usize]) -> Result<(usize, usize, Vec<f64>)> {
     let data = |message: String| Error::Data { path: path.to_path_buf(), message };
-    if !path.exists() {
-        return Err(Error::Read { path: path.to_path_buf(), source: std::io::ErrorKind::NotFound.into() });
-    }
-    let file = hdf5::File::open(path).map_err(|e| data(format!("not an HDF5 file ({e})")))?;
+    let file = open(path)?;
     let ds = file.dataset("input").map_err(|_| data("no dataset `input` (T x B x input shape)".into()))?;
     let shape = ds.shape();
     if shape.len() < 2

@@ -582,32 +582,19 @@ fn spiking_layer<F: Gemm>(
     mut stream: rng::Stream,
 ) -> Spiking<F> {
     let channels = shape.channels();
-    let (kind, tau_mem, tau_syn, threshold, reset, detach, surrogate, learn, recurrence) = match *spec {
-        LayerSpec::Lif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent } => {
-            (Kind::Lif, tau_mem_ms, None, threshold, reset, detach_reset, surrogate, learn_tau, recurrent)
+    let (kind, tau_syn) = match *spec {
+        LayerSpec::Lif { .. } => (Kind::Lif, None),
+        LayerSpec::CubaLif { tau_syn_ms, .. } => (Kind::CubaLif, Some(tau_syn_ms)),
+        LayerSpec::Li { .. } => (Kind::Li, None),
+        _ => unreachable!("called for spiking layers only"),
+    };
+    let (tau_mem, threshold, reset, detach, surrogate, learn, recurrence) = match *spec {
+        LayerSpec::Lif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent }
+        | LayerSpec::CubaLif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent, .. } => {
+            (tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent)
         }
-        LayerSpec::CubaLif {
-            tau_syn_ms,
-            tau_mem_ms,
-            threshold,
-            reset,
-            detach_reset,
-            surrogate,
-            learn_tau,
-            recurrent,
-        } => (
-            Kind::CubaLif,
-            tau_mem_ms,
-            Some(tau_syn_ms),
-            threshold,
-            reset,
-            detach_reset,
-            surrogate,
-            learn_tau,
-            recurrent,
-        ),
         LayerSpec::Li { tau_mem_ms, learn_tau } => {
-            (Kind::Li, tau_mem_ms, None, 1.0, Default::default(), None, None, learn_tau, Recurrence::None)
+            (tau_mem_ms, 1.0, Default::default(), None, None, learn_tau, Recurrence::None)
         }
         _ => unreachable!("called for spiking layers only"),
     };

@@ -34,7 +34,7 @@ pub fn dims(shape: Shape) -> Vec<usize> {
 }
 
 /// Row-major copy of a column-major matrix, with its shape.
-fn row_major(m: &DMatrix<f32>, shape: Vec<usize>) -> Array {
+pub fn row_major(m: &DMatrix<f32>, shape: Vec<usize>) -> Array {
     let mut data = Vec::with_capacity(m.len());
     for r in 0..m.nrows() {
         data.extend(m.row(r).iter().map(|&v| v as f64));
@@ -245,6 +245,14 @@ pub struct Imported {
     pub params: Vec<DMatrix<f32>>,
     /// What was folded or chosen on the way (for the summary).
     pub notes: Vec<String>,
+}
+
+/// Multiplies row r (an output neuron, or a filter) by its channel's factor `k[r mod len]`.
+fn scale_rows(m: &mut DMatrix<f32>, k: &[f64]) {
+    for r in 0..m.nrows() {
+        let f = k[r % k.len()] as f32;
+        m.row_mut(r).iter_mut().for_each(|v| *v *= f);
+    }
 }
 
 /// The f32 logit whose sigmoid (as the layers compute it) is the f32 nearest `factor`, so a
@@ -501,10 +509,7 @@ pub fn import(graph: &Graph, name: &str, dt: f64, steps: u32) -> Result<Imported
                     let n = w.shape[0];
                     let mut m = DMatrix::from_row_iterator(n, n, w.data.iter().map(|&v| v as f32));
                     if let Some(k) = &scale {
-                        for r in 0..n {
-                            let f = k[r % k.len()] as f32;
-                            m.row_mut(r).iter_mut().for_each(|v| *v *= f);
-                        }
+                        scale_rows(&mut m, k);
                     }
                     let kind = if (0..n).all(|i| m[(i, i)] == 0.0) { Recurrence::NoSelf } else { Recurrence::AllToAll };
                     match &mut spec {
@@ -519,13 +524,9 @@ pub fn import(graph: &Graph, name: &str, dt: f64, steps: u32) -> Result<Imported
                             "its input scale (r dt / tau) is not 1 and no Dense or Conv2d precedes it to fold it into",
                         );
                     };
-                    let rows = params[w].nrows();
-                    for r in 0..rows {
-                        let f = k[r % k.len()] as f32;
-                        params[w].row_mut(r).iter_mut().for_each(|v| *v *= f);
-                        if let Some(b) = b {
-                            params[b][r] *= f;
-                        }
+                    scale_rows(&mut params[w], &k);
+                    if let Some(b) = b {
+                        scale_rows(&mut params[b], &k);
                     }
                     notes.push(format!("node '{node_name}': input scale folded into the weights before it"));
                 }

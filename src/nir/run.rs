@@ -334,12 +334,19 @@ fn compile_node(name: &str, node: &Node, input: &[usize], dt: f64) -> Result<(Op
     })
 }
 
+/// NIR stores no time step; the one given must be a positive number of seconds.
+pub fn check_dt(dt: f64) -> Result<(), String> {
+    if dt > 0.0 && dt.is_finite() {
+        Ok(())
+    } else {
+        Err(format!("--dt {dt}: the time step must be positive (seconds)"))
+    }
+}
+
 impl Program {
     /// Flattens, orders and shapes `graph` for time step `dt` (seconds).
     pub fn compile(graph: &Graph, dt: f64) -> Result<Program, String> {
-        if !(dt > 0.0 && dt.is_finite()) {
-            return Err(format!("--dt {dt}: the time step must be positive (seconds)"));
-        }
+        check_dt(dt)?;
         let mut flat = Flat::default();
         flatten(graph, "", true, &mut flat)?;
         if flat.names.is_empty() {

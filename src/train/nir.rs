@@ -9,7 +9,7 @@
 //! layers. A mean-membrane readout is an LI node, a spike-count readout a LIF node.
 
 use crate::data::encode::Encoder;
-use crate::models::nir::Exported;
+use crate::models::nir::{Exported, row_major};
 use crate::nir::graph::{Array, Graph, Neuron, NeuronKind, Node};
 use crate::spec::{Readout, Reset};
 
@@ -24,11 +24,7 @@ pub fn export(net: &TrainNet<f32>, encoder: &Encoder, dt: f64) -> Exported {
         if l > 0 {
             nodes.push((format!("{}.delay", layer.name), Node::Delay { delay: Array::filled(&[layer.inputs()], dt) }));
         }
-        let w = &layer.weights;
-        let weight = Array::new(
-            vec![n, w.ncols()],
-            (0..n).flat_map(|r| w.row(r).iter().map(|&v| v as f64).collect::<Vec<_>>()).collect(),
-        );
+        let weight = row_major(&layer.weights, vec![n, layer.inputs()]);
         nodes.push((format!("{}.weights", layer.name), Node::Linear { weight }));
         let p = layer.decay as f64;
         let fires = l + 1 < net.layers.len() || net.readout == Readout::SpikeCount;
