@@ -84,7 +84,7 @@ impl Recording {
             .map(|(p, pop)| PopulationRecord {
                 name: pop.name.clone(),
                 size: pop.size as u64,
-                is_neuron: matches!(pop.dynamics, Dynamics::Lif(_)),
+                is_neuron: !matches!(pop.dynamics, Dynamics::Source(_)),
                 spikes: m.spikes[p].as_ref().map(|log| {
                     (log.steps.iter().map(|&s| s as f64 * dt).collect(), log.ids.iter().map(|&i| i as u64).collect())
                 }),

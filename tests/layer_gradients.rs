@@ -174,3 +174,20 @@ fn recurrent_lif_and_cubalif_over_twenty_five_steps() {
     let worst = worst_error(net, timed_batch(4, 3, 25), &[1, 0, 2]);
     assert!(worst < 1e-4, "worst relative error {worst:e}");
 }
+
+#[test]
+fn adaptive_lif_recurrent_and_feed_forward_over_thirty_steps() {
+    // LSNN-style: a recurrent Alif layer (learnt decays, reset by subtracting the adapted
+    // threshold) and a feed-forward one with reset to zero, over 30 steps: the gradient reaches
+    // earlier spikes through the threshold they raised as well as through the membrane.
+    let net = timed_net(
+        "Dense(units: 6), Alif(tau_mem_ms: 6.0, tau_adapt_ms: 20.0, beta_adapt: 0.3, threshold: 0.4, \
+         learn_tau: PerChannel, recurrent: NoSelf), \
+         Dense(units: 5), Alif(tau_mem_ms: 8.0, tau_adapt_ms: 12.0, beta_adapt: 0.5, threshold: 0.3, reset: Zero), \
+         Dense(units: 3), Li(tau_mem_ms: 10.0)",
+        "(name: \"x\", size: 4)",
+        "steps: 30, surrogate: Htaf(), encoder: Rate()",
+    );
+    let worst = worst_error(net, timed_batch(4, 3, 30), &[1, 0, 2]);
+    assert!(worst < 1e-4, "worst relative error {worst:e}");
+}

@@ -3,20 +3,12 @@
 //! round-trips; bad graphs are refused by name with nothing written.
 
 mod common;
-use common::{ok, repo, snn};
+use common::{ok, repo, serial, snn};
 
 use std::path::Path;
 
 use snn::io::nir_file;
 use snn::nir::graph::{Array, Graph, Neuron, NeuronKind, Node};
-
-/// The tests here take turns. HDF5 opens files without close-on-exec, so a child `snn` spawned
-/// by one test inherits (and keeps locked) a file another test has open in this process at that
-/// moment; that test's next open of the file then fails to lock it.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn dataset(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let file = hdf5::File::open(path).unwrap();
@@ -502,4 +494,86 @@ fn exported_population_chain_runs_like_the_chain() {
         }
     }
     assert!(fired > 50, "the hidden layer should fire ({fired} spikes)");
+}
+
+/// Graphs imported from snnTorch (feed-forward, recurrent RLeaky, synaptic) run in the engine
+/// (`snn nir import`, then `snn simulate --checkpoint` with the fixture's input as spike times)
+/// to every spike of snnTorch's own run, each layer one engine step later than the one before.
+#[test]
+fn imported_framework_graphs_simulate_in_the_engine() {
+    let _turn = serial();
+    for fixture in ["snntorch_ff", "snntorch_recurrent", "snntorch_synaptic"] {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = Path::new(&repo(&format!("tests/data/nir/{fixture}.h5"))).to_path_buf();
+        let (shape, input) = dataset(&expected, "input");
+        let (steps, batch, inputs) = (shape[0], shape[1], shape[2]);
+        let imported = dir.path().join("imported");
+        let graph = repo(&format!("tests/data/nir/{fixture}.nir"));
+        let steps_arg = steps.to_string();
+        let args =
+            ["nir", "import", &graph, "--dt", "1e-4", "--steps", &steps_arg, "--out", imported.to_str().unwrap()];
+        ok(&snn(&args, None));
+        let mut spiking: Vec<String> = names(&expected).into_iter().filter(|n| n.starts_with("spk_")).collect();
+        spiking.sort();
+        for b in 0..batch {
+            // Input value at (step t, sample b, input i), as the fixture holds it (T x B x inputs).
+            let fired = (0..steps).flat_map(|t| (0..inputs).map(move |i| (t, i)));
+            let fired: Vec<(usize, usize)> =
+                fired.filter(|&(t, i)| input[(t * batch + b) * inputs + i] != 0.0).collect();
+            let indices: Vec<String> = fired.iter().map(|(_, i)| i.to_string()).collect();
+            let times: Vec<String> = fired.iter().map(|(t, _)| format!("{:.1}", *t as f64 * 0.1)).collect();
+            let stimulus = dir.path().join(format!("input{b}.ron"));
+            let text = format!(
+                "Stimulus(sources: [(name: \"input\", size: {inputs}, kind: SpikeTimes(indices: [{}], times_ms: [{}]))])",
+                indices.join(", "),
+                times.join(", ")
+            );
+            std::fs::write(&stimulus, text).unwrap();
+            let out = dir.path().join(format!("sim{b}"));
+            let network = imported.join("network.ron");
+            let checkpoint = imported.join("checkpoint.h5");
+            ok(&snn(
+                &[
+                    "simulate",
+                    network.to_str().unwrap(),
+                    "--stimulus",
+                    stimulus.to_str().unwrap(),
+                    "--checkpoint",
+                    checkpoint.to_str().unwrap(),
+                    "--no-figures",
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                None,
+            ));
+            let recording = hdf5::File::open(out.join("spikes.h5")).unwrap();
+            let mut populations = recording.group("spikes").unwrap().member_names().unwrap();
+            populations.retain(|p| p != "input");
+            populations
+                .sort_by_key(|p| p.trim_start_matches("layer").split('_').next().unwrap().parse::<usize>().unwrap());
+            assert_eq!(populations.len(), spiking.len(), "{fixture}: {populations:?}");
+            for (k, (population, name)) in populations.iter().zip(&spiking).enumerate() {
+                let (shape, theirs) = dataset(&expected, name);
+                let n = shape[2];
+                let group = recording.group(&format!("spikes/{population}")).unwrap();
+                let times: Vec<f64> = group.dataset("timestamps").unwrap().read_raw().unwrap();
+                let ids: Vec<u64> = group.dataset("node_ids").unwrap().read_raw().unwrap();
+                let mut ours = vec![0.0f32; steps * n];
+                for (&time, &id) in times.iter().zip(&ids) {
+                    // Layer k computes step t in the engine's step t + k, stamped at its end.
+                    let t = (time / 0.1).round() as usize - k - 1;
+                    if t < steps {
+                        ours[t * n + id as usize] = 1.0;
+                    }
+                }
+                let theirs: Vec<f32> = (0..steps)
+                    .flat_map(|t| (0..n).map(move |j| (t, j)))
+                    .map(|(t, j)| theirs[(t * batch + b) * n + j])
+                    .collect();
+                assert!(theirs.contains(&1.0), "{fixture} {name} sample {b}: the fixture should spike");
+                let differ = ours.iter().zip(&theirs).filter(|(a, b)| a != b).count();
+                assert_eq!(differ, 0, "{fixture} {name} sample {b}: {differ} of {} spikes differ", theirs.len());
+            }
+        }
+    }
 }

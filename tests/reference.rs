@@ -94,7 +94,7 @@ fn event_driven_engine_matches_dense_reference() {
         .iter()
         .map(|p| match &p.dynamics {
             Dynamics::Lif(l) => l.v.clone(),
-            Dynamics::Source(_) => vec![],
+            Dynamics::Source(_) | Dynamics::Layer(_) => vec![],
         })
         .collect();
     let n_lif = model.network.populations.len();

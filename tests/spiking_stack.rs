@@ -199,12 +199,14 @@ fn a_static_input_computed_once_equals_the_input_repeated_over_the_steps() {
     assert_eq!(a.values.last(), b.values.last());
 }
 
-/// A recurrent spiking layer (snnTorch's RLeaky without self-connections) on rate-coded images.
+/// A recurrent spiking layer (snnTorch's RLeaky without self-connections) and a recurrent adaptive one
+/// (LSNN's ALIF, all to all) on rate-coded images.
 const RECURRENT: &str = r#"Network(
     name: "recurrent", dt_ms: 1.0, seed: 3,
     inputs: [(name: "pixels", size: 784)],
     layers: [
         Dense(units: 48), Lif(tau_mem_ms: 5.0, threshold: 0.5, learn_tau: PerChannel, recurrent: NoSelf),
+        Dense(units: 24), Alif(tau_mem_ms: 5.0, tau_adapt_ms: 20.0, beta_adapt: 0.1, threshold: 0.5, recurrent: AllToAll),
         Dense(units: 10), Li(tau_mem_ms: 20.0),
     ],
     training: (steps: 8, encoder: Rate(), epochs: 2, batch_size: 64, optimizer: Adam(lr: 2e-3)),
@@ -223,6 +225,8 @@ fn recurrent_stack_learns_repeats_itself_with_one_and_two_threads_and_resumes_ex
         let h = &saved.history;
         assert!(h.test_accuracy[1] > 0.4, "test accuracy {:?} (chance is 0.1)", h.test_accuracy);
         let (_, _, w) = saved.layers.iter().find(|(_, p, _)| p == "recurrent_weight").expect("saved");
+        let adaptive = saved.layers.iter().filter(|(l, p, _)| l.ends_with("Alif") && p == "recurrent_weight");
+        assert_eq!(adaptive.count(), 1, "the Alif layer's recurrent weights are trained and saved");
         assert_eq!(w.shape(), (48, 48));
         assert!((0..48).all(|i| w[(i, i)] == 0.0), "no self-connections");
         runs.push(saved.layers);

@@ -26,6 +26,7 @@
 pub mod currents;
 pub mod drive;
 pub mod estimate;
+pub mod layer;
 pub mod lif;
 pub mod monitor;
 mod shared;
@@ -41,6 +42,7 @@ use crate::rng::{self, Purpose, Stream};
 use crate::spec::{self, Model, Neuron, SpikeRecord, Synapse};
 use currents::Injection;
 use drive::PoissonDrive;
+use layer::LayerPopulation;
 use lif::{Exponential, HeldQueue, Input, LifConstants, Refractory};
 use monitor::{Monitors, SpikeLog, TraceLog};
 pub use shared::Share;
@@ -104,11 +106,14 @@ struct Arrival {
 #[derive(Debug, Clone)]
 pub struct SpikeRing {
     slots: Vec<Vec<u32>>,
+    /// Per slot, the value each id carries when its source is an analog encoder (a pixel's
+    /// intensity); empty for spikes, which carry 1.
+    values: Vec<Vec<f32>>,
 }
 
 impl SpikeRing {
     fn new(len: usize) -> Self {
-        SpikeRing { slots: vec![Vec::new(); len.max(1)] }
+        SpikeRing { slots: vec![Vec::new(); len.max(1)], values: vec![Vec::new(); len.max(1)] }
     }
 
     /// The ids stamped at step `stamp` (one of the last `len` steps).
@@ -116,18 +121,30 @@ impl SpikeRing {
         &self.slots[(stamp % self.slots.len() as u64) as usize]
     }
 
+    /// The values the ids stamped at `stamp` carry: empty for spikes (1 each).
+    pub fn values_at(&self, stamp: u64) -> &[f32] {
+        &self.values[(stamp % self.values.len() as u64) as usize]
+    }
+
     /// The emptied slot for step `stamp`, to be filled with its spikes.
     fn start(&mut self, stamp: u64) -> &mut Vec<u32> {
-        let len = self.slots.len() as u64;
-        let slot = &mut self.slots[(stamp % len) as usize];
-        slot.clear();
-        slot
+        self.start_with_values(stamp).0
+    }
+
+    /// The emptied slot for step `stamp` and its values.
+    fn start_with_values(&mut self, stamp: u64) -> (&mut Vec<u32>, &mut Vec<f32>) {
+        let k = (stamp % self.slots.len() as u64) as usize;
+        self.slots[k].clear();
+        self.values[k].clear();
+        (&mut self.slots[k], &mut self.values[k])
     }
 }
 
 #[derive(Debug, Clone)]
 pub enum Dynamics {
     Lif(Box<LifPopulation>),
+    /// A trained layer's neurons ([`layer`]), installed by [`Simulation::install_layer`].
+    Layer(Box<LayerPopulation>),
     Source(Generator),
 }
 
@@ -402,6 +419,17 @@ impl Simulation {
         })
     }
 
+    /// Makes population `index` (built as LIF, with the projections into it) run a trained
+    /// layer instead; the layer's size must be the population's.
+    pub fn install_layer(&mut self, index: usize, layer: LayerPopulation) {
+        assert_eq!(
+            layer.drive.len(),
+            self.populations[index].size,
+            "a trained layer replaces a population of its size"
+        );
+        self.populations[index].dynamics = Dynamics::Layer(Box::new(layer));
+    }
+
     /// The label of the data-set image a source presents, if one does.
     pub fn presented_label(&self) -> Option<u8> {
         self.populations.iter().find_map(|p| match &p.dynamics {
@@ -411,7 +439,7 @@ impl Simulation {
     }
 
     pub fn neuron_count(&self) -> usize {
-        self.populations.iter().filter(|p| matches!(p.dynamics, Dynamics::Lif(_))).map(|p| p.size).sum()
+        self.populations.iter().filter(|p| !matches!(p.dynamics, Dynamics::Source(_))).map(|p| p.size).sum()
     }
 
     pub fn synapse_count(&self) -> usize {
@@ -463,22 +491,38 @@ impl Simulation {
             self.next_change += 1;
         }
         for trace in &mut self.monitors.traces {
-            if let Dynamics::Lif(lif) = &self.populations[trace.population].dynamics {
-                trace.v.extend(trace.ids.iter().map(|&id| lif.v[id as usize] as f32));
-            }
+            let v = match &self.populations[trace.population].dynamics {
+                Dynamics::Lif(lif) => &lif.v,
+                Dynamics::Layer(layer) => layer.v(),
+                Dynamics::Source(_) => continue,
+            };
+            trace.v.extend(trace.ids.iter().map(|&id| v[id as usize] as f32));
         }
         for p in 0..self.populations.len() {
             if let Dynamics::Source(generator) = &mut self.populations[p].dynamics {
-                generator.emit(n, self.spikes[p].start(n));
+                let (ids, values) = self.spikes[p].start_with_values(n);
+                generator.emit(n, ids, values);
                 self.monitors.record_spikes(p, n, self.spikes[p].at(n));
             }
         }
         for p in 0..self.populations.len() {
-            if let Dynamics::Lif(lif) = &mut self.populations[p].dynamics {
-                self.events_delivered += update_population(lif, &self.incoming[p], &self.projections, &self.spikes, n);
+            match &mut self.populations[p].dynamics {
+                Dynamics::Lif(lif) => {
+                    self.events_delivered +=
+                        update_population(lif, &self.incoming[p], &self.projections, &self.spikes, n);
+                }
+                Dynamics::Layer(layer) => {
+                    self.events_delivered += layer.update(&self.incoming[p], &self.projections, &self.spikes, n);
+                }
+                Dynamics::Source(_) => {}
             }
         }
         for p in 0..self.populations.len() {
+            if let Dynamics::Layer(layer) = &self.populations[p].dynamics {
+                let fired = self.spikes[p].start(n + 1);
+                fired.extend_from_slice(&layer.fired);
+                self.monitors.record_spikes(p, n + 1, fired);
+            }
             if let Dynamics::Lif(lif) = &mut self.populations[p].dynamics {
                 match &mut self.sharing {
                     None => {
@@ -550,10 +594,17 @@ fn image_source(
     let folder = idx::stimulus_folder(data, model.stimulus_path.as_deref());
     let split = idx::load_dir(&folder)?.test;
     let pixels = split.images.pixels_per_image();
-    if pixels != size as usize {
+    if encoder.inputs(pixels) != size as usize {
+        let needs = match encoder {
+            Encoder::Sequence { per_step } => format!("a sequence of {per_step} pixels per step"),
+            _ => format!("images of {pixels} pixels"),
+        };
         return Err(Error::Data {
             path: folder,
-            message: format!("images have {pixels} pixels, but source {name:?} has size {size}"),
+            message: format!(
+                "{needs} need a source of size {}, but source {name:?} has size {size}",
+                encoder.inputs(pixels)
+            ),
         });
     }
     if index as usize >= split.len() {

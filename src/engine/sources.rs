@@ -39,8 +39,10 @@ impl Generator {
         Generator::Times { events, cursor: 0 }
     }
 
-    /// Appends the ids of generators firing in step `step` (steps are visited in order).
-    pub fn emit(&mut self, step: u64, out: &mut Vec<u32>) {
+    /// Appends the ids of generators firing in step `step` (steps are visited in order); an
+    /// image source also appends the value each carries to `values` (1 for a spike, the
+    /// pixel's intensity from an analog encoder), which trained layers read.
+    pub fn emit(&mut self, step: u64, out: &mut Vec<u32>, values: &mut Vec<f32>) {
         match self {
             Generator::Poisson { size, p, ln_q, next, rng } => {
                 if *p <= 0.0 {
@@ -58,7 +60,10 @@ impl Generator {
                 *next -= n;
             }
             Generator::Image { pixels, encoder, steps, rng, .. } => {
-                encoder.encode_step(pixels, step as usize, *steps, rng, |i, _| out.push(i));
+                encoder.encode_step(pixels, step as usize, *steps, rng, |i, x| {
+                    out.push(i);
+                    values.push(x);
+                });
             }
             Generator::Times { events, cursor } => {
                 while *cursor < events.len() && events[*cursor].0 < step {
@@ -86,7 +91,7 @@ mod tests {
         let steps = 100_000; // 10 s
         for s in 0..steps {
             out.clear();
-            g.emit(s, &mut out);
+            g.emit(s, &mut out, &mut Vec::new());
             for &i in &out {
                 counts[i as usize] += 1;
             }
@@ -103,7 +108,7 @@ mod tests {
         let mut seen = Vec::new();
         for s in 0..5 {
             let mut out = Vec::new();
-            g.emit(s, &mut out);
+            g.emit(s, &mut out, &mut Vec::new());
             seen.push(out);
         }
         assert_eq!(seen, vec![vec![0], vec![], vec![], vec![1, 2], vec![]]);

@@ -22,7 +22,7 @@ use crate::nn::linear::{self, ConvGeometry, Linear};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
-use crate::nn::spiking::{Decay, Kind, Recurrent, Spiking, SpikingTape};
+use crate::nn::spiking::{Adaptation, Decay, Kind, Recurrent, Spiking, SpikingTape};
 use crate::rng::{self, Purpose};
 use crate::spec::validate::input_shape;
 use crate::spec::{Layer as LayerSpec, Network, Recurrence, Shape, Training};
@@ -174,13 +174,15 @@ impl<F: Gemm> LayerNet<F> {
                 LayerSpec::Relu => Op::Relu,
                 LayerSpec::Dropout { rate } => Op::Dropout(rate),
                 LayerSpec::Flatten => Op::Flatten,
-                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Li { .. } => Op::Spiking(spiking_layer(
-                    spec,
-                    shape,
-                    net.dt_ms,
-                    training,
-                    rng::stream(seed, Purpose::Connectivity, i as u64),
-                )),
+                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Alif { .. } | LayerSpec::Li { .. } => {
+                    Op::Spiking(spiking_layer(
+                        spec,
+                        shape,
+                        net.dt_ms,
+                        training,
+                        rng::stream(seed, Purpose::Connectivity, i as u64),
+                    ))
+                }
             };
             layers.push(Layer { op, input: shape, output, label: format!("layers[{i}] {}", spec.kind()) });
             shape = output;
@@ -585,12 +587,20 @@ fn spiking_layer<F: Gemm>(
     let (kind, tau_syn) = match *spec {
         LayerSpec::Lif { .. } => (Kind::Lif, None),
         LayerSpec::CubaLif { tau_syn_ms, .. } => (Kind::CubaLif, Some(tau_syn_ms)),
+        LayerSpec::Alif { .. } => (Kind::Alif, None),
         LayerSpec::Li { .. } => (Kind::Li, None),
         _ => unreachable!("called for spiking layers only"),
     };
+    let adaptation = match *spec {
+        LayerSpec::Alif { tau_adapt_ms, beta_adapt, .. } => {
+            Some(Adaptation { rho: F::of((-dt_ms / tau_adapt_ms).exp()), b: F::of(beta_adapt) })
+        }
+        _ => None,
+    };
     let (tau_mem, threshold, reset, detach, surrogate, learn, recurrence) = match *spec {
         LayerSpec::Lif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent }
-        | LayerSpec::CubaLif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent, .. } => {
+        | LayerSpec::CubaLif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent, .. }
+        | LayerSpec::Alif { tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent, .. } => {
             (tau_mem_ms, threshold, reset, detach_reset, surrogate, learn_tau, recurrent)
         }
         LayerSpec::Li { tau_mem_ms, learn_tau } => {
@@ -620,5 +630,6 @@ fn spiking_layer<F: Gemm>(
         derivative: crate::surrogate::DerivativeTable::new(surrogate),
         shape,
         recurrent,
+        adaptation,
     }
 }

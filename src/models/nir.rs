@@ -60,7 +60,7 @@ fn neuron(layer: &Spiking<f32>, shape: Shape, dt: f64) -> Neuron {
     let threshold = Array::filled(&dims(shape), layer.threshold as f64);
     let (kind, tau_syn, w_in) = match (layer.kind, &layer.alpha) {
         (Kind::Li, _) => (NeuronKind::Li, None, None),
-        (Kind::Lif, _) => (NeuronKind::Lif, None, None),
+        (Kind::Lif | Kind::Alif, _) => (NeuronKind::Lif, None, None),
         (Kind::CubaLif, alpha) => {
             let alpha = decays(alpha.as_ref().expect("CubaLif has a synaptic decay"));
             let tau_syn: Vec<f64> = alpha.iter().map(|a| dt / (1.0 - a)).collect();
@@ -148,6 +148,12 @@ pub fn export(net: &LayerNet<f32>, dt: f64) -> Result<Exported, String> {
                 nodes.push((name, Node::Flatten { start_dim: 0, end_dim: -1, input_type: Some(dims(layer.input)) }))
             }
             Op::Spiking(s) => {
+                if s.kind == Kind::Alif {
+                    return Err(format!(
+                        "{label}: NIR 1.0 has no adaptive LIF (its threshold follows the spikes), so an Alif layer \
+                         cannot be exported"
+                    ));
+                }
                 if s.fires() && s.reset == SpikeReset::Subtract {
                     warnings.push(format!(
                         "{label}: reset by subtraction has no NIR form; exported as reset to 0, so after a \

@@ -257,7 +257,8 @@ impl Trainable for LayerRun {
 }
 
 /// Loads a checkpoint's parameters and buffers into `net`, checking names and shapes.
-pub fn load_state(net: &mut LayerNet<f32>, c: &Checkpoint) -> Result<()> {
+/// In f64 the stored f32 values are taken exactly.
+pub fn load_state<F: Gemm>(net: &mut LayerNet<F>, c: &Checkpoint) -> Result<()> {
     let names = net.named_params();
     let fits = c.layers.len() == names.len()
         && c.layers
@@ -270,17 +271,18 @@ pub fn load_state(net: &mut LayerNet<f32>, c: &Checkpoint) -> Result<()> {
     if !fits || !buffers_fit {
         return Err(Error::Training("the checkpoint's parameters do not match the model's layers".into()));
     }
+    let cast = |m: &DMatrix<f32>| m.map(|x| F::of(x as f64));
     for (p, (_, _, m)) in net.params_mut().into_iter().zip(&c.layers) {
-        p.copy_from(m);
+        p.copy_from(&cast(m));
     }
     for (b, (_, m)) in net.buffers_mut().into_iter().zip(&c.buffers) {
-        b.copy_from(m);
+        b.copy_from(&cast(m));
     }
     Ok(())
 }
 
-/// The trained model stored in a checkpoint.
-pub fn from_checkpoint(saved: &Checkpoint, path: &std::path::Path) -> Result<LayerNet<f32>> {
+/// The trained model stored in a checkpoint, in f32 (as trained) or f64.
+pub fn from_checkpoint<F: Gemm>(saved: &Checkpoint, path: &std::path::Path) -> Result<LayerNet<F>> {
     let (network, training) = saved.specs(path)?;
     let mut net = LayerNet::from_spec(&network, &training, saved.seed)?;
     load_state(&mut net, saved)?;

@@ -17,6 +17,18 @@
 //! Li:            v[t]  = v'[t], output v'[t]               leaky integrator, no spikes
 //! ```
 //!
+//! `Alif` (adaptive LIF, Bellec et al. 2018 and 2020) is a Lif whose threshold carries the
+//! layer's spikes: theta[t] = theta + b a[t], with a[t] = rho a[t-1] + s[t-1] (a[0] = 0,
+//! rho = exp(-dt / tau_adapt)), so each spike raises it by b and the rise decays with
+//! tau_adapt. Its spike and reset use theta[t] in place of theta (reset Subtract removes
+//! theta[t]), and the backward pass carries g_a, the gradient reaching a[t + 1]:
+//!
+//! ```text
+//! g_s      = dL/dy[t] + g_v dv/ds + g_a                 (a[t+1] = rho a[t] + s[t])
+//! g_theta  = -g_s S'(v'[t] - theta[t]) + g_v dv/dtheta   (Subtract: dv/dtheta = -s[t])
+//! g_a      = rho g_a + b g_theta                        (now the gradient reaching a[t])
+//! ```
+//!
 //! with v[-1] = i[-1] = 0, beta = exp(-dt / tau_mem), alpha = exp(-dt / tau_syn). With
 //! `detach_reset` the reset passes no gradient (dv/ds = 0), as snnTorch's and SpikingJelly's
 //! option of that name.
@@ -53,6 +65,8 @@ const ELEMENTS: usize = 4096;
 pub enum Kind {
     Lif,
     CubaLif,
+    /// Lif with an adaptive threshold ([`Adaptation`]).
+    Alif,
     /// Leaky integrator: the membrane is the output.
     Li,
 }
@@ -112,6 +126,17 @@ pub struct Spiking<F> {
     pub shape: Shape,
     /// Recurrent weights within the layer (vector layers only).
     pub recurrent: Option<Recurrent<F>>,
+    /// Alif's threshold adaptation.
+    pub adaptation: Option<Adaptation<F>>,
+}
+
+/// How an Alif layer's threshold follows its spikes: theta + b a[t], a[t] = rho a[t-1] + s[t-1].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adaptation<F> {
+    /// exp(-dt / tau_adapt).
+    pub rho: F,
+    /// The threshold's rise per spike.
+    pub b: F,
 }
 
 /// A layer's recurrent weights, n x n (row: the neuron fed, column: the neuron that spiked): the
@@ -136,7 +161,8 @@ impl<F: Real> Recurrent<F> {
     }
 }
 
-/// What the forward pass keeps for the backward pass: v'[t] for every step, and CubaLif's i[t].
+/// What the forward pass keeps for the backward pass: v'[t] for every step, and CubaLif's i[t]
+/// or Alif's a[t].
 #[derive(Debug, Clone)]
 pub struct SpikingTape<F> {
     pub v_pre: Vec<F>,
@@ -146,6 +172,11 @@ pub struct SpikingTape<F> {
 impl<F: Gemm> Spiking<F> {
     pub fn fires(&self) -> bool {
         self.kind != Kind::Li
+    }
+
+    /// Whether the tape keeps a second state per step (CubaLif's current, Alif's adaptation).
+    fn keeps_second_state(&self) -> bool {
+        self.alpha.is_some() || self.adaptation.is_some()
     }
 
     /// Per element of a piece starting at element `first`: its channel, and the decay factors.
@@ -169,6 +200,25 @@ impl<F: Gemm> Spiking<F> {
             }
         }
         (channels, decays)
+    }
+
+    /// One spike from v' - theta.
+    fn spike(&self, over: F, smooth: bool) -> F {
+        if smooth {
+            F::of(self.surrogate.primitive(over.to_f64()))
+        } else if over >= F::zero() {
+            F::one()
+        } else {
+            F::zero()
+        }
+    }
+
+    /// One membrane after the reset, for threshold `theta`.
+    fn reset_one(&self, v_pre: F, spike: F, theta: F) -> F {
+        match self.reset {
+            SpikeReset::Subtract => v_pre - theta * spike,
+            SpikeReset::Zero => v_pre * (F::one() - spike),
+        }
     }
 
     /// Spikes of a row of v' into `out`, in loops the compiler vectorises.
@@ -215,7 +265,7 @@ impl<F: Gemm> Spiking<F> {
         let mut y = DMatrix::zeros(x.nrows(), x.ncols());
         let mut tape = SpikingTape {
             v_pre: vec![F::zero(); x.len()],
-            current: vec![F::zero(); if alpha.is_some() { x.len() } else { 0 }],
+            current: vec![F::zero(); if self.keeps_second_state() { x.len() } else { 0 }],
         };
         let y_pieces = pieces(y.as_mut_slice(), block);
         let v_pieces = pieces(&mut tape.v_pre, block);
@@ -253,6 +303,20 @@ impl<F: Gemm> Spiking<F> {
         current: Option<&mut [F]>,
         smooth: bool,
     ) {
+        if let Some(adapt) = self.adaptation {
+            // `i` carries a[t].
+            if let Some(c) = current {
+                c.copy_from_slice(i);
+            }
+            for k in 0..input.len() {
+                vp[k] = b[k] * v[k] + input[k];
+                let theta = self.threshold + adapt.b * i[k];
+                y[k] = self.spike(vp[k] - theta, smooth);
+                v[k] = self.reset_one(vp[k], y[k], theta);
+                i[k] = adapt.rho * i[k] + y[k];
+            }
+            return;
+        }
         let drive = match a {
             Some(a) => {
                 for ((i, &a), &x) in i.iter_mut().zip(a).zip(input) {
@@ -274,6 +338,30 @@ impl<F: Gemm> Spiking<F> {
             y.copy_from_slice(vp);
         }
         self.reset_row(vp, y, v);
+    }
+
+    /// A fresh state for running `n` neurons of this layer one step at a time ([`Spiking::step`]),
+    /// as the engine runs a trained layer. Vector layers only: neuron k is channel k.
+    pub fn stepper(&self, n: usize) -> Stepper<F> {
+        let channels = self.shape.channels();
+        let zeros = || vec![F::zero(); n];
+        Stepper {
+            b: self.per_element(0, n, &self.beta.factors(channels)).1,
+            a: self.alpha.as_ref().map(|a| self.per_element(0, n, &a.factors(channels)).1),
+            v: zeros(),
+            i: zeros(),
+            v_pre: zeros(),
+            output: zeros(),
+        }
+    }
+
+    /// Advances a stepper by one step on `input` (the layer's input at this step, recurrent
+    /// input included): the same update as [`Spiking::forward`] in evaluation (hard spikes), so
+    /// a layer stepped here and run by the trainer agree to the rounding of their inputs. The
+    /// step's output (spikes, or Li's membrane) is left in `stepper.output`.
+    pub fn step(&self, st: &mut Stepper<F>, input: &[F]) {
+        let Stepper { b, a, v, i, v_pre, output } = st;
+        self.forward_step(input, b, a.as_deref(), v, i, v_pre, output, None, false);
     }
 
     /// Gradients: dL/dx, and dL/dlogit of each learnable decay (beta first, then alpha), given
@@ -366,7 +454,7 @@ impl<F: Gemm> Spiking<F> {
         let mut y = DMatrix::zeros(x.nrows(), x.ncols());
         let mut tape = SpikingTape {
             v_pre: vec![F::zero(); x.len()],
-            current: vec![F::zero(); if a.is_some() { x.len() } else { 0 }],
+            current: vec![F::zero(); if self.keeps_second_state() { x.len() } else { 0 }],
         };
         let (mut v, mut i) = (vec![F::zero(); block], vec![F::zero(); block]);
         let mut input = vec![F::zero(); block];
@@ -384,10 +472,9 @@ impl<F: Gemm> Spiking<F> {
                 }
             }
             let (ys, vp) = (&mut y.as_mut_slice()[here.clone()], &mut tape.v_pre[here.clone()]);
-            let mut currents: Vec<&mut [F]> = match a {
-                Some(_) => tape.current[here].chunks_mut(ELEMENTS).collect(),
-                None => Vec::new(),
-            };
+            let keeps = self.keeps_second_state();
+            let mut currents: Vec<&mut [F]> =
+                if keeps { tape.current[here].chunks_mut(ELEMENTS).collect() } else { Vec::new() };
             currents.resize_with(block.div_ceil(ELEMENTS), || &mut []);
             ys.par_chunks_mut(ELEMENTS)
                 .zip(vp.par_chunks_mut(ELEMENTS))
@@ -397,7 +484,7 @@ impl<F: Gemm> Spiking<F> {
                 .enumerate()
                 .for_each(|(p, ((((ys, vp), (v, i)), (input, b)), current))| {
                     let a = a.as_ref().map(|a| &a[p * ELEMENTS..p * ELEMENTS + ys.len()]);
-                    let current = a.is_some().then_some(current);
+                    let current = keeps.then_some(current);
                     self.forward_step(input, b, a, v, i, vp, ys, current, smooth);
                 });
         }
@@ -449,12 +536,7 @@ impl<F: Gemm> Spiking<F> {
                 piece.copy_from_slice(carry.g_in(a.is_some()));
             }
             if t > 0 {
-                let before = &tape.v_pre[(t - 1) * block..t * block];
-                if self.fires() {
-                    self.spikes(before, smooth, &mut spikes);
-                } else {
-                    spikes.copy_from_slice(before);
-                }
+                self.output_of(tape, (t - 1) * block..t * block, smooth, &mut spikes);
                 let g_in = &dx.as_slice()[t * block..(t + 1) * block];
                 if smooth {
                     par_matmul(
@@ -507,6 +589,9 @@ impl<F: Gemm> Spiking<F> {
         smooth: bool,
         learn: bool,
     ) {
+        if let Some(adapt) = self.adaptation {
+            return self.back_step_adaptive(adapt, tape, t, row, g_out, b, c, smooth, learn);
+        }
         let theta = self.threshold;
         let len = g_out.len();
         let vp = &tape.v_pre[row(t)];
@@ -528,7 +613,7 @@ impl<F: Gemm> Spiking<F> {
                     SpikeReset::Subtract => (F::one(), -theta),
                     SpikeReset::Zero => (F::one() - c.s[k], -vp[k]),
                 };
-                let g_s = g_out[k] + detach * c.g_v[k] * dv_ds;
+                let g_s = g_out[k] + detach * c.g_v[k] * dv_ds + c.g_i[k];
                 c.g_vp[k] = c.g_v[k] * dv_dvp + g_s * c.slope[k];
             }
         } else {
@@ -563,6 +648,71 @@ impl<F: Gemm> Spiking<F> {
         }
         for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&c.g_vp) {
             *g = b * d;
+        }
+    }
+
+    /// [`Spiking::back_step`] for Alif: the threshold of each step is theta + b a[t], and `c.g_i`
+    /// carries the gradient reaching a[t + 1] (see the module documentation).
+    #[allow(clippy::too_many_arguments)]
+    fn back_step_adaptive(
+        &self,
+        adapt: Adaptation<F>,
+        tape: &SpikingTape<F>,
+        t: usize,
+        row: impl Fn(usize) -> std::ops::Range<usize>,
+        g_out: &[F],
+        b: &[F],
+        c: &mut BackCarry<F>,
+        smooth: bool,
+        learn: bool,
+    ) {
+        let (vp, adapted) = (&tape.v_pre[row(t)], &tape.current[row(t)]);
+        let theta = |a: F| self.threshold + adapt.b * a;
+        for ((x, &v), &a) in c.slope.iter_mut().zip(vp).zip(adapted) {
+            *x = v - theta(a);
+        }
+        if smooth {
+            c.slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
+        } else {
+            F::surrogate_derivatives(&self.derivative, &mut c.slope);
+        }
+        let detach = if self.detach_reset { F::zero() } else { F::one() };
+        for k in 0..g_out.len() {
+            let th = theta(adapted[k]);
+            let s = self.spike(vp[k] - th, smooth);
+            let (dv_dvp, dv_ds, dv_dtheta) = match self.reset {
+                SpikeReset::Subtract => (F::one(), -th, -s),
+                SpikeReset::Zero => (F::one() - s, -vp[k], F::zero()),
+            };
+            let g_s = g_out[k] + detach * c.g_v[k] * dv_ds + c.g_i[k];
+            c.g_vp[k] = c.g_v[k] * dv_dvp + g_s * c.slope[k];
+            let g_theta = detach * c.g_v[k] * dv_dtheta - g_s * c.slope[k];
+            c.g_i[k] = adapt.rho * c.g_i[k] + adapt.b * g_theta;
+        }
+        if learn && t > 0 {
+            let (previous, adapted) = (&tape.v_pre[row(t - 1)], &tape.current[row(t - 1)]);
+            for ((acc, &g), (&v, &a)) in c.g_b.iter_mut().zip(&c.g_vp).zip(previous.iter().zip(adapted)) {
+                let th = theta(a);
+                *acc += g * self.reset_one(v, self.spike(v - th, smooth), th);
+            }
+        }
+        for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&c.g_vp) {
+            *g = b * d;
+        }
+    }
+
+    /// The output of the step whose tape rows are `range`: spikes (Alif's against that step's
+    /// threshold), or Li's membrane.
+    fn output_of(&self, tape: &SpikingTape<F>, range: std::ops::Range<usize>, smooth: bool, out: &mut [F]) {
+        let vp = &tape.v_pre[range.clone()];
+        match self.adaptation {
+            Some(adapt) => {
+                for ((o, &v), &a) in out.iter_mut().zip(vp).zip(&tape.current[range]) {
+                    *o = self.spike(v - (self.threshold + adapt.b * a), smooth);
+                }
+            }
+            None if self.fires() => self.spikes(vp, smooth, out),
+            None => out.copy_from_slice(vp),
         }
     }
 
@@ -623,6 +773,20 @@ fn add_gradient_of_fired<F: Real>(dw: &mut DMatrix<F>, g_in: &[F], spikes: &[F],
             }
         }
     });
+}
+
+/// A layer's state between steps when it is run one step at a time ([`Spiking::step`]).
+#[derive(Debug, Clone)]
+pub struct Stepper<F> {
+    /// Per neuron: the membrane and synaptic decays.
+    b: Vec<F>,
+    a: Option<Vec<F>>,
+    /// The membrane after the reset, CubaLif's current, and the last step's v'.
+    pub v: Vec<F>,
+    i: Vec<F>,
+    v_pre: Vec<F>,
+    /// The last step's output: 0/1 spikes, or Li's membrane.
+    pub output: Vec<F>,
 }
 
 /// What the backward pass carries from one step to the one before, for a piece of elements.
@@ -715,6 +879,7 @@ mod tests {
             derivative: DerivativeTable::new(Surrogate::default()),
             shape,
             recurrent: None,
+            adaptation: None,
         };
         let factors = [0.1, 0.2, 0.3];
         for first in [0, 7, 29, 30, 61] {

@@ -14,6 +14,7 @@ use crate::ranks::{Alone, Exchange};
 use crate::recording::Recording;
 use crate::spec::{self, Model};
 
+mod stack;
 mod trained;
 
 #[derive(Debug, Clone)]
@@ -103,6 +104,12 @@ impl fmt::Display for Summary {
 /// Loads the model named by `opts` with command-line overrides applied and checked.
 pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
     let model = spec::load_model(&opts.network, opts.stimulus.as_deref())?;
+    let (steps, seed) = run_length(&model, opts)?;
+    Ok((model, steps, seed))
+}
+
+/// The steps and seed of a run of `model`, from the command line or the network file.
+fn run_length(model: &Model, opts: &SimulateOptions) -> Result<(u64, u64)> {
     let net = &model.network;
     let (dt_ms, seed) = (net.dt_ms, opts.seed.unwrap_or(net.seed));
     let duration = opts.duration_ms.unwrap_or(net.duration_ms);
@@ -113,7 +120,7 @@ pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
         });
     }
     let steps = (duration / dt_ms).round().max(1.0) as u64;
-    Ok((model, steps, seed))
+    Ok((steps, seed))
 }
 
 /// Estimates what `model` needs to simulate for `steps` steps (default: its duration) and
@@ -133,14 +140,25 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
 /// [`simulate`] as one of the ranks of `exchange`: each builds and runs its share, all end with
 /// the same recording, and rank 0 alone writes the files.
 pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Result<Summary> {
-    let (mut model, mut steps, seed) = load(opts)?;
     if opts.checkpoint.is_some() && exchange.size() > 1 {
         return Err(Error::Simulation("--checkpoint runs on one rank only so far".into()));
     }
+    let (mut model, mut steps, seed, trained) = match &opts.checkpoint {
+        Some(checkpoint) if spec::load_network(&opts.network)?.0.is_layered() => {
+            let (model, trained) = stack::compile(&opts.network, checkpoint, opts.stimulus.as_deref())?;
+            let (steps, seed) = run_length(&model, opts)?;
+            (model, steps, seed, Some(trained))
+        }
+        _ => {
+            let (model, steps, seed) = load(opts)?;
+            (model, steps, seed, None)
+        }
+    };
     check_memory(&model, Some(steps), &opts.network)?;
-    let trained = match &opts.checkpoint {
-        Some(path) => Some(trained::prepare(&mut model, path)?),
-        None => None,
+    let trained = match (trained, &opts.checkpoint) {
+        (Some(t), _) => Some(t),
+        (None, Some(path)) => Some(trained::prepare(&mut model, path)?),
+        (None, None) => None,
     };
     if let Some(t) = &trained {
         steps += t.extra_steps;
@@ -148,7 +166,7 @@ pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Resul
     let started = Instant::now();
     let mut sim = Simulation::build_shared(&model, seed, Share::of(exchange))?;
     if let Some(t) = &trained {
-        t.load_weights(&mut sim)?;
+        t.load(&mut sim)?;
     }
     let build_s = started.elapsed().as_secs_f64();
 

@@ -1,31 +1,51 @@
 //! Simulating a trained network (`snn simulate --checkpoint`): the checkpoint's weights replace
-//! the projections' own, a mean-membrane readout integrates without firing as in training, and
-//! the class is read off the readout's membrane as the trainer reads it.
+//! the projections' own, trained layers replace the populations built for them
+//! ([`super::stack`]), and the class is read off the readout as the trainer reads it: the mean
+//! membrane of a silent readout, or a spiking readout's spike counts.
 
 use std::path::Path;
 
+use nalgebra::DMatrix;
+
 use crate::engine::Simulation;
+use crate::engine::layer::LayerPopulation;
 use crate::error::{Error, Result};
-use crate::io::checkpoint::{self, Checkpoint};
+use crate::io::checkpoint;
 use crate::recording::Recording;
-use crate::spec::{Model, Neuron, Readout, TraceRecord, Training};
+use crate::spec::{Model, Neuron, Readout as TrainedReadout, TraceRecord, Training};
+
+/// Where the class is read.
+#[derive(Debug, Clone)]
+pub struct Readout {
+    pub population: String,
+    /// The engine step that computes the trainer's first step (the layers before it delay
+    /// their input by one step each).
+    pub first_step: usize,
+    /// Spike counts (a spiking readout) rather than the mean membrane.
+    pub counts_spikes: bool,
+}
 
 pub struct Trained {
-    checkpoint: Checkpoint,
-    readout: Option<String>,
-    /// Steps of the training pass (T); the run takes one more so that the readout's potential
-    /// after the last of them is sampled.
-    steps: usize,
+    /// (source, target, weights n_target x n_source) per trained projection.
+    pub weights: Vec<(String, String, DMatrix<f32>)>,
+    /// Populations that run a trained layer, by name.
+    pub layers: Vec<(String, LayerPopulation)>,
+    pub readout: Option<Readout>,
+    /// Steps of the training pass (T).
+    pub steps: usize,
+    /// Steps the run takes beyond T: the readout's delay, and one more so that its potential
+    /// after the last step is sampled.
     pub extra_steps: u64,
 }
 
-/// Reads the checkpoint and adapts the model: a silent readout whose membrane is recorded.
+/// Reads a population chain's checkpoint and adapts the model: a silent readout whose membrane
+/// is recorded.
 pub fn prepare(model: &mut Model, path: &Path) -> Result<Trained> {
     let checkpoint = checkpoint::read(path)?;
     let training: Training = crate::spec::parse_ron(&checkpoint.training, path)?;
     let mut readout = None;
     let mut extra_steps = 0;
-    if training.readout == Readout::MeanMembrane {
+    if training.readout == TrainedReadout::MeanMembrane {
         let last = model
             .network
             .populations
@@ -37,19 +57,19 @@ pub fn prepare(model: &mut Model, path: &Path) -> Result<Trained> {
         let name = last.name.clone();
         model.network.record.traces.retain(|t| t.population != name);
         model.network.record.traces.push(TraceRecord { population: name.clone(), ids });
-        readout = Some(name);
+        readout = Some(Readout { population: name, first_step: 0, counts_spikes: false });
         extra_steps = 1;
     }
-    Ok(Trained { checkpoint, readout, steps: training.steps as usize, extra_steps })
+    Ok(Trained { weights: checkpoint.layers, layers: Vec::new(), readout, steps: training.steps as usize, extra_steps })
 }
 
 impl Trained {
     /// Writes each trained layer's weights into the engine's projection between the same two
-    /// populations (all-to-all, so every pair has its synapse).
-    pub fn load_weights(&self, sim: &mut Simulation) -> Result<()> {
-        for (from, to, w) in &self.checkpoint.layers {
-            let find = |name: &str| sim.populations.iter().position(|p| p.name == name);
-            let (Some(source), Some(target)) = (find(from), find(to)) else {
+    /// populations (all-to-all, so every pair has its synapse), and installs the trained layers.
+    pub fn load(&self, sim: &mut Simulation) -> Result<()> {
+        let find = |sim: &Simulation, name: &str| sim.populations.iter().position(|p| p.name == name);
+        for (from, to, w) in &self.weights {
+            let (Some(source), Some(target)) = (find(sim, from), find(sim, to)) else {
                 return Err(Error::Training(format!(
                     "the checkpoint's layer {from} -> {to} has no such populations here"
                 )));
@@ -59,7 +79,9 @@ impl Trained {
                     Error::Training(format!("no projection {from} -> {to} to load the checkpoint's weights into"))
                 })?;
             let synapses = &mut proj.synapses;
-            if synapses.len() != w.len() || synapses.n_source != w.ncols() {
+            let autapses_dropped = if source == target { w.nrows() } else { 0 };
+            let fits = synapses.len() == w.len() || synapses.len() + autapses_dropped == w.len();
+            if !fits || synapses.n_source != w.ncols() {
                 return Err(Error::Training(format!(
                     "projection {from} -> {to} has {} synapses, the checkpoint {} x {} weights",
                     synapses.len(),
@@ -69,23 +91,44 @@ impl Trained {
             }
             synapses.set_weights(|source, target| w[(target, source)]);
         }
+        for (name, layer) in &self.layers {
+            let index = find(sim, name).expect("the compiled model holds every trained layer");
+            sim.install_layer(index, layer.clone());
+        }
         Ok(())
     }
 
-    /// The class the readout votes for (mean potential after each of the T training steps),
+    /// The class the readout votes for (over the T engine steps that hold the trainer's steps),
     /// with `label`, the presented image's class if there is one.
     pub fn predict(&self, rec: &Recording, label: Option<u8>) -> Option<(usize, Option<u8>)> {
         let readout = self.readout.as_ref()?;
-        let trace = rec.traces.iter().find(|t| &t.population == readout).expect("recorded in prepare");
-        let n = trace.node_ids.len();
-        let rows = trace.v.len() / n.max(1);
-        let mut mean = vec![0.0f64; n];
-        for row in 1..=self.steps.min(rows.saturating_sub(1)) {
-            for (m, &v) in mean.iter_mut().zip(&trace.v[row * n..(row + 1) * n]) {
-                *m += v as f64;
+        let first = readout.first_step;
+        let votes = if readout.counts_spikes {
+            let pop = rec.populations.iter().find(|p| p.name == readout.population)?;
+            let mut counts = vec![0.0f64; pop.size as usize];
+            let (times, ids) = pop.spikes.as_ref()?;
+            // The trainer's step t ends at stamp first + t + 1.
+            let window = (first + 1) as f64..(first + self.steps + 1) as f64;
+            for (&time, &id) in times.iter().zip(ids) {
+                let stamp = (time / rec.info.dt_ms).round();
+                if stamp >= window.start && stamp < window.end {
+                    counts[id as usize] += 1.0;
+                }
             }
-        }
-        let predicted = mean.iter().enumerate().fold(0, |best, (k, &m)| if m > mean[best] { k } else { best });
-        Some((predicted, label))
+            counts
+        } else {
+            let trace = rec.traces.iter().find(|t| t.population == readout.population).expect("recorded in prepare");
+            let n = trace.node_ids.len();
+            let rows = trace.v.len() / n.max(1);
+            let mut mean = vec![0.0f64; n];
+            // Row r holds the potential after step r - 1.
+            for row in first + 1..=(first + self.steps).min(rows.saturating_sub(1)) {
+                for (m, &v) in mean.iter_mut().zip(&trace.v[row * n..(row + 1) * n]) {
+                    *m += v as f64;
+                }
+            }
+            mean
+        };
+        Some((crate::nn::loss::argmax(&votes), label))
     }
 }

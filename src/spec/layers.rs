@@ -114,6 +114,26 @@ pub enum Layer {
         #[serde(default)]
         recurrent: Recurrence,
     },
+    /// Adaptive LIF (Bellec et al. 2018, LSNN; 2020, e-prop): LIF whose threshold rises by
+    /// `beta_adapt` with each spike and decays back with `tau_adapt_ms`, giving the layer a
+    /// memory longer than its membrane's.
+    Alif {
+        tau_mem_ms: f64,
+        tau_adapt_ms: f64,
+        beta_adapt: f64,
+        #[serde(default = "one_f64")]
+        threshold: f64,
+        #[serde(default)]
+        reset: SpikeReset,
+        #[serde(default)]
+        detach_reset: Option<bool>,
+        #[serde(default)]
+        surrogate: Option<Surrogate>,
+        #[serde(default)]
+        learn_tau: Learnable,
+        #[serde(default)]
+        recurrent: Recurrence,
+    },
     /// Leaky integrator without spikes: the usual readout, scores = its membrane averaged over
     /// the steps.
     Li {
@@ -254,6 +274,7 @@ impl Layer {
             Layer::Flatten => "Flatten",
             Layer::Lif { .. } => "Lif",
             Layer::CubaLif { .. } => "CubaLif",
+            Layer::Alif { .. } => "Alif",
             Layer::Li { .. } => "Li",
             Layer::Repeat { .. } => "Repeat",
         }
@@ -266,7 +287,7 @@ impl Layer {
 
     /// Whether the layer emits spikes (a readout of it scores spike counts).
     pub fn fires(&self) -> bool {
-        matches!(self, Layer::Lif { .. } | Layer::CubaLif { .. })
+        matches!(self, Layer::Lif { .. } | Layer::CubaLif { .. } | Layer::Alif { .. })
     }
 
     /// The output shape for input `shape`, or what does not fit.
@@ -337,6 +358,13 @@ impl Layer {
             }
             Layer::CubaLif { tau_syn_ms, tau_mem_ms, threshold, surrogate, recurrent, .. } => {
                 spiking_problems(&[("tau_syn_ms", tau_syn_ms), ("tau_mem_ms", tau_mem_ms)], threshold, surrogate)?;
+                recurrence_problems(recurrent, shape).map(|_| shape)
+            }
+            Layer::Alif { tau_mem_ms, tau_adapt_ms, beta_adapt, threshold, surrogate, recurrent, .. } => {
+                spiking_problems(&[("tau_mem_ms", tau_mem_ms), ("tau_adapt_ms", tau_adapt_ms)], threshold, surrogate)?;
+                if !(beta_adapt.is_finite() && beta_adapt >= 0.0) {
+                    return Err(format!("beta_adapt: must be a number >= 0, got {beta_adapt}"));
+                }
                 recurrence_problems(recurrent, shape).map(|_| shape)
             }
             Layer::Li { tau_mem_ms, .. } => spiking_problems(&[("tau_mem_ms", tau_mem_ms)], 1.0, None).map(|_| shape),

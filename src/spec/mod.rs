@@ -88,9 +88,9 @@ pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Resu
         return Err(Error::Invalid {
             path: network_path.to_owned(),
             problems: vec![
-                "layers: the simulator runs populations and projections, not layer stacks; train and evaluate a \
-                 stack with snn train and snn eval, and record a trained spiking stack's spikes for one image \
-                 with snn explain CHECKPOINT --index N"
+                "layers: the simulator runs a layer stack once it is trained: give its weights with --checkpoint \
+                 CHECKPOINT.h5 (Dense and spiking layers), or record a trained stack's spikes for one image with \
+                 snn explain CHECKPOINT --index N"
                     .into(),
             ],
         });
@@ -109,6 +109,47 @@ pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Resu
         None => None,
     };
     check_model(network, network_text, network_path, &table, stimulus)
+}
+
+/// The model of a trained layer stack compiled to populations (`snn simulate STACK.ron
+/// --checkpoint`), with its stimulus (`stimulus_override`, else the one the stack's file names);
+/// `network_text` is the stack's file, which the recording keeps. Analog image sources are
+/// allowed: trained layers take them.
+pub fn model_for_trained_layers(
+    network: Network,
+    network_text: String,
+    network_path: &Path,
+    stimulus_override: Option<&Path>,
+) -> Result<Model> {
+    let (table, problems) = validate::check_network(&network);
+    if !problems.is_empty() {
+        return Err(Error::Training(format!("the compiled stack is not a valid network: {}", problems.join("; "))));
+    }
+    let stimulus_path = match (stimulus_override, &network.stimulus) {
+        (Some(p), _) => p.to_owned(),
+        (None, Some(rel)) => network_path.parent().unwrap_or(Path::new(".")).join(rel),
+        (None, None) => {
+            return Err(Error::Invalid {
+                path: network_path.to_owned(),
+                problems: vec![format!(
+                    "inputs: {:?} must be fed by a stimulus (--stimulus FILE) with a source of that name, e.g. an \
+                     Image source encoded as in training",
+                    network.inputs.first().map_or("", |i| i.name.as_str())
+                )],
+            });
+        }
+    };
+    let stimulus_text = read_text(&stimulus_path)?;
+    let stimulus: Stimulus = parse_ron(&stimulus_text, &stimulus_path)?;
+    invalid(&stimulus_path, validate::check_stimulus(&stimulus, &network, &table, true))?;
+    Ok(Model {
+        network,
+        network_path: network_path.to_owned(),
+        network_text,
+        stimulus,
+        stimulus_path: Some(stimulus_path),
+        stimulus_text,
+    })
 }
 
 /// Builds a checked model from texts; `path`s only name the texts in error messages.
@@ -131,7 +172,7 @@ fn check_model(
     let (stimulus, stimulus_text, stimulus_path) = match stimulus {
         Some((text, path)) => {
             let stim: Stimulus = parse_ron(&text, &path)?;
-            invalid(&path, validate::check_stimulus(&stim, &network, table))?;
+            invalid(&path, validate::check_stimulus(&stim, &network, table, false))?;
             (stim, text, Some(path))
         }
         None => (Stimulus::default(), String::new(), None),

@@ -2,6 +2,7 @@
 //! (`populations[1].neuron.Lif.tau_mem_ms`) and shows the offending value; all problems of a file
 //! are collected before reporting, so a user fixes them in one go.
 
+use crate::data::encode::Encoder;
 use std::collections::HashMap;
 
 use super::common::{Connect, Projection, Synapse};
@@ -285,14 +286,6 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
         match &src.kind {
             SourceKind::Image { encoder, .. } => {
                 problems.extend(encoder.problems(&format!("{path}.kind.Image.encoder")));
-                if matches!(
-                    encoder,
-                    crate::data::encode::Encoder::Current | crate::data::encode::Encoder::Sequence { .. }
-                ) {
-                    problems.push(format!(
-                        "{path}.kind.Image.encoder: an image source emits spikes; use Rate or Latency, not Current or Sequence"
-                    ));
-                }
             }
             SourceKind::Poisson { rate_hz } => {
                 non_negative(&mut problems, &format!("{path}.kind.Poisson.rate_hz"), *rate_hz)
@@ -338,8 +331,26 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
 }
 
 /// Checks a stimulus against the network it drives.
-pub fn check_stimulus(stim: &Stimulus, network: &Network, network_table: &PopulationTable) -> Vec<String> {
+/// `trained_layers`: the network runs a trained layer stack (`snn simulate --checkpoint`), whose
+/// layers take analog input too; LIF populations take spikes only.
+pub fn check_stimulus(
+    stim: &Stimulus,
+    network: &Network,
+    network_table: &PopulationTable,
+    trained_layers: bool,
+) -> Vec<String> {
     let mut problems = check_stimulus_alone(stim);
+    for (i, src) in stim.sources.iter().enumerate() {
+        if let SourceKind::Image { encoder: Encoder::Current | Encoder::Sequence { .. }, .. } = src.kind {
+            if !trained_layers {
+                problems.push(format!(
+                    "sources[{i}].kind.Image.encoder: Current and Sequence give analog values, which only a trained \
+                     layer stack takes (snn simulate STACK.ron --checkpoint); LIF populations take spikes: use Rate or \
+                     Latency"
+                ));
+            }
+        }
+    }
     let mut table = network_table.clone();
     for (i, src) in stim.sources.iter().enumerate() {
         match network.inputs.iter().find(|input| input.name == src.name) {

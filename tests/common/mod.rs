@@ -33,3 +33,11 @@ pub fn train_cli(network: &str, out: &Path, extra: &[&str], threads: Option<usiz
     args.extend_from_slice(extra);
     ok(&snn(&args, threads))
 }
+
+/// Tests that open HDF5 files while others spawn `snn` take turns. HDF5 opens files without close-on-exec, so a child `snn` spawned
+/// by one test inherits (and keeps locked) a file another test has open in this process at that
+/// moment; that test's next open of the file then fails to lock it.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
