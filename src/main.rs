@@ -63,6 +63,9 @@ enum Command {
         /// Seed of every random stream (default: the network's).
         #[arg(long)]
         seed: Option<u64>,
+        /// Delay of the recall task in steps (default: the network's); the trial's steps follow.
+        #[arg(long, allow_negative_numbers = true)]
+        delay: Option<i64>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -89,6 +92,10 @@ enum Command {
         /// Seeds per surrogate (the network's seed, seed + 1, ...).
         #[arg(long, default_value_t = 3)]
         seeds: u32,
+        /// Comma-separated delays of the recall task: the sweep repeats for each, and draws
+        /// accuracy against delay.
+        #[arg(long, value_delimiter = ',')]
+        delays: Vec<u32>,
         /// Train nothing: tabulate the runs already finished in the output folder (a sweep
         /// still running, or stopped early).
         #[arg(long)]
@@ -275,8 +282,8 @@ fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
                 say(&format!("{}: valid network{cost}\n", file.display()));
             }
         },
-        Command::Train { network, surrogate, resume, seed, run } => {
-            let opts = TrainOptions { network, surrogate, resume, seed, ..run.options() };
+        Command::Train { network, surrogate, resume, seed, delay, run } => {
+            let opts = TrainOptions { network, surrogate, resume, seed, delay, ..run.options() };
             let summary = snn::commands::train::train_shared(&opts, ranks)?;
             if ranks.rank() == 0 {
                 say(&summary.to_string());
@@ -285,9 +292,9 @@ fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
         Command::Eval { checkpoint, data, out } => {
             say(&snn::commands::train::eval(&checkpoint, data.as_deref(), out.as_deref())?.to_string());
         }
-        Command::Sweep { network, surrogates, seeds, finished_only, run } => {
+        Command::Sweep { network, surrogates, seeds, delays, finished_only, run } => {
             let runs = TrainOptions { network, ..run.options() };
-            let opts = snn::commands::sweep::SweepOptions { runs, surrogates, seeds, finished_only };
+            let opts = snn::commands::sweep::SweepOptions { runs, surrogates, seeds, delays, finished_only };
             say(&snn::commands::sweep::sweep(&opts)?.to_string());
         }
         Command::Explain { checkpoint, index, data, out } => {

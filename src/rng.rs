@@ -21,6 +21,8 @@ pub enum Purpose {
     Dropout = 6,
     /// Poisson input drawn per target neuron (index: the input; item: the block of targets).
     PoissonInput = 7,
+    /// The samples of a generated task (index: the split).
+    Task = 8,
 }
 
 /// SplitMix64 finaliser: a bijective mixer, so distinct inputs give unrelated seeds.

@@ -9,6 +9,10 @@
 //! sweep reads instead of training again; a run cut short continues from its checkpoint. So an
 //! interrupted sweep goes on where it stopped, and a sweep folder kept without its checkpoints
 //! (as benches/report/sweeps/ keeps them) can still be tabulated and extended.
+//!
+//! With `--delays` (the recall task) the sweep repeats for each delay D in `OUT/delay<D>/`, then
+//! tabulates and draws the final accuracy against the delay per surrogate (`delays.md`,
+//! `delays.csv`, `delays.png`), and the longest delay each surrogate solved to 95%.
 
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -34,6 +38,8 @@ pub struct SweepOptions {
     pub runs: TrainOptions,
     pub surrogates: Vec<Surrogate>,
     pub seeds: u32,
+    /// Recall-task delays to sweep (empty: the network's own).
+    pub delays: Vec<u32>,
     /// Tabulate only the runs already finished; train nothing.
     pub finished_only: bool,
 }
@@ -136,6 +142,9 @@ struct RunRecord {
     data: PathBuf,
     train_samples: Option<u32>,
     test_samples: Option<u32>,
+    /// The recall task's delay, when the sweep sets it.
+    #[serde(default)]
+    delay: Option<i64>,
     dead_share: f64,
     history: History,
 }
@@ -153,8 +162,9 @@ impl RunRecord {
 
     /// Whether the record is of the run `wanted` describes (all but the results).
     fn is_run(&self, wanted: &RunRecord) -> bool {
-        fn settings(r: &RunRecord) -> (&str, &str, u64, u32, &Path, Option<u32>, Option<u32>) {
-            (&r.network_spec, &r.surrogate, r.seed, r.epochs, &r.data, r.train_samples, r.test_samples)
+        type Settings<'a> = (&'a str, &'a str, u64, u32, &'a Path, Option<u32>, Option<u32>, Option<i64>);
+        fn settings(r: &RunRecord) -> Settings<'_> {
+            (&r.network_spec, &r.surrogate, r.seed, r.epochs, &r.data, r.train_samples, r.test_samples, r.delay)
         }
         settings(self) == settings(wanted)
     }
@@ -217,6 +227,7 @@ fn reuse_or_train(
                 out: Some(dir.to_owned()),
                 resume,
                 seed: Some(wanted.seed),
+                delay: wanted.delay,
                 ..base.clone()
             })?;
             history
@@ -236,11 +247,76 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
         });
     }
     let base = &opts.runs;
+    let (network, _) = spec::load_network(&base.network)?;
+    let out = base.out.clone().unwrap_or_else(|| Path::new("outputs").join(format!("sweep_{}", network.name)));
+    if opts.delays.is_empty() {
+        return sweep_in(opts, &out, None);
+    }
+    let mut by_delay = Vec::new();
+    let mut files = Vec::new();
+    for &delay in &opts.delays {
+        let summary = sweep_in(opts, &out.join(format!("delay{delay}")), Some(delay))?;
+        files.extend(summary.files);
+        by_delay.push((delay, summary.rows));
+    }
+    let (table, csv) = delay_tables(&network.name, &by_delay);
+    for (name, text) in [("delays.md", table), ("delays.csv", csv)] {
+        let path = out.join(name);
+        write_atomically(&path, |tmp| std::fs::write(tmp, &text).map_err(|e| Error::write(&path, e)))?;
+        files.push(path);
+    }
+    let figure = out.join("delays.png");
+    plot::delays(&by_delay, &network.name, &figure)?;
+    files.push(figure);
+    let rows = by_delay.pop().map(|(_, rows)| rows).unwrap_or_default();
+    Ok(SweepSummary {
+        name: format!("{} (delays {:?}; the table: the longest)", network.name, opts.delays),
+        rows,
+        files,
+    })
+}
+
+/// Accuracy against delay, a row per surrogate (mean +- std over seeds), with the longest delay
+/// solved (mean final accuracy >= 95%): as markdown and CSV.
+fn delay_tables(name: &str, by_delay: &[(u32, Vec<Row>)]) -> (String, String) {
+    let surrogates: Vec<&str> =
+        by_delay.first().map(|(_, rows)| rows.iter().map(|r| r.surrogate.as_str()).collect()).unwrap_or_default();
+    let mut md = format!("{name}: final test accuracy (%) against the delay, mean +- std over seeds\n\n| surrogate |");
+    let mut csv = String::from("surrogate,delay,runs,mean_test_accuracy,std_test_accuracy\n");
+    for (d, _) in by_delay {
+        let _ = write!(md, " D = {d} |");
+    }
+    md += " longest D at >= 95% |\n|---|";
+    md += &"---|".repeat(by_delay.len() + 1);
+    md += "\n";
+    for s in surrogates {
+        let _ = write!(md, "| {s} |");
+        let mut longest = None;
+        for (d, rows) in by_delay {
+            match rows.iter().find(|r| r.surrogate == s) {
+                Some(r) => {
+                    let _ = write!(md, " {:.1} +- {:.1} ({}) |", 100.0 * r.mean, 100.0 * r.std, r.runs);
+                    let _ = writeln!(csv, "{s},{d},{},{},{}", r.runs, r.mean, r.std);
+                    if r.mean >= 0.95 {
+                        longest = Some(*d);
+                    }
+                }
+                None => md += " - |",
+            }
+        }
+        let _ = writeln!(md, " {} |", longest.map_or("none".to_string(), |d| d.to_string()));
+    }
+    (md, csv)
+}
+
+/// The sweep of one configuration (the network's, or with the recall task's `delay`) in `out`.
+fn sweep_in(opts: &SweepOptions, out: &Path, delay: Option<u32>) -> Result<SweepSummary> {
+    let base = &opts.runs;
     let (network, text) = spec::load_network(&base.network)?;
     let training = spec::training_section(&network, &base.network)?;
     let epochs = base.epochs.unwrap_or(training.epochs);
     let data = trainer::data_folder(base.data.as_deref(), &training, &base.network);
-    let out = base.out.clone().unwrap_or_else(|| Path::new("outputs").join(format!("sweep_{}", network.name)));
+    let out = out.to_owned();
     let mut results = Vec::new();
     let total = opts.surrogates.len() * opts.seeds as usize;
     // Seed by seed, so that a sweep stopped early has every surrogate with as many seeds as
@@ -258,12 +334,14 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
                 data: data.clone(),
                 train_samples: base.train_samples,
                 test_samples: base.test_samples,
+                delay: delay.map(i64::from),
                 dead_share: f64::NAN,
                 history: History::default(),
             };
+            let at = delay.map(|d| format!(" delay {d}")).unwrap_or_default();
             let say = |what: &str| {
                 if base.progress {
-                    eprintln!("run {run}/{total}: {} seed {seed}{what}", surrogate.name());
+                    eprintln!("run {run}/{total}:{at} {} seed {seed}{what}", surrogate.name());
                 }
             };
             let Some(record) = reuse_or_train(base, *surrogate, &dir, wanted, opts.finished_only, say)? else {

@@ -81,6 +81,22 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
     let seed = opts.seed.unwrap_or(network.seed);
     let name = network.name.clone();
     let mut run = fit::start(network, text, training.clone(), seed)?;
+    if let (Some(bytes), Some(free)) = (run.tape_bytes(), crate::engine::estimate::available_memory()) {
+        if bytes > free {
+            let size = crate::engine::estimate::size;
+            return Err(Error::Data {
+                path: opts.network.clone(),
+                message: format!(
+                    "training over {} steps at batch {} keeps about {} for back-propagation through time, {} \
+                     available; shorten the sequence (--delay) or the batch",
+                    training.steps,
+                    training.batch_size,
+                    size(bytes),
+                    size(free)
+                ),
+            });
+        }
+    }
     if ranks.size() > 1 && !run.shares_batches() {
         return Err(Error::Training(format!(
             "{}: training over several ranks supports chains of spiking populations so far, not layer stacks",

@@ -11,8 +11,13 @@
 //! - `Sequence`: the image read in order, `per_step` pixels per step as currents (their
 //!   intensities): `per_step` 28 feeds a Fashion-MNIST image row by row over 28 steps, 1 pixel by
 //!   pixel over 784 (sequential MNIST). The input then has `per_step` neurons.
+//! - `Recall`: the store-and-recall memory task (Bellec et al. 2018), on generated samples whose
+//!   one "pixel" is the cue class c ([`super::tasks`]): input group c fires during the first
+//!   `cue_steps`, then only background noise for `delay` steps, then the recall group (the last)
+//!   fires for `recall_steps`; the label is c, scored in the recall window only. Every input
+//!   fires at `noise_probability` per step throughout, a group at `cue_probability` while shown.
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use super::events::Events;
@@ -33,6 +38,26 @@ pub enum Encoder {
     Sequence {
         per_step: u32,
     },
+    Recall {
+        classes: u32,
+        /// Input neurons per cue class and for the recall signal.
+        group: u32,
+        cue_steps: u32,
+        delay: u32,
+        recall_steps: u32,
+        #[serde(default = "half")]
+        cue_probability: f64,
+        #[serde(default = "percent")]
+        noise_probability: f64,
+    },
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+fn percent() -> f64 {
+    0.01
 }
 
 fn one() -> f64 {
@@ -59,7 +84,7 @@ pub fn intensity(p: u8) -> f32 {
 impl Encoder {
     /// Whether encoding draws random numbers (and so depends on the stream it is given).
     pub fn is_random(&self) -> bool {
-        matches!(self, Encoder::Rate { .. })
+        matches!(self, Encoder::Rate { .. } | Encoder::Recall { .. })
     }
 
     pub fn problems(&self, path: &str) -> Vec<String> {
@@ -71,7 +96,39 @@ impl Encoder {
                 vec![format!("{path}.Latency.threshold: must lie in [0, 1), got {threshold}")]
             }
             Encoder::Sequence { per_step: 0 } => vec![format!("{path}.Sequence.per_step: must be at least 1")],
+            Encoder::Recall { classes, group, cue_steps, recall_steps, cue_probability, noise_probability, .. } => {
+                let mut problems = Vec::new();
+                if !(2..=255).contains(&classes) {
+                    problems.push(format!("{path}.Recall.classes: must lie in 2 ..= 255, got {classes}"));
+                }
+                for (name, value) in [("group", group), ("cue_steps", cue_steps), ("recall_steps", recall_steps)] {
+                    if value == 0 {
+                        problems.push(format!("{path}.Recall.{name}: must be at least 1"));
+                    }
+                }
+                for (name, p) in [("cue_probability", cue_probability), ("noise_probability", noise_probability)] {
+                    if !(0.0..=1.0).contains(&p) {
+                        problems.push(format!("{path}.Recall.{name}: must lie in [0, 1], got {p}"));
+                    }
+                }
+                problems
+            }
             _ => vec![],
+        }
+    }
+
+    /// Whether the encoder comes with its own generated data set ([`super::tasks`]) instead of
+    /// images read from files.
+    pub fn generates_data(&self) -> bool {
+        matches!(self, Encoder::Recall { .. })
+    }
+
+    /// The step from which the model's output counts in the scores: the recall window of the
+    /// memory task, else the first.
+    pub fn scored_from(&self) -> usize {
+        match *self {
+            Encoder::Recall { cue_steps, delay, .. } => (cue_steps + delay) as usize,
+            _ => 0,
         }
     }
 
@@ -79,16 +136,32 @@ impl Encoder {
     pub fn inputs(&self, pixels: usize) -> usize {
         match *self {
             Encoder::Sequence { per_step } => per_step as usize,
+            Encoder::Recall { classes, group, .. } => ((classes + 1) * group) as usize,
             _ => pixels,
         }
     }
 
-    /// The steps a sequence of `pixels` pixels takes (None for the other encoders, which run
-    /// any number of steps).
+    /// The steps a sequence of `pixels` pixels takes, or a recall trial (None for the other
+    /// encoders, which run any number of steps).
     pub fn sequence_steps(&self, pixels: usize) -> Option<usize> {
         match *self {
             Encoder::Sequence { per_step } => Some(pixels.div_ceil(per_step.max(1) as usize)),
+            Encoder::Recall { cue_steps, delay, recall_steps, .. } => {
+                Some(cue_steps as usize + delay as usize + recall_steps as usize)
+            }
             _ => None,
+        }
+    }
+
+    /// What [`Encoder::inputs`] and [`Encoder::sequence_steps`] count, for messages.
+    pub fn describe_input(&self, pixels: usize) -> String {
+        match *self {
+            Encoder::Sequence { per_step } => format!("a sequence of {per_step} pixels per step"),
+            Encoder::Recall { classes, group, cue_steps, delay, recall_steps, .. } => format!(
+                "a recall trial ({classes} cue groups and a recall group of {group} inputs; {cue_steps} + {delay} + \
+                 {recall_steps} steps)"
+            ),
+            _ => format!("images of {pixels} pixels"),
         }
     }
 
@@ -132,6 +205,23 @@ impl Encoder {
                 let row = &pixels[first..(first + per_step).min(pixels.len())];
                 for (i, &p) in row.iter().enumerate().filter(|(_, p)| **p > 0) {
                     emit(i as u32, intensity(p));
+                }
+            }
+            Encoder::Recall { classes, group, cue_steps, delay, recall_steps, cue_probability, noise_probability } => {
+                let (group, step) = (group as usize, step as u32);
+                let shown = if step < cue_steps {
+                    Some(pixels[0] as usize)
+                } else if step >= cue_steps + delay && step < cue_steps + delay + recall_steps {
+                    Some(classes as usize)
+                } else {
+                    None
+                };
+                for i in 0..(classes as usize + 1) * group {
+                    let p = if shown == Some(i / group) { cue_probability } else { noise_probability };
+                    // One draw per input and step, whatever the probabilities.
+                    if rng.random::<f64>() < p {
+                        emit(i as u32, 1.0);
+                    }
                 }
             }
             Encoder::Latency { threshold } => {

@@ -1,6 +1,7 @@
-//! Data sets (MNIST-format IDX files), the encoders that turn images into input over time, and
+//! Data sets (MNIST-format IDX files, or generated tasks), the encoders that turn images into input over time, and
 //! the sparse per-step events they produce.
 
 pub mod encode;
 pub mod events;
 pub mod idx;
+pub mod tasks;

@@ -595,10 +595,7 @@ fn image_source(
     let split = idx::load_dir(&folder)?.test;
     let pixels = split.images.pixels_per_image();
     if encoder.inputs(pixels) != size as usize {
-        let needs = match encoder {
-            Encoder::Sequence { per_step } => format!("a sequence of {per_step} pixels per step"),
-            _ => format!("images of {pixels} pixels"),
-        };
+        let needs = encoder.describe_input(pixels);
         return Err(Error::Data {
             path: folder,
             message: format!(

@@ -122,6 +122,9 @@ pub struct LayerNet<F> {
     pub steps: usize,
     /// How a spiking model's input is encoded over the steps.
     pub encoder: Encoder,
+    /// The first step whose output counts in the scores (the recall window of the memory task;
+    /// 0 otherwise).
+    pub scored_from: usize,
 }
 
 impl<F: Gemm> LayerNet<F> {
@@ -188,7 +191,40 @@ impl<F: Gemm> LayerNet<F> {
             shape = output;
         }
         let steps = training.steps.max(1) as usize;
-        Ok(LayerNet { input, layers, surrogate: training.surrogate, smooth: false, steps, encoder: training.encoder })
+        Ok(LayerNet {
+            input,
+            layers,
+            surrogate: training.surrogate,
+            smooth: false,
+            steps,
+            encoder: training.encoder,
+            scored_from: training.encoder.scored_from().min(steps - 1),
+        })
+    }
+
+    /// Bytes a training pass over `batch` samples keeps for the backward pass, estimated: every
+    /// layer's output over the steps, a spiking layer's v' (and its current or adaptation),
+    /// batch norm's normalised values, a dropout mask, a convolution's patches, and twice the
+    /// largest layer for the gradients on their way back. It grows with the steps: what
+    /// refuses a sequence too long for memory.
+    pub fn tape_bytes(&self, batch: usize) -> f64 {
+        let columns = (batch * self.steps) as f64;
+        let mut elements = self.input.size() as f64 * columns;
+        let mut largest: f64 = 0.0;
+        for layer in &self.layers {
+            let out = layer.output.size() as f64 * columns;
+            largest = largest.max(out);
+            elements += out
+                * match &layer.op {
+                    Op::Spiking(s) => 2.0 + (s.alpha.is_some() || s.adaptation.is_some()) as u8 as f64,
+                    Op::Conv(_, g) => {
+                        1.0 + (g.kernel * g.kernel * layer.input.channels()) as f64 / layer.output.channels() as f64
+                    }
+                    Op::BatchNorm(_) | Op::Dropout(_) => 2.0,
+                    _ => 1.0,
+                };
+        }
+        (elements + 2.0 * largest) * std::mem::size_of::<F>() as f64
     }
 
     /// How the scores come from the last layer.
@@ -244,9 +280,13 @@ impl<F: Gemm> LayerNet<F> {
         if self.steps == 1 || !self.is_spiking() {
             return out.clone();
         }
-        let mut scores = self.sum_over_steps(out.clone());
+        let samples = out.ncols() / self.steps;
+        let mut scores = out.columns(self.scored_from * samples, samples).into_owned();
+        for t in self.scored_from + 1..self.steps {
+            scores += out.columns(t * samples, samples);
+        }
         if self.reduction() == ScoreReduction::Mean {
-            scores *= F::one() / F::of(self.steps as f64);
+            scores *= F::one() / F::of((self.steps - self.scored_from) as f64);
         }
         scores
     }
@@ -257,9 +297,11 @@ impl<F: Gemm> LayerNet<F> {
             return d_scores;
         }
         if self.reduction() == ScoreReduction::Mean {
-            d_scores *= F::one() / F::of(self.steps as f64);
+            d_scores *= F::one() / F::of((self.steps - self.scored_from) as f64);
         }
-        self.repeat_over_steps(&d_scores)
+        let mut spread = self.repeat_over_steps(&d_scores);
+        spread.columns_mut(0, self.scored_from * d_scores.ncols()).fill(F::zero());
+        spread
     }
 
     pub fn classes(&self) -> usize {

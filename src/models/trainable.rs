@@ -28,6 +28,11 @@ pub trait Trainable {
         totals: &mut PassTotals,
         ranks: &dyn Exchange,
     ) -> std::result::Result<Vec<f64>, f64>;
+    /// Bytes one training batch keeps for back-propagation through time, when the model can
+    /// estimate them ([`crate::models::net::LayerNet::tape_bytes`]).
+    fn tape_bytes(&self) -> Option<f64> {
+        None
+    }
     /// Whether [`Trainable::train_batch`] can share a batch among ranks.
     fn shares_batches(&self) -> bool {
         false

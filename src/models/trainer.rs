@@ -184,6 +184,10 @@ impl Trainable for LayerRun {
         &self.state
     }
 
+    fn tape_bytes(&self) -> Option<f64> {
+        Some(self.net.tape_bytes(self.state.training.batch_size as usize))
+    }
+
     fn state_mut(&mut self) -> &mut RunState {
         &mut self.state
     }

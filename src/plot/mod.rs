@@ -13,7 +13,7 @@ pub use concepts::{concept_grid, concept_weights, explanation};
 pub use gradient_decay::gradient_decay;
 pub use raster::raster;
 pub use surrogates::surrogates;
-pub use sweep::sweep;
+pub use sweep::{delays, sweep};
 pub use traces::traces;
 pub use training::{confusion, training_curves};
 

@@ -83,3 +83,47 @@ pub fn sweep(rows: &[Row], results: &[RunResult], name: &str, path: &Path) -> Re
         Ok(())
     })
 }
+
+/// The delay sweep of the recall task: final test accuracy against the delay, a line per
+/// surrogate (mean over seeds, a bar of +-1 standard deviation), with chance and 95% marked.
+pub fn delays(by_delay: &[(u32, Vec<Row>)], name: &str, path: &Path) -> Result<()> {
+    let surrogates: Vec<String> =
+        by_delay.first().map(|(_, rows)| rows.iter().map(|r| r.surrogate.clone()).collect()).unwrap_or_default();
+    let max_delay = by_delay.iter().map(|(d, _)| *d).max().unwrap_or(1).max(1) as f64;
+    draw_png(path, (900, 560), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(format!("{name}: recall accuracy against delay (mean +- std over seeds)"), ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(45)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..max_delay * 1.05, 0.0..101.0)?;
+        chart
+            .configure_mesh()
+            .x_desc("delay D (steps between cue and recall)")
+            .y_desc("test accuracy (%)")
+            .label_style(("sans-serif", 14))
+            .draw()?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(0.0, 95.0), (max_delay * 1.05, 95.0)],
+            BLACK.mix(0.4).stroke_width(1),
+        )))?;
+        for (i, s) in surrogates.iter().enumerate() {
+            let c = colour(i);
+            let points: Vec<(f64, f64, f64)> = by_delay
+                .iter()
+                .filter_map(|(d, rows)| rows.iter().find(|r| &r.surrogate == s).map(|r| (*d as f64, r.mean, r.std)))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.iter().map(|&(d, m, _)| (d, 100.0 * m)), c.stroke_width(2)))?
+                .label(s.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+            chart.draw_series(points.iter().map(|&(d, m, _)| Circle::new((d, 100.0 * m), 4, c.filled())))?;
+            for &(d, m, sd) in &points {
+                let (lo, hi) = (100.0 * (m - sd), 100.0 * (m + sd));
+                chart.draw_series(std::iter::once(PathElement::new(vec![(d, lo), (d, hi)], c.stroke_width(2))))?;
+            }
+        }
+        legend(&mut chart).position(SeriesLabelPosition::LowerLeft).draw()?;
+        Ok(())
+    })
+}

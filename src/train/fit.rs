@@ -52,11 +52,17 @@ pub fn epoch(
     for (b, indices) in order.chunks(training.batch_size as usize).enumerate() {
         let batch_norms =
             run.train_batch(&data.train, indices, epoch, lr_factor, &mut totals, ranks).map_err(|loss| {
-                Error::Training(format!(
-                    "the loss became {loss} in epoch {} batch {}; the last good checkpoint is kept",
-                    epoch + 1,
-                    b + 1
-                ))
+                let what = if loss.is_finite() {
+                    format!(
+                        "a gradient overflowed (loss {loss:.4}) in epoch {} batch {}; over long sequences \
+                         detach_reset or a smaller learning rate often helps",
+                        epoch + 1,
+                        b + 1
+                    )
+                } else {
+                    format!("the loss became {loss} in epoch {} batch {}", epoch + 1, b + 1)
+                };
+                Error::Training(format!("{what}; the last good checkpoint is kept"))
             })?;
         norms.resize(batch_norms.len(), 0.0);
         norms.iter_mut().zip(batch_norms).for_each(|(n, b)| *n += b);

@@ -16,6 +16,7 @@ use super::bptt::{self, Events, Scratch, Tape};
 use super::net::TrainNet;
 use crate::data::encode::{Encoder, encoding_stream};
 use crate::data::idx::{self, Dataset, Split};
+use crate::data::tasks;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::models::Trainable;
@@ -44,6 +45,8 @@ pub struct TrainOptions {
     pub train_samples: Option<u32>,
     pub test_samples: Option<u32>,
     pub progress: bool,
+    /// The recall task's delay in steps, replacing the network's (`--delay`).
+    pub delay: Option<i64>,
 }
 
 /// Per-chunk scratch space, kept across batches.
@@ -399,29 +402,37 @@ pub fn load_data(
     train_samples: Option<u32>,
     test_samples: Option<u32>,
 ) -> Result<Dataset> {
-    let mut data = idx::load_dir(dir)?;
+    let encoder = training.encoder;
+    let mut data = match encoder {
+        Encoder::Recall { classes, .. } => {
+            let train = train_samples.or(training.train_samples).map_or(tasks::RECALL_TRAIN_SAMPLES, |n| n as usize);
+            let test = test_samples.or(training.test_samples).map_or(tasks::RECALL_TEST_SAMPLES, |n| n as usize);
+            tasks::recall(classes, train, test)
+        }
+        _ => idx::load_dir(dir)?,
+    };
     let pixels = data.train.images.pixels_per_image();
     let input = &network.inputs[0];
-    if training.encoder.inputs(pixels) != input.size as usize {
-        let fed = match training.encoder {
-            Encoder::Sequence { per_step } => format!("a sequence of {per_step} pixels per step"),
-            _ => format!("{} x {} = {pixels} pixels", data.train.images.rows, data.train.images.cols),
-        };
+    if encoder.inputs(pixels) != input.size as usize {
         return Err(Error::Data {
             path: dir.to_owned(),
             message: format!(
-                "the encoder feeds {fed}, but the input population {:?} has size {}",
-                input.name, input.size
+                "the encoder feeds {} to {} inputs, but the input population {:?} has size {}",
+                encoder.describe_input(pixels),
+                encoder.inputs(pixels),
+                input.name,
+                input.size
             ),
         });
     }
-    if let Some(steps) = training.encoder.sequence_steps(pixels) {
+    if let Some(steps) = encoder.sequence_steps(pixels) {
         if steps != training.steps as usize {
             return Err(Error::Data {
                 path: dir.to_owned(),
                 message: format!(
-                    "a sequence of {pixels} pixels at {} per step takes {steps} steps, but training.steps is {}",
-                    input.size, training.steps
+                    "{} takes {steps} steps, but training.steps is {}",
+                    encoder.describe_input(pixels),
+                    training.steps
                 ),
             });
         }
@@ -457,5 +468,25 @@ pub fn load_training(opts: &TrainOptions) -> Result<(Network, String, Training)>
         }
         training.epochs = e;
     }
+    if let Some(delay) = opts.delay {
+        set_delay(&mut training, delay)?;
+    }
     Ok((network, text, training))
+}
+
+/// Sets the recall task's delay, and the steps of a trial with it.
+fn set_delay(training: &mut Training, delay: i64) -> Result<()> {
+    let refuse = |why: String| Error::Invalid { path: "--delay".into(), problems: vec![format!("--delay: {why}")] };
+    let Encoder::Recall { delay: ref mut d, cue_steps, recall_steps, .. } = training.encoder else {
+        return Err(refuse(format!(
+            "only the recall task has a delay; this network's encoder is {:?}",
+            training.encoder
+        )));
+    };
+    if !(0..=i64::from(u32::MAX) - i64::from(cue_steps) - i64::from(recall_steps)).contains(&delay) {
+        return Err(refuse(format!("must be a number of steps >= 0, got {delay}")));
+    }
+    *d = delay as u32;
+    training.steps = cue_steps + delay as u32 + recall_steps;
+    Ok(())
 }
