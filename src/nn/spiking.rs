@@ -613,7 +613,7 @@ impl<F: Gemm> Spiking<F> {
                     SpikeReset::Subtract => (F::one(), -theta),
                     SpikeReset::Zero => (F::one() - c.s[k], -vp[k]),
                 };
-                let g_s = g_out[k] + detach * c.g_v[k] * dv_ds + c.g_i[k];
+                let g_s = g_out[k] + detach * c.g_v[k] * dv_ds;
                 c.g_vp[k] = c.g_v[k] * dv_dvp + g_s * c.slope[k];
             }
         } else {
