@@ -66,6 +66,10 @@ enum Command {
         /// Delay of the recall task in steps (default: the network's); the trial's steps follow.
         #[arg(long, allow_negative_numbers = true)]
         delay: Option<i64>,
+        /// Back-propagation through time: full, recompute:K (exact, the state kept every K
+        /// steps) or truncated:W (the gradient reaches W steps back at most).
+        #[arg(long)]
+        bptt: Option<snn::spec::Bptt>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -282,8 +286,8 @@ fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
                 say(&format!("{}: valid network{cost}\n", file.display()));
             }
         },
-        Command::Train { network, surrogate, resume, seed, delay, run } => {
-            let opts = TrainOptions { network, surrogate, resume, seed, delay, ..run.options() };
+        Command::Train { network, surrogate, resume, seed, delay, bptt, run } => {
+            let opts = TrainOptions { network, surrogate, resume, seed, delay, bptt, ..run.options() };
             let summary = snn::commands::train::train_shared(&opts, ranks)?;
             if ranks.rank() == 0 {
                 say(&summary.to_string());

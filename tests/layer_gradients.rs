@@ -191,3 +191,37 @@ fn adaptive_lif_recurrent_and_feed_forward_over_thirty_steps() {
     let worst = worst_error(net, timed_batch(4, 3, 30), &[1, 0, 2]);
     assert!(worst < 1e-4, "worst relative error {worst:e}");
 }
+
+#[test]
+fn recomputed_segments_give_the_plain_gradients_bit_for_bit_and_truncation_cuts_them() {
+    // Recurrent Alif and CubaLif layers with learnt decays and dropout between them, over 30
+    // steps, in smooth and in hard (surrogate) mode.
+    for smooth in [true, false] {
+        let mut net = timed_net(
+            "Dense(units: 6), Alif(tau_mem_ms: 6.0, tau_adapt_ms: 20.0, beta_adapt: 0.3, threshold: 0.4, \
+             learn_tau: PerChannel, recurrent: NoSelf), Dropout(rate: 0.3), \
+             Dense(units: 5), CubaLif(tau_syn_ms: 3.0, tau_mem_ms: 8.0, threshold: 0.3, learn_tau: PerLayer, \
+             recurrent: AllToAll), Dense(units: 3), Li(tau_mem_ms: 10.0, learn_tau: PerChannel)",
+            "(name: \"x\", size: 4)",
+            "steps: 30, surrogate: Htaf(), encoder: Rate()",
+        );
+        net.smooth = smooth;
+        assert_eq!(net.segment_problem(), None);
+        let (x, labels) = (timed_batch(4, 3, 30), [1u8, 0, 2]);
+        let samples = [0, 1, 2];
+        let mode = Mode::Train { seed: 3, epoch: 0, samples: &samples };
+        let trace = net.forward(x.clone(), mode);
+        let (loss, d_scores, _) = LayerNet::loss(trace.scores(), &labels);
+        let plain = net.backward(&trace, d_scores);
+        for every in [1, 7, 29, 30] {
+            let (l, _, grads) = net.segmented_pass(&x, mode, &labels, every, false);
+            assert_eq!((l, &grads), (loss, &plain), "recomputation every {every} steps, smooth {smooth}");
+        }
+        for window in [30, 45] {
+            assert_eq!(net.segmented_pass(&x, mode, &labels, window, true).2, plain, "window {window}");
+        }
+        let truncated = net.segmented_pass(&x, mode, &labels, 5, true).2;
+        let differ = truncated.iter().zip(&plain).filter(|(a, b)| a != b).count();
+        assert!(differ > 0, "a window of 5 of 30 steps changes the gradients");
+    }
+}

@@ -153,15 +153,25 @@ impl Encoder {
         }
     }
 
-    /// What [`Encoder::inputs`] and [`Encoder::sequence_steps`] count, for messages.
+    /// What [`Encoder::inputs`] counts, for messages.
     pub fn describe_input(&self, pixels: usize) -> String {
         match *self {
             Encoder::Sequence { per_step } => format!("a sequence of {per_step} pixels per step"),
-            Encoder::Recall { classes, group, cue_steps, delay, recall_steps, .. } => format!(
-                "a recall trial ({classes} cue groups and a recall group of {group} inputs; {cue_steps} + {delay} + \
-                 {recall_steps} steps)"
-            ),
+            Encoder::Recall { classes, group, .. } => {
+                format!("a recall trial to {classes} cue groups and a recall group of {group} inputs each")
+            }
             _ => format!("images of {pixels} pixels"),
+        }
+    }
+
+    /// What [`Encoder::sequence_steps`] counts, for messages.
+    pub fn describe_sequence(&self, pixels: usize) -> String {
+        match *self {
+            Encoder::Recall { cue_steps, delay, recall_steps, .. } => {
+                format!("a recall trial of {cue_steps} cue, {delay} delay and {recall_steps} recall steps")
+            }
+            Encoder::Sequence { per_step } => format!("a sequence of {pixels} pixels at {per_step} per step"),
+            _ => format!("an image of {pixels} pixels"),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod binary;
 pub mod concepts;
 pub mod net;
 pub mod nir;
+pub mod segments;
 pub mod spikes;
 pub mod trainable;
 pub mod trainer;

@@ -22,7 +22,7 @@ use crate::nn::linear::{self, ConvGeometry, Linear};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
-use crate::nn::spiking::{Adaptation, Decay, Kind, Recurrent, Spiking, SpikingTape};
+use crate::nn::spiking::{Adaptation, Decay, Kind, Recurrent, SegmentCarry, SegmentState, Spiking, SpikingTape};
 use crate::rng::{self, Purpose};
 use crate::spec::validate::input_shape;
 use crate::spec::{Layer as LayerSpec, Network, Recurrence, Shape, Training};
@@ -100,6 +100,19 @@ impl<F> Trace<F> {
     }
 }
 
+impl<F: Gemm> Trace<F> {
+    /// A trace holding only its input, layers to be pushed.
+    pub(super) fn starting_with(x: DMatrix<F>) -> Self {
+        Trace { values: vec![x], extras: Vec::new(), smooth_steps: Vec::new(), scores: DMatrix::zeros(0, 0) }
+    }
+
+    pub(super) fn push(&mut self, y: DMatrix<F>, extra: Extra<F>, smooth: bool) {
+        self.values.push(y);
+        self.extras.push(extra);
+        self.smooth_steps.push(smooth);
+    }
+}
+
 /// How the last layer's output over the steps becomes the class scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScoreReduction {
@@ -107,6 +120,33 @@ pub enum ScoreReduction {
     Mean,
     /// The sum over the steps (spike counts).
     Sum,
+}
+
+/// Parameter gradients summed while the backward pass goes down the layers (and back through
+/// the segments of a sequence): per layer, its parameters' sums (zero to start), and a spiking
+/// layer's carry.
+pub(super) struct Sums<F> {
+    layers: Vec<Vec<DMatrix<F>>>,
+    pub(super) carries: Vec<Option<SegmentCarry<F>>>,
+}
+
+impl<F: Gemm> Sums<F> {
+    pub(super) fn new(net: &LayerNet<F>) -> Self {
+        let layers = net
+            .layers
+            .iter()
+            .map(|layer| match &layer.op {
+                Op::Dense(l) | Op::Conv(l, _) => {
+                    let mut own = vec![DMatrix::zeros(l.weight.nrows(), l.weight.ncols())];
+                    own.extend(l.bias.as_ref().map(|b| DMatrix::zeros(b.nrows(), b.ncols())));
+                    own
+                }
+                Op::BatchNorm(bn) => vec![DMatrix::zeros(bn.gamma.nrows(), 1), DMatrix::zeros(bn.beta.nrows(), 1)],
+                _ => Vec::new(),
+            })
+            .collect();
+        Sums { layers, carries: vec![None; net.layers.len()] }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -206,9 +246,14 @@ impl<F: Gemm> LayerNet<F> {
     /// layer's output over the steps, a spiking layer's v' (and its current or adaptation),
     /// batch norm's normalised values, a dropout mask, a convolution's patches, and twice the
     /// largest layer for the gradients on their way back. It grows with the steps: what
-    /// refuses a sequence too long for memory.
-    pub fn tape_bytes(&self, batch: usize) -> f64 {
-        let columns = (batch * self.steps) as f64;
+    /// refuses a sequence too long for memory. Taken in segments of `segment` steps
+    /// ([`super::segments`]), one segment's tape, and the spiking layers' state where each starts.
+    pub fn tape_bytes(&self, batch: usize, segment: Option<usize>) -> f64 {
+        let held = segment.map_or(self.steps, |k| k.min(self.steps));
+        let columns = (batch * held) as f64;
+        let boundaries = segment.map_or(0, |k| self.steps.div_ceil(k.max(1)));
+        let states: usize =
+            self.layers.iter().filter(|l| matches!(l.op, Op::Spiking(_))).map(|l| 3 * l.output.size()).sum();
         let mut elements = self.input.size() as f64 * columns;
         let mut largest: f64 = 0.0;
         for layer in &self.layers {
@@ -224,7 +269,8 @@ impl<F: Gemm> LayerNet<F> {
                     _ => 1.0,
                 };
         }
-        (elements + 2.0 * largest) * std::mem::size_of::<F>() as f64
+        let states = (boundaries * states * batch) as f64;
+        (elements + 2.0 * largest + states) * std::mem::size_of::<F>() as f64
     }
 
     /// How the scores come from the last layer.
@@ -276,7 +322,7 @@ impl<F: Gemm> LayerNet<F> {
 
     /// Classes x samples scores from the last layer's output. A stack without spiking layers
     /// ran once for all steps (its input is static), so its output is already every step's mean.
-    fn reduce_scores(&self, out: &DMatrix<F>) -> DMatrix<F> {
+    pub(super) fn reduce_scores(&self, out: &DMatrix<F>) -> DMatrix<F> {
         if self.steps == 1 || !self.is_spiking() {
             return out.clone();
         }
@@ -292,7 +338,7 @@ impl<F: Gemm> LayerNet<F> {
     }
 
     /// The gradient with respect to the last layer's output, from the one w.r.t. the scores.
-    fn spread_scores(&self, mut d_scores: DMatrix<F>) -> DMatrix<F> {
+    pub(super) fn spread_scores(&self, mut d_scores: DMatrix<F>) -> DMatrix<F> {
         if self.steps == 1 || !self.is_spiking() {
             return d_scores;
         }
@@ -308,7 +354,7 @@ impl<F: Gemm> LayerNet<F> {
         self.layers.last().map_or(0, |l| l.output.size())
     }
 
-    fn step_forward(&self, smooth_layer: bool, mode: Mode) -> StepForward {
+    pub(super) fn step_forward(&self, smooth_layer: bool, mode: Mode) -> StepForward {
         let smooth = self.smooth
             || (smooth_layer
                 && match mode {
@@ -324,15 +370,12 @@ impl<F: Gemm> LayerNet<F> {
     /// Training mode updates batch-norm running statistics, hence `&mut self`.
     pub fn forward(&mut self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
         let repeat_at = self.repeat_at();
-        let mut trace =
-            Trace { values: vec![x], extras: Vec::new(), smooth_steps: Vec::new(), scores: DMatrix::zeros(0, 0) };
+        let mut trace = Trace::starting_with(x);
         for i in 0..self.layers.len() {
             let x = trace.values.last().expect("input is there");
             let repeated = (Some(i) == repeat_at).then(|| self.repeat_over_steps(x));
             let (y, extra, how) = self.apply(i, repeated.as_ref().unwrap_or(x), mode);
-            trace.values.push(y);
-            trace.extras.push(extra);
-            trace.smooth_steps.push(how == StepForward::Smooth);
+            trace.push(y, extra, how == StepForward::Smooth);
         }
         trace.scores = self.reduce_scores(trace.values.last().expect("input is there"));
         trace
@@ -352,7 +395,7 @@ impl<F: Gemm> LayerNet<F> {
     }
 
     /// Layer `i` on its input `x`.
-    fn apply(&mut self, i: usize, x: &DMatrix<F>, mode: Mode) -> (DMatrix<F>, Extra<F>, StepForward) {
+    pub(super) fn apply(&mut self, i: usize, x: &DMatrix<F>, mode: Mode) -> (DMatrix<F>, Extra<F>, StepForward) {
         let smooth_w = self.smooth.then_some(self.surrogate);
         let how = match &self.layers[i].op {
             Op::Step { smooth, .. } => self.step_forward(*smooth, mode),
@@ -440,11 +483,29 @@ impl<F: Gemm> LayerNet<F> {
         &self,
         trace: &Trace<F>,
         d_scores: DMatrix<F>,
-        mut observe: impl FnMut(usize, &DMatrix<F>),
+        observe: impl FnMut(usize, &DMatrix<F>),
     ) -> Vec<DMatrix<F>> {
-        let mut grads: Vec<Vec<DMatrix<F>>> = vec![Vec::new(); self.layers.len()];
-        let mut dy = self.spread_scores(d_scores);
-        let smooth_w = self.smooth.then_some(&self.surrogate);
+        let samples = d_scores.ncols();
+        let mut sums = Sums::new(self);
+        let dy = self.spread_scores(d_scores);
+        self.backward_through(trace, dy, samples, &[], &mut sums, observe);
+        self.finish(sums)
+    }
+
+    /// The backward pass through every layer of a forward pass (`trace`, of the whole sequence
+    /// or of one segment of it, whose spiking layers started from `starts`, empty for rest),
+    /// from dL/d(output), adding into `sums`. Weight gradients of layers that run over the steps
+    /// are summed step by step from the last, so a sequence taken in segments sums them in the
+    /// same order as taken whole.
+    pub(super) fn backward_through(
+        &self,
+        trace: &Trace<F>,
+        mut dy: DMatrix<F>,
+        samples: usize,
+        starts: &[Option<SegmentState<F>>],
+        sums: &mut Sums<F>,
+        mut observe: impl FnMut(usize, &DMatrix<F>),
+    ) {
         let repeat_at = self.repeat_at();
         for (i, layer) in self.layers.iter().enumerate().rev() {
             if Some(i + 1) == repeat_at {
@@ -454,30 +515,39 @@ impl<F: Gemm> LayerNet<F> {
             let x = &trace.values[i];
             let extra = &trace.extras[i];
             let needs_input_grad = i > 0;
+            // The layer's output runs over the steps unless the layer is in the static prefix.
+            let steps = dy.ncols() / samples.max(1);
+            let grads = &mut sums.layers[i];
             dy = match (&layer.op, extra) {
                 (Op::Dense(l), extra) => {
                     let w = if let Extra::Weights(w) = extra { w } else { &l.weight };
-                    let (mut dw, db, dx) = linear::dense_backward(w, l.bias.is_some(), x, &dy, needs_input_grad);
-                    l.latent_gradient(&mut dw, smooth_w);
-                    grads[i].push(dw);
-                    grads[i].extend(db);
-                    dx
+                    if steps > 1 {
+                        let (dw, db) = grads.split_at_mut(1);
+                        linear::dense_backward_by_step(w, x, &dy, steps, &mut dw[0], db.first_mut(), needs_input_grad)
+                    } else {
+                        let (dw, db, dx) = linear::dense_backward(w, l.bias.is_some(), x, &dy, needs_input_grad);
+                        grads[0] += dw;
+                        if let Some(db) = db {
+                            grads[1] += db;
+                        }
+                        dx
+                    }
                 }
                 (Op::Conv(l, g), Extra::Conv { weights, patches }) => {
                     let w = weights.as_ref().unwrap_or(&l.weight);
-                    let (mut dw, db, dx) =
-                        linear::conv_backward(g, w, l.bias.is_some(), patches, &dy, needs_input_grad);
-                    l.latent_gradient(&mut dw, smooth_w);
-                    grads[i].push(dw);
-                    grads[i].extend(db);
+                    let (dw, db, dx) = linear::conv_backward(g, w, l.bias.is_some(), patches, &dy, needs_input_grad);
+                    grads[0] += dw;
+                    if let Some(db) = db {
+                        grads[1] += db;
+                    }
                     dx
                 }
                 (Op::MaxPool(_), Extra::Winners(w)) => pool::max_backward(layer.input, w, &dy),
                 (Op::AvgPool(size), _) => pool::avg_backward(layer.input, *size, &dy),
                 (Op::BatchNorm(bn), Extra::Norm(cache)) => {
                     let (dgamma, dbeta, dx) = bn.backward(cache, &dy);
-                    grads[i].push(dgamma);
-                    grads[i].push(dbeta);
+                    grads[0] += dgamma;
+                    grads[1] += dbeta;
                     dx
                 }
                 (Op::Step { step, .. }, _) => {
@@ -492,14 +562,30 @@ impl<F: Gemm> LayerNet<F> {
                 }
                 (Op::Dropout(_) | Op::Flatten, _) => dy,
                 (Op::Spiking(s), Extra::Spiking(tape)) => {
-                    let (dx, decays) = s.backward(tape, &dy, self.steps, trace.smooth_steps[i]);
-                    grads[i].extend(decays);
-                    dx
+                    let carry = sums.carries[i].get_or_insert_with(|| s.carry(dy.len() / steps));
+                    let start = starts.get(i).and_then(Option::as_ref);
+                    s.backward_into(tape, &dy, steps, trace.smooth_steps[i], start, carry)
                 }
                 (op, _) => unreachable!("backward of {op:?} needs a training forward pass"),
             };
         }
-        grads.into_iter().flatten().collect()
+    }
+
+    /// The gradients in [`LayerNet::params`] order from the sums of a finished backward pass.
+    pub(super) fn finish(&self, sums: Sums<F>) -> Vec<DMatrix<F>> {
+        let smooth_w = self.smooth.then_some(&self.surrogate);
+        let mut grads = Vec::new();
+        for ((layer, mut own), carry) in self.layers.iter().zip(sums.layers).zip(sums.carries) {
+            match &layer.op {
+                Op::Dense(l) | Op::Conv(l, _) => {
+                    l.latent_gradient(&mut own[0], smooth_w);
+                    grads.extend(own);
+                }
+                Op::Spiking(s) => grads.extend(carry.map(|c| s.carried_gradients(&c)).unwrap_or_default()),
+                _ => grads.extend(own),
+            }
+        }
+        grads
     }
 
     /// The trainable parameters, layer by layer: weight then bias; gamma then beta.

@@ -20,7 +20,7 @@ use crate::nn::optim::{self, OptimizerState};
 use crate::ranks::Exchange;
 use crate::records::PassTotals;
 use crate::records::{History, RunState, SavedParameters};
-use crate::spec::{Network, Training};
+use crate::spec::{Bptt, Network, Training};
 
 /// Samples per batch when evaluating.
 const EVAL_BATCH: usize = 500;
@@ -156,6 +156,9 @@ pub struct LayerRun {
 impl LayerRun {
     pub fn new(network: Network, network_text: String, training: Training, seed: u64) -> Result<Self> {
         let net = LayerNet::<f32>::from_spec(&network, &training, seed)?;
+        if let Some(problem) = training.bptt.segment().and_then(|_| net.segment_problem()) {
+            return Err(Error::Training(format!("training.bptt {:?}: {problem}", training.bptt)));
+        }
         let params: Vec<DMatrix<f32>> = net.params().into_iter().cloned().collect();
         let optimizer = OptimizerState::new(&params, &training.optimizer);
         let names = net.named_params();
@@ -185,7 +188,7 @@ impl Trainable for LayerRun {
     }
 
     fn tape_bytes(&self) -> Option<f64> {
-        Some(self.net.tape_bytes(self.state.training.batch_size as usize))
+        Some(self.net.tape_bytes(self.state.training.batch_size as usize, self.state.training.bptt.segment()))
     }
 
     fn state_mut(&mut self) -> &mut RunState {
@@ -228,9 +231,16 @@ impl Trainable for LayerRun {
         let state = &mut self.state;
         let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
         let input = model_input(&self.net, split, indices, state.seed, Some(epoch));
-        let trace = self.net.forward(input, Mode::Train { seed: state.seed, epoch, samples: indices });
-        let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
-        let grads = self.net.backward(&trace, d_scores);
+        let mode = Mode::Train { seed: state.seed, epoch, samples: indices };
+        let (loss, correct, grads) = match state.training.bptt {
+            Bptt::Full => {
+                let trace = self.net.forward(input, mode);
+                let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
+                (loss, correct, self.net.backward(&trace, d_scores))
+            }
+            Bptt::Recompute { every } => self.net.segmented_pass(&input, mode, &labels, every as usize, false),
+            Bptt::Truncated { window } => self.net.segmented_pass(&input, mode, &labels, window as usize, true),
+        };
         let squares = optim::squared_norms(&grads);
         if !loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
             return Err(loss);

@@ -131,6 +131,42 @@ pub fn dense_backward<F: Gemm>(
     (dw, db, dx)
 }
 
+/// Dense backward for an input of `steps` steps (step-major columns): dL/dW and dL/db added
+/// into `dw` and `db` step by step from the last, then dL/dx. Summed step by step, a sequence
+/// taken in segments (recomputation, truncation) gets the same sums, bit for bit.
+pub fn dense_backward_by_step<F: Gemm>(
+    w: &DMatrix<F>,
+    x: &DMatrix<F>,
+    dy: &DMatrix<F>,
+    steps: usize,
+    dw: &mut DMatrix<F>,
+    db: Option<&mut DMatrix<F>>,
+    input_grad: bool,
+) -> DMatrix<F> {
+    let samples = dy.ncols() / steps;
+    let (rows, inputs) = (dy.nrows(), x.nrows());
+    let mut db = db;
+    for t in (0..steps).rev() {
+        let dy_t = &dy.as_slice()[t * samples * rows..(t + 1) * samples * rows];
+        let x_t = &x.as_slice()[t * samples * inputs..(t + 1) * samples * inputs];
+        par_matmul(dw.as_mut_slice(), View::new(dy_t, rows, samples), View::new(x_t, inputs, samples).t(), F::one());
+        if let Some(db) = db.as_deref_mut() {
+            *db += bias_gradient(&DMatrix::from_column_slice(rows, samples, dy_t), rows, 1);
+        }
+    }
+    if !input_grad {
+        return DMatrix::zeros(0, 0);
+    }
+    let mut dx = DMatrix::zeros(w.ncols(), dy.ncols());
+    par_matmul(
+        dx.as_mut_slice(),
+        View::new(w.as_slice(), w.nrows(), w.ncols()).t(),
+        View::new(dy.as_slice(), rows, dy.ncols()),
+        F::zero(),
+    );
+    dx
+}
+
 /// Geometry of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {

@@ -255,8 +255,22 @@ impl<F: Gemm> Spiking<F> {
 
     /// Runs `x` (`features x (steps B)`) through time; returns the output and the tape.
     pub fn forward(&self, x: &DMatrix<F>, steps: usize, smooth: bool) -> (DMatrix<F>, SpikingTape<F>) {
+        let (y, tape, _) = self.forward_from(x, steps, smooth, None);
+        (y, tape)
+    }
+
+    /// [`Spiking::forward`] from the state `start` left by an earlier segment of the sequence (at
+    /// rest without one); also returns the state after the last step, where the next segment
+    /// starts.
+    pub fn forward_from(
+        &self,
+        x: &DMatrix<F>,
+        steps: usize,
+        smooth: bool,
+        start: Option<&SegmentState<F>>,
+    ) -> (DMatrix<F>, SpikingTape<F>, SegmentState<F>) {
         if let Some(r) = &self.recurrent {
-            return self.forward_recurrent(r, x, steps, smooth);
+            return self.forward_recurrent(r, x, steps, smooth, start);
         }
         let block = x.len() / steps;
         let channels = self.shape.channels();
@@ -267,25 +281,32 @@ impl<F: Gemm> Spiking<F> {
             v_pre: vec![F::zero(); x.len()],
             current: vec![F::zero(); if self.keeps_second_state() { x.len() } else { 0 }],
         };
+        let mut end = SegmentState::at_rest(block);
         let y_pieces = pieces(y.as_mut_slice(), block);
         let v_pieces = pieces(&mut tape.v_pre, block);
         let mut i_pieces = pieces(&mut tape.current, block);
         i_pieces.resize_with(y_pieces.len(), Vec::new);
+        let ends = end.v.par_chunks_mut(ELEMENTS).zip(end.i.par_chunks_mut(ELEMENTS));
         // Each piece of elements walks all steps; pieces are independent.
-        y_pieces.into_par_iter().zip(v_pieces).zip(i_pieces).enumerate().for_each(|(p, ((mut ys, mut vs), mut is))| {
-            let first = p * ELEMENTS;
-            let len = ys.first().map_or(0, |s| s.len());
-            let (_, b) = self.per_element(first, len, &beta);
-            let a = alpha.as_ref().map(|alpha| self.per_element(first, len, alpha).1);
-            let mut v = vec![F::zero(); len];
-            let mut i = vec![F::zero(); len];
-            for t in 0..steps {
-                let input = &x.as_slice()[t * block + first..t * block + first + len];
-                let current = is.get_mut(t).map(|c| &mut **c);
-                self.forward_step(input, &b, a.as_deref(), &mut v, &mut i, vs[t], ys[t], current, smooth);
-            }
-        });
-        (y, tape)
+        y_pieces.into_par_iter().zip(v_pieces).zip(i_pieces).zip(ends).enumerate().for_each(
+            |(p, (((mut ys, mut vs), mut is), (v, i)))| {
+                let first = p * ELEMENTS;
+                let len = v.len();
+                let (_, b) = self.per_element(first, len, &beta);
+                let a = alpha.as_ref().map(|alpha| self.per_element(first, len, alpha).1);
+                if let Some(s) = start {
+                    v.copy_from_slice(&s.v[first..first + len]);
+                    i.copy_from_slice(&s.i[first..first + len]);
+                }
+                for t in 0..steps {
+                    let input = &x.as_slice()[t * block + first..t * block + first + len];
+                    let current = is.get_mut(t).map(|c| &mut **c);
+                    self.forward_step(input, &b, a.as_deref(), v, i, vs[t], ys[t], current, smooth);
+                }
+            },
+        );
+        end.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
+        (y, tape, end)
     }
 
     /// One step of a piece of elements: the carried membrane `v` (and CubaLif's current `i`)
@@ -364,8 +385,8 @@ impl<F: Gemm> Spiking<F> {
         self.forward_step(input, b, a.as_deref(), v, i, v_pre, output, None, false);
     }
 
-    /// Gradients: dL/dx, and dL/dlogit of each learnable decay (beta first, then alpha), given
-    /// dL/dy and the tape of a forward pass with the same `smooth`.
+    /// Gradients: dL/dx, and dL/dlogit of each learnable decay (beta first, then alpha), then
+    /// the recurrent weights', given dL/dy and the tape of a forward pass with the same `smooth`.
     pub fn backward(
         &self,
         tape: &SpikingTape<F>,
@@ -373,43 +394,102 @@ impl<F: Gemm> Spiking<F> {
         steps: usize,
         smooth: bool,
     ) -> (DMatrix<F>, Vec<DMatrix<F>>) {
+        let mut carry = self.carry(dy.len() / steps);
+        let dx = self.backward_into(tape, dy, steps, smooth, None, &mut carry);
+        (dx, self.carried_gradients(&carry))
+    }
+
+    /// What the backward pass carries from a segment of the sequence to the one before it, for
+    /// `block` elements per step (features x samples).
+    pub fn carry(&self, block: usize) -> SegmentCarry<F> {
+        let learn = self.learns_decays();
+        let count = block.div_ceil(ELEMENTS);
+        let pieces = (0..count)
+            .map(|p| BackCarry::new(ELEMENTS.min(block - p * ELEMENTS), learn, self.alpha.is_some()))
+            .collect();
+        let n = self.shape.size();
+        SegmentCarry {
+            pieces,
+            next_input: Vec::new(),
+            recurrent: self.recurrent.as_ref().map(|_| DMatrix::zeros(n, n)),
+        }
+    }
+
+    fn learns_decays(&self) -> bool {
+        self.beta.learnable || self.alpha.as_ref().is_some_and(|a| a.learnable)
+    }
+
+    /// The backward pass through one segment (its forward started from `start`), from the
+    /// `carry` that the segment after it left (fresh for the last); returns dL/dx and leaves in
+    /// `carry` what the segment before needs, with the parameter gradients summed so far.
+    pub fn backward_into(
+        &self,
+        tape: &SpikingTape<F>,
+        dy: &DMatrix<F>,
+        steps: usize,
+        smooth: bool,
+        start: Option<&SegmentState<F>>,
+        carry: &mut SegmentCarry<F>,
+    ) -> DMatrix<F> {
         if let Some(r) = &self.recurrent {
-            return self.backward_recurrent(r, tape, dy, steps, smooth);
+            return self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
         }
         let block = dy.len() / steps;
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
-        let learn = self.beta.learnable || self.alpha.as_ref().is_some_and(|a| a.learnable);
+        let learn = self.learns_decays();
         let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
-        // Per piece: dL/dbeta and dL/dalpha per channel, summed in piece order below.
-        let partial: Vec<(Vec<f64>, Vec<f64>)> = pieces(dx.as_mut_slice(), block)
-            .into_par_iter()
-            .enumerate()
-            .map(|(p, mut gs)| {
+        pieces(dx.as_mut_slice(), block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each(
+            |(p, (mut gs, c))| {
                 let first = p * ELEMENTS;
-                let len = gs.first().map_or(0, |s| s.len());
+                let len = c.g_v.len();
                 let row = |t: usize| t * block + first..t * block + first + len;
-                let (channel, b) = self.per_element(first, len, &beta);
+                let b = self.per_element(first, len, &beta).1;
                 let a = alpha.as_ref().map(|alpha| self.per_element(first, len, alpha).1);
-                let mut carry = BackCarry::new(len, learn, a.is_some());
+                let before = start.map(|s| s.piece(first, len));
                 for t in (0..steps).rev() {
                     let g_out = &dy.as_slice()[row(t)];
-                    self.back_step(tape, t, row, g_out, &b, a.as_deref(), &mut carry, smooth, learn);
-                    gs[t].copy_from_slice(carry.g_in(a.is_some()));
+                    self.back_step(tape, t, row, g_out, &b, a.as_deref(), c, smooth, learn, before);
+                    gs[t].copy_from_slice(c.g_in(a.is_some()));
                 }
-                let (g_b, g_a) = (&carry.g_b, &carry.g_a);
+            },
+        );
+        dx
+    }
+
+    /// The parameter gradients a finished backward pass left in `carry`: the decays' logits
+    /// (beta first), then the recurrent weights.
+    pub fn carried_gradients(&self, carry: &SegmentCarry<F>) -> Vec<DMatrix<F>> {
+        let channels = self.shape.channels();
+        let beta = self.beta.factors(channels);
+        let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
+        // Per piece: dL/dbeta and dL/dalpha per channel, summed in piece order.
+        let partial: Vec<(Vec<f64>, Vec<f64>)> = carry
+            .pieces
+            .iter()
+            .enumerate()
+            .map(|(p, c)| {
+                let (channel, _) = self.per_element(p * ELEMENTS, c.g_v.len(), &beta);
                 let per_channel = |acc: &[F]| {
                     let mut total = vec![0.0; if acc.is_empty() { 0 } else { channels }];
-                    for (&c, &g) in channel.iter().zip(acc) {
-                        total[c as usize] += g.to_f64();
+                    for (&ch, &g) in channel.iter().zip(acc) {
+                        total[ch as usize] += g.to_f64();
                     }
                     total
                 };
-                (per_channel(g_b), per_channel(g_a))
+                (per_channel(&c.g_b), per_channel(&c.g_a))
             })
             .collect();
-        (dx, self.decay_gradients(&partial, &beta, alpha.as_deref()))
+        let mut grads = self.decay_gradients(&partial, &beta, alpha.as_deref());
+        if let (Some(r), Some(dw)) = (&self.recurrent, &carry.recurrent) {
+            let mut dw = dw.clone();
+            if !r.self_connections {
+                dw.fill_diagonal(F::zero());
+            }
+            grads.push(dw);
+        }
+        grads
     }
 
     /// The learnable decays' logit gradients (beta first) from per-piece sums per channel,
@@ -444,7 +524,8 @@ impl<F: Gemm> Spiking<F> {
         x: &DMatrix<F>,
         steps: usize,
         smooth: bool,
-    ) -> (DMatrix<F>, SpikingTape<F>) {
+        start: Option<&SegmentState<F>>,
+    ) -> (DMatrix<F>, SpikingTape<F>, SegmentState<F>) {
         let (n, block) = (x.nrows(), x.len() / steps);
         let batch = block / n.max(1);
         let beta = self.beta.factors(self.shape.channels());
@@ -456,14 +537,14 @@ impl<F: Gemm> Spiking<F> {
             v_pre: vec![F::zero(); x.len()],
             current: vec![F::zero(); if self.keeps_second_state() { x.len() } else { 0 }],
         };
-        let (mut v, mut i) = (vec![F::zero(); block], vec![F::zero(); block]);
+        let mut state = start.cloned().unwrap_or_else(|| SegmentState::at_rest(block));
         let mut input = vec![F::zero(); block];
         let weight = r.effective();
         for t in 0..steps {
             let here = t * block..(t + 1) * block;
             input.copy_from_slice(&x.as_slice()[here.clone()]);
-            if t > 0 {
-                let before = &y.as_slice()[(t - 1) * block..t * block];
+            let before = if t > 0 { Some(&y.as_slice()[(t - 1) * block..t * block]) } else { start.map(|s| &s.y[..]) };
+            if let Some(before) = before {
                 if smooth {
                     let w = View::new(weight.as_slice(), n, n);
                     par_matmul(&mut input, w, View::new(before, n, batch), F::one());
@@ -478,7 +559,7 @@ impl<F: Gemm> Spiking<F> {
             currents.resize_with(block.div_ceil(ELEMENTS), || &mut []);
             ys.par_chunks_mut(ELEMENTS)
                 .zip(vp.par_chunks_mut(ELEMENTS))
-                .zip(v.par_chunks_mut(ELEMENTS).zip(i.par_chunks_mut(ELEMENTS)))
+                .zip(state.v.par_chunks_mut(ELEMENTS).zip(state.i.par_chunks_mut(ELEMENTS)))
                 .zip(input.par_chunks(ELEMENTS).zip(b.par_chunks(ELEMENTS)))
                 .zip(currents)
                 .enumerate()
@@ -488,12 +569,15 @@ impl<F: Gemm> Spiking<F> {
                     self.forward_step(input, b, a, v, i, vp, ys, current, smooth);
                 });
         }
-        (y, tape)
+        state.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
+        (y, tape, state)
     }
 
     /// Backward with recurrent weights: step by step from the last, the gradient reaching a
-    /// step's spikes including what the next step's input sends back through the weights.
-    /// Returns dL/dx and the decays' then the weights' gradients.
+    /// step's spikes including what the next step's input sends back through the weights (for
+    /// the segment's last step, the next segment's first, kept in `carry`). Returns dL/dx; the
+    /// decays' and the weights' gradients accumulate in `carry`.
+    #[allow(clippy::too_many_arguments)]
     fn backward_recurrent(
         &self,
         r: &Recurrent<F>,
@@ -501,27 +585,31 @@ impl<F: Gemm> Spiking<F> {
         dy: &DMatrix<F>,
         steps: usize,
         smooth: bool,
-    ) -> (DMatrix<F>, Vec<DMatrix<F>>) {
+        start: Option<&SegmentState<F>>,
+        carry: &mut SegmentCarry<F>,
+    ) -> DMatrix<F> {
         let (n, block) = (dy.nrows(), dy.len() / steps);
         let batch = block / n.max(1);
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
-        let learn = self.beta.learnable || self.alpha.as_ref().is_some_and(|a| a.learnable);
+        let learn = self.learns_decays();
         let b = self.per_element(0, block, &beta).1;
         let a = alpha.as_ref().map(|alpha| self.per_element(0, block, alpha).1);
-        let count = block.div_ceil(ELEMENTS);
-        let mut carries: Vec<BackCarry<F>> =
-            (0..count).map(|p| BackCarry::new(ELEMENTS.min(block - p * ELEMENTS), learn, a.is_some())).collect();
         let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
-        let mut dw = DMatrix::zeros(n, n);
+        let SegmentCarry { pieces: carries, next_input, recurrent } = carry;
+        let dw = recurrent.as_mut().expect("a recurrent layer's carry holds its weight gradient");
         let mut g_out = vec![F::zero(); block];
         let mut spikes = vec![F::zero(); block];
         let weight = r.effective();
         for t in (0..steps).rev() {
             g_out.copy_from_slice(&dy.as_slice()[t * block..(t + 1) * block]);
-            if t + 1 < steps {
-                let later = &dx.as_slice()[(t + 1) * block..(t + 2) * block];
+            let later = if t + 1 < steps {
+                Some(&dx.as_slice()[(t + 1) * block..(t + 2) * block])
+            } else {
+                (!next_input.is_empty()).then_some(&next_input[..])
+            };
+            if let Some(later) = later {
                 let wt = View::new(weight.as_slice(), n, n).t();
                 par_matmul(&mut g_out, wt, View::new(later, n, batch), F::one());
             }
@@ -529,48 +617,31 @@ impl<F: Gemm> Spiking<F> {
                 let (first, len) = (p * ELEMENTS, g.len());
                 let row = |t: usize| t * block + first..t * block + first + len;
                 let a = a.as_ref().map(|a| &a[first..first + len]);
-                self.back_step(tape, t, row, g, &b[first..first + len], a, carry, smooth, learn);
+                let before = start.map(|s| s.piece(first, len));
+                self.back_step(tape, t, row, g, &b[first..first + len], a, carry, smooth, learn, before);
             });
             let here = &mut dx.as_mut_slice()[t * block..(t + 1) * block];
-            for (piece, carry) in here.chunks_mut(ELEMENTS).zip(&carries) {
+            for (piece, carry) in here.chunks_mut(ELEMENTS).zip(carries.iter()) {
                 piece.copy_from_slice(carry.g_in(a.is_some()));
             }
-            if t > 0 {
+            let before = if t > 0 {
                 self.output_of(tape, (t - 1) * block..t * block, smooth, &mut spikes);
+                Some(&spikes[..])
+            } else {
+                start.map(|s| &s.y[..])
+            };
+            if let Some(before) = before {
                 let g_in = &dx.as_slice()[t * block..(t + 1) * block];
                 if smooth {
-                    par_matmul(
-                        dw.as_mut_slice(),
-                        View::new(g_in, n, batch),
-                        View::new(&spikes, n, batch).t(),
-                        F::one(),
-                    );
+                    par_matmul(dw.as_mut_slice(), View::new(g_in, n, batch), View::new(before, n, batch).t(), F::one());
                 } else {
-                    add_gradient_of_fired(&mut dw, g_in, &spikes, n);
+                    add_gradient_of_fired(dw, g_in, before, n);
                 }
             }
         }
-        if !r.self_connections {
-            dw.fill_diagonal(F::zero());
-        }
-        let partial: Vec<(Vec<f64>, Vec<f64>)> = carries
-            .iter()
-            .enumerate()
-            .map(|(p, c)| {
-                let (channel, _) = self.per_element(p * ELEMENTS, c.g_v.len(), &beta);
-                let per_channel = |acc: &[F]| {
-                    let mut total = vec![0.0; if acc.is_empty() { 0 } else { channels }];
-                    for (&ch, &g) in channel.iter().zip(acc) {
-                        total[ch as usize] += g.to_f64();
-                    }
-                    total
-                };
-                (per_channel(&c.g_b), per_channel(&c.g_a))
-            })
-            .collect();
-        let mut grads = self.decay_gradients(&partial, &beta, alpha.as_deref());
-        grads.push(dw);
-        (dx, grads)
+        next_input.clear();
+        next_input.extend_from_slice(&dx.as_slice()[..block]);
+        dx
     }
 
     /// One step back through a piece of elements (rows `row(t)` of the tape): from dL/dy[t]
@@ -588,9 +659,10 @@ impl<F: Gemm> Spiking<F> {
         c: &mut BackCarry<F>,
         smooth: bool,
         learn: bool,
+        start: Option<(&[F], &[F])>,
     ) {
         if let Some(adapt) = self.adaptation {
-            return self.back_step_adaptive(adapt, tape, t, row, g_out, b, c, smooth, learn);
+            return self.back_step_adaptive(adapt, tape, t, row, g_out, b, c, smooth, learn, start);
         }
         let theta = self.threshold;
         let len = g_out.len();
@@ -625,8 +697,12 @@ impl<F: Gemm> Spiking<F> {
             for ((g, &a), &d) in c.g_i.iter_mut().zip(a).zip(&c.g_vp) {
                 *g = d + a * *g;
             }
-            if learn && t > 0 {
-                let i_before = &tape.current[row(t - 1)];
+            let i_before = match (t, start) {
+                (0, Some((_, i))) => Some(i),
+                (0, None) => None,
+                _ => Some(&tape.current[row(t - 1)]),
+            };
+            if let (true, Some(i_before)) = (learn, i_before) {
                 for ((acc, &g), &i) in c.g_a.iter_mut().zip(&c.g_i).zip(i_before) {
                     *acc += g * i;
                 }
@@ -643,6 +719,10 @@ impl<F: Gemm> Spiking<F> {
             }
             self.reset_row(previous, &c.s, &mut c.v_before);
             for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(&c.v_before) {
+                *acc += g * v;
+            }
+        } else if let (true, 0, Some((v_start, _))) = (learn, t, start) {
+            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(v_start) {
                 *acc += g * v;
             }
         }
@@ -665,6 +745,7 @@ impl<F: Gemm> Spiking<F> {
         c: &mut BackCarry<F>,
         smooth: bool,
         learn: bool,
+        start: Option<(&[F], &[F])>,
     ) {
         let (vp, adapted) = (&tape.v_pre[row(t)], &tape.current[row(t)]);
         let theta = |a: F| self.threshold + adapt.b * a;
@@ -694,6 +775,10 @@ impl<F: Gemm> Spiking<F> {
             for ((acc, &g), (&v, &a)) in c.g_b.iter_mut().zip(&c.g_vp).zip(previous.iter().zip(adapted)) {
                 let th = theta(a);
                 *acc += g * self.reset_one(v, self.spike(v - th, smooth), th);
+            }
+        } else if let (true, 0, Some((v_start, _))) = (learn, t, start) {
+            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(v_start) {
+                *acc += g * v;
             }
         }
         for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&c.g_vp) {
@@ -775,6 +860,49 @@ fn add_gradient_of_fired<F: Real>(dw: &mut DMatrix<F>, g_in: &[F], spikes: &[F],
     });
 }
 
+/// A layer's state where one segment of a sequence ends and the next starts, per element of a
+/// step (features x samples): the membranes after the reset, CubaLif's current or Alif's
+/// adaptation, and the last step's output (a recurrent layer's input at the next step).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentState<F> {
+    pub v: Vec<F>,
+    pub i: Vec<F>,
+    pub y: Vec<F>,
+}
+
+impl<F: Real> SegmentState<F> {
+    fn at_rest(block: usize) -> Self {
+        SegmentState { v: vec![F::zero(); block], i: vec![F::zero(); block], y: vec![F::zero(); block] }
+    }
+
+    fn piece(&self, first: usize, len: usize) -> (&[F], &[F]) {
+        (&self.v[first..first + len], &self.i[first..first + len])
+    }
+}
+
+/// What the backward pass carries from a segment of a sequence to the one before it: per piece
+/// of elements the gradients reaching the state and the decays' sums, the gradient of the next
+/// segment's first input (which reaches this one's last output through recurrent weights), and
+/// the recurrent weights' gradient so far. Cleared of the first three between segments, it
+/// truncates the backward pass there ([`SegmentCarry::truncate`]).
+#[derive(Debug, Clone)]
+pub struct SegmentCarry<F> {
+    pieces: Vec<BackCarry<F>>,
+    next_input: Vec<F>,
+    recurrent: Option<DMatrix<F>>,
+}
+
+impl<F: Real> SegmentCarry<F> {
+    /// Stops the gradient at the segment boundary: what reaches the state and the next input
+    /// is dropped; the parameter gradients summed so far stay.
+    pub fn truncate(&mut self) {
+        for c in &mut self.pieces {
+            c.g_v.iter_mut().chain(c.g_i.iter_mut()).for_each(|g| *g = F::zero());
+        }
+        self.next_input.clear();
+    }
+}
+
 /// A layer's state between steps when it is run one step at a time ([`Spiking::step`]).
 #[derive(Debug, Clone)]
 pub struct Stepper<F> {
@@ -790,6 +918,7 @@ pub struct Stepper<F> {
 }
 
 /// What the backward pass carries from one step to the one before, for a piece of elements.
+#[derive(Debug, Clone)]
 struct BackCarry<F> {
     /// Per element, summed over the steps: dL/dbeta and dL/dalpha (empty when not learnt).
     g_b: Vec<F>,

@@ -17,7 +17,7 @@ pub use common::{Connect, Distribution, Projection, Synapse};
 pub use layers::{Layer, Learnable, Recurrence, Shape, SpikeReset, Weights};
 pub use network::{Network, Neuron, Population, Record, Reset, SpikeRecord, TraceRecord};
 pub use stimulus::{Current, PoissonInput, Source, SourceKind, Stimulus};
-pub use training::{InputPopulation, Optimizer, Readout, Schedule, Training};
+pub use training::{Bptt, InputPopulation, Optimizer, Readout, Schedule, Training};
 
 use crate::error::{Error, Result};
 

@@ -34,6 +34,9 @@ pub struct Training {
     pub detach_reset: bool,
     #[serde(default)]
     pub readout: Readout,
+    /// How back-propagation through time keeps what it needs (layer stacks).
+    #[serde(default)]
+    pub bptt: Bptt,
     #[serde(default = "default_epochs")]
     pub epochs: u32,
     #[serde(default = "default_batch")]
@@ -66,6 +69,52 @@ fn default_epochs() -> u32 {
 
 fn default_batch() -> u32 {
     128
+}
+
+/// How back-propagation through time holds the forward pass (see `models::segments`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Bptt {
+    /// The whole sequence's tape: memory grows with the steps.
+    #[default]
+    Full,
+    /// Exact, keeping the state every `every` steps and recomputing each segment's forward on
+    /// the way back: one segment's tape at a time, the same gradients bit for bit.
+    Recompute { every: u32 },
+    /// The gradient stops `window` steps back at most (at each segment's start).
+    Truncated { window: u32 },
+}
+
+impl Bptt {
+    /// The steps held at a time, if the sequence is cut.
+    pub fn segment(&self) -> Option<usize> {
+        match *self {
+            Bptt::Full => None,
+            Bptt::Recompute { every: k } | Bptt::Truncated { window: k } => Some(k as usize),
+        }
+    }
+}
+
+impl std::str::FromStr for Bptt {
+    type Err = String;
+
+    /// `full`, `recompute:K` or `truncated:W`, as `--bptt` takes it.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (kind, steps) = text.split_once(':').unwrap_or((text, ""));
+        let steps = || {
+            steps
+                .parse::<u32>()
+                .ok()
+                .filter(|&k| k > 0)
+                .ok_or_else(|| format!("{text:?}: give the steps, e.g. {kind}:28"))
+        };
+        match kind {
+            "full" => Ok(Bptt::Full),
+            "recompute" => Ok(Bptt::Recompute { every: steps()? }),
+            "truncated" => Ok(Bptt::Truncated { window: steps()? }),
+            _ => Err(format!("{text:?}: expected full, recompute:K or truncated:W")),
+        }
+    }
 }
 
 /// How the last population's activity becomes class scores.

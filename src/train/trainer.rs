@@ -47,6 +47,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// The recall task's delay in steps, replacing the network's (`--delay`).
     pub delay: Option<i64>,
+    /// How back-propagation through time holds the sequence, replacing the network's (`--bptt`).
+    pub bptt: Option<crate::spec::Bptt>,
 }
 
 /// Per-chunk scratch space, kept across batches.
@@ -191,6 +193,13 @@ pub struct Run {
 
 impl Run {
     pub fn new(network: Network, network_text: String, training: Training, seed: u64) -> Result<Self> {
+        if training.bptt != crate::spec::Bptt::Full {
+            return Err(Error::Training(format!(
+                "training.bptt {:?}: recomputation and truncation run on layer stacks; a chain of populations \
+                 keeps the whole sequence (write it as Dense + Lif layers to cut it)",
+                training.bptt
+            )));
+        }
         let net = TrainNet::<f32>::from_spec(&network, &training, seed)?;
         let weights: Vec<DMatrix<f32>> = net.layers.iter().map(|l| l.weights.clone()).collect();
         let optimizer = OptimizerState::new(&weights, &training.optimizer);
@@ -417,9 +426,8 @@ pub fn load_data(
         return Err(Error::Data {
             path: dir.to_owned(),
             message: format!(
-                "the encoder feeds {} to {} inputs, but the input population {:?} has size {}",
+                "the encoder feeds {}, but the input population {:?} has size {}",
                 encoder.describe_input(pixels),
-                encoder.inputs(pixels),
                 input.name,
                 input.size
             ),
@@ -431,7 +439,7 @@ pub fn load_data(
                 path: dir.to_owned(),
                 message: format!(
                     "{} takes {steps} steps, but training.steps is {}",
-                    encoder.describe_input(pixels),
+                    encoder.describe_sequence(pixels),
                     training.steps
                 ),
             });
@@ -470,6 +478,9 @@ pub fn load_training(opts: &TrainOptions) -> Result<(Network, String, Training)>
     }
     if let Some(delay) = opts.delay {
         set_delay(&mut training, delay)?;
+    }
+    if let Some(bptt) = opts.bptt {
+        training.bptt = bptt;
     }
     Ok((network, text, training))
 }
