@@ -237,3 +237,24 @@ fn recurrent_stack_learns_repeats_itself_with_one_and_two_threads_and_resumes_ex
     train_cli(&network, &resumed, &[&["--epochs", "2", "--resume"][..], &cut].concat(), None);
     assert_eq!(checkpoint::read(&resumed.join("checkpoint.h5")).unwrap().layers, runs[0]);
 }
+
+#[test]
+fn a_recall_delay_that_is_negative_or_too_long_for_memory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = common::repo("networks/recall.ron");
+    for (delay, needle) in [
+        ("-5", "--delay: must be a number of steps >= 0, got -5"),
+        // 2 million steps: some 340 GB of values to keep, more than any test machine has.
+        ("2000000", "training over 2000040 steps at batch 64 keeps about"),
+    ] {
+        let out = dir.path().join("out");
+        let started = std::time::Instant::now();
+        let o = snn(&["train", &network, "--delay", delay, "--out", out.to_str().unwrap()], None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(needle), "{e}");
+        assert!(started.elapsed().as_secs_f64() < 10.0, "refused only after {:?}", started.elapsed());
+        assert!(!out.exists(), "nothing is written");
+    }
+    let o = snn(&["train", &common::repo("networks/fashion_rows.ron"), "--delay", "10"], None);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--delay: only the recall task has a delay"));
+}

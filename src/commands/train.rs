@@ -88,7 +88,7 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
                 path: opts.network.clone(),
                 message: format!(
                     "training over {} steps at batch {} keeps about {} for back-propagation through time, {} \
-                     available; shorten the sequence (--delay) or the batch",
+                     available; shorten the sequence (--delay) or the batch, or keep less (--bptt recompute:K)",
                     training.steps,
                     training.batch_size,
                     size(bytes),
