@@ -67,7 +67,8 @@ enum Command {
         #[arg(long, allow_negative_numbers = true)]
         delay: Option<i64>,
         /// Back-propagation through time: full, recompute:K (exact, the state kept every K
-        /// steps) or truncated:W (the gradient reaches W steps back at most).
+        /// steps), truncated:W (the gradient reaches W steps back at most), or eprop (online,
+        /// eligibility traces; one recurrent layer).
         #[arg(long)]
         bptt: Option<snn::spec::Bptt>,
         #[command(flatten)]

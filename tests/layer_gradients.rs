@@ -225,3 +225,136 @@ fn recomputed_segments_give_the_plain_gradients_bit_for_bit_and_truncation_cuts_
         assert!(differ > 0, "a window of 5 of 30 steps changes the gradients");
     }
 }
+
+/// e-prop's and BPTT's gradients of a stack, and the largest difference relative to the largest
+/// gradient of each tensor.
+fn eprop_against_bptt(layers: &str, training: &str) -> (Vec<DMatrix<f64>>, Vec<DMatrix<f64>>, f64) {
+    let mut net = timed_net(layers, "(name: \"x\", size: 4)", training);
+    net.smooth = false;
+    assert_eq!(net.eprop_problem(), None);
+    // Inputs of 0 and 1.5, so that the hard spikes come and go.
+    let x = timed_batch(4, 3, 40).map(|v| if v > 0.2 { 1.5 } else { 0.0 });
+    let labels = [1u8, 0, 2];
+    let trace = net.forward(x.clone(), Mode::Eval { soft: false });
+    let (loss, d_scores, _) = LayerNet::loss(trace.scores(), &labels);
+    let samples = [0, 1, 2];
+    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples });
+    let bptt = net.backward(&trace, d_scores);
+    let (eprop_loss, _, eprop) = net.eprop_pass(&x, &labels);
+    assert!((loss - eprop_loss).abs() < 1e-12, "losses {loss} and {eprop_loss}");
+    let worst = bptt.iter().zip(&eprop).map(|(a, b)| (a - b).amax() / a.amax().max(1e-12)).fold(0.0, f64::max);
+    (bptt, eprop, worst)
+}
+
+#[test]
+fn eprop_equals_bptt_without_recurrence_and_through_the_adaptation() {
+    // With no recurrent weights and the reset detached, nothing e-prop leaves out is there:
+    // its eligibility traces (through the membrane, and the threshold's adaptation) give BPTT's
+    // gradients, to rounding.
+    let training = "steps: 40, surrogate: Htaf(), encoder: Rate(), detach_reset: true";
+    for hidden in [
+        "Lif(tau_mem_ms: 6.0, threshold: 0.8)",
+        "Lif(tau_mem_ms: 6.0, threshold: 0.8, reset: Zero)",
+        "Alif(tau_mem_ms: 6.0, tau_adapt_ms: 25.0, beta_adapt: 0.4, threshold: 0.8)",
+    ] {
+        let layers = format!("Dense(units: 5), {hidden}, Dense(units: 3), Li(tau_mem_ms: 8.0)");
+        let (bptt, _, worst) = eprop_against_bptt(&layers, training);
+        assert!(bptt[0].amax() > 1e-6, "{hidden}: the hidden weights get a gradient");
+        assert!(worst < 1e-9, "{hidden}: e-prop and BPTT differ by {worst:e}");
+    }
+    // With recurrent weights e-prop drops the paths through other neurons: close, not equal.
+    let layers = "Dense(units: 5), Alif(tau_mem_ms: 6.0, tau_adapt_ms: 25.0, beta_adapt: 0.4, threshold: 0.8, \
+                  recurrent: NoSelf), Dense(units: 3), Li(tau_mem_ms: 8.0)";
+    let (bptt, eprop, worst) = eprop_against_bptt(layers, training);
+    assert!(worst > 1e-6, "recurrent paths are missing from e-prop, so the gradients differ");
+    // The readout's gradients are exact all the same.
+    let last = bptt.len() - 2;
+    let readout = (&bptt[last] - &eprop[last]).amax() / bptt[last].amax();
+    assert!(readout < 1e-9, "readout weights differ by {readout:e}");
+}
+
+#[test]
+fn eprop_gradient_equals_its_formula_on_a_tiny_recurrent_net() {
+    // One input, two recurrent Alif neurons, two classes, 12 steps, one sample: the formula of
+    // Bellec et al. 2020 written out here with scalars, against the library's pass.
+    let mut net = timed_net(
+        "Dense(units: 2), Alif(tau_mem_ms: 4.0, tau_adapt_ms: 10.0, beta_adapt: 0.3, threshold: 0.6, \
+         recurrent: AllToAll), Dense(units: 2), Li(tau_mem_ms: 5.0)",
+        "(name: \"x\", size: 1)",
+        "steps: 12, surrogate: Htaf(), encoder: Rate(), detach_reset: true",
+    );
+    net.smooth = false;
+    let u = [1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0];
+    let x = DMatrix::from_row_slice(1, 12, &u);
+    let label = 1usize;
+    // Weights that make both neurons fire now and then, and excite and inhibit each other.
+    let set = [
+        DMatrix::from_row_slice(2, 1, &[0.9, 0.7]),
+        DMatrix::from_row_slice(2, 1, &[0.05, 0.1]),
+        DMatrix::from_row_slice(2, 2, &[0.1, 0.5, -0.3, 0.2]),
+    ];
+    for (slot, value) in net.params_mut().into_iter().zip(&set) {
+        slot.copy_from(value);
+    }
+    let p: Vec<DMatrix<f64>> = net.params().into_iter().cloned().collect();
+    let (w_in, b_in, w_rec, w_out, b_out) = (&p[0], &p[1], &p[2], &p[3], &p[4]);
+    let (beta, rho, kappa, b, theta) = ((-1.0f64 / 4.0).exp(), (-1.0f64 / 10.0).exp(), (-1.0f64 / 5.0).exp(), 0.3, 0.6);
+    let table = snn::surrogate::DerivativeTable::new(net.surrogate);
+    // Forward, keeping z, psi and the readout per step.
+    let (mut v, mut a, mut z_prev, mut y) = ([0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2]);
+    let (mut zs, mut psis, mut scores) = (Vec::new(), Vec::new(), [0.0; 2]);
+    for &ut in &u {
+        let mut z = [0.0; 2];
+        let mut psi = [0.0; 2];
+        for j in 0..2 {
+            let input = w_in[(j, 0)] * ut + b_in[j] + w_rec[(j, 0)] * z_prev[0] + w_rec[(j, 1)] * z_prev[1];
+            let vp = beta * v[j] + input;
+            let th = theta + b * a[j];
+            z[j] = if vp >= th { 1.0 } else { 0.0 };
+            psi[j] = table.derivative(vp - th);
+            v[j] = vp - th * z[j];
+            a[j] = rho * a[j] + z[j];
+        }
+        for k in 0..2 {
+            y[k] = kappa * y[k] + w_out[(k, 0)] * z[0] + w_out[(k, 1)] * z[1] + b_out[k];
+            scores[k] += y[k] / 12.0;
+        }
+        zs.push(z);
+        psis.push(psi);
+        z_prev = z;
+    }
+    let e = [(scores[0] - scores[1]).exp(), 1.0];
+    let softmax = [e[0] / (e[0] + e[1]), e[1] / (e[0] + e[1])];
+    let delta = [softmax[0] - (label == 0) as u8 as f64, softmax[1] - (label == 1) as u8 as f64];
+    // dE/dz_j[t] through the readout: sum_k W_out[k, j] delta_k sum_{t' >= t} kappa^(t'-t) / 12.
+    let signal = |j: usize, t: usize| {
+        let g: f64 = (t..12).map(|s| kappa.powi((s - t) as i32) / 12.0).sum();
+        (0..2).map(|k| w_out[(k, j)] * delta[k] * g).sum::<f64>()
+    };
+    // Eligibility traces for the recurrent weight j <- i: presynaptic z_i[t - 1].
+    let mut grad_rec = [[0.0; 2]; 2];
+    for j in 0..2 {
+        for i in 0..2 {
+            let (mut eps_v, mut eps_a) = (0.0, 0.0);
+            for t in 0..12 {
+                let pre = if t > 0 { zs[t - 1][i] } else { 0.0 };
+                let psi_before = if t > 0 { psis[t - 1][j] } else { 0.0 };
+                eps_a = psi_before * eps_v + (rho - psi_before * b) * eps_a;
+                eps_v = beta * eps_v + pre;
+                grad_rec[j][i] += signal(j, t) * psis[t][j] * (eps_v - b * eps_a);
+            }
+        }
+    }
+    let (_, _, grads) = net.eprop_pass(&x, &[label as u8]);
+    for j in 0..2 {
+        for i in 0..2 {
+            let ours = grads[2][(j, i)];
+            assert!(
+                (ours - grad_rec[j][i]).abs() <= 1e-12 * grad_rec[j][i].abs().max(1e-9),
+                "w_rec[{j}][{i}]: {ours} vs {}",
+                grad_rec[j][i]
+            );
+        }
+    }
+    assert!(grad_rec.iter().flatten().any(|g| g.abs() > 1e-6), "the recurrent weights get a gradient");
+}

@@ -7,6 +7,7 @@
 
 pub mod binary;
 pub mod concepts;
+pub mod eprop;
 pub mod net;
 pub mod nir;
 pub mod segments;

@@ -156,7 +156,12 @@ pub struct LayerRun {
 impl LayerRun {
     pub fn new(network: Network, network_text: String, training: Training, seed: u64) -> Result<Self> {
         let net = LayerNet::<f32>::from_spec(&network, &training, seed)?;
-        if let Some(problem) = training.bptt.segment().and_then(|_| net.segment_problem()) {
+        let problem = match training.bptt {
+            Bptt::Full => None,
+            Bptt::Eprop => net.eprop_problem(),
+            Bptt::Recompute { .. } | Bptt::Truncated { .. } => net.segment_problem(),
+        };
+        if let Some(problem) = problem {
             return Err(Error::Training(format!("training.bptt {:?}: {problem}", training.bptt)));
         }
         let params: Vec<DMatrix<f32>> = net.params().into_iter().cloned().collect();
@@ -188,7 +193,11 @@ impl Trainable for LayerRun {
     }
 
     fn tape_bytes(&self) -> Option<f64> {
-        Some(self.net.tape_bytes(self.state.training.batch_size as usize, self.state.training.bptt.segment()))
+        let batch = self.state.training.batch_size as usize;
+        Some(match self.state.training.bptt {
+            Bptt::Eprop => self.net.eprop_bytes(batch),
+            bptt => self.net.tape_bytes(batch, bptt.segment()),
+        })
     }
 
     fn state_mut(&mut self) -> &mut RunState {
@@ -240,6 +249,7 @@ impl Trainable for LayerRun {
             }
             Bptt::Recompute { every } => self.net.segmented_pass(&input, mode, &labels, every as usize, false),
             Bptt::Truncated { window } => self.net.segmented_pass(&input, mode, &labels, window as usize, true),
+            Bptt::Eprop => self.net.eprop_pass(&input, &labels),
         };
         let squares = optim::squared_norms(&grads);
         if !loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {

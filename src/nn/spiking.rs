@@ -917,6 +917,18 @@ pub struct Stepper<F> {
     pub output: Vec<F>,
 }
 
+impl<F> Stepper<F> {
+    /// The last step's v' (before the reset).
+    pub fn v_pre(&self) -> &[F] {
+        &self.v_pre
+    }
+
+    /// The second state carried to the next step: CubaLif's current, Alif's adaptation a[t + 1].
+    pub fn carried(&self) -> &[F] {
+        &self.i
+    }
+}
+
 /// What the backward pass carries from one step to the one before, for a piece of elements.
 #[derive(Debug, Clone)]
 struct BackCarry<F> {

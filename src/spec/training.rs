@@ -83,13 +83,16 @@ pub enum Bptt {
     Recompute { every: u32 },
     /// The gradient stops `window` steps back at most (at each segment's start).
     Truncated { window: u32 },
+    /// Online e-prop (Bellec et al. 2020, `models::eprop`): eligibility traces forward in time,
+    /// memory independent of the steps; one recurrent Lif or Alif layer with an Li readout.
+    Eprop,
 }
 
 impl Bptt {
     /// The steps held at a time, if the sequence is cut.
     pub fn segment(&self) -> Option<usize> {
         match *self {
-            Bptt::Full => None,
+            Bptt::Full | Bptt::Eprop => None,
             Bptt::Recompute { every: k } | Bptt::Truncated { window: k } => Some(k as usize),
         }
     }
@@ -110,9 +113,10 @@ impl std::str::FromStr for Bptt {
         };
         match kind {
             "full" => Ok(Bptt::Full),
+            "eprop" => Ok(Bptt::Eprop),
             "recompute" => Ok(Bptt::Recompute { every: steps()? }),
             "truncated" => Ok(Bptt::Truncated { window: steps()? }),
-            _ => Err(format!("{text:?}: expected full, recompute:K or truncated:W")),
+            _ => Err(format!("{text:?}: expected full, recompute:K, truncated:W or eprop")),
         }
     }
 }
