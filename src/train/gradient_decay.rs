@@ -1,6 +1,9 @@
 //! How far the loss gradient reaches, for each surrogate: back in time for a spiking network
-//! (the norm of dL/dv' of the first hidden layer at each time step), down in depth for a layered
-//! model (the norm of the gradient reaching the output of each Dense or Conv2d layer). Averaged
+//! (the norm of dL/dv' of the first hidden layer at each time step) or a spiking layer stack
+//! (the norm of the gradient reaching the first spiking layer's input, its dL/dv', at each step),
+//! down in
+//! depth for a layered model without time (the norm of the gradient reaching the output of each
+//! Dense or Conv2d layer). Averaged
 //! over some test samples, on fresh weights (the spec's seed), a checkpoint's, or each
 //! surrogate's own trained weights from a sweep.
 
@@ -75,17 +78,37 @@ fn depth_decay(
     data: Option<&Path>,
     samples: usize,
 ) -> Result<GradientDecay> {
-    let training = spec::training_section(network, network_path)?;
+    let file_training = spec::training_section(network, network_path)?;
+    // A trained stack keeps its own settings (the steps of a recall run's delay, say); the first
+    // surrogate's checkpoint gives them for every curve.
+    let first = checkpoint_for(weights, &Surrogate::all()[0], network.seed);
+    let training = match &first {
+        Some(path) => checkpoint::read(path)?.specs(path)?.1,
+        None => file_training,
+    };
     let dir = trainer::data_folder(data, &training, network_path);
     let dataset = trainer::load_data(&dir, network, &training, Some(1), Some(samples as u32))?;
     let split = &dataset.test;
     let indices: Vec<usize> = (0..split.len()).collect();
+    let probe = LayerNet::<f32>::from_spec(network, &training, network.seed)?;
+    // Through time: the input of the first spiking layer (the output of the layer before it),
+    // step by step.
+    let spiking = probe.layers.iter().position(|l| matches!(&l.op, Op::Spiking(s) if s.fires()));
+    let through_time = spiking.filter(|&i| probe.steps > 1 && i > 0).map(|i| i - 1);
     let mut result = GradientDecay {
         surrogates: Surrogate::all(),
         norms: Vec::new(),
         source: describe(weights),
-        axis: "layer with weights (input side first)",
-        measured: "gradient reaching each layer's output",
+        axis: if through_time.is_some() {
+            "time step (the loss reads the readout over its steps; backward runs from the last)"
+        } else {
+            "layer with weights (input side first)"
+        },
+        measured: if through_time.is_some() {
+            "gradient reaching the first spiking layer's input (dL/dv')"
+        } else {
+            "gradient reaching each layer's output"
+        },
     };
     for surrogate in Surrogate::all() {
         let t = Training { surrogate, ..training.clone() };
@@ -100,11 +123,15 @@ fn depth_decay(
         let (_, d_scores, _) = LayerNet::loss(trace.scores(), &split.labels);
         let weighted: Vec<usize> =
             (0..net.layers.len()).filter(|&i| matches!(net.layers[i].op, Op::Dense(_) | Op::Conv(..))).collect();
-        let mut norms = vec![0.0; weighted.len()];
+        let mut norms = vec![0.0; if through_time.is_some() { net.steps } else { weighted.len() }];
         // d_scores is the gradient of the mean loss; per sample it is n times larger.
         let n = split.len() as f64;
         net.backward_observed(&trace, d_scores, |i, dy| {
-            if let Some(k) = weighted.iter().position(|&w| w == i) {
+            if Some(i) == through_time {
+                for (t, norm) in norms.iter_mut().enumerate() {
+                    *norm = dy.columns(t * split.len(), split.len()).norm() as f64 * n / n.sqrt();
+                }
+            } else if let (None, Some(k)) = (through_time, weighted.iter().position(|&w| w == i)) {
                 norms[k] = dy.norm() as f64 * n / n.sqrt();
             }
         });
