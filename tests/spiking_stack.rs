@@ -258,3 +258,35 @@ fn a_recall_delay_that_is_negative_or_too_long_for_memory_is_refused() {
     let o = snn(&["train", &common::repo("networks/fashion_rows.ron"), "--delay", "10"], None);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--delay: only the recall task has a delay"));
 }
+
+#[test]
+fn recomputation_trains_to_the_same_weights_as_full_bptt_and_eprop_repeats_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let network = write(dir.path(), "recurrent.ron", RECURRENT);
+    let cut = ["--train-samples", "256", "--test-samples", "64", "--epochs", "1"];
+    let weights = |name: &str, extra: &[&str], threads: usize| {
+        let out = dir.path().join(name);
+        train_cli(&network, &out, &[extra, &cut[..]].concat(), Some(threads));
+        checkpoint::read(&out.join("checkpoint.h5")).unwrap().layers
+    };
+    let full = weights("full", &["--bptt", "full"], 2);
+    assert_eq!(weights("recompute", &["--bptt", "recompute:3"], 2), full, "recomputation changes training");
+    assert_ne!(weights("truncated", &["--bptt", "truncated:3"], 2), full, "truncation changes nothing");
+    // e-prop: one recurrent Alif layer with fixed time constants and an Li readout.
+    let eprop = RECURRENT.replace(
+        "Dense(units: 48), Lif(tau_mem_ms: 5.0, threshold: 0.5, learn_tau: PerChannel, recurrent: NoSelf),\n",
+        "",
+    );
+    assert_ne!(eprop, RECURRENT, "the first layer is taken out");
+    let network = write(dir.path(), "eprop.ron", &eprop);
+    let runs: Vec<_> = [1, 2]
+        .iter()
+        .map(|&threads| {
+            let out = dir.path().join(format!("eprop{threads}"));
+            train_cli(&network, &out, &[&["--bptt", "eprop"][..], &cut[..]].concat(), Some(threads));
+            checkpoint::read(&out.join("checkpoint.h5")).unwrap()
+        })
+        .collect();
+    assert_eq!(runs[0].layers, runs[1].layers, "e-prop with 1 and 2 threads");
+    assert!(runs[0].history.test_accuracy[0] > 0.2, "e-prop learns: {:?}", runs[0].history.test_accuracy);
+}
