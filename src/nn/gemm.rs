@@ -106,7 +106,7 @@ impl<'a, F: Gemm> View<'a, F> {
     }
 
     /// Rows `start..end` of the view.
-    fn rows_of(self, start: usize, end: usize) -> Self {
+    pub fn rows_of(self, start: usize, end: usize) -> Self {
         let offset = start * self.row_stride;
         let data = if end > start && self.cols > 0 { &self.data[offset..] } else { &self.data[..0] };
         View { data, rows: end - start, ..self }

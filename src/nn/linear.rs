@@ -131,6 +131,9 @@ pub fn dense_backward<F: Gemm>(
     (dw, db, dx)
 }
 
+/// Columns of dW per parallel piece of the step-by-step weight gradient.
+const STEP_BAND: usize = 32;
+
 /// Dense backward for an input of `steps` steps (step-major columns): dL/dW and dL/db added
 /// into `dw` and `db` step by step from the last, then dL/dx. Summed step by step, a sequence
 /// taken in segments (recomputation, truncation) gets the same sums, bit for bit.
@@ -145,13 +148,22 @@ pub fn dense_backward_by_step<F: Gemm>(
 ) -> DMatrix<F> {
     let samples = dy.ncols() / steps;
     let (rows, inputs) = (dy.nrows(), x.nrows());
-    let mut db = db;
-    for t in (0..steps).rev() {
-        let dy_t = &dy.as_slice()[t * samples * rows..(t + 1) * samples * rows];
-        let x_t = &x.as_slice()[t * samples * inputs..(t + 1) * samples * inputs];
-        par_matmul(dw.as_mut_slice(), View::new(dy_t, rows, samples), View::new(x_t, inputs, samples).t(), F::one());
-        if let Some(db) = db.as_deref_mut() {
-            *db += bias_gradient(&DMatrix::from_column_slice(rows, samples, dy_t), rows, 1);
+    fn step<F: Gemm>(m: &DMatrix<F>, t: usize, samples: usize) -> &[F] {
+        &m.as_slice()[t * samples * m.nrows()..(t + 1) * samples * m.nrows()]
+    }
+    // Bands of dW's columns (fixed, whatever the threads) in parallel, each summing its steps
+    // from the last in order.
+    dw.as_mut_slice().par_chunks_mut(rows * STEP_BAND).enumerate().for_each(|(k, band)| {
+        let first = k * STEP_BAND;
+        let cols = band.len() / rows.max(1);
+        for t in (0..steps).rev() {
+            let x_t = View::new(step(x, t, samples), inputs, samples).rows_of(first, first + cols);
+            matmul(band, View::new(step(dy, t, samples), rows, samples), x_t.t(), F::one());
+        }
+    });
+    if let Some(db) = db {
+        for t in (0..steps).rev() {
+            *db += bias_gradient(&DMatrix::from_column_slice(rows, samples, step(dy, t, samples)), rows, 1);
         }
     }
     if !input_grad {
