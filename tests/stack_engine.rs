@@ -9,7 +9,8 @@ use common::{repo, serial, train_cli};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use snn::data::idx;
+use snn::data::encode::Encoder;
+use snn::data::{idx, tasks};
 use snn::io::checkpoint;
 use snn::models::net::{LayerNet, Mode, Op};
 use snn::models::trainer::{from_checkpoint, model_input};
@@ -39,12 +40,14 @@ const RATE_CODED: &str = r#"Network(
     training: (steps: 10, encoder: Rate(), epochs: 1, batch_size: 64, optimizer: Adam(lr: 2e-3)),
 )"#;
 
-/// Trains `text` briefly into `dir`; returns the network file and the checkpoint.
-fn trained(dir: &Path, text: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+/// Trains `text` briefly into `dir` (with `extra` arguments); returns the network file and the
+/// checkpoint.
+fn trained(dir: &Path, text: &str, extra: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
     let network = dir.join("network.ron");
     std::fs::write(&network, text).unwrap();
     let out = dir.join("run");
-    train_cli(network.to_str().unwrap(), &out, &["--train-samples", "256", "--test-samples", "64"], None);
+    let cut = ["--train-samples", "256", "--test-samples", "64"];
+    train_cli(network.to_str().unwrap(), &out, &[&cut[..], extra].concat(), None);
     (network, out.join("checkpoint.h5"))
 }
 
@@ -56,7 +59,10 @@ type Spikes = BTreeSet<(u64, u64)>;
 fn trainer_spikes(checkpoint_path: &Path, index: usize) -> (Vec<(String, Spikes)>, usize) {
     let saved = checkpoint::read(checkpoint_path).unwrap();
     let mut net: LayerNet<f64> = from_checkpoint(&saved, checkpoint_path).unwrap();
-    let split = idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap().test;
+    let split = match net.encoder {
+        Encoder::Recall { classes, .. } => tasks::recall(classes, 0, 64).test,
+        _ => idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap().test,
+    };
     let x = model_input(&net, &split, &[index], saved.seed, None).map(|v| v as f64);
     let trace = net.forward(x, Mode::Eval { soft: false });
     let mut layers = Vec::new();
@@ -94,7 +100,11 @@ fn engine_matches_trainer(
 ) {
     let stimulus = dir.join(format!("image{index}.ron"));
     let data = repo("tests/data/fashion-mnist");
-    let size = if encoder.starts_with("Sequence") { 28 } else { 784 };
+    let size = match encoder.split('(').next().unwrap() {
+        "Sequence" => 28,
+        "Recall" => 50,
+        _ => 784,
+    };
     let text = format!(
         "Stimulus(sources: [(name: {source:?}, size: {size}, kind: Image(data: {data:?}, index: {index}, encoder: {encoder}))])"
     );
@@ -142,7 +152,7 @@ fn steps_of(checkpoint_path: &Path) -> usize {
 fn a_recurrent_adaptive_stack_fed_row_by_row_spikes_in_the_engine_as_in_the_trainer() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
-    let (network, checkpoint_path) = trained(dir.path(), RECURRENT_ROWS);
+    let (network, checkpoint_path) = trained(dir.path(), RECURRENT_ROWS, &[]);
     for index in [0, 1, 2] {
         engine_matches_trainer(dir.path(), &network, &checkpoint_path, "row", "Sequence(per_step: 28)", index);
     }
@@ -152,8 +162,22 @@ fn a_recurrent_adaptive_stack_fed_row_by_row_spikes_in_the_engine_as_in_the_trai
 fn a_rate_coded_stack_with_a_spiking_readout_spikes_in_the_engine_as_in_the_trainer() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
-    let (network, checkpoint_path) = trained(dir.path(), RATE_CODED);
+    let (network, checkpoint_path) = trained(dir.path(), RATE_CODED, &[]);
     for index in [0, 5] {
         engine_matches_trainer(dir.path(), &network, &checkpoint_path, "pixels", "Rate()", index);
+    }
+}
+
+#[test]
+fn a_trained_recall_net_spikes_in_the_engine_as_in_the_trainer() {
+    // The memory task: recurrent Alif neurons with learnt decays, a generated trial presented
+    // by an image source of the task, the class read in the recall window only.
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("networks/recall.ron")).unwrap();
+    let (network, checkpoint_path) = trained(dir.path(), &text, &["--delay", "30", "--epochs", "1"]);
+    let encoder = "Recall(classes: 4, group: 10, cue_steps: 20, delay: 30, recall_steps: 20)";
+    for index in [0, 1, 2] {
+        engine_matches_trainer(dir.path(), &network, &checkpoint_path, "cues", encoder, index);
     }
 }

@@ -592,7 +592,13 @@ fn image_source(
     seed: u64,
 ) -> Result<Generator> {
     let folder = idx::stimulus_folder(data, model.stimulus_path.as_deref());
-    let split = idx::load_dir(&folder)?.test;
+    // A generated task's trials are its own test set, as `snn eval` scores them.
+    let split = match encoder {
+        Encoder::Recall { classes, .. } => {
+            crate::data::tasks::recall(classes, 0, crate::data::tasks::RECALL_TEST_SAMPLES).test
+        }
+        _ => idx::load_dir(&folder)?.test,
+    };
     let pixels = split.images.pixels_per_image();
     if encoder.inputs(pixels) != size as usize {
         let needs = encoder.describe_input(pixels);

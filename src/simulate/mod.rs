@@ -47,16 +47,30 @@ pub struct Summary {
     /// With a checkpoint: the readout's predicted class, and the image's label when the
     /// stimulus presents a data-set image.
     pub prediction: Option<(usize, Option<u8>)>,
+    /// Whether the classes are Fashion-MNIST's (named), not a generated task's.
+    pub fashion_classes: bool,
 }
 
-/// `predicted class 4 (Coat), label 4 (Coat)`.
-fn describe_prediction(predicted: usize, label: Option<u8>) -> String {
-    let name = |c: usize| crate::data::idx::FASHION_CLASSES.get(c).copied().unwrap_or("?");
-    let mut text = format!("predicted class {predicted} ({})", name(predicted));
+/// `predicted class 4 (Coat), label 4 (Coat)`; without the names for a generated task.
+fn describe_prediction(predicted: usize, label: Option<u8>, fashion: bool) -> String {
+    let name = |c: usize| match crate::data::idx::FASHION_CLASSES.get(c) {
+        Some(name) if fashion => format!(" ({name})"),
+        _ => String::new(),
+    };
+    let mut text = format!("predicted class {predicted}{}", name(predicted));
     if let Some(l) = label {
-        text += &format!(", label {l} ({})", name(l as usize));
+        text += &format!(", label {l}{}", name(l as usize));
     }
     text
+}
+
+/// Whether the stimulus presents a data-set image, rather than a generated task's trial.
+fn presents_fashion(model: &Model) -> bool {
+    !model
+        .stimulus
+        .sources
+        .iter()
+        .any(|s| matches!(s.kind, spec::SourceKind::Image { encoder: crate::data::encode::Encoder::Recall { .. }, .. }))
 }
 
 impl fmt::Display for Summary {
@@ -92,7 +106,7 @@ impl fmt::Display for Summary {
             self.events as f64 / self.run_s.max(1e-12)
         )?;
         if let Some((predicted, label)) = self.prediction {
-            writeln!(f, "{}", describe_prediction(predicted, label))?;
+            writeln!(f, "{}", describe_prediction(predicted, label, self.fashion_classes))?;
         }
         for file in &self.files {
             writeln!(f, "wrote {}", file.display())?;
@@ -194,7 +208,8 @@ pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Resul
         Some(t) => t.predict(&recording, sim.presented_label()),
         None => None,
     };
-    let note = prediction.map(|(p, l)| format!(", {}", describe_prediction(p, l))).unwrap_or_default();
+    let fashion_classes = presents_fashion(&model);
+    let note = prediction.map(|(p, l)| format!(", {}", describe_prediction(p, l, fashion_classes))).unwrap_or_default();
     let out = opts.out.clone().unwrap_or_else(|| Path::new("outputs").join(&model.network.name));
     let mut files = Vec::new();
     if exchange.rank() == 0 {
@@ -210,6 +225,7 @@ pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Resul
         run_s,
         files,
         prediction,
+        fashion_classes,
     })
 }
 

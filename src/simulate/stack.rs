@@ -155,13 +155,14 @@ pub fn compile(
         training: None,
     };
     let model = spec::model_for_trained_layers(compiled, network_text, network_path, stimulus_override)?;
-    // Layer k of the stack (counting spiking layers) computes the trainer's step t in step t + k.
+    // Layer k of the stack (counting spiking layers) computes the trainer's step t in step t + k;
+    // the scores read the steps from `scored_from` on (the recall window of the memory task).
     let latency = layers.len() - 1;
     let trained = Trained {
         weights,
         layers,
-        readout: Some(Readout { population: readout, first_step: latency, counts_spikes }),
-        steps,
+        readout: Some(Readout { population: readout, first_step: latency + net.scored_from, counts_spikes }),
+        steps: steps - net.scored_from,
         extra_steps: latency as u64 + 1,
     };
     Ok((model, trained))

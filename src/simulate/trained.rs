@@ -31,7 +31,7 @@ pub struct Trained {
     /// Populations that run a trained layer, by name.
     pub layers: Vec<(String, LayerPopulation)>,
     pub readout: Option<Readout>,
-    /// Steps of the training pass (T).
+    /// Steps the readout is read over (T, or the scored window of T).
     pub steps: usize,
     /// Steps the run takes beyond T: the readout's delay, and one more so that its potential
     /// after the last step is sampled.
