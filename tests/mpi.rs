@@ -103,6 +103,27 @@ fn ranks_and_threads_give_identical_recordings_and_weights_and_bad_input_stops_e
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(read(&one) == read(&shared), "2 ranks x {threads} threads trained other weights than one process");
     }
+    // The trained network simulated with a presented image: the same recording on 2 ranks.
+    let simulate_trained = |out: &Path| {
+        let args = ["simulate", &repo("networks/fashion_snn.ron"), "--stimulus", &repo("stimuli/fashion_image.ron")];
+        let checkpoint = one.join("checkpoint.h5");
+        let more = ["--checkpoint", checkpoint.to_str().unwrap(), "--no-figures", "--out", out.to_str().unwrap()];
+        args.into_iter().chain(more).map(String::from).collect::<Vec<_>>()
+    };
+    let alone = dir.path().join("trained1");
+    let o = snn(&simulate_trained(&alone).iter().map(|s| s.as_str()).collect::<Vec<_>>(), Some(1));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let prediction = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout).lines().find(|l| l.starts_with("predicted")).map(str::to_owned)
+    };
+    let expected = prediction(&o).expect("the class is reported");
+    let shared = dir.path().join("trained2");
+    let o = mpirun(&binary, 2, 1, &simulate_trained(&shared).iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(prediction(&o), Some(expected));
+    let (a, b) = (std::fs::read(alone.join("spikes.h5")).unwrap(), std::fs::read(shared.join("spikes.h5")).unwrap());
+    assert!(a == b, "a trained network on 2 ranks recorded other spikes than one process");
+
     // Layer stacks cannot share a batch yet, and say so.
     let o = mpirun(&binary, 2, 1, &["train", &repo("networks/fashion_dhn.ron"), "--data", &data, "--epochs", "1"]);
     assert!(!o.status.success());

@@ -154,11 +154,13 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
 /// [`simulate`] as one of the ranks of `exchange`: each builds and runs its share, all end with
 /// the same recording, and rank 0 alone writes the files.
 pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Result<Summary> {
-    if opts.checkpoint.is_some() && exchange.size() > 1 {
-        return Err(Error::Simulation("--checkpoint runs on one rank only so far".into()));
-    }
     let (mut model, mut steps, seed, trained) = match &opts.checkpoint {
         Some(checkpoint) if spec::load_network(&opts.network)?.0.is_layered() => {
+            if exchange.size() > 1 {
+                return Err(Error::Simulation(
+                    "a trained layer stack runs in one process so far, not over ranks".into(),
+                ));
+            }
             let (model, trained) = stack::compile(&opts.network, checkpoint, opts.stimulus.as_deref())?;
             let (steps, seed) = run_length(&model, opts)?;
             (model, steps, seed, Some(trained))

@@ -78,13 +78,14 @@ impl Trained {
                 sim.projections.iter_mut().find(|p| p.source == source && p.target == target).ok_or_else(|| {
                     Error::Training(format!("no projection {from} -> {to} to load the checkpoint's weights into"))
                 })?;
+            // All to all (each rank holding the synapses onto its own neurons): the shapes say
+            // whether the weights fit.
             let synapses = &mut proj.synapses;
-            let autapses_dropped = if source == target { w.nrows() } else { 0 };
-            let fits = synapses.len() == w.len() || synapses.len() + autapses_dropped == w.len();
-            if !fits || synapses.n_source != w.ncols() {
+            if (synapses.n_target, synapses.n_source) != w.shape() {
                 return Err(Error::Training(format!(
-                    "projection {from} -> {to} has {} synapses, the checkpoint {} x {} weights",
-                    synapses.len(),
+                    "projection {from} -> {to} joins {} to {} neurons, the checkpoint's weights are {} x {}",
+                    synapses.n_source,
+                    synapses.n_target,
                     w.nrows(),
                     w.ncols()
                 )));
