@@ -115,13 +115,6 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Loads the model named by `opts` with command-line overrides applied and checked.
-pub fn load(opts: &SimulateOptions) -> Result<(Model, u64, u64)> {
-    let model = spec::load_model(&opts.network, opts.stimulus.as_deref())?;
-    let (steps, seed) = run_length(&model, opts)?;
-    Ok((model, steps, seed))
-}
-
 /// The steps and seed of a run of `model`, from the command line or the network file.
 fn run_length(model: &Model, opts: &SimulateOptions) -> Result<(u64, u64)> {
     let net = &model.network;
@@ -154,24 +147,24 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
 /// [`simulate`] as one of the ranks of `exchange`: each builds and runs its share, all end with
 /// the same recording, and rank 0 alone writes the files.
 pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Result<Summary> {
-    let (mut model, mut steps, seed, trained) = match &opts.checkpoint {
-        Some(checkpoint) if spec::load_network(&opts.network)?.0.is_layered() => {
-            if exchange.size() > 1 {
-                return Err(Error::Simulation(
-                    "a trained layer stack runs in one process so far, not over ranks".into(),
-                ));
-            }
-            let (model, trained) = stack::compile(&opts.network, checkpoint, opts.stimulus.as_deref())?;
-            let (steps, seed) = run_length(&model, opts)?;
-            (model, steps, seed, Some(trained))
-        }
-        _ => {
-            let (model, steps, seed) = load(opts)?;
-            (model, steps, seed, None)
-        }
+    // A trained layer stack is compiled onto populations; any other network is read as it is.
+    let stack = match &opts.checkpoint {
+        Some(checkpoint) if spec::load_network(&opts.network)?.0.is_layered() => Some(checkpoint),
+        _ => None,
     };
+    if stack.is_some() && exchange.size() > 1 {
+        return Err(Error::Simulation("a trained layer stack runs in one process so far, not over ranks".into()));
+    }
+    let (mut model, compiled) = match stack {
+        Some(checkpoint) => {
+            let (model, trained) = stack::compile(&opts.network, checkpoint, opts.stimulus.as_deref())?;
+            (model, Some(trained))
+        }
+        None => (spec::load_model(&opts.network, opts.stimulus.as_deref())?, None),
+    };
+    let (mut steps, seed) = run_length(&model, opts)?;
     check_memory(&model, Some(steps), &opts.network)?;
-    let trained = match (trained, &opts.checkpoint) {
+    let trained = match (compiled, &opts.checkpoint) {
         (Some(t), _) => Some(t),
         (None, Some(path)) => Some(trained::prepare(&mut model, path)?),
         (None, None) => None,
