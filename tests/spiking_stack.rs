@@ -290,3 +290,17 @@ fn recomputation_trains_to_the_same_weights_as_full_bptt_and_eprop_repeats_itsel
     assert_eq!(runs[0].layers, runs[1].layers, "e-prop with 1 and 2 threads");
     assert!(runs[0].history.test_accuracy[0] > 0.2, "e-prop learns: {:?}", runs[0].history.test_accuracy);
 }
+
+#[test]
+fn validate_gives_the_memory_a_training_batch_keeps_and_checks_the_bptt_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = snn(&["validate", &common::repo("networks/fashion_pixels.ron")], None);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("per batch of 128 for the backward pass over 784 steps"), "{out}");
+    // e-prop needs one recurrent layer: the spiking CNN is refused, naming the setting.
+    let scnn = std::fs::read_to_string(common::repo("networks/fashion_scnn.ron")).unwrap();
+    let network = write(dir.path(), "scnn_eprop.ron", &scnn.replace("training: (", "training: (bptt: Eprop, "));
+    let o = snn(&["validate", &network], None);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("training.bptt Eprop: e-prop trains Dense -> Lif or Alif"), "{e}");
+}

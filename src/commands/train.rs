@@ -12,7 +12,7 @@ use crate::io::hdf5_file;
 use crate::models::binary::{PackedNet, PackedReport};
 use crate::models::concepts::{self, ConceptLayer, Explanation};
 use crate::models::spikes::{self, ImageRun};
-use crate::models::{self, LayerNet, trainer::Activity};
+use crate::models::{self, LayerNet, Trainable, trainer::Activity};
 use crate::plot;
 use crate::ranks::{Alone, Exchange};
 use crate::records::PassTotals;
@@ -66,6 +66,51 @@ impl fmt::Display for TrainSummary {
     }
 }
 
+/// Refuses, naming `path`, a run whose values kept for back-propagation through time would not
+/// fit in the memory available; returns what they take when the model can say.
+fn check_training_memory(run: &dyn Trainable, training: &Training, path: &Path) -> Result<Option<f64>> {
+    let bytes = run.tape_bytes();
+    if let (Some(bytes), Some(free)) = (bytes, crate::engine::estimate::available_memory()) {
+        if bytes > free {
+            let size = crate::engine::estimate::size;
+            return Err(Error::Data {
+                path: path.to_owned(),
+                message: format!(
+                    "training over {} steps at batch {} keeps about {} for back-propagation through time, {} \
+                     available; shorten the sequence (--delay) or the batch, or keep less (--bptt recompute:K)",
+                    training.steps,
+                    training.batch_size,
+                    size(bytes),
+                    size(free)
+                ),
+            });
+        }
+    }
+    Ok(bytes)
+}
+
+/// What `snn validate` says of a network trained from data: the memory one training batch
+/// keeps for back-propagation through time, when the model can estimate it (layer stacks), after
+/// the checks training itself makes (`training.bptt` against the layers, memory).
+pub fn training_memory(network_path: &Path) -> Result<Option<String>> {
+    let opts = TrainOptions { network: network_path.to_owned(), ..TrainOptions::default() };
+    let (network, text, training) = trainer::load_training(&opts)?;
+    let seed = network.seed;
+    let run = fit::start(network, text, training.clone(), seed)?;
+    Ok(check_training_memory(run.as_ref(), &training, network_path)?.map(|bytes| {
+        format!(
+            "training keeps about {} per batch of {} for the backward pass{}",
+            crate::engine::estimate::size(bytes),
+            training.batch_size,
+            if training.steps > 1 {
+                format!(" over {} steps (bptt {:?})", training.steps, training.bptt)
+            } else {
+                String::new()
+            }
+        )
+    }))
+}
+
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
     train_shared(opts, &Alone)
 }
@@ -81,22 +126,7 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
     let seed = opts.seed.unwrap_or(network.seed);
     let name = network.name.clone();
     let mut run = fit::start(network, text, training.clone(), seed)?;
-    if let (Some(bytes), Some(free)) = (run.tape_bytes(), crate::engine::estimate::available_memory()) {
-        if bytes > free {
-            let size = crate::engine::estimate::size;
-            return Err(Error::Data {
-                path: opts.network.clone(),
-                message: format!(
-                    "training over {} steps at batch {} keeps about {} for back-propagation through time, {} \
-                     available; shorten the sequence (--delay) or the batch, or keep less (--bptt recompute:K)",
-                    training.steps,
-                    training.batch_size,
-                    size(bytes),
-                    size(free)
-                ),
-            });
-        }
-    }
+    check_training_memory(run.as_ref(), &training, &opts.network)?;
     if ranks.size() > 1 && !run.shares_batches() {
         return Err(Error::Training(format!(
             "{}: training over several ranks supports chains of spiking populations so far, not layer stacks",
