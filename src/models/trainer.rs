@@ -241,7 +241,7 @@ impl Trainable for LayerRun {
         let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
         let input = model_input(&self.net, split, indices, state.seed, Some(epoch));
         let mode = Mode::Train { seed: state.seed, epoch, samples: indices };
-        let (loss, correct, grads) = match state.training.bptt {
+        let (loss, correct, mut grads) = match state.training.bptt {
             Bptt::Full => {
                 let trace = self.net.forward(input, mode);
                 let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
@@ -256,6 +256,7 @@ impl Trainable for LayerRun {
             return Err(loss);
         }
         let norms = self.reported.iter().map(|&(p, _)| squares[p].sqrt()).collect();
+        optim::clip_to_norm(&mut grads, &squares, state.training.clip_grad_norm);
         optim::update(
             &state.training.optimizer,
             state.training.weight_decay,

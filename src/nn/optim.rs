@@ -60,6 +60,23 @@ pub fn squared_norms(grads: &[DMatrix<f32>]) -> Vec<f64> {
 }
 
 /// One update of every weight with its gradient; `lr_factor` comes from the schedule.
+/// Gradient clipping by the global norm (PyTorch's `clip_grad_norm_`): when the norm of all
+/// gradients together, from their squared norms `squares`, exceeds `max_norm`, every gradient is
+/// scaled by max_norm / norm. Returns whether it was.
+pub fn clip_to_norm(grads: &mut [DMatrix<f32>], squares: &[f64], max_norm: Option<f64>) -> bool {
+    let norm = squares.iter().sum::<f64>().sqrt();
+    match max_norm {
+        Some(max) if norm > max => {
+            let scale = (max / norm) as f32;
+            grads.iter_mut().for_each(|g| {
+                g.as_mut_slice().par_chunks_mut(SLICE).for_each(|c| c.iter_mut().for_each(|x| *x *= scale))
+            });
+            true
+        }
+        _ => false,
+    }
+}
+
 pub fn update(
     optimizer: &Optimizer,
     weight_decay: f64,
@@ -119,6 +136,19 @@ mod tests {
             update(&optimizer, 0.0, 1.0, &mut [&mut w], &[g], &mut state);
         }
         w.iter().map(|x| (x - 3.0).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn clipping_scales_every_gradient_to_the_global_norm() {
+        let mut grads = vec![DMatrix::from_element(1, 2, 3.0f32), DMatrix::from_element(2, 1, 4.0f32)];
+        let squares = squared_norms(&grads);
+        // Norm sqrt(9 + 9 + 16 + 16) = sqrt(50).
+        assert!(!clip_to_norm(&mut grads.clone(), &squares, Some(8.0)));
+        assert!(!clip_to_norm(&mut grads.clone(), &squares, None));
+        assert!(clip_to_norm(&mut grads, &squares, Some(1.0)));
+        let norm = squared_norms(&grads).iter().sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-6, "{norm}");
+        assert!((grads[0][0] / grads[1][0] - 0.75).abs() < 1e-6, "directions kept");
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Training {
     /// Decoupled weight decay (AdamW-style for Adam, L2 added to the gradient for SGD).
     #[serde(default)]
     pub weight_decay: f64,
+    /// Gradients scaled down together when their global norm exceeds this (PyTorch's
+    /// `clip_grad_norm_`); none by default.
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
     #[serde(default)]
     pub schedule: Schedule,
     /// Folder with the four MNIST-format IDX files, relative to the network file; `--data`

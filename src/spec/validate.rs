@@ -475,6 +475,9 @@ fn check_training_settings(t: &Training, problems: &mut Vec<String>) {
         }
     }
     non_negative(problems, "training.weight_decay", t.weight_decay);
+    if let Some(max) = t.clip_grad_norm {
+        positive(problems, "training.clip_grad_norm", max);
+    }
     if let Schedule::Step { every_epochs, factor } = t.schedule {
         if every_epochs == 0 || !(factor.is_finite() && factor > 0.0) {
             problems.push(format!(

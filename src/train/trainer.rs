@@ -286,6 +286,7 @@ impl Trainable for Run {
             return Err(batch_loss);
         }
         let norms = squares.iter().map(|s| s.sqrt()).collect();
+        optim::clip_to_norm(&mut self.total, &squares, state.training.clip_grad_norm);
         let mut weights: Vec<&mut DMatrix<f32>> = self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
         optim::update(
             &state.training.optimizer,
