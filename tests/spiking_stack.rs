@@ -303,4 +303,9 @@ fn validate_gives_the_memory_a_training_batch_keeps_and_checks_the_bptt_mode() {
     let o = snn(&["validate", &network], None);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("training.bptt Eprop: e-prop trains Dense -> Lif or Alif"), "{e}");
+    let recall = std::fs::read_to_string(common::repo("networks/recall.ron")).unwrap();
+    let network = write(dir.path(), "clip.ron", &recall.replace("training: (", "training: (clip_grad_norm: -1.0, "));
+    let o = snn(&["validate", &network], None);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("training.clip_grad_norm"), "{e}");
 }
