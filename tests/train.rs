@@ -240,3 +240,17 @@ fn a_trained_network_simulates_to_the_trainers_spikes_and_prediction() {
     let predicted = scores.iter().enumerate().fold(0, |b, (k, &s)| if s > scores[b] { k } else { b });
     assert!(stdout.contains(&format!("predicted class {predicted} (")), "trainer predicts {predicted}:\n{stdout}");
 }
+
+#[test]
+fn a_recurrent_projection_in_a_population_chain_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("networks/fashion_snn.ron")).unwrap().replace(
+        r#"        (from: "hidden", to: "readout""#,
+        "        (from: \"hidden\", to: \"hidden\", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous),\n        (from: \"hidden\", to: \"readout\"",
+    );
+    let network = dir.path().join("recurrent.ron");
+    std::fs::write(&network, text).unwrap();
+    let o = snn(&["validate", network.to_str().unwrap()], None);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("projections[1]: \"hidden\" -> \"hidden\" is recurrent"), "{e}");
+}

@@ -520,11 +520,23 @@ fn check_chain(net: &Network, problems: &mut Vec<String>) {
                     problems.push(format!("{ppath}.delay_ms: training layers have no delay, got {:?}", p.delay_ms));
                 }
             }
-            _ => problems.push(format!(
-                "{path}: training needs exactly one projection into {:?}, found {}",
-                pop.name,
-                incoming.len()
-            )),
+            _ => {
+                // A projection from this population or a later one closes a loop: say so by name.
+                let later: Vec<&str> = net.populations[i..].iter().map(|p| p.name.as_str()).collect();
+                match incoming.iter().find(|(_, p)| later.contains(&p.from.as_str())) {
+                    Some((k, p)) => problems.push(format!(
+                        "projections[{k}]: {:?} -> {:?} is recurrent, which a chain of populations does not train yet; \
+                         write the network as a layer stack with a recurrent layer (recurrent: AllToAll, as \
+                         networks/fashion_rows.ron does)",
+                        p.from, p.to
+                    )),
+                    None => problems.push(format!(
+                        "{path}: training needs exactly one projection into {:?}, found {}",
+                        pop.name,
+                        incoming.len()
+                    )),
+                }
+            }
         }
         let Neuron::Lif { refractory_ms, .. } = pop.neuron;
         if refractory_ms != 0.0 {
