@@ -223,14 +223,17 @@ impl<F: Gemm> LayerNet<F> {
             recurrent: recurrent.as_ref().map(|_| Traces::new(n, n, adapt.is_some())),
             spikes: vec![F::zero(); n],
         };
-        let (mut z, mut psi, mut psi_before, mut decay) =
-            (vec![F::zero(); n], vec![F::zero(); n], vec![F::zero(); n], beta.clone());
+        let (mut z, mut z_before, mut psi, mut psi_before, mut decay) =
+            (vec![F::zero(); n], vec![F::zero(); n], vec![F::zero(); n], vec![F::zero(); n], beta.clone());
+        // Buffers reused at every step: this loop runs per sample and step.
+        let (mut input, mut thresholds) = (DVector::zeros(n), vec![hidden.threshold; n]);
+        let (mut spikes, mut o) = (DVector::zeros(n), DVector::zeros(self.classes()));
         let mut y = DVector::zeros(self.classes());
         let scored = F::of((self.steps - self.scored_from) as f64);
         let one = [F::one()];
         for (t, &g_t) in g.iter().enumerate() {
             let u = x.column(t * samples + b);
-            let mut input = &w_in.weight * u;
+            input.gemv(F::one(), &w_in.weight, &u, F::zero());
             if let Some(bias) = &w_in.bias {
                 input += bias.column(0);
             }
@@ -239,13 +242,14 @@ impl<F: Gemm> LayerNet<F> {
                     input += w.column(i);
                 }
             }
-            let thresholds: Vec<F> = match adapt {
-                Some((_, b_adapt)) => stepper.carried().iter().map(|&a| hidden.threshold + b_adapt * a).collect(),
-                None => vec![hidden.threshold; n],
-            };
-            let z_before = std::mem::take(&mut z);
+            if let Some((_, b_adapt)) = adapt {
+                for (th, &a) in thresholds.iter_mut().zip(stepper.carried()) {
+                    *th = hidden.threshold + b_adapt * a;
+                }
+            }
+            std::mem::swap(&mut z, &mut z_before);
             hidden.step(&mut stepper, input.as_slice());
-            z.extend_from_slice(&stepper.output);
+            z.copy_from_slice(&stepper.output);
             std::mem::swap(&mut psi, &mut psi_before);
             psi.clear();
             psi.extend(stepper.v_pre().iter().zip(&thresholds).map(|(&v, &th)| v - th));
@@ -262,11 +266,12 @@ impl<F: Gemm> LayerNet<F> {
             for (acc, &s) in sums.spikes.iter_mut().zip(&z) {
                 *acc += g_t * s;
             }
-            let mut o = &w_out.weight * DVector::from_column_slice(&z);
+            spikes.copy_from_slice(&z);
+            o.gemv(F::one(), &w_out.weight, &spikes, F::zero());
             if let Some(bias) = &w_out.bias {
                 o += bias.column(0);
             }
-            y = y * kappa + o;
+            y = y * kappa + &o;
             if t >= self.scored_from {
                 for (s, &v) in sums.scores.iter_mut().zip(y.iter()) {
                     *s += v / scored;
