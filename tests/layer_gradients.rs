@@ -299,7 +299,6 @@ fn eprop_gradient_equals_its_formula_on_a_tiny_recurrent_net() {
     let p: Vec<DMatrix<f64>> = net.params().into_iter().cloned().collect();
     let (w_in, b_in, w_rec, w_out, b_out) = (&p[0], &p[1], &p[2], &p[3], &p[4]);
     let (beta, rho, kappa, b, theta) = ((-1.0f64 / 4.0).exp(), (-1.0f64 / 10.0).exp(), (-1.0f64 / 5.0).exp(), 0.3, 0.6);
-    let table = snn::surrogate::DerivativeTable::new(net.surrogate);
     // Forward, keeping z, psi and the readout per step.
     let (mut v, mut a, mut z_prev, mut y) = ([0.0; 2], [0.0; 2], [0.0; 2], [0.0; 2]);
     let (mut zs, mut psis, mut scores) = (Vec::new(), Vec::new(), [0.0; 2]);
@@ -311,7 +310,8 @@ fn eprop_gradient_equals_its_formula_on_a_tiny_recurrent_net() {
             let vp = beta * v[j] + input;
             let th = theta + b * a[j];
             z[j] = if vp >= th { 1.0 } else { 0.0 };
-            psi[j] = table.derivative(vp - th);
+            // f64 evaluates the surrogate's closed form (see nn::Real).
+            psi[j] = net.surrogate.derivative(vp - th);
             v[j] = vp - th * z[j];
             a[j] = rho * a[j] + z[j];
         }

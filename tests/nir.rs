@@ -472,7 +472,7 @@ fn exported_population_chain_runs_like_the_chain() {
             }
         }
     }
-    let exported = snn::train::nir::export(&net, &training.encoder, 1e-3);
+    let exported = snn::train::nir::export(&net, &training.encoder, 1e-3).unwrap();
     let record = Program::compile(&exported.graph, 1e-3).unwrap().run(&input, steps, samples);
     let array = |name: &str| &record.arrays.iter().find(|(n, ..)| n == name).unwrap_or_else(|| panic!("no {name}")).2;
     let spikes = array("spk_hidden");

@@ -241,16 +241,154 @@ fn a_trained_network_simulates_to_the_trainers_spikes_and_prediction() {
     assert!(stdout.contains(&format!("predicted class {predicted} (")), "trainer predicts {predicted}:\n{stdout}");
 }
 
+/// Trains networks/fashion_rows_populations.ron (a recurrent population) on the shipped subset.
+fn train_recurrent(out: &Path, extra: &[&str], threads: Option<usize>) -> Output {
+    let network = repo("networks/fashion_rows_populations.ron");
+    let data = repo("tests/data/fashion-mnist");
+    let mut args = vec!["train", &network, "--data", &data, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(&["--train-samples", "400", "--test-samples", "100"]);
+    args.extend_from_slice(extra);
+    snn(&args, threads)
+}
+
 #[test]
-fn a_recurrent_projection_in_a_population_chain_is_refused_by_name() {
+fn a_recurrent_population_chain_trains_the_same_on_any_thread_count_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo("networks/fashion_snn.ron")).unwrap().replace(
-        r#"        (from: "hidden", to: "readout""#,
-        "        (from: \"hidden\", to: \"hidden\", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous),\n        (from: \"hidden\", to: \"readout\"",
-    );
-    let network = dir.path().join("recurrent.ron");
-    std::fs::write(&network, text).unwrap();
-    let o = snn(&["validate", network.to_str().unwrap()], None);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("projections[1]: \"hidden\" -> \"hidden\" is recurrent"), "{e}");
+    let mut runs = Vec::new();
+    for threads in [1, 2] {
+        let out = dir.path().join(format!("t{threads}"));
+        ok(&train_recurrent(&out, &["--epochs", "2"], Some(threads)));
+        runs.push(checkpoint::read(&out.join("checkpoint.h5")).unwrap());
+    }
+    let names: Vec<(&str, &str)> = runs[0].layers.iter().map(|(f, t, _)| (f.as_str(), t.as_str())).collect();
+    assert_eq!(names, [("row", "hidden"), ("hidden", "readout"), ("hidden", "hidden")]);
+    let recurrent = &runs[0].layers[2].2;
+    assert!(recurrent.diagonal().iter().all(|&w| w == 0.0), "allow_autapses: false keeps the diagonal at zero");
+    let initial = snn::train::net::TrainNet::<f32>::from_spec(
+        &runs[0].specs(Path::new("x")).unwrap().0,
+        &runs[0].specs(Path::new("x")).unwrap().1,
+        1,
+    )
+    .unwrap();
+    assert!((recurrent - &initial.loops[0].weights).norm() > 1e-3, "the recurrent weights train");
+    assert!(runs[0].history.test_accuracy[1] > 0.3, "learns: {:?}", runs[0].history.test_accuracy);
+    assert_eq!(runs[0].layers, runs[1].layers, "1 and 2 threads give the same weights");
+    assert_eq!(runs[0].optimizer, runs[1].optimizer);
+
+    let resumed = dir.path().join("resumed");
+    ok(&train_recurrent(&resumed, &["--epochs", "1"], None));
+    ok(&train_recurrent(&resumed, &["--epochs", "2", "--resume"], None));
+    let r = checkpoint::read(&resumed.join("checkpoint.h5")).unwrap();
+    assert_eq!(r.layers, runs[0].layers, "resuming gives the weights of a run without a stop");
+    assert_eq!(r.optimizer, runs[0].optimizer);
+}
+
+#[test]
+fn a_trained_recurrent_population_chain_simulates_to_the_trainers_spikes() {
+    use snn::data::encode::encoding_stream;
+    use snn::train::bptt::{Events, Tape, forward, layer_spikes};
+    use snn::train::net::TrainNet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    ok(&train_recurrent(&out, &["--epochs", "1"], None));
+    let ckpt = out.join("checkpoint.h5");
+    let saved = checkpoint::read(&ckpt).unwrap();
+    let (network, training) = saved.specs(&ckpt).unwrap();
+    // The trainer in f64 with the checkpoint's weights: the engine integrates in f64.
+    let mut net = TrainNet::<f64>::from_spec(&network, &training, saved.seed).unwrap();
+    let weights: Vec<_> = saved.layers.iter().map(|(f, t, w)| (f.clone(), t.clone(), w.map(|x| x as f64))).collect();
+    net.load_weights(&weights).unwrap();
+    let data = snn::data::idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap();
+    let mut compared = 0;
+    for index in [0, 1, 2] {
+        let stimulus = dir.path().join(format!("image{index}.ron"));
+        std::fs::write(
+            &stimulus,
+            format!(
+                "Stimulus(sources: [(name: \"row\", size: 28, kind: Image(data: {:?}, index: {index}, \
+                 encoder: Sequence(per_step: 28)))])",
+                repo("tests/data/fashion-mnist")
+            ),
+        )
+        .unwrap();
+        let sim_out = dir.path().join(format!("sim{index}"));
+        let stdout = ok(&snn(
+            &[
+                "simulate",
+                &repo("networks/fashion_rows_populations.ron"),
+                "--stimulus",
+                stimulus.to_str().unwrap(),
+                "--checkpoint",
+                ckpt.to_str().unwrap(),
+                "--out",
+                sim_out.to_str().unwrap(),
+                "--no-figures",
+            ],
+            None,
+        ));
+        let rec = snn::io::hdf5_file::read(&sim_out.join("spikes.h5")).unwrap();
+        let (times, ids) = rec.population("hidden").unwrap().spikes.clone().unwrap();
+        // Hidden spikes of the trainer's step n are stamped n + 1 ms by the engine (dt = 1 ms).
+        let mut engine: Vec<(u64, u64)> =
+            times.iter().zip(&ids).map(|(&t, &i)| (t.round() as u64 - 1, i)).filter(|&(n, _)| n < 28).collect();
+        let mut encoded = Events::<f32>::default();
+        training.encoder.encode(
+            data.test.images.image(index),
+            net.steps,
+            &mut encoding_stream(saved.seed, None, index),
+            &mut encoded,
+        );
+        let mut input = Events::<f64>::default();
+        for n in 0..encoded.steps() {
+            let (idx, val) = encoded.step(n);
+            idx.iter().zip(val).for_each(|(&i, &v)| input.push(i, v as f64));
+            input.end_step();
+        }
+        let mut tape = Tape::default();
+        forward(&net, &input, &mut tape);
+        let mut trainer: Vec<(u64, u64)> =
+            layer_spikes(&tape, 0).into_iter().map(|(n, j)| (n as u64, j as u64)).collect();
+        engine.sort_unstable();
+        trainer.sort_unstable();
+        assert!(trainer.len() > 100, "too little activity to compare: {}", trainer.len());
+        assert_eq!(engine, trainer, "image {index}: every hidden spike, recurrent input included");
+        let predicted = snn::nn::loss::argmax(&tape.scores);
+        assert!(stdout.contains(&format!("predicted class {predicted} (")), "trainer predicts {predicted}:\n{stdout}");
+        compared += trainer.len();
+    }
+    println!("{compared} hidden spikes identical");
+}
+
+#[test]
+fn recurrent_projections_a_chain_cannot_train_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo("networks/fashion_snn.ron")).unwrap();
+    let cases = [
+        (
+            r#"(from: "readout", to: "hidden", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous),"#,
+            r#"projections[2].from: the readout "readout" does not fire"#,
+        ),
+        (
+            r#"(from: "hidden", to: "hidden", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous, delay_ms: Uniform(low: 1.0, high: 3.0)),"#,
+            "projections[2].delay_ms: a recurrent projection trains with one delay",
+        ),
+        (
+            r#"(from: "hidden", to: "hidden", connect: FixedProbability(0.1), weight: Constant(0.01), synapse: Instantaneous),"#,
+            "projections[2].connect: training layers are AllToAll",
+        ),
+        (
+            r#"(from: "pixels", to: "readout", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous),"#,
+            r#"projections[2].from: training needs a chain of layers; "readout" should be fed from "hidden""#,
+        ),
+    ];
+    for (k, (extra, message)) in cases.iter().enumerate() {
+        let text = base.replace("    ],\n    training:", &format!("        {extra}\n    ],\n    training:"));
+        assert_ne!(text, base);
+        let network = dir.path().join(format!("bad{k}.ron"));
+        std::fs::write(&network, text).unwrap();
+        let o = snn(&["validate", network.to_str().unwrap()], None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains(message), "case {k}: {e}");
+    }
 }

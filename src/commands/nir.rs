@@ -74,6 +74,7 @@ pub fn export(checkpoint: &Path, out: &Path, dt: f64) -> Result<ExportSummary> {
     } else {
         let (_, training, net) = crate::train::net::from_checkpoint(&saved, checkpoint)?;
         crate::train::nir::export(&net, &training.encoder, dt)
+            .map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?
     };
     nir_file::write(out, &exported.graph)?;
     Ok(ExportSummary { out: out.to_path_buf(), nodes: exported.graph.nodes.len(), warnings: exported.warnings })

@@ -730,6 +730,14 @@ fn update_block(
             Delays::Uniform(d) => {
                 if let Some(stamp) = n.checked_sub(*d as u64) {
                     let ids = ring.at(stamp);
+                    let values = ring.values_at(stamp);
+                    if !values.is_empty() {
+                        // Analog input (an image source's currents): each row scaled by its value.
+                        for (&i, &x) in ids.iter().zip(values) {
+                            events += add_row(&mut st, proj.input, blk, blk.row(i as usize), n, x as f64);
+                        }
+                        continue;
+                    }
                     for (k, &i) in ids.iter().enumerate() {
                         // Rows lie far apart: fetch ahead, the row start first, then the row.
                         if let Some(&later) = ids.get(k + 2 * PREFETCH_AHEAD) {
@@ -738,7 +746,7 @@ fn update_block(
                         if let Some(&next) = ids.get(k + PREFETCH_AHEAD) {
                             blk.prefetch_row(next as usize);
                         }
-                        events += add_row(&mut st, proj.input, blk, blk.row(i as usize), n);
+                        events += add_row(&mut st, proj.input, blk, blk.row(i as usize), n, 1.0);
                     }
                 }
             }
@@ -765,7 +773,7 @@ fn update_block(
     let due = std::mem::take(&mut st.local.pending[slot]);
     for a in &due {
         let proj = &projections[a.projection as usize];
-        events += add_row(&mut st, proj.input, &proj.synapses.blocks[b], a.start as usize..a.end as usize, n);
+        events += add_row(&mut st, proj.input, &proj.synapses.blocks[b], a.start as usize..a.end as usize, n, 1.0);
     }
     st.local.pending[slot] = due;
     st.local.pending[slot].clear(); // keeps the allocation
@@ -779,23 +787,32 @@ fn update_block(
     lif::threshold(k, st.offset as u32, st.v, st.active_from, n, &st.local.crossed, &mut st.local.spikes);
 }
 
-/// Adds synapses `range` of `blk` into the block's neurons; returns how many there were.
-#[inline]
-fn add_row(st: &mut BlockState, input: Input, blk: &synapses::Block, range: std::ops::Range<usize>, n: u64) -> u64 {
+/// Adds synapses `range` of `blk`, each weight times `scale`, into the block's neurons; returns
+/// how many there were. Spikes pass `scale` 1 (folded away once inlined); an analog source's
+/// ids pass the value they carry.
+#[inline(always)]
+fn add_row(
+    st: &mut BlockState,
+    input: Input,
+    blk: &synapses::Block,
+    range: std::ops::Range<usize>,
+    n: u64,
+    scale: f64,
+) -> u64 {
     let targets = &blk.targets[range.clone()];
     let weights = &blk.weights[range];
     match input {
         Input::Synaptic { index, .. } => {
             let syn = &mut *st.syn[index];
             for (&t, &w) in targets.iter().zip(weights) {
-                syn[t as usize] += w as f64;
+                syn[t as usize] += w as f64 * scale;
             }
         }
         Input::Membrane => {
             for (&t, &w) in targets.iter().zip(weights) {
                 // A refractory neuron drops instantaneous input (see `lif`).
                 if n >= st.active_from[t as usize] {
-                    st.v[t as usize] += w as f64;
+                    st.v[t as usize] += w as f64 * scale;
                 }
             }
         }

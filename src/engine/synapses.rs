@@ -194,7 +194,8 @@ pub struct ConnectionPlan<'a> {
     pub dt_ms: f64,
 }
 
-fn delay_steps(delay_ms: f64, dt_ms: f64) -> u16 {
+/// A delay in whole steps: rounded, negative clipped to 0.
+pub fn delay_steps(delay_ms: f64, dt_ms: f64) -> u16 {
     (delay_ms.max(0.0) / dt_ms).round().min(u16::MAX as f64) as u16
 }
 

@@ -113,8 +113,7 @@ pub fn load_model(network_path: &Path, stimulus_override: Option<&Path>) -> Resu
 
 /// The model of a trained layer stack compiled to populations (`snn simulate STACK.ron
 /// --checkpoint`), with its stimulus (`stimulus_override`, else the one the stack's file names);
-/// `network_text` is the stack's file, which the recording keeps. Analog image sources are
-/// allowed: trained layers take them.
+/// `network_text` is the stack's file, which the recording keeps.
 pub fn model_for_trained_layers(
     network: Network,
     network_text: String,
@@ -141,7 +140,7 @@ pub fn model_for_trained_layers(
     };
     let stimulus_text = read_text(&stimulus_path)?;
     let stimulus: Stimulus = parse_ron(&stimulus_text, &stimulus_path)?;
-    invalid(&stimulus_path, validate::check_stimulus(&stimulus, &network, &table, true))?;
+    invalid(&stimulus_path, validate::check_stimulus(&stimulus, &network, &table))?;
     Ok(Model {
         network,
         network_path: network_path.to_owned(),
@@ -172,7 +171,7 @@ fn check_model(
     let (stimulus, stimulus_text, stimulus_path) = match stimulus {
         Some((text, path)) => {
             let stim: Stimulus = parse_ron(&text, &path)?;
-            invalid(&path, validate::check_stimulus(&stim, &network, table, false))?;
+            invalid(&path, validate::check_stimulus(&stim, &network, table))?;
             (stim, text, Some(path))
         }
         None => (Stimulus::default(), String::new(), None),

@@ -5,7 +5,7 @@
 use crate::data::encode::Encoder;
 use std::collections::HashMap;
 
-use super::common::{Connect, Projection, Synapse};
+use super::common::{Connect, Distribution, Projection, Synapse};
 use super::layers::{Shape, check_layers};
 use super::network::{Network, Neuron, SpikeRecord};
 use super::stimulus::{Current, SourceKind, Stimulus};
@@ -331,25 +331,32 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
 }
 
 /// Checks a stimulus against the network it drives.
-/// `trained_layers`: the network runs a trained layer stack (`snn simulate --checkpoint`), whose
-/// layers take analog input too; LIF populations take spikes only.
-pub fn check_stimulus(
-    stim: &Stimulus,
-    network: &Network,
-    network_table: &PopulationTable,
-    trained_layers: bool,
-) -> Vec<String> {
+pub fn check_stimulus(stim: &Stimulus, network: &Network, network_table: &PopulationTable) -> Vec<String> {
     let mut problems = check_stimulus_alone(stim);
-    for (i, src) in stim.sources.iter().enumerate() {
-        if let SourceKind::Image { encoder: Encoder::Current | Encoder::Sequence { .. }, .. } = src.kind {
-            if !trained_layers {
-                problems.push(format!(
-                    "sources[{i}].kind.Image.encoder: Current and Sequence give analog values, which only a trained \
-                     layer stack takes (snn simulate STACK.ron --checkpoint); LIF populations take spikes: use Rate or \
-                     Latency"
-                ));
-            }
+    // An analog source's values scale the weights of the synapses its ids reach when they
+    // arrive; synapses queued one by one (per-synapse delays) carry no value.
+    let analog = |name: &str| {
+        stim.sources.iter().any(|src| {
+            src.name == name
+                && matches!(src.kind, SourceKind::Image { encoder: Encoder::Current | Encoder::Sequence { .. }, .. })
+        })
+    };
+    let projections = stim
+        .projections
+        .iter()
+        .map(|p| ("projections", p))
+        .chain(network.projections.iter().map(|p| ("network projections", p)));
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (list, p) in projections {
+        let k = counts.entry(list).or_default();
+        if analog(&p.from) && !matches!(p.delay_ms, Distribution::Constant(_)) {
+            problems.push(format!(
+                "{list}[{k}].delay_ms: {:?} carries analog values (Current or Sequence), which need one delay for all \
+                 its synapses, got {:?}",
+                p.from, p.delay_ms
+            ));
         }
+        *k += 1;
     }
     let mut table = network_table.clone();
     for (i, src) in stim.sources.iter().enumerate() {
@@ -438,10 +445,11 @@ pub fn check_stimulus(
 }
 
 /// What the trainer supports: one input, then a chain of LIF populations each fed by exactly one
-/// all-to-all, instantaneous, zero-delay projection from the one before; the last is the readout.
+/// all-to-all, instantaneous, zero-delay projection from the one before (the last is the
+/// readout), and recurrent projections ([`check_chain`]).
 fn check_training(net: &Network, t: &Training, problems: &mut Vec<String>) {
     check_training_settings(t, problems);
-    check_chain(net, problems);
+    check_chain(net, t.readout, problems);
 }
 
 /// The settings every trainable network shares (optimizer, schedule, surrogate, ...).
@@ -487,56 +495,74 @@ fn check_training_settings(t: &Training, problems: &mut Vec<String>) {
     }
 }
 
-/// A spiking network trains as a chain: input, layer 1, ..., readout.
-fn check_chain(net: &Network, problems: &mut Vec<String>) {
+/// A spiking network trains as a chain: input, layer 1, ..., readout, each layer fed by one
+/// projection from the one before, plus recurrent projections from a layer onto itself or an
+/// earlier one.
+fn check_chain(net: &Network, readout: Readout, problems: &mut Vec<String>) {
     if net.inputs.len() != 1 {
         problems.push(format!("inputs: training needs exactly one input population, found {}", net.inputs.len()));
         return;
     }
+    let position = |name: &str| net.populations.iter().position(|p| p.name == name);
     let mut previous = net.inputs[0].name.as_str();
     for (i, pop) in net.populations.iter().enumerate() {
-        let incoming: Vec<(usize, &super::common::Projection)> =
-            net.projections.iter().enumerate().filter(|(_, p)| p.to == pop.name).collect();
         let path = format!("populations[{i}]");
-        match incoming.as_slice() {
-            [(k, p)] => {
-                let ppath = format!("projections[{k}]");
-                if p.from != previous {
-                    problems.push(format!(
-                        "{ppath}.from: training needs a chain of layers; {:?} should be fed from {previous:?}, not {:?}",
-                        pop.name, p.from
-                    ));
-                }
-                if p.connect != Connect::AllToAll {
-                    problems.push(format!("{ppath}.connect: training layers are AllToAll, got {:?}", p.connect));
-                }
-                if p.synapse != super::common::Synapse::Instantaneous {
-                    problems.push(format!(
-                        "{ppath}.synapse: training layers use Instantaneous synapses, got {:?}",
-                        p.synapse
-                    ));
-                }
-                if p.delay_ms != super::common::Distribution::Constant(0.0) {
-                    problems.push(format!("{ppath}.delay_ms: training layers have no delay, got {:?}", p.delay_ms));
-                }
+        let mut feed_forward = 0;
+        let mut loop_sources = Vec::new();
+        for (k, p) in net.projections.iter().enumerate().filter(|(_, p)| p.to == pop.name) {
+            let ppath = format!("projections[{k}]");
+            if p.connect != Connect::AllToAll {
+                problems.push(format!("{ppath}.connect: training layers are AllToAll, got {:?}", p.connect));
             }
-            _ => {
-                // A projection from this population or a later one closes a loop: say so by name.
-                let later: Vec<&str> = net.populations[i..].iter().map(|p| p.name.as_str()).collect();
-                match incoming.iter().find(|(_, p)| later.contains(&p.from.as_str())) {
-                    Some((k, p)) => problems.push(format!(
-                        "projections[{k}]: {:?} -> {:?} is recurrent, which a chain of populations does not train yet; \
-                         write the network as a layer stack with a recurrent layer (recurrent: AllToAll, as \
-                         networks/fashion_rows.ron does)",
-                        p.from, p.to
-                    )),
-                    None => problems.push(format!(
-                        "{path}: training needs exactly one projection into {:?}, found {}",
-                        pop.name,
-                        incoming.len()
-                    )),
-                }
+            if p.synapse != super::common::Synapse::Instantaneous {
+                problems
+                    .push(format!("{ppath}.synapse: training layers use Instantaneous synapses, got {:?}", p.synapse));
             }
+            match position(&p.from) {
+                Some(source) if source >= i => {
+                    if !matches!(p.delay_ms, super::common::Distribution::Constant(d) if d >= 0.0) {
+                        problems.push(format!(
+                            "{ppath}.delay_ms: a recurrent projection trains with one delay >= 0 for all its \
+                             synapses (its spikes arrive one step plus the delay later), got {:?}",
+                            p.delay_ms
+                        ));
+                    }
+                    if source + 1 == net.populations.len() && readout == Readout::MeanMembrane {
+                        problems.push(format!(
+                            "{ppath}.from: the readout {:?} does not fire (readout: MeanMembrane), so it cannot \
+                             feed a recurrent projection",
+                            p.from
+                        ));
+                    }
+                    if loop_sources.contains(&source) {
+                        problems.push(format!(
+                            "{ppath}: a second recurrent projection {:?} -> {:?}; training takes one per pair",
+                            p.from, p.to
+                        ));
+                    }
+                    loop_sources.push(source);
+                }
+                _ if p.from == previous => {
+                    feed_forward += 1;
+                    if p.delay_ms != super::common::Distribution::Constant(0.0) {
+                        problems.push(format!(
+                            "{ppath}.delay_ms: feed-forward training layers have no delay, got {:?}",
+                            p.delay_ms
+                        ));
+                    }
+                }
+                _ => problems.push(format!(
+                    "{ppath}.from: training needs a chain of layers; {:?} should be fed from {previous:?} (or \
+                     recurrently from itself or a later population), not {:?}",
+                    pop.name, p.from
+                )),
+            }
+        }
+        if feed_forward != 1 {
+            problems.push(format!(
+                "{path}: training needs exactly one projection {previous:?} -> {:?}, found {feed_forward}",
+                pop.name
+            ));
         }
         let Neuron::Lif { refractory_ms, .. } = pop.neuron;
         if refractory_ms != 0.0 {

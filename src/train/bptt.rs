@@ -30,6 +30,15 @@
 //! for every (sample, step) are one product of event rows with W, and its weight gradient one
 //! product of dL/da with the same rows ([`event_products`]); only the neurons' update walks
 //! through time.
+//!
+//! A recurrent projection ([`super::net::Loop`], from layer f onto layer t <= f, delay d) adds
+//! `W_rec s_f[n - 1 - d]` to `a_t[n]`, and backward `W_rec^T g_a_t[n]` to dL/ds_f[n - 1 - d].
+//! The layers from the first loop target to the last loop source then walk through time
+//! together, a step of every layer at a time, adding the columns of the spikes that arrive at
+//! that step; the run's first layer still takes its known input in one product, and every
+//! weight gradient is still one product over all steps once the backward walk is done.
+
+use std::ops::Range;
 
 use nalgebra::DMatrix;
 
@@ -97,10 +106,16 @@ pub fn layer_spikes<F: Real>(tape: &Tape<F>, l: usize) -> Vec<(usize, u32)> {
 /// Scratch space of a chunk, kept across calls.
 #[derive(Debug, Clone)]
 pub struct Scratch<F> {
-    /// Samples x steps x units: the currents of every step (forward), or dL/da (backward).
+    /// Samples x steps x units: the currents of every step of a run's first layer.
     rows: Vec<F>,
-    /// Samples x units: membrane state between steps.
-    state: Vec<F>,
+    /// Per layer of a run, samples x steps x units: dL/da (backward).
+    g_rows: Vec<Vec<F>>,
+    /// Per layer of a run, steps x units: dL/ds of one sample (backward).
+    g_spikes: Vec<Vec<F>>,
+    /// Per layer of a run: membrane state between steps.
+    states: Vec<Vec<F>>,
+    /// A layer's input current at one step, inside a recurrent run.
+    current: Vec<F>,
     by_input: ByInput<F>,
     changes: ChangeState<F>,
     spikes_now: Vec<F>,
@@ -114,7 +129,10 @@ impl<F> Default for Scratch<F> {
     fn default() -> Self {
         Scratch {
             rows: Vec::new(),
-            state: Vec::new(),
+            g_rows: Vec::new(),
+            g_spikes: Vec::new(),
+            states: Vec::new(),
+            current: Vec::new(),
             by_input: ByInput::default(),
             changes: ChangeState::default(),
             spikes_now: Vec::new(),
@@ -201,6 +219,34 @@ pub fn forward<F: Gemm>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F>
     forward_batch(net, &[input], std::slice::from_mut(tape), &mut Scratch::default());
 }
 
+/// The layers `first..end` that run together: the recurrent span when it starts at `first`,
+/// else `first` alone.
+fn run_from<F: Real>(net: &TrainNet<F>, first: usize) -> Range<usize> {
+    match net.recurrent_span() {
+        Some(span) if span.start == first => span,
+        _ => first..first + 1,
+    }
+}
+
+/// Adds `value` times column `j` of `weights` to `out`, for every event (j, value) of `row`.
+fn add_columns<F: Real>(weights: &DMatrix<F>, (idx, val): Row<F>, out: &mut [F]) {
+    let n = weights.nrows();
+    let w = weights.as_slice();
+    for (&j, &s) in idx.iter().zip(val) {
+        for (o, &x) in out.iter_mut().zip(&w[j as usize * n..(j as usize + 1) * n]) {
+            *o = x.fma(s, *o);
+        }
+    }
+}
+
+/// Adds `weights^T g` to `out`: the gradient a projection sends back to its source's spikes.
+fn add_transposed<F: Real>(weights: &DMatrix<F>, g: &[F], out: &mut [F]) {
+    let n = weights.nrows();
+    for (o, column) in out.iter_mut().zip(weights.as_slice().chunks_exact(n)) {
+        *o += column.iter().zip(g).fold(F::zero(), |acc, (&w, &x)| w.fma(x, acc));
+    }
+}
+
 /// Runs samples through the network in lockstep, filling one tape per sample.
 pub fn forward_batch<F: Gemm>(
     net: &TrainNet<F>,
@@ -224,81 +270,128 @@ pub fn forward_batch<F: Gemm>(
             tape.spikes[l].clear();
         }
     }
-    let inv_t = F::one() / F::of(t_steps as f64);
-    for (l, layer) in net.layers.iter().enumerate() {
+    let mut first = 0;
+    while first < n_layers {
+        let run = run_from(net, first);
+        let layer = &net.layers[first];
         let (n_in, n_out) = (layer.inputs(), layer.outputs());
-        let fires = fires(net, l);
-        // Without recurrence, every event reaching this layer is known before it runs (the
-        // input, or the spikes of the layer below), so the currents of all steps come first.
-        choose_form(inputs, tapes, l, (n_in, t_steps), &mut scratch.changes);
-        let (form, arriving) = layer_rows(inputs, tapes, l, t_steps);
+        // Every event reaching the run's first layer is known before it runs (the input, or
+        // the spikes of the layer below), so its currents of all steps come first.
+        choose_form(inputs, tapes, first, (n_in, t_steps), &mut scratch.changes);
+        let (form, arriving) = layer_rows(inputs, tapes, first, t_steps);
         scratch.rows.resize(samples * t_steps * n_out, F::zero());
         event_products::currents(&layer.weights, form, &arriving, &mut scratch.rows);
-        scratch.state.clear();
-        scratch.state.resize(n_out, F::zero());
+        let Scratch { rows, states, current, .. } = scratch;
+        states.resize_with(run.len(), Vec::new);
         for (b, tape) in tapes.iter_mut().enumerate() {
-            scratch.state.fill(layer.v_rest);
-            let emitted = &mut tape.spikes[l];
+            for (state, l) in states.iter_mut().zip(run.clone()) {
+                state.clear();
+                state.resize(net.layers[l].outputs(), net.layers[l].v_rest);
+            }
+            let sample_rows = &rows[b * t_steps * n_out..(b + 1) * t_steps * n_out];
+            if run.len() == 1 && !net.loops.iter().any(|lp| lp.target == first) {
+                for n in 0..t_steps {
+                    integrate(net, first, &sample_rows[n * n_out..(n + 1) * n_out], &mut states[0], tape, n);
+                }
+                continue;
+            }
+            // Recurrent input arrives step by step: the run's layers walk through time together.
+            for l in run.clone().skip(1) {
+                tape.forms[l] = Form::Values;
+            }
             for n in 0..t_steps {
-                let currents = &scratch.rows[(b * t_steps + n) * n_out..(b * t_steps + n + 1) * n_out];
-                let v_pre = &mut tape.v_pre[l][n * n_out..(n + 1) * n_out];
-                let state = &mut scratch.state[..];
-                // The whole row at once, in loops the compiler vectorises.
-                for ((vp, &a), &c) in v_pre.iter_mut().zip(state.iter()).zip(currents) {
-                    *vp = layer.v_rest + (a + c - layer.v_rest) * layer.decay;
+                for l in run.clone() {
+                    current.clear();
+                    if l == first {
+                        current.extend_from_slice(&sample_rows[n * n_out..(n + 1) * n_out]);
+                    } else {
+                        current.resize(net.layers[l].outputs(), F::zero());
+                        add_columns(&net.layers[l].weights, arriving_spikes(&tape.spikes, l - 1, n, 0), current);
+                    }
+                    for lp in net.loops.iter().filter(|lp| lp.target == l) {
+                        add_columns(&lp.weights, arriving_spikes(&tape.spikes, lp.source, n, lp.delay), current);
+                    }
+                    integrate(net, l, current, &mut states[l - first], tape, n);
                 }
-                let v_pre = &*v_pre;
-                if !fires {
-                    state.copy_from_slice(v_pre);
-                    for (score, &v) in tape.scores.iter_mut().zip(v_pre) {
-                        *score += v * inv_t;
-                    }
-                } else if net.mode == SpikeMode::Surrogate {
-                    let threshold = layer.v_threshold;
-                    match layer.reset {
-                        Reset::Subtract => {
-                            let gap = layer.v_threshold - layer.v_reset;
-                            for (a, &v) in state.iter_mut().zip(v_pre) {
-                                *a = if v >= threshold { v - gap } else { v };
-                            }
-                        }
-                        Reset::Hard => {
-                            for (a, &v) in state.iter_mut().zip(v_pre) {
-                                *a = if v >= threshold { layer.v_reset } else { v };
-                            }
-                        }
-                    }
-                    for (j, &v) in v_pre.iter().enumerate() {
-                        if v >= threshold {
-                            emitted.push(j as u32, F::one());
-                            if l + 1 == n_layers {
-                                tape.scores[j] += F::one();
-                            }
-                        }
-                    }
-                } else {
-                    for (j, (a, &v)) in state.iter_mut().zip(v_pre).enumerate() {
-                        let s = F::of(net.surrogate.primitive((v - layer.v_threshold).to_f64()));
-                        if s != F::zero() {
-                            emitted.push(j as u32, s);
-                        }
-                        *a = match layer.reset {
-                            Reset::Subtract => v - s * (layer.v_threshold - layer.v_reset),
-                            Reset::Hard => v * (F::one() - s) + s * layer.v_reset,
-                        };
-                        if l + 1 == n_layers {
-                            tape.scores[j] += s;
-                        }
-                    }
-                }
-                emitted.end_step();
             }
         }
+        first = run.end;
     }
 }
 
-/// Writes one sample's weight gradients into `grads` (one matrix per layer, of the layers' shapes), given the gradient
-/// of the loss w.r.t. its scores; `forward` must have filled `tape` for the same input.
+/// The spikes `source` emitted that arrive at step `n` after `delay` more steps than the one
+/// every projection takes.
+fn arriving_spikes<F: Real>(spikes: &[Events<F>], source: usize, n: usize, delay: usize) -> Row<'_, F> {
+    match n.checked_sub(1 + delay) {
+        Some(emitted) => spikes[source].step(emitted),
+        None => (&[], &[]),
+    }
+}
+
+/// Step `n` of layer `l` for one sample: integrates `currents` into `state`, records v' on the
+/// tape, fires, resets and adds to the scores.
+#[inline]
+fn integrate<F: Real>(net: &TrainNet<F>, l: usize, currents: &[F], state: &mut [F], tape: &mut Tape<F>, n: usize) {
+    let layer = &net.layers[l];
+    let n_out = layer.outputs();
+    let is_last = l + 1 == net.layers.len();
+    let v_pre = &mut tape.v_pre[l][n * n_out..(n + 1) * n_out];
+    // The whole row at once, in loops the compiler vectorises.
+    for ((vp, &a), &c) in v_pre.iter_mut().zip(state.iter()).zip(currents) {
+        *vp = layer.v_rest + (a + c - layer.v_rest) * layer.decay;
+    }
+    let v_pre = &*v_pre;
+    let emitted = &mut tape.spikes[l];
+    if !fires(net, l) {
+        state.copy_from_slice(v_pre);
+        let inv_t = F::one() / F::of(net.steps as f64);
+        for (score, &v) in tape.scores.iter_mut().zip(v_pre) {
+            *score += v * inv_t;
+        }
+    } else if net.mode == SpikeMode::Surrogate {
+        let threshold = layer.v_threshold;
+        match layer.reset {
+            Reset::Subtract => {
+                let gap = layer.v_threshold - layer.v_reset;
+                for (a, &v) in state.iter_mut().zip(v_pre) {
+                    *a = if v >= threshold { v - gap } else { v };
+                }
+            }
+            Reset::Hard => {
+                for (a, &v) in state.iter_mut().zip(v_pre) {
+                    *a = if v >= threshold { layer.v_reset } else { v };
+                }
+            }
+        }
+        for (j, &v) in v_pre.iter().enumerate() {
+            if v >= threshold {
+                emitted.push(j as u32, F::one());
+                if is_last {
+                    tape.scores[j] += F::one();
+                }
+            }
+        }
+    } else {
+        for (j, (a, &v)) in state.iter_mut().zip(v_pre).enumerate() {
+            let s = F::of(net.surrogate.primitive((v - layer.v_threshold).to_f64()));
+            if s != F::zero() {
+                emitted.push(j as u32, s);
+            }
+            *a = match layer.reset {
+                Reset::Subtract => v - s * (layer.v_threshold - layer.v_reset),
+                Reset::Hard => v * (F::one() - s) + s * layer.v_reset,
+            };
+            if is_last {
+                tape.scores[j] += s;
+            }
+        }
+    }
+    emitted.end_step();
+}
+
+/// Writes one sample's weight gradients into `grads` (one matrix per parameter, of their
+/// shapes), given the gradient of the loss w.r.t. its scores; `forward` must have filled
+/// `tape` for the same input.
 pub fn backward<F: Gemm>(
     net: &TrainNet<F>,
     input: &Events<F>,
@@ -309,7 +402,8 @@ pub fn backward<F: Gemm>(
     backward_batch(net, &[input], std::slice::from_mut(tape), &[g_scores], grads, &mut Scratch::default());
 }
 
-/// Writes the weight gradients of samples run through [`forward_batch`], summed, into `grads`.
+/// Writes the weight gradients of samples run through [`forward_batch`], summed, into `grads`
+/// (the layers' feed-forward weights, then the loops').
 pub fn backward_batch<F: Gemm>(
     net: &TrainNet<F>,
     inputs: &[&Events<F>],
@@ -321,23 +415,28 @@ pub fn backward_batch<F: Gemm>(
     let t_steps = net.steps;
     let n_layers = net.layers.len();
     let samples = inputs.len();
-    let inv_t = F::one() / F::of(t_steps as f64);
-    for l in (0..n_layers).rev() {
-        let layer = &net.layers[l];
-        let (n_in, n_out) = (layer.inputs(), layer.outputs());
-        let fires = fires(net, l);
+    let mut end = n_layers;
+    while end > 0 {
+        let top = end - 1;
+        let run = match net.recurrent_span() {
+            Some(span) if span.end == end => span,
+            _ => top..end,
+        };
+        let first = run.start;
+        let n_in = net.layers[first].inputs();
         for (tape, g) in tapes.iter_mut().zip(g_scores) {
-            if l + 1 == n_layers {
+            if top + 1 == n_layers {
+                let n_out = net.layers[top].outputs();
                 tape.g_spikes.clear();
                 tape.g_spikes.resize(t_steps * n_out, F::zero());
-                if fires {
+                if fires(net, top) {
                     // Spike-count scores: every step's spike adds to its class score.
                     for n in 0..t_steps {
                         tape.g_spikes[n * n_out..(n + 1) * n_out].copy_from_slice(g);
                     }
                 }
             }
-            if l > 0 {
+            if first > 0 {
                 // Steps 0..T-1 are written below; spikes of the last step reach nothing.
                 tape.g_below.resize(t_steps * n_in, F::zero());
                 tape.g_below[(t_steps - 1) * n_in..].fill(F::zero());
@@ -345,83 +444,170 @@ pub fn backward_batch<F: Gemm>(
                 tape.g_below.clear();
             }
         }
-        // rows: samples x steps x outputs, dL/da[n]; walking back in time, dL/dv[n] is the
-        // row of step n + 1.
-        scratch.rows.resize(samples * t_steps * n_out, F::zero());
-        let reset_gap = layer.v_threshold - layer.v_reset;
-        scratch.zeros.clear();
-        scratch.zeros.resize(n_out, F::zero());
-        scratch.derivatives.resize(n_out, F::zero());
+        // g_rows[l - first]: samples x steps x outputs, dL/da[n]; walking back in time, dL/dv[n]
+        // is the row of step n + 1.
+        let Scratch { rows, g_rows, g_spikes, zeros, derivatives, spikes_now, .. } = scratch;
+        g_rows.resize_with(run.len(), Vec::new);
+        g_spikes.resize_with(run.len(), Vec::new);
+        // The first layer's dL/da takes the forward currents' buffer, still in cache.
+        std::mem::swap(rows, &mut g_rows[0]);
+        let widest = run.clone().map(|l| net.layers[l].outputs()).max().unwrap_or(0);
+        zeros.clear();
+        zeros.resize(widest, F::zero());
+        for l in run.clone() {
+            g_rows[l - first].resize(samples * t_steps * net.layers[l].outputs(), F::zero());
+        }
         for (b, tape) in tapes.iter_mut().enumerate() {
             tape.grad_v_sq.resize(n_layers, Vec::new());
-            tape.grad_v_sq[l].clear();
-            tape.grad_v_sq[l].resize(t_steps, 0.0);
-            let sample_rows = &mut scratch.rows[b * t_steps * n_out..(b + 1) * t_steps * n_out];
+            // dL/ds of the run's layers: the top's came from above, the others' from within.
+            for l in run.clone() {
+                tape.grad_v_sq[l].clear();
+                tape.grad_v_sq[l].resize(t_steps, 0.0);
+                g_spikes[l - first].clear();
+                g_spikes[l - first].resize(t_steps * net.layers[l].outputs(), F::zero());
+            }
+            std::mem::swap(&mut g_spikes[top - first], &mut tape.g_spikes);
             for n in (0..t_steps).rev() {
-                let (now, later) = sample_rows[n * n_out..].split_at_mut(n_out);
-                // dL/dv[n] = dL/da[n + 1]; nothing after the last step.
-                let g_v_next: &[F] = if n + 1 < t_steps { &later[..n_out] } else { &scratch.zeros };
-                let vp = &tape.v_pre[l][n * n_out..(n + 1) * n_out];
-                if !fires {
-                    for ((g, &g_v), &g_score) in now.iter_mut().zip(g_v_next).zip(g_scores[b]) {
-                        *g = g_v + g_score * inv_t;
-                    }
-                } else {
-                    let g_s = &tape.g_spikes[n * n_out..(n + 1) * n_out];
-                    let derivatives = &mut scratch.derivatives[..];
-                    for (d, &v) in derivatives.iter_mut().zip(vp) {
-                        *d = v - layer.v_threshold;
-                    }
-                    F::surrogate_derivatives(&net.derivative, derivatives);
-                    match (layer.reset, net.detach_reset) {
-                        (Reset::Subtract, true) => {
-                            for (j, g) in now.iter_mut().enumerate() {
-                                *g = g_v_next[j] + derivatives[j] * g_s[j];
-                            }
-                        }
-                        (Reset::Subtract, false) => {
-                            for (j, g) in now.iter_mut().enumerate() {
-                                *g = g_v_next[j] + derivatives[j] * (g_s[j] - g_v_next[j] * reset_gap);
-                            }
-                        }
-                        (Reset::Hard, detach) => {
-                            scratch.spikes_now.clear();
-                            scratch.spikes_now.resize(n_out, F::zero());
-                            let (idx, val) = tape.spikes[l].step(n);
-                            for (&j, &s) in idx.iter().zip(val) {
-                                scratch.spikes_now[j as usize] = s;
-                            }
-                            for (j, g) in now.iter_mut().enumerate() {
-                                let g_v = g_v_next[j];
-                                let through_reset = if detach { F::zero() } else { g_v * (layer.v_reset - vp[j]) };
-                                *g = g_v * (F::one() - scratch.spikes_now[j])
-                                    + derivatives[j] * (g_s[j] + through_reset);
-                            }
-                        }
+                for l in run.clone() {
+                    let layer = &net.layers[l];
+                    let n_out = layer.outputs();
+                    let rows = &mut g_rows[l - first][b * t_steps * n_out..(b + 1) * t_steps * n_out];
+                    let (now, later) = rows[n * n_out..].split_at_mut(n_out);
+                    // dL/dv[n] = dL/da[n + 1]; nothing after the last step.
+                    let g_v_next: &[F] = if n + 1 < t_steps { &later[..n_out] } else { &zeros[..n_out] };
+                    let step = Step {
+                        v_pre: &tape.v_pre[l][n * n_out..(n + 1) * n_out],
+                        g_s: &g_spikes[l - first][n * n_out..(n + 1) * n_out],
+                        g_v_next,
+                        g_score: g_scores[b],
+                        spikes: tape.spikes[l].step(n),
+                    };
+                    back_step(net, l, &step, derivatives, spikes_now, now);
+                    // `now` holds dL/dv'[n]: its norm is the figure's, then dL/da[n] = P dL/dv'[n].
+                    tape.grad_v_sq[l][n] = sum_of_squares(now);
+                    now.iter_mut().for_each(|g| *g *= layer.decay);
+                }
+                // Within the run, the gradient dL/da[n] sends back to the spikes it came from:
+                // the layer below's at n - 1, a loop's source's at n - 1 - delay.
+                for l in run.clone().skip(1) {
+                    let (n_out, n_below) = (net.layers[l].outputs(), net.layers[l - 1].outputs());
+                    if n > 0 {
+                        let g_a = &g_rows[l - first][(b * t_steps + n) * n_out..(b * t_steps + n + 1) * n_out];
+                        let below = &mut g_spikes[l - 1 - first][(n - 1) * n_below..n * n_below];
+                        add_transposed(&net.layers[l].weights, g_a, below);
                     }
                 }
-                // `now` holds dL/dv'[n]: its norm is the figure's, then dL/da[n] = P dL/dv'[n].
-                tape.grad_v_sq[l][n] = sum_of_squares(now);
-                now.iter_mut().for_each(|g| *g *= layer.decay);
+                for lp in net.loops.iter().filter(|lp| run.contains(&lp.target)) {
+                    if let Some(emitted) = n.checked_sub(1 + lp.delay) {
+                        let (n_out, n_source) = (net.layers[lp.target].outputs(), net.layers[lp.source].outputs());
+                        let g_a = &g_rows[lp.target - first][(b * t_steps + n) * n_out..(b * t_steps + n + 1) * n_out];
+                        let source = &mut g_spikes[lp.source - first][emitted * n_source..(emitted + 1) * n_source];
+                        add_transposed(&lp.weights, g_a, source);
+                    }
+                }
             }
+            std::mem::swap(&mut g_spikes[top - first], &mut tape.g_spikes);
         }
-        // Weight gradient: only the columns of inputs that reached the layer.
-        let (form, arriving) = layer_rows(inputs, tapes, l, t_steps);
-        scratch.by_input.group(n_in, &arriving);
-        event_products::weight_gradient(&mut grads[l], form, &scratch.by_input, &scratch.rows);
-        if l > 0 {
+        // Weight gradients: only the columns of inputs that reached the layer.
+        for l in run.clone() {
+            let (form, arriving) = layer_rows(inputs, tapes, l, t_steps);
+            scratch.by_input.group(net.layers[l].inputs(), &arriving);
+            event_products::weight_gradient(&mut grads[l], form, &scratch.by_input, &scratch.g_rows[l - first]);
+        }
+        for (k, lp) in net.loops.iter().enumerate().filter(|(_, lp)| run.contains(&lp.target)) {
+            let arriving: Vec<Row<F>> = tapes
+                .iter()
+                .flat_map(|tape| (0..t_steps).map(move |n| arriving_spikes(&tape.spikes, lp.source, n, lp.delay)))
+                .collect();
+            scratch.by_input.group(lp.weights.ncols(), &arriving);
+            let grad = &mut grads[n_layers + k];
+            event_products::weight_gradient(grad, Form::Values, &scratch.by_input, &scratch.g_rows[lp.target - first]);
+            lp.mask(grad);
+        }
+        if first > 0 {
             // dL/ds of every unit below (silent ones too: the surrogate needs them): spikes of
             // step n - 1 arrive at step n, so rows 1.. of dL/da give steps ..T - 1 below, and
             // spikes of the last step reach nothing. Column-major: g_below is n_in x steps.
+            let layer = &net.layers[first];
+            let n_out = layer.outputs();
             let weights_t = View::new(layer.weights.as_slice(), n_out, n_in).t();
             for (b, tape) in tapes.iter_mut().enumerate() {
-                let g_a =
-                    View::new(&scratch.rows[(b * t_steps + 1) * n_out..(b + 1) * t_steps * n_out], n_out, t_steps - 1);
+                let g_a = View::new(
+                    &scratch.g_rows[0][(b * t_steps + 1) * n_out..(b + 1) * t_steps * n_out],
+                    n_out,
+                    t_steps - 1,
+                );
                 gemm::matmul(&mut tape.g_below[..(t_steps - 1) * n_in], weights_t, g_a, F::zero());
             }
         }
         for tape in tapes.iter_mut() {
             std::mem::swap(&mut tape.g_spikes, &mut tape.g_below);
+        }
+        std::mem::swap(&mut scratch.rows, &mut scratch.g_rows[0]);
+        end = first;
+    }
+}
+
+/// What one backward step of one layer reads.
+struct Step<'a, F> {
+    v_pre: &'a [F],
+    /// dL/ds[n], dL/dv[n] and the scores' gradient.
+    g_s: &'a [F],
+    g_v_next: &'a [F],
+    g_score: &'a [F],
+    /// The spikes layer emitted at step n.
+    spikes: Row<'a, F>,
+}
+
+/// dL/dv'[n] of layer `l` into `now`, from dL/ds[n] and dL/dv[n].
+#[inline]
+fn back_step<F: Gemm>(
+    net: &TrainNet<F>,
+    l: usize,
+    step: &Step<F>,
+    derivatives: &mut Vec<F>,
+    spikes_now: &mut Vec<F>,
+    now: &mut [F],
+) {
+    let layer = &net.layers[l];
+    let Step { v_pre: vp, g_s, g_v_next, g_score, .. } = *step;
+    if !fires(net, l) {
+        let inv_t = F::one() / F::of(net.steps as f64);
+        for ((g, &g_v), &g_score) in now.iter_mut().zip(g_v_next).zip(g_score) {
+            *g = g_v + g_score * inv_t;
+        }
+        return;
+    }
+    // Sized once: after the first step of a layer this only writes.
+    derivatives.resize(vp.len(), F::zero());
+    for (d, &v) in derivatives.iter_mut().zip(vp) {
+        *d = v - layer.v_threshold;
+    }
+    F::surrogate_derivatives(&net.derivative, derivatives);
+    let reset_gap = layer.v_threshold - layer.v_reset;
+    match (layer.reset, net.detach_reset) {
+        (Reset::Subtract, true) => {
+            for (j, g) in now.iter_mut().enumerate() {
+                *g = g_v_next[j] + derivatives[j] * g_s[j];
+            }
+        }
+        (Reset::Subtract, false) => {
+            for (j, g) in now.iter_mut().enumerate() {
+                *g = g_v_next[j] + derivatives[j] * (g_s[j] - g_v_next[j] * reset_gap);
+            }
+        }
+        (Reset::Hard, detach) => {
+            spikes_now.clear();
+            spikes_now.resize(now.len(), F::zero());
+            let (idx, val) = step.spikes;
+            for (&j, &s) in idx.iter().zip(val) {
+                spikes_now[j as usize] = s;
+            }
+            for (j, g) in now.iter_mut().enumerate() {
+                let g_v = g_v_next[j];
+                let through_reset = if detach { F::zero() } else { g_v * (layer.v_reset - vp[j]) };
+                *g = g_v * (F::one() - spikes_now[j]) + derivatives[j] * (g_s[j] + through_reset);
+            }
         }
     }
 }

@@ -182,7 +182,7 @@ fn time_decay(network_path: &Path, weights: Weights, data: Option<&Path>, sample
             cross_entropy(&tape.scores, label as usize, 1.0, g);
         }
         let g: Vec<&[f32]> = g_scores.iter().map(Vec::as_slice).collect();
-        let mut grads: Vec<_> = net.layers.iter().map(|l| nalgebra::DMatrix::zeros(l.outputs(), l.inputs())).collect();
+        let mut grads = net.zero_gradients();
         bptt::backward_batch(&net, &refs, &mut tapes, &g, &mut grads, &mut scratch);
         let norms = (0..net.steps)
             .map(|n| (tapes.iter().map(|tape| tape.grad_v_sq[0][n]).sum::<f64>() / tapes.len() as f64).sqrt())

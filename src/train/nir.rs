@@ -16,7 +16,16 @@ use crate::spec::{Readout, Reset};
 use super::net::TrainNet;
 
 /// The chain as a NIR graph for time step `dt` seconds; `encoder` is named in a warning.
-pub fn export(net: &TrainNet<f32>, encoder: &Encoder, dt: f64) -> Exported {
+/// Recurrent projections are refused: the delays of NIR loops are read differently by the
+/// frameworks (a loop's Delay node on top of each one's own step or not).
+pub fn export(net: &TrainNet<f32>, encoder: &Encoder, dt: f64) -> Result<Exported, String> {
+    if let Some(lp) = net.loops.first() {
+        return Err(format!(
+            "the recurrent projection {} -> {} of a population chain has no NIR export; a layer stack's \
+             recurrent layer (recurrent: AllToAll) exports as a loop through a Linear node",
+            net.layers[lp.source].name, net.layers[lp.target].name
+        ));
+    }
     let mut nodes: Vec<(String, Node)> = vec![("input".into(), Node::Input { shape: vec![net.input_size] })];
     let mut warnings = Vec::new();
     for (l, layer) in net.layers.iter().enumerate() {
@@ -56,5 +65,5 @@ pub fn export(net: &TrainNet<f32>, encoder: &Encoder, dt: f64) -> Exported {
         net.steps
     ));
     let edges = nodes.windows(2).map(|w| (w[0].0.clone(), w[1].0.clone())).collect();
-    Exported { graph: Graph { nodes, edges }, warnings }
+    Ok(Exported { graph: Graph { nodes, edges }, warnings })
 }

@@ -71,7 +71,7 @@ struct Workspace {
 impl Workspace {
     fn new(net: &TrainNet<f32>) -> Self {
         Workspace {
-            grads: net.layers.iter().map(|l| DMatrix::zeros(l.outputs(), l.inputs())).collect(),
+            grads: net.zero_gradients(),
             tapes: Vec::new(),
             inputs: Vec::new(),
             g_scores: Vec::new(),
@@ -201,7 +201,7 @@ impl Run {
             )));
         }
         let net = TrainNet::<f32>::from_spec(&network, &training, seed)?;
-        let weights: Vec<DMatrix<f32>> = net.layers.iter().map(|l| l.weights.clone()).collect();
+        let weights: Vec<DMatrix<f32>> = net.parameters().cloned().collect();
         let optimizer = OptimizerState::new(&weights, &training.optimizer);
         let history =
             History { layer_names: net.layers.iter().map(|l| l.name.clone()).collect(), ..History::default() };
@@ -285,9 +285,14 @@ impl Trainable for Run {
         if !batch_loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
             return Err(batch_loss);
         }
-        let norms = squares.iter().map(|s| s.sqrt()).collect();
+        // A layer's norm covers every weight into it: its feed-forward and recurrent ones.
+        let mut per_layer = squares[..self.net.layers.len()].to_vec();
+        for (lp, s) in self.net.loops.iter().zip(&squares[self.net.layers.len()..]) {
+            per_layer[lp.target] += s;
+        }
+        let norms = per_layer.iter().map(|s| s.sqrt()).collect();
         optim::clip_to_norm(&mut self.total, &squares, state.training.clip_grad_norm);
-        let mut weights: Vec<&mut DMatrix<f32>> = self.net.layers.iter_mut().map(|l| &mut l.weights).collect();
+        let mut weights = self.net.parameters_mut();
         optim::update(
             &state.training.optimizer,
             state.training.weight_decay,
@@ -308,19 +313,11 @@ impl Trainable for Run {
         (test, rates)
     }
 
-    /// Each layer's weights under (the population feeding it, its population).
+    /// Each parameter matrix under (its source population, its target population).
     fn parameters(&self) -> SavedParameters {
-        let mut from = self.state.network.inputs[0].name.clone();
-        let layers = self
-            .net
-            .layers
-            .iter()
-            .map(|l| {
-                let entry = (from.clone(), l.name.clone(), l.weights.clone());
-                from = l.name.clone();
-                entry
-            })
-            .collect();
+        let names = self.net.parameter_names(&self.state.network.inputs[0].name);
+        let layers =
+            names.into_iter().zip(self.net.parameters()).map(|((from, to), w)| (from, to, w.clone())).collect();
         (layers, Vec::new())
     }
 
