@@ -1,6 +1,7 @@
 //! MPI ranks (the `mpi` feature): the same seed gives byte-identical recordings for 1 and 2
-//! ranks and 1 and 2 threads, the same weights after training on 1 and 2 ranks, and bad input
-//! stops every rank at once. The test builds the
+//! ranks and 1 and 2 threads (trained networks too: a population chain, a recurrent one fed
+//! analog rows and a recurrent layer stack), the same weights after training on 1 and 2 ranks,
+//! and bad input stops every rank at once. The test builds the
 //! MPI-enabled binary itself (into target/mpi) and runs it under `mpirun` on this machine
 //! only. Where Open MPI is not installed it says so and passes, unless SNN_REQUIRE_MPI is set
 //! (as CI sets it), in which case a missing `mpirun` fails it.
@@ -123,6 +124,43 @@ fn ranks_and_threads_give_identical_recordings_and_weights_and_bad_input_stops_e
     assert_eq!(prediction(&o), Some(expected));
     let (a, b) = (std::fs::read(alone.join("spikes.h5")).unwrap(), std::fs::read(shared.join("spikes.h5")).unwrap());
     assert!(a == b, "a trained network on 2 ranks recorded other spikes than one process");
+
+    // Row by row (analog input), a recurrent layer stack and a recurrent population chain,
+    // each trained briefly: the same recording and class on 2 ranks as in one process.
+    let rows = dir.path().join("rows.ron");
+    std::fs::write(
+        &rows,
+        format!(
+            "Stimulus(sources: [(name: \"row\", size: 28, kind: Image(data: {data:?}, index: 0, \
+             encoder: Sequence(per_step: 28)))])"
+        ),
+    )
+    .unwrap();
+    for network in ["networks/fashion_rows.ron", "networks/fashion_rows_populations.ron"] {
+        let trained = dir.path().join("rows_run");
+        let path = repo(network);
+        let more = ["--epochs", "1", "--train-samples", "256", "--test-samples", "64"];
+        let args = [&["train", &path, "--data", &data, "--out", trained.to_str().unwrap()][..], &more].concat();
+        let o = snn(&args, Some(2));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let checkpoint = trained.join("checkpoint.h5");
+        let simulate = |out: &Path| {
+            let args = ["simulate", &repo(network), "--stimulus", rows.to_str().unwrap(), "--checkpoint"];
+            let more = [checkpoint.to_str().unwrap(), "--no-figures", "--out", out.to_str().unwrap()];
+            args.into_iter().chain(more).map(String::from).collect::<Vec<_>>()
+        };
+        let alone = dir.path().join("rows1");
+        let o = snn(&simulate(&alone).iter().map(|s| s.as_str()).collect::<Vec<_>>(), Some(1));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let expected = prediction(&o).expect("the class is reported");
+        let shared = dir.path().join("rows2");
+        let o = mpirun(&binary, 2, 1, &simulate(&shared).iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert!(o.status.success(), "{network}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(prediction(&o), Some(expected), "{network}");
+        let (a, b) =
+            (std::fs::read(alone.join("spikes.h5")).unwrap(), std::fs::read(shared.join("spikes.h5")).unwrap());
+        assert!(a == b, "{network}: 2 ranks recorded other spikes than one process");
+    }
 
     // Layer stacks cannot share a batch yet, and say so.
     let o = mpirun(&binary, 2, 1, &["train", &repo("networks/fashion_dhn.ron"), "--data", &data, "--epochs", "1"]);

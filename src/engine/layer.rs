@@ -25,12 +25,46 @@ pub struct LayerPopulation {
     /// The step this layer computes the trainer's first step in: before it, the layer waits
     /// at rest (its bias alone would otherwise move it).
     first_step: u64,
+    /// Under ranks: neurons per block, and per block whether this rank owns it (its synapses
+    /// are built here). Other blocks' neurons step on the bias alone; their spikes come from
+    /// their owners.
+    block: usize,
+    owned: Vec<bool>,
 }
 
 impl LayerPopulation {
     pub fn new(layer: Spiking<f64>, drive: Vec<f64>, first_step: u64) -> Self {
         let n = drive.len();
-        LayerPopulation { state: layer.stepper(n), layer, drive, input: vec![0.0; n], fired: Vec::new(), first_step }
+        LayerPopulation {
+            state: layer.stepper(n),
+            layer,
+            drive,
+            input: vec![0.0; n],
+            fired: Vec::new(),
+            first_step,
+            block: n.max(1),
+            owned: vec![true],
+        }
+    }
+
+    /// Takes the population's blocks of `block` neurons, `owned` by this rank or not.
+    pub fn share(&mut self, block: usize, owned: Vec<bool>) {
+        self.block = block;
+        self.owned = owned;
+    }
+
+    pub fn block(&self) -> usize {
+        self.block
+    }
+
+    /// The ids fired in the last step, per block this rank owns (ids ascend).
+    pub fn fired_by_owned_block(&self) -> impl Iterator<Item = (usize, &[u32])> {
+        let block = self.block as u32;
+        self.owned.iter().enumerate().filter(|(_, mine)| **mine).map(move |(b, _)| {
+            let start = self.fired.partition_point(|&id| id < b as u32 * block);
+            let end = self.fired.partition_point(|&id| id < (b as u32 + 1) * block);
+            (b, &self.fired[start..end])
+        })
     }
 
     /// The membranes after the last step's reset (Li: its output).

@@ -421,12 +421,17 @@ impl Simulation {
 
     /// Makes population `index` (built as LIF, with the projections into it) run a trained
     /// layer instead; the layer's size must be the population's.
-    pub fn install_layer(&mut self, index: usize, layer: LayerPopulation) {
+    /// Under ranks the layer takes the population's blocks: this rank's blocks receive their
+    /// synapses here, and only their spikes count (see [`LayerPopulation::share`]).
+    pub fn install_layer(&mut self, index: usize, mut layer: LayerPopulation) {
         assert_eq!(
             layer.drive.len(),
             self.populations[index].size,
             "a trained layer replaces a population of its size"
         );
+        if let Dynamics::Lif(lif) = &self.populations[index].dynamics {
+            layer.share(lif.block, lif.owned.clone());
+        }
         self.populations[index].dynamics = Dynamics::Layer(Box::new(layer));
     }
 
@@ -519,9 +524,18 @@ impl Simulation {
         }
         for p in 0..self.populations.len() {
             if let Dynamics::Layer(layer) = &self.populations[p].dynamics {
-                let fired = self.spikes[p].start(n + 1);
-                fired.extend_from_slice(&layer.fired);
-                self.monitors.record_spikes(p, n + 1, fired);
+                match &mut self.sharing {
+                    None => {
+                        let fired = self.spikes[p].start(n + 1);
+                        fired.extend_from_slice(&layer.fired);
+                        self.monitors.record_spikes(p, n + 1, fired);
+                    }
+                    Some(sharing) => {
+                        for (b, ids) in layer.fired_by_owned_block() {
+                            sharing.push(n + 1, p, b, ids);
+                        }
+                    }
+                }
             }
             if let Dynamics::Lif(lif) = &mut self.populations[p].dynamics {
                 match &mut self.sharing {

@@ -1,6 +1,7 @@
 //! A simulation shared among ranks (MPI processes). Every rank builds the whole model's neuron
 //! state but owns only some blocks of target neurons: it builds and stores just the synapses
-//! onto them, and updates just them. The blocks of all LIF populations, counted in order, are
+//! onto them, and updates just them (a trained layer's population updates all its neurons, an
+//! elementwise step, but only its own blocks receive their input and send their spikes). The blocks of all LIF populations, counted in order, are
 //! dealt round-robin (block g to rank g mod N), so that every rank gets a share of every
 //! population, and of its heavy and light blocks alike. After every interval of steps no
 //! longer than the shortest delay (spikes wait in the rings meanwhile, as in NEST), the ranks
@@ -102,7 +103,7 @@ impl Simulation {
         let mut next = records.iter().peekable();
         for stamp in first..=self.step {
             for p in 0..self.populations.len() {
-                if !matches!(self.populations[p].dynamics, Dynamics::Lif(_)) {
+                if matches!(self.populations[p].dynamics, Dynamics::Source(_)) {
                     continue;
                 }
                 let fired = self.spikes[p].start(stamp);
@@ -123,12 +124,16 @@ impl Simulation {
     fn merge_traces(&mut self, exchange: &dyn Exchange) {
         let sharing = self.sharing.as_ref().expect("a shared simulation");
         for trace in &mut self.monitors.traces {
-            let Dynamics::Lif(lif) = &self.populations[trace.population].dynamics else { continue };
+            let block = match &self.populations[trace.population].dynamics {
+                Dynamics::Lif(lif) => lif.block,
+                Dynamics::Layer(layer) => layer.block(),
+                Dynamics::Source(_) => continue,
+            };
             let mine: Vec<u32> = trace.v.iter().map(|x| x.to_bits()).collect();
             let all = exchange.all_gather(&mine);
             let columns = trace.ids.len();
             for (c, &id) in trace.ids.iter().enumerate() {
-                let owner = sharing.share.owner(sharing.first_block[trace.population] + id as usize / lif.block);
+                let owner = sharing.share.owner(sharing.first_block[trace.population] + id as usize / block);
                 for (row, x) in trace.v.chunks_mut(columns).enumerate() {
                     x[c] = f32::from_bits(all[owner * mine.len() + row * columns + c]);
                 }

@@ -152,9 +152,6 @@ pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Resul
         Some(checkpoint) if spec::load_network(&opts.network)?.0.is_layered() => Some(checkpoint),
         _ => None,
     };
-    if stack.is_some() && exchange.size() > 1 {
-        return Err(Error::Simulation("a trained layer stack runs in one process so far, not over ranks".into()));
-    }
     let (mut model, compiled) = match stack {
         Some(checkpoint) => {
             let (model, trained) = stack::compile(&opts.network, checkpoint, opts.stimulus.as_deref())?;
