@@ -165,6 +165,38 @@ fn a_nan_loss_stops_with_epoch_and_batch_and_keeps_the_last_checkpoint() {
     assert_eq!(std::fs::read(out.join("checkpoint.h5")).unwrap(), before, "the good checkpoint is untouched");
 }
 
+/// `snn simulate NETWORK --checkpoint CHECKPOINT` presenting test image `index` of the shipped
+/// subset through the image source (name, size, encoder field) into a folder of `dir`: the
+/// summary printed and the recording.
+fn simulate_image(
+    dir: &Path,
+    network: &str,
+    checkpoint: &Path,
+    (name, size, encoder): (&str, usize, &str),
+    index: usize,
+) -> (String, snn::recording::Recording) {
+    let stimulus = dir.join(format!("image{index}.ron"));
+    let data = repo("tests/data/fashion-mnist");
+    let source = format!("(name: {name:?}, size: {size}, kind: Image(data: {data:?}, index: {index}{encoder}))");
+    std::fs::write(&stimulus, format!("Stimulus(sources: [{source}])")).unwrap();
+    let out = dir.join(format!("sim{index}"));
+    let stdout = ok(&snn(
+        &[
+            "simulate",
+            &repo(network),
+            "--stimulus",
+            stimulus.to_str().unwrap(),
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-figures",
+        ],
+        None,
+    ));
+    (stdout, snn::io::hdf5_file::read(&out.join("spikes.h5")).unwrap())
+}
+
 #[test]
 fn a_trained_network_simulates_to_the_trainers_spikes_and_prediction() {
     use snn::data::encode::encoding_stream;
@@ -174,31 +206,7 @@ fn a_trained_network_simulates_to_the_trainers_spikes_and_prediction() {
     let out = dir.path().join("run");
     ok(&train(&out, &["--epochs", "1", "--train-samples", "600", "--test-samples", "100"], None));
     let ckpt = out.join("checkpoint.h5");
-    // The stimulus presents test image 3 of the shipped subset.
-    let stimulus = dir.path().join("image.ron");
-    std::fs::write(
-        &stimulus,
-        format!(
-            "Stimulus(sources: [(name: \"pixels\", size: 784, kind: Image(data: {:?}, index: 3))])",
-            repo("tests/data/fashion-mnist")
-        ),
-    )
-    .unwrap();
-    let sim_out = dir.path().join("sim");
-    let stdout = ok(&snn(
-        &[
-            "simulate",
-            &repo("networks/fashion_snn.ron"),
-            "--stimulus",
-            stimulus.to_str().unwrap(),
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--out",
-            sim_out.to_str().unwrap(),
-        ],
-        None,
-    ));
-    let rec = snn::io::hdf5_file::read(&sim_out.join("spikes.h5")).unwrap();
+    let (stdout, rec) = simulate_image(dir.path(), "networks/fashion_snn.ron", &ckpt, ("pixels", 784, ""), 3);
     let (times, ids) = rec.population("hidden").unwrap().spikes.clone().unwrap();
     let mut engine: Vec<(u64, u64)> =
         times.iter().zip(&ids).map(|(&t, &i)| (t.round() as u64, i)).filter(|&(t, _)| t <= 25).collect();
@@ -302,32 +310,8 @@ fn a_trained_recurrent_population_chain_simulates_to_the_trainers_spikes() {
     let data = snn::data::idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap();
     let mut compared = 0;
     for index in [0, 1, 2] {
-        let stimulus = dir.path().join(format!("image{index}.ron"));
-        std::fs::write(
-            &stimulus,
-            format!(
-                "Stimulus(sources: [(name: \"row\", size: 28, kind: Image(data: {:?}, index: {index}, \
-                 encoder: Sequence(per_step: 28)))])",
-                repo("tests/data/fashion-mnist")
-            ),
-        )
-        .unwrap();
-        let sim_out = dir.path().join(format!("sim{index}"));
-        let stdout = ok(&snn(
-            &[
-                "simulate",
-                &repo("networks/fashion_rows_populations.ron"),
-                "--stimulus",
-                stimulus.to_str().unwrap(),
-                "--checkpoint",
-                ckpt.to_str().unwrap(),
-                "--out",
-                sim_out.to_str().unwrap(),
-                "--no-figures",
-            ],
-            None,
-        ));
-        let rec = snn::io::hdf5_file::read(&sim_out.join("spikes.h5")).unwrap();
+        let source = ("row", 28, ", encoder: Sequence(per_step: 28)");
+        let (stdout, rec) = simulate_image(dir.path(), "networks/fashion_rows_populations.ron", &ckpt, source, index);
         let (times, ids) = rec.population("hidden").unwrap().spikes.clone().unwrap();
         // Hidden spikes of the trainer's step n are stamped n + 1 ms by the engine (dt = 1 ms).
         let mut engine: Vec<(u64, u64)> =
