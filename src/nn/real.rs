@@ -46,3 +46,17 @@ impl Real for f64 {
         xs.iter_mut().for_each(|x| *x = table.exact(*x))
     }
 }
+
+/// The dot product of `a` and `b`, over eight interleaved partial sums so that it vectorises
+/// (one running sum would wait on each add's latency).
+pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
+    let mut lanes = [F::zero(); 8];
+    let (blocks_a, blocks_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = blocks_a.remainder().iter().zip(blocks_b.remainder()).fold(F::zero(), |acc, (&x, &y)| x.fma(y, acc));
+    for (xa, xb) in blocks_a.zip(blocks_b) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(xa).zip(xb) {
+            *lane = x.fma(y, *lane);
+        }
+    }
+    lanes.iter().fold(tail, |acc, &l| acc + l)
+}

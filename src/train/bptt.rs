@@ -47,6 +47,7 @@ use super::net::TrainNet;
 pub use crate::data::events::Events;
 use crate::nn::Real;
 use crate::nn::gemm::{self, Gemm, View};
+use crate::nn::real::dot;
 use crate::spec::{Readout, Reset};
 use crate::surrogate::SpikeMode;
 
@@ -146,19 +147,6 @@ fn fires<F: Real>(net: &TrainNet<F>, l: usize) -> bool {
     l + 1 < net.layers.len() || net.readout == Readout::SpikeCount
 }
 
-/// The sum of squares of `x` in f64, over eight interleaved partial sums so that it vectorises.
-fn sum_of_squares<F: Real>(x: &[F]) -> f64 {
-    let mut lanes = [F::zero(); 8];
-    let mut blocks = x.chunks_exact(8);
-    for block in &mut blocks {
-        for (lane, &v) in lanes.iter_mut().zip(block) {
-            *lane = v.fma(v, *lane);
-        }
-    }
-    let tail = blocks.remainder().iter().fold(0.0, |acc, &v| acc + v.to_f64() * v.to_f64());
-    lanes.iter().map(|l| l.to_f64()).sum::<f64>() + tail
-}
-
 /// The events reaching layer `l` at step `n` of one sample: the input at step n for layer 0,
 /// the spikes layer l - 1 emitted (`spikes[l - 1]`) at step n - 1 otherwise.
 fn arriving<'a, F: Real>(input: &'a Events<F>, spikes: &'a [Events<F>], l: usize, n: usize) -> Row<'a, F> {
@@ -243,7 +231,7 @@ fn add_columns<F: Real>(weights: &DMatrix<F>, (idx, val): Row<F>, out: &mut [F])
 fn add_transposed<F: Real>(weights: &DMatrix<F>, g: &[F], out: &mut [F]) {
     let n = weights.nrows();
     for (o, column) in out.iter_mut().zip(weights.as_slice().chunks_exact(n)) {
-        *o += column.iter().zip(g).fold(F::zero(), |acc, (&w, &x)| w.fma(x, acc));
+        *o += dot(column, g);
     }
 }
 
@@ -484,7 +472,7 @@ pub fn backward_batch<F: Gemm>(
                     };
                     back_step(net, l, &step, derivatives, spikes_now, now);
                     // `now` holds dL/dv'[n]: its norm is the figure's, then dL/da[n] = P dL/dv'[n].
-                    tape.grad_v_sq[l][n] = sum_of_squares(now);
+                    tape.grad_v_sq[l][n] = dot(now, now).to_f64();
                     now.iter_mut().for_each(|g| *g *= layer.decay);
                 }
                 // Within the run, the gradient dL/da[n] sends back to the spikes it came from:
