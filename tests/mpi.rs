@@ -1,7 +1,8 @@
 //! MPI ranks (the `mpi` feature): the same seed gives byte-identical recordings for 1 and 2
 //! ranks and 1 and 2 threads (trained networks too: a population chain, a recurrent one fed
-//! analog rows and a recurrent layer stack), the same weights after training on 1 and 2 ranks,
-//! and bad input stops every rank at once. The test builds the
+//! analog rows and a recurrent layer stack), the same weights after training on 1 and 2 ranks
+//! (a population chain bit for bit, a layer stack to rounding), and bad input stops every rank
+//! at once. The test builds the
 //! MPI-enabled binary itself (into target/mpi) and runs it under `mpirun` on this machine
 //! only. Where Open MPI is not installed it says so and passes, unless SNN_REQUIRE_MPI is set
 //! (as CI sets it), in which case a missing `mpirun` fails it.
@@ -162,10 +163,37 @@ fn ranks_and_threads_give_identical_recordings_and_weights_and_bad_input_stops_e
         assert!(a == b, "{network}: 2 ranks recorded other spikes than one process");
     }
 
-    // Layer stacks cannot share a batch yet, and say so.
+    // A layer stack without batch norm shares its batches too: each rank takes half of every
+    // batch and the ranks' mean gradients are summed in rank order, which rounds differently
+    // from one process's single product over the batch, so the weights agree to rounding.
+    let stack_args = |out: &Path| {
+        let args = ["train", &repo("networks/fashion_rows.ron"), "--data", &data, "--epochs", "2"];
+        let more = ["--train-samples", "512", "--test-samples", "100", "--out", out.to_str().unwrap()];
+        args.into_iter().chain(more).map(String::from).collect::<Vec<_>>()
+    };
+    let (one, two) = (dir.path().join("stack1"), dir.path().join("stack2"));
+    let o = snn(&stack_args(&one).iter().map(|s| s.as_str()).collect::<Vec<_>>(), Some(2));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = mpirun(&binary, 2, 1, &stack_args(&two).iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).matches("wrote ").count(), 3, "rank 0 alone writes");
+    let (a, b) = (read(&one), read(&two));
+    let mut worst: f32 = 0.0;
+    for ((name, param, wa), (_, _, wb)) in a.layers.iter().zip(&b.layers) {
+        let scale = wa.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let diff = (wa - wb).iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        println!("{name}.{param}: largest difference {diff:.2e} of largest weight {scale:.2e}");
+        worst = worst.max(diff / scale.max(1e-6));
+    }
+    assert!(worst > 0.0 && worst < 1e-3, "2 ranks' weights differ from one process's by {worst:.2e} of the largest");
+    for (x, y) in a.history.train_loss.iter().zip(&b.history.train_loss) {
+        assert!((x - y).abs() < 1e-3 * x.abs(), "training losses {x} and {y}");
+    }
+
+    // Batch norm's statistics are not shared among ranks yet: refused by the layer's name.
     let o = mpirun(&binary, 2, 1, &["train", &repo("networks/fashion_dhn.ron"), "--data", &data, "--epochs", "1"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not layer stacks"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a BatchNorm"), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Bad input: every rank stops with the message, quickly.
     let bad = dir.path().join("bad.ron");

@@ -127,11 +127,10 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
     let name = network.name.clone();
     let mut run = fit::start(network, text, training.clone(), seed)?;
     check_training_memory(run.as_ref(), &training, &opts.network)?;
-    if ranks.size() > 1 && !run.shares_batches() {
-        return Err(Error::Training(format!(
-            "{}: training over several ranks supports chains of spiking populations so far, not layer stacks",
-            opts.network.display()
-        )));
+    if ranks.size() > 1 {
+        run.shares_batches().map_err(|why| {
+            Error::Training(format!("{}: training over several ranks: {why}", opts.network.display()))
+        })?;
     }
     let writer = ranks.rank() == 0;
     if opts.resume {

@@ -33,9 +33,9 @@ pub trait Trainable {
     fn tape_bytes(&self) -> Option<f64> {
         None
     }
-    /// Whether [`Trainable::train_batch`] can share a batch among ranks.
-    fn shares_batches(&self) -> bool {
-        false
+    /// Whether [`Trainable::train_batch`] can share a batch among ranks; if not, why.
+    fn shares_batches(&self) -> std::result::Result<(), String> {
+        Err("this model cannot share a batch among ranks".into())
     }
     /// The test pass, and per reported layer its activity over the epoch (spikes per neuron and
     /// step, or the share of outputs on), given the training pass's totals.

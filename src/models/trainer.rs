@@ -17,7 +17,7 @@ use crate::io::checkpoint::Checkpoint;
 use crate::nn::gemm::Gemm;
 use crate::nn::loss::argmax;
 use crate::nn::optim::{self, OptimizerState};
-use crate::ranks::Exchange;
+use crate::ranks::{Exchange, WordReader, Words};
 use crate::records::PassTotals;
 use crate::records::{History, RunState, SavedParameters};
 use crate::spec::{Bptt, Network, Training};
@@ -235,13 +235,21 @@ impl Trainable for LayerRun {
         epoch: u32,
         lr_factor: f64,
         totals: &mut PassTotals,
-        _ranks: &dyn Exchange,
+        ranks: &dyn Exchange,
     ) -> std::result::Result<Vec<f64>, f64> {
         let state = &mut self.state;
+        let batch = indices;
+        // With several ranks, rank r takes the r-th contiguous share of the batch.
+        let share = |r: usize| batch.len() * r / ranks.size()..batch.len() * (r + 1) / ranks.size();
+        let indices = &batch[share(ranks.rank())];
         let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
         let input = model_input(&self.net, split, indices, state.seed, Some(epoch));
         let mode = Mode::Train { seed: state.seed, epoch, samples: indices };
         let (loss, correct, mut grads) = match state.training.bptt {
+            // A batch smaller than the ranks leaves some with nothing to add.
+            _ if indices.is_empty() => {
+                (0.0, 0, self.net.params().iter().map(|p| DMatrix::zeros(p.nrows(), p.ncols())).collect())
+            }
             Bptt::Full => {
                 let trace = self.net.forward(input, mode);
                 let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
@@ -250,6 +258,12 @@ impl Trainable for LayerRun {
             Bptt::Recompute { every } => self.net.segmented_pass(&input, mode, &labels, every as usize, false),
             Bptt::Truncated { window } => self.net.segmented_pass(&input, mode, &labels, window as usize, true),
             Bptt::Eprop => self.net.eprop_pass(&input, &labels),
+        };
+        let (loss, correct) = if ranks.size() > 1 {
+            let shares: Vec<usize> = (0..ranks.size()).map(|r| share(r).len()).collect();
+            reduce_over_ranks(&mut grads, (loss, correct), &shares, ranks)
+        } else {
+            (loss, correct)
         };
         let squares = optim::squared_norms(&grads);
         if !loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
@@ -266,10 +280,23 @@ impl Trainable for LayerRun {
             &mut state.optimizer,
         );
         self.net.clip_binary();
-        totals.samples += indices.len();
-        totals.loss += loss * indices.len() as f64;
+        totals.samples += batch.len();
+        totals.loss += loss * batch.len() as f64;
         totals.correct += correct;
         Ok(norms)
+    }
+
+    /// Batch norm normalises by statistics over the whole batch, which ranks holding parts of
+    /// it would have to exchange inside every forward and backward pass: not done yet.
+    fn shares_batches(&self) -> std::result::Result<(), String> {
+        match self.net.layers.iter().find(|l| matches!(l.op, Op::BatchNorm(_))) {
+            Some(layer) => Err(format!(
+                "layer {:?} is a BatchNorm, whose batch statistics are not shared among ranks yet; a layer stack \
+                 without batch norm (networks/fashion_rows.ron, recall.ron) shares its batches",
+                layer.label
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The test pass with hardened concepts, and per reported layer the share of outputs on in
@@ -279,6 +306,42 @@ impl Trainable for LayerRun {
         let on = self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect();
         (test, on)
     }
+}
+
+/// Sums the ranks' gradients, each the mean over its share of the batch (`shares[r]` samples),
+/// into the batch mean, in rank order on every rank; returns the batch's mean loss and its
+/// correct count. The sum's order differs from one process's single product over the batch, so
+/// the weights agree with one process's to rounding, not bit for bit (see tests/mpi.rs).
+fn reduce_over_ranks(
+    grads: &mut [DMatrix<f32>],
+    (loss, correct): (f64, usize),
+    shares: &[usize],
+    ranks: &dyn Exchange,
+) -> (f64, usize) {
+    let mut words = Words::default();
+    words.push_f64(loss);
+    words.push_u64(correct as u64);
+    for g in grads.iter() {
+        words.push_f32s(g.as_slice());
+    }
+    let all = ranks.all_gather(&words.0);
+    let batch: usize = shares.iter().sum();
+    let mut read = WordReader::new(&all);
+    let (mut total_loss, mut total_correct) = (0.0, 0);
+    for (r, &n) in shares.iter().enumerate() {
+        let weight = n as f32 / batch as f32;
+        total_loss += read.f64() * n as f64;
+        total_correct += read.u64() as usize;
+        for g in grads.iter_mut() {
+            let theirs = read.f32s();
+            if r == 0 {
+                g.as_mut_slice().iter_mut().zip(&theirs).for_each(|(t, &x)| *t = x * weight);
+            } else {
+                g.as_mut_slice().iter_mut().zip(&theirs).for_each(|(t, &x)| *t += x * weight);
+            }
+        }
+    }
+    (total_loss / batch as f64, total_correct)
 }
 
 /// Loads a checkpoint's parameters and buffers into `net`, checking names and shapes.

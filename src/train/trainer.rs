@@ -325,8 +325,8 @@ impl Trainable for Run {
         self.net.load_weights(&c.layers)
     }
 
-    fn shares_batches(&self) -> bool {
-        true
+    fn shares_batches(&self) -> std::result::Result<(), String> {
+        Ok(())
     }
 }
 
