@@ -33,9 +33,14 @@ pub enum Error {
     #[error("{path}: {message}")]
     Data { path: PathBuf, message: String },
 
-    /// Training went wrong (for instance the loss became NaN).
+    /// Training went wrong (a bad setting, a checkpoint that does not fit).
     #[error("training failed: {0}")]
     Training(String),
+
+    /// Training diverged: the loss or a gradient stopped being finite. The last good
+    /// checkpoint is kept (a sweep records such a run as diverged and goes on).
+    #[error("training failed: {0}")]
+    Diverged(String),
 
     /// The simulation itself went wrong (for instance runaway firing).
     #[error("simulation failed: {0}")]

@@ -376,3 +376,40 @@ fn recurrent_projections_a_chain_cannot_train_are_refused_by_name() {
         assert!(!o.status.success() && e.contains(message), "case {k}: {e}");
     }
 }
+
+#[test]
+fn a_sweep_records_a_diverged_run_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // A learning rate near f32's largest value: the weights overflow after the first update.
+    let text = std::fs::read_to_string(repo("networks/fashion_snn.ron"))
+        .unwrap()
+        .replace("optimizer: Adam(lr: 5e-4)", "optimizer: Sgd(lr: 1e38, momentum: 0.0)");
+    let network = dir.path().join("diverges.ron");
+    std::fs::write(&network, text).unwrap();
+    let out = dir.path().join("sweep");
+    let data = repo("tests/data/fashion-mnist");
+    let args = [
+        "sweep",
+        network.to_str().unwrap(),
+        "--surrogates",
+        "htaf,ste",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--data",
+        &data,
+        "--train-samples",
+        "256",
+        "--test-samples",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let stdout = ok(&snn(&args, None));
+    assert!(stdout.contains("| htaf | 1 | 1 |") && stdout.contains("| ste | 1 | 1 |"), "{stdout}");
+    let record = std::fs::read_to_string(out.join("htaf/seed1/result.ron")).unwrap();
+    assert!(record.contains("diverged: Some(") && record.contains("epoch 1 batch"), "{record}");
+    // The record stands for the run: a second sweep reuses it instead of training again.
+    assert_eq!(ok(&snn(&args, None)), stdout);
+}

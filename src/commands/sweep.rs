@@ -64,14 +64,15 @@ impl fmt::Display for SweepSummary {
 
 fn markdown(name: &str, rows: &[Row]) -> String {
     let mut s = format!(
-        "{name}: final test accuracy over seeds\n\n| surrogate | runs | test accuracy (%) mean | std | epochs to 95% of final | dead hidden units (%) |\n|---|---|---|---|---|---|\n"
+        "{name}: final test accuracy over seeds (a diverged run: its last good epoch)\n\n| surrogate | runs | diverged | test accuracy (%) mean | std | epochs to 95% of final | dead hidden units (%) |\n|---|---|---|---|---|---|---|\n"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {:.2} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.2} |",
             r.surrogate,
             r.runs,
+            r.diverged,
             100.0 * r.mean,
             100.0 * r.std,
             r.epochs_to_95,
@@ -82,9 +83,11 @@ fn markdown(name: &str, rows: &[Row]) -> String {
 }
 
 fn csv(rows: &[Row], results: &[RunResult]) -> (String, String) {
-    let mut table = String::from("surrogate,runs,mean_test_accuracy,std_test_accuracy,epochs_to_95,dead_share\n");
+    let mut table =
+        String::from("surrogate,runs,diverged,mean_test_accuracy,std_test_accuracy,epochs_to_95,dead_share\n");
     for r in rows {
-        let _ = writeln!(table, "{},{},{},{},{},{}", r.surrogate, r.runs, r.mean, r.std, r.epochs_to_95, r.dead_share);
+        let (name, runs, diverged) = (&r.surrogate, r.runs, r.diverged);
+        let _ = writeln!(table, "{name},{runs},{diverged},{},{},{},{}", r.mean, r.std, r.epochs_to_95, r.dead_share);
     }
     let mut runs = String::from("surrogate,seed,epoch,train_loss,train_accuracy,test_loss,test_accuracy\n");
     for r in results {
@@ -147,6 +150,10 @@ struct RunRecord {
     delay: Option<i64>,
     dead_share: f64,
     history: History,
+    /// Why the run stopped before its last epoch, when its loss or a gradient stopped being
+    /// finite; its history ends at the last good epoch.
+    #[serde(default)]
+    diverged: Option<String>,
 }
 
 impl RunRecord {
@@ -221,7 +228,7 @@ fn reuse_or_train(
             if !resume {
                 let _ = std::fs::remove_file(&checkpoint_path);
             }
-            let TrainSummary { history, .. } = train::train(&TrainOptions {
+            let trained = train::train(&TrainOptions {
                 surrogate: Some(surrogate),
                 epochs: Some(wanted.epochs),
                 out: Some(dir.to_owned()),
@@ -229,12 +236,29 @@ fn reuse_or_train(
                 seed: Some(wanted.seed),
                 delay: wanted.delay,
                 ..base.clone()
-            })?;
-            history
+            });
+            match trained {
+                Ok(TrainSummary { history, .. }) => history,
+                // A diverged run is a result too: it scores its last good epoch, and is marked.
+                Err(Error::Diverged(why)) => {
+                    say(&format!(" diverged: {why}"));
+                    // Diverged in its first epoch, a run has no checkpoint and no score.
+                    let (history, dead_share) = match checkpoint::read(&checkpoint_path) {
+                        Ok(saved) => {
+                            (saved.history, dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?)
+                        }
+                        Err(_) => (History::default(), f64::NAN),
+                    };
+                    let record = RunRecord { history, dead_share, diverged: Some(why), ..wanted };
+                    record.write(&record_path)?;
+                    return Ok(Some(record));
+                }
+                Err(e) => return Err(e),
+            }
         }
     };
     let dead_share = dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?;
-    let record = RunRecord { history, dead_share, ..wanted };
+    let record = RunRecord { history, dead_share, diverged: None, ..wanted };
     record.write(&record_path)?;
     Ok(Some(record))
 }
@@ -276,13 +300,14 @@ pub fn sweep(opts: &SweepOptions) -> Result<SweepSummary> {
     })
 }
 
-/// Accuracy against delay, a row per surrogate (mean +- std over seeds), with the largest delay
+/// Accuracy against delay, a row per surrogate (mean +- std over seeds; a diverged run counts
+/// with its last good epoch, and the cell says how many diverged), with the largest delay
 /// solved (mean final accuracy >= 95%, whatever the shorter ones did): as markdown and CSV.
 fn delay_tables(name: &str, by_delay: &[(u32, Vec<Row>)]) -> (String, String) {
     let surrogates: Vec<&str> =
         by_delay.first().map(|(_, rows)| rows.iter().map(|r| r.surrogate.as_str()).collect()).unwrap_or_default();
     let mut md = format!("{name}: final test accuracy (%) against the delay, mean +- std over seeds\n\n| surrogate |");
-    let mut csv = String::from("surrogate,delay,runs,mean_test_accuracy,std_test_accuracy\n");
+    let mut csv = String::from("surrogate,delay,runs,mean_test_accuracy,std_test_accuracy,diverged\n");
     for (d, _) in by_delay {
         let _ = write!(md, " D = {d} |");
     }
@@ -295,8 +320,12 @@ fn delay_tables(name: &str, by_delay: &[(u32, Vec<Row>)]) -> (String, String) {
         for (d, rows) in by_delay {
             match rows.iter().find(|r| r.surrogate == s) {
                 Some(r) => {
-                    let _ = write!(md, " {:.1} +- {:.1} ({}) |", 100.0 * r.mean, 100.0 * r.std, r.runs);
-                    let _ = writeln!(csv, "{s},{d},{},{},{}", r.runs, r.mean, r.std);
+                    let diverged = match r.diverged {
+                        0 => String::new(),
+                        k => format!(", {k} diverged"),
+                    };
+                    let _ = write!(md, " {:.1} +- {:.1} ({}{diverged}) |", 100.0 * r.mean, 100.0 * r.std, r.runs);
+                    let _ = writeln!(csv, "{s},{d},{},{},{},{}", r.runs, r.mean, r.std, r.diverged);
                     if r.mean >= 0.95 {
                         largest = Some(*d);
                     }
@@ -337,6 +366,7 @@ fn sweep_in(opts: &SweepOptions, out: &Path, delay: Option<u32>) -> Result<Sweep
                 delay: delay.map(i64::from),
                 dead_share: f64::NAN,
                 history: History::default(),
+                diverged: None,
             };
             let at = delay.map(|d| format!(" delay {d}")).unwrap_or_default();
             let say = |what: &str| {
@@ -352,6 +382,7 @@ fn sweep_in(opts: &SweepOptions, out: &Path, delay: Option<u32>) -> Result<Sweep
                 seed,
                 history: record.history,
                 dead_share: record.dead_share,
+                diverged: record.diverged.is_some(),
             });
         }
     }

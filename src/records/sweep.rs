@@ -11,6 +11,9 @@ pub struct RunResult {
     pub seed: u64,
     pub history: History,
     pub dead_share: f64,
+    /// The run stopped early because its loss or a gradient stopped being finite; its history
+    /// ends at the last good epoch, whose test accuracy it scores.
+    pub diverged: bool,
 }
 
 impl RunResult {
@@ -35,6 +38,8 @@ pub struct Row {
     pub std: f64,
     pub epochs_to_95: f64,
     pub dead_share: f64,
+    /// Runs that diverged (scored at their last good epoch).
+    pub diverged: usize,
     /// Mean test accuracy per epoch over seeds.
     pub curve: Vec<f64>,
     pub accuracies: Vec<f64>,
@@ -61,6 +66,22 @@ pub fn rows(results: &[RunResult], surrogates: &[Surrogate]) -> Vec<Row> {
             if runs.is_empty() {
                 return None;
             }
+            let diverged = runs.iter().filter(|r| r.diverged).count();
+            // A run that diverged before finishing an epoch has no score: it counts as diverged.
+            let runs: Vec<&RunResult> = runs.into_iter().filter(|r| r.history.epochs() > 0).collect();
+            if runs.is_empty() {
+                return Some(Row {
+                    surrogate: s.name().to_owned(),
+                    runs: diverged,
+                    mean: f64::NAN,
+                    std: f64::NAN,
+                    epochs_to_95: f64::NAN,
+                    dead_share: f64::NAN,
+                    diverged,
+                    curve: Vec::new(),
+                    accuracies: Vec::new(),
+                });
+            }
             let accuracies: Vec<f64> = runs.iter().map(|r| r.final_accuracy()).collect();
             let epochs = runs.iter().map(|r| r.history.epochs()).min().unwrap_or(0);
             let curve = (0..epochs)
@@ -68,11 +89,12 @@ pub fn rows(results: &[RunResult], surrogates: &[Surrogate]) -> Vec<Row> {
                 .collect();
             Some(Row {
                 surrogate: s.name().to_owned(),
-                runs: runs.len(),
+                runs: runs.len() + diverged - runs.iter().filter(|r| r.diverged).count(),
                 mean: mean(&accuracies),
                 std: std(&accuracies),
                 epochs_to_95: mean(&runs.iter().map(|r| r.epochs_to_95() as f64).collect::<Vec<_>>()),
                 dead_share: mean(&runs.iter().map(|r| r.dead_share).collect::<Vec<_>>()),
+                diverged,
                 curve,
                 accuracies,
             })

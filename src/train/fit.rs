@@ -62,7 +62,7 @@ pub fn epoch(
                 } else {
                     format!("the loss became {loss} in epoch {} batch {}", epoch + 1, b + 1)
                 };
-                Error::Training(format!("{what}; the last good checkpoint is kept"))
+                Error::Diverged(format!("{what}; the last good checkpoint is kept"))
             })?;
         norms.resize(batch_norms.len(), 0.0);
         norms.iter_mut().zip(batch_norms).for_each(|(n, b)| *n += b);
