@@ -213,10 +213,10 @@ fn reuse_or_train(
     }
     let checkpoint_path = dir.join("checkpoint.h5");
     let progress = progress(&checkpoint_path, &wanted.network_spec, wanted.epochs);
-    let history = match progress {
+    let (history, diverged) = match progress {
         Progress::Done(history) => {
             say(" already trained");
-            *history
+            (*history, None)
         }
         Progress::Partial | Progress::Nothing if finished_only => {
             say(" not finished: left out");
@@ -238,27 +238,23 @@ fn reuse_or_train(
                 ..base.clone()
             });
             match trained {
-                Ok(TrainSummary { history, .. }) => history,
-                // A diverged run is a result too: it scores its last good epoch, and is marked.
+                Ok(TrainSummary { history, .. }) => (history, None),
+                // A diverged run is a result too: it scores its last good epoch, and is marked;
+                // diverged in its first epoch, it has no checkpoint and no score.
                 Err(Error::Diverged(why)) => {
                     say(&format!(" diverged: {why}"));
-                    // Diverged in its first epoch, a run has no checkpoint and no score.
-                    let (history, dead_share) = match checkpoint::read(&checkpoint_path) {
-                        Ok(saved) => {
-                            (saved.history, dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?)
-                        }
-                        Err(_) => (History::default(), f64::NAN),
-                    };
-                    let record = RunRecord { history, dead_share, diverged: Some(why), ..wanted };
-                    record.write(&record_path)?;
-                    return Ok(Some(record));
+                    let history = checkpoint::read(&checkpoint_path).map(|saved| saved.history).unwrap_or_default();
+                    (history, Some(why))
                 }
                 Err(e) => return Err(e),
             }
         }
     };
-    let dead_share = dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?;
-    let record = RunRecord { history, dead_share, diverged: None, ..wanted };
+    let dead_share = match history.epochs() {
+        0 => f64::NAN,
+        _ => dead_share(&checkpoint_path, base.data.as_deref(), base.test_samples)?,
+    };
+    let record = RunRecord { history, dead_share, diverged, ..wanted };
     record.write(&record_path)?;
     Ok(Some(record))
 }

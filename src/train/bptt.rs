@@ -207,13 +207,21 @@ pub fn forward<F: Gemm>(net: &TrainNet<F>, input: &Events<F>, tape: &mut Tape<F>
     forward_batch(net, &[input], std::slice::from_mut(tape), &mut Scratch::default());
 }
 
-/// The layers `first..end` that run together: the recurrent span when it starts at `first`,
-/// else `first` alone.
-fn run_from<F: Real>(net: &TrainNet<F>, first: usize) -> Range<usize> {
-    match net.recurrent_span() {
-        Some(span) if span.start == first => span,
-        _ => first..first + 1,
+/// The runs of layers, input to readout: the recurrent span walks through time as one run, every
+/// other layer is a run of its own. Forward takes them in order, backward in reverse.
+fn runs<F: Real>(net: &TrainNet<F>) -> Vec<Range<usize>> {
+    let span = net.recurrent_span();
+    let mut runs = Vec::new();
+    let mut first = 0;
+    while first < net.layers.len() {
+        let run = match &span {
+            Some(span) if span.start == first => span.clone(),
+            _ => first..first + 1,
+        };
+        first = run.end;
+        runs.push(run);
     }
+    runs
 }
 
 /// Adds `value` times column `j` of `weights` to `out`, for every event (j, value) of `row`.
@@ -258,9 +266,10 @@ pub fn forward_batch<F: Gemm>(
             tape.spikes[l].clear();
         }
     }
-    let mut first = 0;
-    while first < n_layers {
-        let run = run_from(net, first);
+    let span = net.recurrent_span();
+    for run in runs(net) {
+        let first = run.start;
+        let stepwise = Some(&run) == span.as_ref();
         let layer = &net.layers[first];
         let (n_in, n_out) = (layer.inputs(), layer.outputs());
         // Every event reaching the run's first layer is known before it runs (the input, or
@@ -277,7 +286,7 @@ pub fn forward_batch<F: Gemm>(
                 state.resize(net.layers[l].outputs(), net.layers[l].v_rest);
             }
             let sample_rows = &rows[b * t_steps * n_out..(b + 1) * t_steps * n_out];
-            if run.len() == 1 && !net.loops.iter().any(|lp| lp.target == first) {
+            if !stepwise {
                 for n in 0..t_steps {
                     integrate(net, first, &sample_rows[n * n_out..(n + 1) * n_out], &mut states[0], tape, n);
                 }
@@ -303,7 +312,6 @@ pub fn forward_batch<F: Gemm>(
                 }
             }
         }
-        first = run.end;
     }
 }
 
@@ -403,14 +411,8 @@ pub fn backward_batch<F: Gemm>(
     let t_steps = net.steps;
     let n_layers = net.layers.len();
     let samples = inputs.len();
-    let mut end = n_layers;
-    while end > 0 {
-        let top = end - 1;
-        let run = match net.recurrent_span() {
-            Some(span) if span.end == end => span,
-            _ => top..end,
-        };
-        let first = run.start;
+    for run in runs(net).into_iter().rev() {
+        let (first, top) = (run.start, run.end - 1);
         let n_in = net.layers[first].inputs();
         for (tape, g) in tapes.iter_mut().zip(g_scores) {
             if top + 1 == n_layers {
@@ -532,7 +534,6 @@ pub fn backward_batch<F: Gemm>(
             std::mem::swap(&mut tape.g_spikes, &mut tape.g_below);
         }
         std::mem::swap(&mut scratch.rows, &mut scratch.g_rows[0]);
-        end = first;
     }
 }
 
