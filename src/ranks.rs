@@ -14,6 +14,12 @@ pub trait Exchange {
     fn abort(&self, code: i32) -> !;
 }
 
+impl std::fmt::Debug for dyn Exchange + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rank {} of {}", self.rank(), self.size())
+    }
+}
+
 /// One process, alone.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Alone;

@@ -3,9 +3,11 @@
 //! and the spiking layers (Lif, CubaLif, Li, learnable time constants) through time.
 
 use std::path::Path;
+use std::sync::{Arc, Barrier, Mutex};
 
 use nalgebra::DMatrix;
 use snn::models::{LayerNet, Mode};
+use snn::ranks::{Alone, Exchange};
 use snn::spec::{self, Network};
 
 fn net(layers: &str, input: &str, surrogate: &str) -> LayerNet<f64> {
@@ -33,7 +35,7 @@ fn batch(features: usize, samples: usize) -> DMatrix<f64> {
 
 fn loss(net: &mut LayerNet<f64>, x: &DMatrix<f64>, labels: &[u8]) -> f64 {
     let samples: Vec<usize> = (0..x.ncols()).collect();
-    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples });
+    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples, ranks: &Alone });
     LayerNet::loss(trace.scores(), labels).0
 }
 
@@ -41,9 +43,9 @@ fn loss(net: &mut LayerNet<f64>, x: &DMatrix<f64>, labels: &[u8]) -> f64 {
 /// error relative to max(|analytic|, |numeric|, 1e-3 x the largest gradient of the tensor, 1e-7: the finite differences resolve no better).
 fn worst_error(mut net: LayerNet<f64>, x: DMatrix<f64>, labels: &[u8]) -> f64 {
     let samples: Vec<usize> = (0..x.ncols()).collect();
-    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples });
+    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples, ranks: &Alone });
     let (_, d_scores, _) = LayerNet::loss(trace.scores(), labels);
-    let grads = net.backward(&trace, d_scores);
+    let grads = net.backward(&trace, d_scores, &Alone);
     let names: Vec<String> = net.named_params().into_iter().map(|(n, _)| n).collect();
     assert_eq!(grads.len(), names.len());
     let h = 1e-5;
@@ -103,6 +105,111 @@ fn deep_heaviside_stack_with_every_surrogate() {
         );
         let worst = worst_error(net, batch(5, 6), &[0, 1, 1, 0, 1, 0]);
         assert!(worst < 1e-4, "{surrogate}: worst relative error {worst:e}");
+    }
+}
+
+/// Ranks played by threads of one process, which meet at a barrier to exchange.
+struct ThreadRank {
+    rank: usize,
+    size: usize,
+    meeting: Arc<(Mutex<Vec<Vec<u32>>>, Barrier)>,
+}
+
+impl ThreadRank {
+    fn all(size: usize) -> Vec<ThreadRank> {
+        let meeting = Arc::new((Mutex::new(vec![Vec::new(); size]), Barrier::new(size)));
+        (0..size).map(|rank| ThreadRank { rank, size, meeting: meeting.clone() }).collect()
+    }
+}
+
+impl Exchange for ThreadRank {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn all_gather(&self, mine: &[u32]) -> Vec<u32> {
+        let (slots, barrier) = &*self.meeting;
+        slots.lock().unwrap()[self.rank] = mine.to_vec();
+        barrier.wait();
+        let all = slots.lock().unwrap().concat();
+        // Nobody writes the next exchange before everyone has read this one.
+        barrier.wait();
+        all
+    }
+
+    fn sum(&self, x: u64) -> u64 {
+        self.all_gather(&[(x >> 32) as u32, x as u32]).chunks(2).map(|w| (w[0] as u64) << 32 | w[1] as u64).sum()
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        panic!("rank {} aborted with {code}", self.rank)
+    }
+}
+
+#[test]
+fn batch_norm_over_ranks_gives_the_whole_batch_gradients_and_statistics() {
+    // A batch of 6 shared as 0, 2 and 4 samples among 3 ranks (the empty rank only takes part
+    // in the statistics): each rank's gradient of its own mean loss, weighted by its share,
+    // sums to the whole batch's gradient, and every rank's running statistics are the whole
+    // batch's. Batch norm over samples (before the direct-current repeat) and over samples and
+    // steps (after a Dense on spikes); smooth spikes, f64.
+    let net = timed_net(
+        "Conv2d(filters: 3, kernel: 3, padding: 1), BatchNorm(), \
+         Lif(tau_mem_ms: 4.0, threshold: 0.5, learn_tau: PerChannel), MaxPool(size: 2), Flatten, \
+         Dense(units: 5), BatchNorm(), CubaLif(tau_syn_ms: 3.0, tau_mem_ms: 6.0, threshold: 0.3), \
+         Dropout(rate: 0.2), Dense(units: 3), Li(tau_mem_ms: 5.0)",
+        "(name: \"x\", size: 32, shape: (2, 4, 4))",
+        "steps: 5, surrogate: Htaf(), encoder: Current",
+    );
+    let (x, labels) = (batch(32, 6), [0u8, 2, 1, 1, 0, 2]);
+    let samples: Vec<usize> = (0..6).collect();
+    let mut whole = net.clone();
+    let trace = whole.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples, ranks: &Alone });
+    let (_, d_scores, _) = LayerNet::loss(trace.scores(), &labels);
+    let expected = whole.backward(&trace, d_scores, &Alone);
+
+    let shares = [0..0, 0..2, 2..6];
+    let results: Vec<(Vec<DMatrix<f64>>, LayerNet<f64>)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = ThreadRank::all(3)
+            .into_iter()
+            .zip(shares.clone())
+            .map(|(rank, share)| {
+                let (mut net, x, samples) = (net.clone(), &x, &samples);
+                scope.spawn(move || {
+                    if share.is_empty() {
+                        net.join_batch_statistics(&rank);
+                        let zeros = net.params().iter().map(|p| DMatrix::zeros(p.nrows(), p.ncols())).collect();
+                        return (zeros, net);
+                    }
+                    let mine = x.columns(share.start, share.len()).into_owned();
+                    let mode = Mode::Train { seed: 3, epoch: 0, samples: &samples[share.clone()], ranks: &rank };
+                    let trace = net.forward(mine, mode);
+                    let (_, d_scores, _) = LayerNet::loss(trace.scores(), &labels[share]);
+                    (net.backward(&trace, d_scores, &rank), net)
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for (p, name) in whole.named_params().iter().map(|(n, _)| n).enumerate() {
+        let summed = results
+            .iter()
+            .zip(&shares)
+            .fold(DMatrix::zeros(expected[p].nrows(), expected[p].ncols()), |sum, ((g, _), s)| {
+                sum + &g[p] * (s.len() as f64 / 6.0)
+            });
+        // A bias before batch norm has no gradient: its 1e-16 of rounding is compared with 1e-3.
+        let error = (&summed - &expected[p]).amax() / expected[p].amax().max(1e-3);
+        assert!(error < 1e-10, "{name}: shared gradient off by {error:e} of the largest");
+    }
+    for (_, net) in &results {
+        for ((name, a), (_, b)) in net.named_buffers().iter().zip(whole.named_buffers()) {
+            assert!((*a - b).amax() < 1e-12, "{name}: running statistics differ");
+        }
     }
 }
 
@@ -209,10 +316,10 @@ fn recomputed_segments_give_the_plain_gradients_bit_for_bit_and_truncation_cuts_
         assert_eq!(net.segment_problem(), None);
         let (x, labels) = (timed_batch(4, 3, 30), [1u8, 0, 2]);
         let samples = [0, 1, 2];
-        let mode = Mode::Train { seed: 3, epoch: 0, samples: &samples };
+        let mode = Mode::Train { seed: 3, epoch: 0, samples: &samples, ranks: &Alone };
         let trace = net.forward(x.clone(), mode);
         let (loss, d_scores, _) = LayerNet::loss(trace.scores(), &labels);
-        let plain = net.backward(&trace, d_scores);
+        let plain = net.backward(&trace, d_scores, &Alone);
         for every in [1, 7, 29, 30] {
             let (l, _, grads) = net.segmented_pass(&x, mode, &labels, every, false);
             assert_eq!((l, &grads), (loss, &plain), "recomputation every {every} steps, smooth {smooth}");
@@ -238,8 +345,8 @@ fn eprop_against_bptt(layers: &str, training: &str) -> (Vec<DMatrix<f64>>, Vec<D
     let trace = net.forward(x.clone(), Mode::Eval { soft: false });
     let (loss, d_scores, _) = LayerNet::loss(trace.scores(), &labels);
     let samples = [0, 1, 2];
-    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples });
-    let bptt = net.backward(&trace, d_scores);
+    let trace = net.forward(x.clone(), Mode::Train { seed: 3, epoch: 0, samples: &samples, ranks: &Alone });
+    let bptt = net.backward(&trace, d_scores, &Alone);
     let (eprop_loss, _, eprop) = net.eprop_pass(&x, &labels);
     assert!((loss - eprop_loss).abs() < 1e-12, "losses {loss} and {eprop_loss}");
     let worst = bptt.iter().zip(&eprop).map(|(a, b)| (a - b).amax() / a.amax().max(1e-12)).fold(0.0, f64::max);

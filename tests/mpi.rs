@@ -163,37 +163,56 @@ fn ranks_and_threads_give_identical_recordings_and_weights_and_bad_input_stops_e
         assert!(a == b, "{network}: 2 ranks recorded other spikes than one process");
     }
 
-    // A layer stack without batch norm shares its batches too: each rank takes half of every
-    // batch and the ranks' mean gradients are summed in rank order, which rounds differently
-    // from one process's single product over the batch, so the weights agree to rounding.
-    let stack_args = |out: &Path| {
-        let args = ["train", &repo("networks/fashion_rows.ron"), "--data", &data, "--epochs", "2"];
-        let more = ["--train-samples", "512", "--test-samples", "100", "--out", out.to_str().unwrap()];
-        args.into_iter().chain(more).map(String::from).collect::<Vec<_>>()
+    // Layer stacks share their batches too: each rank takes half of every batch and the ranks'
+    // mean gradients are summed in rank order, which rounds differently from one process's single
+    // product over the batch, so the weights agree to rounding. Batch norm (the DHN, and the
+    // spiking CNN over samples and steps) takes the whole batch's statistics, its sums exchanged.
+    // Those two train with SGD here: Adam divides each gradient by its own running size, so a
+    // gradient that is only rounding (a bias before batch norm, whose true gradient is zero)
+    // moves its weight by the whole learning rate, in a direction the rounding picks. The
+    // spiking CNN is compared after one batch: its millions of hard spikes per batch make the
+    // rounding flip a few at the threshold from the second batch on, and the runs drift apart.
+    let with_sgd = |network: &str| {
+        let path = dir.path().join(Path::new(network).file_name().unwrap());
+        let text = std::fs::read_to_string(repo(network)).unwrap();
+        assert!(text.contains("Adam(lr: 1e-3)"), "{network} trains with Adam");
+        std::fs::write(&path, text.replace("Adam(lr: 1e-3)", "Sgd(lr: 0.05)")).unwrap();
+        path.to_str().unwrap().to_owned()
     };
-    let (one, two) = (dir.path().join("stack1"), dir.path().join("stack2"));
-    let o = snn(&stack_args(&one).iter().map(|s| s.as_str()).collect::<Vec<_>>(), Some(2));
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = mpirun(&binary, 2, 1, &stack_args(&two).iter().map(|s| s.as_str()).collect::<Vec<_>>());
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(String::from_utf8_lossy(&o.stdout).matches("wrote ").count(), 3, "rank 0 alone writes");
-    let (a, b) = (read(&one), read(&two));
-    let mut worst: f32 = 0.0;
-    for ((name, param, wa), (_, _, wb)) in a.layers.iter().zip(&b.layers) {
-        let scale = wa.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let diff = (wa - wb).iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        println!("{name}.{param}: largest difference {diff:.2e} of largest weight {scale:.2e}");
-        worst = worst.max(diff / scale.max(1e-6));
+    let stacks = [
+        (repo("networks/fashion_rows.ron"), "2", "512", 1e-3),
+        (with_sgd("networks/fashion_dhn.ron"), "2", "512", 1e-4),
+        (with_sgd("networks/fashion_scnn.ron"), "1", "128", 1e-4),
+    ];
+    for (network, epochs, samples, bound) in &stacks {
+        let stack_args = |out: &Path| {
+            let args = ["train", network, "--data", &data, "--epochs", epochs, "--train-samples", samples];
+            let more = ["--test-samples", "100", "--out", out.to_str().unwrap()];
+            args.into_iter().chain(more).map(String::from).collect::<Vec<_>>()
+        };
+        let (one, two) = (dir.path().join("stack1"), dir.path().join("stack2"));
+        let o = snn(&stack_args(&one).iter().map(|s| s.as_str()).collect::<Vec<_>>(), Some(2));
+        assert!(o.status.success(), "{network}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = mpirun(&binary, 2, 1, &stack_args(&two).iter().map(|s| s.as_str()).collect::<Vec<_>>());
+        assert!(o.status.success(), "{network}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).matches("wrote ").count(), 3, "rank 0 alone writes");
+        let (a, b) = (read(&one), read(&two));
+        let mut worst: f32 = 0.0;
+        for ((name, param, wa), (_, _, wb)) in a.layers.iter().zip(&b.layers) {
+            let scale = wa.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let diff = (wa - wb).iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            println!("{network} {name}.{param}: largest difference {diff:.2e} of largest weight {scale:.2e}");
+            worst = worst.max(diff / scale.max(1e-6));
+        }
+        assert!(worst > 0.0 && worst < *bound, "{network}: 2 ranks' weights differ by {worst:.2e} of the largest");
+        for ((name, x), (_, y)) in a.buffers.iter().zip(&b.buffers) {
+            let diff = (x - y).amax();
+            assert!(diff < bound * x.amax().max(1.0), "{network} {name}: running statistics differ by {diff:e}");
+        }
+        for (x, y) in a.history.train_loss.iter().zip(&b.history.train_loss) {
+            assert!((x - y).abs() < 1e-3 * x.abs(), "{network}: training losses {x} and {y}");
+        }
     }
-    assert!(worst > 0.0 && worst < 1e-3, "2 ranks' weights differ from one process's by {worst:.2e} of the largest");
-    for (x, y) in a.history.train_loss.iter().zip(&b.history.train_loss) {
-        assert!((x - y).abs() < 1e-3 * x.abs(), "training losses {x} and {y}");
-    }
-
-    // Batch norm's statistics are not shared among ranks yet: refused by the layer's name.
-    let o = mpirun(&binary, 2, 1, &["train", &repo("networks/fashion_dhn.ron"), "--data", &data, "--epochs", "1"]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("is a BatchNorm"), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Bad input: every rank stops with the message, quickly.
     let bad = dir.path().join("bad.ron");

@@ -127,11 +127,6 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
     let name = network.name.clone();
     let mut run = fit::start(network, text, training.clone(), seed)?;
     check_training_memory(run.as_ref(), &training, &opts.network)?;
-    if ranks.size() > 1 {
-        run.shares_batches().map_err(|why| {
-            Error::Training(format!("{}: training over several ranks: {why}", opts.network.display()))
-        })?;
-    }
     let writer = ranks.rank() == 0;
     if opts.resume {
         let saved = checkpoint::read(&checkpoint_path)?;

@@ -23,6 +23,7 @@ use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
 use crate::nn::spiking::{Adaptation, Decay, Kind, Recurrent, SegmentCarry, SegmentState, Spiking, SpikingTape};
+use crate::ranks::Exchange;
 use crate::rng::{self, Purpose};
 use crate::spec::validate::input_shape;
 use crate::spec::{Layer as LayerSpec, Network, Recurrence, Shape, Training};
@@ -57,12 +58,13 @@ pub struct Layer<F> {
 }
 
 /// How a forward pass runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Mode<'a> {
     /// Batch statistics, dropout, smooth concepts. Dropout masks are drawn from streams of
     /// (seed, epoch, the sample index of each column, layer), so they do not depend on how the
     /// batch is split.
-    Train { seed: u64, epoch: u32, samples: &'a [usize] },
+    /// `ranks` hold the batch's other shares (batch norm's statistics are the whole batch's).
+    Train { seed: u64, epoch: u32, samples: &'a [usize], ranks: &'a dyn Exchange },
     /// Running statistics, no dropout; smooth-mode units hardened to H(x) unless `soft`.
     Eval { soft: bool },
 }
@@ -437,9 +439,9 @@ impl<F: Gemm> LayerNet<F> {
             }
             Op::AvgPool(size) => (pool::avg_forward(layer.input, *size, x), Extra::None),
             Op::BatchNorm(bn) => match mode {
-                Mode::Train { .. } => {
-                    let mut cache = NormCache { normalised: Vec::new(), inv_std: Vec::new() };
-                    let y = bn.forward_train(x, &mut cache);
+                Mode::Train { ranks, .. } => {
+                    let mut cache = NormCache::default();
+                    let y = bn.forward_train(x, &mut cache, ranks);
                     (y, Extra::Norm(cache))
                 }
                 Mode::Eval { .. } => (bn.forward_eval(x), Extra::None),
@@ -447,7 +449,7 @@ impl<F: Gemm> LayerNet<F> {
             Op::Step { step, .. } => (step.forward(x, how), Extra::None),
             Op::Relu => (activation::relu_forward(x), Extra::None),
             Op::Dropout(rate) => match mode {
-                Mode::Train { seed, epoch, samples } if *rate > 0.0 => {
+                Mode::Train { seed, epoch, samples, .. } if *rate > 0.0 => {
                     let n = x.nrows();
                     let mut mask = vec![F::zero(); x.len()];
                     // Columns cycle through the samples once per step: each sample keeps its
@@ -473,8 +475,8 @@ impl<F: Gemm> LayerNet<F> {
 
     /// Gradients of every parameter (in [`LayerNet::params`] order) given the gradient of the
     /// loss with respect to the scores of a training forward pass.
-    pub fn backward(&self, trace: &Trace<F>, d_scores: DMatrix<F>) -> Vec<DMatrix<F>> {
-        self.backward_observed(trace, d_scores, |_, _| {})
+    pub fn backward(&self, trace: &Trace<F>, d_scores: DMatrix<F>, ranks: &dyn Exchange) -> Vec<DMatrix<F>> {
+        self.backward_observed(trace, d_scores, ranks, |_, _| {})
     }
 
     /// [`LayerNet::backward`], showing `observe(i, dL/dy_i)` the gradient reaching the output
@@ -483,20 +485,43 @@ impl<F: Gemm> LayerNet<F> {
         &self,
         trace: &Trace<F>,
         d_scores: DMatrix<F>,
+        ranks: &dyn Exchange,
         observe: impl FnMut(usize, &DMatrix<F>),
     ) -> Vec<DMatrix<F>> {
         let samples = d_scores.ncols();
         let mut sums = Sums::new(self);
         let dy = self.spread_scores(d_scores);
-        self.backward_through(trace, dy, samples, &[], &mut sums, observe);
+        self.backward_through(trace, dy, samples, &[], &mut sums, ranks, observe);
         self.finish(sums)
+    }
+
+    /// What a rank whose share of the batch is empty does in a training step: takes part in the
+    /// batch-norm statistics the other ranks exchange (forward, then backward in reverse), with
+    /// nothing of its own, and so updates the running statistics as they do.
+    pub fn join_batch_statistics(&mut self, ranks: &dyn Exchange) {
+        let mut caches = Vec::new();
+        for layer in &mut self.layers {
+            if let Op::BatchNorm(bn) = &mut layer.op {
+                let mut cache = NormCache::default();
+                bn.forward_train(&DMatrix::zeros(layer.input.size(), 0), &mut cache, ranks);
+                caches.push((layer.input.size(), cache));
+            }
+        }
+        let norms = self.layers.iter().filter_map(|l| match &l.op {
+            Op::BatchNorm(bn) => Some(bn),
+            _ => None,
+        });
+        for (bn, (rows, cache)) in norms.rev().zip(caches.into_iter().rev()) {
+            bn.backward(&cache, &DMatrix::zeros(rows, 0), ranks);
+        }
     }
 
     /// The backward pass through every layer of a forward pass (`trace`, of the whole sequence
     /// or of one segment of it, whose spiking layers started from `starts`, empty for rest),
     /// from dL/d(output), adding into `sums`. Weight gradients of layers that run over the steps
     /// are summed step by step from the last, so a sequence taken in segments sums them in the
-    /// same order as taken whole.
+    /// same order as taken whole. `ranks` hold the batch's other shares (batch norm sums over them).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn backward_through(
         &self,
         trace: &Trace<F>,
@@ -504,6 +529,7 @@ impl<F: Gemm> LayerNet<F> {
         samples: usize,
         starts: &[Option<SegmentState<F>>],
         sums: &mut Sums<F>,
+        ranks: &dyn Exchange,
         mut observe: impl FnMut(usize, &DMatrix<F>),
     ) {
         let repeat_at = self.repeat_at();
@@ -545,7 +571,7 @@ impl<F: Gemm> LayerNet<F> {
                 (Op::MaxPool(_), Extra::Winners(w)) => pool::max_backward(layer.input, w, &dy),
                 (Op::AvgPool(size), _) => pool::avg_backward(layer.input, *size, &dy),
                 (Op::BatchNorm(bn), Extra::Norm(cache)) => {
-                    let (dgamma, dbeta, dx) = bn.backward(cache, &dy);
+                    let (dgamma, dbeta, dx) = bn.backward(cache, &dy, ranks);
                     grads[0] += dgamma;
                     grads[1] += dbeta;
                     dx

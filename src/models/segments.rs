@@ -20,6 +20,7 @@ use super::net::{Extra, LayerNet, Mode, Op, Sums, Trace};
 use crate::nn::activation::StepForward;
 use crate::nn::gemm::Gemm;
 use crate::nn::spiking::SegmentState;
+use crate::ranks::Alone;
 
 impl<F: Gemm> LayerNet<F> {
     /// Why this model cannot be trained in segments, if it cannot.
@@ -67,7 +68,8 @@ impl<F: Gemm> LayerNet<F> {
             let mut states = saved[k].clone();
             let trace = self.forward_segment(x, (a, b), samples, mode, &mut states);
             let dy = d_out.columns(a * samples, (b - a) * samples).into_owned();
-            self.backward_through(&trace, dy, samples, &saved[k], &mut sums, |_, _| {});
+            // Segments refuse batch norm, the one layer whose backward pass exchanges among ranks.
+            self.backward_through(&trace, dy, samples, &saved[k], &mut sums, &Alone, |_, _| {});
             if truncate {
                 sums.carries.iter_mut().flatten().for_each(|c| c.truncate());
             }

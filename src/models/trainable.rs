@@ -16,9 +16,7 @@ pub trait Trainable {
     /// One optimizer step on the samples `indices` of `split` with the learning rate scaled by
     /// `lr_factor`, adding the pass to `totals`. Returns the gradient norms the history reports,
     /// or the loss when it or a gradient is not finite (the parameters are then left as they were).
-    /// With several `ranks`, each computes its share of the batch and all end with the same step
-    /// (models that cannot share a batch are refused before training starts, see
-    /// [`Trainable::shares_batches`]).
+    /// With several `ranks`, each computes its share of the batch and all end with the same step.
     fn train_batch(
         &mut self,
         split: &Split,
@@ -32,10 +30,6 @@ pub trait Trainable {
     /// estimate them ([`crate::models::net::LayerNet::tape_bytes`]).
     fn tape_bytes(&self) -> Option<f64> {
         None
-    }
-    /// Whether [`Trainable::train_batch`] can share a batch among ranks; if not, why.
-    fn shares_batches(&self) -> std::result::Result<(), String> {
-        Err("this model cannot share a batch among ranks".into())
     }
     /// The test pass, and per reported layer its activity over the epoch (spikes per neuron and
     /// step, or the share of outputs on), given the training pass's totals.

@@ -244,16 +244,18 @@ impl Trainable for LayerRun {
         let indices = &batch[share(ranks.rank())];
         let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
         let input = model_input(&self.net, split, indices, state.seed, Some(epoch));
-        let mode = Mode::Train { seed: state.seed, epoch, samples: indices };
+        let mode = Mode::Train { seed: state.seed, epoch, samples: indices, ranks };
         let (loss, correct, mut grads) = match state.training.bptt {
-            // A batch smaller than the ranks leaves some with nothing to add.
+            // A batch smaller than the ranks leaves some with nothing to add, but a part to
+            // play in the batch statistics.
             _ if indices.is_empty() => {
+                self.net.join_batch_statistics(ranks);
                 (0.0, 0, self.net.params().iter().map(|p| DMatrix::zeros(p.nrows(), p.ncols())).collect())
             }
             Bptt::Full => {
                 let trace = self.net.forward(input, mode);
                 let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
-                (loss, correct, self.net.backward(&trace, d_scores))
+                (loss, correct, self.net.backward(&trace, d_scores, ranks))
             }
             Bptt::Recompute { every } => self.net.segmented_pass(&input, mode, &labels, every as usize, false),
             Bptt::Truncated { window } => self.net.segmented_pass(&input, mode, &labels, window as usize, true),
@@ -284,19 +286,6 @@ impl Trainable for LayerRun {
         totals.loss += loss * batch.len() as f64;
         totals.correct += correct;
         Ok(norms)
-    }
-
-    /// Batch norm normalises by statistics over the whole batch, which ranks holding parts of
-    /// it would have to exchange inside every forward and backward pass: not done yet.
-    fn shares_batches(&self) -> std::result::Result<(), String> {
-        match self.net.layers.iter().find(|l| matches!(l.op, Op::BatchNorm(_))) {
-            Some(layer) => Err(format!(
-                "layer {:?} is a BatchNorm, whose batch statistics are not shared among ranks yet; a layer stack \
-                 without batch norm (networks/fashion_rows.ron, recall.ron) shares its batches",
-                layer.label
-            )),
-            None => Ok(()),
-        }
     }
 
     /// The test pass with hardened concepts, and per reported layer the share of outputs on in

@@ -1,11 +1,16 @@
 //! Batch normalisation per channel (per feature of a vector), as PyTorch's BatchNorm1d/2d:
 //! batch statistics while training (biased variance to normalise, unbiased for the running
 //! estimate), running statistics at evaluation.
+//!
+//! Where MPI ranks each hold a share of the batch, the statistics are the whole batch's, as
+//! PyTorch's SyncBatchNorm computes them: the ranks' per-channel sums are exchanged and added in
+//! rank order, twice forward (the mean, then the variance about it) and once backward.
 
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::nn::Real;
+use crate::ranks::{Exchange, WordReader, Words};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm<F> {
@@ -24,6 +29,33 @@ pub struct BatchNorm<F> {
 pub struct NormCache<F> {
     pub normalised: Vec<F>,
     pub inv_std: Vec<F>,
+    /// Values per channel in the whole batch (all ranks' shares).
+    pub count: F,
+    /// This rank's part of the batch (its values over `count`; 1 in one process).
+    pub share: F,
+}
+
+impl<F: Real> Default for NormCache<F> {
+    fn default() -> Self {
+        NormCache { normalised: Vec::new(), inv_std: Vec::new(), count: F::zero(), share: F::one() }
+    }
+}
+
+/// Every rank's `local`, added element by element in rank order (in f64, then rounded once);
+/// one process's values as they are.
+fn sum_over_ranks<F: Real>(ranks: &dyn Exchange, local: Vec<F>) -> Vec<F> {
+    if ranks.size() == 1 {
+        return local;
+    }
+    let mut words = Words::default();
+    local.iter().for_each(|x| words.push_f64(x.to_f64()));
+    let all = ranks.all_gather(&words.0);
+    let mut read = WordReader::new(&all);
+    let mut total = vec![0.0f64; local.len()];
+    for _ in 0..ranks.size() {
+        total.iter_mut().for_each(|t| *t += read.f64());
+    }
+    total.into_iter().map(F::of).collect()
 }
 
 impl<F: Real> BatchNorm<F> {
@@ -105,14 +137,21 @@ impl<F: Real> BatchNorm<F> {
         sums
     }
 
-    /// Training: normalises with the batch statistics and updates the running ones.
-    pub fn forward_train(&mut self, x: &DMatrix<F>, cache: &mut NormCache<F>) -> DMatrix<F> {
+    /// Training: normalises with the statistics of the batch, whose other shares `ranks` hold,
+    /// and updates the running ones (alike on every rank).
+    pub fn forward_train(&mut self, x: &DMatrix<F>, cache: &mut NormCache<F>, ranks: &dyn Exchange) -> DMatrix<F> {
         let c = self.channels();
-        let count = F::of((x.ncols() * self.positions) as f64);
+        let mine = F::of((x.ncols() * self.positions) as f64);
         let xs = x.as_slice();
-        let mean: Vec<F> = self.channel_sums(xs, xs, |v, _, _| v).into_iter().map(|s| s / count).collect();
-        let var: Vec<F> =
-            self.channel_sums(xs, xs, |v, _, k| (v - mean[k]) * (v - mean[k])).into_iter().map(|s| s / count).collect();
+        // The count travels with the first sums: one exchange for both.
+        let mut sums = self.channel_sums(xs, xs, |v, _, _| v);
+        sums.push(mine);
+        let mut sums = sum_over_ranks(ranks, sums);
+        let count = sums.pop().expect("the count was pushed");
+        let mean: Vec<F> = sums.into_iter().map(|s| s / count).collect();
+        let squares = self.channel_sums(xs, xs, |v, _, k| (v - mean[k]) * (v - mean[k]));
+        let var: Vec<F> = sum_over_ranks(ranks, squares).into_iter().map(|s| s / count).collect();
+        (cache.count, cache.share) = (count, mine / count);
         cache.inv_std = var.iter().map(|&v| F::one() / (v + self.eps).sqrt()).collect();
         cache.normalised = vec![F::zero(); x.len()];
         let mut y = DMatrix::zeros(x.nrows(), x.ncols());
@@ -140,14 +179,32 @@ impl<F: Real> BatchNorm<F> {
         y
     }
 
-    /// Gradients of gamma and beta, and of the input, from a training forward pass.
-    pub fn backward(&self, cache: &NormCache<F>, dy: &DMatrix<F>) -> (DMatrix<F>, DMatrix<F>, DMatrix<F>) {
+    /// Gradients of gamma and beta over this rank's share, and of the input, from a training
+    /// forward pass. `dy` is the gradient of this rank's loss, the mean over its share; the
+    /// input's gradient takes the whole batch's sums, each rank's weighted by its share of the
+    /// batch, in the same scale.
+    pub fn backward(
+        &self,
+        cache: &NormCache<F>,
+        dy: &DMatrix<F>,
+        ranks: &dyn Exchange,
+    ) -> (DMatrix<F>, DMatrix<F>, DMatrix<F>) {
         let c = self.channels();
-        let count = F::of((dy.ncols() * self.positions) as f64);
+        let count = cache.count;
         let block = c * self.positions;
         let (g, n) = (dy.as_slice(), cache.normalised.as_slice());
         let dbeta = self.channel_sums(g, g, |g, _, _| g);
         let dgamma = self.channel_sums(g, n, |g, n, _| g * n);
+        let (batch_dbeta, batch_dgamma) = if ranks.size() == 1 {
+            (dbeta.clone(), dgamma.clone())
+        } else {
+            // A rank with no samples (share 0) sends zeros and computes no input gradient.
+            let share = cache.share;
+            let weighted = dbeta.iter().chain(&dgamma).map(|&s| s * share).collect();
+            let mut batch: Vec<F> = sum_over_ranks(ranks, weighted).into_iter().map(|s| s / share).collect();
+            let dgamma = batch.split_off(c);
+            (batch, dgamma)
+        };
         let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
         let gamma = self.gamma.as_slice();
         dx.as_mut_slice()
@@ -158,7 +215,7 @@ impl<F: Real> BatchNorm<F> {
                 for k in 0..c {
                     let scale = gamma[k] * cache.inv_std[k] / count;
                     for i in k * self.positions..(k + 1) * self.positions {
-                        dx[i] = scale * (count * g[i] - dbeta[k] - n[i] * dgamma[k]);
+                        dx[i] = scale * (count * g[i] - batch_dbeta[k] - n[i] * batch_dgamma[k]);
                     }
                 }
             });

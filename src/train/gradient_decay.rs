@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::io::checkpoint;
 use crate::models::{self, LayerNet, Mode, net::Op};
 use crate::nn::loss::cross_entropy;
+use crate::ranks::Alone;
 use crate::records::GradientDecay;
 use crate::spec::{self, Network, Training};
 use crate::surrogate::Surrogate;
@@ -118,7 +119,7 @@ fn depth_decay(
         }
         let trace = net.forward(
             models::trainer::model_input(&net, split, &indices, network.seed, Some(0)),
-            Mode::Train { seed: network.seed, epoch: 0, samples: &indices },
+            Mode::Train { seed: network.seed, epoch: 0, samples: &indices, ranks: &Alone },
         );
         let (_, d_scores, _) = LayerNet::loss(trace.scores(), &split.labels);
         let weighted: Vec<usize> =
@@ -126,7 +127,7 @@ fn depth_decay(
         let mut norms = vec![0.0; if through_time.is_some() { net.steps } else { weighted.len() }];
         // d_scores is the gradient of the mean loss; per sample it is n times larger.
         let n = split.len() as f64;
-        net.backward_observed(&trace, d_scores, |i, dy| {
+        net.backward_observed(&trace, d_scores, &Alone, |i, dy| {
             if Some(i) == through_time {
                 for (t, norm) in norms.iter_mut().enumerate() {
                     *norm = dy.columns(t * split.len(), split.len()).norm() as f64 * n / n.sqrt();

@@ -324,10 +324,6 @@ impl Trainable for Run {
     fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
         self.net.load_weights(&c.layers)
     }
-
-    fn shares_batches(&self) -> std::result::Result<(), String> {
-        Ok(())
-    }
 }
 
 /// Every rank's chunks (`mine` computed into `used`), gathered: per chunk of the batch, in
