@@ -17,7 +17,7 @@ fn binary_layers(c: &mut Criterion) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("networks/fashion_bnn.ron");
     let (network, _) = load_network(&path).expect("valid network");
     let training = network.training.clone().expect("training section");
-    let mut net = LayerNet::<f32>::from_spec(&network, &training, 1).expect("builds");
+    let net = LayerNet::<f32>::from_spec(&network, &training, 1).expect("builds");
     let packed = PackedNet::new(&net).expect("the BNN has packable blocks");
     let range = packed.packed_layers.clone();
     let inputs = net.layers[range.start].input.size();

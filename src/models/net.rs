@@ -371,6 +371,23 @@ impl<F: Gemm> LayerNet<F> {
     /// ([`LayerNet::static_prefix`]; [`crate::models::trainer::model_input`] gives the right one).
     /// Training mode updates batch-norm running statistics, hence `&mut self`.
     pub fn forward(&mut self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
+        let trace = self.forward_keeping_statistics(x, mode);
+        self.update_running_statistics(&trace);
+        trace
+    }
+
+    /// Moves batch norm's running statistics towards the batch statistics of a training pass.
+    pub fn update_running_statistics(&mut self, trace: &Trace<F>) {
+        for (layer, extra) in self.layers.iter_mut().zip(&trace.extras) {
+            if let (Op::BatchNorm(bn), Extra::Norm(cache)) = (&mut layer.op, extra) {
+                bn.update_running(cache);
+            }
+        }
+    }
+
+    /// [`LayerNet::forward`] leaving batch norm's running statistics as they are: for a part of
+    /// a batch, in a model whose layers see one sample at a time ([`LayerNet::couples_samples`]).
+    pub fn forward_keeping_statistics(&self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
         let repeat_at = self.repeat_at();
         let mut trace = Trace::starting_with(x);
         for i in 0..self.layers.len() {
@@ -383,13 +400,19 @@ impl<F: Gemm> LayerNet<F> {
         trace
     }
 
+    /// The batch-norm layer, if any: the one layer whose output for a sample depends on the
+    /// other samples of the batch (while training).
+    pub fn couples_samples(&self) -> Option<&Layer<F>> {
+        self.layers.iter().find(|l| matches!(l.op, Op::BatchNorm(_)))
+    }
+
     /// The layer whose input is the static prefix's output repeated over the steps, if any.
     fn repeat_at(&self) -> Option<usize> {
         self.static_prefix().filter(|&k| self.steps > 1 && k < self.layers.len())
     }
 
     /// Evaluates layers `range` on `x`, keeping nothing for a backward pass.
-    pub fn eval_layers(&mut self, mut x: DMatrix<F>, range: std::ops::Range<usize>, soft: bool) -> DMatrix<F> {
+    pub fn eval_layers(&self, mut x: DMatrix<F>, range: std::ops::Range<usize>, soft: bool) -> DMatrix<F> {
         for i in range {
             x = self.apply(i, &x, Mode::Eval { soft }).0;
         }
@@ -397,7 +420,7 @@ impl<F: Gemm> LayerNet<F> {
     }
 
     /// Layer `i` on its input `x`.
-    pub(super) fn apply(&mut self, i: usize, x: &DMatrix<F>, mode: Mode) -> (DMatrix<F>, Extra<F>, StepForward) {
+    pub(super) fn apply(&self, i: usize, x: &DMatrix<F>, mode: Mode) -> (DMatrix<F>, Extra<F>, StepForward) {
         let smooth_w = self.smooth.then_some(self.surrogate);
         let how = match &self.layers[i].op {
             Op::Step { smooth, .. } => self.step_forward(*smooth, mode),
@@ -405,8 +428,8 @@ impl<F: Gemm> LayerNet<F> {
             _ => StepForward::Hard,
         };
         let steps = self.steps;
-        let layer = &mut self.layers[i];
-        let (y, extra) = match &mut layer.op {
+        let layer = &self.layers[i];
+        let (y, extra) = match &layer.op {
             Op::Dense(l) => {
                 if l.binary {
                     let w = l.effective(smooth_w.as_ref());
@@ -504,6 +527,7 @@ impl<F: Gemm> LayerNet<F> {
             if let Op::BatchNorm(bn) = &mut layer.op {
                 let mut cache = NormCache::default();
                 bn.forward_train(&DMatrix::zeros(layer.input.size(), 0), &mut cache, ranks);
+                bn.update_running(&cache);
                 caches.push((layer.input.size(), cache));
             }
         }

@@ -42,7 +42,7 @@ impl<F: Gemm> LayerNet<F> {
     /// correctly, and the gradients in [`LayerNet::params`] order. `x` is the whole sequence
     /// (`features x (steps samples)`); the model must have no [`LayerNet::segment_problem`].
     pub fn segmented_pass(
-        &mut self,
+        &self,
         x: &DMatrix<F>,
         mode: Mode,
         labels: &[u8],
@@ -80,7 +80,7 @@ impl<F: Gemm> LayerNet<F> {
     /// The forward pass over steps `a..b` of `x`, its spiking layers starting from `states`,
     /// which are left where the segment ends.
     fn forward_segment(
-        &mut self,
+        &self,
         x: &DMatrix<F>,
         (a, b): (usize, usize),
         samples: usize,

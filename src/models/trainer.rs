@@ -2,13 +2,18 @@
 //! the spiking trainer), one forward and backward pass per batch, the shared optimizers, then an
 //! evaluation on the test split with hardened concepts.
 //!
-//! A batch runs as one matrix per layer; the products split into fixed blocks (see
-//! [`crate::nn::gemm`]), so a seed gives the same run with any number of threads.
+//! A model with batch norm runs a batch as one matrix per layer; the products split into fixed
+//! blocks (see [`crate::nn::gemm`]). A model whose layers see one sample at a time runs the batch
+//! in fixed chunks of [`CHUNK`] samples in parallel, each through all its layers, and adds the
+//! chunks' gradients in chunk order: a step's many small per-step products leave a second thread
+//! little to do inside one product. Either way a seed gives the same run with any number of
+//! threads.
 
 use nalgebra::DMatrix;
+use rayon::prelude::*;
 
 use super::Trainable;
-use super::net::{LayerNet, Mode, Op};
+use super::net::{LayerNet, Mode, Op, Trace};
 use crate::data::encode::{encoding_stream, intensity};
 use crate::data::events::Events;
 use crate::data::idx::Split;
@@ -17,13 +22,16 @@ use crate::io::checkpoint::Checkpoint;
 use crate::nn::gemm::Gemm;
 use crate::nn::loss::argmax;
 use crate::nn::optim::{self, OptimizerState};
-use crate::ranks::{Exchange, WordReader, Words};
+use crate::ranks::{Alone, Exchange, WordReader, Words};
 use crate::records::PassTotals;
 use crate::records::{History, RunState, SavedParameters};
 use crate::spec::{Bptt, Network, Training};
 
 /// Samples per batch when evaluating.
 const EVAL_BATCH: usize = 500;
+
+/// Samples per chunk of a training batch, for models whose samples do not interact.
+const CHUNK: usize = 32;
 
 /// Images `indices` of `split` as a `pixels x samples` batch, intensities scaled to [0, 1].
 pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
@@ -242,31 +250,30 @@ impl Trainable for LayerRun {
         // With several ranks, rank r takes the r-th contiguous share of the batch.
         let share = |r: usize| batch.len() * r / ranks.size()..batch.len() * (r + 1) / ranks.size();
         let indices = &batch[share(ranks.rank())];
-        let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
-        let input = model_input(&self.net, split, indices, state.seed, Some(epoch));
-        let mode = Mode::Train { seed: state.seed, epoch, samples: indices, ranks };
-        let (loss, correct, mut grads) = match state.training.bptt {
+        let (seed, bptt) = (state.seed, state.training.bptt);
+        let mut mine = if indices.is_empty() {
             // A batch smaller than the ranks leaves some with nothing to add, but a part to
             // play in the batch statistics.
-            _ if indices.is_empty() => {
-                self.net.join_batch_statistics(ranks);
-                (0.0, 0, self.net.params().iter().map(|p| DMatrix::zeros(p.nrows(), p.ncols())).collect())
+            self.net.join_batch_statistics(ranks);
+            Part::empty(&self.net)
+        } else if self.net.couples_samples().is_some() {
+            let (part, trace) = sample_pass(&self.net, split, indices, seed, epoch, bptt, ranks);
+            if let Some(trace) = trace {
+                self.net.update_running_statistics(&trace);
             }
-            Bptt::Full => {
-                let trace = self.net.forward(input, mode);
-                let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
-                (loss, correct, self.net.backward(&trace, d_scores, ranks))
-            }
-            Bptt::Recompute { every } => self.net.segmented_pass(&input, mode, &labels, every as usize, false),
-            Bptt::Truncated { window } => self.net.segmented_pass(&input, mode, &labels, window as usize, true),
-            Bptt::Eprop => self.net.eprop_pass(&input, &labels),
-        };
-        let (loss, correct) = if ranks.size() > 1 {
-            let shares: Vec<usize> = (0..ranks.size()).map(|r| share(r).len()).collect();
-            reduce_over_ranks(&mut grads, (loss, correct), &shares, ranks)
+            part
         } else {
-            (loss, correct)
+            let net = &self.net;
+            let chunks: Vec<Part> = indices
+                .par_chunks(CHUNK)
+                .map(|chunk| sample_pass(net, split, chunk, seed, epoch, bptt, &Alone).0)
+                .collect();
+            Part::combine(chunks)
         };
+        if ranks.size() > 1 {
+            mine = reduce_over_ranks(mine, ranks);
+        }
+        let Part { loss, correct, mut grads, .. } = mine;
         let squares = optim::squared_norms(&grads);
         if !loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
             return Err(loss);
@@ -297,40 +304,94 @@ impl Trainable for LayerRun {
     }
 }
 
-/// Sums the ranks' gradients, each the mean over its share of the batch (`shares[r]` samples),
-/// into the batch mean, in rank order on every rank; returns the batch's mean loss and its
-/// correct count. The sum's order differs from one process's single product over the batch, so
-/// the weights agree with one process's to rounding, not bit for bit (see tests/mpi.rs).
-fn reduce_over_ranks(
-    grads: &mut [DMatrix<f32>],
-    (loss, correct): (f64, usize),
-    shares: &[usize],
+/// A training pass over some samples of a batch: their mean loss, how many were classified
+/// correctly, and the gradients of the mean loss in [`LayerNet::params`] order.
+struct Part {
+    samples: usize,
+    loss: f64,
+    correct: usize,
+    grads: Vec<DMatrix<f32>>,
+}
+
+impl Part {
+    fn empty(net: &LayerNet<f32>) -> Self {
+        let grads = net.params().iter().map(|p| DMatrix::zeros(p.nrows(), p.ncols())).collect();
+        Part { samples: 0, loss: 0.0, correct: 0, grads }
+    }
+
+    /// The parts as one over all their samples: each part's gradients weighted by its share of
+    /// the samples and added in the parts' order.
+    fn combine(parts: Vec<Part>) -> Part {
+        let samples: usize = parts.iter().map(|p| p.samples).sum();
+        let mut parts = parts.into_iter();
+        let mut total = parts.next().expect("a batch has a part");
+        let weight = |n: usize| n as f32 / samples.max(1) as f32;
+        let first = weight(total.samples);
+        total.grads.iter_mut().for_each(|g| g.iter_mut().for_each(|x| *x *= first));
+        total.loss *= total.samples as f64;
+        for part in parts {
+            let w = weight(part.samples);
+            for (t, g) in total.grads.iter_mut().zip(&part.grads) {
+                t.iter_mut().zip(g.iter()).for_each(|(t, &x)| *t += x * w);
+            }
+            total.loss += part.loss * part.samples as f64;
+            total.correct += part.correct;
+        }
+        total.loss /= samples.max(1) as f64;
+        total.samples = samples;
+        total
+    }
+}
+
+/// Forward and backward over the samples `indices` of `split` as one batch, whose statistics
+/// `ranks` share; with the forward pass, when it kept one, for batch norm's running statistics.
+fn sample_pass(
+    net: &LayerNet<f32>,
+    split: &Split,
+    indices: &[usize],
+    seed: u64,
+    epoch: u32,
+    bptt: Bptt,
     ranks: &dyn Exchange,
-) -> (f64, usize) {
+) -> (Part, Option<Trace<f32>>) {
+    let labels: Vec<u8> = indices.iter().map(|&i| split.labels[i]).collect();
+    let input = model_input(net, split, indices, seed, Some(epoch));
+    let mode = Mode::Train { seed, epoch, samples: indices, ranks };
+    let ((loss, correct, grads), trace) = match bptt {
+        Bptt::Full => {
+            let trace = net.forward_keeping_statistics(input, mode);
+            let (loss, d_scores, correct) = LayerNet::loss(trace.scores(), &labels);
+            let grads = net.backward(&trace, d_scores, ranks);
+            ((loss, correct, grads), Some(trace))
+        }
+        Bptt::Recompute { every } => (net.segmented_pass(&input, mode, &labels, every as usize, false), None),
+        Bptt::Truncated { window } => (net.segmented_pass(&input, mode, &labels, window as usize, true), None),
+        Bptt::Eprop => (net.eprop_pass(&input, &labels), None),
+    };
+    (Part { samples: indices.len(), loss, correct, grads }, trace)
+}
+
+/// The ranks' parts of the batch, gathered and combined in rank order on every rank. The sum's
+/// order differs from one process's, so the weights agree with one process's to rounding, not
+/// bit for bit (see tests/mpi.rs).
+fn reduce_over_ranks(mine: Part, ranks: &dyn Exchange) -> Part {
     let mut words = Words::default();
-    words.push_f64(loss);
-    words.push_u64(correct as u64);
-    for g in grads.iter() {
+    words.push_u64(mine.samples as u64);
+    words.push_f64(mine.loss);
+    words.push_u64(mine.correct as u64);
+    for g in &mine.grads {
         words.push_f32s(g.as_slice());
     }
     let all = ranks.all_gather(&words.0);
-    let batch: usize = shares.iter().sum();
     let mut read = WordReader::new(&all);
-    let (mut total_loss, mut total_correct) = (0.0, 0);
-    for (r, &n) in shares.iter().enumerate() {
-        let weight = n as f32 / batch as f32;
-        total_loss += read.f64() * n as f64;
-        total_correct += read.u64() as usize;
-        for g in grads.iter_mut() {
-            let theirs = read.f32s();
-            if r == 0 {
-                g.as_mut_slice().iter_mut().zip(&theirs).for_each(|(t, &x)| *t = x * weight);
-            } else {
-                g.as_mut_slice().iter_mut().zip(&theirs).for_each(|(t, &x)| *t += x * weight);
-            }
-        }
-    }
-    (total_loss / batch as f64, total_correct)
+    let parts = (0..ranks.size())
+        .map(|_| {
+            let (samples, loss, correct) = (read.u64() as usize, read.f64(), read.u64() as usize);
+            let grads = mine.grads.iter().map(|g| DMatrix::from_vec(g.nrows(), g.ncols(), read.f32s())).collect();
+            Part { samples, loss, correct, grads }
+        })
+        .collect();
+    Part::combine(parts)
 }
 
 /// Loads a checkpoint's parameters and buffers into `net`, checking names and shapes.

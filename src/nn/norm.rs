@@ -33,11 +33,21 @@ pub struct NormCache<F> {
     pub count: F,
     /// This rank's part of the batch (its values over `count`; 1 in one process).
     pub share: F,
+    /// The batch's mean and (biased) variance per channel, for [`BatchNorm::update_running`].
+    pub mean: Vec<F>,
+    pub var: Vec<F>,
 }
 
 impl<F: Real> Default for NormCache<F> {
     fn default() -> Self {
-        NormCache { normalised: Vec::new(), inv_std: Vec::new(), count: F::zero(), share: F::one() }
+        NormCache {
+            normalised: Vec::new(),
+            inv_std: Vec::new(),
+            count: F::zero(),
+            share: F::one(),
+            mean: Vec::new(),
+            var: Vec::new(),
+        }
     }
 }
 
@@ -137,9 +147,9 @@ impl<F: Real> BatchNorm<F> {
         sums
     }
 
-    /// Training: normalises with the statistics of the batch, whose other shares `ranks` hold,
-    /// and updates the running ones (alike on every rank).
-    pub fn forward_train(&mut self, x: &DMatrix<F>, cache: &mut NormCache<F>, ranks: &dyn Exchange) -> DMatrix<F> {
+    /// Training: normalises with the statistics of the batch, whose other shares `ranks` hold;
+    /// [`BatchNorm::update_running`] then takes them into the running ones (alike on every rank).
+    pub fn forward_train(&self, x: &DMatrix<F>, cache: &mut NormCache<F>, ranks: &dyn Exchange) -> DMatrix<F> {
         let c = self.channels();
         let mine = F::of((x.ncols() * self.positions) as f64);
         let xs = x.as_slice();
@@ -170,13 +180,18 @@ impl<F: Real> BatchNorm<F> {
                     }
                 }
             });
-        let m = self.momentum;
-        let unbias = if count > F::one() { count / (count - F::one()) } else { F::one() };
-        for k in 0..c {
-            self.running_mean[k] = (F::one() - m) * self.running_mean[k] + m * mean[k];
-            self.running_var[k] = (F::one() - m) * self.running_var[k] + m * var[k] * unbias;
-        }
+        (cache.mean, cache.var) = (mean, var);
         y
+    }
+
+    /// Moves the running statistics towards those of the batch a training pass normalised with.
+    pub fn update_running(&mut self, cache: &NormCache<F>) {
+        let (m, count) = (self.momentum, cache.count);
+        let unbias = if count > F::one() { count / (count - F::one()) } else { F::one() };
+        for k in 0..self.channels() {
+            self.running_mean[k] = (F::one() - m) * self.running_mean[k] + m * cache.mean[k];
+            self.running_var[k] = (F::one() - m) * self.running_var[k] + m * cache.var[k] * unbias;
+        }
     }
 
     /// Gradients of gamma and beta over this rank's share, and of the input, from a training
