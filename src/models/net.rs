@@ -522,21 +522,18 @@ impl<F: Gemm> LayerNet<F> {
     /// batch-norm statistics the other ranks exchange (forward, then backward in reverse), with
     /// nothing of its own, and so updates the running statistics as they do.
     pub fn join_batch_statistics(&mut self, ranks: &dyn Exchange) {
-        let mut caches = Vec::new();
+        let mut passed = Vec::new();
         for layer in &mut self.layers {
             if let Op::BatchNorm(bn) = &mut layer.op {
+                let nothing = DMatrix::zeros(layer.input.size(), 0);
                 let mut cache = NormCache::default();
-                bn.forward_train(&DMatrix::zeros(layer.input.size(), 0), &mut cache, ranks);
+                bn.forward_train(&nothing, &mut cache, ranks);
                 bn.update_running(&cache);
-                caches.push((layer.input.size(), cache));
+                passed.push((&*bn, nothing, cache));
             }
         }
-        let norms = self.layers.iter().filter_map(|l| match &l.op {
-            Op::BatchNorm(bn) => Some(bn),
-            _ => None,
-        });
-        for (bn, (rows, cache)) in norms.rev().zip(caches.into_iter().rev()) {
-            bn.backward(&cache, &DMatrix::zeros(rows, 0), ranks);
+        for (bn, nothing, cache) in passed.iter().rev() {
+            bn.backward(cache, nothing, ranks);
         }
     }
 

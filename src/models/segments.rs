@@ -28,7 +28,7 @@ impl<F: Gemm> LayerNet<F> {
         if self.steps < 2 {
             return Some("the model runs one step; there is no sequence to cut".into());
         }
-        if let Some(layer) = self.layers.iter().find(|l| matches!(l.op, Op::BatchNorm(_))) {
+        if let Some(layer) = self.couples_samples() {
             return Some(format!("{}: batch norm takes statistics over all the steps at once", layer.label));
         }
         if self.static_prefix().is_some() {

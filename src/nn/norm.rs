@@ -210,15 +210,15 @@ impl<F: Real> BatchNorm<F> {
         let (g, n) = (dy.as_slice(), cache.normalised.as_slice());
         let dbeta = self.channel_sums(g, g, |g, _, _| g);
         let dgamma = self.channel_sums(g, n, |g, n, _| g * n);
-        let (batch_dbeta, batch_dgamma) = if ranks.size() == 1 {
-            (dbeta.clone(), dgamma.clone())
+        let whole_batch;
+        let (batch_dbeta, batch_dgamma): (&[F], &[F]) = if ranks.size() == 1 {
+            (&dbeta, &dgamma)
         } else {
             // A rank with no samples (share 0) sends zeros and computes no input gradient.
             let share = cache.share;
             let weighted = dbeta.iter().chain(&dgamma).map(|&s| s * share).collect();
-            let mut batch: Vec<F> = sum_over_ranks(ranks, weighted).into_iter().map(|s| s / share).collect();
-            let dgamma = batch.split_off(c);
-            (batch, dgamma)
+            whole_batch = sum_over_ranks(ranks, weighted).into_iter().map(|s| s / share).collect::<Vec<F>>();
+            whole_batch.split_at(c)
         };
         let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
         let gamma = self.gamma.as_slice();
