@@ -206,7 +206,7 @@ fn poisson_input_through_an_exponential_synapse_reaches_its_steady_state() {
     let mut sim = Simulation::build(&model, 1).expect("builds");
     sim.run(1000, |_| {});
     let snn::engine::Dynamics::Lif(lif) = &sim.populations[0].dynamics else { panic!("a LIF population") };
-    let mean_syn = lif.syn[0].iter().sum::<f64>() / 5000.0;
+    let mean_syn = lif.synaptic_variable(0).iter().sum::<f64>() / 5000.0;
     let d = (-0.1f64 / 5.0).exp();
     let expected_syn = 1000.0 * 0.001 * 0.2 * d / (1.0 - d);
     assert!((mean_syn - expected_syn).abs() < 0.02 * expected_syn, "synaptic mean {mean_syn} vs {expected_syn}");

@@ -9,7 +9,7 @@
 use rand::RngExt;
 use rand_distr::{Binomial, Distribution};
 
-use super::lif::Input;
+use super::lif::{Input, PendingDecay};
 use crate::error::{Error, Result};
 use crate::rng::Stream;
 
@@ -74,14 +74,23 @@ impl PoissonDrive {
         Ok(PoissonDrive { count: Count::new(inputs as u64, p)?, weight, input })
     }
 
-    /// Adds one step of input to every neuron of a block. A neuron that is refractory drops
-    /// instantaneous input, but its count is drawn all the same, so that the stream does not
-    /// depend on the state.
-    pub fn add(&self, rng: &mut Stream, v: &mut [f64], syn: &mut [&mut [f64]], active_from: &[u64], step: u64) {
+    /// Adds one step of input to every neuron of a block (synaptic variables as stored, with
+    /// their `pending` decay). A neuron that is refractory drops instantaneous input, but its
+    /// count is drawn all the same, so that the stream does not depend on the state.
+    pub fn add(
+        &self,
+        rng: &mut Stream,
+        v: &mut [f64],
+        syn: &mut [&mut [f64]],
+        pending: &[PendingDecay],
+        active_from: &[u64],
+        step: u64,
+    ) {
         match self.input {
             Input::Synaptic { index, .. } => {
+                let weight = self.weight * pending[index].inverse;
                 for s in syn[index].iter_mut() {
-                    *s += self.count.sample(rng) as f64 * self.weight;
+                    *s += self.count.sample(rng) as f64 * weight;
                 }
             }
             Input::Membrane => {

@@ -43,7 +43,7 @@ use crate::spec::{self, Model, Neuron, SpikeRecord, Synapse};
 use currents::Injection;
 use drive::PoissonDrive;
 use layer::LayerPopulation;
-use lif::{Exponential, HeldQueue, Input, LifConstants, Refractory};
+use lif::{Exponential, HeldQueue, Input, LifConstants, PendingDecay, Refractory};
 use monitor::{Monitors, SpikeLog, TraceLog};
 pub use shared::Share;
 use shared::Sharing;
@@ -59,9 +59,11 @@ pub const PARALLEL_MIN_WORK: usize = 16_384;
 #[derive(Debug, Clone)]
 pub struct LifPopulation {
     pub constants: LifConstants,
-    /// Per exponential synaptic variable, its constants and its values per neuron.
+    /// Per exponential synaptic variable, its constants, its stored values per neuron and the
+    /// decay not yet applied to them ([`PendingDecay`]).
     pub exponentials: Vec<Exponential>,
-    pub syn: Vec<Vec<f64>>,
+    syn: Vec<Vec<f64>>,
+    pending: Vec<PendingDecay>,
     pub v: Vec<f64>,
     pub refractory: Refractory,
     pub i_ext: Vec<f64>,
@@ -76,6 +78,14 @@ pub struct LifPopulation {
     drives: Vec<PoissonDrive>,
     /// What each block keeps for itself.
     blocks: Vec<BlockLocal>,
+}
+
+impl LifPopulation {
+    /// The values of exponential synaptic variable `c` (in the order of [`Self::exponentials`]),
+    /// one per neuron.
+    pub fn synaptic_variable(&self, c: usize) -> Vec<f64> {
+        self.syn[c].iter().map(|&s| self.pending[c].factor * s).collect()
+    }
 }
 
 /// State a block of neurons keeps between steps, touched only by the task updating it.
@@ -236,6 +246,7 @@ impl Simulation {
                     constants,
                     exponentials: taus.iter().map(|&tau| Exponential::new(tau, tau_mem_ms, dt)).collect(),
                     syn: vec![vec![0.0; n]; taus.len()],
+                    pending: vec![PendingDecay::NONE; taus.len()],
                     v,
                     refractory: Refractory::new(n, block),
                     i_ext: vec![0.0; n],
@@ -649,6 +660,7 @@ struct BlockState<'a> {
     offset: usize,
     v: &'a mut [f64],
     syn: Vec<&'a mut [f64]>,
+    pending: &'a [PendingDecay],
     i_ext: Option<&'a [f64]>,
     active_from: &'a [u64],
     held: &'a mut HeldQueue,
@@ -669,6 +681,7 @@ fn update_population(
         constants,
         exponentials,
         syn,
+        pending,
         v,
         refractory,
         i_ext,
@@ -696,6 +709,7 @@ fn update_population(
                 offset: b * block,
                 v,
                 syn: syn_blocks.iter_mut().map(|it| it.next().expect("same length as v")).collect(),
+                pending,
                 i_ext: i_ext_blocks.as_mut().and_then(|it| it.next()),
                 active_from,
                 held,
@@ -711,6 +725,11 @@ fn update_population(
         states.collect::<Vec<_>>().into_par_iter().for_each(step_block);
     } else {
         states.for_each(step_block);
+    }
+    for ((pending, e), syn) in pending.iter_mut().zip(exponentials.iter()).zip(syn.iter_mut()) {
+        if pending.step(e.decay) {
+            pending.apply(syn);
+        }
     }
     blocks.iter().map(|local| local.events).sum()
 }
@@ -793,10 +812,11 @@ fn update_block(
     st.local.pending[slot].clear(); // keeps the allocation
     st.local.events = events;
     for (drive, rng) in drives.iter().zip(st.local.drive_streams.iter_mut()) {
-        drive.add(rng, st.v, &mut st.syn, st.active_from, n);
+        drive.add(rng, st.v, &mut st.syn, st.pending, st.active_from, n);
     }
     st.local.spikes.clear();
-    lif::integrate(k, exponentials, st.v, st.i_ext, st.syn, &mut st.local.crossed);
+    let syn = st.syn.iter().map(|s| &**s).collect();
+    lif::integrate(k, exponentials, st.pending, st.v, st.i_ext, syn, &mut st.local.crossed);
     st.held.hold(st.v, st.offset as u32, n);
     lif::threshold(k, st.offset as u32, st.v, st.active_from, n, &st.local.crossed, &mut st.local.spikes);
 }
@@ -818,6 +838,7 @@ fn add_row(
     match input {
         Input::Synaptic { index, .. } => {
             let syn = &mut *st.syn[index];
+            let scale = scale * st.pending[index].inverse;
             for (&t, &w) in targets.iter().zip(weights) {
                 syn[t as usize] += w as f64 * scale;
             }
