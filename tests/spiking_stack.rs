@@ -309,3 +309,38 @@ fn validate_gives_the_memory_a_training_batch_keeps_and_checks_the_bptt_mode() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("training.clip_grad_norm"), "{e}");
 }
+
+#[test]
+fn scoring_the_last_steps_reads_the_readout_there_only_and_bad_windows_are_refused() {
+    let text = RECURRENT.replace("training: (", "training: (scored_steps: 3, ");
+    let network: snn::spec::Network = snn::spec::parse_ron(&text, Path::new("<test>")).unwrap();
+    let training = network.training.clone().unwrap();
+    let mut net = snn::models::LayerNet::<f64>::from_spec(&network, &training, 5).unwrap();
+    assert_eq!(net.scored_from, 5, "8 steps, the last 3 scored");
+    // Rate-coded spikes of 2 samples over the 8 steps, step-major.
+    let x = nalgebra::DMatrix::from_fn(784, 16, |i, j| f64::from((i * 7 + j * 3) % 5 == 0));
+    let trace = net.forward(x, snn::models::Mode::Eval { soft: false });
+    let readout = trace.values.last().unwrap();
+    let expected = nalgebra::DMatrix::from_fn(10, 2, |k, s| (5..8).map(|t| readout[(k, t * 2 + s)]).sum::<f64>() / 3.0);
+    let scores = trace.scores();
+    assert!((scores - &expected).amax() < 1e-12, "scores are the mean of the last 3 steps");
+    let mean_all = nalgebra::DMatrix::from_fn(10, 2, |k, s| (0..8).map(|t| readout[(k, t * 2 + s)]).sum::<f64>() / 8.0);
+    assert!((scores - mean_all).amax() > 1e-6, "and not of every step");
+
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["scored_steps: 0, ", "scored_steps: 9, "] {
+        let path = write(dir.path(), "bad.ron", &RECURRENT.replace("training: (", &format!("training: ({bad}")));
+        let o = snn(&["validate", &path], None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && e.contains("training.scored_steps: must lie in 1 ..= steps (8)"), "{e}");
+    }
+    // A population chain scores every step: refused at training, naming the setting.
+    let chain = std::fs::read_to_string(common::repo("networks/fashion_snn.ron")).unwrap();
+    let path = write(dir.path(), "chain.ron", &chain.replace("training: (", "training: (scored_steps: 5, "));
+    let out = dir.path().join("out");
+    let data = common::repo("tests/data/fashion-mnist");
+    let o = snn(&["train", &path, "--data", &data, "--out", out.to_str().unwrap()], None);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("training.scored_steps 5: a chain of populations"), "{e}");
+    assert!(!out.join("checkpoint.h5").exists());
+}

@@ -240,7 +240,11 @@ impl<F: Gemm> LayerNet<F> {
             smooth: false,
             steps,
             encoder: training.encoder,
-            scored_from: training.encoder.scored_from().min(steps - 1),
+            scored_from: training
+                .encoder
+                .scored_from()
+                .max(training.scored_steps.map_or(0, |n| steps.saturating_sub(n as usize)))
+                .min(steps - 1),
         })
     }
 

@@ -34,6 +34,11 @@ pub struct Training {
     pub detach_reset: bool,
     #[serde(default)]
     pub readout: Readout,
+    /// Only the last N steps' outputs count in the scores (layer stacks; default: every step,
+    /// or the recall window of the memory task). A classifier of long sequences reads its
+    /// answer at the end, as sequential-MNIST set-ups do, rather than averaged over the whole.
+    #[serde(default)]
+    pub scored_steps: Option<u32>,
     /// How back-propagation through time keeps what it needs (layer stacks).
     #[serde(default)]
     pub bptt: Bptt,

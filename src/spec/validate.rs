@@ -483,6 +483,11 @@ fn check_training_settings(t: &Training, problems: &mut Vec<String>) {
         }
     }
     non_negative(problems, "training.weight_decay", t.weight_decay);
+    if let Some(n) = t.scored_steps
+        && !(1..=t.steps).contains(&n)
+    {
+        problems.push(format!("training.scored_steps: must lie in 1 ..= steps ({}), got {n}", t.steps));
+    }
     if let Some(max) = t.clip_grad_norm {
         positive(problems, "training.clip_grad_norm", max);
     }

@@ -200,6 +200,12 @@ impl Run {
                 training.bptt
             )));
         }
+        if let Some(n) = training.scored_steps {
+            return Err(Error::Training(format!(
+                "training.scored_steps {n}: a chain of populations scores every step; write it as Dense + \
+                 Lif layers to score the last steps only"
+            )));
+        }
         let net = TrainNet::<f32>::from_spec(&network, &training, seed)?;
         let weights: Vec<DMatrix<f32>> = net.parameters().cloned().collect();
         let optimizer = OptimizerState::new(&weights, &training.optimizer);
