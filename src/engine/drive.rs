@@ -74,14 +74,14 @@ impl PoissonDrive {
         Ok(PoissonDrive { count: Count::new(inputs as u64, p)?, weight, input })
     }
 
-    /// Adds one step of input to every neuron of a block (synaptic variables as stored, with
-    /// their `pending` decay). A neuron that is refractory drops instantaneous input, but its
+    /// Adds one step of input to every neuron of a block (its synaptic variables as stored, one
+    /// after the other, with their `pending` decay). A neuron that is refractory drops instantaneous input, but its
     /// count is drawn all the same, so that the stream does not depend on the state.
     pub fn add(
         &self,
         rng: &mut Stream,
         v: &mut [f64],
-        syn: &mut [&mut [f64]],
+        syn: &mut [f64],
         pending: &[PendingDecay],
         active_from: &[u64],
         step: u64,
@@ -89,7 +89,8 @@ impl PoissonDrive {
         match self.input {
             Input::Synaptic { index, .. } => {
                 let weight = self.weight * pending[index].inverse;
-                for s in syn[index].iter_mut() {
+                let n = v.len();
+                for s in &mut syn[index * n..(index + 1) * n] {
                     *s += self.count.sample(rng) as f64 * weight;
                 }
             }

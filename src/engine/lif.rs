@@ -135,9 +135,10 @@ impl PendingDecay {
         self.factor < Self::RESCALE_BELOW
     }
 
-    /// Applies the pending decay to the stored values, leaving none pending.
-    pub fn apply(&mut self, stored: &mut [f64]) {
-        for s in stored {
+    /// Applies the pending decay to the stored values (in as many parts as they are kept),
+    /// leaving none pending.
+    pub fn apply<'a>(&mut self, stored: impl IntoIterator<Item = &'a mut [f64]>) {
+        for s in stored.into_iter().flatten() {
             *s *= self.factor;
         }
         *self = PendingDecay::NONE;
@@ -151,8 +152,9 @@ pub const GROUP: usize = 16;
 
 /// Integrates every neuron of a chunk from t to t + dt, refractory or not (see [`Refractory`]),
 /// and replaces `crossed` by the groups ([`GROUP`]) holding a potential at or above threshold.
-/// `syn` holds the stored values of each exponential synaptic variable and `pending` their
-/// decay ([`PendingDecay`]); `i_ext` is absent when no current targets the population.
+/// `syn` holds the stored values of the exponential synaptic variables, one after the other,
+/// each as long as `v`, and `pending` their decay ([`PendingDecay`]); `i_ext` is absent when
+/// no current targets the population.
 /// Specialised for up to three synaptic variables, so that the loop is fused and vectorised.
 pub fn integrate(
     k: &LifConstants,
@@ -160,20 +162,23 @@ pub fn integrate(
     pending: &[PendingDecay],
     v: &mut [f64],
     i_ext: Option<&[f64]>,
-    syn: Vec<&[f64]>,
+    syn: &[f64],
     crossed: &mut Vec<u32>,
 ) {
     crossed.clear();
     // What the stored value of each variable adds to v over the step.
     let gain = |j: usize| synapses[j].gain * pending[j].factor;
-    match syn.len() {
+    let n = v.len();
+    let var = |j: usize| &syn[j * n..(j + 1) * n];
+    match synapses.len() {
         0 => integrate_fused::<0>(k, [], v, i_ext, [], crossed),
-        1 => integrate_fused::<1>(k, [gain(0)], v, i_ext, to_array(syn), crossed),
-        2 => integrate_fused::<2>(k, [gain(0), gain(1)], v, i_ext, to_array(syn), crossed),
-        3 => integrate_fused::<3>(k, [gain(0), gain(1), gain(2)], v, i_ext, to_array(syn), crossed),
-        _ => {
-            let gains: Vec<f64> = (0..syn.len()).map(gain).collect();
-            integrate_passes(k, &gains, v, i_ext, &syn);
+        1 => integrate_fused::<1>(k, [gain(0)], v, i_ext, [var(0)], crossed),
+        2 => integrate_fused::<2>(k, [gain(0), gain(1)], v, i_ext, [var(0), var(1)], crossed),
+        3 => integrate_fused::<3>(k, [gain(0), gain(1), gain(2)], v, i_ext, [var(0), var(1), var(2)], crossed),
+        count => {
+            let gains: Vec<f64> = (0..count).map(gain).collect();
+            let vars: Vec<&[f64]> = (0..count).map(var).collect();
+            integrate_passes(k, &gains, v, i_ext, &vars);
             for (g, group) in v.chunks(GROUP).enumerate() {
                 if group.iter().fold(false, |any, &x| any | (x >= k.v_threshold)) {
                     crossed.push(g as u32);
@@ -181,10 +186,6 @@ pub fn integrate(
             }
         }
     }
-}
-
-fn to_array<const N: usize>(syn: Vec<&[f64]>) -> [&[f64]; N] {
-    syn.try_into().unwrap_or_else(|_| unreachable!("length matched by the caller"))
 }
 
 fn integrate_fused<const N: usize>(
@@ -377,8 +378,9 @@ mod tests {
         for n_syn in 0..=4 {
             let (mut v1, mut v2) = (v0.clone(), v0.clone());
             let syn: Vec<&[f64]> = s0[..n_syn].iter().map(|s| s.as_slice()).collect();
+            let stored = s0[..n_syn].concat();
             let (mut c1, mut c2) = (Vec::new(), Vec::new());
-            integrate(&k, &e[..n_syn], &pending[..n_syn], &mut v1, Some(&i_ext), syn.clone(), &mut c1);
+            integrate(&k, &e[..n_syn], &pending[..n_syn], &mut v1, Some(&i_ext), &stored, &mut c1);
             let gains: Vec<f64> = e[..n_syn].iter().zip(&pending).map(|(e, p)| e.gain * p.factor).collect();
             integrate_passes(&k, &gains, &mut v2, Some(&i_ext), &syn);
             assert_eq!(v1, v2, "{n_syn} synaptic variables");
@@ -406,7 +408,7 @@ mod tests {
             assert!((value - plain).abs() <= 1e-11 * plain.abs().max(1.0), "step {step}: {value} vs {plain}");
             plain *= decay;
             if pending.step(decay) {
-                pending.apply(&mut stored);
+                pending.apply([&mut stored[..]]);
                 rescaled += 1;
             }
         }
@@ -415,7 +417,7 @@ mod tests {
         let mut pending = PendingDecay::NONE;
         let mut stored = [3.0];
         assert!(pending.step(0.0));
-        pending.apply(&mut stored);
+        pending.apply([&mut stored[..]]);
         assert_eq!((stored[0], pending), (0.0, PendingDecay::NONE));
     }
 
@@ -424,7 +426,7 @@ mod tests {
         let k = LifConstants::new(1.0, 10.0, 0.0, 1.0, 0.0, 0.0, 1.0, Reset::Subtract);
         let mut v = [1.5];
         let mut crossed = Vec::new();
-        integrate(&k, &[], &[], &mut v, None, vec![], &mut crossed);
+        integrate(&k, &[], &[], &mut v, None, &[], &mut crossed);
         let mut spikes = Vec::new();
         threshold(&k, 0, &mut v, &[0], 0, &crossed, &mut spikes);
         assert_eq!(spikes, vec![0]);

@@ -59,11 +59,14 @@ pub const PARALLEL_MIN_WORK: usize = 16_384;
 #[derive(Debug, Clone)]
 pub struct LifPopulation {
     pub constants: LifConstants,
-    /// Per exponential synaptic variable, its constants, its stored values per neuron and the
-    /// decay not yet applied to them ([`PendingDecay`]).
+    /// Per exponential synaptic variable, its constants and the decay not yet applied to its
+    /// stored values ([`PendingDecay`]).
     pub exponentials: Vec<Exponential>,
-    syn: Vec<Vec<f64>>,
     pending: Vec<PendingDecay>,
+    /// The stored values of the synaptic variables, block after block, and within a block
+    /// variable after variable ([`block_channels`]): a block's share is one slice, handed to
+    /// its task without building a list per step.
+    syn: Vec<f64>,
     pub v: Vec<f64>,
     pub refractory: Refractory,
     pub i_ext: Vec<f64>,
@@ -84,7 +87,10 @@ impl LifPopulation {
     /// The values of exponential synaptic variable `c` (in the order of [`Self::exponentials`]),
     /// one per neuron.
     pub fn synaptic_variable(&self, c: usize) -> Vec<f64> {
-        self.syn[c].iter().map(|&s| self.pending[c].factor * s).collect()
+        let channels = self.exponentials.len();
+        let blocks = self.syn.chunks(self.block * channels);
+        let stored = blocks.flat_map(|values| block_channels(values, channels).nth(c).expect("c < channels"));
+        stored.map(|&s| self.pending[c].factor * s).collect()
     }
 }
 
@@ -245,7 +251,7 @@ impl Simulation {
                 dynamics: Dynamics::Lif(Box::new(LifPopulation {
                     constants,
                     exponentials: taus.iter().map(|&tau| Exponential::new(tau, tau_mem_ms, dt)).collect(),
-                    syn: vec![vec![0.0; n]; taus.len()],
+                    syn: vec![0.0; n * taus.len()],
                     pending: vec![PendingDecay::NONE; taus.len()],
                     v,
                     refractory: Refractory::new(n, block),
@@ -651,6 +657,16 @@ fn image_source(
     })
 }
 
+/// The synaptic variables of one block's share of [`LifPopulation::syn`], `channels` of them.
+fn block_channels(values: &[f64], channels: usize) -> std::slice::Chunks<'_, f64> {
+    values.chunks((values.len() / channels.max(1)).max(1))
+}
+
+/// [`block_channels`], to write.
+fn block_channels_mut(values: &mut [f64], channels: usize) -> std::slice::ChunksMut<'_, f64> {
+    values.chunks_mut((values.len() / channels.max(1)).max(1))
+}
+
 /// How many spikes ahead delivery prefetches rows.
 const PREFETCH_AHEAD: usize = 4;
 
@@ -659,7 +675,8 @@ struct BlockState<'a> {
     /// Id of the block's first neuron.
     offset: usize,
     v: &'a mut [f64],
-    syn: Vec<&'a mut [f64]>,
+    /// The block's synaptic variables, one after the other, each as long as `v`.
+    syn: &'a mut [f64],
     pending: &'a [PendingDecay],
     i_ext: Option<&'a [f64]>,
     active_from: &'a [u64],
@@ -695,7 +712,8 @@ fn update_population(
     let block = *block;
     let i_ext = has_current.then_some(i_ext.as_slice());
     let Refractory { active_from, queues, .. } = refractory;
-    let mut syn_blocks: Vec<_> = syn.iter_mut().map(|s| s.chunks_mut(block)).collect();
+    let channels = exponentials.len();
+    let mut syn_blocks = syn.chunks_mut(block * channels.max(1));
     let mut i_ext_blocks = i_ext.map(|i| i.chunks(block));
     let parallel = *parallel && rayon::current_num_threads() > 1;
     let states = v
@@ -708,7 +726,7 @@ fn update_population(
             let state = BlockState {
                 offset: b * block,
                 v,
-                syn: syn_blocks.iter_mut().map(|it| it.next().expect("same length as v")).collect(),
+                syn: if channels == 0 { &mut [] } else { syn_blocks.next().expect("one share per block") },
                 pending,
                 i_ext: i_ext_blocks.as_mut().and_then(|it| it.next()),
                 active_from,
@@ -726,9 +744,10 @@ fn update_population(
     } else {
         states.for_each(step_block);
     }
-    for ((pending, e), syn) in pending.iter_mut().zip(exponentials.iter()).zip(syn.iter_mut()) {
+    for (c, (pending, e)) in pending.iter_mut().zip(exponentials.iter()).enumerate() {
         if pending.step(e.decay) {
-            pending.apply(syn);
+            let blocks = syn.chunks_mut(block * channels);
+            pending.apply(blocks.map(|values| block_channels_mut(values, channels).nth(c).expect("c < channels")));
         }
     }
     blocks.iter().map(|local| local.events).sum()
@@ -812,11 +831,10 @@ fn update_block(
     st.local.pending[slot].clear(); // keeps the allocation
     st.local.events = events;
     for (drive, rng) in drives.iter().zip(st.local.drive_streams.iter_mut()) {
-        drive.add(rng, st.v, &mut st.syn, st.pending, st.active_from, n);
+        drive.add(rng, st.v, st.syn, st.pending, st.active_from, n);
     }
     st.local.spikes.clear();
-    let syn = st.syn.iter().map(|s| &**s).collect();
-    lif::integrate(k, exponentials, st.pending, st.v, st.i_ext, syn, &mut st.local.crossed);
+    lif::integrate(k, exponentials, st.pending, st.v, st.i_ext, st.syn, &mut st.local.crossed);
     st.held.hold(st.v, st.offset as u32, n);
     lif::threshold(k, st.offset as u32, st.v, st.active_from, n, &st.local.crossed, &mut st.local.spikes);
 }
@@ -837,7 +855,8 @@ fn add_row(
     let weights = &blk.weights[range];
     match input {
         Input::Synaptic { index, .. } => {
-            let syn = &mut *st.syn[index];
+            let len = st.v.len();
+            let syn = &mut st.syn[index * len..(index + 1) * len];
             let scale = scale * st.pending[index].inverse;
             for (&t, &w) in targets.iter().zip(weights) {
                 syn[t as usize] += w as f64 * scale;
