@@ -13,10 +13,10 @@
 use nalgebra::DMatrix;
 use rand::RngExt;
 
-use super::binary;
 use crate::data::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::nn::activation::{self, Step, StepForward};
+use crate::nn::bits;
 use crate::nn::gemm::Gemm;
 use crate::nn::linear::{self, ConvGeometry, Linear};
 use crate::nn::loss::{argmax, cross_entropy};
@@ -441,8 +441,8 @@ impl<F: Gemm> LayerNet<F> {
                     // evaluation keeps the float product, the reference that `snn eval` and the
                     // benchmark hold the bit-packed inference against.
                     let training = matches!(mode, Mode::Train { .. });
-                    let y = if training && smooth_w.is_none() && binary::is_signs(x) {
-                        let mut y = binary::sign_product(&w, x);
+                    let y = if training && smooth_w.is_none() && bits::is_signs(x) {
+                        let mut y = bits::sign_product(&w, x);
                         if let Some(b) = &l.bias {
                             linear::add_bias(&mut y, b, 1);
                         }

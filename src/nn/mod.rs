@@ -3,6 +3,7 @@
 //! time), the loss and the optimizers. Nothing here knows about training runs, files or figures.
 
 pub mod activation;
+pub mod bits;
 pub mod gemm;
 pub mod linear;
 pub mod loss;
