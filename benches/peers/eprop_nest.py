@@ -103,9 +103,9 @@ def main():
         "adapt_tau": 800.0, "adapt_beta": 0.5, "adaptation": 0.0, "c_reg": 0.0, "f_target": 10.0,
         "surrogate_gradient_function": "piecewise_linear", "surrogate_gradient_height": 0.3,
         "surrogate_gradient_width": 1.0, "regular_spike_arrival": True,
-    }  # fmt: skip
+    }
     readout = {"C_m": 1.0, "E_L": 0.0, "I_e": 0.0, "V_m": 0.0, "tau_m": 20.0, "loss": "cross_entropy",
-               "regular_spike_arrival": False}  # fmt: skip
+               "regular_spike_arrival": False}
     generators = nest.Create("spike_generator", N_IN)
     inputs = nest.Create("parrot_neuron", N_IN)
     hidden = nest.Create("eprop_iaf_adapt_bsshslm_2020", N_REC, neuron)
@@ -117,7 +117,7 @@ def main():
     np.fill_diagonal(w_rec, 0.0)
     w_out = rng.standard_normal((CLASSES, N_REC)) / np.sqrt(N_REC)
     optimizer = {"type": "adam", "batch_size": args.batch, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8,
-                 "eta": args.lr, "Wmin": -100.0, "Wmax": 100.0}  # fmt: skip
+                 "eta": args.lr, "Wmin": -100.0, "Wmax": 100.0}
     nest.SetDefaults("eprop_synapse_bsshslm_2020", {"optimizer": optimizer, "average_gradient": True})
     eprop = {"synapse_model": "eprop_synapse_bsshslm_2020", "delay": 1.0, "tau_m_readout": 20.0}
     all_to_all = {"rule": "all_to_all", "allow_autapses": False}
@@ -126,12 +126,12 @@ def main():
     nest.Connect(hidden, hidden, all_to_all, {**eprop, "weight": w_rec.astype(np.float32)})
     nest.Connect(hidden, outputs, all_to_all, {**eprop, "weight": w_out.astype(np.float32)})
     feedback = {"synapse_model": "eprop_learning_signal_connection_bsshslm_2020", "delay": 1.0,
-                "weight": w_out.T.astype(np.float32)}  # fmt: skip
+                "weight": w_out.T.astype(np.float32)}
     nest.Connect(outputs, hidden, all_to_all, feedback)
     nest.Connect(target_rates, outputs, "one_to_one",
-                 {"synapse_model": "rate_connection_delayed", "delay": 1.0, "receptor_type": 2})  # fmt: skip
+                 {"synapse_model": "rate_connection_delayed", "delay": 1.0, "receptor_type": 2})
     nest.Connect(outputs, outputs, all_to_all,
-                 {"synapse_model": "rate_connection_delayed", "delay": 1.0, "receptor_type": 1, "weight": 1.0})  # fmt: skip
+                 {"synapse_model": "rate_connection_delayed", "delay": 1.0, "receptor_type": 1, "weight": 1.0})
 
     train_ms = float(args.train_trials * steps)
     test_ms = float(args.test_trials * steps)
@@ -146,7 +146,7 @@ def main():
     nest.SetStatus(generators, spike_times(test_in, train_ms))
     nest.SetStatus(target_rates, targets(test_labels, train_ms, steps))
     monitor = nest.Create("multimeter", {"interval": 1.0, "record_from": ["readout_signal"],
-                                         "start": train_ms, "stop": train_ms + test_ms})  # fmt: skip
+                                         "start": train_ms, "stop": train_ms + test_ms})
     nest.Connect(monitor, outputs)
     nest.Simulate(test_ms + 2.0)
     events = monitor.get("events")
@@ -164,7 +164,7 @@ def main():
         "train_trials": args.train_trials, "test_trials": args.test_trials, "threads": args.threads,
         "test_accuracy": accuracy, "train_simulate_s": round(train_s, 3),
         "whole_run_s": round(time.perf_counter() - wall, 3),
-    }, indent=1))  # fmt: skip
+    }, indent=1))
 
 
 if __name__ == "__main__":
