@@ -1,8 +1,8 @@
 //! Products of +-1 matrices as bits: 64 values per machine word, `n - 2 popcount(x XOR w)` per
 //! dot product, with AVX-512 or AVX2 population counts where the CPU has them; and a packed
 //! `Dense(binary) -> BatchNorm -> Sign` block, its batch norm and sign reduced to one range of
-//! counts per unit ([`PackedBlock`]). The binary models build on these ([`crate::models::binary`]
-//! packs a whole network; a binarised layer fed by signs trains through [`sign_product`]).
+//! counts per unit ([`PackedBlock`]). The binary models build on these (src/models/binary.rs packs
+//! a whole network; a binarised layer fed by signs trains through [`sign_product`]).
 
 use nalgebra::DMatrix;
 use rayon::prelude::*;
