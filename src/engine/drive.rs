@@ -89,8 +89,7 @@ impl PoissonDrive {
         match self.input {
             Input::Synaptic { index, .. } => {
                 let weight = self.weight * pending[index].inverse;
-                let n = v.len();
-                for s in &mut syn[index * n..(index + 1) * n] {
+                for s in super::lif::variable_mut(syn, index, v.len()) {
                     *s += self.count.sample(rng) as f64 * weight;
                 }
             }

@@ -145,6 +145,17 @@ impl PendingDecay {
     }
 }
 
+/// Synaptic variable `c` among a block's stored values, which hold the block's variables one
+/// after the other, each `neurons` long.
+pub fn variable(stored: &[f64], c: usize, neurons: usize) -> &[f64] {
+    &stored[c * neurons..(c + 1) * neurons]
+}
+
+/// [`variable`], to write.
+pub fn variable_mut(stored: &mut [f64], c: usize, neurons: usize) -> &mut [f64] {
+    &mut stored[c * neurons..(c + 1) * neurons]
+}
+
 /// Neurons are tested against the threshold in groups of this many: integration notes the
 /// groups that hold a potential at or above threshold, and [`threshold`] visits only those, so
 /// the potentials are not read a second time.
@@ -169,7 +180,7 @@ pub fn integrate(
     // What the stored value of each variable adds to v over the step.
     let gain = |j: usize| synapses[j].gain * pending[j].factor;
     let n = v.len();
-    let var = |j: usize| &syn[j * n..(j + 1) * n];
+    let var = |j: usize| variable(syn, j, n);
     match synapses.len() {
         0 => integrate_fused::<0>(k, [], v, i_ext, [], crossed),
         1 => integrate_fused::<1>(k, [gain(0)], v, i_ext, [var(0)], crossed),

@@ -64,7 +64,7 @@ pub struct LifPopulation {
     pub exponentials: Vec<Exponential>,
     pending: Vec<PendingDecay>,
     /// The stored values of the synaptic variables, block after block, and within a block
-    /// variable after variable ([`block_channels`]): a block's share is one slice, handed to
+    /// variable after variable ([`lif::variable`]): a block's share is one slice, handed to
     /// its task without building a list per step.
     syn: Vec<f64>,
     pub v: Vec<f64>,
@@ -89,7 +89,7 @@ impl LifPopulation {
     pub fn synaptic_variable(&self, c: usize) -> Vec<f64> {
         let channels = self.exponentials.len();
         let blocks = self.syn.chunks(self.block * channels);
-        let stored = blocks.flat_map(|values| block_channels(values, channels).nth(c).expect("c < channels"));
+        let stored = blocks.flat_map(|values| lif::variable(values, c, values.len() / channels));
         stored.map(|&s| self.pending[c].factor * s).collect()
     }
 }
@@ -657,16 +657,6 @@ fn image_source(
     })
 }
 
-/// The synaptic variables of one block's share of [`LifPopulation::syn`], `channels` of them.
-fn block_channels(values: &[f64], channels: usize) -> std::slice::Chunks<'_, f64> {
-    values.chunks((values.len() / channels.max(1)).max(1))
-}
-
-/// [`block_channels`], to write.
-fn block_channels_mut(values: &mut [f64], channels: usize) -> std::slice::ChunksMut<'_, f64> {
-    values.chunks_mut((values.len() / channels.max(1)).max(1))
-}
-
 /// How many spikes ahead delivery prefetches rows.
 const PREFETCH_AHEAD: usize = 4;
 
@@ -726,7 +716,8 @@ fn update_population(
             let state = BlockState {
                 offset: b * block,
                 v,
-                syn: if channels == 0 { &mut [] } else { syn_blocks.next().expect("one share per block") },
+                // A population without synaptic variables has no shares to hand out.
+                syn: syn_blocks.next().unwrap_or_default(),
                 pending,
                 i_ext: i_ext_blocks.as_mut().and_then(|it| it.next()),
                 active_from,
@@ -747,7 +738,10 @@ fn update_population(
     for (c, (pending, e)) in pending.iter_mut().zip(exponentials.iter()).enumerate() {
         if pending.step(e.decay) {
             let blocks = syn.chunks_mut(block * channels);
-            pending.apply(blocks.map(|values| block_channels_mut(values, channels).nth(c).expect("c < channels")));
+            pending.apply(blocks.map(|values| {
+                let neurons = values.len() / channels;
+                lif::variable_mut(values, c, neurons)
+            }));
         }
     }
     blocks.iter().map(|local| local.events).sum()
@@ -855,8 +849,7 @@ fn add_row(
     let weights = &blk.weights[range];
     match input {
         Input::Synaptic { index, .. } => {
-            let len = st.v.len();
-            let syn = &mut st.syn[index * len..(index + 1) * len];
+            let syn = lif::variable_mut(st.syn, index, st.v.len());
             let scale = scale * st.pending[index].inverse;
             for (&t, &w) in targets.iter().zip(weights) {
                 syn[t as usize] += w as f64 * scale;
