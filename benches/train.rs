@@ -12,10 +12,10 @@ use nalgebra::DMatrix;
 use snn::data::encode::encoding_stream;
 use snn::data::idx;
 use snn::models::Trainable;
+use snn::nn::event_products::{self, ByInput, ChangeState, Form, Row, Summing};
 use snn::records::PassTotals;
 use snn::spec::load_network;
 use snn::train::bptt::Events;
-use snn::train::event_products::{self, ByInput, ChangeState, Form, Row};
 use snn::train::trainer::{Run, load_data};
 
 fn train_step(c: &mut Criterion) {
@@ -73,7 +73,7 @@ fn train_step(c: &mut Criterion) {
         c.bench_function(&format!("weight_gradient_chunk16_{name}"), |b| {
             b.iter(|| {
                 grouped.group(784, rows);
-                event_products::weight_gradient(black_box(&mut grad), form, &grouped, &currents)
+                event_products::weight_gradient(black_box(&mut grad), form, &grouped, &currents, Summing::Write)
             })
         });
     }

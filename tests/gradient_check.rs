@@ -169,7 +169,7 @@ fn bptt_matches_finite_differences_with_a_spike_count_readout() {
 
 #[test]
 fn bptt_matches_finite_differences_with_input_in_change_form() {
-    use snn::train::event_products::Form;
+    use snn::nn::event_products::Form;
     let x = steady_input(8);
     let (spec, mut tape) = (network("MeanMembrane", false), Tape::default());
     forward(&TrainNet::<f64>::from_spec(&spec, spec.training.as_ref().unwrap(), 3).unwrap(), &x, &mut tape);

@@ -117,6 +117,11 @@ impl Encoder {
         }
     }
 
+    /// Whether the encoded input is spikes, 0 or 1 (not currents), so mostly zeros.
+    pub fn emits_spikes(&self) -> bool {
+        matches!(self, Encoder::Rate { .. } | Encoder::Latency { .. } | Encoder::Recall { .. })
+    }
+
     /// Whether the encoder comes with its own generated data set ([`super::tasks`]) instead of
     /// images read from files.
     pub fn generates_data(&self) -> bool {

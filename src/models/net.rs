@@ -55,6 +55,10 @@ pub struct Layer<F> {
     pub output: Shape,
     /// `layers[3] Dense`, for messages, checkpoints and figures.
     pub label: String,
+    /// The layer's input is spikes (the encoder's, or a spiking layer's through dropout,
+    /// flattening or max pooling), so a Dense layer adds the weights of the inputs that fired
+    /// rather than multiplying a mostly-zero matrix.
+    pub spike_input: bool,
 }
 
 /// How a forward pass runs.
@@ -176,6 +180,7 @@ impl<F: Gemm> LayerNet<F> {
         let input = input_shape(net).ok_or_else(|| Error::Training("the model has no input".into()))?;
         let mut shape = input;
         let mut layers = Vec::new();
+        let mut spikes = training.encoder.emits_spikes();
         let (expanded, _) = crate::spec::layers::expand(&net.layers);
         for (i, (_, spec)) in expanded.iter().enumerate() {
             let output = spec.output_shape(shape).map_err(|why| Error::Training(format!("layers[{i}]: {why}")))?;
@@ -229,7 +234,13 @@ impl<F: Gemm> LayerNet<F> {
                     ))
                 }
             };
-            layers.push(Layer { op, input: shape, output, label: format!("layers[{i}] {}", spec.kind()) });
+            let label = format!("layers[{i}] {}", spec.kind());
+            layers.push(Layer { op, input: shape, output, label, spike_input: spikes });
+            spikes = match spec {
+                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Alif { .. } => true,
+                LayerSpec::Dropout { .. } | LayerSpec::Flatten | LayerSpec::MaxPool { .. } => spikes,
+                _ => false,
+            };
             shape = output;
         }
         let steps = training.steps.max(1) as usize;
@@ -451,6 +462,8 @@ impl<F: Gemm> LayerNet<F> {
                         linear::dense_forward(&w, l.bias.as_ref(), x)
                     };
                     (y, Extra::Weights(w))
+                } else if layer.spike_input {
+                    (linear::dense_forward_events(&l.weight, l.bias.as_ref(), x), Extra::None)
                 } else {
                     (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)
                 }
@@ -572,7 +585,10 @@ impl<F: Gemm> LayerNet<F> {
             dy = match (&layer.op, extra) {
                 (Op::Dense(l), extra) => {
                     let w = if let Extra::Weights(w) = extra { w } else { &l.weight };
-                    if steps > 1 {
+                    if layer.spike_input && !l.binary {
+                        let (dw, db) = grads.split_at_mut(1);
+                        linear::dense_backward_events(w, x, &dy, steps, &mut dw[0], db.first_mut(), needs_input_grad)
+                    } else if steps > 1 {
                         let (dw, db) = grads.split_at_mut(1);
                         linear::dense_backward_by_step(w, x, &dy, steps, &mut dw[0], db.first_mut(), needs_input_grad)
                     } else {

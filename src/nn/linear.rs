@@ -9,7 +9,9 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
+use super::event_products::{self, ByInput, Form, Row, Summing};
 use super::gemm::{Gemm, View, matmul, par_matmul};
+use crate::data::events::Events;
 use crate::spec::Shape;
 use crate::surrogate::Surrogate;
 
@@ -161,9 +163,24 @@ pub fn dense_backward_by_step<F: Gemm>(
             matmul(band, View::new(step(dy, t, samples), rows, samples), x_t.t(), F::one());
         }
     });
+    bias_and_input_gradients(w, dy, steps, db, input_grad)
+}
+
+/// The rest of a step-by-step dense backward once dL/dW is summed: dL/db added step by step
+/// from the last, then dL/dx (empty unless `input_grad`).
+fn bias_and_input_gradients<F: Gemm>(
+    w: &DMatrix<F>,
+    dy: &DMatrix<F>,
+    steps: usize,
+    db: Option<&mut DMatrix<F>>,
+    input_grad: bool,
+) -> DMatrix<F> {
+    let rows = dy.nrows();
+    let samples = dy.ncols() / steps.max(1);
     if let Some(db) = db {
         for t in (0..steps).rev() {
-            *db += bias_gradient(&DMatrix::from_column_slice(rows, samples, step(dy, t, samples)), rows, 1);
+            let step = &dy.as_slice()[t * samples * rows..(t + 1) * samples * rows];
+            *db += bias_gradient(&DMatrix::from_column_slice(rows, samples, step), rows, 1);
         }
     }
     if !input_grad {
@@ -177,6 +194,43 @@ pub fn dense_backward_by_step<F: Gemm>(
         F::zero(),
     );
     dx
+}
+
+/// Dense forward on an input of spikes (or other mostly-zero values): each column's non-zero
+/// inputs add their columns of `w`, the event-driven product ([`event_products::currents`]).
+pub fn dense_forward_events<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, x: &DMatrix<F>) -> DMatrix<F> {
+    let mut events = Events::default();
+    event_products::column_events(x.as_slice(), x.nrows(), &mut events);
+    let rows: Vec<Row<F>> = (0..x.ncols()).map(|c| events.step(c)).collect();
+    let mut y = DMatrix::zeros(w.nrows(), x.ncols());
+    event_products::currents(w, Form::Values, &rows, y.as_mut_slice());
+    if let Some(b) = bias {
+        add_bias(&mut y, b, 1);
+    }
+    y
+}
+
+/// [`dense_backward_by_step`] for an input of spikes: dL/dW adds, step by step from the last,
+/// only the columns of inputs that were not zero ([`event_products::weight_gradient`]); dL/db
+/// and dL/dx as there.
+pub fn dense_backward_events<F: Gemm>(
+    w: &DMatrix<F>,
+    x: &DMatrix<F>,
+    dy: &DMatrix<F>,
+    steps: usize,
+    dw: &mut DMatrix<F>,
+    db: Option<&mut DMatrix<F>>,
+    input_grad: bool,
+) -> DMatrix<F> {
+    let samples = dy.ncols() / steps.max(1);
+    let mut events = Events::default();
+    event_products::column_events(x.as_slice(), x.nrows(), &mut events);
+    let arriving: Vec<Row<F>> = (0..x.ncols()).map(|c| events.step(c)).collect();
+    let mut by_input = ByInput::default();
+    by_input.group(x.nrows(), &arriving);
+    // dy is column-major (outputs x columns): each column's gradients are one row of G.
+    event_products::weight_gradient(dw, Form::Values, &by_input, dy.as_slice(), Summing::AddByStep { samples });
+    bias_and_input_gradients(w, dy, steps, db, input_grad)
 }
 
 /// Geometry of a convolution.
@@ -389,5 +443,53 @@ mod tests {
             let rhs: f64 = x.iter().zip(&folded).map(|(a, b)| a * b).sum();
             assert_eq!(lhs, rhs);
         }
+    }
+
+    /// Sparse 0/1-and-fractional input over `steps` steps of `samples` samples.
+    fn sparse_input(inputs: usize, steps: usize, samples: usize) -> DMatrix<f64> {
+        DMatrix::from_fn(inputs, steps * samples, |i, c| match (i * 7 + c * 13) % 9 {
+            0 | 4 => 1.0,
+            7 => 0.5,
+            _ => 0.0,
+        })
+    }
+
+    #[test]
+    fn event_driven_dense_equals_the_matrix_products() {
+        let (inputs, steps, samples) = (70, 5, 3);
+        let x = sparse_input(inputs, steps, samples);
+        // Output counts that take several tile widths.
+        for units in [1, 10, 64, 150] {
+            let w = DMatrix::from_fn(units, inputs, |o, i| ((o * 31 + i * 17) % 23) as f64 * 0.01 - 0.1);
+            let b = DMatrix::from_fn(units, 1, |o, _| o as f64 * 0.001);
+            let y = dense_forward_events(&w, Some(&b), &x);
+            assert!((&y - dense_forward(&w, Some(&b), &x)).amax() < 1e-12, "forward, {units} units");
+            let dy = DMatrix::from_fn(units, steps * samples, |o, c| ((o * 5 + c * 3) % 11) as f64 * 0.1 - 0.5);
+            let (mut dw, mut db) = (DMatrix::from_element(units, inputs, 0.25), DMatrix::from_element(units, 1, 0.5));
+            let dx = dense_backward_events(&w, &x, &dy, steps, &mut dw, Some(&mut db), true);
+            let (mut dw_ref, mut db_ref) =
+                (DMatrix::from_element(units, inputs, 0.25), DMatrix::from_element(units, 1, 0.5));
+            let dx_ref = dense_backward_by_step(&w, &x, &dy, steps, &mut dw_ref, Some(&mut db_ref), true);
+            assert!((&dw - &dw_ref).amax() < 1e-12, "weight gradient added, {units} units");
+            assert_eq!((db, dx), (db_ref, dx_ref), "bias and input gradients, {units} units");
+        }
+    }
+
+    #[test]
+    fn event_driven_weight_gradient_in_segments_equals_it_whole_bit_for_bit() {
+        let (inputs, units, steps, samples) = (40, 70, 6, 3);
+        let x = sparse_input(inputs, steps, samples);
+        let w = DMatrix::from_fn(units, inputs, |o, i| (o + i) as f64 * 0.01);
+        let dy = DMatrix::from_fn(units, steps * samples, |o, c| ((o * 5 + c * 3) % 11) as f64 * 0.1 - 0.5);
+        let mut whole = DMatrix::zeros(units, inputs);
+        dense_backward_events(&w, &x, &dy, steps, &mut whole, None, false);
+        // Segments of 4 and 2 steps, the later first, as recomputation takes them.
+        let mut segmented = DMatrix::zeros(units, inputs);
+        for (first, len) in [(4, 2), (0, 4)] {
+            let columns = first * samples..(first + len) * samples;
+            let part = |m: &DMatrix<f64>| m.columns(columns.start, columns.len()).into_owned();
+            dense_backward_events(&w, &part(&x), &part(&dy), len, &mut segmented, None, false);
+        }
+        assert_eq!(segmented, whole);
     }
 }

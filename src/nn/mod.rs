@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod bits;
+pub mod event_products;
 pub mod gemm;
 pub mod linear;
 pub mod loss;

@@ -42,10 +42,10 @@ use std::ops::Range;
 
 use nalgebra::DMatrix;
 
-use super::event_products::{self, ByInput, ChangeState, Form, Row};
 use super::net::TrainNet;
 pub use crate::data::events::Events;
 use crate::nn::Real;
+use crate::nn::event_products::{self, ByInput, ChangeState, Form, Row, Summing};
 use crate::nn::gemm::{self, Gemm, View};
 use crate::nn::real::dot;
 use crate::spec::{Readout, Reset};
@@ -502,7 +502,13 @@ pub fn backward_batch<F: Gemm>(
         for l in run.clone() {
             let (form, arriving) = layer_rows(inputs, tapes, l, t_steps);
             scratch.by_input.group(net.layers[l].inputs(), &arriving);
-            event_products::weight_gradient(&mut grads[l], form, &scratch.by_input, &scratch.g_rows[l - first]);
+            event_products::weight_gradient(
+                &mut grads[l],
+                form,
+                &scratch.by_input,
+                &scratch.g_rows[l - first],
+                Summing::Write,
+            );
         }
         for (k, lp) in net.loops.iter().enumerate().filter(|(_, lp)| run.contains(&lp.target)) {
             let arriving: Vec<Row<F>> = tapes
@@ -511,7 +517,13 @@ pub fn backward_batch<F: Gemm>(
                 .collect();
             scratch.by_input.group(lp.weights.ncols(), &arriving);
             let grad = &mut grads[n_layers + k];
-            event_products::weight_gradient(grad, Form::Values, &scratch.by_input, &scratch.g_rows[lp.target - first]);
+            event_products::weight_gradient(
+                grad,
+                Form::Values,
+                &scratch.by_input,
+                &scratch.g_rows[lp.target - first],
+                Summing::Write,
+            );
             lp.mask(grad);
         }
         if first > 0 {

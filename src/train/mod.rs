@@ -5,7 +5,6 @@
 //! restore for every model, spiking chains and layer stacks alike.
 
 pub mod bptt;
-pub mod event_products;
 pub mod fit;
 pub mod gradient_decay;
 pub mod net;

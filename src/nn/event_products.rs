@@ -32,6 +32,7 @@
 //! ascending order), so results do not depend on how the caller splits work between threads.
 
 use nalgebra::DMatrix;
+use rayon::prelude::*;
 
 use crate::data::events::Events;
 use crate::nn::Real;
@@ -141,39 +142,69 @@ macro_rules! with_width {
     };
 }
 
+/// `rows x n_out` row-major values regrouped tile by tile: tile (start, width) holds its
+/// columns of every row next to each other, `width` per row, at `rows * start`. A tile is then
+/// one compact block of cache lines, read by every event that touches it.
+fn pack_tiles<F: Real>(source: &[F], n_out: usize) -> Vec<F> {
+    let rows = source.len() / n_out.max(1);
+    let mut packed = vec![F::zero(); source.len()];
+    let mut blocks = Vec::new();
+    let mut rest = &mut packed[..];
+    for (_, width) in tiles(n_out) {
+        let (block, tail) = rest.split_at_mut(rows * width);
+        blocks.push(block);
+        rest = tail;
+    }
+    blocks.into_par_iter().zip(tiles(n_out).collect::<Vec<_>>()).for_each(|(block, (start, width))| {
+        for (p, row) in block.chunks_exact_mut(width).zip(source.chunks_exact(n_out)) {
+            p.copy_from_slice(&row[start..start + width]);
+        }
+    });
+    packed
+}
+
+/// Rows per parallel piece of [`currents`] (rounded to whole runs of the change form).
+const ROW_PIECE: usize = 64;
+
 /// `out` (rows x outputs, row-major) = the currents of every row through `weights` (outputs x
-/// inputs, column-major), rows in `form`.
+/// inputs, column-major), rows in `form`. Pieces of rows run in parallel.
 pub fn currents<F: Real>(weights: &DMatrix<F>, form: Form, rows: &[Row<F>], out: &mut [F]) {
     let n_out = weights.nrows();
     assert_eq!(out.len(), rows.len() * n_out, "currents buffer does not match rows x outputs");
-    let mut packed = Vec::with_capacity(weights.ncols() * TILE);
-    for (start, width) in tiles(n_out) {
-        with_width!(width, currents_tile(weights, form, start, rows, out, &mut packed));
+    if out.is_empty() {
+        return;
     }
+    // W^T is inputs x outputs row-major: each input's weights as one row, packed by tile.
+    let packed = pack_tiles(weights.as_slice(), n_out);
+    let n_in = weights.ncols();
+    let piece = match form {
+        Form::Values => ROW_PIECE,
+        Form::Changes { steps } => steps * ROW_PIECE.div_ceil(steps),
+    };
+    out.par_chunks_mut(piece * n_out).zip(rows.par_chunks(piece)).for_each(|(out, rows)| {
+        for (start, width) in tiles(n_out) {
+            let tile = &packed[n_in * start..n_in * (start + width)];
+            with_width!(width, currents_tile(tile, form, start, n_out, rows, out));
+        }
+    });
 }
 
-/// Outputs `start..start + W` of every row. The tile's weights are first copied next to each
-/// other (W per input), so the tile is one compact block of cache lines.
+/// Outputs `start..start + W` of every row, from the tile's packed weights (W per input).
 fn currents_tile<const W: usize, F: Real>(
-    weights: &DMatrix<F>,
+    tile: &[F],
     form: Form,
     start: usize,
+    n_out: usize,
     rows: &[Row<F>],
     out: &mut [F],
-    packed: &mut Vec<F>,
 ) {
-    let n_out = weights.nrows();
-    packed.resize(weights.ncols() * W, F::zero());
-    for (p, col) in packed.chunks_exact_mut(W).zip(weights.as_slice().chunks_exact(n_out)) {
-        p.copy_from_slice(&col[start..start + W]);
-    }
     let mut acc = [F::zero(); W];
     for (r, (&(idx, val), dst)) in rows.iter().zip(out.chunks_exact_mut(n_out)).enumerate() {
         if form.starts_afresh(r) {
             acc = [F::zero(); W];
         }
         for (&i, &x) in idx.iter().zip(val) {
-            let col: &[F; W] = packed[i as usize * W..][..W].try_into().expect("tile");
+            let col: &[F; W] = tile[i as usize * W..][..W].try_into().expect("tile");
             for (a, &c) in acc.iter_mut().zip(col) {
                 *a = x.fma(c, *a);
             }
@@ -228,54 +259,108 @@ impl<F: Real> ByInput<F> {
     }
 }
 
-/// `grad` (outputs x inputs, column-major) = the weight gradient of the grouped events given `g`
-/// (rows x outputs, row-major), the gradient of the loss w.r.t. each row's currents. Writing
-/// rather than adding spares the caller zeroing a matrix larger than the caches. `form` is the
-/// form of the rows `events` was grouped from.
-pub fn weight_gradient<F: Real>(grad: &mut DMatrix<F>, form: Form, events: &ByInput<F>, g: &[F]) {
-    let n_out = grad.nrows();
-    let mut packed = Vec::with_capacity(g.len().min(g.len() / n_out.max(1) * TILE));
-    for (start, width) in tiles(n_out) {
-        with_width!(width, gradient_tile(grad, form, start, events, g, &mut packed));
-    }
+/// How [`weight_gradient`] sums the rows into the gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summing {
+    /// The sum over all rows replaces the gradient.
+    Write,
+    /// Rows are step-major (row `n * samples + b`): each step's sum is added to the gradient,
+    /// from the last step to the first. A sequence taken in segments, each summed this way from
+    /// the last segment, then gets the same gradient bit for bit as taken whole.
+    AddByStep { samples: usize },
 }
 
-/// Outputs `start..start + W` of the weight gradient; the tile of `g` is first copied into a
-/// compact block, as in [`currents_tile`].
-fn gradient_tile<const W: usize, F: Real>(
-    grad: &mut DMatrix<F>,
-    form: Form,
-    start: usize,
-    events: &ByInput<F>,
-    g: &[F],
-    packed: &mut Vec<F>,
-) {
+/// Inputs per parallel piece of [`weight_gradient`].
+const INPUT_PIECE: usize = 32;
+
+/// `grad` (outputs x inputs, column-major) = (or +=, see [`Summing`]) the weight gradient of
+/// the grouped events given `g` (rows x outputs, row-major), the gradient of the loss w.r.t. each
+/// row's currents. Writing rather than adding spares the caller zeroing a matrix larger than the
+/// caches. `form` is the form of the rows `events` was grouped from. Pieces of inputs run in
+/// parallel.
+pub fn weight_gradient<F: Real>(grad: &mut DMatrix<F>, form: Form, events: &ByInput<F>, g: &[F], summing: Summing) {
     let n_out = grad.nrows();
-    let n_in = grad.ncols();
-    packed.resize(g.len() / n_out * W, F::zero());
-    for (p, row) in packed.chunks_exact_mut(W).zip(g.chunks_exact(n_out)) {
-        p.copy_from_slice(&row[start..start + W]);
+    if grad.is_empty() {
+        return;
     }
+    let rows = g.len() / n_out;
+    let mut packed = pack_tiles(g, n_out);
     if let Form::Changes { steps } = form {
-        // Suffix sums over each sample's steps.
-        for sample in packed.chunks_exact_mut(steps * W) {
-            for n in (0..steps - 1).rev() {
-                let (now, later) = sample[n * W..].split_at_mut(W);
-                now.iter_mut().zip(&later[..W]).for_each(|(a, &b)| *a += b);
+        // Suffix sums over each sample's steps, tile by tile.
+        let mut rest = &mut packed[..];
+        for (_, width) in tiles(n_out) {
+            let (block, tail) = rest.split_at_mut(rows * width);
+            rest = tail;
+            for sample in block.chunks_exact_mut(steps * width) {
+                for n in (0..steps - 1).rev() {
+                    let (now, later) = sample[n * width..].split_at_mut(width);
+                    now.iter_mut().zip(&later[..width]).for_each(|(a, &b)| *a += b);
+                }
             }
         }
     }
-    let dw = grad.as_mut_slice();
-    for i in 0..n_in {
-        let col: &mut [F; W] = (&mut dw[i * n_out + start..][..W]).try_into().expect("tile");
+    grad.as_mut_slice().par_chunks_mut(INPUT_PIECE * n_out).enumerate().for_each(|(k, dw)| {
+        let inputs = k * INPUT_PIECE..k * INPUT_PIECE + dw.len() / n_out;
+        for (start, width) in tiles(n_out) {
+            let tile = &packed[rows * start..rows * (start + width)];
+            with_width!(width, gradient_tile(dw, n_out, start, inputs.clone(), events, tile, summing));
+        }
+    });
+}
+
+/// Outputs `start..start + W` of the weight gradient's columns `inputs` (held in `dw`), from
+/// the tile of `g` packed W per row.
+fn gradient_tile<const W: usize, F: Real>(
+    dw: &mut [F],
+    n_out: usize,
+    start: usize,
+    inputs: std::ops::Range<usize>,
+    events: &ByInput<F>,
+    tile: &[F],
+    summing: Summing,
+) {
+    let sum = |entries: &[(u32, F)]| {
         let mut acc = [F::zero(); W];
-        for &(r, x) in events.of(i) {
-            let row: &[F; W] = packed[r as usize * W..][..W].try_into().expect("tile");
+        for &(r, x) in entries {
+            let row: &[F; W] = tile[r as usize * W..][..W].try_into().expect("tile");
             for (a, &v) in acc.iter_mut().zip(row) {
                 *a = x.fma(v, *a);
             }
         }
-        *col = acc;
+        acc
+    };
+    for (column, i) in dw.chunks_exact_mut(n_out).zip(inputs) {
+        let col: &mut [F; W] = (&mut column[start..start + W]).try_into().expect("tile");
+        let entries = events.of(i);
+        match summing {
+            Summing::Write => *col = sum(entries),
+            Summing::AddByStep { samples } => {
+                // Steps from the last; within a step, its entries in row order.
+                let mut total = *col;
+                let mut end = entries.len();
+                while end > 0 {
+                    let first_row = (entries[end - 1].0 as usize / samples * samples) as u32;
+                    let mut begin = end - 1;
+                    while begin > 0 && entries[begin - 1].0 >= first_row {
+                        begin -= 1;
+                    }
+                    let step = sum(&entries[begin..end]);
+                    total.iter_mut().zip(step).for_each(|(t, s)| *t += s);
+                    end = begin;
+                }
+                *col = total;
+            }
+        }
+    }
+}
+
+/// Appends to `events` one row per column of `x` (`features` values each, column-major): the
+/// features that are not zero, and their values.
+pub fn column_events<F: Real>(x: &[F], features: usize, events: &mut Events<F>) {
+    events.clear();
+    for column in x.chunks_exact(features.max(1)) {
+        events.push_kept(column.iter().enumerate().map(|(i, &v)| (i as u32, v, v != F::zero())));
+        events.end_step();
     }
 }
 
@@ -379,7 +464,7 @@ mod tests {
                 let mut grad = DMatrix::from_element(n_out, 5, f64::NAN);
                 let mut grouped = ByInput::default();
                 grouped.group(5, kernel_rows);
-                weight_gradient(&mut grad, form, &grouped, &g);
+                weight_gradient(&mut grad, form, &grouped, &g, Summing::Write);
                 for o in 0..n_out {
                     for i in 0..5 {
                         let expected: f64 = rows
