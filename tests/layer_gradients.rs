@@ -465,3 +465,46 @@ fn eprop_gradient_equals_its_formula_on_a_tiny_recurrent_net() {
     }
     assert!(grad_rec.iter().flatten().any(|g| g.abs() > 1e-6), "the recurrent weights get a gradient");
 }
+
+#[test]
+fn input_spikes_taken_as_changes_give_the_gradients_and_the_same_ones_in_segments() {
+    // Input that mostly holds still from step to step (as rate-coded bright pixels do), so the
+    // first Dense layer takes it in change form; a second one takes the hidden spikes as values.
+    let (features, samples, steps) = (6, 3, 12);
+    let x = DMatrix::from_fn(features, samples * steps, |i, c| {
+        let (t, b) = (c / samples, c % samples);
+        if (i + b) % 3 == 0 && t >= i % 4 {
+            1.0
+        } else if i == 5 {
+            0.5
+        } else {
+            0.0
+        }
+    });
+    assert!(snn::nn::event_products::changes_are_fewer(x.as_slice(), features, samples));
+    let layers = "Dense(units: 7), Lif(tau_mem_ms: 4.0, threshold: 0.4, learn_tau: PerChannel, recurrent: NoSelf), \
+                  Dense(units: 3), Li(tau_mem_ms: 6.0)";
+    let training = "steps: 12, surrogate: Htaf(), encoder: Rate()";
+    let net = timed_net(layers, "(name: \"x\", size: 6)", training);
+    assert!(net.layers[0].spike_input && net.layers[2].spike_input, "both Dense layers take spikes");
+    let worst = worst_error(net, x.clone(), &[1, 0, 2]);
+    assert!(worst < 1e-4, "worst relative error {worst:e}");
+    for smooth in [true, false] {
+        let mut net = timed_net(layers, "(name: \"x\", size: 6)", training);
+        net.smooth = smooth;
+        let samples = [0, 1, 2];
+        let mode = Mode::Train { seed: 3, epoch: 0, samples: &samples, ranks: &Alone };
+        let trace = net.forward(x.clone(), mode);
+        let form = |i: usize| match &trace.extras[i] {
+            snn::models::net::Extra::Spikes(rows) => Some(rows.changes),
+            _ => None,
+        };
+        assert_eq!((form(0), form(2)), (Some(true), Some(false)), "changes into the first layer only");
+        let (loss, d_scores, _) = LayerNet::loss(trace.scores(), &[1, 0, 2]);
+        let plain = net.backward(&trace, d_scores, &Alone);
+        for every in [1, 5, 12] {
+            let (l, _, grads) = net.segmented_pass(&x, mode, &[1, 0, 2], every, false);
+            assert_eq!((l, &grads), (loss, &plain), "recomputation every {every} steps, smooth {smooth}");
+        }
+    }
+}

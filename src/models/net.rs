@@ -17,8 +17,9 @@ use crate::data::encode::Encoder;
 use crate::error::{Error, Result};
 use crate::nn::activation::{self, Step, StepForward};
 use crate::nn::bits;
+use crate::nn::event_products;
 use crate::nn::gemm::Gemm;
-use crate::nn::linear::{self, ConvGeometry, Linear};
+use crate::nn::linear::{self, ConvGeometry, Linear, SpikeRows};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
@@ -87,6 +88,8 @@ pub enum Extra<F> {
     Norm(NormCache<F>),
     Mask(Vec<F>),
     Spiking(SpikingTape<F>),
+    /// An event-driven Dense layer's input spikes, as it took them.
+    Spikes(SpikeRows<F>),
 }
 
 /// A forward pass: `values[0]` is the input, `values[i + 1]` the output of layer i.
@@ -134,6 +137,9 @@ pub enum ScoreReduction {
 pub(super) struct Sums<F> {
     layers: Vec<Vec<DMatrix<F>>>,
     pub(super) carries: Vec<Option<SegmentCarry<F>>>,
+    /// Per Dense layer taking its input in change form, the sums of dL/dy over the steps after
+    /// the segment (see [`linear::dense_backward_events`]).
+    pub(super) suffixes: Vec<Option<Vec<F>>>,
 }
 
 impl<F: Gemm> Sums<F> {
@@ -151,7 +157,7 @@ impl<F: Gemm> Sums<F> {
                 _ => Vec::new(),
             })
             .collect();
-        Sums { layers, carries: vec![None; net.layers.len()] }
+        Sums { layers, carries: vec![None; net.layers.len()], suffixes: vec![None; net.layers.len()] }
     }
 }
 
@@ -434,6 +440,26 @@ impl<F: Gemm> LayerNet<F> {
         x
     }
 
+    /// The input spikes of event-driven Dense layer `i`, `x` (steps of the sequence `whole`):
+    /// the first layer takes the encoder's spikes in change form where the whole sequence holds
+    /// fewer changes than spikes (rate-coded images that hold still), then decided on `whole`
+    /// so that the segments of a sequence take the form the sequence takes whole; `before`
+    /// holds the columns of the step before `x` when it continues a sequence.
+    pub(super) fn spike_rows(
+        &self,
+        i: usize,
+        x: &DMatrix<F>,
+        whole: &DMatrix<F>,
+        before: Option<&[F]>,
+    ) -> SpikeRows<F> {
+        let samples = whole.ncols() / self.steps;
+        if i == 0 && self.steps > 1 && event_products::changes_are_fewer(whole.as_slice(), whole.nrows(), samples) {
+            SpikeRows::changes(x, samples, before)
+        } else {
+            SpikeRows::values(x)
+        }
+    }
+
     /// Layer `i` on its input `x`.
     pub(super) fn apply(&self, i: usize, x: &DMatrix<F>, mode: Mode) -> (DMatrix<F>, Extra<F>, StepForward) {
         let smooth_w = self.smooth.then_some(self.surrogate);
@@ -463,7 +489,10 @@ impl<F: Gemm> LayerNet<F> {
                     };
                     (y, Extra::Weights(w))
                 } else if layer.spike_input {
-                    (linear::dense_forward_events(&l.weight, l.bias.as_ref(), x), Extra::None)
+                    let input = self.spike_rows(i, x, x, None);
+                    let samples = x.ncols() / steps;
+                    let (y, _) = linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input, samples, None);
+                    (y, Extra::Spikes(input))
                 } else {
                     (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)
                 }
@@ -585,9 +614,21 @@ impl<F: Gemm> LayerNet<F> {
             dy = match (&layer.op, extra) {
                 (Op::Dense(l), extra) => {
                     let w = if let Extra::Weights(w) = extra { w } else { &l.weight };
-                    if layer.spike_input && !l.binary {
+                    if let Extra::Spikes(input) = extra {
                         let (dw, db) = grads.split_at_mut(1);
-                        linear::dense_backward_events(w, x, &dy, steps, &mut dw[0], db.first_mut(), needs_input_grad)
+                        let carried = sums.suffixes[i].as_deref();
+                        let (dx, first) = linear::dense_backward_events(
+                            w,
+                            input,
+                            &dy,
+                            steps,
+                            carried,
+                            &mut dw[0],
+                            db.first_mut(),
+                            needs_input_grad,
+                        );
+                        sums.suffixes[i] = input.changes.then_some(first);
+                        dx
                     } else if steps > 1 {
                         let (dw, db) = grads.split_at_mut(1);
                         linear::dense_backward_by_step(w, x, &dy, steps, &mut dw[0], db.first_mut(), needs_input_grad)

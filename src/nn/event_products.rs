@@ -354,7 +354,7 @@ fn gradient_tile<const W: usize, F: Real>(
     }
 }
 
-/// Appends to `events` one row per column of `x` (`features` values each, column-major): the
+/// Replaces `events` by one row per column of `x` (`features` values each, column-major): the
 /// features that are not zero, and their values.
 pub fn column_events<F: Real>(x: &[F], features: usize, events: &mut Events<F>) {
     events.clear();
@@ -362,6 +362,40 @@ pub fn column_events<F: Real>(x: &[F], features: usize, events: &mut Events<F>) 
         events.push_kept(column.iter().enumerate().map(|(i, &v)| (i as u32, v, v != F::zero())));
         events.end_step();
     }
+}
+
+/// Replaces `events` by the change form of step-major columns `x` (column `n samples + b` is
+/// sample b at step n): one row per column, holding the features whose value differs from the
+/// same sample's at the step before, and by how much. The first step's columns change from
+/// `before` (the step before them, when `x` continues a sequence) or from zero.
+pub fn column_changes<F: Real>(x: &[F], features: usize, samples: usize, before: Option<&[F]>, events: &mut Events<F>) {
+    events.clear();
+    let step = features * samples;
+    for (c, column) in x.chunks_exact(features.max(1)).enumerate() {
+        let previous = if c >= samples {
+            Some(&x[(c - samples) * features..][..features])
+        } else {
+            before.map(|b| &b[c * features..][..features])
+        };
+        match previous {
+            Some(previous) => {
+                events.push_kept(column.iter().zip(previous).enumerate().map(|(i, (&v, &p))| (i as u32, v - p, v != p)))
+            }
+            None => events.push_kept(column.iter().enumerate().map(|(i, &v)| (i as u32, v, v != F::zero()))),
+        }
+        events.end_step();
+    }
+    debug_assert!(x.len() % step.max(1) == 0, "whole steps of samples");
+}
+
+/// Whether step-major columns `x` hold fewer changes from step to step than values that are not
+/// zero: then [`column_changes`] is the cheaper form.
+pub fn changes_are_fewer<F: Real>(x: &[F], features: usize, samples: usize) -> bool {
+    let step = features * samples;
+    let values = x.iter().filter(|&&v| v != F::zero()).count();
+    let firsts = x[..step.min(x.len())].iter().filter(|&&v| v != F::zero()).count();
+    let changes = firsts + x[step.min(x.len())..].iter().zip(x).filter(|(v, p)| v != p).count();
+    changes < values
 }
 
 #[cfg(test)]

@@ -196,41 +196,109 @@ fn bias_and_input_gradients<F: Gemm>(
     dx
 }
 
-/// Dense forward on an input of spikes (or other mostly-zero values): each column's non-zero
-/// inputs add their columns of `w`, the event-driven product ([`event_products::currents`]).
-pub fn dense_forward_events<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, x: &DMatrix<F>) -> DMatrix<F> {
-    let mut events = Events::default();
-    event_products::column_events(x.as_slice(), x.nrows(), &mut events);
-    let rows: Vec<Row<F>> = (0..x.ncols()).map(|c| events.step(c)).collect();
-    let mut y = DMatrix::zeros(w.nrows(), x.ncols());
-    event_products::currents(w, Form::Values, &rows, y.as_mut_slice());
+/// The input spikes of an event-driven Dense layer, a row of events per column of its input,
+/// as the forward pass took them and the backward pass reuses them.
+#[derive(Debug, Clone, Default)]
+pub struct SpikeRows<F> {
+    /// The rows hold each input's change from the step before
+    /// ([`event_products::column_changes`]), not its value.
+    pub changes: bool,
+    pub events: Events<F>,
+}
+
+impl<F: Gemm> SpikeRows<F> {
+    /// The values of the columns of `x`.
+    pub fn values(x: &DMatrix<F>) -> Self {
+        let mut events = Events::default();
+        event_products::column_events(x.as_slice(), x.nrows(), &mut events);
+        SpikeRows { changes: false, events }
+    }
+
+    /// The changes of step-major columns `x` of `samples` samples, the first step's from
+    /// `before` (the columns of the step before) or from zero.
+    pub fn changes(x: &DMatrix<F>, samples: usize, before: Option<&[F]>) -> Self {
+        let mut events = Events::default();
+        event_products::column_changes(x.as_slice(), x.nrows(), samples, before, &mut events);
+        SpikeRows { changes: true, events }
+    }
+
+    fn rows(&self) -> Vec<Row<'_, F>> {
+        (0..self.events.steps()).map(|c| self.events.step(c)).collect()
+    }
+}
+
+/// Adds to each step of `m` (column-major, `rows` values per column, steps of `samples` columns)
+/// the running sum of the steps before it, taken in `order`, the first starting from `start`
+/// when given; returns the last step's sum.
+fn running_sums<F: Gemm>(m: &mut [F], rows: usize, samples: usize, reverse: bool, start: Option<&[F]>) -> Vec<F> {
+    let mut steps: Vec<&mut [F]> = m.chunks_exact_mut((rows * samples).max(1)).collect();
+    if reverse {
+        steps.reverse();
+    }
+    let mut before: Option<&[F]> = start;
+    for now in steps {
+        if let Some(b) = before {
+            now.iter_mut().zip(b).for_each(|(c, &p)| *c += p);
+        }
+        before = Some(&*now);
+    }
+    before.map(<[F]>::to_vec).unwrap_or_default()
+}
+
+/// Dense forward on an input of spikes (or other mostly-zero values): each column's events add
+/// their columns of `w`, the event-driven product ([`event_products::currents`]). In change
+/// form each step's currents then add the step before's, from the first step on, which starts
+/// from `carried` (the currents, bias aside, of the step before when the input continues a
+/// sequence). Returns the output and, in change form, the last step's currents to carry on.
+pub fn dense_forward_events<F: Gemm>(
+    w: &DMatrix<F>,
+    bias: Option<&DMatrix<F>>,
+    input: &SpikeRows<F>,
+    samples: usize,
+    carried: Option<&[F]>,
+) -> (DMatrix<F>, Vec<F>) {
+    let mut y = DMatrix::zeros(w.nrows(), input.events.steps());
+    event_products::currents(w, Form::Values, &input.rows(), y.as_mut_slice());
+    let last =
+        if input.changes { running_sums(y.as_mut_slice(), w.nrows(), samples, false, carried) } else { Vec::new() };
     if let Some(b) = bias {
         add_bias(&mut y, b, 1);
     }
-    y
+    (y, last)
 }
 
-/// [`dense_backward_by_step`] for an input of spikes: dL/dW adds, step by step from the last,
-/// only the columns of inputs that were not zero ([`event_products::weight_gradient`]); dL/db
-/// and dL/dx as there.
+/// [`dense_backward_by_step`] for an input of spikes taken as `input` over `steps` steps:
+/// dL/dW adds, step by step from the last, only the columns of inputs that were not zero
+/// ([`event_products::weight_gradient`]); dL/db and dL/dx as there. In change form a change at
+/// step m meets the sum of dL/dy over steps m and later: those sums run from the last step,
+/// which starts from `carried` (the sum over the steps after these, when they continue a
+/// sequence), and the first step's sum is returned to carry back.
+#[allow(clippy::too_many_arguments)]
 pub fn dense_backward_events<F: Gemm>(
     w: &DMatrix<F>,
-    x: &DMatrix<F>,
+    input: &SpikeRows<F>,
     dy: &DMatrix<F>,
     steps: usize,
+    carried: Option<&[F]>,
     dw: &mut DMatrix<F>,
     db: Option<&mut DMatrix<F>>,
     input_grad: bool,
-) -> DMatrix<F> {
+) -> (DMatrix<F>, Vec<F>) {
     let samples = dy.ncols() / steps.max(1);
-    let mut events = Events::default();
-    event_products::column_events(x.as_slice(), x.nrows(), &mut events);
-    let arriving: Vec<Row<F>> = (0..x.ncols()).map(|c| events.step(c)).collect();
     let mut by_input = ByInput::default();
-    by_input.group(x.nrows(), &arriving);
+    by_input.group(w.ncols(), &input.rows());
+    let summing = Summing::AddByStep { samples };
     // dy is column-major (outputs x columns): each column's gradients are one row of G.
-    event_products::weight_gradient(dw, Form::Values, &by_input, dy.as_slice(), Summing::AddByStep { samples });
-    bias_and_input_gradients(w, dy, steps, db, input_grad)
+    let first = if input.changes {
+        let mut suffix = dy.clone();
+        let first = running_sums(suffix.as_mut_slice(), dy.nrows(), samples, true, carried);
+        event_products::weight_gradient(dw, Form::Values, &by_input, suffix.as_slice(), summing);
+        first
+    } else {
+        event_products::weight_gradient(dw, Form::Values, &by_input, dy.as_slice(), summing);
+        Vec::new()
+    };
+    (bias_and_input_gradients(w, dy, steps, db, input_grad), first)
 }
 
 /// Geometry of a convolution.
@@ -455,41 +523,66 @@ mod tests {
     }
 
     #[test]
-    fn event_driven_dense_equals_the_matrix_products() {
+    fn event_driven_dense_equals_the_matrix_products_in_either_form() {
         let (inputs, steps, samples) = (70, 5, 3);
         let x = sparse_input(inputs, steps, samples);
         // Output counts that take several tile widths.
         for units in [1, 10, 64, 150] {
             let w = DMatrix::from_fn(units, inputs, |o, i| ((o * 31 + i * 17) % 23) as f64 * 0.01 - 0.1);
             let b = DMatrix::from_fn(units, 1, |o, _| o as f64 * 0.001);
-            let y = dense_forward_events(&w, Some(&b), &x);
-            assert!((&y - dense_forward(&w, Some(&b), &x)).amax() < 1e-12, "forward, {units} units");
             let dy = DMatrix::from_fn(units, steps * samples, |o, c| ((o * 5 + c * 3) % 11) as f64 * 0.1 - 0.5);
-            let (mut dw, mut db) = (DMatrix::from_element(units, inputs, 0.25), DMatrix::from_element(units, 1, 0.5));
-            let dx = dense_backward_events(&w, &x, &dy, steps, &mut dw, Some(&mut db), true);
             let (mut dw_ref, mut db_ref) =
                 (DMatrix::from_element(units, inputs, 0.25), DMatrix::from_element(units, 1, 0.5));
             let dx_ref = dense_backward_by_step(&w, &x, &dy, steps, &mut dw_ref, Some(&mut db_ref), true);
-            assert!((&dw - &dw_ref).amax() < 1e-12, "weight gradient added, {units} units");
-            assert_eq!((db, dx), (db_ref, dx_ref), "bias and input gradients, {units} units");
+            for input in [SpikeRows::values(&x), SpikeRows::changes(&x, samples, None)] {
+                let form = if input.changes { "changes" } else { "values" };
+                let (y, _) = dense_forward_events(&w, Some(&b), &input, samples, None);
+                assert!((&y - dense_forward(&w, Some(&b), &x)).amax() < 1e-12, "forward, {units} units, {form}");
+                let (mut dw, mut db) =
+                    (DMatrix::from_element(units, inputs, 0.25), DMatrix::from_element(units, 1, 0.5));
+                let (dx, _) = dense_backward_events(&w, &input, &dy, steps, None, &mut dw, Some(&mut db), true);
+                assert!((&dw - &dw_ref).amax() < 1e-12, "weight gradient added, {units} units, {form}");
+                assert_eq!((&db, &dx), (&db_ref, &dx_ref), "bias and input gradients, {units} units, {form}");
+            }
         }
     }
 
     #[test]
-    fn event_driven_weight_gradient_in_segments_equals_it_whole_bit_for_bit() {
+    fn event_driven_dense_in_segments_equals_it_whole_bit_for_bit() {
         let (inputs, units, steps, samples) = (40, 70, 6, 3);
         let x = sparse_input(inputs, steps, samples);
         let w = DMatrix::from_fn(units, inputs, |o, i| (o + i) as f64 * 0.01);
         let dy = DMatrix::from_fn(units, steps * samples, |o, c| ((o * 5 + c * 3) % 11) as f64 * 0.1 - 0.5);
-        let mut whole = DMatrix::zeros(units, inputs);
-        dense_backward_events(&w, &x, &dy, steps, &mut whole, None, false);
-        // Segments of 4 and 2 steps, the later first, as recomputation takes them.
-        let mut segmented = DMatrix::zeros(units, inputs);
-        for (first, len) in [(4, 2), (0, 4)] {
-            let columns = first * samples..(first + len) * samples;
-            let part = |m: &DMatrix<f64>| m.columns(columns.start, columns.len()).into_owned();
-            dense_backward_events(&w, &part(&x), &part(&dy), len, &mut segmented, None, false);
+        let part = |m: &DMatrix<f64>, first: usize, len: usize| m.columns(first * samples, len * samples).into_owned();
+        let segments = [(0, 4), (4, 2)];
+        for changes in [false, true] {
+            let rows = |x: &DMatrix<f64>, before: Option<&[f64]>| {
+                if changes { SpikeRows::changes(x, samples, before) } else { SpikeRows::values(x) }
+            };
+            let whole_rows = rows(&x, None);
+            let (y_whole, _) = dense_forward_events(&w, None, &whole_rows, samples, None);
+            let mut dw_whole = DMatrix::zeros(units, inputs);
+            dense_backward_events(&w, &whole_rows, &dy, steps, None, &mut dw_whole, None, false);
+            // Forward from the first segment, backward from the last, each carrying on.
+            let mut carried: Option<Vec<f64>> = None;
+            let mut pieces = Vec::new();
+            for (first, len) in segments {
+                let column = inputs * samples;
+                let before = (first > 0).then(|| &x.as_slice()[(first - 1) * column..first * column]);
+                let input = rows(&part(&x, first, len), before);
+                let (y, last) = dense_forward_events(&w, None, &input, samples, carried.as_deref());
+                assert_eq!(y, part(&y_whole, first, len), "forward, steps from {first}, changes {changes}");
+                carried = changes.then_some(last);
+                pieces.push(input);
+            }
+            let (mut dw, mut carried) = (DMatrix::zeros(units, inputs), None::<Vec<f64>>);
+            for ((first, len), input) in segments.into_iter().zip(&pieces).rev() {
+                let dy = part(&dy, first, len);
+                let (_, first_sum) =
+                    dense_backward_events(&w, input, &dy, len, carried.as_deref(), &mut dw, None, false);
+                carried = changes.then_some(first_sum);
+            }
+            assert_eq!(dw, dw_whole, "weight gradient, changes {changes}");
         }
-        assert_eq!(segmented, whole);
     }
 }
