@@ -487,6 +487,10 @@ fn input_spikes_taken_as_changes_give_the_gradients_and_the_same_ones_in_segment
     let training = "steps: 12, surrogate: Htaf(), encoder: Rate()";
     let net = timed_net(layers, "(name: \"x\", size: 6)", training);
     assert!(net.layers[0].spike_input && net.layers[2].spike_input, "both Dense layers take spikes");
+    // A model without layers over time reads the images themselves, whatever the encoder.
+    let one_pass =
+        timed_net("Dense(units: 4), Heaviside(), Dense(units: 3)", "(name: \"x\", size: 6)", "encoder: Rate()");
+    assert!(!one_pass.layers[0].spike_input && !one_pass.layers[2].spike_input);
     let worst = worst_error(net, x.clone(), &[1, 0, 2]);
     assert!(worst < 1e-4, "worst relative error {worst:e}");
     for smooth in [true, false] {

@@ -186,8 +186,15 @@ impl<F: Gemm> LayerNet<F> {
         let input = input_shape(net).ok_or_else(|| Error::Training("the model has no input".into()))?;
         let mut shape = input;
         let mut layers = Vec::new();
-        let mut spikes = training.encoder.emits_spikes();
         let (expanded, _) = crate::spec::layers::expand(&net.layers);
+        // A model without layers over time sees the images themselves, not encoded.
+        let over_time = expanded.iter().any(|(_, spec)| {
+            matches!(
+                spec,
+                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Alif { .. } | LayerSpec::Li { .. }
+            )
+        });
+        let mut spikes = over_time && training.encoder.emits_spikes();
         for (i, (_, spec)) in expanded.iter().enumerate() {
             let output = spec.output_shape(shape).map_err(|why| Error::Training(format!("layers[{i}]: {why}")))?;
             let mut stream = rng::stream(seed, Purpose::Connectivity, i as u64);

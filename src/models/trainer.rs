@@ -33,6 +33,9 @@ const EVAL_BATCH: usize = 500;
 /// Samples per chunk of a training batch, for models whose samples do not interact.
 const CHUNK: usize = 32;
 
+/// Gradient elements per parallel piece when the chunks' gradients are added.
+const COMBINE_SLICE: usize = 1 << 15;
+
 /// Images `indices` of `split` as a `pixels x samples` batch, intensities scaled to [0, 1].
 pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
     let pixels = split.images.pixels_per_image();
@@ -327,13 +330,20 @@ impl Part {
         let mut total = parts.next().expect("a batch has a part");
         let weight = |n: usize| n as f32 / samples.max(1) as f32;
         let first = weight(total.samples);
-        total.grads.iter_mut().for_each(|g| g.iter_mut().for_each(|x| *x *= first));
         total.loss *= total.samples as f64;
-        for part in parts {
-            let w = weight(part.samples);
-            for (t, g) in total.grads.iter_mut().zip(&part.grads) {
-                t.iter_mut().zip(g.iter()).for_each(|(t, &x)| *t += x * w);
-            }
+        let rest: Vec<Part> = parts.collect();
+        // Element by element, the parts in order: the same sums whatever the threads.
+        for (l, t) in total.grads.iter_mut().enumerate() {
+            t.as_mut_slice().par_chunks_mut(COMBINE_SLICE).enumerate().for_each(|(k, slice)| {
+                let range = k * COMBINE_SLICE..k * COMBINE_SLICE + slice.len();
+                slice.iter_mut().for_each(|x| *x *= first);
+                for part in &rest {
+                    let w = weight(part.samples);
+                    slice.iter_mut().zip(&part.grads[l].as_slice()[range.clone()]).for_each(|(t, &x)| *t += x * w);
+                }
+            });
+        }
+        for part in &rest {
             total.loss += part.loss * part.samples as f64;
             total.correct += part.correct;
         }

@@ -262,12 +262,13 @@ impl<F: Real> ByInput<F> {
 /// How [`weight_gradient`] sums the rows into the gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Summing {
-    /// The sum over all rows replaces the gradient.
+    /// The sum over all rows, in row order, replaces the gradient.
     Write,
-    /// Rows are step-major (row `n * samples + b`): each step's sum is added to the gradient,
-    /// from the last step to the first. A sequence taken in segments, each summed this way from
-    /// the last segment, then gets the same gradient bit for bit as taken whole.
-    AddByStep { samples: usize },
+    /// Each row's terms are added to the gradient, from the last row to the first. With rows in
+    /// time order, a sequence taken in segments, each added this way from the last segment,
+    /// then gets the same gradient bit for bit as taken whole: the same additions in the same
+    /// order.
+    AddFromLast,
 }
 
 /// Inputs per parallel piece of [`weight_gradient`].
@@ -319,38 +320,24 @@ fn gradient_tile<const W: usize, F: Real>(
     tile: &[F],
     summing: Summing,
 ) {
-    let sum = |entries: &[(u32, F)]| {
-        let mut acc = [F::zero(); W];
-        for &(r, x) in entries {
-            let row: &[F; W] = tile[r as usize * W..][..W].try_into().expect("tile");
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a = x.fma(v, *a);
-            }
-        }
-        acc
-    };
+    let row = |r: u32| -> &[F; W] { tile[r as usize * W..][..W].try_into().expect("tile") };
     for (column, i) in dw.chunks_exact_mut(n_out).zip(inputs) {
         let col: &mut [F; W] = (&mut column[start..start + W]).try_into().expect("tile");
         let entries = events.of(i);
-        match summing {
-            Summing::Write => *col = sum(entries),
-            Summing::AddByStep { samples } => {
-                // Steps from the last; within a step, its entries in row order.
-                let mut total = *col;
-                let mut end = entries.len();
-                while end > 0 {
-                    let first_row = (entries[end - 1].0 as usize / samples * samples) as u32;
-                    let mut begin = end - 1;
-                    while begin > 0 && entries[begin - 1].0 >= first_row {
-                        begin -= 1;
-                    }
-                    let step = sum(&entries[begin..end]);
-                    total.iter_mut().zip(step).for_each(|(t, s)| *t += s);
-                    end = begin;
-                }
-                *col = total;
+        let mut acc = match summing {
+            Summing::Write => [F::zero(); W],
+            Summing::AddFromLast => *col,
+        };
+        let mut add = |&(r, x): &(u32, F)| {
+            for (a, &v) in acc.iter_mut().zip(row(r)) {
+                *a = x.fma(v, *a);
             }
+        };
+        match summing {
+            Summing::Write => entries.iter().for_each(&mut add),
+            Summing::AddFromLast => entries.iter().rev().for_each(&mut add),
         }
+        *col = acc;
     }
 }
 

@@ -268,7 +268,7 @@ pub fn dense_forward_events<F: Gemm>(
 }
 
 /// [`dense_backward_by_step`] for an input of spikes taken as `input` over `steps` steps:
-/// dL/dW adds, step by step from the last, only the columns of inputs that were not zero
+/// dL/dW adds, event by event from the last step, only the columns of inputs that were not zero
 /// ([`event_products::weight_gradient`]); dL/db and dL/dx as there. In change form a change at
 /// step m meets the sum of dL/dy over steps m and later: those sums run from the last step,
 /// which starts from `carried` (the sum over the steps after these, when they continue a
@@ -287,7 +287,7 @@ pub fn dense_backward_events<F: Gemm>(
     let samples = dy.ncols() / steps.max(1);
     let mut by_input = ByInput::default();
     by_input.group(w.ncols(), &input.rows());
-    let summing = Summing::AddByStep { samples };
+    let summing = Summing::AddFromLast;
     // dy is column-major (outputs x columns): each column's gradients are one row of G.
     let first = if input.changes {
         let mut suffix = dy.clone();
