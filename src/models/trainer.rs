@@ -250,32 +250,35 @@ impl Trainable for LayerRun {
     ) -> std::result::Result<Vec<f64>, f64> {
         let state = &mut self.state;
         let batch = indices;
-        // With several ranks, rank r takes the r-th contiguous share of the batch.
-        let share = |r: usize| batch.len() * r / ranks.size()..batch.len() * (r + 1) / ranks.size();
-        let indices = &batch[share(ranks.rank())];
         let (seed, bptt) = (state.seed, state.training.bptt);
-        let mut mine = if indices.is_empty() {
-            // A batch smaller than the ranks leaves some with nothing to add, but a part to
-            // play in the batch statistics.
-            self.net.join_batch_statistics(ranks);
-            Part::empty(&self.net)
-        } else if self.net.couples_samples().is_some() {
-            let (part, trace) = sample_pass(&self.net, split, indices, seed, epoch, bptt, ranks);
-            if let Some(trace) = trace {
-                self.net.update_running_statistics(&trace);
-            }
-            part
+        let mine = if self.net.couples_samples().is_some() {
+            // Batch norm takes the statistics of the whole batch: with several ranks, rank r
+            // takes the r-th contiguous share of it, and the statistics' sums are exchanged.
+            let share = |r: usize| batch.len() * r / ranks.size()..batch.len() * (r + 1) / ranks.size();
+            let indices = &batch[share(ranks.rank())];
+            let part = if indices.is_empty() {
+                // A batch smaller than the ranks leaves some with nothing to add, but a part to
+                // play in the batch statistics.
+                self.net.join_batch_statistics(ranks);
+                Part::empty(&self.net)
+            } else {
+                let (part, trace) = sample_pass(&self.net, split, indices, seed, epoch, bptt, ranks);
+                if let Some(trace) = trace {
+                    self.net.update_running_statistics(&trace);
+                }
+                part
+            };
+            if ranks.size() > 1 { reduce_over_ranks(part, ranks) } else { part }
         } else {
+            // Chunk c of the batch is computed by rank c mod N; every rank gathers every chunk's
+            // part and adds them in chunk order, as one process does: the same step bit for bit.
             let net = &self.net;
-            let chunks: Vec<Part> = indices
-                .par_chunks(CHUNK)
-                .map(|chunk| sample_pass(net, split, chunk, seed, epoch, bptt, &Alone).0)
-                .collect();
-            Part::combine(chunks)
+            let chunks: Vec<&[usize]> = batch.chunks(CHUNK).collect();
+            let mine: Vec<usize> = (0..chunks.len()).filter(|c| c % ranks.size() == ranks.rank()).collect();
+            let parts: Vec<Part> =
+                mine.par_iter().map(|&c| sample_pass(net, split, chunks[c], seed, epoch, bptt, &Alone).0).collect();
+            Part::combine(if ranks.size() > 1 { gather_parts(&mine, parts, chunks.len(), ranks) } else { parts })
         };
-        if ranks.size() > 1 {
-            mine = reduce_over_ranks(mine, ranks);
-        }
         let Part { loss, correct, mut grads, .. } = mine;
         let squares = optim::squared_norms(&grads);
         if !loss.is_finite() || squares.iter().any(|s| !s.is_finite()) {
@@ -381,9 +384,42 @@ fn sample_pass(
     (Part { samples: indices.len(), loss, correct, grads }, trace)
 }
 
+/// Every chunk's part of the batch, in chunk order, from the ranks that computed them (this one
+/// computed the chunks `mine` into `parts`); `chunks` in all.
+fn gather_parts(mine: &[usize], parts: Vec<Part>, chunks: usize, ranks: &dyn Exchange) -> Vec<Part> {
+    let mut words = Words::default();
+    for (&c, part) in mine.iter().zip(&parts) {
+        words.push_u64(c as u64);
+        words.push_u64(part.samples as u64);
+        words.push_f64(part.loss);
+        words.push_u64(part.correct as u64);
+        words.push_u64(part.grads.len() as u64);
+        for g in &part.grads {
+            words.push_u64(g.nrows() as u64);
+            words.push_u64(g.ncols() as u64);
+            words.push_f32s(g.as_slice());
+        }
+    }
+    let all = ranks.all_gather(&words.0);
+    let mut read = WordReader::new(&all);
+    let mut by_chunk: Vec<Option<Part>> = (0..chunks).map(|_| None).collect();
+    while !read.done() {
+        let c = read.u64() as usize;
+        let (samples, loss, correct) = (read.u64() as usize, read.f64(), read.u64() as usize);
+        let grads = (0..read.u64())
+            .map(|_| {
+                let (rows, cols) = (read.u64() as usize, read.u64() as usize);
+                DMatrix::from_vec(rows, cols, read.f32s())
+            })
+            .collect();
+        by_chunk[c] = Some(Part { samples, loss, correct, grads });
+    }
+    by_chunk.into_iter().map(|p| p.expect("every chunk computed by some rank")).collect()
+}
+
 /// The ranks' parts of the batch, gathered and combined in rank order on every rank. The sum's
 /// order differs from one process's, so the weights agree with one process's to rounding, not
-/// bit for bit (see tests/mpi.rs).
+/// bit for bit (see tests/mpi.rs); models with batch norm only.
 fn reduce_over_ranks(mine: Part, ranks: &dyn Exchange) -> Part {
     let mut words = Words::default();
     words.push_u64(mine.samples as u64);
