@@ -17,7 +17,7 @@ use snn::spec::load_network;
 use snn::train::trainer::load_data;
 
 fn train_step(c: &mut Criterion) {
-    snn::memory::keep_freed_memory();
+    snn::process::set_up();
     for name in ["fashion_bnn", "fashion_dhn", "fashion_scnn"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("networks/{name}.ron"));
         let (network, text) = load_network(&path).expect("valid network");

@@ -19,6 +19,7 @@ use snn::train::bptt::Events;
 use snn::train::trainer::{Run, load_data};
 
 fn train_step(c: &mut Criterion) {
+    snn::process::set_up();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("networks/fashion_snn.ron");
     let (network, text) = load_network(&path).expect("valid network");
     let training = network.training.clone().expect("training section");

@@ -11,11 +11,11 @@ pub mod spec;
 
 pub use error::{Error, Result};
 pub mod io;
-pub mod memory;
 pub mod models;
 pub mod nir;
 pub mod nn;
 pub mod plot;
+pub mod process;
 pub mod ranks;
 pub mod recording;
 pub mod records;

@@ -349,12 +349,7 @@ fn say(text: &str) {
 }
 
 fn main() -> ExitCode {
-    snn::memory::keep_freed_memory();
-    // The main thread joins rayon's pool as one of its workers, so each parallel section of a
-    // training or simulation step starts where it is called, instead of waking a worker and
-    // sleeping until it is done: two context switches per section, a quarter of a one-thread
-    // epoch of networks/fashion_rows.ron (benches/REPORT.md).
-    rayon::ThreadPoolBuilder::new().use_current_thread().build_global().expect("the pool is built once, first");
+    snn::process::set_up();
     // Started by mpirun (with the `mpi` feature), the ranks share the work; else one process.
     #[cfg(feature = "mpi")]
     let universe = mpi::initialize();

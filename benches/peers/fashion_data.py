@@ -23,10 +23,11 @@ def idx(path):
     return np.frombuffer(data[4 + 4 * dims:], dtype=np.uint8).reshape(sizes)
 
 
-def training_images(folder, samples):
-    """(images: samples x 28 x 28 float32 tensor, labels: samples long tensor)."""
-    images = torch.tensor(idx(os.path.join(folder, "train-images-idx3-ubyte.gz"))[:samples], dtype=torch.float32) / 255.0
-    labels = torch.tensor(idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"))[:samples], dtype=torch.long)
+def training_images(folder, samples, split="train"):
+    """(images: samples x 28 x 28 float32 tensor, labels: samples long tensor) of the training
+    split, or of the test split ("t10k")."""
+    images = torch.tensor(idx(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"))[:samples], dtype=torch.float32) / 255.0
+    labels = torch.tensor(idx(os.path.join(folder, f"{split}-labels-idx1-ubyte.gz"))[:samples], dtype=torch.long)
     return images, labels
 
 
@@ -37,6 +38,8 @@ def arguments(steps):
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--samples", type=int, default=3000)
+    parser.add_argument("--test-samples", type=int, default=0,
+                        help="after the epoch, also score this many test images (as `snn train` does)")
     return parser.parse_args()
 
 
@@ -56,6 +59,19 @@ def timed_epoch(args, images, labels, net, optimizer, encode):
         optimizer.step()
         seen += len(index)
     elapsed = time.perf_counter() - start
+    test = {}
+    if args.test_samples > 0:
+        # The test pass `snn train` ends its epoch with: the forward pass over the test split.
+        test_images, test_labels = training_images(args.data, args.test_samples, "t10k")
+        test_images = test_images.reshape(len(test_images), *images.shape[1:])
+        tested = time.perf_counter()
+        correct = 0
+        with torch.no_grad():
+            for b in range(0, len(test_images), args.batch):
+                scores = net(encode(test_images[b : b + args.batch]))
+                correct += int((scores.argmax(1) == test_labels[b : b + args.batch]).sum())
+        test = {"test_samples": len(test_images), "test_seconds": time.perf_counter() - tested,
+                "test_accuracy": correct / len(test_images)}
     print(json.dumps({
         "peer": f"snntorch {snntorch.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "samples": seen,
@@ -64,5 +80,6 @@ def timed_epoch(args, images, labels, net, optimizer, encode):
         "seconds": elapsed,
         "samples_per_s": seen / elapsed,
         "last_loss": float(loss.detach()),
+        **test,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }, indent=1))
