@@ -142,50 +142,60 @@ macro_rules! with_width {
     };
 }
 
-/// `rows x n_out` row-major values regrouped tile by tile: tile (start, width) holds its
-/// columns of every row next to each other, `width` per row, at `rows * start`. A tile is then
-/// one compact block of cache lines, read by every event that touches it.
-fn pack_tiles<F: Real>(source: &[F], n_out: usize) -> Vec<F> {
-    let rows = source.len() / n_out.max(1);
-    let mut packed = vec![F::zero(); source.len()];
-    let mut blocks = Vec::new();
-    let mut rest = &mut packed[..];
-    for (_, width) in tiles(n_out) {
-        let (block, tail) = rest.split_at_mut(rows * width);
-        blocks.push(block);
-        rest = tail;
-    }
-    blocks.into_par_iter().zip(tiles(n_out).collect::<Vec<_>>()).for_each(|(block, (start, width))| {
-        for (p, row) in block.chunks_exact_mut(width).zip(source.chunks_exact(n_out)) {
-            p.copy_from_slice(&row[start..start + width]);
-        }
-    });
-    packed
+/// A row-major `rows x n_out` matrix whose tiles of outputs are written in parallel, each by
+/// one task: the tasks own disjoint columns, so they share the buffer through a raw pointer
+/// and never form a reference to the whole of it.
+struct TileWriter<F> {
+    data: *mut F,
+    len: usize,
 }
 
-/// Rows per parallel piece of [`currents`] (rounded to whole runs of the change form).
-const ROW_PIECE: usize = 64;
+// SAFETY: every task writes (and reads back) only the elements of its own tile of outputs, so
+// no element is touched by two threads; the buffer outlives the parallel section.
+unsafe impl<F: Send> Send for TileWriter<F> {}
+unsafe impl<F: Send> Sync for TileWriter<F> {}
+
+impl<F: Copy> TileWriter<F> {
+    fn new(buffer: &mut [F]) -> Self {
+        TileWriter { data: buffer.as_mut_ptr(), len: buffer.len() }
+    }
+
+    /// Reads the W values at `at`.
+    fn get<const W: usize>(&self, at: usize) -> [F; W] {
+        assert!(at + W <= self.len, "inside the buffer");
+        // SAFETY: in bounds (checked), and only this tile's task touches these elements.
+        unsafe { self.data.add(at).cast::<[F; W]>().read_unaligned() }
+    }
+
+    /// Writes the W values `values` at `at`.
+    fn set<const W: usize>(&self, at: usize, values: [F; W]) {
+        assert!(at + W <= self.len, "inside the buffer");
+        // SAFETY: as in `get`.
+        unsafe { self.data.add(at).cast::<[F; W]>().write_unaligned(values) }
+    }
+}
+
+/// Columns `start..start + width` of every row of `source` (`n_out` values per row), next to
+/// each other: a tile as one compact block of cache lines, read by every event that touches it.
+fn pack_tile<F: Real>(source: &[F], n_out: usize, (start, width): (usize, usize), packed: &mut Vec<F>) {
+    packed.clear();
+    for row in source.chunks_exact(n_out) {
+        packed.extend_from_slice(&row[start..start + width]);
+    }
+}
 
 /// `out` (rows x outputs, row-major) = the currents of every row through `weights` (outputs x
-/// inputs, column-major), rows in `form`. Pieces of rows run in parallel.
+/// inputs, column-major), rows in `form`. The tiles of outputs run in parallel, each over all
+/// the rows with its weights packed, so that they stay in the core's cache.
 pub fn currents<F: Real>(weights: &DMatrix<F>, form: Form, rows: &[Row<F>], out: &mut [F]) {
     let n_out = weights.nrows();
     assert_eq!(out.len(), rows.len() * n_out, "currents buffer does not match rows x outputs");
-    if out.is_empty() {
-        return;
-    }
-    // W^T is inputs x outputs row-major: each input's weights as one row, packed by tile.
-    let packed = pack_tiles(weights.as_slice(), n_out);
-    let n_in = weights.ncols();
-    let piece = match form {
-        Form::Values => ROW_PIECE,
-        Form::Changes { steps } => steps * ROW_PIECE.div_ceil(steps),
-    };
-    out.par_chunks_mut(piece * n_out).zip(rows.par_chunks(piece)).for_each(|(out, rows)| {
-        for (start, width) in tiles(n_out) {
-            let tile = &packed[n_in * start..n_in * (start + width)];
-            with_width!(width, currents_tile(tile, form, start, n_out, rows, out));
-        }
+    let out = TileWriter::new(out);
+    let tiles: Vec<(usize, usize)> = tiles(n_out).collect();
+    tiles.par_iter().for_each_init(Vec::new, |packed, &(start, width)| {
+        // W^T is inputs x outputs row-major: each input's weights as one row.
+        pack_tile(weights.as_slice(), n_out, (start, width), packed);
+        with_width!(width, currents_tile(packed, form, start, n_out, rows, &out));
     });
 }
 
@@ -196,10 +206,10 @@ fn currents_tile<const W: usize, F: Real>(
     start: usize,
     n_out: usize,
     rows: &[Row<F>],
-    out: &mut [F],
+    out: &TileWriter<F>,
 ) {
     let mut acc = [F::zero(); W];
-    for (r, (&(idx, val), dst)) in rows.iter().zip(out.chunks_exact_mut(n_out)).enumerate() {
+    for (r, &(idx, val)) in rows.iter().enumerate() {
         if form.starts_afresh(r) {
             acc = [F::zero(); W];
         }
@@ -209,7 +219,7 @@ fn currents_tile<const W: usize, F: Real>(
                 *a = x.fma(c, *a);
             }
         }
-        dst[start..start + W].copy_from_slice(&acc);
+        out.set(r * n_out + start, acc);
     }
 }
 
@@ -271,62 +281,48 @@ pub enum Summing {
     AddFromLast,
 }
 
-/// Inputs per parallel piece of [`weight_gradient`].
-const INPUT_PIECE: usize = 32;
-
 /// `grad` (outputs x inputs, column-major) = (or +=, see [`Summing`]) the weight gradient of
 /// the grouped events given `g` (rows x outputs, row-major), the gradient of the loss w.r.t. each
 /// row's currents. Writing rather than adding spares the caller zeroing a matrix larger than the
-/// caches. `form` is the form of the rows `events` was grouped from. Pieces of inputs run in
-/// parallel.
+/// caches. `form` is the form of the rows `events` was grouped from. The tiles of outputs run in
+/// parallel, each with its share of `g` packed.
 pub fn weight_gradient<F: Real>(grad: &mut DMatrix<F>, form: Form, events: &ByInput<F>, g: &[F], summing: Summing) {
-    let n_out = grad.nrows();
-    if grad.is_empty() {
-        return;
-    }
-    let rows = g.len() / n_out;
-    let mut packed = pack_tiles(g, n_out);
-    if let Form::Changes { steps } = form {
-        // Suffix sums over each sample's steps, tile by tile.
-        let mut rest = &mut packed[..];
-        for (_, width) in tiles(n_out) {
-            let (block, tail) = rest.split_at_mut(rows * width);
-            rest = tail;
-            for sample in block.chunks_exact_mut(steps * width) {
+    let (n_out, n_in) = grad.shape();
+    let grad = TileWriter::new(grad.as_mut_slice());
+    let tiles: Vec<(usize, usize)> = tiles(n_out).collect();
+    tiles.par_iter().for_each_init(Vec::new, |packed, &(start, width)| {
+        pack_tile(g, n_out, (start, width), packed);
+        if let Form::Changes { steps } = form {
+            // Suffix sums over each sample's steps.
+            for sample in packed.chunks_exact_mut(steps * width) {
                 for n in (0..steps - 1).rev() {
                     let (now, later) = sample[n * width..].split_at_mut(width);
                     now.iter_mut().zip(&later[..width]).for_each(|(a, &b)| *a += b);
                 }
             }
         }
-    }
-    grad.as_mut_slice().par_chunks_mut(INPUT_PIECE * n_out).enumerate().for_each(|(k, dw)| {
-        let inputs = k * INPUT_PIECE..k * INPUT_PIECE + dw.len() / n_out;
-        for (start, width) in tiles(n_out) {
-            let tile = &packed[rows * start..rows * (start + width)];
-            with_width!(width, gradient_tile(dw, n_out, start, inputs.clone(), events, tile, summing));
-        }
+        with_width!(width, gradient_tile(&grad, n_out, n_in, start, events, packed, summing));
     });
 }
 
-/// Outputs `start..start + W` of the weight gradient's columns `inputs` (held in `dw`), from
-/// the tile of `g` packed W per row.
+/// Outputs `start..start + W` of every column of the weight gradient, from the tile of `g`
+/// packed W per row.
 fn gradient_tile<const W: usize, F: Real>(
-    dw: &mut [F],
+    grad: &TileWriter<F>,
     n_out: usize,
+    n_in: usize,
     start: usize,
-    inputs: std::ops::Range<usize>,
     events: &ByInput<F>,
     tile: &[F],
     summing: Summing,
 ) {
     let row = |r: u32| -> &[F; W] { tile[r as usize * W..][..W].try_into().expect("tile") };
-    for (column, i) in dw.chunks_exact_mut(n_out).zip(inputs) {
-        let col: &mut [F; W] = (&mut column[start..start + W]).try_into().expect("tile");
+    for i in 0..n_in {
+        let at = i * n_out + start;
         let entries = events.of(i);
         let mut acc = match summing {
             Summing::Write => [F::zero(); W],
-            Summing::AddFromLast => *col,
+            Summing::AddFromLast => grad.get(at),
         };
         let mut add = |&(r, x): &(u32, F)| {
             for (a, &v) in acc.iter_mut().zip(row(r)) {
@@ -337,7 +333,7 @@ fn gradient_tile<const W: usize, F: Real>(
             Summing::Write => entries.iter().for_each(&mut add),
             Summing::AddFromLast => entries.iter().rev().for_each(&mut add),
         }
-        *col = acc;
+        grad.set(at, acc);
     }
 }
 
