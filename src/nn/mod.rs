@@ -1,4 +1,5 @@
-//! Numerical pieces shared by every model: the scalar type, matrix products, the layers of a
+//! Numerical pieces shared by every model: the scalar type, matrix products and event-driven
+//! products (sparse rows of spikes or their changes times a dense matrix), the layers of a
 //! stack (dense and convolutional products, pooling, batch norm, step units, spiking layers over
 //! time), the loss and the optimizers. Nothing here knows about training runs, files or figures.
 
