@@ -1,7 +1,8 @@
 //! Training steps of layered models on the shipped subset: forward, backward, Adam update and
 //! clipping of one batch of 128 images, for networks/fashion_bnn.ron (784-2048-2048-2048-10,
-//! binary), networks/fashion_dhn.ron (784-1024-1024-10, Heaviside) and networks/fashion_scnn.ron
-//! (the spiking CNN over T = 4 steps).
+//! binary), networks/fashion_dhn.ron (784-1024-1024-10, Heaviside), networks/fashion_scnn.ron
+//! (the spiking CNN over T = 4 steps) and benches/networks/fashion_snn_stack.ron (fashion_snn as
+//! a stack: rate-coded input, event-driven Dense layers, T = 25).
 //! `cargo bench --bench layered`.
 
 use std::hint::black_box;
@@ -18,8 +19,11 @@ use snn::train::trainer::load_data;
 
 fn train_step(c: &mut Criterion) {
     snn::process::set_up();
-    for name in ["fashion_bnn", "fashion_dhn", "fashion_scnn"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("networks/{name}.ron"));
+    let networks =
+        ["networks/fashion_bnn", "networks/fashion_dhn", "networks/fashion_scnn", "benches/networks/fashion_snn_stack"];
+    for file in networks {
+        let name = file.rsplit('/').next().expect("a file name");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{file}.ron"));
         let (network, text) = load_network(&path).expect("valid network");
         let training = network.training.clone().expect("training section");
         let data = load_data(&idx::shipped_subset(), &network, &training, None, None).expect("shipped subset");
