@@ -460,7 +460,12 @@ impl<F: Gemm> LayerNet<F> {
         before: Option<&[F]>,
     ) -> SpikeRows<F> {
         let samples = whole.ncols() / self.steps;
-        if i == 0 && self.steps > 1 && event_products::changes_are_fewer(whole.as_slice(), whole.nrows(), samples) {
+        let whole_steps = samples > 0 && whole.ncols() == samples * self.steps;
+        if i == 0
+            && self.steps > 1
+            && whole_steps
+            && event_products::changes_are_fewer(whole.as_slice(), whole.nrows(), samples)
+        {
             SpikeRows::changes(x, samples, before)
         } else {
             SpikeRows::values(x)
