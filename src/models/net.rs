@@ -289,6 +289,10 @@ impl<F: Gemm> LayerNet<F> {
         for layer in &self.layers {
             let out = layer.output.size() as f64 * columns;
             largest = largest.max(out);
+            if layer.spike_input && matches!(layer.op, Op::Dense(_)) {
+                // The input's events, an index and a value each: at most two per input value.
+                elements += 2.0 * layer.input.size() as f64 * columns;
+            }
             elements += out
                 * match &layer.op {
                     Op::Spiking(s) => 2.0 + (s.alpha.is_some() || s.adaptation.is_some()) as u8 as f64,
