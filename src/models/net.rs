@@ -188,12 +188,7 @@ impl<F: Gemm> LayerNet<F> {
         let mut layers = Vec::new();
         let (expanded, _) = crate::spec::layers::expand(&net.layers);
         // A model without layers over time sees the images themselves, not encoded.
-        let over_time = expanded.iter().any(|(_, spec)| {
-            matches!(
-                spec,
-                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Alif { .. } | LayerSpec::Li { .. }
-            )
-        });
+        let over_time = expanded.iter().any(|(_, spec)| spec.is_stateful());
         let mut spikes = over_time && training.encoder.emits_spikes();
         for (i, (_, spec)) in expanded.iter().enumerate() {
             let output = spec.output_shape(shape).map_err(|why| Error::Training(format!("layers[{i}]: {why}")))?;
@@ -250,9 +245,8 @@ impl<F: Gemm> LayerNet<F> {
             let label = format!("layers[{i}] {}", spec.kind());
             layers.push(Layer { op, input: shape, output, label, spike_input: spikes });
             spikes = match spec {
-                LayerSpec::Lif { .. } | LayerSpec::CubaLif { .. } | LayerSpec::Alif { .. } => true,
                 LayerSpec::Dropout { .. } | LayerSpec::Flatten | LayerSpec::MaxPool { .. } => spikes,
-                _ => false,
+                _ => spec.fires(),
             };
             shape = output;
         }
