@@ -28,8 +28,9 @@
 //! step: 0.16 against 0.28 on Fashion-MNIST), so for the input layer this is the cheaper form;
 //! sparse hidden spikes rarely persist and stay in value form. The caller chooses per layer.
 //!
-//! Each output element is summed by one loop in a fixed order (events in row order, rows in
-//! ascending order), so results do not depend on how the caller splits work between threads.
+//! The tiles run in parallel, each over all the rows with its own packed weights. Each output
+//! element is summed by one loop in a fixed order (rows in ascending order, or from the last
+//! back: [`Summing`]), so results do not depend on the threads.
 
 use nalgebra::DMatrix;
 use rayon::prelude::*;
