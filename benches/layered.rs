@@ -15,7 +15,7 @@ use snn::models::Trainable;
 use snn::models::trainer::LayerRun;
 use snn::records::PassTotals;
 use snn::spec::load_network;
-use snn::train::trainer::load_data;
+use snn::train::setup::load_data;
 
 fn train_step(c: &mut Criterion) {
     snn::process::set_up();

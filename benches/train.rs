@@ -1,6 +1,6 @@
-//! Training of networks/fashion_snn.ron (784-800-10, T = 25) on the shipped subset:
-//! one whole training step (forward, backward and Adam update of a batch of 128 images), and
-//! the two event-driven products a step is mostly made of, for one chunk of 16 samples.
+//! Training of networks/fashion_snn.ron (784-800-10, T = 25, compiled onto the layer stack) on
+//! the shipped subset: one whole training step (forward, backward and Adam update of a batch
+//! of 128 images), and the two event-driven products a step is mostly made of, for 16 samples.
 //! `cargo bench --bench train`.
 
 use std::hint::black_box;
@@ -10,13 +10,13 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use nalgebra::DMatrix;
 use snn::data::encode::encoding_stream;
+use snn::data::events::Events;
 use snn::data::idx;
-use snn::models::Trainable;
 use snn::nn::event_products::{self, ByInput, ChangeState, Form, Row, Summing};
 use snn::records::PassTotals;
 use snn::spec::load_network;
-use snn::train::bptt::Events;
-use snn::train::trainer::{Run, load_data};
+use snn::train::fit;
+use snn::train::setup::load_data;
 
 fn train_step(c: &mut Criterion) {
     snn::process::set_up();
@@ -24,7 +24,7 @@ fn train_step(c: &mut Criterion) {
     let (network, text) = load_network(&path).expect("valid network");
     let training = network.training.clone().expect("training section");
     let data = load_data(&idx::shipped_subset(), &network, &training, None, None).expect("shipped subset");
-    let mut run = Run::new(network, text, training.clone(), 1).expect("builds");
+    let mut run = fit::start(network, text, training.clone(), 1).expect("builds");
     let batch: Vec<usize> = (0..128).collect();
     c.bench_function("train_step_batch128", |b| {
         b.iter(|| {

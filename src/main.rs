@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use snn::ranks::Exchange;
 use snn::simulate::{SimulateOptions, simulate_shared};
 use snn::spec::{FileKind, validate_file};
-use snn::train::trainer::TrainOptions;
+use snn::train::setup::TrainOptions;
 
 #[derive(Parser)]
 #[command(

@@ -15,7 +15,7 @@ use snn::models::concepts::ConceptLayer;
 use snn::models::trainer::{LayerRun, batch};
 use snn::models::{LayerNet, Mode};
 use snn::spec::{self, Network};
-use snn::train::trainer::load_data;
+use snn::train::setup::load_data;
 
 fn weights(path: &Path) -> Vec<Vec<f32>> {
     checkpoint::read(path).unwrap().layers.iter().map(|(_, _, w)| w.as_slice().to_vec()).collect()

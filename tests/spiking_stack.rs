@@ -334,13 +334,4 @@ fn scoring_the_last_steps_reads_the_readout_there_only_and_bad_windows_are_refus
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && e.contains("training.scored_steps: must lie in 1 ..= steps (8)"), "{e}");
     }
-    // A population chain scores every step: refused at training, naming the setting.
-    let chain = std::fs::read_to_string(common::repo("networks/fashion_snn.ron")).unwrap();
-    let path = write(dir.path(), "chain.ron", &chain.replace("training: (", "training: (scored_steps: 5, "));
-    let out = dir.path().join("out");
-    let data = common::repo("tests/data/fashion-mnist");
-    let o = snn(&["train", &path, "--data", &data, "--out", out.to_str().unwrap()], None);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("training.scored_steps 5: a chain of populations"), "{e}");
-    assert!(!out.join("checkpoint.h5").exists());
 }

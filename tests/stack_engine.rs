@@ -1,7 +1,10 @@
-//! Trained layer stacks run in the engine (`snn simulate STACK.ron --checkpoint`): a recurrent
-//! stack fed row by row (analog input; a recurrent Alif layer, then a recurrent CubaLif) and a rate-coded stack with a spiking readout, each
-//! trained briefly on the shipped subset, give in the engine every spike the trainer computes
-//! for the same image (f64), shifted by the engine's one step per layer, and the same class.
+//! Trained models run in the engine (`snn simulate NETWORK.ron --checkpoint`): a recurrent
+//! stack fed row by row (analog input; a recurrent Alif layer, then a recurrent CubaLif), a
+//! rate-coded stack with a spiking readout, the recall task, and the population chains of
+//! networks/fashion_snn.ron and networks/fashion_rows_populations.ron (compiled onto the stack
+//! to train), each trained briefly on the shipped subset, give in the engine every spike the
+//! trainer computes for the same image (f64), shifted by the engine's one step per layer, and
+//! the same class.
 
 mod common;
 use common::{repo, serial, train_cli};
@@ -59,6 +62,7 @@ type Spikes = BTreeSet<(u64, u64)>;
 fn trainer_spikes(checkpoint_path: &Path, index: usize) -> (Vec<(String, Spikes)>, usize) {
     let saved = checkpoint::read(checkpoint_path).unwrap();
     let mut net: LayerNet<f64> = from_checkpoint(&saved, checkpoint_path).unwrap();
+    let layered = saved.specs(checkpoint_path).unwrap().0.is_layered();
     let split = match net.encoder {
         Encoder::Recall { classes, .. } => tasks::recall(classes, 0, 64).test,
         _ => idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap().test,
@@ -82,8 +86,14 @@ fn trainer_spikes(checkpoint_path: &Path, index: usize) -> (Vec<(String, Spikes)
                     .collect::<Vec<_>>()
             })
             .collect();
-        let kind = layer.label.rsplit(' ').next().unwrap().to_lowercase();
-        layers.push((format!("layer{l}_{kind}"), spikes));
+        // The engine names a stack's populations by layer; a chain keeps its population names,
+        // which label its neuron layers.
+        let name = if layered {
+            format!("layer{l}_{}", layer.label.rsplit(' ').next().unwrap().to_lowercase())
+        } else {
+            layer.label.clone()
+        };
+        layers.push((name, spikes));
     }
     let scores: Vec<f64> = trace.scores().iter().copied().collect();
     (layers, argmax(&scores))
@@ -179,5 +189,31 @@ fn a_trained_recall_net_spikes_in_the_engine_as_in_the_trainer() {
     let encoder = "Recall(classes: 4, group: 10, cue_steps: 20, delay: 30, recall_steps: 20)";
     for index in [0, 1, 2] {
         engine_matches_trainer(dir.path(), &network, &checkpoint_path, "cues", encoder, index);
+    }
+}
+
+#[test]
+fn a_trained_population_chain_spikes_in_the_engine_as_in_the_trainer() {
+    // networks/fashion_snn.ron as `snn train` takes it: rate-coded pixels, a hidden LIF
+    // population, a silent readout scored by its mean membrane.
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("networks/fashion_snn.ron")).unwrap();
+    let (network, checkpoint_path) = trained(dir.path(), &text, &["--epochs", "1"]);
+    for index in [3, 4] {
+        engine_matches_trainer(dir.path(), &network, &checkpoint_path, "pixels", "Rate(gain: 1.0)", index);
+    }
+}
+
+#[test]
+fn a_trained_recurrent_population_chain_spikes_in_the_engine_as_in_the_trainer() {
+    // networks/fashion_rows_populations.ron: a population with a projection onto itself, fed
+    // row by row; its spikes of one step reach it at the next, in the trainer as in the engine.
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("networks/fashion_rows_populations.ron")).unwrap();
+    let (network, checkpoint_path) = trained(dir.path(), &text, &["--epochs", "1"]);
+    for index in [0, 1, 2] {
+        engine_matches_trainer(dir.path(), &network, &checkpoint_path, "row", "Sequence(per_step: 28)", index);
     }
 }

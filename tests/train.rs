@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 use snn::io::checkpoint;
+use snn::models::LayerNet;
 
 /// Trains networks/fashion_snn.ron on the shipped subset into `out`.
 fn train(out: &Path, extra: &[&str], threads: Option<usize>) -> Output {
@@ -77,11 +78,14 @@ fn resuming_equals_training_without_a_stop() {
     let (mut ha, mut hb) = (a.history.clone(), b.history.clone());
     ha.samples_per_s.clear();
     hb.samples_per_s.clear();
+    // The readout does not fire, so its spike rate is NaN (not measured): compared by bits.
+    let bits = |h: &mut snn::records::History| {
+        std::mem::take(&mut h.spike_rate).concat().iter().map(|r| r.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(bits(&mut ha), bits(&mut hb), "spike rates");
     assert!(
         same_weights && same_optimizer && ha == hb,
-        "weights {same_weights}, optimizer {same_optimizer}, history {:?} vs {:?}",
-        ha.train_loss,
-        hb.train_loss
+        "weights {same_weights}, optimizer {same_optimizer}, history {ha:?} vs {hb:?}"
     );
 }
 
@@ -165,90 +169,6 @@ fn a_nan_loss_stops_with_epoch_and_batch_and_keeps_the_last_checkpoint() {
     assert_eq!(std::fs::read(out.join("checkpoint.h5")).unwrap(), before, "the good checkpoint is untouched");
 }
 
-/// `snn simulate NETWORK --checkpoint CHECKPOINT` presenting test image `index` of the shipped
-/// subset through the image source (name, size, encoder field) into a folder of `dir`: the
-/// summary printed and the recording.
-fn simulate_image(
-    dir: &Path,
-    network: &str,
-    checkpoint: &Path,
-    (name, size, encoder): (&str, usize, &str),
-    index: usize,
-) -> (String, snn::recording::Recording) {
-    let stimulus = dir.join(format!("image{index}.ron"));
-    let data = repo("tests/data/fashion-mnist");
-    let source = format!("(name: {name:?}, size: {size}, kind: Image(data: {data:?}, index: {index}{encoder}))");
-    std::fs::write(&stimulus, format!("Stimulus(sources: [{source}])")).unwrap();
-    let out = dir.join(format!("sim{index}"));
-    let stdout = ok(&snn(
-        &[
-            "simulate",
-            &repo(network),
-            "--stimulus",
-            stimulus.to_str().unwrap(),
-            "--checkpoint",
-            checkpoint.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-figures",
-        ],
-        None,
-    ));
-    (stdout, snn::io::hdf5_file::read(&out.join("spikes.h5")).unwrap())
-}
-
-#[test]
-fn a_trained_network_simulates_to_the_trainers_spikes_and_prediction() {
-    use snn::data::encode::encoding_stream;
-    use snn::train::bptt::{Events, Tape, forward};
-
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    ok(&train(&out, &["--epochs", "1", "--train-samples", "600", "--test-samples", "100"], None));
-    let ckpt = out.join("checkpoint.h5");
-    let (stdout, rec) = simulate_image(dir.path(), "networks/fashion_snn.ron", &ckpt, ("pixels", 784, ""), 3);
-    let (times, ids) = rec.population("hidden").unwrap().spikes.clone().unwrap();
-    let mut engine: Vec<(u64, u64)> =
-        times.iter().zip(&ids).map(|(&t, &i)| (t.round() as u64, i)).filter(|&(t, _)| t <= 25).collect();
-
-    // The trainer's forward pass on the same image, with the same encoding stream.
-    let saved = checkpoint::read(&ckpt).unwrap();
-    let (_, training, net) = snn::train::net::from_checkpoint(&saved, &ckpt).unwrap();
-    let data = snn::data::idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap();
-    let mut input = Events::default();
-    training.encoder.encode(
-        data.test.images.image(3),
-        net.steps,
-        &mut encoding_stream(saved.seed, None, 3),
-        &mut input,
-    );
-    let mut tape = Tape::default();
-    forward(&net, &input, &mut tape);
-    // Hidden spikes of step n are stamped n + 1 ms by the engine (dt = 1 ms).
-    let hidden_total = tape.spike_count(0);
-    let mut trainer = Vec::new();
-    let rec_sim_events = snn::train::bptt::layer_spikes(&tape, 0);
-    for (n, id) in rec_sim_events {
-        trainer.push((n as u64 + 1, id as u64));
-    }
-    engine.sort_unstable();
-    trainer.sort_unstable();
-    assert_eq!(trainer.len(), hidden_total);
-    assert!(hidden_total > 100, "too little activity to compare: {hidden_total}");
-    // f64 in the engine, f32 in the trainer: a potential within rounding of threshold may fall
-    // either way, so allow a handful of differences.
-    let common = engine.iter().filter(|e| trainer.binary_search(e).is_ok()).count();
-    assert!(
-        common as f64 >= 0.99 * trainer.len() as f64,
-        "{common} of {} trainer spikes in the engine ({} there)",
-        trainer.len(),
-        engine.len()
-    );
-    let scores = &tape.scores;
-    let predicted = scores.iter().enumerate().fold(0, |b, (k, &s)| if s > scores[b] { k } else { b });
-    assert!(stdout.contains(&format!("predicted class {predicted} (")), "trainer predicts {predicted}:\n{stdout}");
-}
-
 /// Trains networks/fashion_rows_populations.ron (a recurrent population) on the shipped subset.
 fn train_recurrent(out: &Path, extra: &[&str], threads: Option<usize>) -> Output {
     let network = repo("networks/fashion_rows_populations.ron");
@@ -269,16 +189,18 @@ fn a_recurrent_population_chain_trains_the_same_on_any_thread_count_and_resumes_
         runs.push(checkpoint::read(&out.join("checkpoint.h5")).unwrap());
     }
     let names: Vec<(&str, &str)> = runs[0].layers.iter().map(|(f, t, _)| (f.as_str(), t.as_str())).collect();
-    assert_eq!(names, [("row", "hidden"), ("hidden", "readout"), ("hidden", "hidden")]);
-    let recurrent = &runs[0].layers[2].2;
+    assert_eq!(
+        names,
+        [("row -> hidden", "weight"), ("hidden", "recurrent_weight"), ("hidden -> readout", "weight")],
+        "the compiled stack's parameters carry the file's population names"
+    );
+    let recurrent = &runs[0].layers[1].2;
     assert!(recurrent.diagonal().iter().all(|&w| w == 0.0), "allow_autapses: false keeps the diagonal at zero");
-    let initial = snn::train::net::TrainNet::<f32>::from_spec(
-        &runs[0].specs(Path::new("x")).unwrap().0,
-        &runs[0].specs(Path::new("x")).unwrap().1,
-        1,
-    )
-    .unwrap();
-    assert!((recurrent - &initial.loops[0].weights).norm() > 1e-3, "the recurrent weights train");
+    let (network, training) = runs[0].specs(Path::new("x")).unwrap();
+    let initial = LayerNet::<f32>::from_spec(&network, &training, 1).unwrap();
+    let (_, initial_recurrent) =
+        initial.named_params().into_iter().find(|(n, _)| n == "hidden.recurrent_weight").unwrap();
+    assert!((recurrent - initial_recurrent).norm() > 1e-3, "the recurrent weights train");
     assert!(runs[0].history.test_accuracy[1] > 0.3, "learns: {:?}", runs[0].history.test_accuracy);
     assert_eq!(runs[0].layers, runs[1].layers, "1 and 2 threads give the same weights");
     assert_eq!(runs[0].optimizer, runs[1].optimizer);
@@ -292,70 +214,21 @@ fn a_recurrent_population_chain_trains_the_same_on_any_thread_count_and_resumes_
 }
 
 #[test]
-fn a_trained_recurrent_population_chain_simulates_to_the_trainers_spikes() {
-    use snn::data::encode::encoding_stream;
-    use snn::train::bptt::{Events, Tape, forward, layer_spikes};
-    use snn::train::net::TrainNet;
-
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    ok(&train_recurrent(&out, &["--epochs", "1"], None));
-    let ckpt = out.join("checkpoint.h5");
-    let saved = checkpoint::read(&ckpt).unwrap();
-    let (network, training) = saved.specs(&ckpt).unwrap();
-    // The trainer in f64 with the checkpoint's weights: the engine integrates in f64.
-    let mut net = TrainNet::<f64>::from_spec(&network, &training, saved.seed).unwrap();
-    let weights: Vec<_> = saved.layers.iter().map(|(f, t, w)| (f.clone(), t.clone(), w.map(|x| x as f64))).collect();
-    net.load_weights(&weights).unwrap();
-    let data = snn::data::idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap();
-    let mut compared = 0;
-    for index in [0, 1, 2] {
-        let source = ("row", 28, ", encoder: Sequence(per_step: 28)");
-        let (stdout, rec) = simulate_image(dir.path(), "networks/fashion_rows_populations.ron", &ckpt, source, index);
-        let (times, ids) = rec.population("hidden").unwrap().spikes.clone().unwrap();
-        // Hidden spikes of the trainer's step n are stamped n + 1 ms by the engine (dt = 1 ms).
-        let mut engine: Vec<(u64, u64)> =
-            times.iter().zip(&ids).map(|(&t, &i)| (t.round() as u64 - 1, i)).filter(|&(n, _)| n < 28).collect();
-        let mut encoded = Events::<f32>::default();
-        training.encoder.encode(
-            data.test.images.image(index),
-            net.steps,
-            &mut encoding_stream(saved.seed, None, index),
-            &mut encoded,
-        );
-        let mut input = Events::<f64>::default();
-        for n in 0..encoded.steps() {
-            let (idx, val) = encoded.step(n);
-            idx.iter().zip(val).for_each(|(&i, &v)| input.push(i, v as f64));
-            input.end_step();
-        }
-        let mut tape = Tape::default();
-        forward(&net, &input, &mut tape);
-        let mut trainer: Vec<(u64, u64)> =
-            layer_spikes(&tape, 0).into_iter().map(|(n, j)| (n as u64, j as u64)).collect();
-        engine.sort_unstable();
-        trainer.sort_unstable();
-        assert!(trainer.len() > 100, "too little activity to compare: {}", trainer.len());
-        assert_eq!(engine, trainer, "image {index}: every hidden spike, recurrent input included");
-        let predicted = snn::nn::loss::argmax(&tape.scores);
-        assert!(stdout.contains(&format!("predicted class {predicted} (")), "trainer predicts {predicted}:\n{stdout}");
-        compared += trainer.len();
-    }
-    println!("{compared} hidden spikes identical");
-}
-
-#[test]
 fn recurrent_projections_a_chain_cannot_train_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let base = std::fs::read_to_string(repo("networks/fashion_snn.ron")).unwrap();
     let cases = [
         (
             r#"(from: "readout", to: "hidden", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous),"#,
+            r#"projections[2].from: training takes recurrence within a population only (a projection from a population onto itself); "hidden" is fed back from the later population "readout""#,
+        ),
+        (
+            r#"(from: "readout", to: "readout", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous),"#,
             r#"projections[2].from: the readout "readout" does not fire"#,
         ),
         (
-            r#"(from: "hidden", to: "hidden", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous, delay_ms: Uniform(low: 1.0, high: 3.0)),"#,
-            "projections[2].delay_ms: a recurrent projection trains with one delay",
+            r#"(from: "hidden", to: "hidden", connect: AllToAll, weight: Constant(0.01), synapse: Instantaneous, delay_ms: Constant(2.0)),"#,
+            "projections[2].delay_ms: a population's projection onto itself trains with delay 0",
         ),
         (
             r#"(from: "hidden", to: "hidden", connect: FixedProbability(0.1), weight: Constant(0.01), synapse: Instantaneous),"#,
@@ -374,6 +247,15 @@ fn recurrent_projections_a_chain_cannot_train_are_refused_by_name() {
         let o = snn(&["validate", network.to_str().unwrap()], None);
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && e.contains(message), "case {k}: {e}");
+    }
+    // The trained neurons rest at 0 and reset to 0 or by the threshold.
+    for (field, from, to) in [("v_rest", "v_rest: 0.0", "v_rest: -0.1"), ("v_reset", "v_reset: 0.0", "v_reset: -0.2")] {
+        let network = dir.path().join(format!("{field}.ron"));
+        std::fs::write(&network, base.replacen(from, to, 1)).unwrap();
+        let o = snn(&["validate", network.to_str().unwrap()], None);
+        let e = String::from_utf8_lossy(&o.stderr);
+        let message = format!("populations[0].neuron.Lif.{field}: training supports 0 only");
+        assert!(!o.status.success() && e.contains(&message), "{field}: {e}");
     }
 }
 

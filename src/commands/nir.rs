@@ -67,15 +67,9 @@ impl fmt::Display for ExportSummary {
 pub fn export(checkpoint: &Path, out: &Path, dt: f64) -> Result<ExportSummary> {
     check_dt(dt).map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?;
     let saved = checkpoint::read(checkpoint)?;
-    let (network, _) = saved.specs(checkpoint)?;
-    let exported = if network.is_layered() {
-        let net = models::trainer::from_checkpoint(&saved, checkpoint)?;
-        models::nir::export(&net, dt).map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?
-    } else {
-        let (_, training, net) = crate::train::net::from_checkpoint(&saved, checkpoint)?;
-        crate::train::nir::export(&net, &training.encoder, dt)
-            .map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?
-    };
+    let net = models::trainer::from_checkpoint(&saved, checkpoint)?;
+    let exported =
+        models::nir::export(&net, dt).map_err(|message| Error::Data { path: checkpoint.to_path_buf(), message })?;
     nir_file::write(out, &exported.graph)?;
     Ok(ExportSummary { out: out.to_path_buf(), nodes: exported.graph.nodes.len(), warnings: exported.warnings })
 }

@@ -29,7 +29,7 @@ use crate::records::History;
 use crate::records::sweep::{Row, RunResult, rows};
 use crate::spec;
 use crate::surrogate::Surrogate;
-use crate::train::trainer::{self, TrainOptions};
+use crate::train::setup::{self, TrainOptions};
 
 #[derive(Debug, Clone)]
 pub struct SweepOptions {
@@ -115,22 +115,12 @@ pub fn dead_share(checkpoint_path: &Path, data: Option<&Path>, test_samples: Opt
     let (network, training) = saved.specs(checkpoint_path)?;
     // The test samples the run itself was scored on.
     let cut = test_samples.or(training.test_samples);
-    let dataset = trainer::test_data(data, &network, &training, checkpoint_path, cut)?;
-    if network.is_layered() {
-        let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
-        let (_, activity) = models::trainer::evaluate(&mut net, &dataset.test, false, saved.seed);
-        let sizes: Vec<f64> = net.activation_layers().iter().map(|&l| net.layers[l].output.size() as f64).collect();
-        let dead: f64 = activity.dead_share.iter().zip(&sizes).map(|(d, n)| d * n).sum();
-        Ok(dead / sizes.iter().sum::<f64>().max(1.0))
-    } else {
-        let (_, training, net) = crate::train::net::from_checkpoint(&saved, checkpoint_path)?;
-        let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
-        // Every layer but the readout is hidden.
-        let hidden = &totals.fired[..totals.fired.len().saturating_sub(1)];
-        let units: usize = hidden.iter().map(Vec::len).sum();
-        let silent = hidden.iter().flatten().filter(|&&f| !f).count();
-        Ok(silent as f64 / units.max(1) as f64)
-    }
+    let dataset = setup::test_data(data, &network, &training, checkpoint_path, cut)?;
+    let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
+    let (_, activity) = models::trainer::evaluate(&mut net, &dataset.test, false, saved.seed);
+    let sizes: Vec<f64> = net.activation_layers().iter().map(|&l| net.layers[l].output.size() as f64).collect();
+    let dead: f64 = activity.dead_share.iter().zip(&sizes).map(|(d, n)| d * n).sum();
+    Ok(dead / sizes.iter().sum::<f64>().max(1.0))
 }
 
 /// What a sweep keeps of a finished run (`result.ron` in the run's folder).
@@ -340,7 +330,7 @@ fn sweep_in(opts: &SweepOptions, out: &Path, delay: Option<u32>) -> Result<Sweep
     let (network, text) = spec::load_network(&base.network)?;
     let training = spec::training_section(&network, &base.network)?;
     let epochs = base.epochs.unwrap_or(training.epochs);
-    let data = trainer::data_folder(base.data.as_deref(), &training, &base.network);
+    let data = setup::data_folder(base.data.as_deref(), &training, &base.network);
     let out = out.to_owned();
     let mut results = Vec::new();
     let total = opts.surrogates.len() * opts.seeds as usize;

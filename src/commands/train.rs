@@ -18,8 +18,7 @@ use crate::ranks::{Alone, Exchange};
 use crate::records::PassTotals;
 use crate::spec::Training;
 use crate::train::fit;
-use crate::train::net::from_checkpoint;
-use crate::train::trainer::{self, TrainOptions};
+use crate::train::setup::{self, TrainOptions};
 
 /// What `snn train` reports at the end.
 #[derive(Debug, Clone)]
@@ -94,7 +93,7 @@ fn check_training_memory(run: &dyn Trainable, training: &Training, path: &Path) 
 /// the checks training itself makes (`training.bptt` against the layers, memory).
 pub fn training_memory(network_path: &Path) -> Result<Option<String>> {
     let opts = TrainOptions { network: network_path.to_owned(), ..TrainOptions::default() };
-    let (network, text, training) = trainer::load_training(&opts)?;
+    let (network, text, training) = setup::load_training(&opts)?;
     let seed = network.seed;
     let run = fit::start(network, text, training.clone(), seed)?;
     Ok(check_training_memory(run.as_ref(), &training, network_path)?.map(|bytes| {
@@ -118,9 +117,9 @@ pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
 /// [`train`] as one of the ranks of `ranks`: each computes its share of every batch, all hold
 /// the same weights after every step, and rank 0 alone writes the files and shows progress.
 pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSummary> {
-    let (network, text, training) = trainer::load_training(opts)?;
-    let dir = trainer::data_folder(opts.data.as_deref(), &training, &opts.network);
-    let data = trainer::load_data(&dir, &network, &training, opts.train_samples, opts.test_samples)?;
+    let (network, text, training) = setup::load_training(opts)?;
+    let dir = setup::data_folder(opts.data.as_deref(), &training, &opts.network);
+    let data = setup::load_data(&dir, &network, &training, opts.train_samples, opts.test_samples)?;
     let out = opts.out.clone().unwrap_or_else(|| Path::new("outputs").join(&network.name));
     let checkpoint_path = out.join("checkpoint.h5");
     let seed = opts.seed.unwrap_or(network.seed);
@@ -265,24 +264,17 @@ impl fmt::Display for EvalSummary {
 pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> Result<EvalSummary> {
     let saved = checkpoint::read(checkpoint_path)?;
     let (network, training) = saved.specs(checkpoint_path)?;
-    let dataset = trainer::test_data(data, &network, &training, checkpoint_path, None)?;
+    let dataset = setup::test_data(data, &network, &training, checkpoint_path, None)?;
     let mut files = Vec::new();
-    let (summary, classes) = if network.is_layered() {
-        let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
-        let (totals, activity) = models::trainer::evaluate(&mut net, &dataset.test, false, saved.seed);
-        let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&mut net, &dataset.test, true, saved.seed));
-        let packed = PackedNet::new(&net).ok().map(|p| models::binary::compare(&mut net, &p, &dataset.test, 500));
-        if let Ok(layer) = ConceptLayer::find(&net) {
-            concept_figures(&mut net, layer, &dataset.test, &network.name, &folder(out, checkpoint_path)?, &mut files)?;
-        }
-        let classes = net.classes();
-        (EvalSummary { totals, classes, activity: Some(activity), soft, packed, files: Vec::new() }, classes)
-    } else {
-        let (_, training, net) = from_checkpoint(&saved, checkpoint_path)?;
-        let totals = trainer::evaluate(&net, &training, &dataset.test, saved.seed);
-        let classes = net.classes();
-        (EvalSummary { totals, classes, activity: None, soft: None, packed: None, files: Vec::new() }, classes)
-    };
+    let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
+    let (totals, activity) = models::trainer::evaluate(&mut net, &dataset.test, false, saved.seed);
+    let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&mut net, &dataset.test, true, saved.seed));
+    let packed = PackedNet::new(&net).ok().map(|p| models::binary::compare(&mut net, &p, &dataset.test, 500));
+    if let Ok(layer) = ConceptLayer::find(&net) {
+        concept_figures(&mut net, layer, &dataset.test, &network.name, &folder(out, checkpoint_path)?, &mut files)?;
+    }
+    let classes = net.classes();
+    let summary = EvalSummary { totals, classes, activity: Some(activity), soft, packed, files: Vec::new() };
     // Per test image: its label and the predicted class, for comparisons with other tools
     // (e.g. the same model exported to NIR and run elsewhere).
     let table = folder(out, checkpoint_path)?.join("predictions.csv");
@@ -421,15 +413,8 @@ pub fn explain(
 ) -> Result<ExplainSummary> {
     let saved = checkpoint::read(checkpoint_path)?;
     let (network, training) = saved.specs(checkpoint_path)?;
-    if !network.is_layered() {
-        return Err(Error::Training(format!(
-            "{}: explain needs a concept model (ICBM) or a spiking layer stack; for a population network use \
-             snn simulate --checkpoint",
-            checkpoint_path.display()
-        )));
-    }
     let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
-    let dataset = trainer::test_data(data, &network, &training, checkpoint_path, None)?;
+    let dataset = setup::test_data(data, &network, &training, checkpoint_path, None)?;
     let folder = folder(out, checkpoint_path)?;
     if net.is_spiking() {
         let run = spikes::record_image(

@@ -6,6 +6,7 @@
 //! [`pool`], [`activation`] and [`spiking`] are its layers; [`gemm`] the matrix products under them.
 
 pub mod binary;
+pub mod chain;
 pub mod concepts;
 pub mod eprop;
 pub mod net;

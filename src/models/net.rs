@@ -183,6 +183,9 @@ impl<F: Gemm> LayerNet<F> {
     /// Builds a checked layered network; weights start as PyTorch's defaults (uniform in
     /// +-1/sqrt(fan_in), biases too), drawn from the stream of the layer's index.
     pub fn from_spec(net: &Network, training: &Training, seed: u64) -> Result<Self> {
+        if !net.is_layered() {
+            return super::chain::build(net, training, seed);
+        }
         let input = input_shape(net).ok_or_else(|| Error::Training("the model has no input".into()))?;
         let mut shape = input;
         let mut layers = Vec::new();
@@ -255,7 +258,7 @@ impl<F: Gemm> LayerNet<F> {
             input,
             layers,
             surrogate: training.surrogate,
-            smooth: false,
+            smooth: training.spike_mode == SpikeMode::Smooth,
             steps,
             encoder: training.encoder,
             scored_from: training

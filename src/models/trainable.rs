@@ -1,7 +1,7 @@
 //! What the one training loop (`train::fit`) needs of a model: its run state, one optimizer
-//! step on a batch, the test pass, and its parameters as a checkpoint stores them. Layer stacks
-//! ([`super::trainer::LayerRun`]) and spiking population chains (`train::trainer::Run`) both
-//! implement it.
+//! step on a batch, the test pass, and its parameters as a checkpoint stores them. The layer
+//! stack's run ([`super::trainer::LayerRun`]) implements it; every model trains as a stack,
+//! population chains included (compiled by [`super::chain`]).
 
 use crate::data::idx::Split;
 use crate::error::Result;

@@ -147,12 +147,9 @@ pub fn simulate(opts: &SimulateOptions) -> Result<Summary> {
 /// [`simulate`] as one of the ranks of `exchange`: each builds and runs its share, all end with
 /// the same recording, and rank 0 alone writes the files.
 pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Result<Summary> {
-    // A trained layer stack is compiled onto populations; any other network is read as it is.
-    let stack = match &opts.checkpoint {
-        Some(checkpoint) if spec::load_network(&opts.network)?.0.is_layered() => Some(checkpoint),
-        _ => None,
-    };
-    let (mut model, compiled) = match stack {
+    // A trained model is compiled onto populations running its layers; an untrained network
+    // is read as it is.
+    let (model, trained) = match &opts.checkpoint {
         Some(checkpoint) => {
             let (model, trained) = stack::compile(&opts.network, checkpoint, opts.stimulus.as_deref())?;
             (model, Some(trained))
@@ -161,11 +158,6 @@ pub fn simulate_shared(opts: &SimulateOptions, exchange: &dyn Exchange) -> Resul
     };
     let (mut steps, seed) = run_length(&model, opts)?;
     check_memory(&model, Some(steps), &opts.network)?;
-    let trained = match (compiled, &opts.checkpoint) {
-        (Some(t), _) => Some(t),
-        (None, Some(path)) => Some(trained::prepare(&mut model, path)?),
-        (None, None) => None,
-    };
     if let Some(t) = &trained {
         steps += t.extra_steps;
     }

@@ -47,11 +47,15 @@ pub fn compile(
     let (file_network, network_text) = spec::load_network(network_path)?;
     let saved = checkpoint::read(checkpoint_path)?;
     let (network, _) = saved.specs(checkpoint_path)?;
-    if network.layers != file_network.layers || network.inputs != file_network.inputs {
+    let same_model = network.layers == file_network.layers
+        && network.inputs == file_network.inputs
+        && network.populations == file_network.populations
+        && network.projections == file_network.projections;
+    if !same_model {
         return Err(Error::Data {
             path: checkpoint_path.to_owned(),
             message: format!(
-                "holds network {:?}, whose layers or inputs differ from those of {}",
+                "holds network {:?}, whose layers, populations or inputs differ from those of {}",
                 network.name,
                 network_path.display()
             ),
@@ -99,7 +103,9 @@ pub fn compile(
                 let Some(p) = pending.take() else {
                     return Err(refuse(label, "the engine feeds neurons through a Dense layer, and none comes before"));
                 };
-                let name = population_name(l, s.kind);
+                // A chain of populations keeps its names (its neuron layers are labelled by
+                // them, see `models::chain`).
+                let name = if network.is_layered() { population_name(l, s.kind) } else { label.clone() };
                 let size = p.bias.len();
                 populations.push(Population {
                     name: name.clone(),

@@ -1,18 +1,14 @@
 //! Simulating a trained network (`snn simulate --checkpoint`): the checkpoint's weights replace
 //! the projections' own, trained layers replace the populations built for them
-//! ([`super::stack`]), and the class is read off the readout as the trainer reads it: the mean
-//! membrane of a silent readout, or a spiking readout's spike counts.
-
-use std::path::Path;
+//! ([`super::stack`] compiles both), and the class is read off the readout as the trainer reads
+//! it: the mean membrane of a silent readout, or a spiking readout's spike counts.
 
 use nalgebra::DMatrix;
 
 use crate::engine::Simulation;
 use crate::engine::layer::LayerPopulation;
 use crate::error::{Error, Result};
-use crate::io::checkpoint;
 use crate::recording::Recording;
-use crate::spec::{Model, Neuron, Readout as TrainedReadout, TraceRecord, Training};
 
 /// Where the class is read.
 #[derive(Debug, Clone)]
@@ -36,31 +32,6 @@ pub struct Trained {
     /// Steps the run takes beyond T: the readout's delay, and one more so that its potential
     /// after the last step is sampled.
     pub extra_steps: u64,
-}
-
-/// Reads a population chain's checkpoint and adapts the model: a silent readout whose membrane
-/// is recorded.
-pub fn prepare(model: &mut Model, path: &Path) -> Result<Trained> {
-    let checkpoint = checkpoint::read(path)?;
-    let training: Training = crate::spec::parse_ron(&checkpoint.training, path)?;
-    let mut readout = None;
-    let mut extra_steps = 0;
-    if training.readout == TrainedReadout::MeanMembrane {
-        let last = model
-            .network
-            .populations
-            .last_mut()
-            .ok_or_else(|| Error::Training("the network has no population".into()))?;
-        let Neuron::Lif { v_threshold, .. } = &mut last.neuron;
-        *v_threshold = f64::INFINITY;
-        let ids = (0..last.size).collect();
-        let name = last.name.clone();
-        model.network.record.traces.retain(|t| t.population != name);
-        model.network.record.traces.push(TraceRecord { population: name.clone(), ids });
-        readout = Some(Readout { population: name, first_step: 0, counts_spikes: false });
-        extra_steps = 1;
-    }
-    Ok(Trained { weights: checkpoint.layers, layers: Vec::new(), readout, steps: training.steps as usize, extra_steps })
 }
 
 impl Trained {

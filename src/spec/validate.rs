@@ -501,8 +501,7 @@ fn check_training_settings(t: &Training, problems: &mut Vec<String>) {
 }
 
 /// A spiking network trains as a chain: input, layer 1, ..., readout, each layer fed by one
-/// projection from the one before, plus recurrent projections from a layer onto itself or an
-/// earlier one.
+/// projection from the one before, plus at most one projection from a layer onto itself.
 fn check_chain(net: &Network, readout: Readout, problems: &mut Vec<String>) {
     if net.inputs.len() != 1 {
         problems.push(format!("inputs: training needs exactly one input population, found {}", net.inputs.len()));
@@ -513,7 +512,7 @@ fn check_chain(net: &Network, readout: Readout, problems: &mut Vec<String>) {
     for (i, pop) in net.populations.iter().enumerate() {
         let path = format!("populations[{i}]");
         let mut feed_forward = 0;
-        let mut loop_sources = Vec::new();
+        let mut self_loops = 0;
         for (k, p) in net.projections.iter().enumerate().filter(|(_, p)| p.to == pop.name) {
             let ppath = format!("projections[{k}]");
             if p.connect != Connect::AllToAll {
@@ -524,11 +523,11 @@ fn check_chain(net: &Network, readout: Readout, problems: &mut Vec<String>) {
                     .push(format!("{ppath}.synapse: training layers use Instantaneous synapses, got {:?}", p.synapse));
             }
             match position(&p.from) {
-                Some(source) if source >= i => {
-                    if !matches!(p.delay_ms, super::common::Distribution::Constant(d) if d >= 0.0) {
+                Some(source) if source == i => {
+                    if p.delay_ms != super::common::Distribution::Constant(0.0) {
                         problems.push(format!(
-                            "{ppath}.delay_ms: a recurrent projection trains with one delay >= 0 for all its \
-                             synapses (its spikes arrive one step plus the delay later), got {:?}",
+                            "{ppath}.delay_ms: a population's projection onto itself trains with delay 0 (its \
+                             spikes arrive one step later), got {:?}",
                             p.delay_ms
                         ));
                     }
@@ -539,14 +538,19 @@ fn check_chain(net: &Network, readout: Readout, problems: &mut Vec<String>) {
                             p.from
                         ));
                     }
-                    if loop_sources.contains(&source) {
+                    if self_loops > 0 {
                         problems.push(format!(
-                            "{ppath}: a second recurrent projection {:?} -> {:?}; training takes one per pair",
+                            "{ppath}: a second projection {:?} -> {:?}; training takes one per population",
                             p.from, p.to
                         ));
                     }
-                    loop_sources.push(source);
+                    self_loops += 1;
                 }
+                Some(source) if source > i => problems.push(format!(
+                    "{ppath}.from: training takes recurrence within a population only (a projection from a \
+                     population onto itself); {:?} is fed back from the later population {:?}",
+                    pop.name, p.from
+                )),
                 _ if p.from == previous => {
                     feed_forward += 1;
                     if p.delay_ms != super::common::Distribution::Constant(0.0) {
@@ -558,7 +562,7 @@ fn check_chain(net: &Network, readout: Readout, problems: &mut Vec<String>) {
                 }
                 _ => problems.push(format!(
                     "{ppath}.from: training needs a chain of layers; {:?} should be fed from {previous:?} (or \
-                     recurrently from itself or a later population), not {:?}",
+                     recurrently from itself), not {:?}",
                     pop.name, p.from
                 )),
             }
@@ -569,9 +573,15 @@ fn check_chain(net: &Network, readout: Readout, problems: &mut Vec<String>) {
                 pop.name
             ));
         }
-        let Neuron::Lif { refractory_ms, .. } = pop.neuron;
+        let Neuron::Lif { refractory_ms, v_rest, v_reset, .. } = pop.neuron;
         if refractory_ms != 0.0 {
             problems.push(format!("{path}.neuron.Lif.refractory_ms: training supports 0 only, got {refractory_ms}"));
+        }
+        // The trained neurons rest at 0 and reset to 0 or by the threshold (models::chain).
+        for (field, value) in [("v_rest", v_rest), ("v_reset", v_reset)] {
+            if value != 0.0 {
+                problems.push(format!("{path}.neuron.Lif.{field}: training supports 0 only, got {value}"));
+            }
         }
         previous = pop.name.as_str();
     }

@@ -19,15 +19,9 @@ use crate::records::PassTotals;
 use crate::rng::{self, Purpose};
 use crate::spec::{Network, Training};
 
-use super::trainer::Run;
-
 /// A new run of the model `network` describes: a layer stack or a chain of populations.
 pub fn start(network: Network, text: String, training: Training, seed: u64) -> Result<Box<dyn Trainable>> {
-    Ok(if network.is_layered() {
-        Box::new(LayerRun::new(network, text, training, seed)?)
-    } else {
-        Box::new(Run::new(network, text, training, seed)?)
-    })
+    Ok(Box::new(LayerRun::new(network, text, training, seed)?))
 }
 
 /// One epoch over `data.train`, then the test pass on `data.test`; `progress` gets (samples

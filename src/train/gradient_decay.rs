@@ -1,25 +1,19 @@
-//! How far the loss gradient reaches, for each surrogate: back in time for a spiking network
-//! (the norm of dL/dv' of the first hidden layer at each time step) or a spiking layer stack
-//! (the norm of the gradient reaching the first spiking layer's input, its dL/dv', at each step),
-//! down in
-//! depth for a layered model without time (the norm of the gradient reaching the output of each
-//! Dense or Conv2d layer). Averaged
-//! over some test samples, on fresh weights (the spec's seed), a checkpoint's, or each
+//! How far the loss gradient reaches, for each surrogate: back in time for a spiking model
+//! (the norm of the gradient reaching the first spiking layer's input, its dL/dv', at each
+//! step; a population chain is compiled onto the stack first), down in depth for a model
+//! without time (the norm of the gradient reaching the output of each Dense or Conv2d layer,
+//! RMS over samples of the per-sample norm, input side first). Averaged over some test samples, on fresh weights (the spec's seed), a checkpoint's, or each
 //! surrogate's own trained weights from a sweep.
 
 use std::path::{Path, PathBuf};
 
-use super::bptt::{self, Events, Scratch, Tape};
-use super::net::TrainNet;
-use super::trainer;
-use crate::data::encode::encoding_stream;
+use super::setup;
 use crate::error::Result;
 use crate::io::checkpoint;
 use crate::models::{self, LayerNet, Mode, net::Op};
-use crate::nn::loss::cross_entropy;
 use crate::ranks::Alone;
 use crate::records::GradientDecay;
-use crate::spec::{self, Network, Training};
+use crate::spec::{self, Training};
 use crate::surrogate::Surrogate;
 
 /// Where the weights of each surrogate's curve come from.
@@ -63,22 +57,7 @@ pub fn gradient_decay(
     samples: usize,
 ) -> Result<GradientDecay> {
     let (network, _) = spec::load_network(network_path)?;
-    if network.is_layered() {
-        depth_decay(&network, network_path, weights, data, samples)
-    } else {
-        time_decay(network_path, weights, data, samples)
-    }
-}
-
-/// Per surrogate, the gradient reaching the output of each Dense and Conv2d layer (RMS over
-/// samples of the per-sample norm), input side first.
-fn depth_decay(
-    network: &Network,
-    network_path: &Path,
-    weights: Weights,
-    data: Option<&Path>,
-    samples: usize,
-) -> Result<GradientDecay> {
+    let network = &network;
     let file_training = spec::training_section(network, network_path)?;
     // A trained stack keeps its own settings (the steps of a recall run's delay, say); the first
     // surrogate's checkpoint gives them for every curve.
@@ -87,8 +66,8 @@ fn depth_decay(
         Some(path) => checkpoint::read(path)?.specs(path)?.1,
         None => file_training,
     };
-    let dir = trainer::data_folder(data, &training, network_path);
-    let dataset = trainer::load_data(&dir, network, &training, Some(1), Some(samples as u32))?;
+    let dir = setup::data_folder(data, &training, network_path);
+    let dataset = setup::load_data(&dir, network, &training, Some(1), Some(samples as u32))?;
     let split = &dataset.test;
     let indices: Vec<usize> = (0..split.len()).collect();
     let probe = LayerNet::<f32>::from_spec(network, &training, network.seed)?;
@@ -136,58 +115,6 @@ fn depth_decay(
                 norms[k] = dy.norm() as f64 * n / n.sqrt();
             }
         });
-        result.norms.push(norms);
-    }
-    Ok(result)
-}
-
-/// Per surrogate, ||dL/dv'[n]|| of the first hidden layer for n = 0..T.
-fn time_decay(network_path: &Path, weights: Weights, data: Option<&Path>, samples: usize) -> Result<GradientDecay> {
-    let (network, _) = spec::load_network(network_path)?;
-    let training = spec::training_section(&network, network_path)?;
-    let seed = network.seed;
-    let dir = trainer::data_folder(data, &training, network_path);
-    let full = Training { test_samples: Some(samples as u32), ..training.clone() };
-    let dataset = trainer::load_data(&dir, &network, &full, Some(1), None)?;
-    let split = &dataset.test;
-    let mut result = GradientDecay {
-        surrogates: Surrogate::all(),
-        norms: Vec::new(),
-        source: describe(weights),
-        axis: "time step (the loss is read at every step; backward runs from the last)",
-        measured: "gradient reaching the hidden membrane",
-    };
-    for surrogate in Surrogate::all() {
-        let saved =
-            checkpoint_for(weights, &surrogate, seed).map(|p| checkpoint::read(&p).map(|c| (c, p))).transpose()?;
-        // A trained network keeps its own settings, with this curve's surrogate.
-        let t = match &saved {
-            Some((c, path)) => Training { surrogate, ..c.specs(path)?.1 },
-            None => Training { surrogate, ..training.clone() },
-        };
-        let mut net = TrainNet::<f32>::from_spec(&network, &t, seed)?;
-        if let Some((c, _)) = &saved {
-            net.load_weights(&c.layers)?;
-        }
-        let mut inputs = vec![Events::default(); split.len()];
-        for (i, input) in inputs.iter_mut().enumerate() {
-            let mut stream = encoding_stream(seed, None, i);
-            t.encoder.encode(split.images.image(i), net.steps, &mut stream, input);
-        }
-        let refs: Vec<&Events<f32>> = inputs.iter().collect();
-        let mut tapes = vec![Tape::default(); split.len()];
-        let mut scratch = Scratch::default();
-        bptt::forward_batch(&net, &refs, &mut tapes, &mut scratch);
-        let mut g_scores = vec![Vec::new(); split.len()];
-        for ((tape, g), &label) in tapes.iter().zip(&mut g_scores).zip(&split.labels) {
-            cross_entropy(&tape.scores, label as usize, 1.0, g);
-        }
-        let g: Vec<&[f32]> = g_scores.iter().map(Vec::as_slice).collect();
-        let mut grads = net.zero_gradients();
-        bptt::backward_batch(&net, &refs, &mut tapes, &g, &mut grads, &mut scratch);
-        let norms = (0..net.steps)
-            .map(|n| (tapes.iter().map(|tape| tape.grad_v_sq[0][n]).sum::<f64>() / tapes.len() as f64).sqrt())
-            .collect();
         result.norms.push(norms);
     }
     Ok(result)

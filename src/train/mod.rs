@@ -1,12 +1,9 @@
-//! Training spiking networks with back-propagation through time and surrogate gradients.
+//! Training every model with back-propagation through time and surrogate gradients.
 //!
-//! [`net`] turns a network spec into trainable layers, [`bptt`] runs one sample forward and
-//! backward, [`trainer`] runs it over batches; [`fit`] is the one epoch loop, checkpoint and
-//! restore for every model, spiking chains and layer stacks alike.
+//! [`setup`] reads what a run starts from (options, network, data), [`fit`] is the one epoch
+//! loop, checkpoint and restore for every model (the models themselves live in `models`), and
+//! [`gradient_decay`] measures how far the loss gradient reaches through time or depth.
 
-pub mod bptt;
 pub mod fit;
 pub mod gradient_decay;
-pub mod net;
-pub mod nir;
-pub mod trainer;
+pub mod setup;
