@@ -10,11 +10,12 @@ use crate::error::{Error, Result};
 use crate::io::checkpoint;
 use crate::io::hdf5_file;
 use crate::models::binary::{PackedNet, PackedReport};
-use crate::models::concepts::{self, ConceptLayer, Explanation};
+use crate::models::concepts::{self, ConceptLayer};
 use crate::models::spikes::{self, ImageRun};
 use crate::models::{self, LayerNet, Trainable, trainer::Activity};
 use crate::plot;
 use crate::ranks::{Alone, Exchange};
+use crate::records::Explanation;
 use crate::records::PassTotals;
 use crate::spec::Training;
 use crate::train::fit;
@@ -196,8 +197,8 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
 pub struct EvalSummary {
     pub totals: PassTotals,
     pub classes: usize,
-    /// Layered models: what the hidden units did.
-    pub activity: Option<Activity>,
+    /// What the hidden units did.
+    pub activity: Activity,
     /// Models with smooth-mode (concept) units: the same test set with the units left smooth.
     pub soft: Option<(PassTotals, Activity)>,
     /// Binary models: bit-packed against float inference of the binary layers.
@@ -243,10 +244,9 @@ impl fmt::Display for EvalSummary {
                 p.float_s / p.packed_s.max(1e-12)
             )?;
         }
-        if let Some(a) = &self.activity {
-            for ((layer, on), dead) in a.layers.iter().zip(&a.on_share).zip(&a.dead_share) {
-                writeln!(f, "{layer}: {:.1}% of outputs on, {:.1}% of units dead", 100.0 * on, 100.0 * dead)?;
-            }
+        let a = &self.activity;
+        for ((layer, on), dead) in a.layers.iter().zip(&a.on_share).zip(&a.dead_share) {
+            writeln!(f, "{layer}: {:.1}% of outputs on, {:.1}% of units dead", 100.0 * on, 100.0 * dead)?;
         }
         writeln!(f, "confusion matrix (rows: true class, columns: predicted class):")?;
         for row in t.confusion.chunks(self.classes) {
@@ -274,7 +274,7 @@ pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> 
         concept_figures(&mut net, layer, &dataset.test, &network.name, &folder(out, checkpoint_path)?, &mut files)?;
     }
     let classes = net.classes();
-    let summary = EvalSummary { totals, classes, activity: Some(activity), soft, packed, files: Vec::new() };
+    let summary = EvalSummary { totals, classes, activity, soft, packed, files: Vec::new() };
     // Per test image: its label and the predicted class, for comparisons with other tools
     // (e.g. the same model exported to NIR and run elsewhere).
     let table = folder(out, checkpoint_path)?.join("predictions.csv");

@@ -13,6 +13,7 @@ use super::trainer::batch;
 use crate::data::idx::Split;
 use crate::error::{Error, Result};
 use crate::nn::loss::argmax;
+use crate::records::Explanation;
 
 /// Where the concepts sit in a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,20 +79,6 @@ pub fn top_images(net: &mut LayerNet<f32>, layer: ConceptLayer, split: &Split, c
             order
         })
         .collect()
-}
-
-/// Why one image got its class.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Explanation {
-    pub index: usize,
-    pub label: usize,
-    pub predicted: usize,
-    /// Concepts that fired (H(x) = 1), with their contribution (classifier weight) to the
-    /// predicted class, largest first.
-    pub fired: Vec<(usize, f32)>,
-    pub bias: f32,
-    pub scores: Vec<f32>,
-    pub concepts: usize,
 }
 
 pub fn explain(net: &mut LayerNet<f32>, split: &Split, index: usize) -> Result<Explanation> {

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use super::draw_png;
 use crate::data::idx::Split;
 use crate::error::Result;
-use crate::models::concepts::Explanation;
+use crate::records::Explanation;
 
 /// Draws a grey-scale image (white background, dark ink) with its top-left corner at `at`.
 fn draw_image<DB: DrawingBackend>(
