@@ -82,11 +82,6 @@ pub fn intensity(p: u8) -> f32 {
 }
 
 impl Encoder {
-    /// Whether encoding draws random numbers (and so depends on the stream it is given).
-    pub fn is_random(&self) -> bool {
-        matches!(self, Encoder::Rate { .. } | Encoder::Recall { .. })
-    }
-
     pub fn problems(&self, path: &str) -> Vec<String> {
         match *self {
             Encoder::Rate { gain } if !(gain.is_finite() && gain > 0.0 && gain <= 1.0) => {
@@ -120,12 +115,6 @@ impl Encoder {
     /// Whether the encoded input is spikes, 0 or 1 (not currents), so mostly zeros.
     pub fn emits_spikes(&self) -> bool {
         matches!(self, Encoder::Rate { .. } | Encoder::Latency { .. } | Encoder::Recall { .. })
-    }
-
-    /// Whether the encoder comes with its own generated data set ([`super::tasks`]) instead of
-    /// images read from files.
-    pub fn generates_data(&self) -> bool {
-        matches!(self, Encoder::Recall { .. })
     }
 
     /// The step from which the model's output counts in the scores: the recall window of the
