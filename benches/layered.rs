@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use snn::data::idx;
-use snn::models::Trainable;
 use snn::models::trainer::LayerRun;
 use snn::records::PassTotals;
 use snn::spec::load_network;

@@ -282,7 +282,7 @@ fn run(cli: Cli, ranks: &dyn Exchange) -> snn::Result<()> {
             FileKind::Network(model) => {
                 let cost = match model {
                     Some(model) => format!(": {}", snn::simulate::check_memory(&model, None, &file)?),
-                    None => snn::commands::train::training_memory(&file)?.map(|m| format!(": {m}")).unwrap_or_default(),
+                    None => format!(": {}", snn::commands::train::training_memory(&file)?),
                 };
                 say(&format!("{}: valid network{cost}\n", file.display()));
             }

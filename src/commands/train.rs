@@ -12,7 +12,8 @@ use crate::io::hdf5_file;
 use crate::models::binary::{PackedNet, PackedReport};
 use crate::models::concepts::{self, ConceptLayer};
 use crate::models::spikes::{self, ImageRun};
-use crate::models::{self, LayerNet, Trainable, trainer::Activity};
+use crate::models::trainer::{Activity, LayerRun};
+use crate::models::{self, LayerNet};
 use crate::plot;
 use crate::ranks::{Alone, Exchange};
 use crate::records::Explanation;
@@ -67,10 +68,10 @@ impl fmt::Display for TrainSummary {
 }
 
 /// Refuses, naming `path`, a run whose values kept for back-propagation through time would not
-/// fit in the memory available; returns what they take when the model can say.
-fn check_training_memory(run: &dyn Trainable, training: &Training, path: &Path) -> Result<Option<f64>> {
+/// fit in the memory available; returns what they take.
+fn check_training_memory(run: &LayerRun, training: &Training, path: &Path) -> Result<f64> {
     let bytes = run.tape_bytes();
-    if let (Some(bytes), Some(free)) = (bytes, crate::engine::estimate::available_memory()) {
+    if let Some(free) = crate::engine::estimate::available_memory() {
         if bytes > free {
             let size = crate::engine::estimate::size;
             return Err(Error::Data {
@@ -90,25 +91,24 @@ fn check_training_memory(run: &dyn Trainable, training: &Training, path: &Path) 
 }
 
 /// What `snn validate` says of a network trained from data: the memory one training batch
-/// keeps for back-propagation through time, when the model can estimate it (layer stacks), after
-/// the checks training itself makes (`training.bptt` against the layers, memory).
-pub fn training_memory(network_path: &Path) -> Result<Option<String>> {
+/// keeps for back-propagation through time, after the checks training itself makes
+/// (`training.bptt` against the layers, memory).
+pub fn training_memory(network_path: &Path) -> Result<String> {
     let opts = TrainOptions { network: network_path.to_owned(), ..TrainOptions::default() };
     let (network, text, training) = setup::load_training(&opts)?;
     let seed = network.seed;
     let run = fit::start(network, text, training.clone(), seed)?;
-    Ok(check_training_memory(run.as_ref(), &training, network_path)?.map(|bytes| {
-        format!(
-            "training keeps about {} per batch of {} for the backward pass{}",
-            crate::engine::estimate::size(bytes),
-            training.batch_size,
-            if training.steps > 1 {
-                format!(" over {} steps (bptt {:?})", training.steps, training.bptt)
-            } else {
-                String::new()
-            }
-        )
-    }))
+    let bytes = check_training_memory(&run, &training, network_path)?;
+    Ok(format!(
+        "training keeps about {} per batch of {} for the backward pass{}",
+        crate::engine::estimate::size(bytes),
+        training.batch_size,
+        if training.steps > 1 {
+            format!(" over {} steps (bptt {:?})", training.steps, training.bptt)
+        } else {
+            String::new()
+        }
+    ))
 }
 
 pub fn train(opts: &TrainOptions) -> Result<TrainSummary> {
@@ -126,7 +126,7 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
     let seed = opts.seed.unwrap_or(network.seed);
     let name = network.name.clone();
     let mut run = fit::start(network, text, training.clone(), seed)?;
-    check_training_memory(run.as_ref(), &training, &opts.network)?;
+    check_training_memory(&run, &training, &opts.network)?;
     let writer = ranks.rank() == 0;
     if opts.resume {
         let saved = checkpoint::read(&checkpoint_path)?;
@@ -140,7 +140,7 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
         let (_, saved_training) = saved.specs(&checkpoint_path)?;
         // A resumed run keeps everything but the number of epochs from the checkpoint.
         run.state_mut().training = Training { epochs: training.epochs, ..saved_training };
-        fit::restore(run.as_mut(), saved)?;
+        fit::restore(&mut run, saved)?;
     }
     let start = run.state().epochs_done;
     let epochs = run.state().training.epochs;
@@ -167,7 +167,7 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
             bar
         });
         let started = std::time::Instant::now();
-        fit::epoch(run.as_mut(), &data, ranks, &mut |done, loss, acc| {
+        fit::epoch(&mut run, &data, ranks, &mut |done, loss, acc| {
             if let Some(bar) = &bar {
                 bar.set_position(done as u64);
                 let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -178,7 +178,7 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
             bar.finish_and_clear();
         }
         if writer {
-            checkpoint::write(&checkpoint_path, &fit::checkpoint(run.as_ref()))?;
+            checkpoint::write(&checkpoint_path, &fit::checkpoint(&run))?;
             checkpoint::write_history(&history_path, &run.state().history)?;
             plot::training_curves(&run.state().history, &name, &curves_path)?;
         }

@@ -13,8 +13,6 @@ pub mod net;
 pub mod nir;
 pub mod segments;
 pub mod spikes;
-pub mod trainable;
 pub mod trainer;
 
 pub use net::{LayerNet, Mode, Trace};
-pub use trainable::Trainable;

@@ -12,7 +12,6 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use super::Trainable;
 use super::net::{LayerNet, Mode, Op, Trace};
 use crate::data::encode::{encoding_stream, intensity};
 use crate::data::events::Events;
@@ -155,7 +154,8 @@ pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool, seed: u64) -
     (totals, activity)
 }
 
-/// A layer stack's training run between epochs; `train::fit` drives it.
+/// A model's training run between epochs (every model trains as a layer stack); `train::fit`
+/// drives it.
 pub struct LayerRun {
     pub state: RunState,
     pub net: LayerNet<f32>,
@@ -196,28 +196,27 @@ impl LayerRun {
         let state = RunState { network, network_text, training, seed, optimizer, history, epochs_done: 0 };
         Ok(LayerRun { state, net, reported })
     }
-}
 
-impl Trainable for LayerRun {
-    fn state(&self) -> &RunState {
+    pub fn state(&self) -> &RunState {
         &self.state
     }
 
-    fn tape_bytes(&self) -> Option<f64> {
+    /// Bytes one training batch keeps for back-propagation through time.
+    pub fn tape_bytes(&self) -> f64 {
         let batch = self.state.training.batch_size as usize;
-        Some(match self.state.training.bptt {
+        match self.state.training.bptt {
             Bptt::Eprop => self.net.eprop_bytes(batch),
             bptt => self.net.tape_bytes(batch, bptt.segment()),
-        })
+        }
     }
 
-    fn state_mut(&mut self) -> &mut RunState {
+    pub fn state_mut(&mut self) -> &mut RunState {
         &mut self.state
     }
 
     /// The parameters as a checkpoint stores them, (layer label, parameter name, values), and
     /// the batch-norm buffers.
-    fn parameters(&self) -> SavedParameters {
+    pub fn parameters(&self) -> SavedParameters {
         let layers = self
             .net
             .named_params()
@@ -231,7 +230,7 @@ impl Trainable for LayerRun {
     }
 
     /// Loads a checkpoint's parameters and buffers.
-    fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
+    pub fn load_parameters(&mut self, c: &Checkpoint) -> Result<()> {
         load_state(&mut self.net, c)
     }
 
@@ -239,7 +238,7 @@ impl Trainable for LayerRun {
     /// update (learning rate scaled by `lr_factor`), clipping of binary latent weights. Adds the
     /// batch to `totals` and returns the norms of the reported weight gradients, or the loss
     /// when it or a gradient is not finite (the weights are then left as they were).
-    fn train_batch(
+    pub fn train_batch(
         &mut self,
         split: &Split,
         indices: &[usize],
@@ -303,7 +302,7 @@ impl Trainable for LayerRun {
 
     /// The test pass with hardened concepts, and per reported layer the share of outputs on in
     /// the activation that follows it.
-    fn test(&mut self, split: &Split, _: &PassTotals) -> (PassTotals, Vec<f64>) {
+    pub fn test(&mut self, split: &Split) -> (PassTotals, Vec<f64>) {
         let (test, activity) = evaluate(&mut self.net, split, false, self.state.seed);
         let on = self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect();
         (test, on)

@@ -1,9 +1,8 @@
-//! The one training loop every model ([`crate::models::Trainable`]) runs, spiking population
-//! chains ([`super::trainer::Run`]) and layer stacks ([`crate::models::trainer::LayerRun`])
-//! alike: shuffle by the seed's stream of the epoch, one optimizer step per batch at the
-//! schedule's learning rate, stop with the batch named when the loss or a gradient stops being
-//! finite, evaluate the test split, append the epoch to the history. Checkpoints are written
-//! and read here too, so both kinds save the same way.
+//! The one training loop every model runs as a layer stack ([`LayerRun`]; population chains
+//! are compiled onto one by `models::chain`): shuffle by the seed's stream of the epoch, one
+//! optimizer step per batch at the schedule's learning rate, stop with the batch named when the
+//! loss or a gradient stops being finite, evaluate the test split, append the epoch to the
+//! history. Checkpoints are written and read here too.
 
 use std::time::Instant;
 
@@ -12,7 +11,6 @@ use rand::seq::SliceRandom;
 use crate::data::idx::Dataset;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
-use crate::models::Trainable;
 use crate::models::trainer::LayerRun;
 use crate::ranks::Exchange;
 use crate::records::PassTotals;
@@ -20,14 +18,14 @@ use crate::rng::{self, Purpose};
 use crate::spec::{Network, Training};
 
 /// A new run of the model `network` describes: a layer stack or a chain of populations.
-pub fn start(network: Network, text: String, training: Training, seed: u64) -> Result<Box<dyn Trainable>> {
-    Ok(Box::new(LayerRun::new(network, text, training, seed)?))
+pub fn start(network: Network, text: String, training: Training, seed: u64) -> Result<LayerRun> {
+    LayerRun::new(network, text, training, seed)
 }
 
 /// One epoch over `data.train`, then the test pass on `data.test`; `progress` gets (samples
 /// done, running loss, running accuracy) after each batch.
 pub fn epoch(
-    run: &mut dyn Trainable,
+    run: &mut LayerRun,
     data: &Dataset,
     ranks: &dyn Exchange,
     progress: &mut dyn FnMut(usize, f64, f64),
@@ -64,7 +62,7 @@ pub fn epoch(
         progress(totals.samples, totals.mean_loss(), totals.accuracy());
     }
     let seconds = started.elapsed().as_secs_f64();
-    let (test, activity) = run.test(&data.test, &totals);
+    let (test, activity) = run.test(&data.test);
     let state = run.state_mut();
     state.history.push_epoch(
         &totals,
@@ -79,7 +77,7 @@ pub fn epoch(
 }
 
 /// The run as a checkpoint.
-pub fn checkpoint(run: &dyn Trainable) -> Checkpoint {
+pub fn checkpoint(run: &LayerRun) -> Checkpoint {
     let s = run.state();
     let (layers, buffers) = run.parameters();
     Checkpoint {
@@ -95,7 +93,7 @@ pub fn checkpoint(run: &dyn Trainable) -> Checkpoint {
 }
 
 /// Continues from a checkpoint written by [`checkpoint`] for the same network.
-pub fn restore(run: &mut dyn Trainable, c: Checkpoint) -> Result<()> {
+pub fn restore(run: &mut LayerRun, c: Checkpoint) -> Result<()> {
     run.load_parameters(&c)?;
     let s = run.state_mut();
     s.optimizer = c.optimizer;
