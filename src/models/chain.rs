@@ -27,21 +27,19 @@ use crate::nn::gemm::Gemm;
 use crate::nn::real::Real;
 use crate::rng::{self, Purpose};
 use crate::spec::layers::{Layer, Learnable, Recurrence, SpikeReset};
-use crate::spec::{Network, Neuron, Projection, Readout, Reset, Training};
+use crate::spec::{Network, Neuron, Readout, Reset, Training};
 
-/// Where each projection of the file went in the compiled stack.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Placement {
+/// Where a projection of the file went in the compiled stack.
+struct Placement {
     /// Index of the projection in the file.
-    pub projection: usize,
+    projection: usize,
     /// The stack layer holding its weights (a Dense layer, or the Lif layer of a recurrent one).
-    pub layer: usize,
-    pub recurrent: bool,
+    layer: usize,
 }
 
 /// The layers of the stack for the chain `network`, and where each projection's weights sit.
 /// The network must have passed `spec::validate`'s chain checks.
-pub fn layers(network: &Network, training: &Training) -> Result<(Vec<Layer>, Vec<Placement>)> {
+fn layers(network: &Network, training: &Training) -> Result<(Vec<Layer>, Vec<Placement>)> {
     let input = network.inputs.first().ok_or_else(|| Error::Training("the network has no input population".into()))?;
     let mut layers = Vec::new();
     let mut placements = Vec::new();
@@ -53,7 +51,7 @@ pub fn layers(network: &Network, training: &Training) -> Result<(Vec<Layer>, Vec
             .position(|p| p.to == pop.name && p.from == previous)
             .ok_or_else(|| Error::Training(format!("no projection {previous:?} -> {:?}", pop.name)))?;
         let looped = network.projections.iter().position(|p| p.to == pop.name && p.from == pop.name);
-        placements.push(Placement { projection: feed, layer: layers.len(), recurrent: false });
+        placements.push(Placement { projection: feed, layer: layers.len() });
         layers.push(Layer::Dense { units: pop.size, weights: Default::default(), bias: false });
         let Neuron::Lif { tau_mem_ms, v_threshold, reset, .. } = pop.neuron;
         let readout = i + 1 == network.populations.len();
@@ -61,7 +59,7 @@ pub fn layers(network: &Network, training: &Training) -> Result<(Vec<Layer>, Vec
             layers.push(Layer::Li { tau_mem_ms, learn_tau: Learnable::Fixed });
         } else {
             if let Some(k) = looped {
-                placements.push(Placement { projection: k, layer: layers.len(), recurrent: true });
+                placements.push(Placement { projection: k, layer: layers.len() });
             }
             layers.push(Layer::Lif {
                 tau_mem_ms,
@@ -91,8 +89,7 @@ pub fn build<F: Gemm>(network: &Network, training: &Training, seed: u64) -> Resu
     let (layers, placements) = layers(network, training)?;
     let stack = Network { layers, ..network.clone() };
     let mut net = LayerNet::<F>::from_spec(&stack, training, seed)?;
-    let input = &network.inputs[0].name;
-    let mut source = input.as_str();
+    let mut source = network.inputs[0].name.as_str();
     let mut populations = network.populations.iter();
     for layer in &mut net.layers {
         if let Op::Dense(_) = layer.op {
@@ -103,39 +100,26 @@ pub fn build<F: Gemm>(network: &Network, training: &Training, seed: u64) -> Resu
             layer.label = source.to_owned();
         }
     }
+    // The layers built above have each projection's shape (targets x sources).
     for place in &placements {
         let proj = &network.projections[place.projection];
         let target = network.populations.iter().find(|p| p.name == proj.to).expect("validated target");
-        let n_source = if proj.from == *input {
-            network.inputs[0].size as usize
-        } else {
-            network.populations.iter().find(|p| p.name == proj.from).expect("validated source").size as usize
-        };
         let Neuron::Lif { tau_mem_ms, .. } = target.neuron;
-        let beta = (-network.dt_ms / tau_mem_ms).exp();
-        let drawn = initial_weights::<F>(network, place.projection, proj, n_source, target.size as usize, seed);
-        let weights = drawn * F::of(beta);
-        match &mut net.layers[place.layer].op {
-            Op::Dense(linear) => linear.weight = weights,
-            Op::Spiking(s) => {
-                s.recurrent.as_mut().expect("a Lif layer with recurrent weights").weight = weights;
-            }
+        let beta = F::of((-network.dt_ms / tau_mem_ms).exp());
+        let slot = match &mut net.layers[place.layer].op {
+            Op::Dense(linear) => &mut linear.weight,
+            Op::Spiking(s) => &mut s.recurrent.as_mut().expect("a Lif layer with recurrent weights").weight,
             _ => unreachable!("projections land in Dense and Lif layers"),
-        }
+        };
+        *slot = initial_weights::<F>(network, place.projection, slot.nrows(), slot.ncols(), seed) * beta;
     }
     Ok(net)
 }
 
 /// The initial weights of projection `k` (n_target x n_source), drawn exactly as the engine
 /// draws its synapses: each target from the same stream as in the engine's projection k.
-fn initial_weights<F: Real>(
-    net: &Network,
-    k: usize,
-    proj: &Projection,
-    n_source: usize,
-    n_target: usize,
-    seed: u64,
-) -> DMatrix<F> {
+fn initial_weights<F: Real>(net: &Network, k: usize, n_target: usize, n_source: usize, seed: u64) -> DMatrix<F> {
+    let proj = &net.projections[k];
     let plan = ConnectionPlan {
         connect: &proj.connect,
         n_source,

@@ -57,8 +57,7 @@ pub fn gradient_decay(
     samples: usize,
 ) -> Result<GradientDecay> {
     let (network, _) = spec::load_network(network_path)?;
-    let network = &network;
-    let file_training = spec::training_section(network, network_path)?;
+    let file_training = spec::training_section(&network, network_path)?;
     // A trained stack keeps its own settings (the steps of a recall run's delay, say); the first
     // surrogate's checkpoint gives them for every curve.
     let first = checkpoint_for(weights, &Surrogate::all()[0], network.seed);
@@ -67,10 +66,10 @@ pub fn gradient_decay(
         None => file_training,
     };
     let dir = setup::data_folder(data, &training, network_path);
-    let dataset = setup::load_data(&dir, network, &training, Some(1), Some(samples as u32))?;
+    let dataset = setup::load_data(&dir, &network, &training, Some(1), Some(samples as u32))?;
     let split = &dataset.test;
     let indices: Vec<usize> = (0..split.len()).collect();
-    let probe = LayerNet::<f32>::from_spec(network, &training, network.seed)?;
+    let probe = LayerNet::<f32>::from_spec(&network, &training, network.seed)?;
     // Through time: the input of the first spiking layer (the output of the layer before it),
     // step by step.
     let spiking = probe.layers.iter().position(|l| matches!(&l.op, Op::Spiking(s) if s.fires()));
@@ -92,7 +91,7 @@ pub fn gradient_decay(
     };
     for surrogate in Surrogate::all() {
         let t = Training { surrogate, ..training.clone() };
-        let mut net = LayerNet::<f32>::from_spec(network, &t, network.seed)?;
+        let mut net = LayerNet::<f32>::from_spec(&network, &t, network.seed)?;
         if let Some(path) = checkpoint_for(weights, &surrogate, network.seed) {
             models::trainer::load_state(&mut net, &checkpoint::read(&path)?)?;
         }
