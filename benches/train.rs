@@ -12,7 +12,7 @@ use nalgebra::DMatrix;
 use snn::data::encode::encoding_stream;
 use snn::data::events::Events;
 use snn::data::idx;
-use snn::nn::event_products::{self, ByInput, ChangeState, Form, Row, Summing};
+use snn::nn::event_products::{self, ByInput, Row, Summing};
 use snn::records::PassTotals;
 use snn::spec::load_network;
 use snn::train::fit;
@@ -49,32 +49,42 @@ fn train_step(c: &mut Criterion) {
             events
         })
         .collect();
-    let rows: Vec<Row<f32>> = inputs.iter().flat_map(|e| (0..steps).map(move |n| e.step(n))).collect();
-    let mut state = ChangeState::default();
-    let changed_events: Vec<Events<f32>> = rows
-        .chunks(steps)
-        .map(|sample| {
-            let mut changed = Events::default();
-            event_products::changes(sample, 784, &mut state, &mut changed);
-            changed
-        })
-        .collect();
-    let changed: Vec<Row<f32>> = changed_events.iter().flat_map(|e| (0..steps).map(move |n| e.step(n))).collect();
-    let changes: usize = changed.iter().map(|r| r.0.len()).sum();
-    let events: usize = rows.iter().map(|r| r.0.len()).sum();
-    println!("chunk of 16 images: {} rows, {events} input events, {changes} changes", rows.len());
+    // Step-major columns (step n of image b is column n x 16 + b), as the layer stack holds them.
+    let mut x = DMatrix::<f32>::zeros(784, steps * inputs.len());
+    for (b, events) in inputs.iter().enumerate() {
+        for n in 0..steps {
+            let (idx, val) = events.step(n);
+            for (&i, &v) in idx.iter().zip(val) {
+                x[(i as usize, n * inputs.len() + b)] = v;
+            }
+        }
+    }
+    let (mut values, mut changes) = (Events::default(), Events::default());
+    event_products::column_events(x.as_slice(), 784, &mut values);
+    event_products::column_changes(x.as_slice(), 784, inputs.len(), None, &mut changes);
+    let rows_of = |e: &Events<f32>| -> Vec<(Vec<u32>, Vec<f32>)> {
+        (0..e.steps()).map(|c| (e.step(c).0.to_vec(), e.step(c).1.to_vec())).collect()
+    };
+    let (values, changes) = (rows_of(&values), rows_of(&changes));
+    println!(
+        "chunk of 16 images: {} rows, {} input events, {} changes",
+        values.len(),
+        values.iter().map(|r| r.0.len()).sum::<usize>(),
+        changes.iter().map(|r| r.0.len()).sum::<usize>()
+    );
     let weights = DMatrix::<f32>::from_fn(800, 784, |o, i| ((o * 31 + i * 17) % 101) as f32 * 1e-3 - 0.05);
-    let mut currents = vec![0.0f32; rows.len() * 800];
+    let mut currents = vec![0.0f32; values.len() * 800];
     let mut grouped = ByInput::default();
     let mut grad = DMatrix::<f32>::zeros(800, 784);
-    for (name, form, rows) in [("values", Form::Values, &rows), ("changes", Form::Changes { steps }, &changed)] {
+    for (name, rows) in [("values", &values), ("changes", &changes)] {
+        let rows: Vec<Row<f32>> = rows.iter().map(|(i, v)| (&i[..], &v[..])).collect();
         c.bench_function(&format!("currents_chunk16_{name}"), |b| {
-            b.iter(|| event_products::currents(&weights, form, rows, black_box(&mut currents)))
+            b.iter(|| event_products::currents(&weights, &rows, black_box(&mut currents)))
         });
         c.bench_function(&format!("weight_gradient_chunk16_{name}"), |b| {
             b.iter(|| {
-                grouped.group(784, rows);
-                event_products::weight_gradient(black_box(&mut grad), form, &grouped, &currents, Summing::Write)
+                grouped.group(784, &rows);
+                event_products::weight_gradient(black_box(&mut grad), &grouped, &currents, Summing::Write)
             })
         });
     }

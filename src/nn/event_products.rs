@@ -15,22 +15,16 @@
 //! per-sample state, the way the engine delivers spikes, also loads and stores that state for
 //! every event, which made training bound by cache bandwidth.
 //!
-//! Rows can also hold the *changes* of a sample's input from one step to the next ([`Form`]):
-//! with x[n] = sum over m <= n of d[m],
-//!
-//! ```text
-//! C[n] = C[n - 1] + sum over (i, d) in row n of d W[:, i]
-//! dW[:, i] = sum over n of x_i[n] G[n] = sum over changes (m, i, d) of d S[m],  S[m] = sum over n >= m of G[n]
-//! ```
-//!
-//! so the currents carry the tile's sum from step to step and the gradient reads suffix sums of
-//! G. Rate-coded images change less often than they fire (2p(1 - p) against p per pixel and
-//! step: 0.16 against 0.28 on Fashion-MNIST), so for the input layer this is the cheaper form;
-//! sparse hidden spikes rarely persist and stay in value form. The caller chooses per layer.
+//! Rows can also hold the *changes* of a sample's input from one step to the next
+//! ([`column_changes`]): with x[n] = sum over m <= n of d[m], C[n] = C[n - 1] + (the product of
+//! row n), and dW reads suffix sums of G over steps, both taken by the caller
+//! (`nn::linear`). Rate-coded images change less often than they fire (2p(1 - p) against p per
+//! pixel and step: 0.16 against 0.28 on Fashion-MNIST), so for the input layer this is the
+//! cheaper form; sparse hidden spikes rarely persist and stay in value form.
 //!
 //! The tiles run in parallel, each over all the rows with its own packed weights. Each output
-//! element is summed by one loop in a fixed order (rows in ascending order, or from the last
-//! back: [`Summing`]), so results do not depend on the threads.
+//! element is summed in a fixed order (inputs ascending within a row; rows ascending, or from
+//! the last back: [`Summing`]), so results do not depend on the threads.
 
 use nalgebra::DMatrix;
 use rayon::prelude::*;
@@ -43,74 +37,6 @@ pub const TILE: usize = 64;
 
 /// One row of events: the inputs that are active and their values.
 pub type Row<'a, F> = (&'a [u32], &'a [F]);
-
-/// What the rows of events hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Form {
-    /// Each row holds the values arriving at its step.
-    Values,
-    /// Rows come in runs of `steps` per sample; each holds the change of every input whose
-    /// value differs from the step before (the first step: from zero).
-    Changes { steps: usize },
-}
-
-impl Form {
-    /// Whether row `r` starts a sum of its own (in change form, only a sample's first step).
-    fn starts_afresh(self, r: usize) -> bool {
-        match self {
-            Form::Values => true,
-            Form::Changes { steps } => r % steps == 0,
-        }
-    }
-}
-
-/// Per-input bookkeeping of [`changes`], kept across calls.
-#[derive(Debug, Clone)]
-pub struct ChangeState<F> {
-    /// Per input, its value at the step being converted.
-    held: Vec<F>,
-    /// Per input, the last step it appeared in.
-    seen_in: Vec<u32>,
-}
-
-impl<F> Default for ChangeState<F> {
-    fn default() -> Self {
-        ChangeState { held: Vec::new(), seen_in: Vec::new() }
-    }
-}
-
-/// Writes into `changes` the change form of one sample's `rows` (one per step, over inputs
-/// `0..n_in`, no input twice in a row). In each row come first the inputs that appeared or
-/// changed value, then those that vanished.
-pub fn changes<F: Real>(rows: &[Row<F>], n_in: usize, state: &mut ChangeState<F>, changes: &mut Events<F>) {
-    let ChangeState { held, seen_in } = state;
-    changes.clear();
-    held.clear();
-    held.resize(n_in, F::zero());
-    seen_in.clear();
-    seen_in.resize(n_in, u32::MAX);
-    for (n, &(idx, val)) in rows.iter().enumerate() {
-        changes.push_kept(idx.iter().zip(val).map(|(&i, &x)| {
-            let i_ = i as usize;
-            let change = x - held[i_];
-            held[i_] = x;
-            seen_in[i_] = n as u32;
-            (i, change, change != F::zero())
-        }));
-        if n > 0 {
-            changes.push_kept(rows[n - 1].0.iter().map(|&i| {
-                let i_ = i as usize;
-                let gone = seen_in[i_] != n as u32;
-                let change = -held[i_];
-                if gone {
-                    held[i_] = F::zero();
-                }
-                (i, change, gone)
-            }));
-        }
-        changes.end_step();
-    }
-}
 
 /// The output tiles of `n_out` outputs: (start, width), full tiles of [`TILE`], then the rest
 /// in halving widths down to 1, so every width is a compile-time constant of the kernels.
@@ -186,9 +112,9 @@ fn pack_tile<F: Real>(source: &[F], n_out: usize, (start, width): (usize, usize)
 }
 
 /// `out` (rows x outputs, row-major) = the currents of every row through `weights` (outputs x
-/// inputs, column-major), rows in `form`. The tiles of outputs run in parallel, each over all
-/// the rows with its weights packed, so that they stay in the core's cache.
-pub fn currents<F: Real>(weights: &DMatrix<F>, form: Form, rows: &[Row<F>], out: &mut [F]) {
+/// inputs, column-major). The tiles of outputs run in parallel, each over all the rows with its
+/// weights packed, so that they stay in the core's cache.
+pub fn currents<F: Real>(weights: &DMatrix<F>, rows: &[Row<F>], out: &mut [F]) {
     let n_out = weights.nrows();
     assert_eq!(out.len(), rows.len() * n_out, "currents buffer does not match rows x outputs");
     let out = TileWriter::new(out);
@@ -196,24 +122,20 @@ pub fn currents<F: Real>(weights: &DMatrix<F>, form: Form, rows: &[Row<F>], out:
     tiles.par_iter().for_each_init(Vec::new, |packed, &(start, width)| {
         // W^T is inputs x outputs row-major: each input's weights as one row.
         pack_tile(weights.as_slice(), n_out, (start, width), packed);
-        with_width!(width, currents_tile(packed, form, start, n_out, rows, &out));
+        with_width!(width, currents_tile(packed, start, n_out, rows, &out));
     });
 }
 
 /// Outputs `start..start + W` of every row, from the tile's packed weights (W per input).
 fn currents_tile<const W: usize, F: Real>(
     tile: &[F],
-    form: Form,
     start: usize,
     n_out: usize,
     rows: &[Row<F>],
     out: &TileWriter<F>,
 ) {
-    let mut acc = [F::zero(); W];
     for (r, &(idx, val)) in rows.iter().enumerate() {
-        if form.starts_afresh(r) {
-            acc = [F::zero(); W];
-        }
+        let mut acc = [F::zero(); W];
         for (&i, &x) in idx.iter().zip(val) {
             let col: &[F; W] = tile[i as usize * W..][..W].try_into().expect("tile");
             for (a, &c) in acc.iter_mut().zip(col) {
@@ -285,23 +207,13 @@ pub enum Summing {
 /// `grad` (outputs x inputs, column-major) = (or +=, see [`Summing`]) the weight gradient of
 /// the grouped events given `g` (rows x outputs, row-major), the gradient of the loss w.r.t. each
 /// row's currents. Writing rather than adding spares the caller zeroing a matrix larger than the
-/// caches. `form` is the form of the rows `events` was grouped from. The tiles of outputs run in
-/// parallel, each with its share of `g` packed.
-pub fn weight_gradient<F: Real>(grad: &mut DMatrix<F>, form: Form, events: &ByInput<F>, g: &[F], summing: Summing) {
+/// caches. The tiles of outputs run in parallel, each with its share of `g` packed.
+pub fn weight_gradient<F: Real>(grad: &mut DMatrix<F>, events: &ByInput<F>, g: &[F], summing: Summing) {
     let (n_out, n_in) = grad.shape();
     let grad = TileWriter::new(grad.as_mut_slice());
     let tiles: Vec<(usize, usize)> = tiles(n_out).collect();
     tiles.par_iter().for_each_init(Vec::new, |packed, &(start, width)| {
         pack_tile(g, n_out, (start, width), packed);
-        if let Form::Changes { steps } = form {
-            // Suffix sums over each sample's steps.
-            for sample in packed.chunks_exact_mut(steps * width) {
-                for n in (0..steps - 1).rev() {
-                    let (now, later) = sample[n * width..].split_at_mut(width);
-                    now.iter_mut().zip(&later[..width]).for_each(|(a, &b)| *a += b);
-                }
-            }
-        }
         with_width!(width, gradient_tile(&grad, n_out, n_in, start, events, packed, summing));
     });
 }
@@ -386,8 +298,8 @@ pub fn changes_are_fewer<F: Real>(x: &[F], features: usize, samples: usize) -> b
 mod tests {
     use super::*;
 
-    /// Two samples of two steps, with binary, fractional and negative values, inputs that
-    /// persist, appear, vanish and change value.
+    /// Four rows over five inputs, with binary, fractional and negative values, and an empty
+    /// row.
     fn rows() -> Vec<(Vec<u32>, Vec<f64>)> {
         vec![
             (vec![0, 3, 4], vec![1.0, 1.0, 1.0]),
@@ -397,29 +309,8 @@ mod tests {
         ]
     }
 
-    const STEPS: usize = 2;
-
     fn borrowed(rows: &[(Vec<u32>, Vec<f64>)]) -> Vec<Row<'_, f64>> {
         rows.iter().map(|(i, v)| (&i[..], &v[..])).collect()
-    }
-
-    /// The change form of `rows`, sample by sample.
-    fn changed(rows: &[(Vec<u32>, Vec<f64>)]) -> Vec<(Vec<u32>, Vec<f64>)> {
-        let mut state = ChangeState::default();
-        let mut buffer = Events::default();
-        let mut out = Vec::new();
-        for sample in borrowed(rows).chunks(STEPS) {
-            changes(sample, 5, &mut state, &mut buffer);
-            out.extend((0..STEPS).map(|n| (buffer.step(n).0.to_vec(), buffer.step(n).1.to_vec())));
-        }
-        out
-    }
-
-    /// The rows of `rows()` in each form, as the kernels take them.
-    fn each_form(check: impl Fn(Form, &[Row<f64>])) {
-        let rows = rows();
-        check(Form::Values, &borrowed(&rows));
-        check(Form::Changes { steps: STEPS }, &borrowed(&changed(&rows)));
     }
 
     /// Output counts that take every tile width, alone and after full tiles.
@@ -441,62 +332,118 @@ mod tests {
     }
 
     #[test]
-    fn changes_hold_only_what_differs_from_the_step_before() {
+    fn column_changes_hold_only_what_differs_from_the_same_sample_a_step_before() {
+        // Three features, two samples, two steps: columns (step 0: a, b), (step 1: a, b).
+        let x = [1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0, 0.5, 0.0, 3.0, 0.0, 0.0];
+        let mut events = Events::default();
+        column_changes(&x, 3, 2, None, &mut events);
+        let expected: [(&[u32], &[f64]); 4] =
+            [(&[0, 2], &[1.0, 2.0]), (&[], &[]), (&[1, 2], &[0.5, -2.0]), (&[0], &[3.0])];
+        for (c, (idx, val)) in expected.into_iter().enumerate() {
+            assert_eq!(events.step(c), (idx, val), "column {c}");
+        }
+        column_changes(&x[6..], 3, 2, Some(&x[..6]), &mut events);
+        assert_eq!(events.step(0), (&[1u32, 2][..], &[0.5, -2.0][..]), "continued from the columns before");
+    }
+
+    #[test]
+    fn currents_equal_the_dense_product() {
         let rows = rows();
-        let found = changed(&rows);
-        let expected: [(&[u32], &[f64]); 4] = [
-            (&[0, 3, 4], &[1.0, 1.0, 1.0]),
-            (&[1, 3, 0, 4], &[1.0, -0.5, -1.0, -1.0]),
-            (&[2, 4], &[0.5, -2.0]),
-            (&[2, 4], &[-0.5, 2.0]),
-        ];
-        for (r, (idx, val)) in expected.into_iter().enumerate() {
-            assert_eq!((&found[r].0[..], &found[r].1[..]), (idx, val), "row {r}");
+        for n_out in OUTPUTS {
+            let w = DMatrix::from_fn(n_out, 5, |o, i| (o * 7 + i * 3) as f64 * 0.01 - 0.2);
+            let mut out = vec![f64::NAN; rows.len() * n_out];
+            currents(&w, &borrowed(&rows), &mut out);
+            for (r, (idx, val)) in rows.iter().enumerate() {
+                for o in 0..n_out {
+                    let expected: f64 = idx.iter().zip(val).map(|(&i, &x)| x * w[(o, i as usize)]).sum();
+                    assert!((out[r * n_out + o] - expected).abs() < 1e-12, "row {r}, output {o}");
+                }
+            }
         }
     }
 
     #[test]
-    fn currents_equal_the_dense_product_in_either_form() {
+    fn weight_gradient_equals_the_dense_product() {
         let rows = rows();
-        each_form(|form, kernel_rows| {
-            for n_out in OUTPUTS {
-                let w = DMatrix::from_fn(n_out, 5, |o, i| (o * 7 + i * 3) as f64 * 0.01 - 0.2);
-                let mut out = vec![f64::NAN; rows.len() * n_out];
-                currents(&w, form, kernel_rows, &mut out);
-                for (r, (idx, val)) in rows.iter().enumerate() {
-                    for o in 0..n_out {
-                        let expected: f64 = idx.iter().zip(val).map(|(&i, &x)| x * w[(o, i as usize)]).sum();
-                        assert!((out[r * n_out + o] - expected).abs() < 1e-12, "{form:?}: row {r}, output {o}");
-                    }
+        for n_out in OUTPUTS {
+            let g: Vec<f64> = (0..rows.len() * n_out).map(|k| (k % 11) as f64 * 0.1 - 0.5).collect();
+            let mut grad = DMatrix::from_element(n_out, 5, f64::NAN);
+            let mut grouped = ByInput::default();
+            grouped.group(5, &borrowed(&rows));
+            weight_gradient(&mut grad, &grouped, &g, Summing::Write);
+            for o in 0..n_out {
+                for i in 0..5 {
+                    let expected: f64 = rows
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(r, (idx, val))| {
+                            idx.iter().zip(val).filter(|&(&j, _)| j as usize == i).map(move |(_, &x)| (r, x))
+                        })
+                        .map(|(r, x)| x * g[r * n_out + o])
+                        .sum();
+                    assert!((grad[(o, i)] - expected).abs() < 1e-12, "output {o}, input {i}");
                 }
             }
-        });
+        }
     }
 
+    /// Sparse rows over `n_in` inputs, each input present with probability 1/4.
+    fn sparse_rows(n_rows: usize, n_in: usize) -> Vec<(Vec<u32>, Vec<f64>)> {
+        let mut state = 12345u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        (0..n_rows)
+            .map(|_| {
+                let idx: Vec<u32> = (0..n_in as u32).filter(|_| next() % 4 == 0).collect();
+                let val = idx.iter().map(|_| f64::from(next() % 1000) / 250.0 - 2.0).collect();
+                (idx, val)
+            })
+            .collect()
+    }
+
+    /// Each element is summed in one fixed order (inputs ascending; rows ascending, or from the
+    /// last back), which the bit-identity across threads and segments rests on.
     #[test]
-    fn weight_gradient_equals_the_dense_product_in_either_form() {
-        let rows = rows();
-        each_form(|form, kernel_rows| {
-            for n_out in OUTPUTS {
-                let g: Vec<f64> = (0..rows.len() * n_out).map(|k| (k % 11) as f64 * 0.1 - 0.5).collect();
-                let mut grad = DMatrix::from_element(n_out, 5, f64::NAN);
-                let mut grouped = ByInput::default();
-                grouped.group(5, kernel_rows);
-                weight_gradient(&mut grad, form, &grouped, &g, Summing::Write);
+    fn sums_follow_one_plain_loop_bit_for_bit() {
+        let (n_rows, n_in) = (150, 103);
+        let rows = sparse_rows(n_rows, n_in);
+        let rows = borrowed(&rows);
+        for n_out in [TILE + 3, 5] {
+            let w = DMatrix::from_fn(n_out, n_in, |o, i| ((o * 31 + i * 17) % 97) as f64 / 97.0 - 0.5);
+            let mut out = vec![f64::NAN; n_rows * n_out];
+            currents(&w, &rows, &mut out);
+            for (r, &(idx, val)) in rows.iter().enumerate() {
                 for o in 0..n_out {
-                    for i in 0..5 {
-                        let expected: f64 = rows
+                    let plain = idx.iter().zip(val).fold(0.0, |a: f64, (&i, &x)| x.mul_add(w[(o, i as usize)], a));
+                    assert_eq!(out[r * n_out + o].to_bits(), plain.to_bits(), "currents: row {r}, output {o}");
+                }
+            }
+            let g: Vec<f64> = (0..n_rows * n_out).map(|k| ((k * 13) % 101) as f64 / 50.0 - 1.0).collect();
+            let mut grouped = ByInput::default();
+            grouped.group(n_in, &rows);
+            let start = DMatrix::from_fn(n_out, n_in, |o, i| (o + i) as f64 * 0.125);
+            for summing in [Summing::Write, Summing::AddFromLast] {
+                let mut grad = start.clone();
+                weight_gradient(&mut grad, &grouped, &g, summing);
+                for i in 0..n_in {
+                    let mut entries = grouped.of(i).to_vec();
+                    let first = match summing {
+                        Summing::Write => 0.0,
+                        Summing::AddFromLast => {
+                            entries.reverse();
+                            1.0
+                        }
+                    };
+                    for o in 0..n_out {
+                        let plain = entries
                             .iter()
-                            .enumerate()
-                            .flat_map(|(r, (idx, val))| {
-                                idx.iter().zip(val).filter(|&(&j, _)| j as usize == i).map(move |(_, &x)| (r, x))
-                            })
-                            .map(|(r, x)| x * g[r * n_out + o])
-                            .sum();
-                        assert!((grad[(o, i)] - expected).abs() < 1e-12, "{form:?}: output {o}, input {i}");
+                            .fold(first * start[(o, i)], |a: f64, &(r, x)| x.mul_add(g[r as usize * n_out + o], a));
+                        assert_eq!(grad[(o, i)].to_bits(), plain.to_bits(), "{summing:?}: output {o}, input {i}");
                     }
                 }
             }
-        });
+        }
     }
 }

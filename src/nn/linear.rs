@@ -9,7 +9,7 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use super::event_products::{self, ByInput, Form, Row, Summing};
+use super::event_products::{self, ByInput, Row, Summing};
 use super::gemm::{Gemm, View, matmul, par_matmul};
 use crate::data::events::Events;
 use crate::spec::Shape;
@@ -258,7 +258,7 @@ pub fn dense_forward_events<F: Gemm>(
     carried: Option<&[F]>,
 ) -> (DMatrix<F>, Vec<F>) {
     let mut y = DMatrix::zeros(w.nrows(), input.events.steps());
-    event_products::currents(w, Form::Values, &input.rows(), y.as_mut_slice());
+    event_products::currents(w, &input.rows(), y.as_mut_slice());
     let last =
         if input.changes { running_sums(y.as_mut_slice(), w.nrows(), samples, false, carried) } else { Vec::new() };
     if let Some(b) = bias {
@@ -292,10 +292,10 @@ pub fn dense_backward_events<F: Gemm>(
     let first = if input.changes {
         let mut suffix = dy.clone();
         let first = running_sums(suffix.as_mut_slice(), dy.nrows(), samples, true, carried);
-        event_products::weight_gradient(dw, Form::Values, &by_input, suffix.as_slice(), summing);
+        event_products::weight_gradient(dw, &by_input, suffix.as_slice(), summing);
         first
     } else {
-        event_products::weight_gradient(dw, Form::Values, &by_input, dy.as_slice(), summing);
+        event_products::weight_gradient(dw, &by_input, dy.as_slice(), summing);
         Vec::new()
     };
     (bias_and_input_gradients(w, dy, steps, db, input_grad), first)
