@@ -116,8 +116,8 @@ pub fn dead_share(checkpoint_path: &Path, data: Option<&Path>, test_samples: Opt
     // The test samples the run itself was scored on.
     let cut = test_samples.or(training.test_samples);
     let dataset = setup::test_data(data, &network, &training, checkpoint_path, cut)?;
-    let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
-    let (_, activity) = models::trainer::evaluate(&mut net, &dataset.test, false, saved.seed);
+    let net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
+    let (_, activity) = models::trainer::evaluate(&net, &dataset.test, false, saved.seed);
     let sizes: Vec<f64> = net.activation_layers().iter().map(|&l| net.layers[l].output.size() as f64).collect();
     let dead: f64 = activity.dead_share.iter().zip(&sizes).map(|(d, n)| d * n).sum();
     Ok(dead / sizes.iter().sum::<f64>().max(1.0))

@@ -267,8 +267,8 @@ pub fn eval(checkpoint_path: &Path, data: Option<&Path>, out: Option<&Path>) -> 
     let dataset = setup::test_data(data, &network, &training, checkpoint_path, None)?;
     let mut files = Vec::new();
     let mut net = models::trainer::from_checkpoint(&saved, checkpoint_path)?;
-    let (totals, activity) = models::trainer::evaluate(&mut net, &dataset.test, false, saved.seed);
-    let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&mut net, &dataset.test, true, saved.seed));
+    let (totals, activity) = models::trainer::evaluate(&net, &dataset.test, false, saved.seed);
+    let soft = net.has_smooth_units().then(|| models::trainer::evaluate(&net, &dataset.test, true, saved.seed));
     let packed = PackedNet::new(&net).ok().map(|p| models::binary::compare(&mut net, &p, &dataset.test, 500));
     if let Ok(layer) = ConceptLayer::find(&net) {
         concept_figures(&mut net, layer, &dataset.test, &network.name, &folder(out, checkpoint_path)?, &mut files)?;

@@ -94,57 +94,45 @@ pub struct Activity {
     pub near_binary: Vec<f64>,
 }
 
-/// Evaluation of `net` on `split` in batches; `soft` keeps smooth-mode units smooth instead of
-/// hardening them to H(x); a rate-coded spiking model encodes with the run's `seed`.
-pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool, seed: u64) -> (PassTotals, Activity) {
+/// Evaluation of `net` on `split`; `soft` keeps smooth-mode units smooth instead of hardening
+/// them to H(x); a rate-coded spiking model encodes with the run's `seed`. Chunks of samples run
+/// in parallel, each whole (encoding, forward, tallies), and their tallies are added in chunk
+/// order, so the figures are the same with any number of threads.
+pub fn evaluate(net: &LayerNet<f32>, split: &Split, soft: bool, seed: u64) -> (PassTotals, Activity) {
     let classes = net.classes();
     let layers = net.activation_layers();
     let mut totals = PassTotals { confusion: vec![0; classes * classes], ..PassTotals::default() };
-    let mut on = vec![0u64; layers.len()];
-    let mut near = vec![0u64; layers.len()];
-    let mut values = vec![0u64; layers.len()];
-    // Per unit: the first output seen, and whether it ever differed.
-    let mut first: Vec<Vec<f32>> = layers.iter().map(|_| Vec::new()).collect();
-    let mut changed: Vec<Vec<bool>> = layers.iter().map(|&l| vec![false; net.layers[l].output.size()]).collect();
+    let units: Vec<usize> = layers.iter().map(|&l| net.layers[l].output.size()).collect();
+    let mut seen = Seen::new(&units);
     let indices: Vec<usize> = (0..split.len()).collect();
     // Every step's values are kept while a chunk runs: fewer samples per chunk with more steps.
-    for chunk in indices.chunks((EVAL_BATCH / net.steps).max(1)) {
-        let trace = net.forward(model_input(net, split, chunk, seed, None), Mode::Eval { soft });
-        let labels: Vec<u8> = chunk.iter().map(|&i| split.labels[i]).collect();
-        let (loss, _, correct) = LayerNet::loss(trace.scores(), &labels);
-        totals.samples += chunk.len();
-        totals.loss += loss * chunk.len() as f64;
-        totals.correct += correct;
-        for (j, &label) in labels.iter().enumerate() {
-            let predicted = argmax(trace.scores().column(j).as_slice());
-            totals.confusion[label as usize * classes + predicted] += 1;
-            totals.predictions.push(predicted as u8);
-        }
-        for (k, &l) in layers.iter().enumerate() {
-            let out = &trace.values[l + 1];
-            let heaviside = matches!(&net.layers[l].op, Op::Step { step, .. } if step.low == 0.0);
-            for column in out.column_iter() {
-                if first[k].is_empty() {
-                    first[k] = column.iter().copied().collect();
-                }
-                for ((c, &v), &f) in changed[k].iter_mut().zip(column.iter()).zip(&first[k]) {
-                    *c |= v != f;
-                }
+    let chunks: Vec<&[usize]> = indices.chunks((EVAL_BATCH / net.steps).max(1)).collect();
+    // A group of chunks at a time, so that what waits to be added stays small.
+    for group in chunks.chunks(EVAL_GROUP) {
+        let tallies: Vec<(ChunkScores, Seen)> =
+            group.par_iter().map(|chunk| evaluate_chunk(net, (split, chunk), soft, seed, (&layers, &units))).collect();
+        for (scores, chunk_seen) in tallies {
+            totals.samples += scores.labels.len();
+            totals.loss += scores.loss * scores.labels.len() as f64;
+            totals.correct += scores.correct;
+            for (&label, &predicted) in scores.labels.iter().zip(&scores.predicted) {
+                totals.confusion[label as usize * classes + predicted as usize] += 1;
             }
-            on[k] += out.iter().filter(|&&v| v > 0.0).count() as u64;
-            if heaviside {
-                near[k] += out.iter().filter(|&&v| v.abs() <= 0.05 || (1.0 - v).abs() <= 0.05).count() as u64;
-            }
-            values[k] += out.len() as u64;
+            totals.predictions.extend(scores.predicted);
+            seen.add(chunk_seen);
         }
     }
     let activity = Activity {
         layers: layers.iter().map(|&l| net.layers[l].label.clone()).collect(),
-        on_share: on.iter().zip(&values).map(|(&o, &n)| o as f64 / n.max(1) as f64).collect(),
-        dead_share: changed.iter().map(|c| c.iter().filter(|&&c| !c).count() as f64 / c.len().max(1) as f64).collect(),
+        on_share: seen.on.iter().zip(&seen.values).map(|(&o, &n)| o as f64 / n.max(1) as f64).collect(),
+        dead_share: seen
+            .changed
+            .iter()
+            .map(|c| c.iter().filter(|&&c| !c).count() as f64 / c.len().max(1) as f64)
+            .collect(),
         near_binary: layers
             .iter()
-            .zip(near.iter().zip(&values))
+            .zip(seen.near.iter().zip(&seen.values))
             .map(|(&l, (&k, &n))| match &net.layers[l].op {
                 Op::Step { step, .. } if step.low == 0.0 => k as f64 / n.max(1) as f64,
                 _ => f64::NAN,
@@ -152,6 +140,93 @@ pub fn evaluate(net: &mut LayerNet<f32>, split: &Split, soft: bool, seed: u64) -
             .collect(),
     };
     (totals, activity)
+}
+
+/// Chunks evaluated in parallel before their tallies are added.
+const EVAL_GROUP: usize = 16;
+
+/// One chunk's scores: its labels, its mean loss, the classes predicted.
+struct ChunkScores {
+    labels: Vec<u8>,
+    loss: f64,
+    correct: usize,
+    predicted: Vec<u8>,
+}
+
+/// What an evaluation saw of each activation layer's outputs, over the samples so far.
+struct Seen {
+    /// Outputs above zero, outputs within 0.05 of 0 or 1, outputs in all.
+    on: Vec<u64>,
+    near: Vec<u64>,
+    values: Vec<u64>,
+    /// Per unit: its first output, and whether any later output differed from it.
+    first: Vec<Vec<f32>>,
+    changed: Vec<Vec<bool>>,
+}
+
+impl Seen {
+    /// Nothing seen yet of layers of `units` units each.
+    fn new(units: &[usize]) -> Self {
+        let layers = units.len();
+        Seen {
+            on: vec![0; layers],
+            near: vec![0; layers],
+            values: vec![0; layers],
+            first: vec![Vec::new(); layers],
+            changed: units.iter().map(|&n| vec![false; n]).collect(),
+        }
+    }
+
+    /// Adds `later`, seen after these. A unit changed over both if it changed within either or
+    /// if their first outputs differ.
+    fn add(&mut self, later: Seen) {
+        for k in 0..self.on.len() {
+            self.on[k] += later.on[k];
+            self.near[k] += later.near[k];
+            self.values[k] += later.values[k];
+            if self.first[k].is_empty() {
+                self.first[k] = later.first[k].clone();
+                self.changed[k] = later.changed[k].clone();
+                continue;
+            }
+            let units = self.changed[k].iter_mut().zip(&later.changed[k]);
+            for ((c, &l), (&a, &b)) in units.zip(self.first[k].iter().zip(&later.first[k])) {
+                *c |= l || a != b;
+            }
+        }
+    }
+}
+
+/// Evaluates samples `chunk` of `split`, tallying activation layers `layers` of `units` units.
+fn evaluate_chunk(
+    net: &LayerNet<f32>,
+    (split, chunk): (&Split, &[usize]),
+    soft: bool,
+    seed: u64,
+    (layers, units): (&[usize], &[usize]),
+) -> (ChunkScores, Seen) {
+    let trace = net.forward_keeping_statistics(model_input(net, split, chunk, seed, None), Mode::Eval { soft });
+    let labels: Vec<u8> = chunk.iter().map(|&i| split.labels[i]).collect();
+    let (loss, _, correct) = LayerNet::loss(trace.scores(), &labels);
+    let predicted = (0..chunk.len()).map(|j| argmax(trace.scores().column(j).as_slice()) as u8).collect();
+    let mut seen = Seen::new(units);
+    for (k, &l) in layers.iter().enumerate() {
+        let out = &trace.values[l + 1];
+        if let Some(first) = out.as_slice().get(..units[k]) {
+            seen.first[k] = first.to_vec();
+            for column in out.as_slice().chunks_exact(units[k].max(1)) {
+                for ((c, &v), &f) in seen.changed[k].iter_mut().zip(column).zip(first) {
+                    *c |= v != f;
+                }
+            }
+        }
+        seen.on[k] = out.iter().filter(|&&v| v > 0.0).count() as u64;
+        if matches!(&net.layers[l].op, Op::Step { step, .. } if step.low == 0.0) {
+            seen.near[k] = out.iter().filter(|&&v| v.abs() <= 0.05 || (1.0 - v).abs() <= 0.05).count() as u64;
+        }
+        seen.values[k] = out.len() as u64;
+    }
+    (ChunkScores { labels, loss, correct, predicted }, seen)
 }
 
 /// A model's training run between epochs (every model trains as a layer stack); `train::fit`
@@ -303,7 +378,7 @@ impl LayerRun {
     /// The test pass with hardened concepts, and per reported layer the share of outputs on in
     /// the activation that follows it.
     pub fn test(&mut self, split: &Split) -> (PassTotals, Vec<f64>) {
-        let (test, activity) = evaluate(&mut self.net, split, false, self.state.seed);
+        let (test, activity) = evaluate(&self.net, split, false, self.state.seed);
         let on = self.reported.iter().map(|&(_, a)| a.map_or(f64::NAN, |a| activity.on_share[a])).collect();
         (test, on)
     }
