@@ -59,32 +59,34 @@ fn train_step(c: &mut Criterion) {
             }
         }
     }
-    let (mut values, mut changes) = (Events::default(), Events::default());
+    let (mut values, mut deviations, mut base) = (Events::default(), Events::default(), Vec::new());
     event_products::column_events(x.as_slice(), 784, &mut values);
-    event_products::column_changes(x.as_slice(), 784, inputs.len(), None, &mut changes);
+    event_products::majority_values(x.as_slice(), 784, inputs.len(), &mut base);
+    event_products::column_deviations(x.as_slice(), 784, inputs.len(), &base, &mut deviations);
     let rows_of = |e: &Events<f32>| -> Vec<(Vec<u32>, Vec<f32>)> {
         (0..e.steps()).map(|c| (e.step(c).0.to_vec(), e.step(c).1.to_vec())).collect()
     };
-    let (values, changes) = (rows_of(&values), rows_of(&changes));
+    let (values, deviations) = (rows_of(&values), rows_of(&deviations));
     println!(
-        "chunk of 16 images: {} rows, {} input events, {} changes",
+        "chunk of 16 images: {} rows, {} input events, {} events as deviations",
         values.len(),
         values.iter().map(|r| r.0.len()).sum::<usize>(),
-        changes.iter().map(|r| r.0.len()).sum::<usize>()
+        deviations.iter().map(|r| r.0.len()).sum::<usize>()
     );
     let weights = DMatrix::<f32>::from_fn(800, 784, |o, i| ((o * 31 + i * 17) % 101) as f32 * 1e-3 - 0.05);
-    let mut currents = vec![0.0f32; values.len() * 800];
+    let mut currents = vec![0.0f32; deviations.len() * 800];
     let mut grouped = ByInput::default();
     let mut grad = DMatrix::<f32>::zeros(800, 784);
-    for (name, rows) in [("values", &values), ("changes", &changes)] {
+    for (name, rows) in [("values", &values), ("deviations", &deviations)] {
         let rows: Vec<Row<f32>> = rows.iter().map(|(i, v)| (&i[..], &v[..])).collect();
+        let currents = &mut currents[..rows.len() * 800];
         c.bench_function(&format!("currents_chunk16_{name}"), |b| {
-            b.iter(|| event_products::currents(&weights, &rows, black_box(&mut currents)))
+            b.iter(|| event_products::currents(&weights, &rows, black_box(&mut *currents)))
         });
         c.bench_function(&format!("weight_gradient_chunk16_{name}"), |b| {
             b.iter(|| {
                 grouped.group(784, &rows);
-                event_products::weight_gradient(black_box(&mut grad), &grouped, &currents, Summing::Write)
+                event_products::weight_gradient(black_box(&mut grad), &grouped, currents, Summing::Write)
             })
         });
     }

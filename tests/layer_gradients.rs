@@ -7,6 +7,7 @@ use std::sync::{Arc, Barrier, Mutex};
 
 use nalgebra::DMatrix;
 use snn::models::{LayerNet, Mode};
+use snn::nn::linear::SpikeForm;
 use snn::ranks::{Alone, Exchange};
 use snn::spec::{self, Network};
 
@@ -467,9 +468,10 @@ fn eprop_gradient_equals_its_formula_on_a_tiny_recurrent_net() {
 }
 
 #[test]
-fn input_spikes_taken_as_changes_give_the_gradients_and_the_same_ones_in_segments() {
-    // Input that mostly holds still from step to step (as rate-coded bright pixels do), so the
-    // first Dense layer takes it in change form; a second one takes the hidden spikes as values.
+fn input_spikes_taken_as_deviations_give_the_gradients_and_the_same_ones_in_segments() {
+    // Input that mostly holds one value per sample (as rate-coded bright pixels do), so the
+    // first Dense layer takes it as deviations from that value; a second one takes the hidden
+    // spikes as values.
     let (features, samples, steps) = (6, 3, 12);
     let x = DMatrix::from_fn(features, samples * steps, |i, c| {
         let (t, b) = (c / samples, c % samples);
@@ -481,7 +483,9 @@ fn input_spikes_taken_as_changes_give_the_gradients_and_the_same_ones_in_segment
             0.0
         }
     });
-    assert!(snn::nn::event_products::changes_are_fewer(x.as_slice(), features, samples));
+    let mut base = Vec::new();
+    snn::nn::event_products::majority_values(x.as_slice(), features, samples, &mut base);
+    assert!(snn::nn::event_products::deviations_are_fewer(x.as_slice(), features, samples, &base));
     let layers = "Dense(units: 7), Lif(tau_mem_ms: 4.0, threshold: 0.4, learn_tau: PerChannel, recurrent: NoSelf), \
                   Dense(units: 3), Li(tau_mem_ms: 6.0)";
     let training = "steps: 12, surrogate: Htaf(), encoder: Rate()";
@@ -500,10 +504,10 @@ fn input_spikes_taken_as_changes_give_the_gradients_and_the_same_ones_in_segment
         let mode = Mode::Train { seed: 3, epoch: 0, samples: &samples, ranks: &Alone };
         let trace = net.forward(x.clone(), mode);
         let form = |i: usize| match &trace.extras[i] {
-            snn::models::net::Extra::Spikes(rows) => Some(rows.changes),
+            snn::models::net::Extra::Spikes(rows) => Some(rows.form == SpikeForm::Values),
             _ => None,
         };
-        assert_eq!((form(0), form(2)), (Some(true), Some(false)), "changes into the first layer only");
+        assert_eq!((form(0), form(2)), (Some(false), Some(true)), "deviations into the first layer only");
         let (loss, d_scores, _) = LayerNet::loss(trace.scores(), &[1, 0, 2]);
         let plain = net.backward(&trace, d_scores, &Alone);
         for every in [1, 5, 12] {

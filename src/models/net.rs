@@ -19,7 +19,7 @@ use crate::nn::activation::{self, Step, StepForward};
 use crate::nn::bits;
 use crate::nn::event_products;
 use crate::nn::gemm::Gemm;
-use crate::nn::linear::{self, ConvGeometry, Linear, SpikeRows};
+use crate::nn::linear::{self, ConvGeometry, Linear, SpikeForm, SpikeRows};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
@@ -137,9 +137,9 @@ pub enum ScoreReduction {
 pub(super) struct Sums<F> {
     layers: Vec<Vec<DMatrix<F>>>,
     pub(super) carries: Vec<Option<SegmentCarry<F>>>,
-    /// Per Dense layer taking its input in change form, the sums of dL/dy over the steps after
-    /// the segment (see [`linear::dense_backward_events`]).
-    pub(super) suffixes: Vec<Option<Vec<F>>>,
+    /// Per Dense layer taking its input in deviation form, the sums of dL/dy over the steps
+    /// after the segment (see [`linear::dense_backward_events`]).
+    pub(super) later_sums: Vec<Option<Vec<F>>>,
 }
 
 impl<F: Gemm> Sums<F> {
@@ -157,7 +157,7 @@ impl<F: Gemm> Sums<F> {
                 _ => Vec::new(),
             })
             .collect();
-        Sums { layers, carries: vec![None; net.layers.len()], suffixes: vec![None; net.layers.len()] }
+        Sums { layers, carries: vec![None; net.layers.len()], later_sums: vec![None; net.layers.len()] }
     }
 }
 
@@ -449,28 +449,21 @@ impl<F: Gemm> LayerNet<F> {
     }
 
     /// The input spikes of event-driven Dense layer `i`, `x` (steps of the sequence `whole`):
-    /// the first layer takes the encoder's spikes in change form where the whole sequence holds
-    /// fewer changes than spikes (rate-coded images that hold still), then decided on `whole`
-    /// so that the segments of a sequence take the form the sequence takes whole; `before`
-    /// holds the columns of the step before `x` when it continues a sequence.
-    pub(super) fn spike_rows(
-        &self,
-        i: usize,
-        x: &DMatrix<F>,
-        whole: &DMatrix<F>,
-        before: Option<&[F]>,
-    ) -> SpikeRows<F> {
+    /// the first layer takes the encoder's spikes as deviations from each sample's majority
+    /// values where the whole sequence holds fewer of them than spikes (rate-coded images, whose
+    /// pixels mostly keep to one value), decided and based on `whole` so that the segments of a
+    /// sequence take the form the sequence takes whole; `first` when `x` starts the sequence.
+    pub(super) fn spike_rows(&self, i: usize, x: &DMatrix<F>, whole: &DMatrix<F>, first: bool) -> SpikeRows<F> {
         let samples = whole.ncols() / self.steps;
         let whole_steps = samples > 0 && whole.ncols() == samples * self.steps;
-        if i == 0
-            && self.steps > 1
-            && whole_steps
-            && event_products::changes_are_fewer(whole.as_slice(), whole.nrows(), samples)
-        {
-            SpikeRows::changes(x, samples, before)
-        } else {
-            SpikeRows::values(x)
+        if i == 0 && self.steps > 1 && whole_steps {
+            let (features, mut base) = (whole.nrows(), Vec::new());
+            event_products::majority_values(whole.as_slice(), features, samples, &mut base);
+            if event_products::deviations_are_fewer(whole.as_slice(), features, samples, &base) {
+                return SpikeRows::deviations(x, samples, &base, first);
+            }
         }
+        SpikeRows::values(x)
     }
 
     /// Layer `i` on its input `x`.
@@ -502,10 +495,8 @@ impl<F: Gemm> LayerNet<F> {
                     };
                     (y, Extra::Weights(w))
                 } else if layer.spike_input {
-                    let input = self.spike_rows(i, x, x, None);
-                    let samples = x.ncols() / steps;
-                    let (y, _) = linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input, samples, None);
-                    (y, Extra::Spikes(input))
+                    let input = self.spike_rows(i, x, x, true);
+                    (linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input), Extra::Spikes(input))
                 } else {
                     (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)
                 }
@@ -629,8 +620,8 @@ impl<F: Gemm> LayerNet<F> {
                     let w = if let Extra::Weights(w) = extra { w } else { &l.weight };
                     if let Extra::Spikes(input) = extra {
                         let (dw, db) = grads.split_at_mut(1);
-                        let carried = sums.suffixes[i].as_deref();
-                        let (dx, first) = linear::dense_backward_events(
+                        let carried = sums.later_sums[i].as_deref();
+                        let (dx, later) = linear::dense_backward_events(
                             w,
                             input,
                             &dy,
@@ -640,7 +631,7 @@ impl<F: Gemm> LayerNet<F> {
                             db.first_mut(),
                             needs_input_grad,
                         );
-                        sums.suffixes[i] = input.changes.then_some(first);
+                        sums.later_sums[i] = (input.form != SpikeForm::Values).then_some(later);
                         dx
                     } else if steps > 1 {
                         let (dw, db) = grads.split_at_mut(1);

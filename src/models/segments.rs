@@ -54,12 +54,11 @@ impl<F: Gemm> LayerNet<F> {
         let bounds: Vec<(usize, usize)> =
             (0..self.steps).step_by(segment.max(1)).map(|a| (a, (a + segment.max(1)).min(self.steps))).collect();
         let mut states: Vec<Option<SegmentState<F>>> = vec![None; self.layers.len()];
-        let mut currents = None;
         let mut saved = Vec::with_capacity(bounds.len());
         let mut output = Vec::new();
         for &(a, b) in &bounds {
-            saved.push((states.clone(), currents.clone()));
-            let trace = self.forward_segment(x, (a, b), samples, mode, &mut states, &mut currents);
+            saved.push(states.clone());
+            let trace = self.forward_segment(x, (a, b), samples, mode, &mut states);
             output.extend_from_slice(trace.values.last().expect("input is there").as_slice());
         }
         let out = DMatrix::from_vec(self.classes(), self.steps * samples, output);
@@ -67,11 +66,11 @@ impl<F: Gemm> LayerNet<F> {
         let d_out = self.spread_scores(d_scores);
         let mut sums = Sums::new(self);
         for (k, &(a, b)) in bounds.iter().enumerate().rev() {
-            let (mut states, mut currents) = saved[k].clone();
-            let trace = self.forward_segment(x, (a, b), samples, mode, &mut states, &mut currents);
+            let mut states = saved[k].clone();
+            let trace = self.forward_segment(x, (a, b), samples, mode, &mut states);
             let dy = d_out.columns(a * samples, (b - a) * samples).into_owned();
             // Segments refuse batch norm, the one layer whose backward pass exchanges among ranks.
-            self.backward_through(&trace, dy, samples, &saved[k].0, &mut sums, &Alone, |_, _| {});
+            self.backward_through(&trace, dy, samples, &saved[k], &mut sums, &Alone, |_, _| {});
             if truncate {
                 sums.carries.iter_mut().flatten().for_each(|c| c.truncate());
             }
@@ -80,8 +79,8 @@ impl<F: Gemm> LayerNet<F> {
     }
 
     /// The forward pass over steps `a..b` of `x`, its spiking layers starting from `states`,
-    /// which are left where the segment ends, and an input layer taking changes from the
-    /// currents it had at the step before (`currents`, left at the segment's last step).
+    /// which are left where the segment ends; an input layer in deviation form deviates from
+    /// the base of the whole sequence `x`.
     fn forward_segment(
         &self,
         x: &DMatrix<F>,
@@ -89,7 +88,6 @@ impl<F: Gemm> LayerNet<F> {
         samples: usize,
         mode: Mode,
         states: &mut [Option<SegmentState<F>>],
-        currents: &mut Option<Vec<F>>,
     ) -> Trace<F> {
         let whole = x;
         let input = x.columns(a * samples, (b - a) * samples).into_owned();
@@ -105,15 +103,12 @@ impl<F: Gemm> LayerNet<F> {
                     (y, Extra::Spiking(tape), how)
                 }
                 Op::Dense(l) if layer.spike_input && !l.binary => {
-                    let column = whole.nrows() * samples;
-                    let before = (i == 0 && a > 0).then(|| &whole.as_slice()[(a - 1) * column..a * column]);
-                    let input = self.spike_rows(i, x, whole, before);
-                    let carried = if input.changes { currents.as_deref() } else { None };
-                    let (y, last) = linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input, samples, carried);
-                    if input.changes {
-                        *currents = Some(last);
-                    }
-                    (y, Extra::Spikes(input), StepForward::Hard)
+                    let input = self.spike_rows(i, x, whole, a == 0);
+                    (
+                        linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input),
+                        Extra::Spikes(input),
+                        StepForward::Hard,
+                    )
                 }
                 _ => self.apply(i, x, mode),
             };

@@ -196,14 +196,25 @@ fn bias_and_input_gradients<F: Gemm>(
     dx
 }
 
-/// The input spikes of an event-driven Dense layer, a row of events per column of its input,
-/// as the forward pass took them and the backward pass reuses them.
+/// The input spikes of an event-driven Dense layer as the forward pass took them and the
+/// backward pass reuses them: a row of events per column of its input, after base rows in
+/// deviation form.
 #[derive(Debug, Clone, Default)]
 pub struct SpikeRows<F> {
-    /// The rows hold each input's change from the step before
-    /// ([`event_products::column_changes`]), not its value.
-    pub changes: bool,
+    pub form: SpikeForm,
     pub events: Events<F>,
+}
+
+/// How [`SpikeRows`] hold the input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SpikeForm {
+    /// Each column's values.
+    #[default]
+    Values,
+    /// `samples` base rows, then each column's deviations from its sample's base
+    /// ([`event_products::column_deviations`]). `first`: the columns start their sequence (a
+    /// sequence taken in segments adds the base's gradient with its first segment).
+    Deviations { samples: usize, first: bool },
 }
 
 impl<F: Gemm> SpikeRows<F> {
@@ -211,68 +222,63 @@ impl<F: Gemm> SpikeRows<F> {
     pub fn values(x: &DMatrix<F>) -> Self {
         let mut events = Events::default();
         event_products::column_events(x.as_slice(), x.nrows(), &mut events);
-        SpikeRows { changes: false, events }
+        SpikeRows { form: SpikeForm::Values, events }
     }
 
-    /// The changes of step-major columns `x` of `samples` samples, the first step's from
-    /// `before` (the columns of the step before) or from zero.
-    pub fn changes(x: &DMatrix<F>, samples: usize, before: Option<&[F]>) -> Self {
+    /// The deviations of step-major columns `x` of `samples` samples from `base` (`x.nrows() x
+    /// samples`, see [`event_products::majority_values`]); `first` as in [`SpikeForm`].
+    pub fn deviations(x: &DMatrix<F>, samples: usize, base: &[F], first: bool) -> Self {
         let mut events = Events::default();
-        event_products::column_changes(x.as_slice(), x.nrows(), samples, before, &mut events);
-        SpikeRows { changes: true, events }
+        event_products::column_deviations(x.as_slice(), x.nrows(), samples, base, &mut events);
+        SpikeRows { form: SpikeForm::Deviations { samples, first }, events }
     }
 
     fn rows(&self) -> Vec<Row<'_, F>> {
         (0..self.events.steps()).map(|c| self.events.step(c)).collect()
     }
-}
 
-/// Adds to each step of `m` (column-major, `rows` values per column, steps of `samples` columns)
-/// the running sum of the steps before it, taken in `order`, the first starting from `start`
-/// when given; returns the last step's sum.
-fn running_sums<F: Gemm>(m: &mut [F], rows: usize, samples: usize, reverse: bool, start: Option<&[F]>) -> Vec<F> {
-    let mut steps: Vec<&mut [F]> = m.chunks_exact_mut((rows * samples).max(1)).collect();
-    if reverse {
-        steps.reverse();
-    }
-    let mut before: Option<&[F]> = start;
-    for now in steps {
-        if let Some(b) = before {
-            now.iter_mut().zip(b).for_each(|(c, &p)| *c += p);
+    /// The base rows in deviation form (none in value form).
+    fn base_rows(&self) -> usize {
+        match self.form {
+            SpikeForm::Values => 0,
+            SpikeForm::Deviations { samples, .. } => samples,
         }
-        before = Some(&*now);
     }
-    before.map(<[F]>::to_vec).unwrap_or_default()
 }
 
 /// Dense forward on an input of spikes (or other mostly-zero values): each column's events add
-/// their columns of `w`, the event-driven product ([`event_products::currents`]). In change
-/// form each step's currents then add the step before's, from the first step on, which starts
-/// from `carried` (the currents, bias aside, of the step before when the input continues a
-/// sequence). Returns the output and, in change form, the last step's currents to carry on.
-pub fn dense_forward_events<F: Gemm>(
-    w: &DMatrix<F>,
-    bias: Option<&DMatrix<F>>,
-    input: &SpikeRows<F>,
-    samples: usize,
-    carried: Option<&[F]>,
-) -> (DMatrix<F>, Vec<F>) {
-    let mut y = DMatrix::zeros(w.nrows(), input.events.steps());
-    event_products::currents(w, &input.rows(), y.as_mut_slice());
-    let last =
-        if input.changes { running_sums(y.as_mut_slice(), w.nrows(), samples, false, carried) } else { Vec::new() };
+/// their columns of `w`, the event-driven product ([`event_products::currents`]). In deviation
+/// form each column's currents then add those of its sample's base.
+pub fn dense_forward_events<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, input: &SpikeRows<F>) -> DMatrix<F> {
+    let rows = input.rows();
+    let n_out = w.nrows();
+    let based = input.base_rows();
+    let mut y = DMatrix::zeros(n_out, rows.len() - based);
+    if based == 0 {
+        event_products::currents(w, &rows, y.as_mut_slice());
+    } else {
+        let mut all = vec![F::zero(); rows.len() * n_out];
+        event_products::currents(w, &rows, &mut all);
+        let (base, deviations) = all.split_at(based * n_out);
+        let columns = y.as_mut_slice().chunks_exact_mut(n_out.max(1));
+        for (c, (out, d)) in columns.zip(deviations.chunks_exact(n_out.max(1))).enumerate() {
+            let b = &base[(c % based) * n_out..][..n_out];
+            out.iter_mut().zip(d).zip(b).for_each(|((o, &d), &b)| *o = d + b);
+        }
+    }
     if let Some(b) = bias {
         add_bias(&mut y, b, 1);
     }
-    (y, last)
+    y
 }
 
 /// [`dense_backward_by_step`] for an input of spikes taken as `input` over `steps` steps:
 /// dL/dW adds, event by event from the last step, only the columns of inputs that were not zero
-/// ([`event_products::weight_gradient`]); dL/db and dL/dx as there. In change form a change at
-/// step m meets the sum of dL/dy over steps m and later: those sums run from the last step,
-/// which starts from `carried` (the sum over the steps after these, when they continue a
-/// sequence), and the first step's sum is returned to carry back.
+/// ([`event_products::weight_gradient`]); dL/db and dL/dx as there. In deviation form a sample's
+/// base meets the sum of its dL/dy over the steps, summed from the last step on from `carried`
+/// (the sum over the later segments of the sequence, when these columns are not its last) and
+/// returned to carry back; the base's terms are added with the sequence's first columns, after
+/// every deviation's.
 #[allow(clippy::too_many_arguments)]
 pub fn dense_backward_events<F: Gemm>(
     w: &DMatrix<F>,
@@ -284,21 +290,37 @@ pub fn dense_backward_events<F: Gemm>(
     db: Option<&mut DMatrix<F>>,
     input_grad: bool,
 ) -> (DMatrix<F>, Vec<F>) {
-    let samples = dy.ncols() / steps.max(1);
-    let mut by_input = ByInput::default();
-    by_input.group(w.ncols(), &input.rows());
+    let rows = input.rows();
     let summing = Summing::AddFromLast;
-    // dy is column-major (outputs x columns): each column's gradients are one row of G.
-    let first = if input.changes {
-        let mut suffix = dy.clone();
-        let first = running_sums(suffix.as_mut_slice(), dy.nrows(), samples, true, carried);
-        event_products::weight_gradient(dw, &by_input, suffix.as_slice(), summing);
-        first
-    } else {
-        event_products::weight_gradient(dw, &by_input, dy.as_slice(), summing);
-        Vec::new()
+    let mut by_input = ByInput::default();
+    let carry = match input.form {
+        SpikeForm::Values => {
+            by_input.group(w.ncols(), &rows);
+            event_products::weight_gradient(dw, &by_input, dy.as_slice(), summing);
+            Vec::new()
+        }
+        SpikeForm::Deviations { samples, first } => {
+            let n_out = dy.nrows();
+            let block = samples * n_out;
+            let mut sums = carried.map_or_else(|| vec![F::zero(); block], <[F]>::to_vec);
+            for step in dy.as_slice().chunks_exact(block.max(1)).rev() {
+                sums.iter_mut().zip(step).for_each(|(s, &g)| *s += g);
+            }
+            if first {
+                // Base rows first, so that adding from the last row adds them last.
+                let mut g = Vec::with_capacity(sums.len() + dy.len());
+                g.extend_from_slice(&sums);
+                g.extend_from_slice(dy.as_slice());
+                by_input.group(w.ncols(), &rows);
+                event_products::weight_gradient(dw, &by_input, &g, summing);
+            } else {
+                by_input.group(w.ncols(), &rows[samples..]);
+                event_products::weight_gradient(dw, &by_input, dy.as_slice(), summing);
+            }
+            sums
+        }
     };
-    (bias_and_input_gradients(w, dy, steps, db, input_grad), first)
+    (bias_and_input_gradients(w, dy, steps, db, input_grad), carry)
 }
 
 /// Geometry of a convolution.
@@ -513,13 +535,25 @@ mod tests {
         }
     }
 
-    /// Sparse 0/1-and-fractional input over `steps` steps of `samples` samples.
+    /// Sparse 0/1-and-fractional input over `steps` steps of `samples` samples, where every
+    /// fourth input is on at most steps and the next holds 0.5 throughout (a base to deviate
+    /// from).
     fn sparse_input(inputs: usize, steps: usize, samples: usize) -> DMatrix<f64> {
-        DMatrix::from_fn(inputs, steps * samples, |i, c| match (i * 7 + c * 13) % 9 {
-            0 | 4 => 1.0,
-            7 => 0.5,
+        DMatrix::from_fn(inputs, steps * samples, |i, c| match (i % 4, (i * 7 + c * 13) % 9) {
+            (0, k) => f64::from(k != 3),
+            (1, _) => 0.5,
+            (_, 0 | 4) => 1.0,
+            (_, 7) => 0.5,
             _ => 0.0,
         })
+    }
+
+    /// `x` in each form the layer takes it: values, and deviations from its majority values.
+    fn each_form(x: &DMatrix<f64>, samples: usize) -> [(SpikeRows<f64>, &'static str); 2] {
+        let mut base = Vec::new();
+        event_products::majority_values(x.as_slice(), x.nrows(), samples, &mut base);
+        assert!(base.iter().any(|&b| b != 0.0), "the input has a base");
+        [(SpikeRows::values(x), "values"), (SpikeRows::deviations(x, samples, &base, true), "deviations")]
     }
 
     #[test]
@@ -534,9 +568,8 @@ mod tests {
             let (mut dw_ref, mut db_ref) =
                 (DMatrix::from_element(units, inputs, 0.25), DMatrix::from_element(units, 1, 0.5));
             let dx_ref = dense_backward_by_step(&w, &x, &dy, steps, &mut dw_ref, Some(&mut db_ref), true);
-            for input in [SpikeRows::values(&x), SpikeRows::changes(&x, samples, None)] {
-                let form = if input.changes { "changes" } else { "values" };
-                let (y, _) = dense_forward_events(&w, Some(&b), &input, samples, None);
+            for (input, form) in each_form(&x, samples) {
+                let y = dense_forward_events(&w, Some(&b), &input);
                 assert!((&y - dense_forward(&w, Some(&b), &x)).amax() < 1e-12, "forward, {units} units, {form}");
                 let (mut dw, mut db) =
                     (DMatrix::from_element(units, inputs, 0.25), DMatrix::from_element(units, 1, 0.5));
@@ -555,34 +588,31 @@ mod tests {
         let dy = DMatrix::from_fn(units, steps * samples, |o, c| ((o * 5 + c * 3) % 11) as f64 * 0.1 - 0.5);
         let part = |m: &DMatrix<f64>, first: usize, len: usize| m.columns(first * samples, len * samples).into_owned();
         let segments = [(0, 4), (4, 2)];
-        for changes in [false, true] {
-            let rows = |x: &DMatrix<f64>, before: Option<&[f64]>| {
-                if changes { SpikeRows::changes(x, samples, before) } else { SpikeRows::values(x) }
+        let mut base = Vec::new();
+        event_products::majority_values(x.as_slice(), inputs, samples, &mut base);
+        for deviations in [false, true] {
+            // Every segment deviates from the base of the whole sequence.
+            let rows = |x: &DMatrix<f64>, first: bool| {
+                if deviations { SpikeRows::deviations(x, samples, &base, first) } else { SpikeRows::values(x) }
             };
-            let whole_rows = rows(&x, None);
-            let (y_whole, _) = dense_forward_events(&w, None, &whole_rows, samples, None);
+            let whole_rows = rows(&x, true);
+            let y_whole = dense_forward_events(&w, None, &whole_rows);
             let mut dw_whole = DMatrix::zeros(units, inputs);
             dense_backward_events(&w, &whole_rows, &dy, steps, None, &mut dw_whole, None, false);
-            // Forward from the first segment, backward from the last, each carrying on.
-            let mut carried: Option<Vec<f64>> = None;
-            let mut pieces = Vec::new();
-            for (first, len) in segments {
-                let column = inputs * samples;
-                let before = (first > 0).then(|| &x.as_slice()[(first - 1) * column..first * column]);
-                let input = rows(&part(&x, first, len), before);
-                let (y, last) = dense_forward_events(&w, None, &input, samples, carried.as_deref());
-                assert_eq!(y, part(&y_whole, first, len), "forward, steps from {first}, changes {changes}");
-                carried = changes.then_some(last);
-                pieces.push(input);
+            let pieces: Vec<SpikeRows<f64>> =
+                segments.iter().map(|&(first, len)| rows(&part(&x, first, len), first == 0)).collect();
+            for (&(first, len), input) in segments.iter().zip(&pieces) {
+                let y = dense_forward_events(&w, None, input);
+                assert_eq!(y, part(&y_whole, first, len), "forward, steps from {first}, deviations {deviations}");
             }
+            // Backward from the last segment, carrying the sums over the later steps.
             let (mut dw, mut carried) = (DMatrix::zeros(units, inputs), None::<Vec<f64>>);
             for ((first, len), input) in segments.into_iter().zip(&pieces).rev() {
                 let dy = part(&dy, first, len);
-                let (_, first_sum) =
-                    dense_backward_events(&w, input, &dy, len, carried.as_deref(), &mut dw, None, false);
-                carried = changes.then_some(first_sum);
+                let (_, sums) = dense_backward_events(&w, input, &dy, len, carried.as_deref(), &mut dw, None, false);
+                carried = deviations.then_some(sums);
             }
-            assert_eq!(dw, dw_whole, "weight gradient, changes {changes}");
+            assert_eq!(dw, dw_whole, "weight gradient, deviations {deviations}");
         }
     }
 }
