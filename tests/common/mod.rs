@@ -41,3 +41,19 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// A training history as runs that must agree are compared: every figure but the measured
+/// speed, by its bits, so that the NaN spike rate of a readout that never fires (not measured)
+/// equals itself.
+pub fn history_bits(h: &snn::records::History) -> (Vec<String>, Vec<Vec<u64>>) {
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut figures = vec![
+        bits(&h.train_loss),
+        bits(&h.train_accuracy),
+        bits(&h.test_loss),
+        bits(&h.test_accuracy),
+        bits(&h.learning_rate),
+    ];
+    figures.extend(h.spike_rate.iter().chain(&h.grad_norm).map(|v| bits(v)));
+    (h.layer_names.clone(), figures)
+}
