@@ -44,16 +44,17 @@ pub fn max_forward<F: Real>(input: Shape, size: usize, x: &DMatrix<F>) -> (DMatr
         .zip(x.as_slice().par_chunks(input.size()))
         .for_each(|((ys, ws), xs)| {
             windows(input, size, |o, corner| {
-                let mut best = corner;
+                // Selects, not branches: which of a window's spikes wins is a coin toss.
+                let (mut best, mut top) = (corner, xs[corner]);
                 for dy in 0..size {
                     for dx in 0..size {
                         let i = corner + dy * w + dx;
-                        if xs[i] > xs[best] {
-                            best = i;
-                        }
+                        let higher = xs[i] > top;
+                        best = if higher { i } else { best };
+                        top = if higher { xs[i] } else { top };
                     }
                 }
-                ys[o] = xs[best];
+                ys[o] = top;
                 ws[o] = best as u32;
             })
         });
@@ -108,4 +109,37 @@ pub fn avg_backward<F: Real>(input: Shape, size: usize, dy: &DMatrix<F>) -> DMat
         })
     });
     dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_pooling_takes_each_windows_first_largest_value() {
+        // Two channels of 4 x 4, windows of 2: spikes with ties, and graded values.
+        let shape = Shape::Image { channels: 2, height: 4, width: 4 };
+        #[rustfmt::skip]
+        let sample: [f64; 32] = [
+            0.0, 1.0, 1.0, 1.0,
+            1.0, 0.0, 1.0, 1.0,
+            0.0, 0.0, 0.0, 0.0,
+            0.0, 0.0, 0.0, 1.0,
+
+            0.5, 0.2, -1.0, -3.0,
+            0.9, 0.9, -2.0, -1.0,
+            0.1, 0.3, 7.0, 7.0,
+            0.3, 0.2, 7.0, 6.0,
+        ];
+        let x = DMatrix::from_column_slice(32, 1, &sample);
+        let (y, winners) = max_forward(shape, 2, &x);
+        assert_eq!(y.as_slice(), &[1.0, 1.0, 0.0, 1.0, 0.9, -1.0, 0.3, 7.0]);
+        assert_eq!(winners, [1, 2, 8, 15, 20, 18, 25, 26]);
+        let dy = DMatrix::from_fn(8, 1, |o, _| o as f64 + 1.0);
+        let dx = max_backward(shape, &winners, &dy);
+        for (i, &g) in dx.as_slice().iter().enumerate() {
+            let expected = winners.iter().position(|&w| w as usize == i).map_or(0.0, |o| o as f64 + 1.0);
+            assert_eq!(g, expected, "input {i}");
+        }
+    }
 }
