@@ -448,22 +448,30 @@ impl<F: Gemm> LayerNet<F> {
         x
     }
 
-    /// The input spikes of event-driven Dense layer `i`, `x` (steps of the sequence `whole`):
-    /// the first layer takes the encoder's spikes as deviations from each sample's majority
-    /// values where the whole sequence holds fewer of them than spikes (rate-coded images, whose
-    /// pixels mostly keep to one value), decided and based on `whole` so that the segments of a
-    /// sequence take the form the sequence takes whole; `first` when `x` starts the sequence.
-    pub(super) fn spike_rows(&self, i: usize, x: &DMatrix<F>, whole: &DMatrix<F>, first: bool) -> SpikeRows<F> {
+    /// The base from which event-driven Dense layer `i` takes the steps of the sequence `whole`
+    /// as deviations, or None where it takes them as values: the first layer takes the
+    /// encoder's spikes as deviations from each sample's majority values (see
+    /// [`event_products::majority_values`]) where the sequence holds fewer of them than spikes
+    /// (rate-coded images, whose pixels mostly keep to one value). Decided on the whole
+    /// sequence, so that its segments take the form it takes whole.
+    pub(super) fn deviation_base(&self, i: usize, whole: &DMatrix<F>) -> Option<Vec<F>> {
         let samples = whole.ncols() / self.steps;
         let whole_steps = samples > 0 && whole.ncols() == samples * self.steps;
-        if i == 0 && self.steps > 1 && whole_steps {
-            let (features, mut base) = (whole.nrows(), Vec::new());
-            event_products::majority_values(whole.as_slice(), features, samples, &mut base);
-            if event_products::deviations_are_fewer(whole.as_slice(), features, samples, &base) {
-                return SpikeRows::deviations(x, samples, &base, first);
-            }
+        if i > 0 || !self.layers[i].spike_input || self.steps < 2 || !whole_steps {
+            return None;
         }
-        SpikeRows::values(x)
+        let (features, mut base) = (whole.nrows(), Vec::new());
+        event_products::majority_values(whole.as_slice(), features, samples, &mut base);
+        event_products::deviations_are_fewer(whole.as_slice(), features, samples, &base).then_some(base)
+    }
+
+    /// The input spikes `x` of an event-driven Dense layer: deviations from `base` (see
+    /// [`Self::deviation_base`]; `first` when `x` starts its sequence) or values.
+    pub(super) fn spike_rows(x: &DMatrix<F>, base: Option<&[F]>, first: bool) -> SpikeRows<F> {
+        match base {
+            Some(base) => SpikeRows::deviations(x, base.len() / x.nrows().max(1), base, first),
+            None => SpikeRows::values(x),
+        }
     }
 
     /// Layer `i` on its input `x`.
@@ -495,7 +503,7 @@ impl<F: Gemm> LayerNet<F> {
                     };
                     (y, Extra::Weights(w))
                 } else if layer.spike_input {
-                    let input = self.spike_rows(i, x, x, true);
+                    let input = Self::spike_rows(x, self.deviation_base(i, x).as_deref(), true);
                     (linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input), Extra::Spikes(input))
                 } else {
                     (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)

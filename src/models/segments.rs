@@ -54,11 +54,12 @@ impl<F: Gemm> LayerNet<F> {
         let bounds: Vec<(usize, usize)> =
             (0..self.steps).step_by(segment.max(1)).map(|a| (a, (a + segment.max(1)).min(self.steps))).collect();
         let mut states: Vec<Option<SegmentState<F>>> = vec![None; self.layers.len()];
+        let base = self.deviation_base(0, x);
         let mut saved = Vec::with_capacity(bounds.len());
         let mut output = Vec::new();
         for &(a, b) in &bounds {
             saved.push(states.clone());
-            let trace = self.forward_segment(x, (a, b), samples, mode, &mut states);
+            let trace = self.forward_segment(x, (a, b), samples, (mode, base.as_deref()), &mut states);
             output.extend_from_slice(trace.values.last().expect("input is there").as_slice());
         }
         let out = DMatrix::from_vec(self.classes(), self.steps * samples, output);
@@ -67,7 +68,7 @@ impl<F: Gemm> LayerNet<F> {
         let mut sums = Sums::new(self);
         for (k, &(a, b)) in bounds.iter().enumerate().rev() {
             let mut states = saved[k].clone();
-            let trace = self.forward_segment(x, (a, b), samples, mode, &mut states);
+            let trace = self.forward_segment(x, (a, b), samples, (mode, base.as_deref()), &mut states);
             let dy = d_out.columns(a * samples, (b - a) * samples).into_owned();
             // Segments refuse batch norm, the one layer whose backward pass exchanges among ranks.
             self.backward_through(&trace, dy, samples, &saved[k], &mut sums, &Alone, |_, _| {});
@@ -80,16 +81,15 @@ impl<F: Gemm> LayerNet<F> {
 
     /// The forward pass over steps `a..b` of `x`, its spiking layers starting from `states`,
     /// which are left where the segment ends; an input layer in deviation form deviates from
-    /// the base of the whole sequence `x`.
+    /// `base`, the whole sequence's (see [`LayerNet::deviation_base`]).
     fn forward_segment(
         &self,
         x: &DMatrix<F>,
         (a, b): (usize, usize),
         samples: usize,
-        mode: Mode,
+        (mode, base): (Mode, Option<&[F]>),
         states: &mut [Option<SegmentState<F>>],
     ) -> Trace<F> {
-        let whole = x;
         let input = x.columns(a * samples, (b - a) * samples).into_owned();
         let mut trace = Trace::starting_with(input);
         for (i, state) in states.iter_mut().enumerate() {
@@ -103,7 +103,7 @@ impl<F: Gemm> LayerNet<F> {
                     (y, Extra::Spiking(tape), how)
                 }
                 Op::Dense(l) if layer.spike_input && !l.binary => {
-                    let input = self.spike_rows(i, x, whole, a == 0);
+                    let input = Self::spike_rows(x, if i == 0 { base } else { None }, a == 0);
                     (
                         linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input),
                         Extra::Spikes(input),
