@@ -12,10 +12,10 @@ use nalgebra::DMatrix;
 use snn::data::encode::encoding_stream;
 use snn::data::events::Events;
 use snn::data::idx;
+use snn::models::trainer::LayerRun;
 use snn::nn::event_products::{self, ByInput, Row, Summing};
 use snn::records::PassTotals;
 use snn::spec::load_network;
-use snn::train::fit;
 use snn::train::setup::load_data;
 
 fn train_step(c: &mut Criterion) {
@@ -24,7 +24,7 @@ fn train_step(c: &mut Criterion) {
     let (network, text) = load_network(&path).expect("valid network");
     let training = network.training.clone().expect("training section");
     let data = load_data(&idx::shipped_subset(), &network, &training, None, None).expect("shipped subset");
-    let mut run = fit::start(network, text, training.clone(), 1).expect("builds");
+    let mut run = LayerRun::new(network, text, training.clone(), 1).expect("builds");
     let batch: Vec<usize> = (0..128).collect();
     c.bench_function("train_step_batch128", |b| {
         b.iter(|| {
@@ -59,9 +59,9 @@ fn train_step(c: &mut Criterion) {
             }
         }
     }
-    let (mut values, mut deviations, mut base) = (Events::default(), Events::default(), Vec::new());
+    let (mut values, mut deviations) = (Events::default(), Events::default());
     event_products::column_events(x.as_slice(), 784, &mut values);
-    event_products::majority_values(x.as_slice(), 784, inputs.len(), &mut base);
+    let base = event_products::majority_values(x.as_slice(), 784, inputs.len());
     event_products::column_deviations(x.as_slice(), 784, inputs.len(), &base, &mut deviations);
     let rows_of = |e: &Events<f32>| -> Vec<(Vec<u32>, Vec<f32>)> {
         (0..e.steps()).map(|c| (e.step(c).0.to_vec(), e.step(c).1.to_vec())).collect()

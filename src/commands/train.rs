@@ -97,7 +97,7 @@ pub fn training_memory(network_path: &Path) -> Result<String> {
     let opts = TrainOptions { network: network_path.to_owned(), ..TrainOptions::default() };
     let (network, text, training) = setup::load_training(&opts)?;
     let seed = network.seed;
-    let run = fit::start(network, text, training.clone(), seed)?;
+    let run = LayerRun::new(network, text, training.clone(), seed)?;
     let bytes = check_training_memory(&run, &training, network_path)?;
     Ok(format!(
         "training keeps about {} per batch of {} for the backward pass{}",
@@ -125,12 +125,12 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
     let checkpoint_path = out.join("checkpoint.h5");
     let seed = opts.seed.unwrap_or(network.seed);
     let name = network.name.clone();
-    let mut run = fit::start(network, text, training.clone(), seed)?;
+    let mut run = LayerRun::new(network, text, training.clone(), seed)?;
     check_training_memory(&run, &training, &opts.network)?;
     let writer = ranks.rank() == 0;
     if opts.resume {
         let saved = checkpoint::read(&checkpoint_path)?;
-        if saved.network_spec != run.state().network_text {
+        if saved.network_spec != run.state.network_text {
             return Err(Error::Training(format!(
                 "{} was written for another version of {}; resume needs the same network file",
                 checkpoint_path.display(),
@@ -139,11 +139,11 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
         }
         let (_, saved_training) = saved.specs(&checkpoint_path)?;
         // A resumed run keeps everything but the number of epochs from the checkpoint.
-        run.state_mut().training = Training { epochs: training.epochs, ..saved_training };
+        run.state.training = Training { epochs: training.epochs, ..saved_training };
         fit::restore(&mut run, saved)?;
     }
-    let start = run.state().epochs_done;
-    let epochs = run.state().training.epochs;
+    let start = run.state.epochs_done;
+    let epochs = run.state.training.epochs;
     if start >= epochs {
         return Err(Error::Training(format!(
             "{} already holds {start} epochs; ask for more with --epochs",
@@ -179,14 +179,14 @@ pub fn train_shared(opts: &TrainOptions, ranks: &dyn Exchange) -> Result<TrainSu
         }
         if writer {
             checkpoint::write(&checkpoint_path, &fit::checkpoint(&run))?;
-            checkpoint::write_history(&history_path, &run.state().history)?;
-            plot::training_curves(&run.state().history, &name, &curves_path)?;
+            checkpoint::write_history(&history_path, &run.state.history)?;
+            plot::training_curves(&run.state.history, &name, &curves_path)?;
         }
     }
     Ok(TrainSummary {
         run_name: name,
-        surrogate: run.state().training.surrogate.to_string(),
-        history: run.state().history.clone(),
+        surrogate: run.state.training.surrogate.to_string(),
+        history: run.state.history.clone(),
         epochs_run: epochs - start,
         files: vec![checkpoint_path, history_path, curves_path],
     })

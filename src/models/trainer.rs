@@ -180,17 +180,17 @@ impl Seen {
     /// Adds `later`, seen after these. A unit changed over both if it changed within either or
     /// if their first outputs differ.
     fn add(&mut self, later: Seen) {
-        for k in 0..self.on.len() {
+        let layers = later.first.into_iter().zip(later.changed);
+        for (k, (first, changed)) in layers.enumerate() {
             self.on[k] += later.on[k];
             self.near[k] += later.near[k];
             self.values[k] += later.values[k];
             if self.first[k].is_empty() {
-                self.first[k] = later.first[k].clone();
-                self.changed[k] = later.changed[k].clone();
+                (self.first[k], self.changed[k]) = (first, changed);
                 continue;
             }
-            let units = self.changed[k].iter_mut().zip(&later.changed[k]);
-            for ((c, &l), (&a, &b)) in units.zip(self.first[k].iter().zip(&later.first[k])) {
+            let units = self.changed[k].iter_mut().zip(changed);
+            for ((c, l), (&a, &b)) in units.zip(self.first[k].iter().zip(&first)) {
                 *c |= l || a != b;
             }
         }
@@ -272,10 +272,6 @@ impl LayerRun {
         Ok(LayerRun { state, net, reported })
     }
 
-    pub fn state(&self) -> &RunState {
-        &self.state
-    }
-
     /// Bytes one training batch keeps for back-propagation through time.
     pub fn tape_bytes(&self) -> f64 {
         let batch = self.state.training.batch_size as usize;
@@ -283,10 +279,6 @@ impl LayerRun {
             Bptt::Eprop => self.net.eprop_bytes(batch),
             bptt => self.net.tape_bytes(batch, bptt.segment()),
         }
-    }
-
-    pub fn state_mut(&mut self) -> &mut RunState {
-        &mut self.state
     }
 
     /// The parameters as a checkpoint stores them, (layer label, parameter name, values), and

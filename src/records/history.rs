@@ -75,9 +75,6 @@ pub struct PassTotals {
     pub samples: usize,
     pub loss: f64,
     pub correct: usize,
-    pub spikes: Vec<u64>,
-    /// Evaluation of a spiking network: per layer, per neuron, whether it fired at all.
-    pub fired: Vec<Vec<bool>>,
     /// Row = true class, column = predicted class.
     pub confusion: Vec<u64>,
     /// Evaluation only: the class predicted for each sample, in the split's order.
@@ -85,22 +82,6 @@ pub struct PassTotals {
 }
 
 impl PassTotals {
-    pub fn add(&mut self, other: &PassTotals) {
-        self.samples += other.samples;
-        self.loss += other.loss;
-        self.correct += other.correct;
-        self.spikes.resize(other.spikes.len(), 0);
-        self.confusion.resize(other.confusion.len(), 0);
-        self.spikes.iter_mut().zip(&other.spikes).for_each(|(a, b)| *a += b);
-        self.fired.resize_with(other.fired.len(), Vec::new);
-        for (a, b) in self.fired.iter_mut().zip(&other.fired) {
-            a.resize(b.len(), false);
-            a.iter_mut().zip(b).for_each(|(a, b)| *a |= b);
-        }
-        self.confusion.iter_mut().zip(&other.confusion).for_each(|(a, b)| *a += b);
-        self.predictions.extend_from_slice(&other.predictions);
-    }
-
     pub fn mean_loss(&self) -> f64 {
         self.loss / self.samples.max(1) as f64
     }

@@ -15,12 +15,6 @@ use crate::models::trainer::LayerRun;
 use crate::ranks::Exchange;
 use crate::records::PassTotals;
 use crate::rng::{self, Purpose};
-use crate::spec::{Network, Training};
-
-/// A new run of the model `network` describes: a layer stack or a chain of populations.
-pub fn start(network: Network, text: String, training: Training, seed: u64) -> Result<LayerRun> {
-    LayerRun::new(network, text, training, seed)
-}
 
 /// One epoch over `data.train`, then the test pass on `data.test`; `progress` gets (samples
 /// done, running loss, running accuracy) after each batch.
@@ -31,7 +25,7 @@ pub fn epoch(
     progress: &mut dyn FnMut(usize, f64, f64),
 ) -> Result<()> {
     let (epoch, seed, training) = {
-        let s = run.state();
+        let s = &run.state;
         (s.epochs_done, s.seed, s.training.clone())
     };
     let started = Instant::now();
@@ -63,7 +57,7 @@ pub fn epoch(
     }
     let seconds = started.elapsed().as_secs_f64();
     let (test, activity) = run.test(&data.test);
-    let state = run.state_mut();
+    let state = &mut run.state;
     state.history.push_epoch(
         &totals,
         &test,
@@ -78,7 +72,7 @@ pub fn epoch(
 
 /// The run as a checkpoint.
 pub fn checkpoint(run: &LayerRun) -> Checkpoint {
-    let s = run.state();
+    let s = &run.state;
     let (layers, buffers) = run.parameters();
     Checkpoint {
         network_spec: s.network_text.clone(),
@@ -95,7 +89,7 @@ pub fn checkpoint(run: &LayerRun) -> Checkpoint {
 /// Continues from a checkpoint written by [`checkpoint`] for the same network.
 pub fn restore(run: &mut LayerRun, c: Checkpoint) -> Result<()> {
     run.load_parameters(&c)?;
-    let s = run.state_mut();
+    let s = &mut run.state;
     s.optimizer = c.optimizer;
     s.history = c.history;
     s.epochs_done = c.epochs_done;
