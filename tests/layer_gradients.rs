@@ -483,8 +483,7 @@ fn input_spikes_taken_as_deviations_give_the_gradients_and_the_same_ones_in_segm
             0.0
         }
     });
-    let mut base = Vec::new();
-    snn::nn::event_products::majority_values(x.as_slice(), features, samples, &mut base);
+    let base = snn::nn::event_products::majority_values(x.as_slice(), features, samples);
     assert!(snn::nn::event_products::deviations_are_fewer(x.as_slice(), features, samples, &base));
     let layers = "Dense(units: 7), Lif(tau_mem_ms: 4.0, threshold: 0.4, learn_tau: PerChannel, recurrent: NoSelf), \
                   Dense(units: 3), Li(tau_mem_ms: 6.0)";

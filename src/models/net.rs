@@ -460,8 +460,8 @@ impl<F: Gemm> LayerNet<F> {
         if i > 0 || !self.layers[i].spike_input || self.steps < 2 || !whole_steps {
             return None;
         }
-        let (features, mut base) = (whole.nrows(), Vec::new());
-        event_products::majority_values(whole.as_slice(), features, samples, &mut base);
+        let features = whole.nrows();
+        let base = event_products::majority_values(whole.as_slice(), features, samples);
         event_products::deviations_are_fewer(whole.as_slice(), features, samples, &base).then_some(base)
     }
 

@@ -264,14 +264,13 @@ pub fn column_events<F: Real>(x: &[F], features: usize, events: &mut Events<F>) 
 
 /// The *base* of step-major columns `x` (column `n samples + b` is sample b at step n): per
 /// sample and feature, the value it holds at more than half of the steps, or zero where no value
-/// does. `base` is left with `features x samples` values, sample after sample.
-pub fn majority_values<F: Real>(x: &[F], features: usize, samples: usize, base: &mut Vec<F>) {
+/// does: `features x samples` values, sample after sample.
+pub fn majority_values<F: Real>(x: &[F], features: usize, samples: usize) -> Vec<F> {
     let n = features * samples;
     let steps = x.len() / n.max(1);
     // Boyer and Moore's vote: the one value that can hold a majority, then whether it does.
     let mut votes = vec![0u32; n];
-    base.clear();
-    base.resize(n, F::zero());
+    let mut base = vec![F::zero(); n];
     for step in x.chunks_exact(n.max(1)) {
         for ((candidate, votes), &v) in base.iter_mut().zip(votes.iter_mut()).zip(step) {
             if *votes == 0 {
@@ -295,6 +294,7 @@ pub fn majority_values<F: Real>(x: &[F], features: usize, samples: usize, base: 
             *candidate = F::zero();
         }
     }
+    base
 }
 
 /// Replaces `events` by the deviation form of step-major columns `x` from `base` (see
@@ -368,8 +368,7 @@ mod tests {
         // Sample a: feature 0 at 1, 1, 0 (base 1), feature 1 at 2, 0, 0 (base 0).
         // Sample b: feature 0 at 0.5, 0.5, 0.5 (base 0.5), feature 1 at 3, 4, 5 (no majority).
         let x = [1.0, 2.0, 0.5, 3.0, 1.0, 0.0, 0.5, 4.0, 0.0, 0.0, 0.5, 5.0];
-        let mut base = Vec::new();
-        majority_values(&x, 2, 2, &mut base);
+        let base = majority_values(&x, 2, 2);
         assert_eq!(base, [1.0, 0.0, 0.5, 0.0]);
         let mut events = Events::default();
         column_deviations(&x, 2, 2, &base, &mut events);
@@ -388,7 +387,7 @@ mod tests {
         }
         // 2 base events and 5 deviations against 9 values; one step is its own base.
         assert!(deviations_are_fewer(&x, 2, 2, &base));
-        majority_values(&x[..4], 2, 2, &mut base);
+        let base = majority_values(&x[..4], 2, 2);
         assert_eq!(base, [1.0, 2.0, 0.5, 3.0]);
         assert!(!deviations_are_fewer(&x[..4], 2, 2, &base));
     }

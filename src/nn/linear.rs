@@ -253,19 +253,20 @@ pub fn dense_forward_events<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, 
     let rows = input.rows();
     let n_out = w.nrows();
     let based = input.base_rows();
-    let mut y = DMatrix::zeros(n_out, rows.len() - based);
-    if based == 0 {
-        event_products::currents(w, &rows, y.as_mut_slice());
+    let mut all = vec![F::zero(); rows.len() * n_out];
+    event_products::currents(w, &rows, &mut all);
+    let mut y = if based == 0 {
+        DMatrix::from_vec(n_out, rows.len(), all)
     } else {
-        let mut all = vec![F::zero(); rows.len() * n_out];
-        event_products::currents(w, &rows, &mut all);
+        // Each column's currents plus its sample's base's, written once.
         let (base, deviations) = all.split_at(based * n_out);
-        let columns = y.as_mut_slice().chunks_exact_mut(n_out.max(1));
-        for (c, (out, d)) in columns.zip(deviations.chunks_exact(n_out.max(1))).enumerate() {
+        let mut sums = Vec::with_capacity(deviations.len());
+        for (c, d) in deviations.chunks_exact(n_out.max(1)).enumerate() {
             let b = &base[(c % based) * n_out..][..n_out];
-            out.iter_mut().zip(d).zip(b).for_each(|((o, &d), &b)| *o = d + b);
+            sums.extend(d.iter().zip(b).map(|(&d, &b)| d + b));
         }
-    }
+        DMatrix::from_vec(n_out, rows.len() - based, sums)
+    };
     if let Some(b) = bias {
         add_bias(&mut y, b, 1);
     }
@@ -550,8 +551,7 @@ mod tests {
 
     /// `x` in each form the layer takes it: values, and deviations from its majority values.
     fn each_form(x: &DMatrix<f64>, samples: usize) -> [(SpikeRows<f64>, &'static str); 2] {
-        let mut base = Vec::new();
-        event_products::majority_values(x.as_slice(), x.nrows(), samples, &mut base);
+        let base = event_products::majority_values(x.as_slice(), x.nrows(), samples);
         assert!(base.iter().any(|&b| b != 0.0), "the input has a base");
         [(SpikeRows::values(x), "values"), (SpikeRows::deviations(x, samples, &base, true), "deviations")]
     }
@@ -588,8 +588,7 @@ mod tests {
         let dy = DMatrix::from_fn(units, steps * samples, |o, c| ((o * 5 + c * 3) % 11) as f64 * 0.1 - 0.5);
         let part = |m: &DMatrix<f64>, first: usize, len: usize| m.columns(first * samples, len * samples).into_owned();
         let segments = [(0, 4), (4, 2)];
-        let mut base = Vec::new();
-        event_products::majority_values(x.as_slice(), inputs, samples, &mut base);
+        let base = event_products::majority_values(x.as_slice(), inputs, samples);
         for deviations in [false, true] {
             // Every segment deviates from the base of the whole sequence.
             let rows = |x: &DMatrix<f64>, first: bool| {
