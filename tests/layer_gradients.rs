@@ -1,6 +1,7 @@
-//! Finite-difference checks of the layered models' backward pass (f64): convolution, pooling,
-//! batch normalisation, binarised weights and step units in their smooth forms, dropout, ReLU,
-//! and the spiking layers (Lif, CubaLif, Li, learnable time constants) through time.
+//! Finite-difference checks of the layered models' backward pass (f64): convolution (of real
+//! values and of spikes), pooling, batch normalisation, binarised weights and step units in their
+//! smooth forms, dropout, ReLU, and the spiking layers (Lif, CubaLif, Li, learnable time
+//! constants) through time.
 
 use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
@@ -217,6 +218,22 @@ fn batch_norm_over_ranks_gives_the_whole_batch_gradients_and_statistics() {
 /// Column t B + b of a batch over `steps` steps is sample b at step t.
 fn timed_batch(features: usize, samples: usize, steps: usize) -> DMatrix<f64> {
     batch(features, samples * steps)
+}
+
+#[test]
+fn convolution_of_spikes_through_time() {
+    // The second convolution takes the first Lif's spikes, so it runs event-driven (its input's
+    // nonzero values times the filters); with stride 2 and padding, before batch norm and a Lif.
+    let net = timed_net(
+        "Conv2d(filters: 3, kernel: 3, padding: 1), Lif(tau_mem_ms: 4.0, threshold: 0.5), \
+         Conv2d(filters: 4, kernel: 3, stride: 2, padding: 1), BatchNorm(), \
+         Lif(tau_mem_ms: 3.0, threshold: 0.3, learn_tau: PerChannel), Flatten, Dense(units: 3), Li(tau_mem_ms: 5.0)",
+        "(name: \"x\", size: 32, shape: (2, 4, 4))",
+        "steps: 4, surrogate: Htaf(), encoder: Current",
+    );
+    assert!(net.layers[2].spike_input, "the second convolution takes spikes");
+    let worst = worst_error(net, batch(32, 3), &[0, 2, 1]);
+    assert!(worst < 1e-4, "worst relative error {worst:e}");
 }
 
 #[test]

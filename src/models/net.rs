@@ -14,12 +14,14 @@ use nalgebra::DMatrix;
 use rand::RngExt;
 
 use crate::data::encode::Encoder;
+use crate::data::events::Events;
 use crate::error::{Error, Result};
 use crate::nn::activation::{self, Step, StepForward};
 use crate::nn::bits;
+use crate::nn::conv::{self, ConvGeometry};
 use crate::nn::event_products;
 use crate::nn::gemm::Gemm;
-use crate::nn::linear::{self, ConvGeometry, Linear, SpikeForm, SpikeRows};
+use crate::nn::linear::{self, Linear, SpikeForm, SpikeRows};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
@@ -57,8 +59,8 @@ pub struct Layer<F> {
     /// `layers[3] Dense`, for messages, checkpoints and figures.
     pub label: String,
     /// The layer's input is spikes (the encoder's, or a spiking layer's through dropout,
-    /// flattening or max pooling), so a Dense layer adds the weights of the inputs that fired
-    /// rather than multiplying a mostly-zero matrix.
+    /// flattening or max pooling), so a Dense or Conv2d layer adds the weights of the inputs
+    /// that fired rather than multiplying a mostly-zero matrix.
     pub spike_input: bool,
 }
 
@@ -80,9 +82,15 @@ pub enum Extra<F> {
     None,
     /// The effective (binarised) weights, when they differ from the latent ones.
     Weights(DMatrix<F>),
+    /// A convolution's effective weights (as in `Weights`) and what its backward pass reads:
+    /// the patch matrices of real-valued input, or the events of spike input.
     Conv {
         weights: Option<DMatrix<F>>,
         patches: Vec<F>,
+    },
+    ConvSpikes {
+        weights: Option<DMatrix<F>>,
+        events: Events<F>,
     },
     Winners(Vec<u32>),
     Norm(NormCache<F>),
@@ -286,14 +294,15 @@ impl<F: Gemm> LayerNet<F> {
         for layer in &self.layers {
             let out = layer.output.size() as f64 * columns;
             largest = largest.max(out);
-            if layer.spike_input && matches!(layer.op, Op::Dense(_)) {
+            let events = layer.spike_input && matches!(layer.op, Op::Dense(_) | Op::Conv(..));
+            if events {
                 // The input's events, an index and a value each: at most two per input value.
                 elements += 2.0 * layer.input.size() as f64 * columns;
             }
             elements += out
                 * match &layer.op {
                     Op::Spiking(s) => 2.0 + (s.alpha.is_some() || s.adaptation.is_some()) as u8 as f64,
-                    Op::Conv(_, g) => {
+                    Op::Conv(_, g) if !events => {
                         1.0 + (g.kernel * g.kernel * layer.input.channels()) as f64 / layer.output.channels() as f64
                     }
                     Op::BatchNorm(_) | Op::Dropout(_) => 2.0,
@@ -511,8 +520,14 @@ impl<F: Gemm> LayerNet<F> {
             }
             Op::Conv(l, g) => {
                 let w = l.binary.then(|| l.effective(smooth_w.as_ref()));
-                let (y, patches) = linear::conv_forward(g, w.as_ref().unwrap_or(&l.weight), l.bias.as_ref(), x);
-                (y, Extra::Conv { weights: w, patches })
+                let effective = w.as_ref().unwrap_or(&l.weight);
+                if layer.spike_input {
+                    let (y, events) = conv::forward_events(g, effective, l.bias.as_ref(), x);
+                    (y, Extra::ConvSpikes { weights: w, events })
+                } else {
+                    let (y, patches) = conv::forward(g, effective, l.bias.as_ref(), x);
+                    (y, Extra::Conv { weights: w, patches })
+                }
             }
             Op::MaxPool(size) => {
                 let (y, winners) = pool::max_forward(layer.input, *size, x);
@@ -653,9 +668,16 @@ impl<F: Gemm> LayerNet<F> {
                         dx
                     }
                 }
-                (Op::Conv(l, g), Extra::Conv { weights, patches }) => {
+                (Op::Conv(l, g), Extra::Conv { weights, .. } | Extra::ConvSpikes { weights, .. }) => {
                     let w = weights.as_ref().unwrap_or(&l.weight);
-                    let (dw, db, dx) = linear::conv_backward(g, w, l.bias.is_some(), patches, &dy, needs_input_grad);
+                    let has_bias = l.bias.is_some();
+                    let (dw, db, dx) = match extra {
+                        Extra::ConvSpikes { events, .. } => {
+                            conv::backward_events(g, w, has_bias, events, &dy, needs_input_grad)
+                        }
+                        Extra::Conv { patches, .. } => conv::backward(g, w, has_bias, patches, &dy, needs_input_grad),
+                        _ => unreachable!("matched above"),
+                    };
                     grads[0] += dw;
                     if let Some(db) = db {
                         grads[1] += db;

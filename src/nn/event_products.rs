@@ -40,11 +40,12 @@ pub const TILE: usize = 64;
 /// One row of events: the inputs that are active and their values.
 pub type Row<'a, F> = (&'a [u32], &'a [F]);
 
-/// The output tiles of `n_out` outputs: (start, width), full tiles of [`TILE`], then the rest
-/// in halving widths down to 1, so every width is a compile-time constant of the kernels.
-fn tiles(n_out: usize) -> impl Iterator<Item = (usize, usize)> {
+/// The output tiles of `n_out` outputs: (start, width), full tiles of `widest` (a power of two
+/// up to 64), then the rest in halving widths down to 1, so every width is a compile-time
+/// constant of the kernels ([`with_width`]).
+pub(crate) fn tiles(n_out: usize, widest: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut start = 0;
-    let mut width = TILE;
+    let mut width = widest;
     std::iter::from_fn(move || {
         while width > 0 && start + width > n_out {
             width /= 2;
@@ -70,6 +71,7 @@ macro_rules! with_width {
         }
     };
 }
+pub(crate) use with_width;
 
 /// A row-major `rows x n_out` matrix whose tiles of outputs are written in parallel, each by
 /// one task: the tasks own disjoint columns, so they share the buffer through a raw pointer
@@ -120,7 +122,7 @@ pub fn currents<F: Real>(weights: &DMatrix<F>, rows: &[Row<F>], out: &mut [F]) {
     let n_out = weights.nrows();
     assert_eq!(out.len(), rows.len() * n_out, "currents buffer does not match rows x outputs");
     let out = TileWriter::new(out);
-    let tiles: Vec<(usize, usize)> = tiles(n_out).collect();
+    let tiles: Vec<(usize, usize)> = tiles(n_out, TILE).collect();
     tiles.par_iter().for_each_init(Vec::new, |packed, &(start, width)| {
         // W^T is inputs x outputs row-major: each input's weights as one row.
         pack_tile(weights.as_slice(), n_out, (start, width), packed);
@@ -213,7 +215,7 @@ pub enum Summing {
 pub fn weight_gradient<F: Real>(grad: &mut DMatrix<F>, events: &ByInput<F>, g: &[F], summing: Summing) {
     let (n_out, n_in) = grad.shape();
     let grad = TileWriter::new(grad.as_mut_slice());
-    let tiles: Vec<(usize, usize)> = tiles(n_out).collect();
+    let tiles: Vec<(usize, usize)> = tiles(n_out, TILE).collect();
     tiles.par_iter().for_each_init(Vec::new, |packed, &(start, width)| {
         pack_tile(g, n_out, (start, width), packed);
         with_width!(width, gradient_tile(&grad, n_out, n_in, start, events, packed, summing));
@@ -350,7 +352,7 @@ mod tests {
     #[test]
     fn tiles_cover_the_outputs_once_in_order() {
         for n_out in 0..300 {
-            let tiles: Vec<_> = tiles(n_out).collect();
+            let tiles: Vec<_> = tiles(n_out, TILE).collect();
             let mut next = 0;
             for &(start, width) in &tiles {
                 assert_eq!(start, next);

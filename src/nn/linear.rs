@@ -1,10 +1,8 @@
-//! Dense and convolutional layers: weights (real or binarised) times the input, plus a bias.
+//! Weights (real or binarised) times the input, plus a bias: the parameters of Dense and Conv2d
+//! layers, and the Dense products (the convolutions' are in [`super::conv`]).
 //!
 //! A batch is a `features x samples` column-major matrix, so one sample is one contiguous
-//! column; an image sample is stored channel-major (channel, row, column), as PyTorch stores it,
-//! so Flatten is free. A convolution unrolls each sample into a `positions x (channels k k)`
-//! patch matrix (im2col) and multiplies it by the transposed filter matrix, which yields the
-//! output directly in channel-major order.
+//! column.
 
 use nalgebra::DMatrix;
 use rayon::prelude::*;
@@ -12,11 +10,7 @@ use rayon::prelude::*;
 use super::event_products::{self, ByInput, Row, Summing};
 use super::gemm::{Gemm, View, matmul, par_matmul};
 use crate::data::events::Events;
-use crate::spec::Shape;
 use crate::surrogate::Surrogate;
-
-/// Samples per parallel block of a convolution.
-const SAMPLE_BLOCK: usize = 8;
 
 /// Weights and bias of a Dense or Conv2d layer. Dense: `units x inputs`; Conv2d:
 /// `filters x (channels k k)`.
@@ -87,7 +81,8 @@ pub fn add_bias<F: Gemm>(y: &mut DMatrix<F>, bias: &DMatrix<F>, positions: usize
     }
 }
 
-fn bias_gradient<F: Gemm>(dy: &DMatrix<F>, channels: usize, positions: usize) -> DMatrix<F> {
+/// Each channel's bias gradient: dy summed over its `positions` outputs in every sample.
+pub(super) fn bias_gradient<F: Gemm>(dy: &DMatrix<F>, channels: usize, positions: usize) -> DMatrix<F> {
     let mut g = DMatrix::zeros(channels, 1);
     for column in dy.as_slice().chunks(channels * positions) {
         for (c, block) in column.chunks(positions).enumerate() {
@@ -324,217 +319,9 @@ pub fn dense_backward_events<F: Gemm>(
     (bias_and_input_gradients(w, dy, steps, db, input_grad), carry)
 }
 
-/// Geometry of a convolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeometry {
-    pub input: Shape,
-    pub output: Shape,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl ConvGeometry {
-    fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
-        let Shape::Image { channels, height, width } = self.input else {
-            unreachable!("checked: conv input is an image")
-        };
-        let Shape::Image { height: oh, width: ow, .. } = self.output else { unreachable!("conv output is an image") };
-        (channels, height, width, oh, ow, self.kernel)
-    }
-
-    /// Rows of the patch matrix (output positions) and its columns (channels x k x k).
-    pub fn patch_shape(&self) -> (usize, usize) {
-        let (c, _, _, oh, ow, k) = self.dims();
-        (oh * ow, c * k * k)
-    }
-
-    /// For each patch column (channel, ky, kx) and output row, calls `f(column, first output
-    /// position of the row, input index of the row's first valid tap or None when the whole row
-    /// lies in the padding, range of output columns inside the input)`. Positions outside the
-    /// range read the padding.
-    #[inline(always)]
-    fn for_each_row(&self, mut f: impl FnMut(usize, usize, Option<usize>, std::ops::Range<usize>)) {
-        let (c, h, w, oh, ow, k) = self.dims();
-        let (s, p) = (self.stride as isize, self.padding as isize);
-        for ci in 0..c {
-            for ky in 0..k {
-                for kx in 0..k {
-                    let col = (ci * k + ky) * k + kx;
-                    // Output columns ox with 0 <= ox s + kx - p < w.
-                    let first = ((p - kx as isize).max(0) + s - 1) / s;
-                    let last = ((w as isize - 1 + p - kx as isize).div_euclid(s) + 1).clamp(0, ow as isize);
-                    let cols = first.min(last) as usize..last.max(0) as usize;
-                    for oy in 0..oh {
-                        let y = oy as isize * s + ky as isize - p;
-                        let start = (0..h as isize)
-                            .contains(&y)
-                            .then(|| (ci * h + y as usize) * w + (cols.start as isize * s + kx as isize - p) as usize);
-                        f(col, oy * ow, start, if start.is_some() { cols.clone() } else { 0..0 });
-                    }
-                }
-            }
-        }
-    }
-
-    /// im2col of one sample into `patches` (positions x (channels k k), column-major).
-    pub fn unfold<F: Gemm>(&self, sample: &[F], patches: &mut [F]) {
-        let (positions, _) = self.patch_shape();
-        let s = self.stride;
-        patches.iter_mut().for_each(|v| *v = F::zero());
-        self.for_each_row(|col, row, start, cols| {
-            if let Some(start) = start {
-                let out = &mut patches[col * positions + row..];
-                for (j, ox) in cols.enumerate() {
-                    out[ox] = sample[start + j * s];
-                }
-            }
-        });
-    }
-
-    /// col2im: adds the patch gradients back onto the sample's input positions.
-    pub fn fold<F: Gemm>(&self, patches: &[F], sample: &mut [F]) {
-        let (positions, _) = self.patch_shape();
-        let s = self.stride;
-        self.for_each_row(|col, row, start, cols| {
-            if let Some(start) = start {
-                let from = &patches[col * positions + row..];
-                for (j, ox) in cols.enumerate() {
-                    sample[start + j * s] += from[ox];
-                }
-            }
-        });
-    }
-}
-
-/// Convolution forward for the effective filters `w` (filters x (channels k k)); returns the
-/// output and every sample's patch matrix (kept for the backward pass).
-pub fn conv_forward<F: Gemm>(
-    g: &ConvGeometry,
-    w: &DMatrix<F>,
-    bias: Option<&DMatrix<F>>,
-    x: &DMatrix<F>,
-) -> (DMatrix<F>, Vec<F>) {
-    let (positions, taps) = g.patch_shape();
-    let out_size = g.output.size();
-    let mut y = DMatrix::zeros(out_size, x.ncols());
-    let mut patches = vec![F::zero(); positions * taps * x.ncols()];
-    let wt = View::new(w.as_slice(), w.nrows(), w.ncols()).t();
-    y.as_mut_slice()
-        .par_chunks_mut(out_size)
-        .zip(patches.par_chunks_mut(positions * taps))
-        .zip(x.as_slice().par_chunks(g.input.size()))
-        .for_each(|((y, p), x)| {
-            g.unfold(x, p);
-            matmul(y, View::new(p, positions, taps), wt, F::zero());
-        });
-    if let Some(b) = bias {
-        add_bias(&mut y, b, g.output.positions());
-    }
-    (y, patches)
-}
-
-/// Convolution backward: gradients of the effective filters, of the bias, and of the input
-/// (left zero unless `input_grad`). Filter gradients are summed per fixed block of samples, then
-/// over blocks in order.
-pub fn conv_backward<F: Gemm>(
-    g: &ConvGeometry,
-    w: &DMatrix<F>,
-    has_bias: bool,
-    patches: &[F],
-    dy: &DMatrix<F>,
-    input_grad: bool,
-) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
-    let (positions, taps) = g.patch_shape();
-    let (filters, in_size, out_size) = (w.nrows(), g.input.size(), g.output.size());
-    let samples = dy.ncols();
-    let mut dx = DMatrix::zeros(in_size, samples);
-    let wv = View::new(w.as_slice(), filters, taps);
-    let partial: Vec<DMatrix<F>> = dx
-        .as_mut_slice()
-        .par_chunks_mut(in_size * SAMPLE_BLOCK)
-        .zip(dy.as_slice().par_chunks(out_size * SAMPLE_BLOCK))
-        .zip(patches.par_chunks(positions * taps * SAMPLE_BLOCK))
-        .map(|((dx, dy), p)| {
-            let mut dw = DMatrix::zeros(filters, taps);
-            let mut dp = vec![F::zero(); positions * taps];
-            for ((dx, dy), p) in dx.chunks_mut(in_size).zip(dy.chunks(out_size)).zip(p.chunks(positions * taps)) {
-                let dyv = View::new(dy, positions, filters);
-                // dW (filters x taps) += dy^T (filters x positions) . patches (positions x taps)
-                matmul(dw.as_mut_slice(), dyv.t(), View::new(p, positions, taps), F::one());
-                if input_grad {
-                    // d patches (positions x taps) = dy (positions x filters) . W (filters x taps)
-                    matmul(&mut dp, dyv, wv, F::zero());
-                    g.fold(&dp, dx);
-                }
-            }
-            dw
-        })
-        .collect();
-    let mut dw = DMatrix::zeros(filters, taps);
-    for part in &partial {
-        dw += part;
-    }
-    let db = has_bias.then(|| bias_gradient(dy, filters, g.output.positions()));
-    (dw, db, dx)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// im2col by its definition, for comparison.
-    fn naive_unfold(g: &ConvGeometry, x: &[f64]) -> Vec<f64> {
-        let (c, h, w, oh, ow, k) = g.dims();
-        let (positions, taps) = g.patch_shape();
-        let mut out = vec![0.0; positions * taps];
-        for ci in 0..c {
-            for ky in 0..k {
-                for kx in 0..k {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let y = (oy * g.stride + ky) as isize - g.padding as isize;
-                            let xx = (ox * g.stride + kx) as isize - g.padding as isize;
-                            if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
-                                out[((ci * k + ky) * k + kx) * positions + oy * ow + ox] =
-                                    x[(ci * h + y as usize) * w + xx as usize];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn unfold_and_fold_match_their_definitions_with_stride_and_padding() {
-        for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 3, 2), (1, 1, 0)] {
-            let input = Shape::Image { channels: 2, height: 5, width: 6 };
-            let spec = crate::spec::Layer::Conv2d {
-                filters: 1,
-                kernel: kernel as u32,
-                stride: stride as u32,
-                padding: padding as u32,
-                weights: crate::spec::Weights::Real,
-                bias: false,
-            };
-            let output = spec.output_shape(input).unwrap();
-            let g = ConvGeometry { input, output, kernel, stride, padding };
-            let x: Vec<f64> = (0..input.size()).map(|i| i as f64 + 1.0).collect();
-            let (positions, taps) = g.patch_shape();
-            let mut patches = vec![f64::NAN; positions * taps];
-            g.unfold(&x, &mut patches);
-            assert_eq!(patches, naive_unfold(&g, &x), "kernel {kernel} stride {stride} padding {padding}");
-            // fold is unfold's transpose: <unfold(x), p> = <x, fold(p)>.
-            let p: Vec<f64> = (0..positions * taps).map(|i| (i % 7) as f64 - 3.0).collect();
-            let mut folded = vec![0.0; input.size()];
-            g.fold(&p, &mut folded);
-            let lhs: f64 = patches.iter().zip(&p).map(|(a, b)| a * b).sum();
-            let rhs: f64 = x.iter().zip(&folded).map(|(a, b)| a * b).sum();
-            assert_eq!(lhs, rhs);
-        }
-    }
 
     /// Sparse 0/1-and-fractional input over `steps` steps of `samples` samples, where every
     /// fourth input is on at most steps and the next holds 0.5 throughout (a base to deviate

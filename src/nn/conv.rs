@@ -1,0 +1,522 @@
+//! Convolutions (Conv2d): the geometry, and two ways through it.
+//!
+//! An image sample is stored channel-major (channel, row, column), as PyTorch stores it, so one
+//! sample is one contiguous column of a batch and Flatten is free.
+//!
+//! Real-valued input goes through the patch matrix: each sample is unrolled into `positions x
+//! (channels k k)` patches (im2col) and multiplied by the transposed filter matrix, which yields
+//! the output directly in channel-major order ([`forward`], [`backward`]).
+//!
+//! Spike input (a spiking layer's output, through pooling or dropout) is mostly zeros: a
+//! spiking CNN's second convolution sees about 30% of its inputs fire. There each input that
+//! fired adds, for every tap of the kernel, that tap's filter column into the output position
+//! it reaches ([`forward_events`]), and the filter gradient adds the output gradient at those
+//! positions ([`backward_events`]): a third of the multiply-adds of the products, and no patch
+//! matrix (which for that convolution is 56 448 values per sample and step, written, then read
+//! three times). Both work position-major (a position's filters side by side, so each
+//! addition is one contiguous run of `filters` values) and transpose to and from the
+//! channel-major layout per sample. The input gradient stays a product: the output gradient
+//! is dense.
+//!
+//! Work is split into fixed blocks of samples and partial filter gradients are added in block
+//! order, so results do not depend on the number of threads.
+
+use nalgebra::DMatrix;
+use rayon::prelude::*;
+
+use super::event_products::{self, with_width};
+use super::gemm::{Gemm, View, matmul};
+use super::linear::{add_bias, bias_gradient};
+use crate::data::events::Events;
+use crate::spec::Shape;
+
+/// Samples per parallel block of a convolution.
+const SAMPLE_BLOCK: usize = 8;
+
+/// Filters per tile of the event-driven passes. Tiles of 32 would keep a 14 x 14 sample's
+/// outputs in the L1 cache, but every input then walks its taps twice: on the spiking CNN's
+/// second convolution, 64 took 41 ms a batch and 32 took 50-70 ms.
+const FILTER_TILE: usize = 64;
+
+/// Geometry of a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub input: Shape,
+    pub output: Shape,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvGeometry {
+    fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
+        let Shape::Image { channels, height, width } = self.input else {
+            unreachable!("checked: conv input is an image")
+        };
+        let Shape::Image { height: oh, width: ow, .. } = self.output else { unreachable!("conv output is an image") };
+        (channels, height, width, oh, ow, self.kernel)
+    }
+
+    /// Rows of the patch matrix (output positions) and its columns (channels x k x k).
+    pub fn patch_shape(&self) -> (usize, usize) {
+        let (c, _, _, oh, ow, k) = self.dims();
+        (oh * ow, c * k * k)
+    }
+
+    /// For each patch column (channel, ky, kx) and output row, calls `f(column, first output
+    /// position of the row, input index of the row's first valid tap or None when the whole row
+    /// lies in the padding, range of output columns inside the input)`. Positions outside the
+    /// range read the padding.
+    #[inline(always)]
+    fn for_each_row(&self, mut f: impl FnMut(usize, usize, Option<usize>, std::ops::Range<usize>)) {
+        let (c, h, w, oh, ow, k) = self.dims();
+        let (s, p) = (self.stride as isize, self.padding as isize);
+        for ci in 0..c {
+            for ky in 0..k {
+                for kx in 0..k {
+                    let col = (ci * k + ky) * k + kx;
+                    // Output columns ox with 0 <= ox s + kx - p < w.
+                    let first = ((p - kx as isize).max(0) + s - 1) / s;
+                    let last = ((w as isize - 1 + p - kx as isize).div_euclid(s) + 1).clamp(0, ow as isize);
+                    let cols = first.min(last) as usize..last.max(0) as usize;
+                    for oy in 0..oh {
+                        let y = oy as isize * s + ky as isize - p;
+                        let start = (0..h as isize)
+                            .contains(&y)
+                            .then(|| (ci * h + y as usize) * w + (cols.start as isize * s + kx as isize - p) as usize);
+                        f(col, oy * ow, start, if start.is_some() { cols.clone() } else { 0..0 });
+                    }
+                }
+            }
+        }
+    }
+
+    /// im2col of one sample into `patches` (positions x (channels k k), column-major).
+    pub fn unfold<F: Gemm>(&self, sample: &[F], patches: &mut [F]) {
+        let (positions, _) = self.patch_shape();
+        let s = self.stride;
+        patches.iter_mut().for_each(|v| *v = F::zero());
+        self.for_each_row(|col, row, start, cols| {
+            if let Some(start) = start {
+                let out = &mut patches[col * positions + row..];
+                for (j, ox) in cols.enumerate() {
+                    out[ox] = sample[start + j * s];
+                }
+            }
+        });
+    }
+
+    /// col2im: adds the patch gradients back onto the sample's input positions.
+    pub fn fold<F: Gemm>(&self, patches: &[F], sample: &mut [F]) {
+        let (positions, _) = self.patch_shape();
+        let s = self.stride;
+        self.for_each_row(|col, row, start, cols| {
+            if let Some(start) = start {
+                let from = &patches[col * positions + row..];
+                for (j, ox) in cols.enumerate() {
+                    sample[start + j * s] += from[ox];
+                }
+            }
+        });
+    }
+
+    /// For every nonzero input (`index`, `value`, channel-major indices, ascending), calls
+    /// `f(value, channel, where it is read)`. `plane` is [`ConvGeometry::reaches`].
+    #[inline(always)]
+    fn for_each_input<F: Copy>(
+        &self,
+        plane: &[Reach],
+        index: &[u32],
+        value: &[F],
+        mut f: impl FnMut(F, usize, &Reach),
+    ) {
+        // Indices ascend, so the channel is found by walking, not dividing.
+        let (mut channel, mut plane_start) = (0, 0);
+        for (&i, &x) in index.iter().zip(value) {
+            let i = i as usize;
+            while i - plane_start >= plane.len() {
+                channel += 1;
+                plane_start += plane.len();
+            }
+            f(x, channel, &plane[i - plane_start]);
+        }
+    }
+
+    /// For each input position of a channel's plane, the output positions that read it.
+    fn reaches(&self) -> Vec<Reach> {
+        let (_, h, w, oh, ow, k) = self.dims();
+        let (s, p) = (self.stride, self.padding);
+        // Output coordinate o reads input coordinate o s + tap - p for taps 0..k.
+        let span = |at: usize, out: usize| {
+            let top = at + p;
+            let first = (top + 1).saturating_sub(k).div_ceil(s);
+            (first.min(out) as u16, (top / s + 1).min(out).max(first.min(out)) as u16)
+        };
+        (0..h * w)
+            .map(|i| {
+                let (row, column) = (i / w, i % w);
+                Reach { row: row as u16, column: column as u16, rows: span(row, oh), columns: span(column, ow) }
+            })
+            .collect()
+    }
+}
+
+/// Where an input position of a channel's plane is read: the output rows and columns whose
+/// kernel window covers it.
+#[derive(Debug, Clone, Copy)]
+struct Reach {
+    row: u16,
+    column: u16,
+    rows: (u16, u16),
+    columns: (u16, u16),
+}
+
+impl Reach {
+    /// Calls `f(tap within the channel's k x k, output position)` for every read of this input.
+    #[inline(always)]
+    fn for_each_pair(&self, g: &ConvGeometry, mut f: impl FnMut(usize, usize)) {
+        let (_, _, _, _, ow, k) = g.dims();
+        let (s, p) = (g.stride, g.padding);
+        let (row, column) = (self.row as usize, self.column as usize);
+        for oy in self.rows.0 as usize..self.rows.1 as usize {
+            let ky = row + p - oy * s;
+            for ox in self.columns.0 as usize..self.columns.1 as usize {
+                f(ky * k + column + p - ox * s, oy * ow + ox);
+            }
+        }
+    }
+}
+
+/// Convolution forward for the effective filters `w` (filters x (channels k k)); returns the
+/// output and every sample's patch matrix (kept for the backward pass).
+pub fn forward<F: Gemm>(
+    g: &ConvGeometry,
+    w: &DMatrix<F>,
+    bias: Option<&DMatrix<F>>,
+    x: &DMatrix<F>,
+) -> (DMatrix<F>, Vec<F>) {
+    let (positions, taps) = g.patch_shape();
+    let out_size = g.output.size();
+    let mut y = DMatrix::zeros(out_size, x.ncols());
+    let mut patches = vec![F::zero(); positions * taps * x.ncols()];
+    let wt = View::new(w.as_slice(), w.nrows(), w.ncols()).t();
+    y.as_mut_slice()
+        .par_chunks_mut(out_size)
+        .zip(patches.par_chunks_mut(positions * taps))
+        .zip(x.as_slice().par_chunks(g.input.size()))
+        .for_each(|((y, p), x)| {
+            g.unfold(x, p);
+            matmul(y, View::new(p, positions, taps), wt, F::zero());
+        });
+    if let Some(b) = bias {
+        add_bias(&mut y, b, g.output.positions());
+    }
+    (y, patches)
+}
+
+/// Convolution backward: gradients of the effective filters, of the bias, and of the input
+/// (left zero unless `input_grad`). Filter gradients are summed per fixed block of samples, then
+/// over blocks in order.
+pub fn backward<F: Gemm>(
+    g: &ConvGeometry,
+    w: &DMatrix<F>,
+    has_bias: bool,
+    patches: &[F],
+    dy: &DMatrix<F>,
+    input_grad: bool,
+) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
+    let (positions, taps) = g.patch_shape();
+    let patch_blocks = patches.chunks(positions * taps * SAMPLE_BLOCK).collect::<Vec<_>>();
+    by_sample_blocks(g, w, has_bias, dy, input_grad, |b, dy, dw| {
+        for (dy, p) in dy.chunks(g.output.size()).zip(patch_blocks[b].chunks(positions * taps)) {
+            // dW (filters x taps) += dy^T (filters x positions) . patches (positions x taps)
+            let dyv = View::new(dy, positions, w.nrows());
+            matmul(dw.as_mut_slice(), dyv.t(), View::new(p, positions, taps), F::one());
+        }
+    })
+}
+
+/// Convolution forward on an input of spikes: each nonzero input adds, per tap, its value times
+/// that tap's filters into the output position the tap reaches. Returns the output and the
+/// input's events (one row per sample, kept for the backward pass). The same values as
+/// [`forward`] up to the order of the additions.
+pub fn forward_events<F: Gemm>(
+    g: &ConvGeometry,
+    w: &DMatrix<F>,
+    bias: Option<&DMatrix<F>>,
+    x: &DMatrix<F>,
+) -> (DMatrix<F>, Events<F>) {
+    let mut events = Events::default();
+    event_products::column_events(x.as_slice(), g.input.size(), &mut events);
+    let (positions, filters) = (g.output.positions(), w.nrows());
+    let plane = g.reaches();
+    let tiles: Vec<(usize, usize)> = event_products::tiles(filters, FILTER_TILE).collect();
+    let mut y = DMatrix::zeros(g.output.size(), x.ncols());
+    y.as_mut_slice().par_chunks_mut(g.output.size()).enumerate().for_each_init(
+        || vec![F::zero(); positions * FILTER_TILE],
+        |by_position, (c, y)| {
+            let (index, value) = events.step(c);
+            for &(start, width) in &tiles {
+                let out = &mut by_position[..positions * width];
+                out.iter_mut().for_each(|v| *v = F::zero());
+                with_width!(width, spread_tile(g, &plane, (index, value), w.as_slice(), start, out));
+                // Filters start.. of every position, into their channel-major rows.
+                for (j, row) in y[start * positions..][..width * positions].chunks_exact_mut(positions).enumerate() {
+                    row.iter_mut().zip(out.iter().skip(j).step_by(width)).for_each(|(y, &v)| *y = v);
+                }
+            }
+        },
+    );
+    if let Some(b) = bias {
+        add_bias(&mut y, b, positions);
+    }
+    (y, events)
+}
+
+/// One tile of filters, `start..start + W`, of a sample's output (`out`, positions x W) from the
+/// sample's input events.
+fn spread_tile<const W: usize, F: Gemm>(
+    g: &ConvGeometry,
+    plane: &[Reach],
+    (index, value): (&[u32], &[F]),
+    w: &[F],
+    start: usize,
+    out: &mut [F],
+) {
+    let (filters, kk) = (w.len() / g.patch_shape().1, g.kernel * g.kernel);
+    g.for_each_input(plane, index, value, |x, channel, reach| {
+        spread_input::<W, F>(x, g, reach, &w[channel * kk * filters + start..], filters, out);
+    });
+}
+
+/// One input's share of [`spread_tile`]: `x` times the filters of each tap (`taps`: the
+/// channel's first tap's tile, then one tap every `filters` values) into the output position it
+/// reaches. Not inlined: inlined into the loop over events, the compiler no longer knew that
+/// filters and outputs do not overlap and made scalar multiply-adds of the vector ones.
+#[inline(never)]
+fn spread_input<const W: usize, F: Gemm>(
+    x: F,
+    g: &ConvGeometry,
+    reach: &Reach,
+    taps: &[F],
+    filters: usize,
+    out: &mut [F],
+) {
+    reach.for_each_pair(g, |tap, position| {
+        let from: &[F; W] = taps[tap * filters..][..W].try_into().expect("a tile of filters");
+        let to: &mut [F; W] = (&mut out[position * W..][..W]).try_into().expect("a tile of outputs");
+        to.iter_mut().zip(from).for_each(|(t, &f)| *t = x.fma(f, *t));
+    });
+}
+
+/// [`backward`] for the input `events` of [`forward_events`]: the filter gradient adds, for every
+/// nonzero input and tap, its value times the output gradient where the tap reached.
+pub fn backward_events<F: Gemm>(
+    g: &ConvGeometry,
+    w: &DMatrix<F>,
+    has_bias: bool,
+    events: &Events<F>,
+    dy: &DMatrix<F>,
+    input_grad: bool,
+) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
+    let (positions, filters) = (g.output.positions(), w.nrows());
+    let plane = g.reaches();
+    let tiles: Vec<(usize, usize)> = event_products::tiles(filters, FILTER_TILE).collect();
+    by_sample_blocks(g, w, has_bias, dy, input_grad, |b, dy, dw| {
+        let mut by_position = vec![F::zero(); positions * FILTER_TILE];
+        for (j, dy) in dy.chunks(g.output.size()).enumerate() {
+            let sample = events.step(b * SAMPLE_BLOCK + j);
+            for &(start, width) in &tiles {
+                let there = &mut by_position[..positions * width];
+                // dy of filters start.. at every position, a position's side by side.
+                for (f, row) in dy[start * positions..][..width * positions].chunks_exact(positions).enumerate() {
+                    there.iter_mut().skip(f).step_by(width).zip(row).for_each(|(t, &v)| *t = v);
+                }
+                with_width!(width, gather_tile(g, &plane, sample, there, start, dw.as_mut_slice()));
+            }
+        }
+    })
+}
+
+/// One tile of filters, `start..start + W`, of the filter gradient `dw` from a sample's input
+/// events and its output gradient `there` (positions x W).
+fn gather_tile<const W: usize, F: Gemm>(
+    g: &ConvGeometry,
+    plane: &[Reach],
+    (index, value): (&[u32], &[F]),
+    there: &[F],
+    start: usize,
+    dw: &mut [F],
+) {
+    let (filters, kk) = (dw.len() / g.patch_shape().1, g.kernel * g.kernel);
+    g.for_each_input(plane, index, value, |x, channel, reach| {
+        gather_input::<W, F>(x, g, reach, there, filters, &mut dw[channel * kk * filters + start..]);
+    });
+}
+
+/// One input's share of [`gather_tile`]: `x` times the output gradient where each tap reached,
+/// into that tap's filter gradients (`taps` as in [`spread_input`], which says why this is not
+/// inlined).
+#[inline(never)]
+fn gather_input<const W: usize, F: Gemm>(
+    x: F,
+    g: &ConvGeometry,
+    reach: &Reach,
+    there: &[F],
+    filters: usize,
+    taps: &mut [F],
+) {
+    reach.for_each_pair(g, |tap, position| {
+        let from: &[F; W] = there[position * W..][..W].try_into().expect("a tile of outputs");
+        let to: &mut [F; W] = (&mut taps[tap * filters..][..W]).try_into().expect("a tile of filters");
+        to.iter_mut().zip(from).for_each(|(t, &f)| *t = x.fma(f, *t));
+    });
+}
+
+/// The backward pass both input forms share: per fixed block of samples, in parallel, the
+/// block's filter gradient from `filter_gradient(block, dy of the block, dw)` and, with
+/// `input_grad`, each sample's input gradient through the patch matrix (dy W, folded back); the
+/// blocks' filter gradients are then added in block order, and the bias gradient taken.
+fn by_sample_blocks<F: Gemm>(
+    g: &ConvGeometry,
+    w: &DMatrix<F>,
+    has_bias: bool,
+    dy: &DMatrix<F>,
+    input_grad: bool,
+    filter_gradient: impl Fn(usize, &[F], &mut DMatrix<F>) + Sync,
+) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
+    let (positions, taps) = g.patch_shape();
+    let (filters, in_size, out_size) = (w.nrows(), g.input.size(), g.output.size());
+    let mut dx = DMatrix::zeros(in_size, dy.ncols());
+    let wv = View::new(w.as_slice(), filters, taps);
+    let partial: Vec<DMatrix<F>> = dx
+        .as_mut_slice()
+        .par_chunks_mut(in_size * SAMPLE_BLOCK)
+        .zip(dy.as_slice().par_chunks(out_size * SAMPLE_BLOCK))
+        .enumerate()
+        .map(|(b, (dx, dy))| {
+            let mut dw = DMatrix::zeros(filters, taps);
+            filter_gradient(b, dy, &mut dw);
+            if input_grad {
+                let mut dp = vec![F::zero(); positions * taps];
+                for (dx, dy) in dx.chunks_mut(in_size).zip(dy.chunks(out_size)) {
+                    // d patches (positions x taps) = dy (positions x filters) . W (filters x taps)
+                    matmul(&mut dp, View::new(dy, positions, filters), wv, F::zero());
+                    g.fold(&dp, dx);
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = DMatrix::zeros(filters, taps);
+    for part in &partial {
+        dw += part;
+    }
+    let db = has_bias.then(|| bias_gradient(dy, filters, g.output.positions()));
+    (dw, db, dx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// im2col by its definition, for comparison.
+    fn naive_unfold(g: &ConvGeometry, x: &[f64]) -> Vec<f64> {
+        let (c, h, w, oh, ow, k) = g.dims();
+        let (positions, taps) = g.patch_shape();
+        let mut out = vec![0.0; positions * taps];
+        for ci in 0..c {
+            for ky in 0..k {
+                for kx in 0..k {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let y = (oy * g.stride + ky) as isize - g.padding as isize;
+                            let xx = (ox * g.stride + kx) as isize - g.padding as isize;
+                            if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
+                                out[((ci * k + ky) * k + kx) * positions + oy * ow + ox] =
+                                    x[(ci * h + y as usize) * w + xx as usize];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unfold_and_fold_match_their_definitions_with_stride_and_padding() {
+        for (kernel, stride, padding) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (3, 3, 2), (1, 1, 0)] {
+            let input = Shape::Image { channels: 2, height: 5, width: 6 };
+            let spec = crate::spec::Layer::Conv2d {
+                filters: 1,
+                kernel: kernel as u32,
+                stride: stride as u32,
+                padding: padding as u32,
+                weights: crate::spec::Weights::Real,
+                bias: false,
+            };
+            let output = spec.output_shape(input).unwrap();
+            let g = ConvGeometry { input, output, kernel, stride, padding };
+            let x: Vec<f64> = (0..input.size()).map(|i| i as f64 + 1.0).collect();
+            let (positions, taps) = g.patch_shape();
+            let mut patches = vec![f64::NAN; positions * taps];
+            g.unfold(&x, &mut patches);
+            assert_eq!(patches, naive_unfold(&g, &x), "kernel {kernel} stride {stride} padding {padding}");
+            // fold is unfold's transpose: <unfold(x), p> = <x, fold(p)>.
+            let p: Vec<f64> = (0..positions * taps).map(|i| (i % 7) as f64 - 3.0).collect();
+            let mut folded = vec![0.0; input.size()];
+            g.fold(&p, &mut folded);
+            let lhs: f64 = patches.iter().zip(&p).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&folded).map(|(a, b)| a * b).sum();
+            assert_eq!(lhs, rhs);
+        }
+    }
+
+    /// The geometry of a convolution of `channels x height x width` images.
+    fn geometry(
+        channels: usize,
+        height: usize,
+        width: usize,
+        filters: u32,
+        (kernel, stride, padding): (u32, u32, u32),
+    ) -> ConvGeometry {
+        let input = Shape::Image { channels, height, width };
+        let spec = crate::spec::Layer::Conv2d {
+            filters,
+            kernel,
+            stride,
+            padding,
+            weights: crate::spec::Weights::Real,
+            bias: true,
+        };
+        let output = spec.output_shape(input).unwrap();
+        ConvGeometry { input, output, kernel: kernel as usize, stride: stride as usize, padding: padding as usize }
+    }
+
+    #[test]
+    fn event_driven_convolution_equals_the_patch_products() {
+        // Samples beyond one block, filter counts around the vector width, strides and padding.
+        for (filters, kernel) in [(5, (3, 1, 1)), (16, (3, 2, 1)), (9, (2, 2, 0)), (3, (3, 3, 2)), (1, (1, 1, 0))] {
+            let g = geometry(3, 7, 6, filters, kernel);
+            let (samples, taps) = (SAMPLE_BLOCK + 3, g.patch_shape().1);
+            let f = filters as usize;
+            // Spikes, a few fractional values (smooth spikes) and zeros.
+            let x = DMatrix::from_fn(g.input.size(), samples, |i, c| match (i * 7 + c * 5) % 10 {
+                0 | 3 | 8 => 1.0,
+                5 => 0.25,
+                _ => 0.0,
+            });
+            let w = DMatrix::from_fn(f, taps, |o, t| ((o * 13 + t * 7) % 17) as f64 * 0.05 - 0.4);
+            let b = DMatrix::from_fn(f, 1, |o, _| o as f64 * 0.1);
+            let dy = DMatrix::from_fn(g.output.size(), samples, |o, c| ((o * 3 + c * 11) % 13) as f64 * 0.1 - 0.6);
+            let (y, patches) = forward(&g, &w, Some(&b), &x);
+            let (y_events, events) = forward_events(&g, &w, Some(&b), &x);
+            assert!((&y_events - &y).amax() < 1e-12, "forward, {filters} filters, {kernel:?}");
+            let (dw, db, dx) = backward(&g, &w, true, &patches, &dy, true);
+            let (dw_events, db_events, dx_events) = backward_events(&g, &w, true, &events, &dy, true);
+            assert!((&dw_events - &dw).amax() < 1e-12, "filter gradient, {filters} filters, {kernel:?}");
+            assert_eq!((db_events, dx_events), (db, dx), "bias and input gradients");
+        }
+    }
+}
