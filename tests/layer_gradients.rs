@@ -237,6 +237,25 @@ fn convolution_of_spikes_through_time() {
 }
 
 #[test]
+fn recurrent_layer_reading_a_direct_current() {
+    // The first spiking layer reads the Dense layer's output, computed once for all steps; a
+    // recurrent one takes a copy per step (the recurrence adds to each), a plain one reads it
+    // at every step and sums its gradient over them.
+    for recurrence in ["", ", recurrent: AllToAll"] {
+        let net = timed_net(
+            &format!(
+                "Dense(units: 5), Lif(tau_mem_ms: 4.0, threshold: 0.5{recurrence}), Dense(units: 3), Li(tau_mem_ms: 5.0)"
+            ),
+            "(name: \"x\", size: 6)",
+            "steps: 5, surrogate: Htaf(), encoder: Current",
+        );
+        assert_eq!(net.static_prefix(), Some(1));
+        let worst = worst_error(net, batch(6, 3), &[0, 2, 1]);
+        assert!(worst < 1e-4, "worst relative error {worst:e}{recurrence}");
+    }
+}
+
+#[test]
 fn spiking_cnn_through_time_with_learnable_time_constants() {
     // Lif with per-channel time constants after a convolution and batch norm, CubaLif with one
     // learnt pair of constants and zero reset, Li readout. Direct-current input: the convolution

@@ -25,7 +25,9 @@ use crate::nn::linear::{self, Linear, SpikeForm, SpikeRows};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
-use crate::nn::spiking::{Adaptation, Decay, Kind, Recurrent, SegmentCarry, SegmentState, Spiking, SpikingTape};
+use crate::nn::spiking::{
+    Adaptation, Decay, Kind, Recurrent, SegmentCarry, SegmentState, Spiking, SpikingTape, StepInput,
+};
 use crate::ranks::Exchange;
 use crate::rng::{self, Purpose};
 use crate::spec::validate::input_shape;
@@ -430,7 +432,8 @@ impl<F: Gemm> LayerNet<F> {
         let mut trace = Trace::starting_with(x);
         for i in 0..self.layers.len() {
             let x = trace.values.last().expect("input is there");
-            let repeated = (Some(i) == repeat_at).then(|| self.repeat_over_steps(x));
+            let repeated =
+                (Some(i) == repeat_at && self.step_input(i) == StepInput::EachStep).then(|| self.repeat_over_steps(x));
             let (y, extra, how) = self.apply(i, repeated.as_ref().unwrap_or(x), mode);
             trace.push(y, extra, how == StepForward::Smooth);
         }
@@ -447,6 +450,15 @@ impl<F: Gemm> LayerNet<F> {
     /// The layer whose input is the static prefix's output repeated over the steps, if any.
     fn repeat_at(&self) -> Option<usize> {
         self.static_prefix().filter(|&k| self.steps > 1 && k < self.layers.len())
+    }
+
+    /// How layer `i` takes its input over the steps: a spiking layer reads the static prefix's
+    /// output at every step ([`StepInput::Same`]); every other layer, a copy per step.
+    fn step_input(&self, i: usize) -> StepInput {
+        match self.layers[i].op {
+            Op::Spiking(_) if Some(i) == self.repeat_at() => StepInput::Same,
+            _ => StepInput::EachStep,
+        }
     }
 
     /// Evaluates layers `range` on `x`, keeping nothing for a backward pass.
@@ -562,7 +574,7 @@ impl<F: Gemm> LayerNet<F> {
             },
             Op::Flatten => (x.clone(), Extra::None),
             Op::Spiking(s) => {
-                let (y, tape) = s.forward(x, steps, how == StepForward::Smooth);
+                let (y, tape) = s.forward(x, steps, how == StepForward::Smooth, self.step_input(i));
                 (y, Extra::Spiking(tape))
             }
         };
@@ -628,7 +640,7 @@ impl<F: Gemm> LayerNet<F> {
     ) {
         let repeat_at = self.repeat_at();
         for (i, layer) in self.layers.iter().enumerate().rev() {
-            if Some(i + 1) == repeat_at {
+            if Some(i + 1) == repeat_at && self.step_input(i + 1) == StepInput::EachStep {
                 dy = self.sum_over_steps(dy);
             }
             observe(i, &dy);
@@ -706,7 +718,7 @@ impl<F: Gemm> LayerNet<F> {
                 (Op::Spiking(s), Extra::Spiking(tape)) => {
                     let carry = sums.carries[i].get_or_insert_with(|| s.carry(dy.len() / steps));
                     let start = starts.get(i).and_then(Option::as_ref);
-                    s.backward_into(tape, &dy, steps, trace.smooth_steps[i], start, carry)
+                    s.backward_into(tape, &dy, steps, trace.smooth_steps[i], start, carry, self.step_input(i))
                 }
                 (op, _) => unreachable!("backward of {op:?} needs a training forward pass"),
             };

@@ -60,6 +60,17 @@ use crate::surrogate::{DerivativeTable, Surrogate};
 /// same for any number of threads.
 const ELEMENTS: usize = 4096;
 
+/// How a spiking layer's input runs over the steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepInput {
+    /// `features x (steps B)`: each step's own input.
+    EachStep,
+    /// `features x B`, the same at every step (a direct current computed once, see
+    /// [`crate::models::LayerNet::static_prefix`]): read at every step rather than copied
+    /// `steps` times, and its gradient summed over the steps.
+    Same,
+}
+
 /// Which neuron a layer holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
@@ -179,27 +190,42 @@ impl<F: Gemm> Spiking<F> {
         self.alpha.is_some() || self.adaptation.is_some()
     }
 
-    /// Per element of a piece starting at element `first`: its channel, and the decay factors.
-    fn per_element(&self, first: usize, len: usize, factors: &[F]) -> (Vec<u32>, Vec<F>) {
-        let (features, positions) = (self.shape.size(), self.shape.positions());
-        // Walk the (channel, position) of each element instead of dividing for each.
-        let within = first % features;
-        let (mut channel, mut position) = (within / positions, within % positions);
+    /// The channel of every element of a piece starting at element `first`.
+    fn channels(&self, first: usize, len: usize) -> Vec<u32> {
         let mut channels = Vec::with_capacity(len);
-        let mut decays = Vec::with_capacity(len);
-        for _ in 0..len {
-            channels.push(channel as u32);
-            decays.push(factors[channel]);
-            position += 1;
-            if position == positions {
-                position = 0;
-                channel += 1;
-                if channel * positions == features {
-                    channel = 0;
-                }
-            }
+        for (channel, count) in self.channel_runs(first, len) {
+            channels.resize(channels.len() + count, channel as u32);
         }
-        (channels, decays)
+        channels
+    }
+
+    /// The decay factor of every element of a piece starting at element `first`.
+    fn decays(&self, first: usize, len: usize, factors: &[F]) -> Vec<F> {
+        let mut decays = Vec::with_capacity(len);
+        for (channel, count) in self.channel_runs(first, len) {
+            decays.resize(decays.len() + count, factors[channel]);
+        }
+        decays
+    }
+
+    /// The `len` elements from element `first` as runs of one channel: (channel, run length).
+    /// Elements walk the positions of a channel, then the channels of a sample, then the
+    /// samples, so runs are whole channels but for the first and the last.
+    fn channel_runs(&self, first: usize, len: usize) -> impl Iterator<Item = (usize, usize)> {
+        let (features, positions) = (self.shape.size(), self.shape.positions().max(1));
+        let within = first % features.max(1);
+        let (mut channel, mut position, mut left) = (within / positions, within % positions, len);
+        let channels = features / positions;
+        std::iter::from_fn(move || {
+            (left > 0).then(|| {
+                let count = (positions - position).min(left);
+                let run = (channel, count);
+                left -= count;
+                position = 0;
+                channel = (channel + 1) % channels.max(1);
+                run
+            })
+        })
     }
 
     /// One spike from v' - theta.
@@ -253,9 +279,24 @@ impl<F: Gemm> Spiking<F> {
         }
     }
 
-    /// Runs `x` (`features x (steps B)`) through time; returns the output and the tape.
-    pub fn forward(&self, x: &DMatrix<F>, steps: usize, smooth: bool) -> (DMatrix<F>, SpikingTape<F>) {
-        let (y, tape, _) = self.forward_from(x, steps, smooth, None);
+    /// Runs `x` (`features x (steps B)`, or `features x B` read at every step with
+    /// [`StepInput::Same`]) through time; returns the output and the tape.
+    pub fn forward(
+        &self,
+        x: &DMatrix<F>,
+        steps: usize,
+        smooth: bool,
+        input: StepInput,
+    ) -> (DMatrix<F>, SpikingTape<F>) {
+        let (y, tape, _) = match input {
+            StepInput::EachStep => self.forward_from(x, steps, smooth, None),
+            // Recurrence adds to each step's input, so each step gets its own copy.
+            StepInput::Same if self.recurrent.is_some() => {
+                let repeated = DMatrix::from_fn(x.nrows(), x.ncols() * steps, |r, c| x[(r, c % x.ncols())]);
+                self.forward_from(&repeated, steps, smooth, None)
+            }
+            StepInput::Same => self.forward_pieces(x, steps, smooth, None, input),
+        };
         (y, tape)
     }
 
@@ -272,14 +313,29 @@ impl<F: Gemm> Spiking<F> {
         if let Some(r) = &self.recurrent {
             return self.forward_recurrent(r, x, steps, smooth, start);
         }
-        let block = x.len() / steps;
+        self.forward_pieces(x, steps, smooth, start, StepInput::EachStep)
+    }
+
+    /// [`Spiking::forward_from`] without recurrence, the input as `input` says.
+    fn forward_pieces(
+        &self,
+        x: &DMatrix<F>,
+        steps: usize,
+        smooth: bool,
+        start: Option<&SegmentState<F>>,
+        input: StepInput,
+    ) -> (DMatrix<F>, SpikingTape<F>, SegmentState<F>) {
+        let (block, step_stride) = match input {
+            StepInput::EachStep => (x.len() / steps, x.len() / steps),
+            StepInput::Same => (x.len(), 0),
+        };
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
-        let mut y = DMatrix::zeros(x.nrows(), x.ncols());
+        let mut y = DMatrix::zeros(x.nrows(), block / x.nrows().max(1) * steps);
         let mut tape = SpikingTape {
-            v_pre: vec![F::zero(); x.len()],
-            current: vec![F::zero(); if self.keeps_second_state() { x.len() } else { 0 }],
+            v_pre: vec![F::zero(); y.len()],
+            current: vec![F::zero(); if self.keeps_second_state() { y.len() } else { 0 }],
         };
         let mut end = SegmentState::at_rest(block);
         let y_pieces = pieces(y.as_mut_slice(), block);
@@ -292,14 +348,14 @@ impl<F: Gemm> Spiking<F> {
             |(p, (((mut ys, mut vs), mut is), (v, i)))| {
                 let first = p * ELEMENTS;
                 let len = v.len();
-                let (_, b) = self.per_element(first, len, &beta);
-                let a = alpha.as_ref().map(|alpha| self.per_element(first, len, alpha).1);
+                let b = self.decays(first, len, &beta);
+                let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
                 if let Some(s) = start {
                     v.copy_from_slice(&s.v[first..first + len]);
                     i.copy_from_slice(&s.i[first..first + len]);
                 }
                 for t in 0..steps {
-                    let input = &x.as_slice()[t * block + first..t * block + first + len];
+                    let input = &x.as_slice()[t * step_stride + first..][..len];
                     let current = is.get_mut(t).map(|c| &mut **c);
                     self.forward_step(input, &b, a.as_deref(), v, i, vs[t], ys[t], current, smooth);
                 }
@@ -367,8 +423,8 @@ impl<F: Gemm> Spiking<F> {
         let channels = self.shape.channels();
         let zeros = || vec![F::zero(); n];
         Stepper {
-            b: self.per_element(0, n, &self.beta.factors(channels)).1,
-            a: self.alpha.as_ref().map(|a| self.per_element(0, n, &a.factors(channels)).1),
+            b: self.decays(0, n, &self.beta.factors(channels)),
+            a: self.alpha.as_ref().map(|a| self.decays(0, n, &a.factors(channels))),
             v: zeros(),
             i: zeros(),
             v_pre: zeros(),
@@ -395,7 +451,7 @@ impl<F: Gemm> Spiking<F> {
         smooth: bool,
     ) -> (DMatrix<F>, Vec<DMatrix<F>>) {
         let mut carry = self.carry(dy.len() / steps);
-        let dx = self.backward_into(tape, dy, steps, smooth, None, &mut carry);
+        let dx = self.backward_into(tape, dy, steps, smooth, None, &mut carry, StepInput::EachStep);
         (dx, self.carried_gradients(&carry))
     }
 
@@ -421,7 +477,9 @@ impl<F: Gemm> Spiking<F> {
 
     /// The backward pass through one segment (its forward started from `start`), from the
     /// `carry` that the segment after it left (fresh for the last); returns dL/dx and leaves in
-    /// `carry` what the segment before needs, with the parameter gradients summed so far.
+    /// `carry` what the segment before needs, with the parameter gradients summed so far. With
+    /// [`StepInput::Same`], dL/dx is the sum over the steps (`features x B`).
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_into(
         &self,
         tape: &SpikingTape<F>,
@@ -430,28 +488,44 @@ impl<F: Gemm> Spiking<F> {
         smooth: bool,
         start: Option<&SegmentState<F>>,
         carry: &mut SegmentCarry<F>,
+        input: StepInput,
     ) -> DMatrix<F> {
         if let Some(r) = &self.recurrent {
-            return self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
+            let dx = self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
+            return match input {
+                StepInput::EachStep => dx,
+                StepInput::Same => {
+                    let samples = dx.ncols() / steps;
+                    (1..steps)
+                        .fold(dx.columns(0, samples).into_owned(), |sum, t| sum + dx.columns(t * samples, samples))
+                }
+            };
         }
         let block = dy.len() / steps;
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
         let learn = self.learns_decays();
-        let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
+        let dx_columns = if input == StepInput::Same { dy.ncols() / steps } else { dy.ncols() };
+        let mut dx = DMatrix::zeros(dy.nrows(), dx_columns);
         pieces(dx.as_mut_slice(), block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each(
             |(p, (mut gs, c))| {
                 let first = p * ELEMENTS;
                 let len = c.g_v.len();
                 let row = |t: usize| t * block + first..t * block + first + len;
-                let b = self.per_element(first, len, &beta).1;
-                let a = alpha.as_ref().map(|alpha| self.per_element(first, len, alpha).1);
+                let b = self.decays(first, len, &beta);
+                let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
                 let before = start.map(|s| s.piece(first, len));
                 for t in (0..steps).rev() {
                     let g_out = &dy.as_slice()[row(t)];
                     self.back_step(tape, t, row, g_out, &b, a.as_deref(), c, smooth, learn, before);
-                    gs[t].copy_from_slice(c.g_in(a.is_some()));
+                    let g_in = c.g_in(a.is_some());
+                    match input {
+                        StepInput::EachStep => gs[t].copy_from_slice(g_in),
+                        // Summed from the last step, the order the steps come back in.
+                        StepInput::Same if t + 1 == steps => gs[0].copy_from_slice(g_in),
+                        StepInput::Same => gs[0].iter_mut().zip(g_in).for_each(|(g, &d)| *g += d),
+                    }
                 }
             },
         );
@@ -470,7 +544,7 @@ impl<F: Gemm> Spiking<F> {
             .iter()
             .enumerate()
             .map(|(p, c)| {
-                let (channel, _) = self.per_element(p * ELEMENTS, c.g_v.len(), &beta);
+                let channel = self.channels(p * ELEMENTS, c.g_v.len());
                 let per_channel = |acc: &[F]| {
                     let mut total = vec![0.0; if acc.is_empty() { 0 } else { channels }];
                     for (&ch, &g) in channel.iter().zip(acc) {
@@ -530,8 +604,8 @@ impl<F: Gemm> Spiking<F> {
         let batch = block / n.max(1);
         let beta = self.beta.factors(self.shape.channels());
         let alpha = self.alpha.as_ref().map(|a| a.factors(self.shape.channels()));
-        let b = self.per_element(0, block, &beta).1;
-        let a = alpha.as_ref().map(|alpha| self.per_element(0, block, alpha).1);
+        let b = self.decays(0, block, &beta);
+        let a = alpha.as_ref().map(|alpha| self.decays(0, block, alpha));
         let mut y = DMatrix::zeros(x.nrows(), x.ncols());
         let mut tape = SpikingTape {
             v_pre: vec![F::zero(); x.len()],
@@ -594,8 +668,8 @@ impl<F: Gemm> Spiking<F> {
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
         let learn = self.learns_decays();
-        let b = self.per_element(0, block, &beta).1;
-        let a = alpha.as_ref().map(|alpha| self.per_element(0, block, alpha).1);
+        let b = self.decays(0, block, &beta);
+        let a = alpha.as_ref().map(|alpha| self.decays(0, block, alpha));
         let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
         let SegmentCarry { pieces: carries, next_input, recurrent } = carry;
         let dw = recurrent.as_mut().expect("a recurrent layer's carry holds its weight gradient");
@@ -1007,7 +1081,7 @@ mod tests {
     }
 
     #[test]
-    fn channels_walked_per_element_match_their_definition() {
+    fn channels_and_decays_per_element_match_their_definition() {
         let shape = Shape::Image { channels: 3, height: 2, width: 5 };
         let layer = Spiking::<f64> {
             kind: Kind::Lif,
@@ -1024,7 +1098,7 @@ mod tests {
         };
         let factors = [0.1, 0.2, 0.3];
         for first in [0, 7, 29, 30, 61] {
-            let (channels, decays) = layer.per_element(first, 45, &factors);
+            let (channels, decays) = (layer.channels(first, 45), layer.decays(first, 45, &factors));
             for (k, (&c, &d)) in channels.iter().zip(&decays).enumerate() {
                 let expected = ((first + k) % 30) / 10;
                 assert_eq!((c as usize, d), (expected, factors[expected]), "element {}", first + k);
