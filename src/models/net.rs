@@ -561,10 +561,15 @@ impl<F: Gemm> LayerNet<F> {
                     let n = x.nrows();
                     let mut mask = vec![F::zero(); x.len()];
                     // Columns cycle through the samples once per step: each sample keeps its
-                    // mask at every step (the same key), as multi-step dropout does.
-                    for (column, &sample) in mask.chunks_mut(n).zip(samples.iter().cycle()) {
+                    // mask at every step (the same key), as multi-step dropout does, so the
+                    // first step's masks are drawn and the later steps copy them.
+                    let (first, later) = mask.split_at_mut((n * samples.len()).min(x.len()));
+                    for (column, &sample) in first.chunks_mut(n).zip(samples) {
                         let key = (epoch as u64) << 40 ^ (sample as u64) << 8 ^ i as u64;
                         activation::dropout_mask(*rate, n, &mut rng::stream(seed, Purpose::Dropout, key), column);
+                    }
+                    for step in later.chunks_mut(first.len().max(1)) {
+                        step.copy_from_slice(&first[..step.len()]);
                     }
                     let mut y = x.clone();
                     y.iter_mut().zip(&mask).for_each(|(v, &m)| *v *= m);
