@@ -261,6 +261,24 @@ impl<F: Gemm> Spiking<F> {
         }
     }
 
+    /// The membranes after the reset, from v' and the spikes (Li: v' itself).
+    fn reset_row(&self, v_pre: &[F], spikes: &[F], v: &mut [F]) {
+        let theta = self.threshold;
+        match (self.kind, self.reset) {
+            (Kind::Li, _) => v.copy_from_slice(v_pre),
+            (_, SpikeReset::Subtract) => {
+                for ((v, &p), &s) in v.iter_mut().zip(v_pre).zip(spikes) {
+                    *v = p - theta * s;
+                }
+            }
+            (_, SpikeReset::Zero) => {
+                for ((v, &p), &s) in v.iter_mut().zip(v_pre).zip(spikes) {
+                    *v = p * (F::one() - s);
+                }
+            }
+        }
+    }
+
     /// Runs `x` (`features x (steps B)`, or `features x B` read at every step with
     /// [`StepInput::Same`]) through time; returns the output and the tape.
     pub fn forward(
@@ -388,20 +406,15 @@ impl<F: Gemm> Spiking<F> {
             }
             None => input,
         };
-        // One pass: v', the output and the reset membrane element by element.
-        let theta = self.threshold;
-        for k in 0..vp.len() {
-            let p = b[k] * v[k] + drive[k];
-            vp[k] = p;
-            if self.fires() {
-                let s = self.spike(p - theta, smooth);
-                y[k] = s;
-                v[k] = self.reset_one(p, s, theta);
-            } else {
-                y[k] = p;
-                v[k] = p;
-            }
+        for (((vp, &v), &b), &d) in vp.iter_mut().zip(v.iter()).zip(b).zip(drive) {
+            *vp = b * v + d;
         }
+        if self.fires() {
+            self.spikes(vp, smooth, y);
+        } else {
+            y.copy_from_slice(vp);
+        }
+        self.reset_row(vp, y, v);
     }
 
     /// A fresh state for running `n` neurons of this layer one step at a time ([`Spiking::step`]),
@@ -726,6 +739,7 @@ impl<F: Gemm> Spiking<F> {
             return self.back_step_adaptive(adapt, tape, t, row, g_out, b, c, smooth, learn, start);
         }
         let theta = self.threshold;
+        let len = g_out.len();
         let vp = &tape.v_pre[row(t)];
         if self.fires() {
             for (x, &v) in c.slope.iter_mut().zip(vp) {
@@ -736,41 +750,22 @@ impl<F: Gemm> Spiking<F> {
             } else {
                 F::surrogate_derivatives(&self.derivative, &mut c.slope);
             }
-        }
-        // v[t - 1], which dL/dbeta meets: rebuilt from the tape's v'[t - 1] (or the segment's
-        // start), when the decay is learnt.
-        let previous = match (learn, t, start) {
-            (false, _, _) => None,
-            (true, 0, Some((v_start, _))) => Some((v_start, false)),
-            (true, 0, None) => None,
-            (true, _, _) => Some((&tape.v_pre[row(t - 1)], true)),
-        };
-        // One pass per step over the piece: dL/dv'[t], the decay gradient and dL/dv[t - 1]
-        // element by element (separate passes kept each array's trip through the cache).
-        let detach = if self.detach_reset { F::zero() } else { F::one() };
-        let BackCarry { g_b, g_v, g_vp, slope, .. } = c;
-        for k in 0..g_out.len() {
-            let g = if self.fires() {
+            if !c.s_ready {
+                self.spikes(vp, smooth, &mut c.s);
+            }
+            let detach = if self.detach_reset { F::zero() } else { F::one() };
+            for k in 0..len {
                 let (dv_dvp, dv_ds) = match self.reset {
                     SpikeReset::Subtract => (F::one(), -theta),
-                    SpikeReset::Zero => (F::one() - self.spike(vp[k] - theta, smooth), -vp[k]),
+                    SpikeReset::Zero => (F::one() - c.s[k], -vp[k]),
                 };
-                let g_s = g_out[k] + detach * g_v[k] * dv_ds;
-                g_v[k] * dv_dvp + g_s * slope[k]
-            } else {
-                g_out[k] + g_v[k]
-            };
-            g_vp[k] = g;
-            match previous {
-                Some((before, true)) => {
-                    let p = before[k];
-                    let v = if self.fires() { self.reset_one(p, self.spike(p - theta, smooth), theta) } else { p };
-                    g_b[k] += g * v;
-                }
-                Some((v_start, false)) => g_b[k] += g * v_start[k],
-                None => {}
+                let g_s = g_out[k] + detach * c.g_v[k] * dv_ds;
+                c.g_vp[k] = c.g_v[k] * dv_dvp + g_s * c.slope[k];
             }
-            g_v[k] = b[k] * g;
+        } else {
+            for ((g, &o), &v) in c.g_vp.iter_mut().zip(g_out).zip(&c.g_v) {
+                *g = o + v;
+            }
         }
         if let Some(a) = a {
             for ((g, &a), &d) in c.g_i.iter_mut().zip(a).zip(&c.g_vp) {
@@ -786,6 +781,27 @@ impl<F: Gemm> Spiking<F> {
                     *acc += g * i;
                 }
             }
+        }
+        // Whether `s` holds the step's spikes: computed as the previous step's by the decay
+        // gradient below, for the next call.
+        c.s_ready = false;
+        if learn && t > 0 {
+            let previous = &tape.v_pre[row(t - 1)];
+            if self.fires() {
+                self.spikes(previous, smooth, &mut c.s);
+                c.s_ready = true;
+            }
+            self.reset_row(previous, &c.s, &mut c.v_before);
+            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(&c.v_before) {
+                *acc += g * v;
+            }
+        } else if let (true, 0, Some((v_start, _))) = (learn, t, start) {
+            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(v_start) {
+                *acc += g * v;
+            }
+        }
+        for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&c.g_vp) {
+            *g = b * d;
         }
     }
 
@@ -996,9 +1012,12 @@ struct BackCarry<F> {
     /// The gradients reaching v[t] and i[t] from step t + 1.
     g_v: Vec<F>,
     g_i: Vec<F>,
-    /// dL/dv'[t] and the surrogate slopes.
+    /// dL/dv'[t], the surrogate slopes, the spikes, and v[t - 1].
     g_vp: Vec<F>,
     slope: Vec<F>,
+    s: Vec<F>,
+    v_before: Vec<F>,
+    s_ready: bool,
 }
 
 impl<F: Real> BackCarry<F> {
@@ -1011,6 +1030,9 @@ impl<F: Real> BackCarry<F> {
             g_i: zeros(len),
             g_vp: zeros(len),
             slope: zeros(len),
+            s: zeros(len),
+            v_before: zeros(len),
+            s_ready: false,
         }
     }
 
