@@ -65,9 +65,9 @@ const ELEMENTS: usize = 4096;
 pub enum StepInput {
     /// `features x (steps B)`: each step's own input.
     EachStep,
-    /// `features x B`, the same at every step (a direct current computed once, see
-    /// [`crate::models::LayerNet::static_prefix`]): read at every step rather than copied
-    /// `steps` times, and its gradient summed over the steps.
+    /// `features x B`, the same at every step (a direct current, computed once by the layers
+    /// before): read at every step rather than copied `steps` times, and its gradient summed
+    /// over the steps.
     Same,
 }
 
