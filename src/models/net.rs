@@ -14,7 +14,6 @@ use nalgebra::DMatrix;
 use rand::RngExt;
 
 use crate::data::encode::Encoder;
-use crate::data::events::Events;
 use crate::error::{Error, Result};
 use crate::nn::activation::{self, Step, StepForward};
 use crate::nn::bits;
@@ -84,15 +83,10 @@ pub enum Extra<F> {
     None,
     /// The effective (binarised) weights, when they differ from the latent ones.
     Weights(DMatrix<F>),
-    /// A convolution's effective weights (as in `Weights`) and what its backward pass reads:
-    /// the patch matrices of real-valued input, or the events of spike input.
+    /// A convolution's effective weights (as in `Weights`) and what its backward pass reads.
     Conv {
         weights: Option<DMatrix<F>>,
-        patches: Vec<F>,
-    },
-    ConvSpikes {
-        weights: Option<DMatrix<F>>,
-        events: Events<F>,
+        kept: conv::Kept<F>,
     },
     Winners(Vec<u32>),
     Norm(NormCache<F>),
@@ -533,13 +527,12 @@ impl<F: Gemm> LayerNet<F> {
             Op::Conv(l, g) => {
                 let w = l.binary.then(|| l.effective(smooth_w.as_ref()));
                 let effective = w.as_ref().unwrap_or(&l.weight);
-                if layer.spike_input {
-                    let (y, events) = conv::forward_events(g, effective, l.bias.as_ref(), x);
-                    (y, Extra::ConvSpikes { weights: w, events })
+                let (y, kept) = if layer.spike_input {
+                    conv::forward_events(g, effective, l.bias.as_ref(), x)
                 } else {
-                    let (y, patches) = conv::forward(g, effective, l.bias.as_ref(), x);
-                    (y, Extra::Conv { weights: w, patches })
-                }
+                    conv::forward(g, effective, l.bias.as_ref(), x)
+                };
+                (y, Extra::Conv { weights: w, kept })
             }
             Op::MaxPool(size) => {
                 let (y, winners) = pool::max_forward(layer.input, *size, x);
@@ -685,16 +678,9 @@ impl<F: Gemm> LayerNet<F> {
                         dx
                     }
                 }
-                (Op::Conv(l, g), Extra::Conv { weights, .. } | Extra::ConvSpikes { weights, .. }) => {
+                (Op::Conv(l, g), Extra::Conv { weights, kept }) => {
                     let w = weights.as_ref().unwrap_or(&l.weight);
-                    let has_bias = l.bias.is_some();
-                    let (dw, db, dx) = match extra {
-                        Extra::ConvSpikes { events, .. } => {
-                            conv::backward_events(g, w, has_bias, events, &dy, needs_input_grad)
-                        }
-                        Extra::Conv { patches, .. } => conv::backward(g, w, has_bias, patches, &dy, needs_input_grad),
-                        _ => unreachable!("matched above"),
-                    };
+                    let (dw, db, dx) = conv::backward(g, w, l.bias.is_some(), kept, &dy, needs_input_grad);
                     grads[0] += dw;
                     if let Some(db) = db {
                         grads[1] += db;

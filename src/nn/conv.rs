@@ -187,14 +187,23 @@ impl Reach {
     }
 }
 
+/// What a convolution's forward pass keeps for its backward pass.
+#[derive(Debug, Clone)]
+pub enum Kept<F> {
+    /// Real-valued input: every sample's patch matrix.
+    Patches(Vec<F>),
+    /// Spike input: every sample's nonzero inputs, one row of events each.
+    Spikes(Events<F>),
+}
+
 /// Convolution forward for the effective filters `w` (filters x (channels k k)); returns the
-/// output and every sample's patch matrix (kept for the backward pass).
+/// output and every sample's patch matrix.
 pub fn forward<F: Gemm>(
     g: &ConvGeometry,
     w: &DMatrix<F>,
     bias: Option<&DMatrix<F>>,
     x: &DMatrix<F>,
-) -> (DMatrix<F>, Vec<F>) {
+) -> (DMatrix<F>, Kept<F>) {
     let (positions, taps) = g.patch_shape();
     let out_size = g.output.size();
     let mut y = DMatrix::zeros(out_size, x.ncols());
@@ -211,13 +220,28 @@ pub fn forward<F: Gemm>(
     if let Some(b) = bias {
         add_bias(&mut y, b, g.output.positions());
     }
-    (y, patches)
+    (y, Kept::Patches(patches))
 }
 
-/// Convolution backward: gradients of the effective filters, of the bias, and of the input
-/// (left zero unless `input_grad`). Filter gradients are summed per fixed block of samples, then
-/// over blocks in order.
+/// Convolution backward from what the forward pass `kept`: gradients of the effective filters,
+/// of the bias, and of the input (left zero unless `input_grad`). Filter gradients are summed
+/// per fixed block of samples, then over blocks in order.
 pub fn backward<F: Gemm>(
+    g: &ConvGeometry,
+    w: &DMatrix<F>,
+    has_bias: bool,
+    kept: &Kept<F>,
+    dy: &DMatrix<F>,
+    input_grad: bool,
+) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
+    match kept {
+        Kept::Patches(patches) => backward_patches(g, w, has_bias, patches, dy, input_grad),
+        Kept::Spikes(events) => backward_events(g, w, has_bias, events, dy, input_grad),
+    }
+}
+
+/// [`backward`] for real-valued input: the filter gradient is dy^T times each sample's patches.
+fn backward_patches<F: Gemm>(
     g: &ConvGeometry,
     w: &DMatrix<F>,
     has_bias: bool,
@@ -238,14 +262,13 @@ pub fn backward<F: Gemm>(
 
 /// Convolution forward on an input of spikes: each nonzero input adds, per tap, its value times
 /// that tap's filters into the output position the tap reaches. Returns the output and the
-/// input's events (one row per sample, kept for the backward pass). The same values as
-/// [`forward`] up to the order of the additions.
+/// input's events. The same values as [`forward`] up to the order of the additions.
 pub fn forward_events<F: Gemm>(
     g: &ConvGeometry,
     w: &DMatrix<F>,
     bias: Option<&DMatrix<F>>,
     x: &DMatrix<F>,
-) -> (DMatrix<F>, Events<F>) {
+) -> (DMatrix<F>, Kept<F>) {
     let mut events = Events::default();
     event_products::column_events(x.as_slice(), g.input.size(), &mut events);
     let (positions, filters) = (g.output.positions(), w.nrows());
@@ -270,7 +293,7 @@ pub fn forward_events<F: Gemm>(
     if let Some(b) = bias {
         add_bias(&mut y, b, positions);
     }
-    (y, events)
+    (y, Kept::Spikes(events))
 }
 
 /// One tile of filters, `start..start + W`, of a sample's output (`out`, positions x W) from the
@@ -309,9 +332,9 @@ fn spread_input<const W: usize, F: Gemm>(
     });
 }
 
-/// [`backward`] for the input `events` of [`forward_events`]: the filter gradient adds, for every
-/// nonzero input and tap, its value times the output gradient where the tap reached.
-pub fn backward_events<F: Gemm>(
+/// [`backward`] for spike input: the filter gradient adds, for every nonzero input and tap, its
+/// value times the output gradient where the tap reached.
+fn backward_events<F: Gemm>(
     g: &ConvGeometry,
     w: &DMatrix<F>,
     has_bias: bool,
@@ -513,8 +536,9 @@ mod tests {
             let (y, patches) = forward(&g, &w, Some(&b), &x);
             let (y_events, events) = forward_events(&g, &w, Some(&b), &x);
             assert!((&y_events - &y).amax() < 1e-12, "forward, {filters} filters, {kernel:?}");
+            assert!(matches!((&patches, &events), (Kept::Patches(_), Kept::Spikes(_))), "each form kept");
             let (dw, db, dx) = backward(&g, &w, true, &patches, &dy, true);
-            let (dw_events, db_events, dx_events) = backward_events(&g, &w, true, &events, &dy, true);
+            let (dw_events, db_events, dx_events) = backward(&g, &w, true, &events, &dy, true);
             assert!((&dw_events - &dw).amax() < 1e-12, "filter gradient, {filters} filters, {kernel:?}");
             assert_eq!((db_events, dx_events), (db, dx), "bias and input gradients");
         }
