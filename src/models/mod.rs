@@ -2,8 +2,10 @@
 //! models (ICBM) and plain CNNs, described by a `layers: [...]` stack in a network file
 //! ([`crate::spec::layers`]) and trained by the same `snn train` with the same surrogates.
 //!
-//! [`net`] builds a model and runs it forward and backward over a batch; [`linear`], [`norm`],
-//! [`pool`], [`activation`] and [`spiking`] are its layers; [`gemm`] the matrix products under them.
+//! [`net`] builds a model and runs it forward and backward over a batch; its layers are in
+//! [`crate::nn`] ([`crate::nn::linear`], [`crate::nn::conv`], [`crate::nn::norm`],
+//! [`crate::nn::pool`], [`crate::nn::activation`], [`crate::nn::spiking`]), over the matrix
+//! products of [`crate::nn::gemm`].
 
 pub mod binary;
 pub mod chain;

@@ -11,12 +11,12 @@
 //! spiking CNN's second convolution sees about 30% of its inputs fire. There each input that
 //! fired adds, for every tap of the kernel, that tap's filter column into the output position
 //! it reaches ([`forward_events`]), and the filter gradient adds the output gradient at those
-//! positions ([`backward_events`]): a third of the multiply-adds of the products, and no patch
-//! matrix (which for that convolution is 56 448 values per sample and step, written, then read
-//! three times). Both work position-major (a position's filters side by side, so each
-//! addition is one contiguous run of `filters` values) and transpose to and from the
-//! channel-major layout per sample. The input gradient stays a product: the output gradient
-//! is dense.
+//! positions ([`backward`] of [`Kept::Spikes`]): a third of the multiply-adds of the products,
+//! and no patch matrix (for that convolution 56 448 values per sample and step, zeroed,
+//! written, and read by the forward product and by the filter gradient). Both work
+//! position-major (a position's filters side by side, so each addition is one contiguous run of
+//! filters) and transpose to and from the channel-major layout per sample. The input gradient
+//! stays a product: the output gradient is dense.
 //!
 //! Work is split into fixed blocks of samples and partial filter gradients are added in block
 //! order, so results do not depend on the number of threads.
