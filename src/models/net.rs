@@ -446,11 +446,12 @@ impl<F: Gemm> LayerNet<F> {
         self.static_prefix().filter(|&k| self.steps > 1 && k < self.layers.len())
     }
 
-    /// How layer `i` takes its input over the steps: a spiking layer reads the static prefix's
-    /// output at every step ([`StepInput::Same`]); every other layer, a copy per step.
+    /// How layer `i` takes its input over the steps: a spiking layer without recurrence reads
+    /// the static prefix's output at every step ([`StepInput::Same`]); every other layer, a copy
+    /// per step (a recurrent layer adds its recurrence to each).
     fn step_input(&self, i: usize) -> StepInput {
-        match self.layers[i].op {
-            Op::Spiking(_) if Some(i) == self.repeat_at() => StepInput::Same,
+        match &self.layers[i].op {
+            Op::Spiking(s) if Some(i) == self.repeat_at() && s.recurrent.is_none() => StepInput::Same,
             _ => StepInput::EachStep,
         }
     }

@@ -67,7 +67,7 @@ pub enum StepInput {
     EachStep,
     /// `features x B`, the same at every step (a direct current, computed once by the layers
     /// before): read at every step rather than copied `steps` times, and its gradient summed
-    /// over the steps.
+    /// over the steps. Not for a recurrent layer, whose recurrence adds to each step's input.
     Same,
 }
 
@@ -290,12 +290,10 @@ impl<F: Gemm> Spiking<F> {
     ) -> (DMatrix<F>, SpikingTape<F>) {
         let (y, tape, _) = match input {
             StepInput::EachStep => self.forward_from(x, steps, smooth, None),
-            // Recurrence adds to each step's input, so each step gets its own copy.
-            StepInput::Same if self.recurrent.is_some() => {
-                let repeated = DMatrix::from_fn(x.nrows(), x.ncols() * steps, |r, c| x[(r, c % x.ncols())]);
-                self.forward_from(&repeated, steps, smooth, None)
+            StepInput::Same => {
+                assert!(self.recurrent.is_none(), "a recurrent layer takes each step's own input");
+                self.forward_pieces(x, steps, smooth, None, input)
             }
-            StepInput::Same => self.forward_pieces(x, steps, smooth, None, input),
         };
         (y, tape)
     }
@@ -491,15 +489,8 @@ impl<F: Gemm> Spiking<F> {
         input: StepInput,
     ) -> DMatrix<F> {
         if let Some(r) = &self.recurrent {
-            let dx = self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
-            return match input {
-                StepInput::EachStep => dx,
-                StepInput::Same => {
-                    let samples = dx.ncols() / steps;
-                    (1..steps)
-                        .fold(dx.columns(0, samples).into_owned(), |sum, t| sum + dx.columns(t * samples, samples))
-                }
-            };
+            assert_eq!(input, StepInput::EachStep, "a recurrent layer takes each step's own input");
+            return self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
         }
         let block = dy.len() / steps;
         let channels = self.shape.channels();
