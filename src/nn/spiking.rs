@@ -459,7 +459,10 @@ impl<F: Gemm> Spiking<F> {
         let learn = self.learns_decays();
         let count = block.div_ceil(ELEMENTS);
         let pieces = (0..count)
-            .map(|p| BackCarry::new(ELEMENTS.min(block - p * ELEMENTS), learn, self.alpha.is_some()))
+            .map(|p| {
+                let len = ELEMENTS.min(block - p * ELEMENTS);
+                BackCarry::new(len, learn, self.alpha.is_some(), self.keeps_second_state())
+            })
             .collect();
         let n = self.shape.size();
         SegmentCarry {
@@ -499,18 +502,20 @@ impl<F: Gemm> Spiking<F> {
         let learn = self.learns_decays();
         let dx_columns = if input == StepInput::Same { dy.ncols() / steps } else { dy.ncols() };
         let mut dx = DMatrix::zeros(dy.nrows(), dx_columns);
-        pieces(dx.as_mut_slice(), block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each(
-            |(p, (mut gs, c))| {
+        pieces(dx.as_mut_slice(), block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each_init(
+            StepScratch::default,
+            |w, (p, (mut gs, c))| {
                 let first = p * ELEMENTS;
                 let len = c.g_v.len();
+                w.fit(len);
                 let row = |t: usize| t * block + first..t * block + first + len;
                 let b = self.decays(first, len, &beta);
                 let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
                 let before = start.map(|s| s.piece(first, len));
                 for t in (0..steps).rev() {
                     let g_out = &dy.as_slice()[row(t)];
-                    self.back_step(tape, t, row, g_out, &b, a.as_deref(), c, smooth, learn, before);
-                    let g_in = c.g_in(a.is_some());
+                    self.back_step(tape, t, row, g_out, &b, a.as_deref(), c, w, smooth, learn, before);
+                    let g_in = if a.is_some() { &c.g_i } else { &w.g_vp };
                     match input {
                         StepInput::EachStep => gs[t].copy_from_slice(g_in),
                         // Summed from the last step, the order the steps come back in.
@@ -678,17 +683,21 @@ impl<F: Gemm> Spiking<F> {
                 let wt = View::new(weight.as_slice(), n, n).t();
                 par_matmul(&mut g_out, wt, View::new(later, n, batch), F::one());
             }
-            carries.par_iter_mut().zip(g_out.par_chunks(ELEMENTS)).enumerate().for_each(|(p, (carry, g))| {
-                let (first, len) = (p * ELEMENTS, g.len());
-                let row = |t: usize| t * block + first..t * block + first + len;
-                let a = a.as_ref().map(|a| &a[first..first + len]);
-                let before = start.map(|s| s.piece(first, len));
-                self.back_step(tape, t, row, g, &b[first..first + len], a, carry, smooth, learn, before);
-            });
             let here = &mut dx.as_mut_slice()[t * block..(t + 1) * block];
-            for (piece, carry) in here.chunks_mut(ELEMENTS).zip(carries.iter()) {
-                piece.copy_from_slice(carry.g_in(a.is_some()));
-            }
+            carries
+                .par_iter_mut()
+                .zip(g_out.par_chunks(ELEMENTS))
+                .zip(here.par_chunks_mut(ELEMENTS))
+                .enumerate()
+                .for_each_init(StepScratch::default, |w, (p, ((carry, g), g_x))| {
+                    let (first, len) = (p * ELEMENTS, g.len());
+                    w.fit(len);
+                    let row = |t: usize| t * block + first..t * block + first + len;
+                    let a = a.as_ref().map(|a| &a[first..first + len]);
+                    let before = start.map(|s| s.piece(first, len));
+                    self.back_step(tape, t, row, g, &b[first..first + len], a, carry, w, smooth, learn, before);
+                    g_x.copy_from_slice(if a.is_some() { &carry.g_i } else { &w.g_vp });
+                });
             let before = if t > 0 {
                 self.output_of(tape, (t - 1) * block..t * block, smooth, &mut spikes);
                 Some(&spikes[..])
@@ -722,44 +731,45 @@ impl<F: Gemm> Spiking<F> {
         b: &[F],
         a: Option<&[F]>,
         c: &mut BackCarry<F>,
+        w: &mut StepScratch<F>,
         smooth: bool,
         learn: bool,
         start: Option<(&[F], &[F])>,
     ) {
         if let Some(adapt) = self.adaptation {
-            return self.back_step_adaptive(adapt, tape, t, row, g_out, b, c, smooth, learn, start);
+            return self.back_step_adaptive(adapt, tape, t, row, g_out, b, c, w, smooth, learn, start);
         }
         let theta = self.threshold;
         let len = g_out.len();
         let vp = &tape.v_pre[row(t)];
         if self.fires() {
-            for (x, &v) in c.slope.iter_mut().zip(vp) {
+            for (x, &v) in w.slope.iter_mut().zip(vp) {
                 *x = v - theta;
             }
             if smooth {
-                c.slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
+                w.slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
             } else {
-                F::surrogate_derivatives(&self.derivative, &mut c.slope);
+                F::surrogate_derivatives(&self.derivative, &mut w.slope);
             }
-            if !c.s_ready {
-                self.spikes(vp, smooth, &mut c.s);
+            if !w.s_ready {
+                self.spikes(vp, smooth, &mut w.s);
             }
             let detach = if self.detach_reset { F::zero() } else { F::one() };
             for k in 0..len {
                 let (dv_dvp, dv_ds) = match self.reset {
                     SpikeReset::Subtract => (F::one(), -theta),
-                    SpikeReset::Zero => (F::one() - c.s[k], -vp[k]),
+                    SpikeReset::Zero => (F::one() - w.s[k], -vp[k]),
                 };
                 let g_s = g_out[k] + detach * c.g_v[k] * dv_ds;
-                c.g_vp[k] = c.g_v[k] * dv_dvp + g_s * c.slope[k];
+                w.g_vp[k] = c.g_v[k] * dv_dvp + g_s * w.slope[k];
             }
         } else {
-            for ((g, &o), &v) in c.g_vp.iter_mut().zip(g_out).zip(&c.g_v) {
+            for ((g, &o), &v) in w.g_vp.iter_mut().zip(g_out).zip(&c.g_v) {
                 *g = o + v;
             }
         }
         if let Some(a) = a {
-            for ((g, &a), &d) in c.g_i.iter_mut().zip(a).zip(&c.g_vp) {
+            for ((g, &a), &d) in c.g_i.iter_mut().zip(a).zip(&w.g_vp) {
                 *g = d + a * *g;
             }
             let i_before = match (t, start) {
@@ -775,23 +785,23 @@ impl<F: Gemm> Spiking<F> {
         }
         // Whether `s` holds the step's spikes: computed as the previous step's by the decay
         // gradient below, for the next call.
-        c.s_ready = false;
+        w.s_ready = false;
         if learn && t > 0 {
             let previous = &tape.v_pre[row(t - 1)];
             if self.fires() {
-                self.spikes(previous, smooth, &mut c.s);
-                c.s_ready = true;
+                self.spikes(previous, smooth, &mut w.s);
+                w.s_ready = true;
             }
-            self.reset_row(previous, &c.s, &mut c.v_before);
-            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(&c.v_before) {
+            self.reset_row(previous, &w.s, &mut w.v_before);
+            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&w.g_vp).zip(&w.v_before) {
                 *acc += g * v;
             }
         } else if let (true, 0, Some((v_start, _))) = (learn, t, start) {
-            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(v_start) {
+            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&w.g_vp).zip(v_start) {
                 *acc += g * v;
             }
         }
-        for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&c.g_vp) {
+        for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&w.g_vp) {
             *g = b * d;
         }
     }
@@ -808,19 +818,20 @@ impl<F: Gemm> Spiking<F> {
         g_out: &[F],
         b: &[F],
         c: &mut BackCarry<F>,
+        w: &mut StepScratch<F>,
         smooth: bool,
         learn: bool,
         start: Option<(&[F], &[F])>,
     ) {
         let (vp, adapted) = (&tape.v_pre[row(t)], &tape.current[row(t)]);
         let theta = |a: F| self.threshold + adapt.b * a;
-        for ((x, &v), &a) in c.slope.iter_mut().zip(vp).zip(adapted) {
+        for ((x, &v), &a) in w.slope.iter_mut().zip(vp).zip(adapted) {
             *x = v - theta(a);
         }
         if smooth {
-            c.slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
+            w.slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
         } else {
-            F::surrogate_derivatives(&self.derivative, &mut c.slope);
+            F::surrogate_derivatives(&self.derivative, &mut w.slope);
         }
         let detach = if self.detach_reset { F::zero() } else { F::one() };
         for k in 0..g_out.len() {
@@ -831,22 +842,22 @@ impl<F: Gemm> Spiking<F> {
                 SpikeReset::Zero => (F::one() - s, -vp[k], F::zero()),
             };
             let g_s = g_out[k] + detach * c.g_v[k] * dv_ds + c.g_i[k];
-            c.g_vp[k] = c.g_v[k] * dv_dvp + g_s * c.slope[k];
-            let g_theta = detach * c.g_v[k] * dv_dtheta - g_s * c.slope[k];
+            w.g_vp[k] = c.g_v[k] * dv_dvp + g_s * w.slope[k];
+            let g_theta = detach * c.g_v[k] * dv_dtheta - g_s * w.slope[k];
             c.g_i[k] = adapt.rho * c.g_i[k] + adapt.b * g_theta;
         }
         if learn && t > 0 {
             let (previous, adapted) = (&tape.v_pre[row(t - 1)], &tape.current[row(t - 1)]);
-            for ((acc, &g), (&v, &a)) in c.g_b.iter_mut().zip(&c.g_vp).zip(previous.iter().zip(adapted)) {
+            for ((acc, &g), (&v, &a)) in c.g_b.iter_mut().zip(&w.g_vp).zip(previous.iter().zip(adapted)) {
                 let th = theta(a);
                 *acc += g * self.reset_one(v, self.spike(v - th, smooth), th);
             }
         } else if let (true, 0, Some((v_start, _))) = (learn, t, start) {
-            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&c.g_vp).zip(v_start) {
+            for ((acc, &g), &v) in c.g_b.iter_mut().zip(&w.g_vp).zip(v_start) {
                 *acc += g * v;
             }
         }
-        for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&c.g_vp) {
+        for ((g, &b), &d) in c.g_v.iter_mut().zip(b).zip(&w.g_vp) {
             *g = b * d;
         }
     }
@@ -1000,36 +1011,51 @@ struct BackCarry<F> {
     /// Per element, summed over the steps: dL/dbeta and dL/dalpha (empty when not learnt).
     g_b: Vec<F>,
     g_a: Vec<F>,
-    /// The gradients reaching v[t] and i[t] from step t + 1.
+    /// The gradients reaching v[t] and i[t] from step t + 1 (i: CubaLif's current, Alif's
+    /// adaptation; empty for a layer without either).
     g_v: Vec<F>,
     g_i: Vec<F>,
-    /// dL/dv'[t], the surrogate slopes, the spikes, and v[t - 1].
-    g_vp: Vec<F>,
-    slope: Vec<F>,
-    s: Vec<F>,
-    v_before: Vec<F>,
-    s_ready: bool,
 }
 
 impl<F: Real> BackCarry<F> {
-    fn new(len: usize, learn: bool, synaptic: bool) -> Self {
+    fn new(len: usize, learn: bool, synaptic: bool, second_state: bool) -> Self {
         let zeros = |n: usize| vec![F::zero(); n];
         BackCarry {
             g_b: zeros(if learn { len } else { 0 }),
             g_a: zeros(if learn && synaptic { len } else { 0 }),
             g_v: zeros(len),
-            g_i: zeros(len),
-            g_vp: zeros(len),
-            slope: zeros(len),
-            s: zeros(len),
-            v_before: zeros(len),
-            s_ready: false,
+            g_i: zeros(if second_state { len } else { 0 }),
         }
     }
+}
 
-    /// The gradient of the step's input: through the current for CubaLif, else through v'.
-    fn g_in(&self, synaptic: bool) -> &[F] {
-        if synaptic { &self.g_i } else { &self.g_vp }
+/// What one step back through a piece works on and does not carry: dL/dv'[t], the surrogate
+/// slopes, the spikes, and v[t - 1]. One per thread, reused piece after piece, so it stays in
+/// the core's cache instead of a fresh, zeroed block per piece of every layer.
+#[derive(Debug)]
+struct StepScratch<F> {
+    g_vp: Vec<F>,
+    slope: Vec<F>,
+    s: Vec<F>,
+    v_before: Vec<F>,
+    /// Whether `s` holds the spikes of the step about to be taken back (computed as the
+    /// previous step's by the decay gradient of the step after it).
+    s_ready: bool,
+}
+
+impl<F> Default for StepScratch<F> {
+    fn default() -> Self {
+        StepScratch { g_vp: Vec::new(), slope: Vec::new(), s: Vec::new(), v_before: Vec::new(), s_ready: false }
+    }
+}
+
+impl<F: Real> StepScratch<F> {
+    /// Ready for a piece of `len` elements, holding nothing of the piece before.
+    fn fit(&mut self, len: usize) {
+        for v in [&mut self.g_vp, &mut self.slope, &mut self.s, &mut self.v_before] {
+            v.resize(len, F::zero());
+        }
+        self.s_ready = false;
     }
 }
 
