@@ -190,15 +190,6 @@ impl<F: Gemm> Spiking<F> {
         self.alpha.is_some() || self.adaptation.is_some()
     }
 
-    /// The channel of every element of a piece starting at element `first`.
-    fn channels(&self, first: usize, len: usize) -> Vec<u32> {
-        let mut channels = Vec::with_capacity(len);
-        for (channel, count) in self.channel_runs(first, len) {
-            channels.resize(channels.len() + count, channel as u32);
-        }
-        channels
-    }
-
     /// The decay factor of every element of a piece starting at element `first`.
     fn decays(&self, first: usize, len: usize, factors: &[F]) -> Vec<F> {
         let mut decays = Vec::with_capacity(len);
@@ -288,13 +279,12 @@ impl<F: Gemm> Spiking<F> {
         smooth: bool,
         input: StepInput,
     ) -> (DMatrix<F>, SpikingTape<F>) {
-        let (y, tape, _) = match input {
-            StepInput::EachStep => self.forward_from(x, steps, smooth, None),
-            StepInput::Same => {
-                assert!(self.recurrent.is_none(), "a recurrent layer takes each step's own input");
-                self.forward_pieces(x, steps, smooth, None, input)
-            }
-        };
+        if self.recurrent.is_some() {
+            assert_eq!(input, StepInput::EachStep, "a recurrent layer takes each step's own input");
+            let (y, tape, _) = self.forward_from(x, steps, smooth, None);
+            return (y, tape);
+        }
+        let (y, tape, _) = self.forward_pieces(x, steps, smooth, None, input, false);
         (y, tape)
     }
 
@@ -311,10 +301,12 @@ impl<F: Gemm> Spiking<F> {
         if let Some(r) = &self.recurrent {
             return self.forward_recurrent(r, x, steps, smooth, start);
         }
-        self.forward_pieces(x, steps, smooth, start, StepInput::EachStep)
+        let (y, tape, end) = self.forward_pieces(x, steps, smooth, start, StepInput::EachStep, true);
+        (y, tape, end.expect("the end state was asked for"))
     }
 
-    /// [`Spiking::forward_from`] without recurrence, the input as `input` says.
+    /// [`Spiking::forward_from`] without recurrence, the input as `input` says; the state after
+    /// the last step only if `keep_end` (a whole sequence in one segment has no use for it).
     fn forward_pieces(
         &self,
         x: &DMatrix<F>,
@@ -322,7 +314,8 @@ impl<F: Gemm> Spiking<F> {
         smooth: bool,
         start: Option<&SegmentState<F>>,
         input: StepInput,
-    ) -> (DMatrix<F>, SpikingTape<F>, SegmentState<F>) {
+        keep_end: bool,
+    ) -> (DMatrix<F>, SpikingTape<F>, Option<SegmentState<F>>) {
         let (block, step_stride) = match input {
             StepInput::EachStep => (x.len() / steps, x.len() / steps),
             StepInput::Same => (x.len(), 0),
@@ -335,31 +328,55 @@ impl<F: Gemm> Spiking<F> {
             v_pre: vec![F::zero(); y.len()],
             current: vec![F::zero(); if self.keeps_second_state() { y.len() } else { 0 }],
         };
-        let mut end = SegmentState::at_rest(block);
+        let mut end = keep_end.then(|| SegmentState::at_rest(block));
         let y_pieces = pieces(y.as_mut_slice(), block);
+        let count = y_pieces.len();
         let v_pieces = pieces(&mut tape.v_pre, block);
         let mut i_pieces = pieces(&mut tape.current, block);
-        i_pieces.resize_with(y_pieces.len(), Vec::new);
-        let ends = end.v.par_chunks_mut(ELEMENTS).zip(end.i.par_chunks_mut(ELEMENTS));
-        // Each piece of elements walks all steps; pieces are independent.
-        y_pieces.into_par_iter().zip(v_pieces).zip(i_pieces).zip(ends).enumerate().for_each(
-            |(p, (((mut ys, mut vs), mut is), (v, i)))| {
-                let first = p * ELEMENTS;
-                let len = v.len();
-                let b = self.decays(first, len, &beta);
-                let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
-                if let Some(s) = start {
-                    v.copy_from_slice(&s.v[first..first + len]);
-                    i.copy_from_slice(&s.i[first..first + len]);
-                }
-                for t in 0..steps {
-                    let input = &x.as_slice()[t * step_stride + first..][..len];
-                    let current = is.get_mut(t).map(|c| &mut **c);
-                    self.forward_step(input, &b, a.as_deref(), v, i, vs[t], ys[t], current, smooth);
-                }
-            },
-        );
-        end.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
+        i_pieces.resize_with(count, Vec::new);
+        let (mut end_v, mut end_i): (Vec<&mut [F]>, Vec<&mut [F]>) = match &mut end {
+            Some(SegmentState { v, i, .. }) => (v.chunks_mut(ELEMENTS).collect(), i.chunks_mut(ELEMENTS).collect()),
+            None => (Vec::new(), Vec::new()),
+        };
+        end_v.resize_with(count, || &mut []);
+        end_i.resize_with(count, || &mut []);
+        // Each piece of elements walks all steps; pieces are independent. The carried state of
+        // a piece lives in a buffer per thread, copied out only where the end state is kept.
+        y_pieces
+            .into_par_iter()
+            .zip(v_pieces)
+            .zip(i_pieces)
+            .zip(end_v.into_par_iter().zip(end_i))
+            .enumerate()
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(v, i), (p, (((mut ys, mut vs), mut is), (end_v, end_i)))| {
+                    let first = p * ELEMENTS;
+                    let len = ELEMENTS.min(block - first);
+                    let b = self.decays(first, len, &beta);
+                    let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
+                    for state in [&mut *v, &mut *i] {
+                        state.clear();
+                        state.resize(len, F::zero());
+                    }
+                    if let Some(s) = start {
+                        v.copy_from_slice(&s.v[first..first + len]);
+                        i.copy_from_slice(&s.i[first..first + len]);
+                    }
+                    for t in 0..steps {
+                        let input = &x.as_slice()[t * step_stride + first..][..len];
+                        let current = is.get_mut(t).map(|c| &mut **c);
+                        self.forward_step(input, &b, a.as_deref(), v, i, vs[t], ys[t], current, smooth);
+                    }
+                    if !end_v.is_empty() {
+                        end_v.copy_from_slice(v);
+                        end_i.copy_from_slice(i);
+                    }
+                },
+            );
+        if let Some(end) = &mut end {
+            end.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
+        }
         (y, tape, end)
     }
 
@@ -534,17 +551,20 @@ impl<F: Gemm> Spiking<F> {
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
-        // Per piece: dL/dbeta and dL/dalpha per channel, summed in piece order.
+        // Per piece: dL/dbeta and dL/dalpha per channel, summed in piece order. The pieces run
+        // in parallel (the sums of a piece are the same on any thread).
         let partial: Vec<(Vec<f64>, Vec<f64>)> = carry
             .pieces
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(p, c)| {
-                let channel = self.channels(p * ELEMENTS, c.g_v.len());
                 let per_channel = |acc: &[F]| {
                     let mut total = vec![0.0; if acc.is_empty() { 0 } else { channels }];
-                    for (&ch, &g) in channel.iter().zip(acc) {
-                        total[ch as usize] += g.to_f64();
+                    let mut rest = acc;
+                    for (channel, count) in self.channel_runs(p * ELEMENTS, acc.len()) {
+                        let (run, after) = rest.split_at(count);
+                        run.iter().for_each(|&g| total[channel] += g.to_f64());
+                        rest = after;
                     }
                     total
                 };
@@ -1098,7 +1118,7 @@ mod tests {
     }
 
     #[test]
-    fn channels_and_decays_per_element_match_their_definition() {
+    fn channel_runs_and_decays_per_element_match_their_definition() {
         let shape = Shape::Image { channels: 3, height: 2, width: 5 };
         let layer = Spiking::<f64> {
             kind: Kind::Lif,
@@ -1115,10 +1135,15 @@ mod tests {
         };
         let factors = [0.1, 0.2, 0.3];
         for first in [0, 7, 29, 30, 61] {
-            let (channels, decays) = (layer.channels(first, 45), layer.decays(first, 45, &factors));
+            let channels: Vec<usize> = layer
+                .channel_runs(first, 45)
+                .flat_map(|(channel, count)| std::iter::repeat_n(channel, count))
+                .collect();
+            let decays = layer.decays(first, 45, &factors);
+            assert_eq!(channels.len(), 45);
             for (k, (&c, &d)) in channels.iter().zip(&decays).enumerate() {
                 let expected = ((first + k) % 30) / 10;
-                assert_eq!((c as usize, d), (expected, factors[expected]), "element {}", first + k);
+                assert_eq!((c, d), (expected, factors[expected]), "element {}", first + k);
             }
         }
     }
