@@ -512,12 +512,32 @@ impl<F: Gemm> Spiking<F> {
             assert_eq!(input, StepInput::EachStep, "a recurrent layer takes each step's own input");
             return self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
         }
+        self.backward_pieces(tape, dy, steps, smooth, start, carry, input, true)
+    }
+
+    /// [`Spiking::backward_into`] without recurrence; `allow_plain` lets the usual layer take
+    /// its steps in [`Spiking::back_step_plain`] (the tests turn it off to compare).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_pieces(
+        &self,
+        tape: &SpikingTape<F>,
+        dy: &DMatrix<F>,
+        steps: usize,
+        smooth: bool,
+        start: Option<&SegmentState<F>>,
+        carry: &mut SegmentCarry<F>,
+        input: StepInput,
+        allow_plain: bool,
+    ) -> DMatrix<F> {
         let block = dy.len() / steps;
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
         let learn = self.learns_decays();
         let dx_columns = if input == StepInput::Same { dy.ncols() / steps } else { dy.ncols() };
+        // The usual layer (hard spikes, no synaptic current, no adaptation) takes each step
+        // back in one loop (`back_step_plain`) but for a segment's first step after another.
+        let plain = allow_plain && self.fires() && self.alpha.is_none() && self.adaptation.is_none() && !smooth;
         let mut dx = DMatrix::zeros(dy.nrows(), dx_columns);
         pieces(dx.as_mut_slice(), block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each_init(
             StepScratch::default,
@@ -531,13 +551,23 @@ impl<F: Gemm> Spiking<F> {
                 let before = start.map(|s| s.piece(first, len));
                 for t in (0..steps).rev() {
                     let g_out = &dy.as_slice()[row(t)];
+                    // Summed from the last step, the order the steps come back in.
+                    let (g_x, add) = match input {
+                        StepInput::EachStep => (&mut *gs[t], false),
+                        StepInput::Same => (&mut *gs[0], t + 1 < steps),
+                    };
+                    let plain = plain && (t > 0 || !learn || before.is_none());
+                    if plain {
+                        let previous = (learn && t > 0).then(|| &tape.v_pre[row(t - 1)]);
+                        self.back_step_plain(&tape.v_pre[row(t)], previous, g_out, &b, c, w, g_x, add);
+                        continue;
+                    }
                     self.back_step(tape, t, row, g_out, &b, a.as_deref(), c, w, smooth, learn, before);
                     let g_in = if a.is_some() { &c.g_i } else { &w.g_vp };
-                    match input {
-                        StepInput::EachStep => gs[t].copy_from_slice(g_in),
-                        // Summed from the last step, the order the steps come back in.
-                        StepInput::Same if t + 1 == steps => gs[0].copy_from_slice(g_in),
-                        StepInput::Same => gs[0].iter_mut().zip(g_in).for_each(|(g, &d)| *g += d),
+                    if add {
+                        g_x.iter_mut().zip(g_in).for_each(|(g, &d)| *g += d);
+                    } else {
+                        g_x.copy_from_slice(g_in);
                     }
                 }
             },
@@ -826,6 +856,45 @@ impl<F: Gemm> Spiking<F> {
         }
     }
 
+    /// [`Spiking::back_step`] for a layer of hard spikes without a synaptic current or an
+    /// adaptation, writing (or, with `add`, adding) the input's gradient into `g_x`; `previous`
+    /// is v'[t - 1] where the decays are learnt. The same arithmetic in the same order, in one
+    /// loop over the elements instead of one per quantity: each element's values stay in
+    /// registers rather than going through the scratch and back (tested equal bit for bit).
+    #[allow(clippy::too_many_arguments)]
+    fn back_step_plain(
+        &self,
+        vp: &[F],
+        previous: Option<&[F]>,
+        g_out: &[F],
+        b: &[F],
+        c: &mut BackCarry<F>,
+        w: &mut StepScratch<F>,
+        g_x: &mut [F],
+        add: bool,
+    ) {
+        let theta = self.threshold;
+        for (x, &v) in w.slope.iter_mut().zip(vp) {
+            *x = v - theta;
+        }
+        F::surrogate_derivatives(&self.derivative, &mut w.slope);
+        let detach = if self.detach_reset { F::zero() } else { F::one() };
+        let step = Step { theta, detach, vp, previous: previous.unwrap_or(&[]), g_out, slope: &w.slope, b };
+        let zero = self.reset == SpikeReset::Zero;
+        let (g_v, g_b) = (&mut c.g_v[..], &mut c.g_b[..]);
+        match (zero, previous.is_some(), add) {
+            (false, false, false) => step.back::<false, false, false>(g_v, g_b, g_x),
+            (false, false, true) => step.back::<false, false, true>(g_v, g_b, g_x),
+            (false, true, false) => step.back::<false, true, false>(g_v, g_b, g_x),
+            (false, true, true) => step.back::<false, true, true>(g_v, g_b, g_x),
+            (true, false, false) => step.back::<true, false, false>(g_v, g_b, g_x),
+            (true, false, true) => step.back::<true, false, true>(g_v, g_b, g_x),
+            (true, true, false) => step.back::<true, true, false>(g_v, g_b, g_x),
+            (true, true, true) => step.back::<true, true, true>(g_v, g_b, g_x),
+        }
+        w.s_ready = false;
+    }
+
     /// [`Spiking::back_step`] for Alif: the threshold of each step is theta + b a[t], and `c.g_i`
     /// carries the gradient reaching a[t + 1] (see the module documentation).
     #[allow(clippy::too_many_arguments)]
@@ -954,6 +1023,55 @@ fn add_gradient_of_fired<F: Real>(dw: &mut DMatrix<F>, g_in: &[F], spikes: &[F],
             }
         }
     });
+}
+
+/// What [`Spiking::back_step_plain`] reads for one step of a piece.
+struct Step<'a, F> {
+    theta: F,
+    /// 0 with `detach_reset`, else 1.
+    detach: F,
+    vp: &'a [F],
+    /// v'[t - 1], read where the decays are learnt.
+    previous: &'a [F],
+    g_out: &'a [F],
+    slope: &'a [F],
+    b: &'a [F],
+}
+
+impl<F: Real> Step<'_, F> {
+    /// One loop per variant (reset to zero or by subtraction, decay gradient or not, input
+    /// gradient written or added), so that no branch is left inside for the compiler to keep
+    /// it from vectorising; out of line for the same reason.
+    #[inline(never)]
+    fn back<const ZERO: bool, const DECAY: bool, const ADD: bool>(&self, g_v: &mut [F], g_b: &mut [F], g_x: &mut [F]) {
+        let n = g_x.len();
+        let (vp, g_out, slope, b, g_v) =
+            (&self.vp[..n], &self.g_out[..n], &self.slope[..n], &self.b[..n], &mut g_v[..n]);
+        let (previous, g_b) = if DECAY { (&self.previous[..n], &mut g_b[..n]) } else { (&[][..], &mut [][..]) };
+        let (one, zero, theta) = (F::one(), F::zero(), self.theta);
+        for k in 0..n {
+            let (dv_dvp, dv_ds) = if ZERO {
+                let s = if vp[k] >= theta { one } else { zero };
+                (one - s, -vp[k])
+            } else {
+                (one, -theta)
+            };
+            let g_s = g_out[k] + self.detach * g_v[k] * dv_ds;
+            let g_vp = g_v[k] * dv_dvp + g_s * slope[k];
+            if DECAY {
+                let p = previous[k];
+                let s = if p >= theta { one } else { zero };
+                let v = if ZERO { p * (one - s) } else { p - theta * s };
+                g_b[k] += g_vp * v;
+            }
+            g_v[k] = b[k] * g_vp;
+            if ADD {
+                g_x[k] += g_vp;
+            } else {
+                g_x[k] = g_vp;
+            }
+        }
+    }
 }
 
 /// A layer's state where one segment of a sequence ends and the next starts, per element of a
@@ -1115,6 +1233,45 @@ mod tests {
         add_gradient_of_fired(&mut dw, g.as_slice(), spikes.as_slice(), n);
         let expected = &w + &g * spikes.transpose();
         assert!((dw - expected).amax() < 1e-12);
+    }
+
+    #[test]
+    fn plain_steps_back_equal_the_general_ones_bit_for_bit() {
+        // Elements over two pieces; spikes at many steps; a learnt decay per channel.
+        let shape = Shape::Image { channels: 3, height: 40, width: 40 };
+        let (steps, batch) = (5, 2);
+        let n = shape.size();
+        for (reset, detach_reset, learn, input) in [
+            (SpikeReset::Subtract, false, Learnable::PerChannel, StepInput::EachStep),
+            (SpikeReset::Zero, false, Learnable::PerChannel, StepInput::Same),
+            (SpikeReset::Subtract, true, Learnable::Fixed, StepInput::Same),
+            (SpikeReset::Zero, true, Learnable::PerLayer, StepInput::EachStep),
+        ] {
+            let layer = Spiking::<f32> {
+                kind: Kind::Lif,
+                beta: Decay::new(3.0, 1.0, learn, 3),
+                alpha: None,
+                threshold: 0.8,
+                reset,
+                detach_reset,
+                surrogate: Surrogate::default(),
+                derivative: DerivativeTable::new(Surrogate::default()),
+                shape,
+                recurrent: None,
+                adaptation: None,
+            };
+            let columns = if input == StepInput::Same { batch } else { steps * batch };
+            let x = DMatrix::from_fn(n, columns, |i, j| ((i * 31 + j * 17) % 23) as f32 * 0.09 - 0.3);
+            let dy = DMatrix::from_fn(n, steps * batch, |i, j| ((i * 7 + j * 5) % 13) as f32 * 0.1 - 0.6);
+            let (_, tape) = layer.forward(&x, steps, false, input);
+            let mut grads = Vec::new();
+            for allow_plain in [true, false] {
+                let mut carry = layer.carry(n * batch);
+                let dx = layer.backward_pieces(&tape, &dy, steps, false, None, &mut carry, input, allow_plain);
+                grads.push((dx, layer.carried_gradients(&carry)));
+            }
+            assert!(grads[0] == grads[1], "{reset:?}, detach {detach_reset}, {learn:?}, {input:?}");
+        }
     }
 
     #[test]
