@@ -328,6 +328,9 @@ impl<F: Gemm> Spiking<F> {
             v_pre: vec![F::zero(); y.len()],
             current: vec![F::zero(); if self.keeps_second_state() { y.len() } else { 0 }],
         };
+        // The usual layer (hard spikes, no synaptic current or adaptation) steps in one loop.
+        let plain =
+            (self.fires() && self.alpha.is_none() && self.adaptation.is_none() && !smooth).then_some(self.reset);
         let mut end = keep_end.then(|| SegmentState::at_rest(block));
         let y_pieces = pieces(y.as_mut_slice(), block);
         let count = y_pieces.len();
@@ -365,8 +368,17 @@ impl<F: Gemm> Spiking<F> {
                     }
                     for t in 0..steps {
                         let input = &x.as_slice()[t * step_stride + first..][..len];
-                        let current = is.get_mut(t).map(|c| &mut **c);
-                        self.forward_step(input, &b, a.as_deref(), v, i, vs[t], ys[t], current, smooth);
+                        let (vp, y) = (&mut *vs[t], &mut *ys[t]);
+                        match plain {
+                            Some(SpikeReset::Subtract) => {
+                                forward_plain::<false, F>(self.threshold, input, &b, v, vp, y)
+                            }
+                            Some(SpikeReset::Zero) => forward_plain::<true, F>(self.threshold, input, &b, v, vp, y),
+                            None => {
+                                let current = is.get_mut(t).map(|c| &mut **c);
+                                self.forward_step(input, &b, a.as_deref(), v, i, vp, y, current, smooth);
+                            }
+                        }
                     }
                     if !end_v.is_empty() {
                         end_v.copy_from_slice(v);
@@ -1025,6 +1037,24 @@ fn add_gradient_of_fired<F: Real>(dw: &mut DMatrix<F>, g_in: &[F], spikes: &[F],
     });
 }
 
+/// [`Spiking::forward_step`] of a layer of hard spikes without a synaptic current or an
+/// adaptation (reset to zero or by subtraction), in one loop over the elements: the same
+/// arithmetic in the same order, each element kept in registers between the membrane update,
+/// the spike and the reset. Out of line, so that the compiler vectorises it on its own.
+#[inline(never)]
+fn forward_plain<const ZERO: bool, F: Real>(theta: F, input: &[F], b: &[F], v: &mut [F], vp: &mut [F], y: &mut [F]) {
+    let n = v.len();
+    let (input, b, vp, y) = (&input[..n], &b[..n], &mut vp[..n], &mut y[..n]);
+    let (one, zero) = (F::one(), F::zero());
+    for k in 0..n {
+        let p = b[k] * v[k] + input[k];
+        let s = if p >= theta { one } else { zero };
+        vp[k] = p;
+        y[k] = s;
+        v[k] = if ZERO { p * (one - s) } else { p - theta * s };
+    }
+}
+
 /// What [`Spiking::back_step_plain`] reads for one step of a piece.
 struct Step<'a, F> {
     theta: F,
@@ -1236,7 +1266,7 @@ mod tests {
     }
 
     #[test]
-    fn plain_steps_back_equal_the_general_ones_bit_for_bit() {
+    fn plain_steps_equal_the_general_ones_bit_for_bit() {
         // Elements over two pieces; spikes at many steps; a learnt decay per channel.
         let shape = Shape::Image { channels: 3, height: 40, width: 40 };
         let (steps, batch) = (5, 2);
@@ -1263,7 +1293,16 @@ mod tests {
             let columns = if input == StepInput::Same { batch } else { steps * batch };
             let x = DMatrix::from_fn(n, columns, |i, j| ((i * 31 + j * 17) % 23) as f32 * 0.09 - 0.3);
             let dy = DMatrix::from_fn(n, steps * batch, |i, j| ((i * 7 + j * 5) % 13) as f32 * 0.1 - 0.6);
-            let (_, tape) = layer.forward(&x, steps, false, input);
+            let (y, tape) = layer.forward(&x, steps, false, input);
+            // Forward: the plain loop against the general step, which the stepper takes.
+            let block = n * batch;
+            let mut stepper = layer.stepper(block);
+            for t in 0..steps {
+                let at = if input == StepInput::Same { 0 } else { t * block };
+                layer.step(&mut stepper, &x.as_slice()[at..at + block]);
+                assert!(stepper.output == y.as_slice()[t * block..(t + 1) * block], "{reset:?}: spikes, step {t}");
+                assert!(stepper.v_pre() == &tape.v_pre[t * block..(t + 1) * block], "{reset:?}: v', step {t}");
+            }
             let mut grads = Vec::new();
             for allow_plain in [true, false] {
                 let mut carry = layer.carry(n * batch);
