@@ -126,70 +126,64 @@ impl ConvGeometry {
         });
     }
 
-    /// For every nonzero input (`index`, `value`, channel-major indices, ascending), calls
-    /// `f(value, channel, where it is read)`. `plane` is [`ConvGeometry::reaches`].
-    #[inline(always)]
-    fn for_each_input<F: Copy>(
-        &self,
-        plane: &[Reach],
-        index: &[u32],
-        value: &[F],
-        mut f: impl FnMut(F, usize, &Reach),
-    ) {
-        // Indices ascend, so the channel is found by walking, not dividing.
-        let (mut channel, mut plane_start) = (0, 0);
-        for (&i, &x) in index.iter().zip(value) {
-            let i = i as usize;
-            while i - plane_start >= plane.len() {
-                channel += 1;
-                plane_start += plane.len();
-            }
-            f(x, channel, &plane[i - plane_start]);
-        }
-    }
-
-    /// For each input position of a channel's plane, the output positions that read it.
-    fn reaches(&self) -> Vec<Reach> {
+    /// Where each input row and column is read, per kernel row and column: see [`TapMap`].
+    fn tap_map(&self) -> TapMap {
         let (_, h, w, oh, ow, k) = self.dims();
         let (s, p) = (self.stride, self.padding);
-        // Output coordinate o reads input coordinate o s + tap - p for taps 0..k.
-        let span = |at: usize, out: usize| {
-            let top = at + p;
-            let first = (top + 1).saturating_sub(k).div_ceil(s);
-            (first.min(out) as u16, (top / s + 1).min(out).max(first.min(out)) as u16)
+        // Output coordinate o reads input coordinate o s + tap - p.
+        let reached = |at: usize, tap: usize, out: usize| {
+            let from = at + p;
+            let o = from.checked_sub(tap).filter(|d| d % s == 0).map(|d| d / s);
+            o.filter(|&o| o < out).map_or(TapMap::NONE, |o| o as u16)
         };
-        (0..h * w)
-            .map(|i| {
-                let (row, column) = (i / w, i % w);
-                Reach { row: row as u16, column: column as u16, rows: span(row, oh), columns: span(column, ow) }
-            })
-            .collect()
+        let table =
+            |size: usize, out: usize| (0..k).flat_map(|tap| (0..size).map(move |at| reached(at, tap, out))).collect();
+        TapMap { rows: table(h, oh), columns: table(w, ow), height: h, width: w, out_width: ow }
     }
 }
 
-/// Where an input position of a channel's plane is read: the output rows and columns whose
-/// kernel window covers it.
-#[derive(Debug, Clone, Copy)]
-struct Reach {
-    row: u16,
-    column: u16,
-    rows: (u16, u16),
-    columns: (u16, u16),
+/// For kernel row `ky` and input row `r`, the output row whose window reads input row `r`
+/// through that kernel row (`rows[ky * height + r]`), or [`TapMap::NONE`]; the same for
+/// columns. An input (r, c) is read through tap (ky, kx) by output position (rows[..], columns[..])
+/// when neither is NONE. Two small tables instead of a division per input and tap.
+struct TapMap {
+    rows: Vec<u16>,
+    columns: Vec<u16>,
+    height: usize,
+    width: usize,
+    out_width: usize,
 }
 
-impl Reach {
-    /// Calls `f(tap within the channel's k x k, output position)` for every read of this input.
-    #[inline(always)]
-    fn for_each_pair(&self, g: &ConvGeometry, mut f: impl FnMut(usize, usize)) {
-        let (_, _, _, _, ow, k) = g.dims();
-        let (s, p) = (g.stride, g.padding);
-        let (row, column) = (self.row as usize, self.column as usize);
-        for oy in self.rows.0 as usize..self.rows.1 as usize {
-            let ky = row + p - oy * s;
-            for ox in self.columns.0 as usize..self.columns.1 as usize {
-                f(ky * k + column + p - ox * s, oy * ow + ox);
-            }
+impl TapMap {
+    const NONE: u16 = u16::MAX;
+
+    /// For the events of a sample (`index`, `value`, channel-major indices, ascending), calls
+    /// `f(channel, each event's (row, column) in the channel's plane, the events' values)` for
+    /// every channel with events, in channel order.
+    fn for_each_channel<F>(
+        &self,
+        (index, value): (&[u32], &[F]),
+        at: &mut Vec<(u16, u16)>,
+        mut f: impl FnMut(usize, &[(u16, u16)], &[F]),
+    ) {
+        let plane = self.height * self.width;
+        let mut first = 0;
+        while first < index.len() {
+            let channel = index[first] as usize / plane;
+            let end = first + index[first..].partition_point(|&i| (i as usize) < (channel + 1) * plane);
+            at.clear();
+            at.extend(index[first..end].iter().map(|&i| {
+                let q = i as usize - channel * plane;
+                ((q / self.width) as u16, (q % self.width) as u16)
+            }));
+            f(channel, at, &value[first..end]);
+            first = end;
         }
+    }
+
+    /// The output rows reached through kernel row `ky`, and the output columns through `kx`.
+    fn tap(&self, ky: usize, kx: usize) -> (&[u16], &[u16]) {
+        (&self.rows[ky * self.height..][..self.height], &self.columns[kx * self.width..][..self.width])
     }
 }
 
@@ -278,17 +272,17 @@ pub fn forward_events<F: Gemm>(
     let mut events = Events::default();
     event_products::column_events(x.as_slice(), g.input.size(), &mut events);
     let (positions, filters) = (g.output.positions(), w.nrows());
-    let plane = g.reaches();
+    let map = g.tap_map();
     let tiles: Vec<(usize, usize)> = event_products::tiles(filters, FILTER_TILE).collect();
     let mut y = DMatrix::zeros(g.output.size(), x.ncols());
     y.as_mut_slice().par_chunks_mut(g.output.size()).enumerate().for_each_init(
-        || vec![F::zero(); positions * FILTER_TILE],
-        |by_position, (c, y)| {
+        || (vec![F::zero(); positions * FILTER_TILE], Vec::new()),
+        |(by_position, at), (c, y)| {
             let (index, value) = events.step(c);
             for &(start, width) in &tiles {
                 let out = &mut by_position[..positions * width];
                 out.iter_mut().for_each(|v| *v = F::zero());
-                with_width!(width, spread_tile(g, &plane, (index, value), w.as_slice(), start, out));
+                with_width!(width, spread_tile(g, &map, (index, value), at, w.as_slice(), start, out));
                 // Filters start.. of every position, into their channel-major rows.
                 for (j, row) in y[start * positions..][..width * positions].chunks_exact_mut(positions).enumerate() {
                     row.iter_mut().zip(out.iter().skip(j).step_by(width)).for_each(|(y, &v)| *y = v);
@@ -303,39 +297,51 @@ pub fn forward_events<F: Gemm>(
 }
 
 /// One tile of filters, `start..start + W`, of a sample's output (`out`, positions x W) from the
-/// sample's input events.
+/// sample's input events: channel by channel, tap by tap, each tap's filters added for every
+/// event of the channel into the output position the tap reaches. Each output receives its
+/// terms in the order of the inputs (channel, then row, then column), as a walk over the events
+/// that adds all taps of one event before the next would give.
 fn spread_tile<const W: usize, F: Gemm>(
     g: &ConvGeometry,
-    plane: &[Reach],
-    (index, value): (&[u32], &[F]),
+    map: &TapMap,
+    events: (&[u32], &[F]),
+    at: &mut Vec<(u16, u16)>,
     w: &[F],
     start: usize,
     out: &mut [F],
 ) {
-    let (filters, kk) = (w.len() / g.patch_shape().1, g.kernel * g.kernel);
-    g.for_each_input(plane, index, value, |x, channel, reach| {
-        spread_input::<W, F>(x, g, reach, &w[channel * kk * filters + start..], filters, out);
+    let (filters, k) = (w.len() / g.patch_shape().1, g.kernel);
+    map.for_each_channel(events, at, |channel, at, values| {
+        for (tap, (ky, kx)) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))).enumerate() {
+            let filter: &[F; W] =
+                w[((channel * k * k) + tap) * filters + start..][..W].try_into().expect("a tile of filters");
+            spread_tap(map.tap(ky, kx), map.out_width, at, values, filter, out);
+        }
     });
 }
 
-/// One input's share of [`spread_tile`]: `x` times the filters of each tap (`taps`: the
-/// channel's first tap's tile, then one tap every `filters` values) into the output position it
-/// reaches. Not inlined: inlined into the loop over events, the compiler no longer knew that
-/// filters and outputs do not overlap and made scalar multiply-adds of the vector ones.
+/// One tap's share of [`spread_tile`]: its filters (kept in registers) times each event's value
+/// into the output position the tap reaches from the event. Out of line, so that the compiler
+/// keeps the filters in registers and vectorises the multiply-adds.
 #[inline(never)]
-fn spread_input<const W: usize, F: Gemm>(
-    x: F,
-    g: &ConvGeometry,
-    reach: &Reach,
-    taps: &[F],
-    filters: usize,
+fn spread_tap<const W: usize, F: Gemm>(
+    (rows, columns): (&[u16], &[u16]),
+    out_width: usize,
+    at: &[(u16, u16)],
+    values: &[F],
+    filter: &[F; W],
     out: &mut [F],
 ) {
-    reach.for_each_pair(g, |tap, position| {
-        let from: &[F; W] = taps[tap * filters..][..W].try_into().expect("a tile of filters");
-        let to: &mut [F; W] = (&mut out[position * W..][..W]).try_into().expect("a tile of outputs");
-        to.iter_mut().zip(from).for_each(|(t, &f)| *t = x.fma(f, *t));
-    });
+    let filter = *filter;
+    for (&(r, c), &x) in at.iter().zip(values) {
+        let (oy, ox) = (rows[r as usize], columns[c as usize]);
+        if oy == TapMap::NONE || ox == TapMap::NONE {
+            continue;
+        }
+        let to: &mut [F; W] =
+            (&mut out[(oy as usize * out_width + ox as usize) * W..][..W]).try_into().expect("a tile of outputs");
+        to.iter_mut().zip(&filter).for_each(|(t, &f)| *t = x.fma(f, *t));
+    }
 }
 
 /// [`backward`] for spike input: the filter gradient adds, for every nonzero input and tap, its
@@ -349,10 +355,11 @@ fn backward_events<F: Gemm>(
     input_grad: bool,
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
     let (positions, filters) = (g.output.positions(), w.nrows());
-    let plane = g.reaches();
+    let map = g.tap_map();
     let tiles: Vec<(usize, usize)> = event_products::tiles(filters, FILTER_TILE).collect();
     by_sample_blocks(g, w, has_bias, dy, input_grad, |b, dy, dw| {
         let mut by_position = vec![F::zero(); positions * FILTER_TILE];
+        let mut at = Vec::new();
         for (j, dy) in dy.chunks(g.output.size()).enumerate() {
             let sample = events.step(b * SAMPLE_BLOCK + j);
             for &(start, width) in &tiles {
@@ -361,45 +368,58 @@ fn backward_events<F: Gemm>(
                 for (f, row) in dy[start * positions..][..width * positions].chunks_exact(positions).enumerate() {
                     there.iter_mut().skip(f).step_by(width).zip(row).for_each(|(t, &v)| *t = v);
                 }
-                with_width!(width, gather_tile(g, &plane, sample, there, start, dw.as_mut_slice()));
+                with_width!(width, gather_tile(g, &map, sample, &mut at, there, start, dw.as_mut_slice()));
             }
         }
     })
 }
 
 /// One tile of filters, `start..start + W`, of the filter gradient `dw` from a sample's input
-/// events and its output gradient `there` (positions x W).
+/// events and its output gradient `there` (positions x W): channel by channel, tap by tap, the
+/// output gradient where the tap reached from each event of the channel, times the event's
+/// value. Each filter gradient receives its terms in the order of the events.
 fn gather_tile<const W: usize, F: Gemm>(
     g: &ConvGeometry,
-    plane: &[Reach],
-    (index, value): (&[u32], &[F]),
+    map: &TapMap,
+    events: (&[u32], &[F]),
+    at: &mut Vec<(u16, u16)>,
     there: &[F],
     start: usize,
     dw: &mut [F],
 ) {
-    let (filters, kk) = (dw.len() / g.patch_shape().1, g.kernel * g.kernel);
-    g.for_each_input(plane, index, value, |x, channel, reach| {
-        gather_input::<W, F>(x, g, reach, there, filters, &mut dw[channel * kk * filters + start..]);
+    let (filters, k) = (dw.len() / g.patch_shape().1, g.kernel);
+    map.for_each_channel(events, at, |channel, at, values| {
+        for (tap, (ky, kx)) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))).enumerate() {
+            let sum: &mut [F; W] =
+                (&mut dw[((channel * k * k) + tap) * filters + start..][..W]).try_into().expect("a tile of filters");
+            gather_tap(map.tap(ky, kx), map.out_width, at, values, there, sum);
+        }
     });
 }
 
-/// One input's share of [`gather_tile`]: `x` times the output gradient where each tap reached,
-/// into that tap's filter gradients (`taps` as in [`spread_input`], which says why this is not
-/// inlined).
+/// One tap's share of [`gather_tile`]: the tap's filter gradients (kept in registers) plus the
+/// output gradient where the tap reached from each event, times its value (out of line, as
+/// [`spread_tap`]).
 #[inline(never)]
-fn gather_input<const W: usize, F: Gemm>(
-    x: F,
-    g: &ConvGeometry,
-    reach: &Reach,
+fn gather_tap<const W: usize, F: Gemm>(
+    (rows, columns): (&[u16], &[u16]),
+    out_width: usize,
+    at: &[(u16, u16)],
+    values: &[F],
     there: &[F],
-    filters: usize,
-    taps: &mut [F],
+    sum: &mut [F; W],
 ) {
-    reach.for_each_pair(g, |tap, position| {
-        let from: &[F; W] = there[position * W..][..W].try_into().expect("a tile of outputs");
-        let to: &mut [F; W] = (&mut taps[tap * filters..][..W]).try_into().expect("a tile of filters");
-        to.iter_mut().zip(from).for_each(|(t, &f)| *t = x.fma(f, *t));
-    });
+    let mut acc = *sum;
+    for (&(r, c), &x) in at.iter().zip(values) {
+        let (oy, ox) = (rows[r as usize], columns[c as usize]);
+        if oy == TapMap::NONE || ox == TapMap::NONE {
+            continue;
+        }
+        let from: &[F; W] =
+            there[(oy as usize * out_width + ox as usize) * W..][..W].try_into().expect("a tile of outputs");
+        acc.iter_mut().zip(from).for_each(|(t, &f)| *t = x.fma(f, *t));
+    }
+    *sum = acc;
 }
 
 /// The backward pass both input forms share: per fixed block of samples, in parallel, the
