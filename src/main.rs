@@ -54,7 +54,8 @@ enum Command {
         /// Network description (RON) with `inputs` and `training`.
         network: PathBuf,
         /// Surrogate gradient (default: the network's): htaf, sigmoid, fast-sigmoid, arctan,
-        /// triangle, ste.
+        /// triangle, ste; the network's own kind keeps the network's parameters, another kind
+        /// comes with its usual ones.
         #[arg(long)]
         surrogate: Option<snn::surrogate::Surrogate>,
         /// Continue from the output folder's checkpoint.
@@ -91,7 +92,8 @@ enum Command {
     Sweep {
         /// Network description (RON) with `inputs` and `training`.
         network: PathBuf,
-        /// Comma-separated surrogate names.
+        /// Comma-separated surrogate names (the network's own kind with the network's
+        /// parameters, the others with their usual ones).
         #[arg(long, value_delimiter = ',', default_value = "htaf,sigmoid,fast-sigmoid,arctan,triangle,ste")]
         surrogates: Vec<snn::surrogate::Surrogate>,
         /// Seeds per surrogate (the network's seed, seed + 1, ...).

@@ -115,7 +115,9 @@ pub fn load_data(
 pub fn load_training(opts: &TrainOptions) -> Result<(Network, String, Training)> {
     let (network, text) = spec::load_network(&opts.network)?;
     let mut training = spec::training_section(&network, &opts.network)?;
-    if let Some(s) = opts.surrogate {
+    // Naming the network's own kind keeps the network's parameters for it (a sweep's `htaf` row
+    // is the network as written); another kind comes with its usual parameters.
+    if let Some(s) = opts.surrogate.filter(|s| s.name() != training.surrogate.name()) {
         training.surrogate = s;
     }
     if let Some(e) = opts.epochs {
@@ -151,4 +153,38 @@ fn set_delay(training: &mut Training, delay: i64) -> Result<()> {
     *d = delay as u32;
     training.steps = cue_steps + delay as u32 + recall_steps;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naming_the_networks_own_surrogate_keeps_its_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let network = dir.path().join("net.ron");
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/networks/fashion_snn.ron")).unwrap();
+        let custom = text.replace("surrogate: Htaf(alpha: 4.0, beta: 2.0)", "surrogate: Htaf(alpha: 3.0, beta: 1.5)");
+        assert_ne!(custom, text, "the shipped network names its surrogate as this test expects");
+        std::fs::write(&network, custom).unwrap();
+        let surrogate_with = |name: &str| {
+            let opts = TrainOptions {
+                network: network.clone(),
+                surrogate: Some(name.parse().unwrap()),
+                epochs: None,
+                data: None,
+                out: None,
+                resume: false,
+                seed: None,
+                train_samples: None,
+                test_samples: None,
+                progress: false,
+                delay: None,
+                bptt: None,
+            };
+            load_training(&opts).unwrap().2.surrogate
+        };
+        assert_eq!(surrogate_with("htaf"), Surrogate::Htaf { alpha: 3.0, beta: 1.5 });
+        assert_eq!(surrogate_with("arctan"), "arctan".parse().unwrap());
+    }
 }
