@@ -328,9 +328,7 @@ impl<F: Gemm> Spiking<F> {
             v_pre: vec![F::zero(); y.len()],
             current: vec![F::zero(); if self.keeps_second_state() { y.len() } else { 0 }],
         };
-        // The usual layer (hard spikes, no synaptic current or adaptation) steps in one loop.
-        let plain =
-            (self.fires() && self.alpha.is_none() && self.adaptation.is_none() && !smooth).then_some(self.reset);
+        let plain = self.steps_plain(smooth).then_some(self.reset);
         let mut end = keep_end.then(|| SegmentState::at_rest(block));
         let y_pieces = pieces(y.as_mut_slice(), block);
         let count = y_pieces.len();
@@ -501,6 +499,13 @@ impl<F: Gemm> Spiking<F> {
         }
     }
 
+    /// Whether the layer is the usual one, hard spikes without a synaptic current or an
+    /// adaptation, whose steps run in one loop per element ([`forward_plain`],
+    /// [`Spiking::back_step_plain`]).
+    fn steps_plain(&self, smooth: bool) -> bool {
+        self.fires() && self.alpha.is_none() && self.adaptation.is_none() && !smooth
+    }
+
     fn learns_decays(&self) -> bool {
         self.beta.learnable || self.alpha.as_ref().is_some_and(|a| a.learnable)
     }
@@ -547,9 +552,8 @@ impl<F: Gemm> Spiking<F> {
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
         let learn = self.learns_decays();
         let dx_columns = if input == StepInput::Same { dy.ncols() / steps } else { dy.ncols() };
-        // The usual layer (hard spikes, no synaptic current, no adaptation) takes each step
-        // back in one loop (`back_step_plain`) but for a segment's first step after another.
-        let plain = allow_plain && self.fires() && self.alpha.is_none() && self.adaptation.is_none() && !smooth;
+        // One loop per step back (`back_step_plain`) but for a segment's first step after another.
+        let plain = allow_plain && self.steps_plain(smooth);
         let mut dx = DMatrix::zeros(dy.nrows(), dx_columns);
         pieces(dx.as_mut_slice(), block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each_init(
             StepScratch::default,
