@@ -138,7 +138,7 @@ impl ConvGeometry {
         };
         let table =
             |size: usize, out: usize| (0..k).flat_map(|tap| (0..size).map(move |at| reached(at, tap, out))).collect();
-        TapMap { rows: table(h, oh), columns: table(w, ow), height: h, width: w, out_width: ow }
+        TapMap { rows: table(h, oh), columns: table(w, ow), height: h, width: w, out_width: ow, kernel: k }
     }
 }
 
@@ -152,6 +152,7 @@ struct TapMap {
     height: usize,
     width: usize,
     out_width: usize,
+    kernel: usize,
 }
 
 impl TapMap {
@@ -181,9 +182,25 @@ impl TapMap {
         }
     }
 
-    /// The output rows reached through kernel row `ky`, and the output columns through `kx`.
-    fn tap(&self, ky: usize, kx: usize) -> (&[u16], &[u16]) {
-        (&self.rows[ky * self.height..][..self.height], &self.columns[kx * self.width..][..self.width])
+    /// For the events of a sample, channel by channel and then tap by tap: calls `f(the tap's
+    /// patch column, channel k k + ky k + kx; the output rows reached through ky and the output
+    /// columns through kx; the channel's events' (row, column); their values)`.
+    fn for_each_tap<F>(
+        &self,
+        events: (&[u32], &[F]),
+        at: &mut Vec<(u16, u16)>,
+        mut f: impl FnMut(usize, (&[u16], &[u16]), &[(u16, u16)], &[F]),
+    ) {
+        let k = self.kernel;
+        self.for_each_channel(events, at, |channel, at, values| {
+            for ky in 0..k {
+                let rows = &self.rows[ky * self.height..][..self.height];
+                for kx in 0..k {
+                    let columns = &self.columns[kx * self.width..][..self.width];
+                    f((channel * k + ky) * k + kx, (rows, columns), at, values);
+                }
+            }
+        });
     }
 }
 
@@ -310,13 +327,10 @@ fn spread_tile<const W: usize, F: Gemm>(
     start: usize,
     out: &mut [F],
 ) {
-    let (filters, k) = (w.len() / g.patch_shape().1, g.kernel);
-    map.for_each_channel(events, at, |channel, at, values| {
-        for (tap, (ky, kx)) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))).enumerate() {
-            let filter: &[F; W] =
-                w[((channel * k * k) + tap) * filters + start..][..W].try_into().expect("a tile of filters");
-            spread_tap(map.tap(ky, kx), map.out_width, at, values, filter, out);
-        }
+    let filters = w.len() / g.patch_shape().1;
+    map.for_each_tap(events, at, |tap, reach, at, values| {
+        let filter: &[F; W] = w[tap * filters + start..][..W].try_into().expect("a tile of filters");
+        spread_tap(reach, map.out_width, at, values, filter, out);
     });
 }
 
@@ -387,13 +401,10 @@ fn gather_tile<const W: usize, F: Gemm>(
     start: usize,
     dw: &mut [F],
 ) {
-    let (filters, k) = (dw.len() / g.patch_shape().1, g.kernel);
-    map.for_each_channel(events, at, |channel, at, values| {
-        for (tap, (ky, kx)) in (0..k).flat_map(|ky| (0..k).map(move |kx| (ky, kx))).enumerate() {
-            let sum: &mut [F; W] =
-                (&mut dw[((channel * k * k) + tap) * filters + start..][..W]).try_into().expect("a tile of filters");
-            gather_tap(map.tap(ky, kx), map.out_width, at, values, there, sum);
-        }
+    let filters = dw.len() / g.patch_shape().1;
+    map.for_each_tap(events, at, |tap, reach, at, values| {
+        let sum: &mut [F; W] = (&mut dw[tap * filters + start..][..W]).try_into().expect("a tile of filters");
+        gather_tap(reach, map.out_width, at, values, there, sum);
     });
 }
 

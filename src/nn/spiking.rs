@@ -809,14 +809,7 @@ impl<F: Gemm> Spiking<F> {
         let len = g_out.len();
         let vp = &tape.v_pre[row(t)];
         if self.fires() {
-            for (x, &v) in w.slope.iter_mut().zip(vp) {
-                *x = v - theta;
-            }
-            if smooth {
-                w.slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
-            } else {
-                F::surrogate_derivatives(&self.derivative, &mut w.slope);
-            }
+            self.surrogate_slopes(vp, smooth, &mut w.slope);
             if !w.s_ready {
                 self.spikes(vp, smooth, &mut w.s);
             }
@@ -872,6 +865,19 @@ impl<F: Gemm> Spiking<F> {
         }
     }
 
+    /// S'(v' - theta) of a row of v' into `slope`: the closed form for smooth spikes (f64 gradient
+    /// checks), else the table.
+    fn surrogate_slopes(&self, vp: &[F], smooth: bool, slope: &mut [F]) {
+        for (x, &v) in slope.iter_mut().zip(vp) {
+            *x = v - self.threshold;
+        }
+        if smooth {
+            slope.iter_mut().for_each(|x| *x = F::of(self.surrogate.derivative(x.to_f64())));
+        } else {
+            F::surrogate_derivatives(&self.derivative, slope);
+        }
+    }
+
     /// [`Spiking::back_step`] for a layer of hard spikes without a synaptic current or an
     /// adaptation, writing (or, with `add`, adding) the input's gradient into `g_x`; `previous`
     /// is v'[t - 1] where the decays are learnt. The same arithmetic in the same order, in one
@@ -890,10 +896,7 @@ impl<F: Gemm> Spiking<F> {
         add: bool,
     ) {
         let theta = self.threshold;
-        for (x, &v) in w.slope.iter_mut().zip(vp) {
-            *x = v - theta;
-        }
-        F::surrogate_derivatives(&self.derivative, &mut w.slope);
+        self.surrogate_slopes(vp, false, &mut w.slope);
         let detach = if self.detach_reset { F::zero() } else { F::one() };
         let step = Step { theta, detach, vp, previous: previous.unwrap_or(&[]), g_out, slope: &w.slope, b };
         let zero = self.reset == SpikeReset::Zero;
