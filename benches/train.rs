@@ -1,6 +1,7 @@
 //! Training of networks/fashion_snn.ron (784-800-10, T = 25, compiled onto the layer stack) on
 //! the shipped subset: one whole training step (forward, backward and Adam update of a batch
-//! of 128 images), and the two event-driven products a step is mostly made of, for 16 samples.
+//! of 128 images), and for 16 samples the encoding, the input's rows in deviation form and the
+//! two event-driven products a step is mostly made of.
 //! `cargo bench --bench train`.
 
 use std::hint::black_box;
@@ -12,8 +13,10 @@ use nalgebra::DMatrix;
 use snn::data::encode::encoding_stream;
 use snn::data::events::Events;
 use snn::data::idx;
+use snn::data::spike_trains::SpikeTrains;
 use snn::models::trainer::LayerRun;
 use snn::nn::event_products::{self, ByInput, Row, Summing};
+use snn::nn::spike_input;
 use snn::records::PassTotals;
 use snn::spec::load_network;
 use snn::train::setup::load_data;
@@ -35,34 +38,27 @@ fn train_step(c: &mut Criterion) {
         })
     });
 
-    // The input layer's products for 16 rate-coded images: 16 x 25 rows of about 220 events.
+    // The input layer's products for 16 rate-coded images: 16 x 25 rows of about 220 spikes.
     let steps = training.steps as usize;
-    let inputs: Vec<Events<f32>> = (0..16)
-        .map(|i| {
-            let mut events = Events::default();
-            training.encoder.encode(
-                data.train.images.image(i),
-                steps,
-                &mut encoding_stream(1, Some(0), i),
-                &mut events,
-            );
-            events
-        })
-        .collect();
-    // Step-major columns (step n of image b is column n x 16 + b), as the layer stack holds them.
-    let mut x = DMatrix::<f32>::zeros(784, steps * inputs.len());
-    for (b, events) in inputs.iter().enumerate() {
-        for n in 0..steps {
-            let (idx, val) = events.step(n);
-            for (&i, &v) in idx.iter().zip(val) {
-                x[(i as usize, n * inputs.len() + b)] = v;
-            }
+    let encode = || {
+        let mut trains = SpikeTrains::new(784, steps);
+        for i in 0..16 {
+            let mut stream = encoding_stream(1, Some(0), i);
+            training.encoder.encode_spikes(data.train.images.image(i), steps, &mut stream, trains.push_sample());
         }
-    }
-    let (mut values, mut deviations) = (Events::default(), Events::default());
-    event_products::column_events(x.as_slice(), 784, &mut values);
-    let base = event_products::majority_values(x.as_slice(), 784, inputs.len());
-    event_products::column_deviations(x.as_slice(), 784, inputs.len(), &base, &mut deviations);
+        trains
+    };
+    let trains = encode();
+    c.bench_function("encode_chunk16", |b| b.iter(|| black_box(encode().total())));
+    c.bench_function("deviation_rows_chunk16", |b| {
+        b.iter(|| {
+            let base = spike_input::deviation_base(&trains).expect("rate-coded images take deviations");
+            black_box(spike_input::rows::<f32>(&trains, (0, steps), Some(&base)).events.total())
+        })
+    });
+    let base = spike_input::deviation_base(&trains).expect("rate-coded images take deviations");
+    let values = spike_input::rows::<f32>(&trains, (0, steps), None).events;
+    let deviations = spike_input::rows::<f32>(&trains, (0, steps), Some(&base)).events;
     let rows_of = |e: &Events<f32>| -> Vec<(Vec<u32>, Vec<f32>)> {
         (0..e.steps()).map(|c| (e.step(c).0.to_vec(), e.step(c).1.to_vec())).collect()
     };
@@ -81,12 +77,12 @@ fn train_step(c: &mut Criterion) {
         let rows: Vec<Row<f32>> = rows.iter().map(|(i, v)| (&i[..], &v[..])).collect();
         let currents = &mut currents[..rows.len() * 800];
         c.bench_function(&format!("currents_chunk16_{name}"), |b| {
-            b.iter(|| event_products::currents(&weights, &rows, black_box(&mut *currents)))
+            b.iter(|| event_products::currents(&weights, &rows, 0, None, black_box(&mut *currents)))
         });
         c.bench_function(&format!("weight_gradient_chunk16_{name}"), |b| {
             b.iter(|| {
                 grouped.group(784, &rows);
-                event_products::weight_gradient(black_box(&mut grad), &grouped, currents, Summing::Write)
+                event_products::weight_gradient(black_box(&mut grad), &grouped, &[&*currents], Summing::Write)
             })
         });
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier, Mutex};
 
 use nalgebra::DMatrix;
 use snn::models::{LayerNet, Mode};
-use snn::nn::linear::SpikeForm;
+use snn::nn::spike_input::{self, SpikeForm};
 use snn::ranks::{Alone, Exchange};
 use snn::spec::{self, Network};
 
@@ -358,13 +358,13 @@ fn recomputed_segments_give_the_plain_gradients_bit_for_bit_and_truncation_cuts_
         let (loss, d_scores, _) = LayerNet::loss(trace.scores(), &labels);
         let plain = net.backward(&trace, d_scores, &Alone);
         for every in [1, 7, 29, 30] {
-            let (l, _, grads) = net.segmented_pass(&x, mode, &labels, every, false);
+            let (l, _, grads) = net.segmented_pass(x.clone(), mode, &labels, every, false);
             assert_eq!((l, &grads), (loss, &plain), "recomputation every {every} steps, smooth {smooth}");
         }
         for window in [30, 45] {
-            assert_eq!(net.segmented_pass(&x, mode, &labels, window, true).2, plain, "window {window}");
+            assert_eq!(net.segmented_pass(x.clone(), mode, &labels, window, true).2, plain, "window {window}");
         }
-        let truncated = net.segmented_pass(&x, mode, &labels, 5, true).2;
+        let truncated = net.segmented_pass(x.clone(), mode, &labels, 5, true).2;
         let differ = truncated.iter().zip(&plain).filter(|(a, b)| a != b).count();
         assert!(differ > 0, "a window of 5 of 30 steps changes the gradients");
     }
@@ -505,22 +505,16 @@ fn eprop_gradient_equals_its_formula_on_a_tiny_recurrent_net() {
 
 #[test]
 fn input_spikes_taken_as_deviations_give_the_gradients_and_the_same_ones_in_segments() {
-    // Input that mostly holds one value per sample (as rate-coded bright pixels do), so the
-    // first Dense layer takes it as deviations from that value; a second one takes the hidden
-    // spikes as values.
+    // Spikes that mostly keep to one value per sample (as rate-coded bright pixels do), so the
+    // first Dense layer takes them as deviations from that value; a second one takes the
+    // hidden spikes as values.
     let (features, samples, steps) = (6, 3, 12);
     let x = DMatrix::from_fn(features, samples * steps, |i, c| {
         let (t, b) = (c / samples, c % samples);
-        if (i + b) % 3 == 0 && t >= i % 4 {
-            1.0
-        } else if i == 5 {
-            0.5
-        } else {
-            0.0
-        }
+        if ((i + b) % 3 == 0 && t >= i % 4) || i == 5 { 1.0 } else { 0.0 }
     });
-    let base = snn::nn::event_products::majority_values(x.as_slice(), features, samples);
-    assert!(snn::nn::event_products::deviations_are_fewer(x.as_slice(), features, samples, &base));
+    let trains = spike_input::spike_trains(&x, samples).expect("spikes");
+    assert!(spike_input::deviation_base(&trains).is_some(), "fewer events as deviations");
     let layers = "Dense(units: 7), Lif(tau_mem_ms: 4.0, threshold: 0.4, learn_tau: PerChannel, recurrent: NoSelf), \
                   Dense(units: 3), Li(tau_mem_ms: 6.0)";
     let training = "steps: 12, surrogate: Htaf(), encoder: Rate()";
@@ -546,7 +540,7 @@ fn input_spikes_taken_as_deviations_give_the_gradients_and_the_same_ones_in_segm
         let (loss, d_scores, _) = LayerNet::loss(trace.scores(), &[1, 0, 2]);
         let plain = net.backward(&trace, d_scores, &Alone);
         for every in [1, 5, 12] {
-            let (l, _, grads) = net.segmented_pass(&x, mode, &[1, 0, 2], every, false);
+            let (l, _, grads) = net.segmented_pass(x.clone(), mode, &[1, 0, 2], every, false);
             assert_eq!((l, &grads), (loss, &plain), "recomputation every {every} steps, smooth {smooth}");
         }
     }

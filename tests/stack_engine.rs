@@ -67,7 +67,7 @@ fn trainer_spikes(checkpoint_path: &Path, index: usize) -> (Vec<(String, Spikes)
         Encoder::Recall { classes, .. } => tasks::recall(classes, 0, 64).test,
         _ => idx::load_dir(Path::new(&repo("tests/data/fashion-mnist"))).unwrap().test,
     };
-    let x = model_input(&net, &split, &[index], saved.seed, None).map(|v| v as f64);
+    let x = model_input(&net, &split, &[index], saved.seed, None).into_dense().map(|v| v as f64);
     let trace = net.forward(x, Mode::Eval { soft: false });
     let mut layers = Vec::new();
     for (l, layer) in net.layers.iter().enumerate() {

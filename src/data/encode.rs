@@ -21,6 +21,7 @@ use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
 use super::events::Events;
+use super::spike_trains::{for_each_bit, set_bit};
 use crate::rng::{self, Purpose, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -174,8 +175,10 @@ impl Encoder {
         out.clear();
         if let Encoder::Rate { gain } = *self {
             let thresholds = rate_thresholds(pixels, gain);
+            let mut spikes = vec![0; thresholds.len().div_ceil(64)];
             for _ in 0..steps {
-                rate_step(&thresholds, rng, |i, x| out.push(i, x));
+                rate_step(&thresholds, rng, &mut spikes);
+                for_each_bit(&spikes, |i| out.push(i, 1.0));
                 out.end_step();
             }
             return;
@@ -183,6 +186,21 @@ impl Encoder {
         for step in 0..steps {
             self.encode_step(pixels, step, steps, rng, |i, x| out.push(i, x));
             out.end_step();
+        }
+    }
+
+    /// Encodes `pixels` over `steps` steps as bits into `spikes` (zeros to start with; step n's
+    /// at `n * w..(n + 1) * w` for `w` words per step, see [`super::spike_trains`]), with the same
+    /// draws as [`Encoder::encode`]. For the encoders that emit spikes ([`Self::emits_spikes`]).
+    pub fn encode_spikes(&self, pixels: &[u8], steps: usize, rng: &mut Stream, spikes: &mut [u64]) {
+        let per_step = spikes.len() / steps.max(1);
+        if let Encoder::Rate { gain } = *self {
+            let thresholds = rate_thresholds(pixels, gain);
+            spikes.chunks_exact_mut(per_step).for_each(|step| rate_step(&thresholds, rng, step));
+            return;
+        }
+        for (n, step) in spikes.chunks_exact_mut(per_step).enumerate() {
+            self.encode_step(pixels, n, steps, rng, |i, _| set_bit(step, i));
         }
     }
 
@@ -197,7 +215,11 @@ impl Encoder {
         mut emit: impl FnMut(u32, f32),
     ) {
         match *self {
-            Encoder::Rate { gain } => rate_step(&rate_thresholds(pixels, gain), rng, emit),
+            Encoder::Rate { gain } => {
+                let mut spikes = vec![0; pixels.len().div_ceil(64)];
+                rate_step(&rate_thresholds(pixels, gain), rng, &mut spikes);
+                for_each_bit(&spikes, |i| emit(i, 1.0));
+            }
             Encoder::Current => {
                 for (i, &p) in pixels.iter().enumerate().filter(|(_, p)| **p > 0) {
                     emit(i as u32, intensity(p));
@@ -247,22 +269,25 @@ fn rate_thresholds(pixels: &[u8], gain: f64) -> Vec<u64> {
     pixels.iter().map(|&p| (gain * intensity(p) as f64 * TWO_POW_32).ceil() as u64).collect()
 }
 
-/// One step of rate coding. Half a draw per pixel, zero pixels included, so the stream's
-/// position does not depend on the image. Firing pixels are gathered without a branch on the
-/// coin (which would mispredict for every grey pixel) and emitted a block at a time.
-fn rate_step(thresholds: &[u64], rng: &mut Stream, mut emit: impl FnMut(u32, f32)) {
-    const BLOCK: usize = 64;
-    let mut firing = [0u32; BLOCK];
-    for (b, block) in thresholds.chunks(BLOCK).enumerate() {
-        let mut count = 0;
-        for (j, pair) in block.chunks(2).enumerate() {
+/// One step of rate coding, its spikes as bits into `spikes` (pixel i at bit i mod 64 of word
+/// i / 64). Half a draw per pixel, zero pixels included, so the stream's position does not
+/// depend on the image; each coin is an OR, without a branch (which would mispredict for every
+/// grey pixel).
+fn rate_step(thresholds: &[u64], rng: &mut Stream, spikes: &mut [u64]) {
+    let low = |draw: u64| draw & 0xFFFF_FFFF;
+    for (word, block) in spikes.iter_mut().zip(thresholds.chunks(64)) {
+        let mut bits = 0;
+        let pairs = block.chunks_exact(2);
+        let odd = pairs.remainder();
+        for (j, pair) in pairs.enumerate() {
             let draw = rng.next_u64();
-            for (half, &threshold) in pair.iter().enumerate() {
-                firing[count] = (b * BLOCK + 2 * j + half) as u32;
-                count += ((draw >> (32 * half)) & 0xFFFF_FFFF < threshold) as usize;
-            }
+            bits |= u64::from(low(draw) < pair[0]) << (2 * j);
+            bits |= u64::from(draw >> 32 < pair[1]) << (2 * j + 1);
         }
-        firing[..count].iter().for_each(|&i| emit(i, 1.0));
+        if let [threshold] = odd {
+            bits |= u64::from(low(rng.next_u64()) < *threshold) << (block.len() - 1);
+        }
+        *word = bits;
     }
 }
 

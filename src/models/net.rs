@@ -14,16 +14,17 @@ use nalgebra::DMatrix;
 use rand::RngExt;
 
 use crate::data::encode::Encoder;
+use crate::data::spike_trains::SpikeTrains;
 use crate::error::{Error, Result};
 use crate::nn::activation::{self, Step, StepForward};
 use crate::nn::bits;
 use crate::nn::conv::{self, ConvGeometry};
-use crate::nn::event_products;
 use crate::nn::gemm::Gemm;
-use crate::nn::linear::{self, Linear, SpikeForm, SpikeRows};
+use crate::nn::linear::{self, Linear};
 use crate::nn::loss::{argmax, cross_entropy};
 use crate::nn::norm::{BatchNorm, NormCache};
 use crate::nn::pool;
+use crate::nn::spike_input::{self, Base, SpikeForm, SpikeRows};
 use crate::nn::spiking::{
     Adaptation, Decay, Kind, Recurrent, SegmentCarry, SegmentState, Spiking, SpikingTape, StepInput,
 };
@@ -96,7 +97,52 @@ pub enum Extra<F> {
     Spikes(SpikeRows<F>),
 }
 
-/// A forward pass: `values[0]` is the input, `values[i + 1]` the output of layer i.
+/// A batch's input: a dense `features x columns` matrix, or, for a model whose first layer
+/// reads its input as events ([`LayerNet::reads_input_events`]), the encoder's spikes as bits,
+/// which then never become a dense matrix.
+#[derive(Debug, Clone)]
+pub enum Input<F> {
+    Dense(DMatrix<F>),
+    Spikes(SpikeTrains),
+}
+
+impl<F> From<DMatrix<F>> for Input<F> {
+    fn from(x: DMatrix<F>) -> Self {
+        Input::Dense(x)
+    }
+}
+
+impl<F: Gemm> Input<F> {
+    pub fn into_dense(self) -> DMatrix<F> {
+        match self {
+            Input::Dense(x) => x,
+            Input::Spikes(trains) => spike_input::dense(&trains),
+        }
+    }
+}
+
+/// An input as the layers take it: the first layer's spikes and the base they deviate from
+/// (none: values), or a dense matrix.
+pub(super) enum Sequence<F> {
+    Spikes(SpikeTrains, Option<Base>),
+    Dense(DMatrix<F>),
+}
+
+impl<F: Gemm> Sequence<F> {
+    /// Steps `a..b` of the input for a trace: a dense matrix, or where the first layer reads
+    /// events, its rows and an empty matrix of as many columns.
+    pub(super) fn steps(&self, (a, b): (usize, usize), samples: usize) -> (DMatrix<F>, Option<SpikeRows<F>>) {
+        match self {
+            Sequence::Spikes(trains, base) => {
+                (DMatrix::zeros(0, (b - a) * samples), Some(spike_input::rows(trains, (a, b), base.as_ref())))
+            }
+            Sequence::Dense(x) => (x.columns(a * samples, (b - a) * samples).into_owned(), None),
+        }
+    }
+}
+
+/// A forward pass: `values[0]` is the input (an empty matrix of as many columns where the first
+/// layer read events: they are in `extras[0]`), `values[i + 1]` the output of layer i.
 #[derive(Debug, Clone)]
 pub struct Trace<F> {
     pub values: Vec<DMatrix<F>>,
@@ -402,9 +448,10 @@ impl<F: Gemm> LayerNet<F> {
 
     /// Runs a batch forward. `x` is `features x (steps samples)`, step-major (see the module
     /// documentation), or `features x samples` when the input is the same at every step
-    /// ([`LayerNet::static_prefix`]; [`crate::models::trainer::model_input`] gives the right one).
-    /// Training mode updates batch-norm running statistics, hence `&mut self`.
-    pub fn forward(&mut self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
+    /// ([`LayerNet::static_prefix`]), or the encoder's events
+    /// ([`crate::models::trainer::model_input`] gives the right one). Training mode updates
+    /// batch-norm running statistics, hence `&mut self`.
+    pub fn forward(&mut self, x: impl Into<Input<F>>, mode: Mode) -> Trace<F> {
         let trace = self.forward_keeping_statistics(x, mode);
         self.update_running_statistics(&trace);
         trace
@@ -421,14 +468,22 @@ impl<F: Gemm> LayerNet<F> {
 
     /// [`LayerNet::forward`] leaving batch norm's running statistics as they are: for a part of
     /// a batch, in a model whose layers see one sample at a time ([`LayerNet::couples_samples`]).
-    pub fn forward_keeping_statistics(&self, x: DMatrix<F>, mode: Mode) -> Trace<F> {
+    pub fn forward_keeping_statistics(&self, x: impl Into<Input<F>>, mode: Mode) -> Trace<F> {
         let repeat_at = self.repeat_at();
+        let input = self.sequence(x.into());
+        let (x, mut first_rows) = match input {
+            Sequence::Dense(x) => (x, None),
+            Sequence::Spikes(ref trains, _) => input.steps((0, self.steps), trains.samples()),
+        };
         let mut trace = Trace::starting_with(x);
         for i in 0..self.layers.len() {
             let x = trace.values.last().expect("input is there");
             let repeated =
                 (Some(i) == repeat_at && self.step_input(i) == StepInput::EachStep).then(|| self.repeat_over_steps(x));
-            let (y, extra, how) = self.apply(i, repeated.as_ref().unwrap_or(x), mode);
+            let (y, extra, how) = match first_rows.take() {
+                Some(rows) => self.dense_on_events(i, rows),
+                None => self.apply(i, repeated.as_ref().unwrap_or(x), mode),
+            };
             trace.push(y, extra, how == StepForward::Smooth);
         }
         trace.scores = self.reduce_scores(trace.values.last().expect("input is there"));
@@ -464,30 +519,38 @@ impl<F: Gemm> LayerNet<F> {
         x
     }
 
-    /// The base from which event-driven Dense layer `i` takes the steps of the sequence `whole`
-    /// as deviations, or None where it takes them as values: the first layer takes the
-    /// encoder's spikes as deviations from each sample's majority values (see
-    /// [`event_products::majority_values`]) where the sequence holds fewer of them than spikes
-    /// (rate-coded images, whose pixels mostly keep to one value). Decided on the whole
-    /// sequence, so that its segments take the form it takes whole.
-    pub(super) fn deviation_base(&self, i: usize, whole: &DMatrix<F>) -> Option<Vec<F>> {
-        let samples = whole.ncols() / self.steps;
-        let whole_steps = samples > 0 && whole.ncols() == samples * self.steps;
-        if i > 0 || !self.layers[i].spike_input || self.steps < 2 || !whole_steps {
-            return None;
-        }
-        let features = whole.nrows();
-        let base = event_products::majority_values(whole.as_slice(), features, samples);
-        event_products::deviations_are_fewer(whole.as_slice(), features, samples, &base).then_some(base)
+    /// Whether the first layer reads its input as events over the steps: an event-driven Dense
+    /// layer (its input spikes) in a model of two steps at least. It then takes them as
+    /// deviations from each sample's majority values where the sequence holds fewer of them
+    /// than spikes (rate-coded images, whose pixels mostly keep to one value; see
+    /// [`crate::nn::spike_input`]).
+    pub fn reads_input_events(&self) -> bool {
+        let first = self.layers.first();
+        self.steps >= 2 && first.is_some_and(|l| l.spike_input && matches!(&l.op, Op::Dense(d) if !d.binary))
     }
 
-    /// The input spikes `x` of an event-driven Dense layer: deviations from `base` (see
-    /// [`Self::deviation_base`]; `first` when `x` starts its sequence) or values.
-    pub(super) fn spike_rows(x: &DMatrix<F>, base: Option<&[F]>, first: bool) -> SpikeRows<F> {
-        match base {
-            Some(base) => SpikeRows::deviations(x, base.len() / x.nrows().max(1), base, first),
-            None => SpikeRows::values(x),
-        }
+    /// `input` as the layers take it: the first layer's spikes and their base where it reads
+    /// events ([`Self::reads_input_events`]; a dense input of spikes over whole steps is taken
+    /// as spike trains), else the dense matrix.
+    pub(super) fn sequence(&self, input: Input<F>) -> Sequence<F> {
+        let trains = match input {
+            Input::Spikes(trains) => trains,
+            Input::Dense(x) => {
+                let trains = self.reads_input_events().then(|| spike_input::spike_trains(&x, x.ncols() / self.steps));
+                match trains.flatten() {
+                    Some(trains) => trains,
+                    None => return Sequence::Dense(x),
+                }
+            }
+        };
+        let base = spike_input::deviation_base(&trains);
+        Sequence::Spikes(trains, base)
+    }
+
+    /// Event-driven Dense layer `i` on its input spikes `rows`.
+    pub(super) fn dense_on_events(&self, i: usize, rows: SpikeRows<F>) -> (DMatrix<F>, Extra<F>, StepForward) {
+        let Op::Dense(l) = &self.layers[i].op else { unreachable!("events go to a Dense layer") };
+        (linear::dense_forward_events(&l.weight, l.bias.as_ref(), &rows), Extra::Spikes(rows), StepForward::Hard)
     }
 
     /// Layer `i` on its input `x`.
@@ -519,7 +582,7 @@ impl<F: Gemm> LayerNet<F> {
                     };
                     (y, Extra::Weights(w))
                 } else if layer.spike_input {
-                    let input = Self::spike_rows(x, self.deviation_base(i, x).as_deref(), true);
+                    let input = SpikeRows::values(x);
                     (linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input), Extra::Spikes(input))
                 } else {
                     (linear::dense_forward(&l.weight, l.bias.as_ref(), x), Extra::None)

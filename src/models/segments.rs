@@ -16,10 +16,9 @@
 
 use nalgebra::DMatrix;
 
-use super::net::{Extra, LayerNet, Mode, Op, Sums, Trace};
+use super::net::{Extra, Input, LayerNet, Mode, Op, Sequence, Sums, Trace};
 use crate::nn::activation::StepForward;
 use crate::nn::gemm::Gemm;
-use crate::nn::linear;
 use crate::nn::spiking::SegmentState;
 use crate::ranks::Alone;
 
@@ -41,10 +40,11 @@ impl<F: Gemm> LayerNet<F> {
     /// A training pass with back-propagation through time in segments of `segment` steps,
     /// truncated at their starts when `truncate`: the loss, the number of samples classified
     /// correctly, and the gradients in [`LayerNet::params`] order. `x` is the whole sequence
-    /// (`features x (steps samples)`); the model must have no [`LayerNet::segment_problem`].
+    /// (`features x (steps samples)`, or its events); the model must have no
+    /// [`LayerNet::segment_problem`].
     pub fn segmented_pass(
         &self,
-        x: &DMatrix<F>,
+        x: impl Into<Input<F>>,
         mode: Mode,
         labels: &[u8],
         segment: usize,
@@ -54,12 +54,12 @@ impl<F: Gemm> LayerNet<F> {
         let bounds: Vec<(usize, usize)> =
             (0..self.steps).step_by(segment.max(1)).map(|a| (a, (a + segment.max(1)).min(self.steps))).collect();
         let mut states: Vec<Option<SegmentState<F>>> = vec![None; self.layers.len()];
-        let base = self.deviation_base(0, x);
+        let input = self.sequence(x.into());
         let mut saved = Vec::with_capacity(bounds.len());
         let mut output = Vec::new();
         for &(a, b) in &bounds {
             saved.push(states.clone());
-            let trace = self.forward_segment(x, (a, b), samples, (mode, base.as_deref()), &mut states);
+            let trace = self.forward_segment(&input, (a, b), samples, mode, &mut states);
             output.extend_from_slice(trace.values.last().expect("input is there").as_slice());
         }
         let out = DMatrix::from_vec(self.classes(), self.steps * samples, output);
@@ -68,7 +68,7 @@ impl<F: Gemm> LayerNet<F> {
         let mut sums = Sums::new(self);
         for (k, &(a, b)) in bounds.iter().enumerate().rev() {
             let mut states = saved[k].clone();
-            let trace = self.forward_segment(x, (a, b), samples, (mode, base.as_deref()), &mut states);
+            let trace = self.forward_segment(&input, (a, b), samples, mode, &mut states);
             let dy = d_out.columns(a * samples, (b - a) * samples).into_owned();
             // Segments refuse batch norm, the one layer whose backward pass exchanges among ranks.
             self.backward_through(&trace, dy, samples, &saved[k], &mut sums, &Alone, |_, _| {});
@@ -79,19 +79,19 @@ impl<F: Gemm> LayerNet<F> {
         (loss, correct, self.finish(sums))
     }
 
-    /// The forward pass over steps `a..b` of `x`, its spiking layers starting from `states`,
+    /// The forward pass over steps `a..b` of `input`, its spiking layers starting from `states`,
     /// which are left where the segment ends; an input layer in deviation form deviates from
-    /// `base`, the whole sequence's (see [`LayerNet::deviation_base`]).
+    /// the whole sequence's base.
     fn forward_segment(
         &self,
-        x: &DMatrix<F>,
+        input: &Sequence<F>,
         (a, b): (usize, usize),
         samples: usize,
-        (mode, base): (Mode, Option<&[F]>),
+        mode: Mode,
         states: &mut [Option<SegmentState<F>>],
     ) -> Trace<F> {
-        let input = x.columns(a * samples, (b - a) * samples).into_owned();
-        let mut trace = Trace::starting_with(input);
+        let (x, mut first_rows) = input.steps((a, b), samples);
+        let mut trace = Trace::starting_with(x);
         for (i, state) in states.iter_mut().enumerate() {
             let x = trace.values.last().expect("input is there");
             let layer = &self.layers[i];
@@ -102,15 +102,10 @@ impl<F: Gemm> LayerNet<F> {
                     *state = Some(end);
                     (y, Extra::Spiking(tape), how)
                 }
-                Op::Dense(l) if layer.spike_input && !l.binary => {
-                    let input = Self::spike_rows(x, if i == 0 { base } else { None }, a == 0);
-                    (
-                        linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input),
-                        Extra::Spikes(input),
-                        StepForward::Hard,
-                    )
-                }
-                _ => self.apply(i, x, mode),
+                _ => match first_rows.take() {
+                    Some(rows) => self.dense_on_events(i, rows),
+                    None => self.apply(i, x, mode),
+                },
             };
             trace.push(y, extra, how == StepForward::Smooth);
         }

@@ -12,10 +12,11 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use super::net::{LayerNet, Mode, Op, Trace};
+use super::net::{Input, LayerNet, Mode, Op, Trace};
 use crate::data::encode::{encoding_stream, intensity};
 use crate::data::events::Events;
 use crate::data::idx::Split;
+use crate::data::spike_trains::SpikeTrains;
 use crate::error::{Error, Result};
 use crate::io::checkpoint::Checkpoint;
 use crate::nn::gemm::Gemm;
@@ -49,18 +50,27 @@ pub fn batch(split: &Split, indices: &[usize]) -> DMatrix<f32> {
 
 /// Images `indices` of `split` as `net`'s input: `pixels x samples` intensities when the input
 /// is the same at every step (models without spiking layers, and the direct-current encoder;
-/// the model repeats it over the steps where needed), else `pixels x (steps samples)` encoded
-/// step-major, rate coding drawing from each sample's stream of the run's `seed` (of `epoch` while
-/// training, the fixed evaluation stream with None).
+/// the model repeats it over the steps where needed), else encoded over the steps, rate coding
+/// drawing from each sample's stream of the run's `seed` (of `epoch` while training, the fixed
+/// evaluation stream with None): the spikes as bits where the first layer reads events
+/// ([`LayerNet::reads_input_events`]), else `pixels x (steps samples)`, step-major.
 pub fn model_input<F: Gemm>(
     net: &LayerNet<F>,
     split: &Split,
     indices: &[usize],
     seed: u64,
     epoch: Option<u32>,
-) -> DMatrix<f32> {
+) -> Input<f32> {
     if net.static_prefix().is_some() {
-        return batch(split, indices);
+        return Input::Dense(batch(split, indices));
+    }
+    if net.reads_input_events() {
+        let mut trains = SpikeTrains::new(net.input.size(), net.steps);
+        for &i in indices {
+            let mut stream = encoding_stream(seed, epoch, i);
+            net.encoder.encode_spikes(split.images.image(i), net.steps, &mut stream, trains.push_sample());
+        }
+        return Input::Spikes(trains);
     }
     let (inputs, samples) = (net.input.size(), indices.len());
     let mut x = DMatrix::zeros(inputs, samples * net.steps);
@@ -76,7 +86,7 @@ pub fn model_input<F: Gemm>(
             }
         }
     }
-    x
+    Input::Dense(x)
 }
 
 /// What an evaluation pass saw of the hidden units.
@@ -443,9 +453,9 @@ fn sample_pass(
             let grads = net.backward(&trace, d_scores, ranks);
             ((loss, correct, grads), Some(trace))
         }
-        Bptt::Recompute { every } => (net.segmented_pass(&input, mode, &labels, every as usize, false), None),
-        Bptt::Truncated { window } => (net.segmented_pass(&input, mode, &labels, window as usize, true), None),
-        Bptt::Eprop => (net.eprop_pass(&input, &labels), None),
+        Bptt::Recompute { every } => (net.segmented_pass(input, mode, &labels, every as usize, false), None),
+        Bptt::Truncated { window } => (net.segmented_pass(input, mode, &labels, window as usize, true), None),
+        Bptt::Eprop => (net.eprop_pass(&input.into_dense(), &labels), None),
     };
     (Part { samples: indices.len(), loss, correct, grads }, trace)
 }

@@ -472,7 +472,7 @@ fn by_sample_blocks<F: Gemm>(
     for part in &partial {
         dw += part;
     }
-    let db = has_bias.then(|| bias_gradient(dy, filters, g.output.positions()));
+    let db = has_bias.then(|| bias_gradient(dy.as_slice(), filters, g.output.positions()));
     (dw, db, dx)
 }
 

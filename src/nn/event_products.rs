@@ -15,14 +15,8 @@
 //! per-sample state, the way the engine delivers spikes, also loads and stores that state for
 //! every event, which made training bound by cache bandwidth.
 //!
-//! Rows can also hold a sequence's *deviations* ([`column_deviations`]): per sample, a base row
-//! with the value each input holds at most steps ([`majority_values`]), then per step only the
-//! inputs that differ from it. With x[n] = b + e[n], C[n] = W b + W e[n], and dW adds b times the
-//! sum of G over the steps to the events of e (both taken by the caller, `nn::linear`). A
-//! rate-coded pixel of rate p deviates at min(p, 1 - p) of the steps, against p for its values
-//! (and 2p(1 - p) for its changes from step to step): on Fashion-MNIST at T = 25, 2419 events
-//! per image with the base rows, against 5565 values and 3173 changes. Sparse hidden spikes
-//! have a base of zero and stay in value form.
+//! Rows can also hold a sequence's *deviations* from a base row per sample (see
+//! [`super::spike_input`]): [`currents`] then adds each column's base currents to its own.
 //!
 //! The tiles run in parallel, each over all the rows with its own packed weights. Each output
 //! element is summed in a fixed order (inputs ascending within a row; rows ascending, or from
@@ -106,39 +100,45 @@ impl<F: Copy> TileWriter<F> {
     }
 }
 
-/// Columns `start..start + width` of every row of `source` (`n_out` values per row), next to
-/// each other: a tile as one compact block of cache lines, read by every event that touches it.
-fn pack_tile<F: Real>(source: &[F], n_out: usize, (start, width): (usize, usize), packed: &mut Vec<F>) {
+/// Columns `start..start + width` of every row of `source` (`n_out` values per row; the rows of
+/// its parts one after the other), next to each other: a tile as one compact block of cache
+/// lines, read by every event that touches it.
+fn pack_tile<F: Real>(source: &[&[F]], n_out: usize, (start, width): (usize, usize), packed: &mut Vec<F>) {
     packed.clear();
-    for row in source.chunks_exact(n_out) {
+    for row in source.iter().flat_map(|part| part.chunks_exact(n_out)) {
         packed.extend_from_slice(&row[start..start + width]);
     }
 }
 
-/// `out` (rows x outputs, row-major) = the currents of every row through `weights` (outputs x
-/// inputs, column-major). The tiles of outputs run in parallel, each over all the rows with its
-/// weights packed, so that they stay in the core's cache.
-pub fn currents<F: Real>(weights: &DMatrix<F>, rows: &[Row<F>], out: &mut [F]) {
+/// `out` (columns x outputs, row-major) = the currents of every row through `weights` (outputs
+/// x inputs, column-major), plus `bias`. The first `based` rows are base rows (deviation form,
+/// see the module documentation): they have no column of their own, and column c, row `based +
+/// c`, adds the currents of base row `c mod based` to its own. The tiles of outputs run in
+/// parallel, each over all the rows with its weights packed, so that they stay in the core's
+/// cache.
+pub fn currents<F: Real>(weights: &DMatrix<F>, rows: &[Row<F>], based: usize, bias: Option<&[F]>, out: &mut [F]) {
     let n_out = weights.nrows();
-    assert_eq!(out.len(), rows.len() * n_out, "currents buffer does not match rows x outputs");
+    assert!(based <= rows.len(), "more base rows than rows");
+    assert_eq!(out.len(), (rows.len() - based) * n_out, "currents buffer does not match columns x outputs");
     let out = TileWriter::new(out);
     let tiles: Vec<(usize, usize)> = tiles(n_out, TILE).collect();
     tiles.par_iter().for_each_init(Vec::new, |packed, &(start, width)| {
         // W^T is inputs x outputs row-major: each input's weights as one row.
-        pack_tile(weights.as_slice(), n_out, (start, width), packed);
-        with_width!(width, currents_tile(packed, start, n_out, rows, &out));
+        pack_tile(&[weights.as_slice()], n_out, (start, width), packed);
+        let bias = bias.map(|b| &b[start..start + width]);
+        with_width!(width, currents_tile(packed, (start, n_out), (rows, based), bias, &out));
     });
 }
 
-/// Outputs `start..start + W` of every row, from the tile's packed weights (W per input).
+/// Outputs `start..start + W` of every column, from the tile's packed weights (W per input).
 fn currents_tile<const W: usize, F: Real>(
     tile: &[F],
-    start: usize,
-    n_out: usize,
-    rows: &[Row<F>],
+    (start, n_out): (usize, usize),
+    (rows, based): (&[Row<F>], usize),
+    bias: Option<&[F]>,
     out: &TileWriter<F>,
 ) {
-    for (r, &(idx, val)) in rows.iter().enumerate() {
+    let sum = |(idx, val): Row<F>| {
         let mut acc = [F::zero(); W];
         for (&i, &x) in idx.iter().zip(val) {
             let col: &[F; W] = tile[i as usize * W..][..W].try_into().expect("tile");
@@ -146,7 +146,19 @@ fn currents_tile<const W: usize, F: Real>(
                 *a = x.fma(c, *a);
             }
         }
-        out.set(r * n_out + start, acc);
+        acc
+    };
+    let bases: Vec<[F; W]> = rows[..based].iter().map(|&row| sum(row)).collect();
+    let bias: Option<&[F; W]> = bias.map(|b| b.try_into().expect("bias tile"));
+    for (c, &row) in rows[based..].iter().enumerate() {
+        let mut acc = sum(row);
+        if let Some(base) = bases.get(c % based.max(1)) {
+            acc.iter_mut().zip(base).for_each(|(a, &b)| *a += b);
+        }
+        if let Some(bias) = bias {
+            acc.iter_mut().zip(bias).for_each(|(a, &b)| *a += b);
+        }
+        out.set(c * n_out + start, acc);
     }
 }
 
@@ -209,10 +221,10 @@ pub enum Summing {
 }
 
 /// `grad` (outputs x inputs, column-major) = (or +=, see [`Summing`]) the weight gradient of
-/// the grouped events given `g` (rows x outputs, row-major), the gradient of the loss w.r.t. each
-/// row's currents. Writing rather than adding spares the caller zeroing a matrix larger than the
+/// the grouped events given `g` (rows x outputs, row-major, the rows of its parts one after the
+/// other), the gradient of the loss w.r.t. each row's currents. Writing rather than adding spares the caller zeroing a matrix larger than the
 /// caches. The tiles of outputs run in parallel, each with its share of `g` packed.
-pub fn weight_gradient<F: Real>(grad: &mut DMatrix<F>, events: &ByInput<F>, g: &[F], summing: Summing) {
+pub fn weight_gradient<F: Real>(grad: &mut DMatrix<F>, events: &ByInput<F>, g: &[&[F]], summing: Summing) {
     let (n_out, n_in) = grad.shape();
     let grad = TileWriter::new(grad.as_mut_slice());
     let tiles: Vec<(usize, usize)> = tiles(n_out, TILE).collect();
@@ -264,69 +276,6 @@ pub fn column_events<F: Real>(x: &[F], features: usize, events: &mut Events<F>) 
     }
 }
 
-/// The *base* of step-major columns `x` (column `n samples + b` is sample b at step n): per
-/// sample and feature, the value it holds at more than half of the steps, or zero where no value
-/// does: `features x samples` values, sample after sample.
-pub fn majority_values<F: Real>(x: &[F], features: usize, samples: usize) -> Vec<F> {
-    let n = features * samples;
-    let steps = x.len() / n.max(1);
-    // Boyer and Moore's vote: the one value that can hold a majority, then whether it does.
-    let mut votes = vec![0u32; n];
-    let mut base = vec![F::zero(); n];
-    for step in x.chunks_exact(n.max(1)) {
-        for ((candidate, votes), &v) in base.iter_mut().zip(votes.iter_mut()).zip(step) {
-            if *votes == 0 {
-                *candidate = v;
-                *votes = 1;
-            } else if *candidate == v {
-                *votes += 1;
-            } else {
-                *votes -= 1;
-            }
-        }
-    }
-    votes.iter_mut().for_each(|v| *v = 0);
-    for step in x.chunks_exact(n.max(1)) {
-        for ((votes, &candidate), &v) in votes.iter_mut().zip(base.iter()).zip(step) {
-            *votes += u32::from(v == candidate);
-        }
-    }
-    for (candidate, &held) in base.iter_mut().zip(&votes) {
-        if 2 * held as usize <= steps {
-            *candidate = F::zero();
-        }
-    }
-    base
-}
-
-/// Replaces `events` by the deviation form of step-major columns `x` from `base` (see
-/// [`majority_values`]): first one row per sample holding its base (the features whose base is
-/// not zero), then one row per column holding the features whose value differs from its
-/// sample's base, and by how much.
-pub fn column_deviations<F: Real>(x: &[F], features: usize, samples: usize, base: &[F], events: &mut Events<F>) {
-    events.clear();
-    for sample in base.chunks_exact(features.max(1)) {
-        events.push_kept(sample.iter().enumerate().map(|(i, &v)| (i as u32, v, v != F::zero())));
-        events.end_step();
-    }
-    for (c, column) in x.chunks_exact(features.max(1)).enumerate() {
-        let held = &base[(c % samples.max(1)) * features..][..features];
-        events.push_kept(column.iter().zip(held).enumerate().map(|(i, (&v, &h))| (i as u32, v - h, v != h)));
-        events.end_step();
-    }
-}
-
-/// Whether step-major columns `x` take fewer events in deviation form from `base` (base rows
-/// included) than as values: then [`column_deviations`] is the cheaper form.
-pub fn deviations_are_fewer<F: Real>(x: &[F], features: usize, samples: usize, base: &[F]) -> bool {
-    let n = features * samples;
-    let values = x.iter().filter(|&&v| v != F::zero()).count();
-    let held = base.iter().filter(|&&v| v != F::zero()).count();
-    let deviations: usize =
-        x.chunks_exact(n.max(1)).map(|step| step.iter().zip(base).filter(|&(&v, &h)| v != h).count()).sum();
-    held + deviations < values
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,42 +314,12 @@ mod tests {
     }
 
     #[test]
-    fn deviations_hold_each_samples_majority_then_what_differs_from_it() {
-        // Two features, two samples, three steps: columns (step 0: a, b), (step 1: a, b), ...
-        // Sample a: feature 0 at 1, 1, 0 (base 1), feature 1 at 2, 0, 0 (base 0).
-        // Sample b: feature 0 at 0.5, 0.5, 0.5 (base 0.5), feature 1 at 3, 4, 5 (no majority).
-        let x = [1.0, 2.0, 0.5, 3.0, 1.0, 0.0, 0.5, 4.0, 0.0, 0.0, 0.5, 5.0];
-        let base = majority_values(&x, 2, 2);
-        assert_eq!(base, [1.0, 0.0, 0.5, 0.0]);
-        let mut events = Events::default();
-        column_deviations(&x, 2, 2, &base, &mut events);
-        let expected: [(&[u32], &[f64]); 8] = [
-            (&[0], &[1.0]),
-            (&[0], &[0.5]),
-            (&[1], &[2.0]),
-            (&[1], &[3.0]),
-            (&[], &[]),
-            (&[1], &[4.0]),
-            (&[0], &[-1.0]),
-            (&[1], &[5.0]),
-        ];
-        for (r, (idx, val)) in expected.into_iter().enumerate() {
-            assert_eq!(events.step(r), (idx, val), "row {r}");
-        }
-        // 2 base events and 5 deviations against 9 values; one step is its own base.
-        assert!(deviations_are_fewer(&x, 2, 2, &base));
-        let base = majority_values(&x[..4], 2, 2);
-        assert_eq!(base, [1.0, 2.0, 0.5, 3.0]);
-        assert!(!deviations_are_fewer(&x[..4], 2, 2, &base));
-    }
-
-    #[test]
     fn currents_equal_the_dense_product() {
         let rows = rows();
         for n_out in OUTPUTS {
             let w = DMatrix::from_fn(n_out, 5, |o, i| (o * 7 + i * 3) as f64 * 0.01 - 0.2);
             let mut out = vec![f64::NAN; rows.len() * n_out];
-            currents(&w, &borrowed(&rows), &mut out);
+            currents(&w, &borrowed(&rows), 0, None, &mut out);
             for (r, (idx, val)) in rows.iter().enumerate() {
                 for o in 0..n_out {
                     let expected: f64 = idx.iter().zip(val).map(|(&i, &x)| x * w[(o, i as usize)]).sum();
@@ -418,7 +337,7 @@ mod tests {
             let mut grad = DMatrix::from_element(n_out, 5, f64::NAN);
             let mut grouped = ByInput::default();
             grouped.group(5, &borrowed(&rows));
-            weight_gradient(&mut grad, &grouped, &g, Summing::Write);
+            weight_gradient(&mut grad, &grouped, &[&g], Summing::Write);
             for o in 0..n_out {
                 for i in 0..5 {
                     let expected: f64 = rows
@@ -461,7 +380,7 @@ mod tests {
         for n_out in [TILE + 3, 5] {
             let w = DMatrix::from_fn(n_out, n_in, |o, i| ((o * 31 + i * 17) % 97) as f64 / 97.0 - 0.5);
             let mut out = vec![f64::NAN; n_rows * n_out];
-            currents(&w, &rows, &mut out);
+            currents(&w, &rows, 0, None, &mut out);
             for (r, &(idx, val)) in rows.iter().enumerate() {
                 for o in 0..n_out {
                     let plain = idx.iter().zip(val).fold(0.0, |a: f64, (&i, &x)| x.mul_add(w[(o, i as usize)], a));
@@ -474,7 +393,7 @@ mod tests {
             let start = DMatrix::from_fn(n_out, n_in, |o, i| (o + i) as f64 * 0.125);
             for summing in [Summing::Write, Summing::AddFromLast] {
                 let mut grad = start.clone();
-                weight_gradient(&mut grad, &grouped, &g, summing);
+                weight_gradient(&mut grad, &grouped, &[&g], summing);
                 for i in 0..n_in {
                     let mut entries = grouped.of(i).to_vec();
                     let first = match summing {

@@ -7,9 +7,9 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use super::event_products::{self, ByInput, Row, Summing};
+use super::event_products::{self, ByInput, Summing};
 use super::gemm::{Gemm, View, matmul, par_matmul};
-use crate::data::events::Events;
+use super::spike_input::{SpikeForm, SpikeRows};
 use crate::surrogate::Surrogate;
 
 /// Weights and bias of a Dense or Conv2d layer. Dense: `units x inputs`; Conv2d:
@@ -81,10 +81,11 @@ pub fn add_bias<F: Gemm>(y: &mut DMatrix<F>, bias: &DMatrix<F>, positions: usize
     }
 }
 
-/// Each channel's bias gradient: dy summed over its `positions` outputs in every sample.
-pub(super) fn bias_gradient<F: Gemm>(dy: &DMatrix<F>, channels: usize, positions: usize) -> DMatrix<F> {
+/// Each channel's bias gradient: dy (samples of `channels x positions` values, one after the
+/// other) summed over its `positions` outputs in every sample.
+pub(super) fn bias_gradient<F: Gemm>(dy: &[F], channels: usize, positions: usize) -> DMatrix<F> {
     let mut g = DMatrix::zeros(channels, 1);
-    for column in dy.as_slice().chunks(channels * positions) {
+    for column in dy.chunks(channels * positions) {
         for (c, block) in column.chunks(positions).enumerate() {
             g[c] += block.iter().copied().fold(F::zero(), |a, b| a + b);
         }
@@ -119,7 +120,7 @@ pub fn dense_backward<F: Gemm>(
     let dyv = View::new(dy.as_slice(), dy.nrows(), dy.ncols());
     let mut dw = DMatrix::zeros(w.nrows(), w.ncols());
     par_matmul(dw.as_mut_slice(), dyv, View::new(x.as_slice(), x.nrows(), x.ncols()).t(), F::zero());
-    let db = has_bias.then(|| bias_gradient(dy, dy.nrows(), 1));
+    let db = has_bias.then(|| bias_gradient(dy.as_slice(), dy.nrows(), 1));
     if !input_grad {
         return (dw, db, DMatrix::zeros(0, 0));
     }
@@ -175,7 +176,7 @@ fn bias_and_input_gradients<F: Gemm>(
     if let Some(db) = db {
         for t in (0..steps).rev() {
             let step = &dy.as_slice()[t * samples * rows..(t + 1) * samples * rows];
-            *db += bias_gradient(&DMatrix::from_column_slice(rows, samples, step), rows, 1);
+            *db += bias_gradient(step, rows, 1);
         }
     }
     if !input_grad {
@@ -191,80 +192,15 @@ fn bias_and_input_gradients<F: Gemm>(
     dx
 }
 
-/// The input spikes of an event-driven Dense layer as the forward pass took them and the
-/// backward pass reuses them: a row of events per column of its input, after base rows in
-/// deviation form.
-#[derive(Debug, Clone, Default)]
-pub struct SpikeRows<F> {
-    pub form: SpikeForm,
-    pub events: Events<F>,
-}
-
-/// How [`SpikeRows`] hold the input.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SpikeForm {
-    /// Each column's values.
-    #[default]
-    Values,
-    /// `samples` base rows, then each column's deviations from its sample's base
-    /// ([`event_products::column_deviations`]). `first`: the columns start their sequence (a
-    /// sequence taken in segments adds the base's gradient with its first segment).
-    Deviations { samples: usize, first: bool },
-}
-
-impl<F: Gemm> SpikeRows<F> {
-    /// The values of the columns of `x`.
-    pub fn values(x: &DMatrix<F>) -> Self {
-        let mut events = Events::default();
-        event_products::column_events(x.as_slice(), x.nrows(), &mut events);
-        SpikeRows { form: SpikeForm::Values, events }
-    }
-
-    /// The deviations of step-major columns `x` of `samples` samples from `base` (`x.nrows() x
-    /// samples`, see [`event_products::majority_values`]); `first` as in [`SpikeForm`].
-    pub fn deviations(x: &DMatrix<F>, samples: usize, base: &[F], first: bool) -> Self {
-        let mut events = Events::default();
-        event_products::column_deviations(x.as_slice(), x.nrows(), samples, base, &mut events);
-        SpikeRows { form: SpikeForm::Deviations { samples, first }, events }
-    }
-
-    fn rows(&self) -> Vec<Row<'_, F>> {
-        (0..self.events.steps()).map(|c| self.events.step(c)).collect()
-    }
-
-    /// The base rows in deviation form (none in value form).
-    fn base_rows(&self) -> usize {
-        match self.form {
-            SpikeForm::Values => 0,
-            SpikeForm::Deviations { samples, .. } => samples,
-        }
-    }
-}
-
 /// Dense forward on an input of spikes (or other mostly-zero values): each column's events add
-/// their columns of `w`, the event-driven product ([`event_products::currents`]). In deviation
-/// form each column's currents then add those of its sample's base.
+/// their columns of `w`, the event-driven product ([`event_products::currents`]), which in
+/// deviation form also adds the currents of the column's sample's base, and the bias.
 pub fn dense_forward_events<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, input: &SpikeRows<F>) -> DMatrix<F> {
     let rows = input.rows();
     let n_out = w.nrows();
-    let based = input.base_rows();
-    let mut all = vec![F::zero(); rows.len() * n_out];
-    event_products::currents(w, &rows, &mut all);
-    let mut y = if based == 0 {
-        DMatrix::from_vec(n_out, rows.len(), all)
-    } else {
-        // Each column's currents plus its sample's base's, written once.
-        let (base, deviations) = all.split_at(based * n_out);
-        let mut sums = Vec::with_capacity(deviations.len());
-        for (c, d) in deviations.chunks_exact(n_out.max(1)).enumerate() {
-            let b = &base[(c % based) * n_out..][..n_out];
-            sums.extend(d.iter().zip(b).map(|(&d, &b)| d + b));
-        }
-        DMatrix::from_vec(n_out, rows.len() - based, sums)
-    };
-    if let Some(b) = bias {
-        add_bias(&mut y, b, 1);
-    }
+    let columns = rows.len() - input.base_rows();
+    let mut y = DMatrix::zeros(n_out, columns);
+    event_products::currents(w, &rows, input.base_rows(), bias.map(DMatrix::as_slice), y.as_mut_slice());
     y
 }
 
@@ -292,7 +228,7 @@ pub fn dense_backward_events<F: Gemm>(
     let carry = match input.form {
         SpikeForm::Values => {
             by_input.group(w.ncols(), &rows);
-            event_products::weight_gradient(dw, &by_input, dy.as_slice(), summing);
+            event_products::weight_gradient(dw, &by_input, &[dy.as_slice()], summing);
             Vec::new()
         }
         SpikeForm::Deviations { samples, first } => {
@@ -304,14 +240,11 @@ pub fn dense_backward_events<F: Gemm>(
             }
             if first {
                 // Base rows first, so that adding from the last row adds them last.
-                let mut g = Vec::with_capacity(sums.len() + dy.len());
-                g.extend_from_slice(&sums);
-                g.extend_from_slice(dy.as_slice());
                 by_input.group(w.ncols(), &rows);
-                event_products::weight_gradient(dw, &by_input, &g, summing);
+                event_products::weight_gradient(dw, &by_input, &[&sums, dy.as_slice()], summing);
             } else {
                 by_input.group(w.ncols(), &rows[samples..]);
-                event_products::weight_gradient(dw, &by_input, dy.as_slice(), summing);
+                event_products::weight_gradient(dw, &by_input, &[dy.as_slice()], summing);
             }
             sums
         }
@@ -322,25 +255,24 @@ pub fn dense_backward_events<F: Gemm>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::spike_input::{deviation_base, rows, spike_trains};
 
-    /// Sparse 0/1-and-fractional input over `steps` steps of `samples` samples, where every
-    /// fourth input is on at most steps and the next holds 0.5 throughout (a base to deviate
-    /// from).
+    /// Sparse spikes over `steps` steps of `samples` samples, where every fourth input fires at
+    /// most steps and the next at every step (bases to deviate from).
     fn sparse_input(inputs: usize, steps: usize, samples: usize) -> DMatrix<f64> {
         DMatrix::from_fn(inputs, steps * samples, |i, c| match (i % 4, (i * 7 + c * 13) % 9) {
             (0, k) => f64::from(k != 3),
-            (1, _) => 0.5,
-            (_, 0 | 4) => 1.0,
-            (_, 7) => 0.5,
+            (1, _) | (_, 0 | 4) => 1.0,
             _ => 0.0,
         })
     }
 
     /// `x` in each form the layer takes it: values, and deviations from its majority values.
     fn each_form(x: &DMatrix<f64>, samples: usize) -> [(SpikeRows<f64>, &'static str); 2] {
-        let base = event_products::majority_values(x.as_slice(), x.nrows(), samples);
-        assert!(base.iter().any(|&b| b != 0.0), "the input has a base");
-        [(SpikeRows::values(x), "values"), (SpikeRows::deviations(x, samples, &base, true), "deviations")]
+        let trains = spike_trains(x, samples).expect("spikes");
+        let base = deviation_base(&trains).expect("the input has a base");
+        let steps = x.ncols() / samples;
+        [(SpikeRows::values(x), "values"), (rows(&trains, (0, steps), Some(&base)), "deviations")]
     }
 
     #[test]
@@ -375,18 +307,16 @@ mod tests {
         let dy = DMatrix::from_fn(units, steps * samples, |o, c| ((o * 5 + c * 3) % 11) as f64 * 0.1 - 0.5);
         let part = |m: &DMatrix<f64>, first: usize, len: usize| m.columns(first * samples, len * samples).into_owned();
         let segments = [(0, 4), (4, 2)];
-        let base = event_products::majority_values(x.as_slice(), inputs, samples);
+        let trains = spike_trains(&x, samples).expect("spikes");
+        let base = deviation_base(&trains).expect("the input has a base");
         for deviations in [false, true] {
             // Every segment deviates from the base of the whole sequence.
-            let rows = |x: &DMatrix<f64>, first: bool| {
-                if deviations { SpikeRows::deviations(x, samples, &base, first) } else { SpikeRows::values(x) }
-            };
-            let whole_rows = rows(&x, true);
+            let taken = |(first, len): (usize, usize)| rows(&trains, (first, first + len), deviations.then_some(&base));
+            let whole_rows = taken((0, steps));
             let y_whole = dense_forward_events(&w, None, &whole_rows);
             let mut dw_whole = DMatrix::zeros(units, inputs);
             dense_backward_events(&w, &whole_rows, &dy, steps, None, &mut dw_whole, None, false);
-            let pieces: Vec<SpikeRows<f64>> =
-                segments.iter().map(|&(first, len)| rows(&part(&x, first, len), first == 0)).collect();
+            let pieces: Vec<SpikeRows<f64>> = segments.iter().map(|&segment| taken(segment)).collect();
             for (&(first, len), input) in segments.iter().zip(&pieces) {
                 let y = dense_forward_events(&w, None, input);
                 assert_eq!(y, part(&y_whole, first, len), "forward, steps from {first}, deviations {deviations}");

@@ -14,6 +14,7 @@ pub mod norm;
 pub mod optim;
 pub mod pool;
 pub mod real;
+pub mod spike_input;
 pub mod spiking;
 
 pub use real::Real;
