@@ -117,10 +117,27 @@ fn pack_tile<F: Real>(source: &[&[F]], n_out: usize, (start, width): (usize, usi
 /// parallel, each over all the rows with its weights packed, so that they stay in the core's
 /// cache.
 pub fn currents<F: Real>(weights: &DMatrix<F>, rows: &[Row<F>], based: usize, bias: Option<&[F]>, out: &mut [F]) {
+    assert_eq!(out.len(), (rows.len() - based.min(rows.len())) * weights.nrows(), "currents buffer does not match");
+    // SAFETY: out is the columns x outputs buffer, a distinct &mut.
+    unsafe { currents_into(weights, rows, based, bias, out.as_mut_ptr()) }
+}
+
+/// [`currents`] through a pointer to the buffer, every element of which it writes without
+/// reading it (so it may be uninitialised).
+///
+/// # Safety
+/// `out` must address `(rows.len() - based) x outputs` writable elements that nothing else
+/// touches meanwhile.
+pub unsafe fn currents_into<F: Real>(
+    weights: &DMatrix<F>,
+    rows: &[Row<F>],
+    based: usize,
+    bias: Option<&[F]>,
+    out: *mut F,
+) {
     let n_out = weights.nrows();
     assert!(based <= rows.len(), "more base rows than rows");
-    assert_eq!(out.len(), (rows.len() - based) * n_out, "currents buffer does not match columns x outputs");
-    let out = TileWriter::new(out);
+    let out = TileWriter { data: out, len: (rows.len() - based) * n_out };
     let tiles: Vec<(usize, usize)> = tiles(n_out, TILE).collect();
     tiles.par_iter().for_each_init(Vec::new, |packed, &(start, width)| {
         // W^T is inputs x outputs row-major: each input's weights as one row.

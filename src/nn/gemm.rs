@@ -12,6 +12,7 @@
 //! a few multiply-adds per element, which cost as much as the arithmetic in a profile. Cut into
 //! row bands, every weight is packed once and only the small batch is packed again per band.
 
+use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::nn::Real;
@@ -134,7 +135,8 @@ pub fn matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F) {
 /// and column stride `c_col_stride`.
 ///
 /// # Safety
-/// `c` with that stride must address writable memory that nothing else touches meanwhile.
+/// `c` with that stride must address writable memory that nothing else touches meanwhile; with
+/// beta 0 it is written without being read, so it may be uninitialised.
 unsafe fn product_into<F: Gemm>(c: *mut F, c_col_stride: usize, a: View<F>, b: View<F>, beta: F) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
@@ -146,7 +148,10 @@ unsafe fn product_into<F: Gemm>(c: *mut F, c_col_stride: usize, a: View<F>, b: V
         for j in 0..n {
             for i in 0..m {
                 // SAFETY: (i, j) lies inside the output the caller vouches for.
-                unsafe { *c.add(i + j * c_col_stride) *= beta };
+                unsafe {
+                    let at = c.add(i + j * c_col_stride);
+                    at.write(if beta == F::zero() { F::zero() } else { at.read() * beta });
+                }
             }
         }
         return;
@@ -191,24 +196,56 @@ impl<F> Output<F> {
 /// As [`matmul`], in parallel over pieces of [`PIECE`] rows of the output when it has at least
 /// as many rows as columns, else of [`PIECE`] columns.
 pub fn par_matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F) {
+    assert_eq!(c.len(), a.rows * b.cols, "output does not match the product's shape");
+    // SAFETY: c holds the output, and is a distinct &mut.
+    unsafe { par_product_into(c.as_mut_ptr(), a, b, beta) }
+}
+
+/// [`par_matmul`] through a pointer to the `a.rows x b.cols` output.
+///
+/// # Safety
+/// As [`product_into`], with column stride `a.rows`.
+unsafe fn par_product_into<F: Gemm>(c: *mut F, a: View<F>, b: View<F>, beta: F) {
     let (m, n) = (a.rows, b.cols);
-    assert_eq!(c.len(), m * n, "output does not match the product's shape");
     if m == 0 || n == 0 {
         return;
     }
+    let out = Output(c);
     if m >= n {
-        let out = Output(c.as_mut_ptr());
         (0..m.div_ceil(PIECE)).into_par_iter().for_each(|p| {
             let rows = p * PIECE..(m.min((p + 1) * PIECE));
-            // SAFETY: rows of distinct pieces do not overlap, and c outlives the loop.
+            // SAFETY: rows of distinct pieces do not overlap, and the output outlives the loop.
             unsafe { product_into(out.at(rows.start), m, a.rows_of(rows.start, rows.end), b, beta) };
         });
     } else {
-        c.par_chunks_mut(m * PIECE).enumerate().for_each(|(j, c)| {
-            let start = j * PIECE;
-            matmul(c, a, b.columns(start, start + c.len() / m), beta);
+        (0..n.div_ceil(PIECE)).into_par_iter().for_each(|p| {
+            let columns = p * PIECE..(n.min((p + 1) * PIECE));
+            // SAFETY: as above, for columns.
+            unsafe { product_into(out.at(columns.start * m), m, a, b.columns(columns.start, columns.end), beta) };
         });
     }
+}
+
+/// A new `rows x cols` matrix (column-major) whose every element `write` sets through the
+/// pointer it is given, none read before: spares zeroing a buffer larger than the caches that
+/// is about to be overwritten.
+///
+/// # Safety
+/// `write` must write all `rows cols` elements, within them.
+pub unsafe fn written<F: Gemm>(rows: usize, cols: usize, write: impl FnOnce(*mut F)) -> DMatrix<F> {
+    let n = rows * cols;
+    let mut data = Vec::with_capacity(n);
+    write(data.as_mut_ptr());
+    // SAFETY: the caller's `write` has set the n elements.
+    unsafe { data.set_len(n) };
+    DMatrix::from_vec(rows, cols, data)
+}
+
+/// The product a b as a new matrix, in parallel as [`par_matmul`]: with beta 0 the output is
+/// written without being read, so it is never zeroed.
+pub fn product<F: Gemm>(a: View<F>, b: View<F>) -> DMatrix<F> {
+    // SAFETY: the product writes every element of its new a.rows x b.cols output.
+    unsafe { written(a.rows, b.cols, |c| par_product_into(c, a, b, F::zero())) }
 }
 
 #[cfg(test)]

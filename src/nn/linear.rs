@@ -8,7 +8,7 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use super::event_products::{self, ByInput, Summing};
-use super::gemm::{Gemm, View, matmul, par_matmul};
+use super::gemm::{Gemm, View, matmul, product, written};
 use super::spike_input::{SpikeForm, SpikeRows};
 use crate::surrogate::Surrogate;
 
@@ -95,13 +95,7 @@ pub(super) fn bias_gradient<F: Gemm>(dy: &[F], channels: usize, positions: usize
 
 /// Dense forward: `y = w x + b` for the effective weights `w`.
 pub fn dense_forward<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, x: &DMatrix<F>) -> DMatrix<F> {
-    let mut y = DMatrix::zeros(w.nrows(), x.ncols());
-    par_matmul(
-        y.as_mut_slice(),
-        View::new(w.as_slice(), w.nrows(), w.ncols()),
-        View::new(x.as_slice(), x.nrows(), x.ncols()),
-        F::zero(),
-    );
+    let mut y = product(View::new(w.as_slice(), w.nrows(), w.ncols()), View::new(x.as_slice(), x.nrows(), x.ncols()));
     if let Some(b) = bias {
         add_bias(&mut y, b, 1);
     }
@@ -118,14 +112,12 @@ pub fn dense_backward<F: Gemm>(
     input_grad: bool,
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
     let dyv = View::new(dy.as_slice(), dy.nrows(), dy.ncols());
-    let mut dw = DMatrix::zeros(w.nrows(), w.ncols());
-    par_matmul(dw.as_mut_slice(), dyv, View::new(x.as_slice(), x.nrows(), x.ncols()).t(), F::zero());
+    let dw = product(dyv, View::new(x.as_slice(), x.nrows(), x.ncols()).t());
     let db = has_bias.then(|| bias_gradient(dy.as_slice(), dy.nrows(), 1));
     if !input_grad {
         return (dw, db, DMatrix::zeros(0, 0));
     }
-    let mut dx = DMatrix::zeros(w.ncols(), dy.ncols());
-    par_matmul(dx.as_mut_slice(), View::new(w.as_slice(), w.nrows(), w.ncols()).t(), dyv, F::zero());
+    let dx = product(View::new(w.as_slice(), w.nrows(), w.ncols()).t(), dyv);
     (dw, db, dx)
 }
 
@@ -182,14 +174,7 @@ fn bias_and_input_gradients<F: Gemm>(
     if !input_grad {
         return DMatrix::zeros(0, 0);
     }
-    let mut dx = DMatrix::zeros(w.ncols(), dy.ncols());
-    par_matmul(
-        dx.as_mut_slice(),
-        View::new(w.as_slice(), w.nrows(), w.ncols()).t(),
-        View::new(dy.as_slice(), rows, dy.ncols()),
-        F::zero(),
-    );
-    dx
+    product(View::new(w.as_slice(), w.nrows(), w.ncols()).t(), View::new(dy.as_slice(), rows, dy.ncols()))
 }
 
 /// Dense forward on an input of spikes (or other mostly-zero values): each column's events add
@@ -199,9 +184,9 @@ pub fn dense_forward_events<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, 
     let rows = input.rows();
     let n_out = w.nrows();
     let columns = rows.len() - input.base_rows();
-    let mut y = DMatrix::zeros(n_out, columns);
-    event_products::currents(w, &rows, input.base_rows(), bias.map(DMatrix::as_slice), y.as_mut_slice());
-    y
+    let bias = bias.map(DMatrix::as_slice);
+    // SAFETY: the currents write every element of the columns x outputs they are given.
+    unsafe { written(n_out, columns, |y| event_products::currents_into(w, &rows, input.base_rows(), bias, y)) }
 }
 
 /// [`dense_backward_by_step`] for an input of spikes taken as `input` over `steps` steps:
