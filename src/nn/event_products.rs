@@ -26,6 +26,7 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::data::events::Events;
+use crate::data::spike_trains::for_each_bit;
 use crate::nn::Real;
 
 /// Outputs per register tile.
@@ -284,11 +285,15 @@ fn gradient_tile<const W: usize, F: Real>(
 }
 
 /// Replaces `events` by one row per column of `x` (`features` values each, column-major): the
-/// features that are not zero, and their values.
+/// features that are not zero, and their values. A block of 64 values becomes a word of bits
+/// (compares without a branch), whose set bits alone are visited: spikes are mostly zeros.
 pub fn column_events<F: Real>(x: &[F], features: usize, events: &mut Events<F>) {
     events.clear();
     for column in x.chunks_exact(features.max(1)) {
-        events.push_kept(column.iter().enumerate().map(|(i, &v)| (i as u32, v, v != F::zero())));
+        for (block, values) in column.chunks(64).enumerate() {
+            let nonzero = values.iter().enumerate().fold(0u64, |bits, (j, &v)| bits | u64::from(v != F::zero()) << j);
+            for_each_bit(&[nonzero], |j| events.push((block * 64) as u32 + j, values[j as usize]));
+        }
         events.end_step();
     }
 }
