@@ -226,6 +226,10 @@ impl FromStr for Surrogate {
 pub struct DerivativeTable {
     surrogate: Surrogate,
     values: Vec<f32>,
+    /// Per grid interval k, values[k] and values[k + 1] - values[k] (in f32, as the f32
+    /// interpolation takes them): what one lookup reads, in one place, so the vector form
+    /// gathers eight 64-bit pairs rather than sixteen floats.
+    steps: Vec<[f32; 2]>,
 }
 
 impl DerivativeTable {
@@ -239,8 +243,10 @@ impl DerivativeTable {
 
     pub fn new(surrogate: Surrogate) -> Self {
         let n = (2.0 * Self::RANGE * Self::PER_UNIT) as usize;
-        let values = (0..=n).map(|k| surrogate.derivative(-Self::RANGE + k as f64 / Self::PER_UNIT) as f32).collect();
-        DerivativeTable { surrogate, values }
+        let values: Vec<f32> =
+            (0..=n).map(|k| surrogate.derivative(-Self::RANGE + k as f64 / Self::PER_UNIT) as f32).collect();
+        let steps = values.windows(2).map(|ab| [ab[0], ab[1] - ab[0]]).collect();
+        DerivativeTable { surrogate, values, steps }
     }
 
     pub fn derivative(&self, x: f64) -> f64 {
@@ -263,8 +269,8 @@ impl DerivativeTable {
         }
         let k = u as usize;
         let f = u - k as f32;
-        let (a, b) = (self.values[k], self.values[k + 1]);
-        a + f * (b - a)
+        let [a, d] = self.steps[k];
+        a + f * d
     }
 
     /// Replaces every x of `xs` by [`derivative_f32`](Self::derivative_f32) at x, with the same
@@ -302,14 +308,21 @@ impl DerivativeTable {
             }
             let k = _mm256_cvttps_epi32(u);
             let f = _mm256_sub_ps(u, _mm256_cvtepi32_ps(k));
-            // SAFETY: every k lies in 0..len - 1 (checked above), so k and k + 1 index the table.
-            let (a, b) = unsafe {
+            // SAFETY: every k lies in 0..len - 1 (checked above), an index of `steps`, whose
+            // pairs are 8 bytes each.
+            let (low, high) = unsafe {
+                let pairs = self.steps.as_ptr().cast::<i64>();
                 (
-                    _mm256_i32gather_ps::<4>(self.values.as_ptr(), k),
-                    _mm256_i32gather_ps::<4>(self.values.as_ptr().add(1), k),
+                    _mm256_castsi256_ps(_mm256_i32gather_epi64::<8>(pairs, _mm256_castsi256_si128(k))),
+                    _mm256_castsi256_ps(_mm256_i32gather_epi64::<8>(pairs, _mm256_extracti128_si256::<1>(k))),
                 )
             };
-            let d = _mm256_add_ps(a, _mm256_mul_ps(f, _mm256_sub_ps(b, a)));
+            // (a0 d0 a1 d1 | a2 d2 a3 d3) and (a4 d4 ...) into a0..a7 and d0..d7.
+            let a = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(low, high));
+            let slope = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(low, high));
+            let a = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(a));
+            let slope = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(slope));
+            let d = _mm256_add_ps(a, _mm256_mul_ps(f, slope));
             // SAFETY: as the load.
             unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), d) };
         }
