@@ -751,7 +751,7 @@ impl<F: Gemm> LayerNet<F> {
                     }
                     dx
                 }
-                (Op::MaxPool(_), Extra::Winners(w)) => pool::max_backward(layer.input, w, &dy),
+                (Op::MaxPool(size), Extra::Winners(w)) => pool::max_backward(layer.input, *size, w, &dy),
                 (Op::AvgPool(size), _) => pool::avg_backward(layer.input, *size, &dy),
                 (Op::BatchNorm(bn), Extra::Norm(cache)) => {
                     let (dgamma, dbeta, dx) = bn.backward(cache, &dy, ranks);

@@ -16,6 +16,7 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::nn::Real;
+use crate::nn::fresh::written;
 
 /// Float types with a matrix-multiply kernel.
 pub trait Gemm: Real {
@@ -224,21 +225,6 @@ unsafe fn par_product_into<F: Gemm>(c: *mut F, a: View<F>, b: View<F>, beta: F) 
             unsafe { product_into(out.at(columns.start * m), m, a, b.columns(columns.start, columns.end), beta) };
         });
     }
-}
-
-/// A new `rows x cols` matrix (column-major) whose every element `write` sets through the
-/// pointer it is given, none read before: spares zeroing a buffer larger than the caches that
-/// is about to be overwritten.
-///
-/// # Safety
-/// `write` must write all `rows cols` elements, within them.
-pub unsafe fn written<F: Gemm>(rows: usize, cols: usize, write: impl FnOnce(*mut F)) -> DMatrix<F> {
-    let n = rows * cols;
-    let mut data = Vec::with_capacity(n);
-    write(data.as_mut_ptr());
-    // SAFETY: the caller's `write` has set the n elements.
-    unsafe { data.set_len(n) };
-    DMatrix::from_vec(rows, cols, data)
 }
 
 /// The product a b as a new matrix, in parallel as [`par_matmul`]: with beta 0 the output is

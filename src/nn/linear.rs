@@ -8,7 +8,8 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use super::event_products::{self, ByInput, Summing};
-use super::gemm::{Gemm, View, matmul, product, written};
+use super::fresh::written;
+use super::gemm::{Gemm, View, matmul, product};
 use super::spike_input::{SpikeForm, SpikeRows};
 use crate::surrogate::Surrogate;
 

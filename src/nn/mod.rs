@@ -7,6 +7,7 @@ pub mod activation;
 pub mod bits;
 pub mod conv;
 pub mod event_products;
+pub mod fresh;
 pub mod gemm;
 pub mod linear;
 pub mod loss;

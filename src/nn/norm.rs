@@ -6,10 +6,12 @@
 //! PyTorch's SyncBatchNorm computes them: the ranks' per-channel sums are exchanged and added in
 //! rank order, twice forward (the mean, then the variance about it) and once backward.
 
+use std::mem::MaybeUninit;
+
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::nn::Real;
+use crate::nn::{Real, fresh};
 use crate::ranks::{Exchange, WordReader, Words};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -163,25 +165,28 @@ impl<F: Real> BatchNorm<F> {
         let var: Vec<F> = sum_over_ranks(ranks, squares).into_iter().map(|s| s / count).collect();
         (cache.count, cache.share) = (count, mine / count);
         cache.inv_std = var.iter().map(|&v| F::one() / (v + self.eps).sqrt()).collect();
-        cache.normalised = vec![F::zero(); x.len()];
-        let mut y = DMatrix::zeros(x.nrows(), x.ncols());
+        let (mut y, mut normalised) = (fresh::slots(x.len()), fresh::slots(x.len()));
         let block = c * self.positions;
         let (gamma, beta, inv_std) = (self.gamma.as_slice(), self.beta.as_slice(), &cache.inv_std);
-        y.as_mut_slice()
-            .par_chunks_mut(block)
-            .zip(cache.normalised.par_chunks_mut(block))
-            .zip(x.as_slice().par_chunks(block))
-            .for_each(|((y, n), x)| {
+        y.par_chunks_mut(block).zip(normalised.par_chunks_mut(block)).zip(x.as_slice().par_chunks(block)).for_each(
+            |((y, n), x)| {
                 for k in 0..c {
                     let (m, s, g, b) = (mean[k], inv_std[k], gamma[k], beta[k]);
                     for i in k * self.positions..(k + 1) * self.positions {
-                        n[i] = (x[i] - m) * s;
-                        y[i] = g * n[i] + b;
+                        let normal = (x[i] - m) * s;
+                        n[i] = MaybeUninit::new(normal);
+                        y[i] = MaybeUninit::new(g * normal + b);
                     }
                 }
-            });
+            },
+        );
         (cache.mean, cache.var) = (mean, var);
-        y
+        // SAFETY: the blocks of samples cover both buffers, and each wrote all c channels'
+        // positions of its block.
+        unsafe {
+            cache.normalised = fresh::written_slots(normalised);
+            DMatrix::from_vec(x.nrows(), x.ncols(), fresh::written_slots(y))
+        }
     }
 
     /// Moves the running statistics towards those of the batch a training pass normalised with.
@@ -220,20 +225,20 @@ impl<F: Real> BatchNorm<F> {
             whole_batch = sum_over_ranks(ranks, weighted).into_iter().map(|s| s / share).collect::<Vec<F>>();
             whole_batch.split_at(c)
         };
-        let mut dx = DMatrix::zeros(dy.nrows(), dy.ncols());
+        let mut dx = fresh::slots(dy.len());
         let gamma = self.gamma.as_slice();
-        dx.as_mut_slice()
-            .par_chunks_mut(block)
-            .zip(dy.as_slice().par_chunks(block))
-            .zip(cache.normalised.par_chunks(block))
-            .for_each(|((dx, g), n)| {
+        dx.par_chunks_mut(block).zip(dy.as_slice().par_chunks(block)).zip(cache.normalised.par_chunks(block)).for_each(
+            |((dx, g), n)| {
                 for k in 0..c {
                     let scale = gamma[k] * cache.inv_std[k] / count;
                     for i in k * self.positions..(k + 1) * self.positions {
-                        dx[i] = scale * (count * g[i] - batch_dbeta[k] - n[i] * batch_dgamma[k]);
+                        dx[i] = MaybeUninit::new(scale * (count * g[i] - batch_dbeta[k] - n[i] * batch_dgamma[k]));
                     }
                 }
-            });
+            },
+        );
+        // SAFETY: as in the forward pass, every block wrote all its values.
+        let dx = DMatrix::from_vec(dy.nrows(), dy.ncols(), unsafe { fresh::written_slots(dx) });
         (DMatrix::from_vec(c, 1, dgamma), DMatrix::from_vec(c, 1, dbeta), dx)
     }
 }

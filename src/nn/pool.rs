@@ -1,10 +1,12 @@
 //! Max and average pooling over non-overlapping square windows (stride = window), per channel,
 //! in parallel over samples.
 
+use std::mem::MaybeUninit;
+
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::nn::Real;
+use crate::nn::{Real, fresh};
 use crate::spec::Shape;
 
 /// (channels, height, width) of the input and (height, width) of the output.
@@ -36,14 +38,10 @@ fn out_size(input: Shape, size: usize) -> usize {
 /// Max pooling; also returns, per output value, the input index that won (for the backward).
 pub fn max_forward<F: Real>(input: Shape, size: usize, x: &DMatrix<F>) -> (DMatrix<F>, Vec<u32>) {
     let (n, w) = (out_size(input, size), dims(input, size).2);
-    let mut y = DMatrix::zeros(n, x.ncols());
-    let mut winners = vec![0u32; n * x.ncols()];
-    y.as_mut_slice()
-        .par_chunks_mut(n)
-        .zip(winners.par_chunks_mut(n))
-        .zip(x.as_slice().par_chunks(input.size()))
-        .for_each(|((ys, ws), xs)| {
-            if size == 2 && dims(input, size).1 % 2 == 0 {
+    let (mut y, mut winners) = (fresh::slots(n * x.ncols()), fresh::slots(n * x.ncols()));
+    y.par_chunks_mut(n).zip(winners.par_chunks_mut(n)).zip(x.as_slice().par_chunks(input.size())).for_each(
+        |((ys, ws), xs)| {
+            if pairs_of_rows(input, size) {
                 return max_of_pairs(input, xs, ys, ws);
             }
             windows(input, size, |o, corner| {
@@ -57,17 +55,25 @@ pub fn max_forward<F: Real>(input: Shape, size: usize, x: &DMatrix<F>) -> (DMatr
                         top = if higher { xs[i] } else { top };
                     }
                 }
-                ys[o] = top;
-                ws[o] = best as u32;
+                ys[o] = MaybeUninit::new(top);
+                ws[o] = MaybeUninit::new(best as u32);
             })
-        });
-    (y, winners)
+        },
+    );
+    // SAFETY: the windows of a sample cover its n outputs, and every sample had its chunk.
+    unsafe { (DMatrix::from_vec(n, x.ncols(), fresh::written_slots(y)), fresh::written_slots(winners)) }
+}
+
+/// Whether the windows are 2 x 2 over an even number of rows, which [`max_of_pairs`] and
+/// [`max_backward`] take a pair of input rows at a time.
+fn pairs_of_rows(input: Shape, size: usize) -> bool {
+    size == 2 && dims(input, size).1 % 2 == 0
 }
 
 /// [`max_forward`] of one sample for 2 x 2 windows (the usual size), a pair of input rows at a
 /// time: the same winners, without the general loops' bounds and index arithmetic per element.
 /// The height must be even, so that the pairs of rows never straddle two channels.
-fn max_of_pairs<F: Real>(input: Shape, xs: &[F], ys: &mut [F], ws: &mut [u32]) {
+fn max_of_pairs<F: Real>(input: Shape, xs: &[F], ys: &mut [MaybeUninit<F>], ws: &mut [MaybeUninit<u32>]) {
     let (_, _, w, _, ow) = dims(input, 2);
     for ((pair, ys), (ws, o)) in
         xs.chunks_exact(2 * w).zip(ys.chunks_exact_mut(ow)).zip(ws.chunks_exact_mut(ow).zip(0..))
@@ -83,15 +89,49 @@ fn max_of_pairs<F: Real>(input: Shape, xs: &[F], ys: &mut [F], ws: &mut [u32]) {
             (top, best) = if b > top { (b, at + 1) } else { (top, best) };
             (top, best) = if c > top { (c, at + w as u32) } else { (top, best) };
             (top, best) = if d > top { (d, at + w as u32 + 1) } else { (top, best) };
-            *y = top;
-            *win = best;
+            *y = MaybeUninit::new(top);
+            *win = MaybeUninit::new(best);
         }
     }
 }
 
-pub fn max_backward<F: Real>(input: Shape, winners: &[u32], dy: &DMatrix<F>) -> DMatrix<F> {
-    let mut dx = DMatrix::zeros(input.size(), dy.ncols());
+/// The input gradient of max pooling: each output's gradient goes to the input that won its
+/// window, zero to the others.
+pub fn max_backward<F: Real>(input: Shape, size: usize, winners: &[u32], dy: &DMatrix<F>) -> DMatrix<F> {
     let n = dy.nrows();
+    if pairs_of_rows(input, size) {
+        let w = dims(input, size).2;
+        let mut dx = fresh::slots(input.size() * dy.ncols());
+        dx.par_chunks_mut(input.size()).zip(dy.as_slice().par_chunks(n)).zip(winners.par_chunks(n)).for_each(
+            |((dxs, dys), ws)| {
+                // Each window's four inputs written at once, in place of zeroing the whole
+                // gradient and adding each output's into it; 0 + g, as that addition gave.
+                let rows = dxs.chunks_exact_mut(2 * w).zip(dys.chunks_exact(w / 2)).zip(ws.chunks_exact(w / 2));
+                for (o, ((pair, dys), ws)) in rows.enumerate() {
+                    let corner = (2 * o * w) as u32;
+                    for (ox, (&g, &win)) in dys.iter().zip(ws).enumerate() {
+                        let at = corner + 2 * ox as u32;
+                        for (slot, i) in [
+                            (2 * ox, at),
+                            (2 * ox + 1, at + 1),
+                            (w + 2 * ox, at + w as u32),
+                            (w + 2 * ox + 1, at + w as u32 + 1),
+                        ] {
+                            pair[slot] = MaybeUninit::new(if win == i { F::zero() + g } else { F::zero() });
+                        }
+                    }
+                    // An odd width leaves the last column of both rows out of every window.
+                    if w % 2 == 1 {
+                        pair[w - 1] = MaybeUninit::new(F::zero());
+                        pair[2 * w - 1] = MaybeUninit::new(F::zero());
+                    }
+                }
+            },
+        );
+        // SAFETY: the pairs of rows cover every sample's input, and each wrote all 2 w values.
+        return DMatrix::from_vec(input.size(), dy.ncols(), unsafe { fresh::written_slots(dx) });
+    }
+    let mut dx = DMatrix::zeros(input.size(), dy.ncols());
     dx.as_mut_slice()
         .par_chunks_mut(input.size())
         .zip(dy.as_slice().par_chunks(n))
@@ -164,7 +204,7 @@ mod tests {
         assert_eq!(y.as_slice(), &[1.0, 1.0, 0.0, 1.0, 0.9, -1.0, 0.3, 7.0]);
         assert_eq!(winners, [1, 2, 8, 15, 20, 18, 25, 26]);
         let dy = DMatrix::from_fn(8, 1, |o, _| o as f64 + 1.0);
-        let dx = max_backward(shape, &winners, &dy);
+        let dx = max_backward(shape, 2, &winners, &dy);
         for (i, &g) in dx.as_slice().iter().enumerate() {
             let expected = winners.iter().position(|&w| w as usize == i).map_or(0.0, |o| o as f64 + 1.0);
             assert_eq!(g, expected, "input {i}");
@@ -172,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn pairs_of_rows_find_the_winners_of_the_general_windows() {
+    fn pairs_of_rows_find_the_winners_of_the_general_windows_and_pass_their_gradients() {
         // Odd widths leave a column out; spikes make ties; graded values make strict maxima.
         for (height, width) in [(6, 7), (4, 4), (2, 9), (5, 6)] {
             let shape = Shape::Image { channels: 3, height, width };
@@ -194,6 +234,15 @@ mod tests {
                     assert_eq!(y[(o, j)], xs[best]);
                 }
             }
+            // The backward by pairs of rows, against adding each output's gradient at its winner.
+            let dy = DMatrix::from_fn(y.nrows(), 2, |o, j| o as f64 - 2.0 * j as f64 - 0.5);
+            let mut expected = DMatrix::zeros(n, 2);
+            for j in 0..2 {
+                for o in 0..y.nrows() {
+                    expected[(winners[j * y.nrows() + o] as usize, j)] += dy[(o, j)];
+                }
+            }
+            assert_eq!(max_backward(shape, 2, &winners, &dy), expected, "{height}x{width}");
         }
     }
 }

@@ -48,11 +48,13 @@
 //! g_beta += g_v' v[t-1],  g_alpha += g_i i[t-1],  g_v = beta g_v'
 //! ```
 
+use std::mem::MaybeUninit;
+
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::nn::Real;
 use crate::nn::gemm::{Gemm, View, par_matmul};
+use crate::nn::{Real, fresh};
 use crate::spec::{Learnable, Shape, SpikeReset};
 use crate::surrogate::{DerivativeTable, Surrogate};
 
@@ -323,17 +325,15 @@ impl<F: Gemm> Spiking<F> {
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
-        let mut y = DMatrix::zeros(x.nrows(), block / x.nrows().max(1) * steps);
-        let mut tape = SpikingTape {
-            v_pre: vec![F::zero(); y.len()],
-            current: vec![F::zero(); if self.keeps_second_state() { y.len() } else { 0 }],
-        };
+        // Every step of every piece writes its outputs and membranes whole: no zeroing first.
+        let (mut y_slots, mut v_slots) = (fresh::slots(block * steps), fresh::slots(block * steps));
+        let mut current = vec![F::zero(); if self.keeps_second_state() { block * steps } else { 0 }];
         let plain = self.steps_plain(smooth).then_some(self.reset);
         let mut end = keep_end.then(|| SegmentState::at_rest(block));
-        let y_pieces = pieces(y.as_mut_slice(), block);
+        let y_pieces = pieces(&mut y_slots, block);
         let count = y_pieces.len();
-        let v_pieces = pieces(&mut tape.v_pre, block);
-        let mut i_pieces = pieces(&mut tape.current, block);
+        let v_pieces = pieces(&mut v_slots, block);
+        let mut i_pieces = pieces(&mut current, block);
         i_pieces.resize_with(count, Vec::new);
         let (mut end_v, mut end_i): (Vec<&mut [F]>, Vec<&mut [F]>) = match &mut end {
             Some(SegmentState { v, i, .. }) => (v.chunks_mut(ELEMENTS).collect(), i.chunks_mut(ELEMENTS).collect()),
@@ -374,6 +374,7 @@ impl<F: Gemm> Spiking<F> {
                             Some(SpikeReset::Zero) => forward_plain::<true, F>(self.threshold, input, &b, v, vp, y),
                             None => {
                                 let current = is.get_mut(t).map(|c| &mut **c);
+                                let (vp, y) = (fresh::zeroed(vp), fresh::zeroed(y));
                                 self.forward_step(input, &b, a.as_deref(), v, i, vp, y, current, smooth);
                             }
                         }
@@ -384,10 +385,13 @@ impl<F: Gemm> Spiking<F> {
                     }
                 },
             );
+        // SAFETY: the pieces cover both buffers, and each wrote its part of every step.
+        let (y, v_pre) = unsafe { (fresh::written_slots(y_slots), fresh::written_slots(v_slots)) };
+        let y = DMatrix::from_vec(x.nrows(), block / x.nrows().max(1) * steps, y);
         if let Some(end) = &mut end {
             end.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
         }
-        (y, tape, end)
+        (y, SpikingTape { v_pre, current }, end)
     }
 
     /// One step of a piece of elements: the carried membrane `v` (and CubaLif's current `i`)
@@ -1049,15 +1053,22 @@ fn add_gradient_of_fired<F: Real>(dw: &mut DMatrix<F>, g_in: &[F], spikes: &[F],
 /// arithmetic in the same order, each element kept in registers between the membrane update,
 /// the spike and the reset. Out of line, so that the compiler vectorises it on its own.
 #[inline(never)]
-fn forward_plain<const ZERO: bool, F: Real>(theta: F, input: &[F], b: &[F], v: &mut [F], vp: &mut [F], y: &mut [F]) {
+fn forward_plain<const ZERO: bool, F: Real>(
+    theta: F,
+    input: &[F],
+    b: &[F],
+    v: &mut [F],
+    vp: &mut [MaybeUninit<F>],
+    y: &mut [MaybeUninit<F>],
+) {
     let n = v.len();
     let (input, b, vp, y) = (&input[..n], &b[..n], &mut vp[..n], &mut y[..n]);
     let (one, zero) = (F::one(), F::zero());
     for k in 0..n {
         let p = b[k] * v[k] + input[k];
         let s = if p >= theta { one } else { zero };
-        vp[k] = p;
-        y[k] = s;
+        vp[k] = MaybeUninit::new(p);
+        y[k] = MaybeUninit::new(s);
         v[k] = if ZERO { p * (one - s) } else { p - theta * s };
     }
 }

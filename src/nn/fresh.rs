@@ -1,0 +1,83 @@
+//! New buffers that the code about to fill them writes whole, so they are never zeroed first.
+//!
+//! A spiking CNN's batch matrices run to tens of megabytes (the first LIF layer of
+//! networks/fashion_scnn.ron holds 32 x 28 x 28 values per sample and step), far beyond the
+//! caches: zeroing one costs a pass over memory as long as the pass that then overwrites it. The
+//! buffers here start uninitialised, typed `MaybeUninit` until their writer is done, so no value
+//! is read before it is written.
+
+use std::mem::MaybeUninit;
+
+use nalgebra::DMatrix;
+
+use crate::nn::Real;
+
+/// `n` slots, none written yet.
+pub fn slots<T>(n: usize) -> Vec<MaybeUninit<T>> {
+    let mut data = Vec::with_capacity(n);
+    // SAFETY: a MaybeUninit needs no initialisation, and the capacity is n.
+    unsafe { data.set_len(n) };
+    data
+}
+
+/// The values of `slots`, every one of which has been written.
+///
+/// # Safety
+/// Every element of `slots` must have been written.
+pub unsafe fn written_slots<T>(slots: Vec<MaybeUninit<T>>) -> Vec<T> {
+    let mut slots = std::mem::ManuallyDrop::new(slots);
+    let (ptr, len, capacity) = (slots.as_mut_ptr(), slots.len(), slots.capacity());
+    // SAFETY: MaybeUninit<T> has T's size and alignment, the allocation came from a Vec of
+    // them, and the caller guarantees that all len elements are initialised.
+    unsafe { Vec::from_raw_parts(ptr.cast::<T>(), len, capacity) }
+}
+
+/// A new vector of `n` values, each set by `fill` through the slots it is given.
+///
+/// # Safety
+/// `fill` must write every one of the `n` slots.
+pub unsafe fn filled<T>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
+    let mut data = slots(n);
+    fill(&mut data);
+    // SAFETY: the caller's `fill` wrote every slot.
+    unsafe { written_slots(data) }
+}
+
+/// A new `rows x cols` matrix (column-major) whose every element `write` sets through the
+/// pointer it is given, none read before: for kernels that address their output by pointer
+/// (from several threads, or through a matrix product).
+///
+/// # Safety
+/// `write` must write all `rows cols` elements, within them.
+pub unsafe fn written<F: Real>(rows: usize, cols: usize, write: impl FnOnce(*mut F)) -> DMatrix<F> {
+    // SAFETY: the caller's `write` sets all rows cols elements.
+    let data = unsafe { filled(rows * cols, |slots| write(slots.as_mut_ptr().cast::<F>())) };
+    DMatrix::from_vec(rows, cols, data)
+}
+
+/// Zeroes `slots` and hands them back as values: for the rarer paths that add to or read back
+/// what they write.
+pub fn zeroed<F: Real>(slots: &mut [MaybeUninit<F>]) -> &mut [F] {
+    slots.iter_mut().for_each(|s| *s = MaybeUninit::new(F::zero()));
+    // SAFETY: every element was just written, and MaybeUninit<F> has F's layout.
+    unsafe { &mut *(slots as *mut [MaybeUninit<F>] as *mut [F]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filled_buffers_hold_what_was_written() {
+        // SAFETY: the closure writes all 1000 slots.
+        let v: Vec<f32> =
+            unsafe { filled(1000, |s| s.iter_mut().enumerate().for_each(|(i, x)| *x = MaybeUninit::new(i as f32))) };
+        assert_eq!(v.len(), 1000);
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32));
+        // SAFETY: the closure sets all 12 elements through the pointer.
+        let m: DMatrix<f64> = unsafe { written(3, 4, |p: *mut f64| (0..12).for_each(|k| p.add(k).write(k as f64))) };
+        assert_eq!(m[(2, 3)], 11.0);
+        let mut s = slots::<f64>(5);
+        assert_eq!(zeroed(&mut s), &[0.0; 5]);
+    }
+}
