@@ -7,6 +7,7 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
+use super::block_sums::block_sums;
 use super::event_products::{self, ByInput, Summing};
 use super::fresh::written;
 use super::gemm::{Gemm, View, matmul, product};
@@ -86,11 +87,8 @@ pub fn add_bias<F: Gemm>(y: &mut DMatrix<F>, bias: &DMatrix<F>, positions: usize
 /// other) summed over its `positions` outputs in every sample.
 pub(super) fn bias_gradient<F: Gemm>(dy: &[F], channels: usize, positions: usize) -> DMatrix<F> {
     let mut g = DMatrix::zeros(channels, 1);
-    for column in dy.chunks(channels * positions) {
-        for (c, block) in column.chunks(positions).enumerate() {
-            g[c] += block.iter().copied().fold(F::zero(), |a, b| a + b);
-        }
-    }
+    let blocks = (0..dy.len() / positions.max(1)).map(|b| (b, b % channels));
+    block_sums((dy, dy), positions, blocks, |v, _, _| v, |c, s| g[c] += s);
     g
 }
 

@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod bits;
+pub mod block_sums;
 pub mod conv;
 pub mod event_products;
 pub mod fresh;

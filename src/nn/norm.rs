@@ -11,6 +11,7 @@ use std::mem::MaybeUninit;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
+use crate::nn::block_sums::block_sums;
 use crate::nn::{Real, fresh};
 use crate::ranks::{Exchange, WordReader, Words};
 
@@ -137,14 +138,9 @@ impl<F: Real> BatchNorm<F> {
                 }
                 return;
             }
-            for s in 0..samples {
-                for (j, sum) in sums.iter_mut().enumerate() {
-                    let k = first + j;
-                    let at = s * block + k * p;
-                    let (xs, ys) = (&x[at..at + p], &y[at..at + p]);
-                    *sum += xs.iter().zip(ys).fold(F::zero(), |a, (&u, &v)| a + f(u, v, k));
-                }
-            }
+            let channels = first..first + sums.len();
+            let blocks = (0..samples).flat_map(|s| channels.clone().map(move |k| (s * c + k, k)));
+            block_sums((x, y), p, blocks, &f, |k, s| sums[k - first] += s);
         });
         sums
     }
