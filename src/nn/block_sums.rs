@@ -6,10 +6,48 @@
 //! current x86 cores) while the adders could start one or two every cycle; summing eight blocks
 //! side by side runs eight independent chains in the same time.
 
+use rayon::prelude::*;
+
 use crate::nn::Real;
 
 /// Blocks summed side by side.
 const CHAINS: usize = 8;
+
+/// Per channel, the sum of `f(x, y, channel)` over positions and samples of two arrays laid out
+/// alike (samples one after the other, each `channels x positions` values, channel-major): for
+/// each sample in order, the sum over the channel's positions (from zero) is added to the
+/// channel's total. Eight groups of channels run in parallel whatever the thread count; within
+/// a group the order is fixed, so the result does not depend on the threads that computed it.
+pub fn channel_sums<F: Real>(
+    (x, y): (&[F], &[F]),
+    channels: usize,
+    positions: usize,
+    f: impl Fn(F, F, usize) -> F + Sync,
+) -> Vec<F> {
+    let (c, p) = (channels, positions);
+    let block = c * p;
+    let samples = x.len() / block.max(1);
+    let group = c.div_ceil(8).max(1);
+    let mut sums = vec![F::zero(); c];
+    sums.par_chunks_mut(group).enumerate().for_each(|(g, sums)| {
+        let first = g * group;
+        if p == 1 {
+            // Vectors: a sample's channels are contiguous, so this loop runs over lanes.
+            // Adding `zero + f` keeps the general case's arithmetic (a sum from zero).
+            for s in 0..samples {
+                let (xs, ys) = (&x[s * block + first..][..sums.len()], &y[s * block + first..][..sums.len()]);
+                for (j, ((sum, &u), &v)) in sums.iter_mut().zip(xs).zip(ys).enumerate() {
+                    *sum += F::zero() + f(u, v, first + j);
+                }
+            }
+            return;
+        }
+        let channels = first..first + sums.len();
+        let blocks = (0..samples).flat_map(|s| channels.clone().map(move |k| (s * c + k, k)));
+        block_sums((x, y), p, blocks, &f, |k, s| sums[k - first] += s);
+    });
+    sums
+}
 
 /// For each `(block, key)` of `blocks`, in their order, calls `add(key, s)` with s the sum over
 /// the block's `positions` values (block b holds `x[b positions..(b + 1) positions]`, and the

@@ -7,7 +7,7 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use super::block_sums::block_sums;
+use super::block_sums::channel_sums;
 use super::event_products::{self, ByInput, Summing};
 use super::fresh::written;
 use super::gemm::{Gemm, View, matmul, product};
@@ -86,10 +86,7 @@ pub fn add_bias<F: Gemm>(y: &mut DMatrix<F>, bias: &DMatrix<F>, positions: usize
 /// Each channel's bias gradient: dy (samples of `channels x positions` values, one after the
 /// other) summed over its `positions` outputs in every sample.
 pub(super) fn bias_gradient<F: Gemm>(dy: &[F], channels: usize, positions: usize) -> DMatrix<F> {
-    let mut g = DMatrix::zeros(channels, 1);
-    let blocks = (0..dy.len() / positions.max(1)).map(|b| (b, b % channels));
-    block_sums((dy, dy), positions, blocks, |v, _, _| v, |c, s| g[c] += s);
-    g
+    DMatrix::from_vec(channels, 1, channel_sums((dy, dy), channels, positions, |v, _, _| v))
 }
 
 /// Dense forward: `y = w x + b` for the effective weights `w`.

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::nn::block_sums::block_sums;
+use crate::nn::block_sums::channel_sums;
 use crate::nn::{Real, fresh};
 use crate::ranks::{Exchange, WordReader, Words};
 
@@ -109,40 +109,10 @@ impl<F: Real> BatchNorm<F> {
         y
     }
 
-    /// Channels per parallel group of [`BatchNorm::channel_sums`]: eight groups whatever the
-    /// thread count.
-    fn channel_group(&self) -> usize {
-        self.channels().div_ceil(8).max(1)
-    }
-
-    /// Per channel, the sum of `f(x, y, channel)` over positions and samples of two arrays laid
-    /// out alike: for each sample in order, the sum over the channel's positions (from zero) is
-    /// added to the channel's total. Groups of channels run in parallel; within a group the
-    /// order is fixed, so the result does not depend on the threads that computed it.
+    /// Per channel, the sum of `f(x, y, channel)` over positions and samples (see
+    /// [`channel_sums`]).
     fn channel_sums(&self, x: &[F], y: &[F], f: impl Fn(F, F, usize) -> F + Sync) -> Vec<F> {
-        let (c, p) = (self.channels(), self.positions);
-        let block = c * p;
-        let samples = x.len() / block.max(1);
-        let group = self.channel_group();
-        let mut sums = vec![F::zero(); c];
-        sums.par_chunks_mut(group).enumerate().for_each(|(g, sums)| {
-            let first = g * group;
-            if p == 1 {
-                // Vectors: a sample's channels are contiguous, so this loop runs over lanes.
-                // Adding `zero + f` keeps the general case's arithmetic (a sum from zero).
-                for s in 0..samples {
-                    let (xs, ys) = (&x[s * block + first..][..sums.len()], &y[s * block + first..][..sums.len()]);
-                    for (j, ((sum, &u), &v)) in sums.iter_mut().zip(xs).zip(ys).enumerate() {
-                        *sum += F::zero() + f(u, v, first + j);
-                    }
-                }
-                return;
-            }
-            let channels = first..first + sums.len();
-            let blocks = (0..samples).flat_map(|s| channels.clone().map(move |k| (s * c + k, k)));
-            block_sums((x, y), p, blocks, &f, |k, s| sums[k - first] += s);
-        });
-        sums
+        channel_sums((x, y), self.channels(), self.positions, f)
     }
 
     /// Training: normalises with the statistics of the batch, whose other shares `ranks` hold;
