@@ -558,8 +558,10 @@ impl<F: Gemm> Spiking<F> {
         let dx_columns = if input == StepInput::Same { dy.ncols() / steps } else { dy.ncols() };
         // One loop per step back (`back_step_plain`) but for a segment's first step after another.
         let plain = allow_plain && self.steps_plain(smooth);
-        let mut dx = DMatrix::zeros(dy.nrows(), dx_columns);
-        pieces(dx.as_mut_slice(), block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each_init(
+        // Each element's first step back writes its input gradient, later ones (an input the
+        // same at every step) add to it: no zeroing first.
+        let mut dx = fresh::slots(dy.nrows() * dx_columns);
+        pieces(&mut dx, block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each_init(
             StepScratch::default,
             |w, (p, (mut gs, c))| {
                 let first = p * ELEMENTS;
@@ -579,20 +581,21 @@ impl<F: Gemm> Spiking<F> {
                     let plain = plain && (t > 0 || !learn || before.is_none());
                     if plain {
                         let previous = (learn && t > 0).then(|| &tape.v_pre[row(t - 1)]);
-                        self.back_step_plain(&tape.v_pre[row(t)], previous, g_out, &b, c, w, g_x, add);
+                        // SAFETY: `add` only after the first step back wrote these slots.
+                        unsafe { self.back_step_plain(&tape.v_pre[row(t)], previous, g_out, &b, c, w, g_x, add) };
                         continue;
                     }
                     self.back_step(tape, t, row, g_out, &b, a.as_deref(), c, w, smooth, learn, before);
                     let g_in = if a.is_some() { &c.g_i } else { &w.g_vp };
-                    if add {
-                        g_x.iter_mut().zip(g_in).for_each(|(g, &d)| *g += d);
-                    } else {
-                        g_x.copy_from_slice(g_in);
+                    for (g, &d) in g_x.iter_mut().zip(g_in) {
+                        // SAFETY: `add` only after the first step back wrote these slots.
+                        *g = MaybeUninit::new(if add { unsafe { g.assume_init() + d } } else { d });
                     }
                 }
             },
         );
-        dx
+        // SAFETY: the pieces cover dx, and the first step back (t = steps - 1) wrote them all.
+        DMatrix::from_vec(dy.nrows(), dx_columns, unsafe { fresh::written_slots(dx) })
     }
 
     /// The parameter gradients a finished backward pass left in `carry`: the decays' logits
@@ -887,8 +890,11 @@ impl<F: Gemm> Spiking<F> {
     /// is v'[t - 1] where the decays are learnt. The same arithmetic in the same order, in one
     /// loop over the elements instead of one per quantity: each element's values stay in
     /// registers rather than going through the scratch and back (tested equal bit for bit).
+    ///
+    /// # Safety
+    /// With `add`, every slot of `g_x` must have been written.
     #[allow(clippy::too_many_arguments)]
-    fn back_step_plain(
+    unsafe fn back_step_plain(
         &self,
         vp: &[F],
         previous: Option<&[F]>,
@@ -896,7 +902,7 @@ impl<F: Gemm> Spiking<F> {
         b: &[F],
         c: &mut BackCarry<F>,
         w: &mut StepScratch<F>,
-        g_x: &mut [F],
+        g_x: &mut [MaybeUninit<F>],
         add: bool,
     ) {
         let theta = self.threshold;
@@ -905,15 +911,18 @@ impl<F: Gemm> Spiking<F> {
         let step = Step { theta, detach, vp, previous: previous.unwrap_or(&[]), g_out, slope: &w.slope, b };
         let zero = self.reset == SpikeReset::Zero;
         let (g_v, g_b) = (&mut c.g_v[..], &mut c.g_b[..]);
-        match (zero, previous.is_some(), add) {
-            (false, false, false) => step.back::<false, false, false>(g_v, g_b, g_x),
-            (false, false, true) => step.back::<false, false, true>(g_v, g_b, g_x),
-            (false, true, false) => step.back::<false, true, false>(g_v, g_b, g_x),
-            (false, true, true) => step.back::<false, true, true>(g_v, g_b, g_x),
-            (true, false, false) => step.back::<true, false, false>(g_v, g_b, g_x),
-            (true, false, true) => step.back::<true, false, true>(g_v, g_b, g_x),
-            (true, true, false) => step.back::<true, true, false>(g_v, g_b, g_x),
-            (true, true, true) => step.back::<true, true, true>(g_v, g_b, g_x),
+        // SAFETY: with `add`, the caller guarantees the slots written.
+        unsafe {
+            match (zero, previous.is_some(), add) {
+                (false, false, false) => step.back::<false, false, false>(g_v, g_b, g_x),
+                (false, false, true) => step.back::<false, false, true>(g_v, g_b, g_x),
+                (false, true, false) => step.back::<false, true, false>(g_v, g_b, g_x),
+                (false, true, true) => step.back::<false, true, true>(g_v, g_b, g_x),
+                (true, false, false) => step.back::<true, false, false>(g_v, g_b, g_x),
+                (true, false, true) => step.back::<true, false, true>(g_v, g_b, g_x),
+                (true, true, false) => step.back::<true, true, false>(g_v, g_b, g_x),
+                (true, true, true) => step.back::<true, true, true>(g_v, g_b, g_x),
+            }
         }
         w.s_ready = false;
     }
@@ -1091,7 +1100,15 @@ impl<F: Real> Step<'_, F> {
     /// gradient written or added), so that no branch is left inside for the compiler to keep
     /// it from vectorising; out of line for the same reason.
     #[inline(never)]
-    fn back<const ZERO: bool, const DECAY: bool, const ADD: bool>(&self, g_v: &mut [F], g_b: &mut [F], g_x: &mut [F]) {
+    ///
+    /// # Safety
+    /// With ADD, every slot of `g_x` must have been written.
+    unsafe fn back<const ZERO: bool, const DECAY: bool, const ADD: bool>(
+        &self,
+        g_v: &mut [F],
+        g_b: &mut [F],
+        g_x: &mut [MaybeUninit<F>],
+    ) {
         let n = g_x.len();
         let (vp, g_out, slope, b, g_v) =
             (&self.vp[..n], &self.g_out[..n], &self.slope[..n], &self.b[..n], &mut g_v[..n]);
@@ -1113,11 +1130,8 @@ impl<F: Real> Step<'_, F> {
                 g_b[k] += g_vp * v;
             }
             g_v[k] = b[k] * g_vp;
-            if ADD {
-                g_x[k] += g_vp;
-            } else {
-                g_x[k] = g_vp;
-            }
+            // SAFETY (ADD): written slots, as the caller guarantees.
+            g_x[k] = MaybeUninit::new(if ADD { unsafe { g_x[k].assume_init() + g_vp } } else { g_vp });
         }
     }
 }
