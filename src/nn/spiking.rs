@@ -195,6 +195,17 @@ impl<F: Gemm> Spiking<F> {
     /// The decay factor of every element of a piece starting at element `first`.
     fn decays(&self, first: usize, len: usize, factors: &[F]) -> Vec<F> {
         let mut decays = Vec::with_capacity(len);
+        if self.shape.positions() <= 1 {
+            // A vector's channels are its elements, runs of one: copy the factors a stretch at
+            // a time, from the piece's first element on, instead of run by run.
+            let mut at = first % factors.len().max(1);
+            while decays.len() < len {
+                let take = (factors.len() - at).min(len - decays.len());
+                decays.extend_from_slice(&factors[at..at + take]);
+                at = 0;
+            }
+            return decays;
+        }
         for (channel, count) in self.channel_runs(first, len) {
             decays.resize(decays.len() + count, factors[channel]);
         }
