@@ -2,6 +2,10 @@
 //! are active. Encoders write them, the forward pass reads them (adding only active columns of
 //! the weights) and records each layer's spikes in them.
 
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
 /// Sparse values over time: per step, (index, value) pairs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Events<F> {
@@ -46,6 +50,40 @@ impl<F: Copy> Events<F> {
         self.index.len()
     }
 
+    /// The steps of `parts`, one list after another, as one list: the pairs copied in parallel,
+    /// each part into its own stretch.
+    pub fn concat(parts: &[Events<F>]) -> Events<F>
+    where
+        F: Send + Sync,
+    {
+        let mut starts = vec![0];
+        for part in parts {
+            let offset = *starts.last().expect("starts holds 0");
+            starts.extend(part.starts[1..].iter().map(|&s| offset + s));
+        }
+        let total = *starts.last().expect("starts holds 0");
+        let (mut index, mut value) = (Vec::with_capacity(total), Vec::with_capacity(total));
+        let (mut index_left, mut value_left) =
+            (&mut index.spare_capacity_mut()[..total], &mut value.spare_capacity_mut()[..total]);
+        let mut stretches = Vec::with_capacity(parts.len());
+        for part in parts {
+            let (i, rest_i) = std::mem::take(&mut index_left).split_at_mut(part.total());
+            let (v, rest_v) = std::mem::take(&mut value_left).split_at_mut(part.total());
+            (index_left, value_left) = (rest_i, rest_v);
+            stretches.push((part, i, v));
+        }
+        stretches.into_par_iter().for_each(|(part, i, v)| {
+            i.iter_mut().zip(&part.index).for_each(|(to, &from)| *to = MaybeUninit::new(from));
+            v.iter_mut().zip(&part.value).for_each(|(to, &from)| *to = MaybeUninit::new(from));
+        });
+        // SAFETY: the parts' stretches cover the first `total` slots, and each was written.
+        unsafe {
+            index.set_len(total);
+            value.set_len(total);
+        }
+        Events { starts, index, value }
+    }
+
     /// Appends, in order, the pairs whose flag is set. The pairs are written first and the
     /// length advanced by the flag, so there is no branch on it: where flags are coin tosses
     /// a branch mispredicts for every other pair.
@@ -81,5 +119,23 @@ mod tests {
         events.push_kept([(5, 5.0, false)].into_iter());
         events.end_step();
         assert_eq!(events.step(0), (&[7, 1, 3][..], &[0.5, 1.0, 3.0][..]));
+    }
+
+    #[test]
+    fn joined_parts_equal_one_list_written_step_by_step() {
+        // Steps of 0 to 4 pairs, cut into parts of 0 to 3 steps (an empty part among them).
+        let steps: Vec<Vec<(u32, f32)>> =
+            (0..9).map(|t| (0..t % 5).map(|k| (t * 10 + k, k as f32 - 0.5)).collect()).collect();
+        let list = |steps: &[Vec<(u32, f32)>]| {
+            let mut events = Events::default();
+            for step in steps {
+                step.iter().for_each(|&(i, x)| events.push(i, x));
+                events.end_step();
+            }
+            events
+        };
+        let parts: Vec<Events<f32>> = [0..3, 3..3, 3..4, 4..6, 6..9].map(|r| list(&steps[r])).to_vec();
+        assert_eq!(Events::concat(&parts), list(&steps));
+        assert_eq!(Events::<f32>::concat(&[]), Events::default());
     }
 }

@@ -21,10 +21,13 @@
 //! Work is split into fixed blocks of samples and partial filter gradients are added in block
 //! order, so results do not depend on the number of threads.
 
+use std::mem::MaybeUninit;
+
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use super::event_products::{self, with_width};
+use super::fresh;
 use super::gemm::{Gemm, View, matmul};
 use super::linear::{add_bias, bias_gradient};
 use crate::data::events::Events;
@@ -291,8 +294,8 @@ pub fn forward_events<F: Gemm>(
     let (positions, filters) = (g.output.positions(), w.nrows());
     let map = g.tap_map();
     let tiles: Vec<(usize, usize)> = event_products::tiles(filters, FILTER_TILE).collect();
-    let mut y = DMatrix::zeros(g.output.size(), x.ncols());
-    y.as_mut_slice().par_chunks_mut(g.output.size()).enumerate().for_each_init(
+    let mut y = fresh::slots(g.output.size() * x.ncols());
+    y.par_chunks_mut(g.output.size()).enumerate().for_each_init(
         || (vec![F::zero(); positions * FILTER_TILE], Vec::new()),
         |(by_position, at), (c, y)| {
             let (index, value) = events.step(c);
@@ -300,16 +303,22 @@ pub fn forward_events<F: Gemm>(
                 let out = &mut by_position[..positions * width];
                 out.iter_mut().for_each(|v| *v = F::zero());
                 with_width!(width, spread_tile(g, &map, (index, value), at, w.as_slice(), start, out));
-                // Filters start.. of every position, into their channel-major rows.
+                // Filters start.. of every position, into their channel-major rows, each with
+                // its bias added on the way (as the sum plus the bias, add_bias's order).
                 for (j, row) in y[start * positions..][..width * positions].chunks_exact_mut(positions).enumerate() {
-                    row.iter_mut().zip(out.iter().skip(j).step_by(width)).for_each(|(y, &v)| *y = v);
+                    let spread = out.iter().skip(j).step_by(width);
+                    match bias {
+                        Some(b) => {
+                            row.iter_mut().zip(spread).for_each(|(y, &v)| *y = MaybeUninit::new(v + b[start + j]))
+                        }
+                        None => row.iter_mut().zip(spread).for_each(|(y, &v)| *y = MaybeUninit::new(v)),
+                    }
                 }
             }
         },
     );
-    if let Some(b) = bias {
-        add_bias(&mut y, b, positions);
-    }
+    // SAFETY: the tiles cover every filter and the rows every position of every column.
+    let y = DMatrix::from_vec(g.output.size(), x.ncols(), unsafe { fresh::written_slots(y) });
     (y, Kept::Spikes(events))
 }
 

@@ -287,16 +287,31 @@ fn gradient_tile<const W: usize, F: Real>(
 /// Replaces `events` by one row per column of `x` (`features` values each, column-major): the
 /// features that are not zero, and their values. A block of 64 values becomes a word of bits
 /// (compares without a branch), whose set bits alone are visited: spikes are mostly zeros.
+/// Parts of the columns run in parallel, each into its own list, joined in column order.
 pub fn column_events<F: Real>(x: &[F], features: usize, events: &mut Events<F>) {
-    events.clear();
-    for column in x.chunks_exact(features.max(1)) {
-        for (block, values) in column.chunks(64).enumerate() {
-            let nonzero = values.iter().enumerate().fold(0u64, |bits, (j, &v)| bits | u64::from(v != F::zero()) << j);
-            for_each_bit(&[nonzero], |j| events.push((block * 64) as u32 + j, values[j as usize]));
-        }
-        events.end_step();
-    }
+    let features = features.max(1);
+    let per_part = (x.len() / features).div_ceil(COLUMN_PARTS).max(1);
+    let parts: Vec<Events<F>> = x
+        .par_chunks(features * per_part)
+        .map(|part| {
+            let mut events = Events::default();
+            for column in part.chunks_exact(features) {
+                for (block, values) in column.chunks(64).enumerate() {
+                    let nonzero =
+                        values.iter().enumerate().fold(0u64, |bits, (j, &v)| bits | u64::from(v != F::zero()) << j);
+                    for_each_bit(&[nonzero], |j| events.push((block * 64) as u32 + j, values[j as usize]));
+                }
+                events.end_step();
+            }
+            events
+        })
+        .collect();
+    *events = Events::concat(&parts);
 }
+
+/// Parts of [`column_events`]'s columns, whatever the thread count: enough for the threads to
+/// share, few enough that joining them costs little.
+const COLUMN_PARTS: usize = 16;
 
 #[cfg(test)]
 mod tests {
