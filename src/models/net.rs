@@ -12,6 +12,7 @@
 
 use nalgebra::DMatrix;
 use rand::RngExt;
+use rayon::prelude::*;
 
 use crate::data::encode::Encoder;
 use crate::data::spike_trains::SpikeTrains;
@@ -620,16 +621,18 @@ impl<F: Gemm> LayerNet<F> {
                     // Columns cycle through the samples once per step: each sample keeps its
                     // mask at every step (the same key), as multi-step dropout does, so the
                     // first step's masks are drawn and the later steps copy them.
+                    // Each sample's mask from its own stream: drawn in parallel, the same masks.
                     let (first, later) = mask.split_at_mut((n * samples.len()).min(x.len()));
-                    for (column, &sample) in first.chunks_mut(n).zip(samples) {
+                    first.par_chunks_mut(n.max(1)).zip(samples).for_each(|(column, &sample)| {
                         let key = (epoch as u64) << 40 ^ (sample as u64) << 8 ^ i as u64;
                         activation::dropout_mask(*rate, n, &mut rng::stream(seed, Purpose::Dropout, key), column);
-                    }
-                    for step in later.chunks_mut(first.len().max(1)) {
-                        step.copy_from_slice(&first[..step.len()]);
-                    }
+                    });
+                    let first = &*first;
+                    later
+                        .par_chunks_mut(first.len().max(1))
+                        .for_each(|step| step.copy_from_slice(&first[..step.len()]));
                     let mut y = x.clone();
-                    y.iter_mut().zip(&mask).for_each(|(v, &m)| *v *= m);
+                    y.as_mut_slice().par_iter_mut().zip(&mask).for_each(|(v, &m)| *v *= m);
                     (y, Extra::Mask(mask))
                 }
                 _ => (x.clone(), Extra::None),
@@ -766,7 +769,7 @@ impl<F: Gemm> LayerNet<F> {
                 (Op::Relu, _) => activation::relu_backward(x, &dy),
                 (Op::Dropout(_), Extra::Mask(mask)) => {
                     let mut dx = dy;
-                    dx.iter_mut().zip(mask).for_each(|(g, &m)| *g *= m);
+                    dx.as_mut_slice().par_iter_mut().zip(mask).for_each(|(g, &m)| *g *= m);
                     dx
                 }
                 (Op::Dropout(_) | Op::Flatten, _) => dy,

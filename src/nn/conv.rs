@@ -28,8 +28,8 @@ use rayon::prelude::*;
 
 use super::event_products::{self, with_width};
 use super::fresh;
-use super::gemm::{Gemm, View, matmul};
-use super::linear::{add_bias, bias_gradient};
+use super::gemm::{Gemm, View, matmul, product_into};
+use super::linear::bias_gradient;
 use crate::data::events::Events;
 use crate::spec::Shape;
 
@@ -226,21 +226,31 @@ pub fn forward<F: Gemm>(
 ) -> (DMatrix<F>, Kept<F>) {
     let (positions, taps) = g.patch_shape();
     let out_size = g.output.size();
-    let mut y = DMatrix::zeros(out_size, x.ncols());
-    let mut patches = vec![F::zero(); positions * taps * x.ncols()];
+    let (mut y, mut patches) = (fresh::slots(out_size * x.ncols()), fresh::slots(positions * taps * x.ncols()));
     let wt = View::new(w.as_slice(), w.nrows(), w.ncols()).t();
-    y.as_mut_slice()
-        .par_chunks_mut(out_size)
+    y.par_chunks_mut(out_size)
         .zip(patches.par_chunks_mut(positions * taps))
         .zip(x.as_slice().par_chunks(g.input.size()))
         .for_each(|((y, p), x)| {
+            // Zeroed here, in parallel: padding leaves some patch values unwritten.
+            let p = fresh::zeroed(p);
             g.unfold(x, p);
-            matmul(y, View::new(p, positions, taps), wt, F::zero());
+            // SAFETY: y is this sample's out_size = positions x filters output, which the
+            // product with beta 0 writes whole without reading.
+            unsafe {
+                product_into(y.as_mut_ptr().cast::<F>(), positions, View::new(p, positions, taps), wt, F::zero())
+            };
+            if let Some(b) = bias {
+                // SAFETY: written just above.
+                let y = unsafe { &mut *(y as *mut [MaybeUninit<F>] as *mut [F]) };
+                for (channel, &b) in y.chunks_mut(positions).zip(b.as_slice()) {
+                    channel.iter_mut().for_each(|v| *v += b);
+                }
+            }
         });
-    if let Some(b) = bias {
-        add_bias(&mut y, b, g.output.positions());
-    }
-    (y, Kept::Patches(patches))
+    // SAFETY: every sample's output and patches were written above.
+    let (y, patches) = unsafe { (fresh::written_slots(y), fresh::written_slots(patches)) };
+    (DMatrix::from_vec(out_size, x.ncols(), y), Kept::Patches(patches))
 }
 
 /// Convolution backward from what the forward pass `kept`: gradients of the effective filters,

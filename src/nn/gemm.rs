@@ -138,7 +138,7 @@ pub fn matmul<F: Gemm>(c: &mut [F], a: View<F>, b: View<F>, beta: F) {
 /// # Safety
 /// `c` with that stride must address writable memory that nothing else touches meanwhile; with
 /// beta 0 it is written without being read, so it may be uninitialised.
-unsafe fn product_into<F: Gemm>(c: *mut F, c_col_stride: usize, a: View<F>, b: View<F>, beta: F) {
+pub unsafe fn product_into<F: Gemm>(c: *mut F, c_col_stride: usize, a: View<F>, b: View<F>, beta: F) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     assert!(a.extent() <= a.data.len() && b.extent() <= b.data.len(), "view runs past its data");
