@@ -466,14 +466,15 @@ fn by_sample_blocks<F: Gemm>(
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
     let (positions, taps) = g.patch_shape();
     let (filters, in_size, out_size) = (w.nrows(), g.input.size(), g.output.size());
-    let mut dx = DMatrix::zeros(in_size, dy.ncols());
+    let mut dx = fresh::slots(in_size * dy.ncols());
     let wv = View::new(w.as_slice(), filters, taps);
     let partial: Vec<DMatrix<F>> = dx
-        .as_mut_slice()
         .par_chunks_mut(in_size * SAMPLE_BLOCK)
         .zip(dy.as_slice().par_chunks(out_size * SAMPLE_BLOCK))
         .enumerate()
         .map(|(b, (dx, dy))| {
+            // The fold adds into zeros: zeroed here, by the block's own thread.
+            let dx = fresh::zeroed(dx);
             let mut dw = DMatrix::zeros(filters, taps);
             filter_gradient(b, dy, &mut dw);
             if input_grad {
@@ -492,7 +493,8 @@ fn by_sample_blocks<F: Gemm>(
         dw += part;
     }
     let db = has_bias.then(|| bias_gradient(dy.as_slice(), filters, g.output.positions()));
-    (dw, db, dx)
+    // SAFETY: the blocks cover dx, and each zeroed its part.
+    (dw, db, DMatrix::from_vec(in_size, dy.ncols(), unsafe { fresh::written_slots(dx) }))
 }
 
 #[cfg(test)]

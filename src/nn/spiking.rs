@@ -500,7 +500,9 @@ impl<F: Gemm> Spiking<F> {
     pub fn carry(&self, block: usize) -> SegmentCarry<F> {
         let learn = self.learns_decays();
         let count = block.div_ceil(ELEMENTS);
+        // Zeroed in parallel, each piece by the thread that is likely to take it back.
         let pieces = (0..count)
+            .into_par_iter()
             .map(|p| {
                 let len = ELEMENTS.min(block - p * ELEMENTS);
                 BackCarry::new(len, learn, self.alpha.is_some(), self.keeps_second_state())
