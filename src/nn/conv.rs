@@ -242,15 +242,14 @@ pub fn forward<F: Gemm>(
             };
             if let Some(b) = bias {
                 // SAFETY: written just above.
-                let y = unsafe { &mut *(y as *mut [MaybeUninit<F>] as *mut [F]) };
+                let y = unsafe { fresh::assume_written(y) };
                 for (channel, &b) in y.chunks_mut(positions).zip(b.as_slice()) {
                     channel.iter_mut().for_each(|v| *v += b);
                 }
             }
         });
     // SAFETY: every sample's output and patches were written above.
-    let (y, patches) = unsafe { (fresh::written_slots(y), fresh::written_slots(patches)) };
-    (DMatrix::from_vec(out_size, x.ncols(), y), Kept::Patches(patches))
+    unsafe { (fresh::written_matrix(out_size, x.ncols(), y), Kept::Patches(fresh::written_slots(patches))) }
 }
 
 /// Convolution backward from what the forward pass `kept`: gradients of the effective filters,
@@ -328,7 +327,7 @@ pub fn forward_events<F: Gemm>(
         },
     );
     // SAFETY: the tiles cover every filter and the rows every position of every column.
-    let y = DMatrix::from_vec(g.output.size(), x.ncols(), unsafe { fresh::written_slots(y) });
+    let y = unsafe { fresh::written_matrix(g.output.size(), x.ncols(), y) };
     (y, Kept::Spikes(events))
 }
 
@@ -494,7 +493,7 @@ fn by_sample_blocks<F: Gemm>(
     }
     let db = has_bias.then(|| bias_gradient(dy.as_slice(), filters, g.output.positions()));
     // SAFETY: the blocks cover dx, and each zeroed its part.
-    (dw, db, DMatrix::from_vec(in_size, dy.ncols(), unsafe { fresh::written_slots(dx) }))
+    (dw, db, unsafe { fresh::written_matrix(in_size, dy.ncols(), dx) })
 }
 
 #[cfg(test)]

@@ -32,15 +32,14 @@ pub unsafe fn written_slots<T>(slots: Vec<MaybeUninit<T>>) -> Vec<T> {
     unsafe { Vec::from_raw_parts(ptr.cast::<T>(), len, capacity) }
 }
 
-/// A new vector of `n` values, each set by `fill` through the slots it is given.
+/// The `rows x cols` matrix (column-major) of `slots`, every one of which has been written.
 ///
 /// # Safety
-/// `fill` must write every one of the `n` slots.
-pub unsafe fn filled<T>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
-    let mut data = slots(n);
-    fill(&mut data);
-    // SAFETY: the caller's `fill` wrote every slot.
-    unsafe { written_slots(data) }
+/// Every element of `slots` must have been written.
+pub unsafe fn written_matrix<F: Real>(rows: usize, cols: usize, slots: Vec<MaybeUninit<F>>) -> DMatrix<F> {
+    assert_eq!(slots.len(), rows * cols, "slots do not match the matrix");
+    // SAFETY: the caller guarantees every slot written.
+    DMatrix::from_vec(rows, cols, unsafe { written_slots(slots) })
 }
 
 /// A new `rows x cols` matrix (column-major) whose every element `write` sets through the
@@ -50,17 +49,27 @@ pub unsafe fn filled<T>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> V
 /// # Safety
 /// `write` must write all `rows cols` elements, within them.
 pub unsafe fn written<F: Real>(rows: usize, cols: usize, write: impl FnOnce(*mut F)) -> DMatrix<F> {
-    // SAFETY: the caller's `write` sets all rows cols elements.
-    let data = unsafe { filled(rows * cols, |slots| write(slots.as_mut_ptr().cast::<F>())) };
-    DMatrix::from_vec(rows, cols, data)
+    let mut data = slots(rows * cols);
+    write(data.as_mut_ptr().cast::<F>());
+    // SAFETY: the caller's `write` set all rows cols elements.
+    unsafe { written_matrix(rows, cols, data) }
+}
+
+/// `slots` as the values they hold, to read back or add to.
+///
+/// # Safety
+/// Every element of `slots` must have been written.
+pub unsafe fn assume_written<F>(slots: &mut [MaybeUninit<F>]) -> &mut [F] {
+    // SAFETY: MaybeUninit<F> has F's layout, and the caller guarantees the values written.
+    unsafe { &mut *(slots as *mut [MaybeUninit<F>] as *mut [F]) }
 }
 
 /// Zeroes `slots` and hands them back as values: for the rarer paths that add to or read back
 /// what they write.
 pub fn zeroed<F: Real>(slots: &mut [MaybeUninit<F>]) -> &mut [F] {
     slots.iter_mut().for_each(|s| *s = MaybeUninit::new(F::zero()));
-    // SAFETY: every element was just written, and MaybeUninit<F> has F's layout.
-    unsafe { &mut *(slots as *mut [MaybeUninit<F>] as *mut [F]) }
+    // SAFETY: every element was just written.
+    unsafe { assume_written(slots) }
 }
 
 #[cfg(test)]
@@ -68,10 +77,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filled_buffers_hold_what_was_written() {
-        // SAFETY: the closure writes all 1000 slots.
-        let v: Vec<f32> =
-            unsafe { filled(1000, |s| s.iter_mut().enumerate().for_each(|(i, x)| *x = MaybeUninit::new(i as f32))) };
+    fn written_slots_hold_what_was_written() {
+        let mut v = slots(1000);
+        v.iter_mut().enumerate().for_each(|(i, x)| *x = MaybeUninit::new(i as f32));
+        // SAFETY: all 1000 slots were written.
+        let v: Vec<f32> = unsafe { written_slots(v) };
         assert_eq!(v.len(), 1000);
         assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32));
         // SAFETY: the closure sets all 12 elements through the pointer.

@@ -151,7 +151,7 @@ impl<F: Real> BatchNorm<F> {
         // positions of its block.
         unsafe {
             cache.normalised = fresh::written_slots(normalised);
-            DMatrix::from_vec(x.nrows(), x.ncols(), fresh::written_slots(y))
+            fresh::written_matrix(x.nrows(), x.ncols(), y)
         }
     }
 
@@ -204,7 +204,7 @@ impl<F: Real> BatchNorm<F> {
             },
         );
         // SAFETY: as in the forward pass, every block wrote all its values.
-        let dx = DMatrix::from_vec(dy.nrows(), dy.ncols(), unsafe { fresh::written_slots(dx) });
+        let dx = unsafe { fresh::written_matrix(dy.nrows(), dy.ncols(), dx) };
         (DMatrix::from_vec(c, 1, dgamma), DMatrix::from_vec(c, 1, dbeta), dx)
     }
 }

@@ -61,7 +61,7 @@ pub fn max_forward<F: Real>(input: Shape, size: usize, x: &DMatrix<F>) -> (DMatr
         },
     );
     // SAFETY: the windows of a sample cover its n outputs, and every sample had its chunk.
-    unsafe { (DMatrix::from_vec(n, x.ncols(), fresh::written_slots(y)), fresh::written_slots(winners)) }
+    unsafe { (fresh::written_matrix(n, x.ncols(), y), fresh::written_slots(winners)) }
 }
 
 /// Whether the windows are 2 x 2 over an even number of rows, which [`max_of_pairs`] and
@@ -129,7 +129,7 @@ pub fn max_backward<F: Real>(input: Shape, size: usize, winners: &[u32], dy: &DM
             },
         );
         // SAFETY: the pairs of rows cover every sample's input, and each wrote all 2 w values.
-        return DMatrix::from_vec(input.size(), dy.ncols(), unsafe { fresh::written_slots(dx) });
+        return unsafe { fresh::written_matrix(input.size(), dy.ncols(), dx) };
     }
     let mut dx = DMatrix::zeros(input.size(), dy.ncols());
     dx.as_mut_slice()

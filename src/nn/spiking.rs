@@ -397,8 +397,9 @@ impl<F: Gemm> Spiking<F> {
                 },
             );
         // SAFETY: the pieces cover both buffers, and each wrote its part of every step.
-        let (y, v_pre) = unsafe { (fresh::written_slots(y_slots), fresh::written_slots(v_slots)) };
-        let y = DMatrix::from_vec(x.nrows(), block / x.nrows().max(1) * steps, y);
+        let (y, v_pre) = unsafe {
+            (fresh::written_matrix(x.nrows(), block / x.nrows().max(1) * steps, y_slots), fresh::written_slots(v_slots))
+        };
         if let Some(end) = &mut end {
             end.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
         }
@@ -608,7 +609,7 @@ impl<F: Gemm> Spiking<F> {
             },
         );
         // SAFETY: the pieces cover dx, and the first step back (t = steps - 1) wrote them all.
-        DMatrix::from_vec(dy.nrows(), dx_columns, unsafe { fresh::written_slots(dx) })
+        unsafe { fresh::written_matrix(dy.nrows(), dx_columns, dx) }
     }
 
     /// The parameter gradients a finished backward pass left in `carry`: the decays' logits
