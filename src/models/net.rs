@@ -575,7 +575,7 @@ impl<F: Gemm> LayerNet<F> {
                     let y = if training && smooth_w.is_none() && bits::is_signs(x) {
                         let mut y = bits::sign_product(&w, x);
                         if let Some(b) = &l.bias {
-                            linear::add_bias(&mut y, b, 1);
+                            linear::add_bias(y.as_mut_slice(), b, 1);
                         }
                         y
                     } else {

@@ -52,7 +52,7 @@ pub fn channel_sums<F: Real>(
 /// For each `(block, key)` of `blocks`, in their order, calls `add(key, s)` with s the sum over
 /// the block's `positions` values (block b holds `x[b positions..(b + 1) positions]`, and the
 /// same of `y`) of `f(x value, y value, key)`, from zero in position order.
-pub fn block_sums<F: Real>(
+fn block_sums<F: Real>(
     (x, y): (&[F], &[F]),
     positions: usize,
     blocks: impl IntoIterator<Item = (usize, usize)>,

@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use super::event_products::{self, with_width};
 use super::fresh;
 use super::gemm::{Gemm, View, matmul, product_into};
-use super::linear::bias_gradient;
+use super::linear::{add_bias, bias_gradient};
 use crate::data::events::Events;
 use crate::spec::Shape;
 
@@ -242,10 +242,7 @@ pub fn forward<F: Gemm>(
             };
             if let Some(b) = bias {
                 // SAFETY: written just above.
-                let y = unsafe { fresh::assume_written(y) };
-                for (channel, &b) in y.chunks_mut(positions).zip(b.as_slice()) {
-                    channel.iter_mut().for_each(|v| *v += b);
-                }
+                add_bias(unsafe { fresh::assume_written(y) }, b, positions);
             }
         });
     // SAFETY: every sample's output and patches were written above.

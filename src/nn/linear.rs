@@ -73,10 +73,11 @@ impl<F: Gemm> Linear<F> {
     }
 }
 
-/// Adds each channel's bias to its `positions` outputs in every sample.
-pub fn add_bias<F: Gemm>(y: &mut DMatrix<F>, bias: &DMatrix<F>, positions: usize) {
+/// Adds each channel's bias to its `positions` outputs in every sample of `y` (samples one
+/// after the other, each `bias.len() x positions` values, channel-major).
+pub fn add_bias<F: Gemm>(y: &mut [F], bias: &DMatrix<F>, positions: usize) {
     let b = bias.as_slice();
-    for column in y.as_mut_slice().chunks_mut(b.len() * positions) {
+    for column in y.chunks_mut(b.len() * positions) {
         for (block, &b) in column.chunks_mut(positions).zip(b) {
             block.iter_mut().for_each(|v| *v += b);
         }
@@ -93,7 +94,7 @@ pub(super) fn bias_gradient<F: Gemm>(dy: &[F], channels: usize, positions: usize
 pub fn dense_forward<F: Gemm>(w: &DMatrix<F>, bias: Option<&DMatrix<F>>, x: &DMatrix<F>) -> DMatrix<F> {
     let mut y = product(View::new(w.as_slice(), w.nrows(), w.ncols()), View::new(x.as_slice(), x.nrows(), x.ncols()));
     if let Some(b) = bias {
-        add_bias(&mut y, b, 1);
+        add_bias(y.as_mut_slice(), b, 1);
     }
     y
 }

@@ -109,16 +109,13 @@ pub fn max_backward<F: Real>(input: Shape, size: usize, winners: &[u32], dy: &DM
                 let rows = dxs.chunks_exact_mut(2 * w).zip(dys.chunks_exact(w / 2)).zip(ws.chunks_exact(w / 2));
                 for (o, ((pair, dys), ws)) in rows.enumerate() {
                     let corner = (2 * o * w) as u32;
-                    for (ox, (&g, &win)) in dys.iter().zip(ws).enumerate() {
+                    let (upper, lower) = pair.split_at_mut(w);
+                    let windows = upper.chunks_exact_mut(2).zip(lower.chunks_exact_mut(2)).zip(dys.iter().zip(ws));
+                    for (ox, ((upper, lower), (&g, &win))) in windows.enumerate() {
                         let at = corner + 2 * ox as u32;
-                        for (slot, i) in [
-                            (2 * ox, at),
-                            (2 * ox + 1, at + 1),
-                            (w + 2 * ox, at + w as u32),
-                            (w + 2 * ox + 1, at + w as u32 + 1),
-                        ] {
-                            pair[slot] = MaybeUninit::new(if win == i { F::zero() + g } else { F::zero() });
-                        }
+                        let pick = |i: u32| MaybeUninit::new(if win == i { F::zero() + g } else { F::zero() });
+                        (upper[0], upper[1]) = (pick(at), pick(at + 1));
+                        (lower[0], lower[1]) = (pick(at + w as u32), pick(at + w as u32 + 1));
                     }
                     // An odd width leaves the last column of both rows out of every window.
                     if w % 2 == 1 {
