@@ -91,6 +91,11 @@ pub enum Extra<F> {
         kept: conv::Kept<F>,
     },
     Winners(Vec<u32>),
+    /// Max pooling that the spiking layer before it did in its own pass
+    /// ([`Spiking::forward_pooled`]): the winners, which that layer's backward pass reads, while
+    /// the pooling passes its gradient through. That layer's output is then not kept (its value
+    /// in the trace is empty).
+    PooledInPlace(Vec<u32>),
     Norm(NormCache<F>),
     Mask(Vec<F>),
     Spiking(SpikingTape<F>),
@@ -143,7 +148,8 @@ impl<F: Gemm> Sequence<F> {
 }
 
 /// A forward pass: `values[0]` is the input (an empty matrix of as many columns where the first
-/// layer read events: they are in `extras[0]`), `values[i + 1]` the output of layer i.
+/// layer read events: they are in `extras[0]`), `values[i + 1]` the output of layer i (empty
+/// for a spiking layer whose max pooling it did, [`Extra::PooledInPlace`]).
 #[derive(Debug, Clone)]
 pub struct Trace<F> {
     pub values: Vec<DMatrix<F>>,
@@ -477,8 +483,20 @@ impl<F: Gemm> LayerNet<F> {
             Sequence::Spikes(ref trains, _) => input.steps((0, self.steps), trains.samples()),
         };
         let mut trace = Trace::starting_with(x);
+        let mut pooled = false;
         for i in 0..self.layers.len() {
             let x = trace.values.last().expect("input is there");
+            if std::mem::take(&mut pooled) {
+                continue;
+            }
+            if let Some(s) = self.pools_in_place(i, mode) {
+                let columns = x.ncols() * if self.step_input(i) == StepInput::Same { self.steps } else { 1 };
+                let (y, winners, tape) = s.forward_pooled(x, self.steps, self.step_input(i));
+                trace.push(DMatrix::zeros(0, columns), Extra::Spiking(tape), false);
+                trace.push(y, Extra::PooledInPlace(winners), false);
+                pooled = true;
+                continue;
+            }
             let repeated =
                 (Some(i) == repeat_at && self.step_input(i) == StepInput::EachStep).then(|| self.repeat_over_steps(x));
             let (y, extra, how) = match first_rows.take() {
@@ -489,6 +507,17 @@ impl<F: Gemm> LayerNet<F> {
         }
         trace.scores = self.reduce_scores(trace.values.last().expect("input is there"));
         trace
+    }
+
+    /// Spiking layer `i`, where it pools its own output in place of the max pooling after it
+    /// ([`Spiking::forward_pooled`]): while training, since its output then is not kept for the
+    /// tallies, figures and rasters that evaluation reads, and where it takes each step's input.
+    fn pools_in_place(&self, i: usize, mode: Mode) -> Option<&Spiking<F>> {
+        let training = matches!(mode, Mode::Train { .. }) && !self.smooth;
+        let Op::Spiking(s) = &self.layers[i].op else { return None };
+        let pool_next = matches!(self.layers.get(i + 1).map(|l| &l.op), Some(Op::MaxPool(2)));
+        let repeated = Some(i) == self.repeat_at() && self.step_input(i) == StepInput::EachStep;
+        (training && pool_next && !repeated && s.pools_in_place(false)).then_some(s)
     }
 
     /// The batch-norm layer, if any: the one layer whose output for a sample depends on the
@@ -755,6 +784,7 @@ impl<F: Gemm> LayerNet<F> {
                     dx
                 }
                 (Op::MaxPool(size), Extra::Winners(w)) => pool::max_backward(layer.input, *size, w, &dy),
+                (Op::MaxPool(_), Extra::PooledInPlace(_)) => dy,
                 (Op::AvgPool(size), _) => pool::avg_backward(layer.input, *size, &dy),
                 (Op::BatchNorm(bn), Extra::Norm(cache)) => {
                     let (dgamma, dbeta, dx) = bn.backward(cache, &dy, ranks);
@@ -774,9 +804,14 @@ impl<F: Gemm> LayerNet<F> {
                 }
                 (Op::Dropout(_) | Op::Flatten, _) => dy,
                 (Op::Spiking(s), Extra::Spiking(tape)) => {
-                    let carry = sums.carries[i].get_or_insert_with(|| s.carry(dy.len() / steps));
+                    let carry = sums.carries[i].get_or_insert_with(|| s.carry(tape.v_pre.len() / steps));
                     let start = starts.get(i).and_then(Option::as_ref);
-                    s.backward_into(tape, &dy, steps, trace.smooth_steps[i], start, carry, self.step_input(i))
+                    match trace.extras.get(i + 1) {
+                        Some(Extra::PooledInPlace(winners)) => {
+                            s.backward_pooled(tape, &dy, winners, steps, carry, self.step_input(i))
+                        }
+                        _ => s.backward_into(tape, &dy, steps, trace.smooth_steps[i], start, carry, self.step_input(i)),
+                    }
                 }
                 (op, _) => unreachable!("backward of {op:?} needs a training forward pass"),
             };

@@ -74,12 +74,29 @@ fn pairs_of_rows(input: Shape, size: usize) -> bool {
 /// time: the same winners, without the general loops' bounds and index arithmetic per element.
 /// The height must be even, so that the pairs of rows never straddle two channels.
 fn max_of_pairs<F: Real>(input: Shape, xs: &[F], ys: &mut [MaybeUninit<F>], ws: &mut [MaybeUninit<u32>]) {
-    let (_, _, w, _, ow) = dims(input, 2);
+    max_pairs_into(dims(input, 2).2, xs.len(), 0, xs, ys, ws);
+}
+
+/// 2 x 2 max pooling of whole pairs of rows of `width` values, `xs`, which start at element
+/// `first` (a pair's first) of samples of `features` values each, one after the other: each
+/// window's largest value into `ys` and the index of its input within its sample into `ws`,
+/// as [`max_forward`] gives them. A spiking layer pools its own output this way, a piece of
+/// elements at a time, so that its spikes never go through memory
+/// ([`crate::nn::spiking::Spiking::forward_pooled`]).
+pub(crate) fn max_pairs_into<F: Real>(
+    width: usize,
+    features: usize,
+    first: usize,
+    xs: &[F],
+    ys: &mut [MaybeUninit<F>],
+    ws: &mut [MaybeUninit<u32>],
+) {
+    let (w, ow) = (width, width / 2);
     for ((pair, ys), (ws, o)) in
         xs.chunks_exact(2 * w).zip(ys.chunks_exact_mut(ow)).zip(ws.chunks_exact_mut(ow).zip(0..))
     {
         let (upper, lower) = pair.split_at(w);
-        let corner = (2 * o * w) as u32;
+        let corner = ((first + 2 * o * w) % features) as u32;
         for (ox, (y, win)) in ys.iter_mut().zip(ws.iter_mut()).enumerate() {
             let (a, b, c, d) = (upper[2 * ox], upper[2 * ox + 1], lower[2 * ox], lower[2 * ox + 1]);
             let at = corner + 2 * ox as u32;
@@ -95,6 +112,38 @@ fn max_of_pairs<F: Real>(input: Shape, xs: &[F], ys: &mut [MaybeUninit<F>], ws: 
     }
 }
 
+/// The backward of [`max_pairs_into`] over the same elements: each window's gradient (`dys`)
+/// to the input that won it (`ws`), zero to the other three, written whole into `dxs`.
+pub(crate) fn route_pairs_into<F: Real>(
+    width: usize,
+    features: usize,
+    first: usize,
+    dys: &[F],
+    ws: &[u32],
+    dxs: &mut [MaybeUninit<F>],
+) {
+    let w = width;
+    let rows = dxs.chunks_exact_mut(2 * w).zip(dys.chunks_exact(w / 2)).zip(ws.chunks_exact(w / 2));
+    for (o, ((pair, dys), ws)) in rows.enumerate() {
+        let corner = ((first + 2 * o * w) % features) as u32;
+        let (upper, lower) = pair.split_at_mut(w);
+        let windows = upper.chunks_exact_mut(2).zip(lower.chunks_exact_mut(2)).zip(dys.iter().zip(ws));
+        for (ox, ((upper, lower), (&g, &win))) in windows.enumerate() {
+            let at = corner + 2 * ox as u32;
+            // Each window's four inputs written at once, in place of zeroing the whole
+            // gradient and adding each output's into it; 0 + g, as that addition gave.
+            let pick = |i: u32| MaybeUninit::new(if win == i { F::zero() + g } else { F::zero() });
+            (upper[0], upper[1]) = (pick(at), pick(at + 1));
+            (lower[0], lower[1]) = (pick(at + w as u32), pick(at + w as u32 + 1));
+        }
+        // An odd width leaves the last column of both rows out of every window.
+        if w % 2 == 1 {
+            pair[w - 1] = MaybeUninit::new(F::zero());
+            pair[2 * w - 1] = MaybeUninit::new(F::zero());
+        }
+    }
+}
+
 /// The input gradient of max pooling: each output's gradient goes to the input that won its
 /// window, zero to the others.
 pub fn max_backward<F: Real>(input: Shape, size: usize, winners: &[u32], dy: &DMatrix<F>) -> DMatrix<F> {
@@ -102,29 +151,10 @@ pub fn max_backward<F: Real>(input: Shape, size: usize, winners: &[u32], dy: &DM
     if pairs_of_rows(input, size) {
         let w = dims(input, size).2;
         let mut dx = fresh::slots(input.size() * dy.ncols());
-        dx.par_chunks_mut(input.size()).zip(dy.as_slice().par_chunks(n)).zip(winners.par_chunks(n)).for_each(
-            |((dxs, dys), ws)| {
-                // Each window's four inputs written at once, in place of zeroing the whole
-                // gradient and adding each output's into it; 0 + g, as that addition gave.
-                let rows = dxs.chunks_exact_mut(2 * w).zip(dys.chunks_exact(w / 2)).zip(ws.chunks_exact(w / 2));
-                for (o, ((pair, dys), ws)) in rows.enumerate() {
-                    let corner = (2 * o * w) as u32;
-                    let (upper, lower) = pair.split_at_mut(w);
-                    let windows = upper.chunks_exact_mut(2).zip(lower.chunks_exact_mut(2)).zip(dys.iter().zip(ws));
-                    for (ox, ((upper, lower), (&g, &win))) in windows.enumerate() {
-                        let at = corner + 2 * ox as u32;
-                        let pick = |i: u32| MaybeUninit::new(if win == i { F::zero() + g } else { F::zero() });
-                        (upper[0], upper[1]) = (pick(at), pick(at + 1));
-                        (lower[0], lower[1]) = (pick(at + w as u32), pick(at + w as u32 + 1));
-                    }
-                    // An odd width leaves the last column of both rows out of every window.
-                    if w % 2 == 1 {
-                        pair[w - 1] = MaybeUninit::new(F::zero());
-                        pair[2 * w - 1] = MaybeUninit::new(F::zero());
-                    }
-                }
-            },
-        );
+        dx.par_chunks_mut(input.size())
+            .zip(dy.as_slice().par_chunks(n))
+            .zip(winners.par_chunks(n))
+            .for_each(|((dxs, dys), ws)| route_pairs_into(w, input.size(), 0, dys, ws, dxs));
         // SAFETY: the pairs of rows cover every sample's input, and each wrote all 2 w values.
         return unsafe { fresh::written_matrix(input.size(), dy.ncols(), dx) };
     }

@@ -54,12 +54,13 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::nn::gemm::{Gemm, View, par_matmul};
+use crate::nn::pool::{max_pairs_into, route_pairs_into};
 use crate::nn::{Real, fresh};
 use crate::spec::{Learnable, Shape, SpikeReset};
 use crate::surrogate::{DerivativeTable, Surrogate};
 
-/// Elements (of one step) per unit of parallel work: fixed, so sums over elements come out the
-/// same for any number of threads.
+/// Elements (of one step) per unit of parallel work, at most: fixed, so sums over elements come
+/// out the same for any number of threads (see [`Spiking::piece_len`]).
 const ELEMENTS: usize = 4096;
 
 /// How a spiking layer's input runs over the steps.
@@ -187,6 +188,37 @@ impl<F: Gemm> Spiking<F> {
         self.kind != Kind::Li
     }
 
+    /// Elements per piece of parallel work: [`ELEMENTS`], or for an image of an even height
+    /// the most whole pairs of rows that fit in it, so that a piece can max-pool its own output
+    /// 2 x 2 ([`Spiking::forward_pooled`]).
+    fn piece_len(&self) -> usize {
+        match self.pooled_width() {
+            Some(width) => (ELEMENTS / (2 * width)).max(1) * 2 * width,
+            None => ELEMENTS,
+        }
+    }
+
+    /// The width of an image whose pairs of rows can be pooled 2 x 2: an even height.
+    fn pooled_width(&self) -> Option<usize> {
+        match self.shape {
+            Shape::Image { height, width, .. } if height % 2 == 0 && width >= 2 => Some(width),
+            _ => None,
+        }
+    }
+
+    /// Whether [`Spiking::forward_pooled`] can take this layer and 2 x 2 max pooling in one
+    /// pass: hard spikes of the usual layer ([`Spiking::steps_plain`]) without recurrence, over
+    /// an image of an even height.
+    pub fn pools_in_place(&self, smooth: bool) -> bool {
+        self.steps_plain(smooth) && self.recurrent.is_none() && self.pooled_width().is_some()
+    }
+
+    /// Outputs of 2 x 2 max pooling over `len` elements of whole pairs of rows.
+    fn pooled_len(&self, len: usize) -> usize {
+        let width = self.pooled_width().expect("an image of an even height");
+        len / (2 * width) * (width / 2)
+    }
+
     /// Whether the tape keeps a second state per step (CubaLif's current, Alif's adaptation).
     fn keeps_second_state(&self) -> bool {
         self.alpha.is_some() || self.adaptation.is_some()
@@ -297,8 +329,24 @@ impl<F: Gemm> Spiking<F> {
             let (y, tape, _) = self.forward_from(x, steps, smooth, None);
             return (y, tape);
         }
-        let (y, tape, _) = self.forward_pieces(x, steps, smooth, None, input, false);
+        let (y, tape, _, _) = self.forward_pieces(x, steps, smooth, None, input, false, false);
         (y, tape)
+    }
+
+    /// [`Spiking::forward`] followed by 2 x 2 max pooling, in one pass: each piece of elements
+    /// pools its spikes as it makes them, so the layer's output never goes through memory.
+    /// Returns the pooled output, every output's winner (as [`crate::nn::pool::max_forward`]
+    /// gives them) and the tape; [`Spiking::backward_pooled`] takes the pooled gradient back.
+    /// The layer must [`Spiking::pools_in_place`].
+    pub fn forward_pooled(
+        &self,
+        x: &DMatrix<F>,
+        steps: usize,
+        input: StepInput,
+    ) -> (DMatrix<F>, Vec<u32>, SpikingTape<F>) {
+        assert!(self.pools_in_place(false), "pooled in place: a plain spiking layer over an image of even height");
+        let (y, tape, _, winners) = self.forward_pieces(x, steps, false, None, input, false, true);
+        (y, winners.expect("pooled"), tape)
     }
 
     /// [`Spiking::forward`] from the state `start` left by an earlier segment of the sequence (at
@@ -314,12 +362,14 @@ impl<F: Gemm> Spiking<F> {
         if let Some(r) = &self.recurrent {
             return self.forward_recurrent(r, x, steps, smooth, start);
         }
-        let (y, tape, end) = self.forward_pieces(x, steps, smooth, start, StepInput::EachStep, true);
+        let (y, tape, end, _) = self.forward_pieces(x, steps, smooth, start, StepInput::EachStep, true, false);
         (y, tape, end.expect("the end state was asked for"))
     }
 
     /// [`Spiking::forward_from`] without recurrence, the input as `input` says; the state after
     /// the last step only if `keep_end` (a whole sequence in one segment has no use for it).
+    /// With `pool`, the output is max-pooled 2 x 2 by each piece, and the winners returned.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn forward_pieces(
         &self,
         x: &DMatrix<F>,
@@ -328,7 +378,8 @@ impl<F: Gemm> Spiking<F> {
         start: Option<&SegmentState<F>>,
         input: StepInput,
         keep_end: bool,
-    ) -> (DMatrix<F>, SpikingTape<F>, Option<SegmentState<F>>) {
+        pool: bool,
+    ) -> (DMatrix<F>, SpikingTape<F>, Option<SegmentState<F>>, Option<Vec<u32>>) {
         let (block, step_stride) = match input {
             StepInput::EachStep => (x.len() / steps, x.len() / steps),
             StepInput::Same => (x.len(), 0),
@@ -336,20 +387,29 @@ impl<F: Gemm> Spiking<F> {
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
+        assert!(!pool || (self.pools_in_place(smooth) && !keep_end), "pooling in place needs a plain layer");
+        let piece = self.piece_len();
+        // Outputs per step block and per piece: pooled, a quarter of the elements or so.
+        let (out_block, out_piece) =
+            if pool { (self.pooled_len(block), self.pooled_len(piece)) } else { (block, piece) };
         // Every step of every piece writes its outputs and membranes whole: no zeroing first.
-        let (mut y_slots, mut v_slots) = (fresh::slots(block * steps), fresh::slots(block * steps));
+        let (mut y_slots, mut v_slots) = (fresh::slots(out_block * steps), fresh::slots(block * steps));
+        let mut winners = fresh::slots(if pool { out_block * steps } else { 0 });
         let mut current = vec![F::zero(); if self.keeps_second_state() { block * steps } else { 0 }];
         let plain = self.steps_plain(smooth).then_some(self.reset);
         let mut end = keep_end.then(|| SegmentState::at_rest(block));
-        let y_pieces = pieces(&mut y_slots, block);
+        let y_pieces = pieces(&mut y_slots, out_block, out_piece);
         let count = y_pieces.len();
-        let v_pieces = pieces(&mut v_slots, block);
-        let mut i_pieces = pieces(&mut current, block);
+        let v_pieces = pieces(&mut v_slots, block, piece);
+        let mut i_pieces = pieces(&mut current, block, piece);
         i_pieces.resize_with(count, Vec::new);
+        let mut w_pieces = pieces(&mut winners, out_block, out_piece);
+        w_pieces.resize_with(count, Vec::new);
         let (mut end_v, mut end_i): (Vec<&mut [F]>, Vec<&mut [F]>) = match &mut end {
-            Some(SegmentState { v, i, .. }) => (v.chunks_mut(ELEMENTS).collect(), i.chunks_mut(ELEMENTS).collect()),
+            Some(SegmentState { v, i, .. }) => (v.chunks_mut(piece).collect(), i.chunks_mut(piece).collect()),
             None => (Vec::new(), Vec::new()),
         };
+        let (width, features) = (self.pooled_width().unwrap_or(0), x.nrows());
         end_v.resize_with(count, || &mut []);
         end_i.resize_with(count, || &mut []);
         // Each piece of elements walks all steps; pieces are independent. The carried state of
@@ -357,14 +417,15 @@ impl<F: Gemm> Spiking<F> {
         y_pieces
             .into_par_iter()
             .zip(v_pieces)
-            .zip(i_pieces)
+            .zip(i_pieces.into_par_iter().zip(w_pieces))
             .zip(end_v.into_par_iter().zip(end_i))
             .enumerate()
             .for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(v, i), (p, (((mut ys, mut vs), mut is), (end_v, end_i)))| {
-                    let first = p * ELEMENTS;
-                    let len = ELEMENTS.min(block - first);
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(v, i, spikes), (p, (((mut ys, mut vs), (mut is, mut ws)), (end_v, end_i)))| {
+                    let first = p * piece;
+                    let len = piece.min(block - first);
+                    spikes.resize(if pool { len } else { 0 }, MaybeUninit::uninit());
                     let b = self.decays(first, len, &beta);
                     let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
                     for state in [&mut *v, &mut *i] {
@@ -377,7 +438,9 @@ impl<F: Gemm> Spiking<F> {
                     }
                     for t in 0..steps {
                         let input = &x.as_slice()[t * step_stride + first..][..len];
-                        let (vp, y) = (&mut *vs[t], &mut *ys[t]);
+                        let vp = &mut *vs[t];
+                        // Pooled: the spikes go to the piece's scratch, then pooled from it.
+                        let y = if pool { &mut spikes[..] } else { &mut *ys[t] };
                         match plain {
                             Some(SpikeReset::Subtract) => {
                                 forward_plain::<false, F>(self.threshold, input, &b, v, vp, y)
@@ -389,6 +452,11 @@ impl<F: Gemm> Spiking<F> {
                                 self.forward_step(input, &b, a.as_deref(), v, i, vp, y, current, smooth);
                             }
                         }
+                        if pool {
+                            // SAFETY: forward_plain wrote the piece's spikes whole.
+                            let spikes = unsafe { fresh::assume_written(spikes) };
+                            max_pairs_into(width, features, first, spikes, ys[t], ws[t]);
+                        }
                     }
                     if !end_v.is_empty() {
                         end_v.copy_from_slice(v);
@@ -396,14 +464,20 @@ impl<F: Gemm> Spiking<F> {
                     }
                 },
             );
-        // SAFETY: the pieces cover both buffers, and each wrote its part of every step.
-        let (y, v_pre) = unsafe {
-            (fresh::written_matrix(x.nrows(), block / x.nrows().max(1) * steps, y_slots), fresh::written_slots(v_slots))
+        let out_rows = if pool { self.pooled_len(x.nrows()) } else { x.nrows() };
+        // SAFETY: the pieces cover the buffers, and each wrote its part of every step (pooled:
+        // its pairs of rows cover its outputs and winners).
+        let (y, v_pre, winners) = unsafe {
+            (
+                fresh::written_matrix(out_rows, block / x.nrows().max(1) * steps, y_slots),
+                fresh::written_slots(v_slots),
+                pool.then(|| fresh::written_slots(winners)),
+            )
         };
         if let Some(end) = &mut end {
             end.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
         }
-        (y, SpikingTape { v_pre, current }, end)
+        (y, SpikingTape { v_pre, current }, end, winners)
     }
 
     /// One step of a piece of elements: the carried membrane `v` (and CubaLif's current `i`)
@@ -500,12 +574,13 @@ impl<F: Gemm> Spiking<F> {
     /// `block` elements per step (features x samples).
     pub fn carry(&self, block: usize) -> SegmentCarry<F> {
         let learn = self.learns_decays();
-        let count = block.div_ceil(ELEMENTS);
+        let piece = self.piece_len();
+        let count = block.div_ceil(piece);
         // Zeroed in parallel, each piece by the thread that is likely to take it back.
         let pieces = (0..count)
             .into_par_iter()
             .map(|p| {
-                let len = ELEMENTS.min(block - p * ELEMENTS);
+                let len = piece.min(block - p * piece);
                 BackCarry::new(len, learn, self.alpha.is_some(), self.keeps_second_state())
             })
             .collect();
@@ -547,11 +622,30 @@ impl<F: Gemm> Spiking<F> {
             assert_eq!(input, StepInput::EachStep, "a recurrent layer takes each step's own input");
             return self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
         }
-        self.backward_pieces(tape, dy, steps, smooth, start, carry, input, true)
+        self.backward_pieces(tape, dy, steps, smooth, start, carry, input, None, true)
+    }
+
+    /// The backward pass of [`Spiking::forward_pooled`] (a whole sequence) from the gradient of
+    /// the pooled output and the pooling's winners: each piece routes its share of the pooled
+    /// gradient to the winners as it steps back, so the gradient of the layer's own output never
+    /// goes through memory. Returns dL/dx, leaving the decays' gradients in `carry`.
+    pub fn backward_pooled(
+        &self,
+        tape: &SpikingTape<F>,
+        d_pooled: &DMatrix<F>,
+        winners: &[u32],
+        steps: usize,
+        carry: &mut SegmentCarry<F>,
+        input: StepInput,
+    ) -> DMatrix<F> {
+        assert!(self.pools_in_place(false), "pooled in place: a plain spiking layer over an image of even height");
+        self.backward_pieces(tape, d_pooled, steps, false, None, carry, input, Some(winners), true)
     }
 
     /// [`Spiking::backward_into`] without recurrence; `allow_plain` lets the usual layer take
-    /// its steps in [`Spiking::back_step_plain`] (the tests turn it off to compare).
+    /// its steps in [`Spiking::back_step_plain`] (the tests turn it off to compare). With
+    /// `pooled` winners, `dy` is the gradient of the output max-pooled 2 x 2
+    /// ([`Spiking::backward_pooled`]).
     #[allow(clippy::too_many_arguments)]
     fn backward_pieces(
         &self,
@@ -562,9 +656,14 @@ impl<F: Gemm> Spiking<F> {
         start: Option<&SegmentState<F>>,
         carry: &mut SegmentCarry<F>,
         input: StepInput,
+        pooled: Option<&[u32]>,
         allow_plain: bool,
     ) -> DMatrix<F> {
-        let block = dy.len() / steps;
+        let block = tape.v_pre.len() / steps;
+        let features = if pooled.is_some() { self.shape.size() } else { dy.nrows() };
+        let piece = self.piece_len();
+        let out_block = if pooled.is_some() { self.pooled_len(block) } else { block };
+        let width = self.pooled_width().unwrap_or(0);
         let channels = self.shape.channels();
         let beta = self.beta.factors(channels);
         let alpha = self.alpha.as_ref().map(|a| a.factors(channels));
@@ -574,19 +673,29 @@ impl<F: Gemm> Spiking<F> {
         let plain = allow_plain && self.steps_plain(smooth);
         // Each element's first step back writes its input gradient, later ones (an input the
         // same at every step) add to it: no zeroing first.
-        let mut dx = fresh::slots(dy.nrows() * dx_columns);
-        pieces(&mut dx, block).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each_init(
-            StepScratch::default,
-            |w, (p, (mut gs, c))| {
-                let first = p * ELEMENTS;
+        let mut dx = fresh::slots(features * dx_columns);
+        pieces(&mut dx, block, piece).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each_init(
+            || (StepScratch::default(), Vec::new()),
+            |(w, routed), (p, (mut gs, c))| {
+                let first = p * piece;
                 let len = c.g_v.len();
                 w.fit(len);
+                routed.resize(if pooled.is_some() { len } else { 0 }, MaybeUninit::uninit());
                 let row = |t: usize| t * block + first..t * block + first + len;
                 let b = self.decays(first, len, &beta);
                 let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
                 let before = start.map(|s| s.piece(first, len));
                 for t in (0..steps).rev() {
-                    let g_out = &dy.as_slice()[row(t)];
+                    let g_out = match pooled {
+                        None => &dy.as_slice()[row(t)],
+                        Some(winners) => {
+                            let from = t * out_block + self.pooled_len(first);
+                            let at = from..from + self.pooled_len(len);
+                            route_pairs_into(width, features, first, &dy.as_slice()[at.clone()], &winners[at], routed);
+                            // SAFETY: the piece's pairs of rows cover its len elements.
+                            &*unsafe { fresh::assume_written(routed) }
+                        }
+                    };
                     // Summed from the last step, the order the steps come back in.
                     let (g_x, add) = match input {
                         StepInput::EachStep => (&mut *gs[t], false),
@@ -609,7 +718,7 @@ impl<F: Gemm> Spiking<F> {
             },
         );
         // SAFETY: the pieces cover dx, and the first step back (t = steps - 1) wrote them all.
-        unsafe { fresh::written_matrix(dy.nrows(), dx_columns, dx) }
+        unsafe { fresh::written_matrix(features, dx_columns, dx) }
     }
 
     /// The parameter gradients a finished backward pass left in `carry`: the decays' logits
@@ -628,7 +737,7 @@ impl<F: Gemm> Spiking<F> {
                 let per_channel = |acc: &[F]| {
                     let mut total = vec![0.0; if acc.is_empty() { 0 } else { channels }];
                     let mut rest = acc;
-                    for (channel, count) in self.channel_runs(p * ELEMENTS, acc.len()) {
+                    for (channel, count) in self.channel_runs(p * self.piece_len(), acc.len()) {
                         let (run, after) = rest.split_at(count);
                         run.iter().for_each(|&g| total[channel] += g.to_f64());
                         rest = after;
@@ -696,6 +805,7 @@ impl<F: Gemm> Spiking<F> {
         };
         let mut state = start.cloned().unwrap_or_else(|| SegmentState::at_rest(block));
         let mut input = vec![F::zero(); block];
+        let piece = self.piece_len();
         let weight = r.effective();
         for t in 0..steps {
             let here = t * block..(t + 1) * block;
@@ -712,16 +822,16 @@ impl<F: Gemm> Spiking<F> {
             let (ys, vp) = (&mut y.as_mut_slice()[here.clone()], &mut tape.v_pre[here.clone()]);
             let keeps = self.keeps_second_state();
             let mut currents: Vec<&mut [F]> =
-                if keeps { tape.current[here].chunks_mut(ELEMENTS).collect() } else { Vec::new() };
-            currents.resize_with(block.div_ceil(ELEMENTS), || &mut []);
-            ys.par_chunks_mut(ELEMENTS)
-                .zip(vp.par_chunks_mut(ELEMENTS))
-                .zip(state.v.par_chunks_mut(ELEMENTS).zip(state.i.par_chunks_mut(ELEMENTS)))
-                .zip(input.par_chunks(ELEMENTS).zip(b.par_chunks(ELEMENTS)))
+                if keeps { tape.current[here].chunks_mut(piece).collect() } else { Vec::new() };
+            currents.resize_with(block.div_ceil(piece), || &mut []);
+            ys.par_chunks_mut(piece)
+                .zip(vp.par_chunks_mut(piece))
+                .zip(state.v.par_chunks_mut(piece).zip(state.i.par_chunks_mut(piece)))
+                .zip(input.par_chunks(piece).zip(b.par_chunks(piece)))
                 .zip(currents)
                 .enumerate()
                 .for_each(|(p, ((((ys, vp), (v, i)), (input, b)), current))| {
-                    let a = a.as_ref().map(|a| &a[p * ELEMENTS..p * ELEMENTS + ys.len()]);
+                    let a = a.as_ref().map(|a| &a[p * piece..p * piece + ys.len()]);
                     let current = keeps.then_some(current);
                     self.forward_step(input, b, a, v, i, vp, ys, current, smooth);
                 });
@@ -758,6 +868,7 @@ impl<F: Gemm> Spiking<F> {
         let dw = recurrent.as_mut().expect("a recurrent layer's carry holds its weight gradient");
         let mut g_out = vec![F::zero(); block];
         let mut spikes = vec![F::zero(); block];
+        let piece = self.piece_len();
         let weight = r.effective();
         for t in (0..steps).rev() {
             g_out.copy_from_slice(&dy.as_slice()[t * block..(t + 1) * block]);
@@ -773,11 +884,11 @@ impl<F: Gemm> Spiking<F> {
             let here = &mut dx.as_mut_slice()[t * block..(t + 1) * block];
             carries
                 .par_iter_mut()
-                .zip(g_out.par_chunks(ELEMENTS))
-                .zip(here.par_chunks_mut(ELEMENTS))
+                .zip(g_out.par_chunks(piece))
+                .zip(here.par_chunks_mut(piece))
                 .enumerate()
                 .for_each_init(StepScratch::default, |w, (p, ((carry, g), g_x))| {
-                    let (first, len) = (p * ELEMENTS, g.len());
+                    let (first, len) = (p * piece, g.len());
                     w.fit(len);
                     let row = |t: usize| t * block + first..t * block + first + len;
                     let a = a.as_ref().map(|a| &a[first..first + len]);
@@ -1273,17 +1384,17 @@ impl<F: Real> StepScratch<F> {
     }
 }
 
-/// `data` (steps blocks of `block` elements) cut into pieces of [`ELEMENTS`] elements: for each
+/// `data` (steps blocks of `block` elements) cut into pieces of `piece` elements: for each
 /// piece, its slice of every step, so a piece can walk through time on its own.
-fn pieces<F>(data: &mut [F], block: usize) -> Vec<Vec<&mut [F]>> {
-    let count = block.div_ceil(ELEMENTS);
+fn pieces<F>(data: &mut [F], block: usize, piece: usize) -> Vec<Vec<&mut [F]>> {
+    let count = block.div_ceil(piece);
     let mut out: Vec<Vec<&mut [F]>> = (0..count).map(|_| Vec::new()).collect();
     if block == 0 {
         return out;
     }
     for step in data.chunks_mut(block) {
-        for (p, piece) in step.chunks_mut(ELEMENTS).enumerate() {
-            out[p].push(piece);
+        for (p, part) in step.chunks_mut(piece).enumerate() {
+            out[p].push(part);
         }
     }
     out
@@ -1292,6 +1403,7 @@ fn pieces<F>(data: &mut [F], block: usize) -> Vec<Vec<&mut [F]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::pool;
 
     #[test]
     fn event_driven_recurrent_products_equal_the_dense_ones() {
@@ -1352,10 +1464,70 @@ mod tests {
             let mut grads = Vec::new();
             for allow_plain in [true, false] {
                 let mut carry = layer.carry(n * batch);
-                let dx = layer.backward_pieces(&tape, &dy, steps, false, None, &mut carry, input, allow_plain);
+                let dx = layer.backward_pieces(&tape, &dy, steps, false, None, &mut carry, input, None, allow_plain);
                 grads.push((dx, layer.carried_gradients(&carry)));
             }
             assert!(grads[0] == grads[1], "{reset:?}, detach {detach_reset}, {learn:?}, {input:?}");
+        }
+    }
+
+    #[test]
+    fn pooling_in_place_equals_the_layer_then_max_pooling_bit_for_bit() {
+        // Pieces of several pairs of rows, one over a sample's end (40 x 40 x 3 is 4800 values,
+        // a piece 4080); an odd width, whose last column no window reads; graded and 0/1
+        // gradients over the pooled outputs.
+        for (shape, reset, learn, input) in [
+            (
+                Shape::Image { channels: 3, height: 40, width: 40 },
+                SpikeReset::Subtract,
+                Learnable::PerChannel,
+                StepInput::Same,
+            ),
+            (
+                Shape::Image { channels: 2, height: 6, width: 7 },
+                SpikeReset::Zero,
+                Learnable::PerLayer,
+                StepInput::EachStep,
+            ),
+            (
+                Shape::Image { channels: 4, height: 2, width: 2 },
+                SpikeReset::Subtract,
+                Learnable::Fixed,
+                StepInput::EachStep,
+            ),
+        ] {
+            let (steps, batch) = (4, 3);
+            let n = shape.size();
+            let layer = Spiking::<f32> {
+                kind: Kind::Lif,
+                beta: Decay::new(2.0, 1.0, learn, shape.channels()),
+                alpha: None,
+                threshold: 0.5,
+                reset,
+                detach_reset: false,
+                surrogate: Surrogate::default(),
+                derivative: DerivativeTable::new(Surrogate::default()),
+                shape,
+                recurrent: None,
+                adaptation: None,
+            };
+            assert!(layer.pools_in_place(false) && !layer.pools_in_place(true));
+            let columns = if input == StepInput::Same { batch } else { steps * batch };
+            let x = DMatrix::from_fn(n, columns, |i, j| ((i * 31 + j * 17) % 23) as f32 * 0.07 - 0.2);
+            let (y, tape) = layer.forward(&x, steps, false, input);
+            let (pooled, winners) = pool::max_forward(shape, 2, &y);
+            let (in_place, won, in_place_tape) = layer.forward_pooled(&x, steps, input);
+            assert_eq!((&in_place, &won), (&pooled, &winners), "{shape}: pooled output and winners");
+            assert!(in_place_tape.v_pre == tape.v_pre, "{shape}: v'");
+            let d_pooled =
+                DMatrix::from_fn(pooled.nrows(), pooled.ncols(), |i, j| ((i * 7 + j * 5) % 13) as f32 * 0.1 - 0.6);
+            let dy = pool::max_backward(shape, 2, &winners, &d_pooled);
+            let mut carry = layer.carry(tape.v_pre.len() / steps);
+            let dx = layer.backward_into(&tape, &dy, steps, false, None, &mut carry, input);
+            let mut in_place_carry = layer.carry(tape.v_pre.len() / steps);
+            let in_place_dx = layer.backward_pooled(&tape, &d_pooled, &winners, steps, &mut in_place_carry, input);
+            assert_eq!(in_place_dx, dx, "{shape}: input gradient");
+            assert_eq!(layer.carried_gradients(&in_place_carry), layer.carried_gradients(&carry), "{shape}: decays");
         }
     }
 
