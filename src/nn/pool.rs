@@ -96,18 +96,26 @@ pub(crate) fn max_pairs_into<F: Real>(
         xs.chunks_exact(2 * w).zip(ys.chunks_exact_mut(ow)).zip(ws.chunks_exact_mut(ow).zip(0..))
     {
         let (upper, lower) = pair.split_at(w);
+        let (upper, lower) = (&upper[..2 * ow], &lower[..2 * ow]);
         let corner = ((first + 2 * o * w) % features) as u32;
-        for (ox, (y, win)) in ys.iter_mut().zip(ws.iter_mut()).enumerate() {
+        // Indexed loops of selects, each window's four values read from the two rows at a
+        // stride of two: a shape the compiler turns into vector code.
+        for ox in 0..ow {
             let (a, b, c, d) = (upper[2 * ox], upper[2 * ox + 1], lower[2 * ox], lower[2 * ox + 1]);
-            let at = corner + 2 * ox as u32;
             // The first largest in reading order, as the general loop: a later value wins only
-            // when strictly larger.
-            let (mut top, mut best) = (a, at);
-            (top, best) = if b > top { (b, at + 1) } else { (top, best) };
-            (top, best) = if c > top { (c, at + w as u32) } else { (top, best) };
-            (top, best) = if d > top { (d, at + w as u32 + 1) } else { (top, best) };
-            *y = MaybeUninit::new(top);
-            *win = MaybeUninit::new(best);
+            // when strictly larger than all before it.
+            let (b_wins, ab) = (b > a, if b > a { b } else { a });
+            let (c_wins, abc) = (c > ab, if c > ab { c } else { ab });
+            let (d_wins, top) = (d > abc, if d > abc { d } else { abc });
+            let offset = if d_wins {
+                w as u32 + 1
+            } else if c_wins {
+                w as u32
+            } else {
+                u32::from(b_wins)
+            };
+            ys[ox] = MaybeUninit::new(top);
+            ws[ox] = MaybeUninit::new(corner + 2 * ox as u32 + offset);
         }
     }
 }
@@ -127,14 +135,17 @@ pub(crate) fn route_pairs_into<F: Real>(
     for (o, ((pair, dys), ws)) in rows.enumerate() {
         let corner = ((first + 2 * o * w) % features) as u32;
         let (upper, lower) = pair.split_at_mut(w);
-        let windows = upper.chunks_exact_mut(2).zip(lower.chunks_exact_mut(2)).zip(dys.iter().zip(ws));
-        for (ox, ((upper, lower), (&g, &win))) in windows.enumerate() {
-            let at = corner + 2 * ox as u32;
+        let ow = w / 2;
+        let (upper, lower, dys, ws) = (&mut upper[..2 * ow], &mut lower[..2 * ow], &dys[..ow], &ws[..ow]);
+        for ox in 0..ow {
+            // Where in its window the winner lies: 0, 1, w or w + 1.
+            let offset = ws[ox].wrapping_sub(corner + 2 * ox as u32);
             // Each window's four inputs written at once, in place of zeroing the whole
             // gradient and adding each output's into it; 0 + g, as that addition gave.
-            let pick = |i: u32| MaybeUninit::new(if win == i { F::zero() + g } else { F::zero() });
-            (upper[0], upper[1]) = (pick(at), pick(at + 1));
-            (lower[0], lower[1]) = (pick(at + w as u32), pick(at + w as u32 + 1));
+            let g = F::zero() + dys[ox];
+            let pick = |at: u32| MaybeUninit::new(if offset == at { g } else { F::zero() });
+            (upper[2 * ox], upper[2 * ox + 1]) = (pick(0), pick(1));
+            (lower[2 * ox], lower[2 * ox + 1]) = (pick(w as u32), pick(w as u32 + 1));
         }
         // An odd width leaves the last column of both rows out of every window.
         if w % 2 == 1 {
