@@ -804,13 +804,16 @@ impl<F: Gemm> LayerNet<F> {
                 }
                 (Op::Dropout(_) | Op::Flatten, _) => dy,
                 (Op::Spiking(s), Extra::Spiking(tape)) => {
-                    let carry = sums.carries[i].get_or_insert_with(|| s.carry(tape.v_pre.len() / steps));
+                    let carry = sums.carries[i].get_or_insert_with(|| s.carry(tape.block));
                     let start = starts.get(i).and_then(Option::as_ref);
                     match trace.extras.get(i + 1) {
                         Some(Extra::PooledInPlace(winners)) => {
-                            s.backward_pooled(tape, &dy, winners, steps, carry, self.step_input(i))
+                            s.backward_pooled(tape, x, &dy, winners, steps, carry, self.step_input(i))
                         }
-                        _ => s.backward_into(tape, &dy, steps, trace.smooth_steps[i], start, carry, self.step_input(i)),
+                        _ => {
+                            let smooth = trace.smooth_steps[i];
+                            s.backward_into(tape, x, &dy, steps, smooth, start, carry, self.step_input(i))
+                        }
                     }
                 }
                 (op, _) => unreachable!("backward of {op:?} needs a training forward pass"),

@@ -64,6 +64,16 @@ pub unsafe fn assume_written<F>(slots: &mut [MaybeUninit<F>]) -> &mut [F] {
     unsafe { &mut *(slots as *mut [MaybeUninit<F>] as *mut [F]) }
 }
 
+/// `values` as slots to write over, for a writer that takes slots.
+///
+/// # Safety
+/// Every slot must hold a value again when the slots are let go: the writer must not leave an
+/// uninitialised one behind, since `values` are read as values afterwards.
+pub unsafe fn as_slots<F>(values: &mut [F]) -> &mut [MaybeUninit<F>] {
+    // SAFETY: MaybeUninit<F> has F's layout; the caller keeps every slot initialised.
+    unsafe { &mut *(values as *mut [F] as *mut [MaybeUninit<F>]) }
+}
+
 /// Zeroes `slots` and hands them back as values: for the rarer paths that add to or read back
 /// what they write.
 pub fn zeroed<F: Real>(slots: &mut [MaybeUninit<F>]) -> &mut [F] {

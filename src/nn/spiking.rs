@@ -63,6 +63,12 @@ use crate::surrogate::{DerivativeTable, Surrogate};
 /// out the same for any number of threads (see [`Spiking::piece_len`]).
 const ELEMENTS: usize = 4096;
 
+/// Elements of v' over all steps from which the usual layer may recompute them in its backward
+/// pass rather than keep them (see [`SpikingTape`]): 8 MB of f32, far more than a core's cache,
+/// so that writing them out and reading them back goes to memory. The unit tests' small layers
+/// recompute from any size, so that they take this path.
+const REPLAY_FROM: usize = if cfg!(test) { 1 } else { 1 << 21 };
+
 /// How a spiking layer's input runs over the steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepInput {
@@ -177,10 +183,30 @@ impl<F: Real> Recurrent<F> {
 
 /// What the forward pass keeps for the backward pass: v'[t] for every step, and CubaLif's i[t]
 /// or Alif's a[t].
+///
+/// The usual layer ([`Spiking::steps_plain`]) run over a whole sequence on an input that is the
+/// same at every step ([`StepInput::Same`], the first spiking layer of a stack fed a direct
+/// current) keeps no v' where it is large ([`REPLAY_FROM`]): its backward pass recomputes it,
+/// piece by piece, from the layer's input, which the trace keeps anyway and which is one step's
+/// worth of values where v' holds every step's. Writing v' out and reading it back from memory
+/// cost more than reading the input and recomputing in the core's cache (the spiking CNN's
+/// first layer: 51 MB of v' a batch, 1-2% faster and 75 MB less memory). Where each step has an
+/// input of its own, it is as large as v' and the recomputation does not pay (fashion_snn's
+/// hidden layer trained 5% slower).
 #[derive(Debug, Clone)]
 pub struct SpikingTape<F> {
+    /// Empty where the backward pass recomputes it.
     pub v_pre: Vec<F>,
     pub current: Vec<F>,
+    /// Elements per step (features x samples).
+    pub block: usize,
+}
+
+impl<F> SpikingTape<F> {
+    /// Whether the backward pass recomputes v' from the layer's input.
+    fn replays(&self) -> bool {
+        self.v_pre.is_empty() && self.block > 0
+    }
 }
 
 impl<F: Gemm> Spiking<F> {
@@ -392,15 +418,19 @@ impl<F: Gemm> Spiking<F> {
         // Outputs per step block and per piece: pooled, a quarter of the elements or so.
         let (out_block, out_piece) =
             if pool { (self.pooled_len(block), self.pooled_len(piece)) } else { (block, piece) };
+        let plain = self.steps_plain(smooth).then_some(self.reset);
+        // See [`SpikingTape`].
+        let replay = plain.is_some() && !keep_end && input == StepInput::Same && block * steps >= REPLAY_FROM;
         // Every step of every piece writes its outputs and membranes whole: no zeroing first.
-        let (mut y_slots, mut v_slots) = (fresh::slots(out_block * steps), fresh::slots(block * steps));
+        let (mut y_slots, mut v_slots) =
+            (fresh::slots(out_block * steps), fresh::slots(if replay { 0 } else { block * steps }));
         let mut winners = fresh::slots(if pool { out_block * steps } else { 0 });
         let mut current = vec![F::zero(); if self.keeps_second_state() { block * steps } else { 0 }];
-        let plain = self.steps_plain(smooth).then_some(self.reset);
         let mut end = keep_end.then(|| SegmentState::at_rest(block));
         let y_pieces = pieces(&mut y_slots, out_block, out_piece);
         let count = y_pieces.len();
-        let v_pieces = pieces(&mut v_slots, block, piece);
+        let mut v_pieces = pieces(&mut v_slots, block, piece);
+        v_pieces.resize_with(count, Vec::new);
         let mut i_pieces = pieces(&mut current, block, piece);
         i_pieces.resize_with(count, Vec::new);
         let mut w_pieces = pieces(&mut winners, out_block, out_piece);
@@ -421,11 +451,12 @@ impl<F: Gemm> Spiking<F> {
             .zip(end_v.into_par_iter().zip(end_i))
             .enumerate()
             .for_each_init(
-                || (Vec::new(), Vec::new(), Vec::new()),
-                |(v, i, spikes), (p, (((mut ys, mut vs), (mut is, mut ws)), (end_v, end_i)))| {
+                || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                |(v, i, spikes, v_pre), (p, (((mut ys, mut vs), (mut is, mut ws)), (end_v, end_i)))| {
                     let first = p * piece;
                     let len = piece.min(block - first);
                     spikes.resize(if pool { len } else { 0 }, MaybeUninit::uninit());
+                    v_pre.resize(if replay { len } else { 0 }, MaybeUninit::uninit());
                     let b = self.decays(first, len, &beta);
                     let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
                     for state in [&mut *v, &mut *i] {
@@ -438,7 +469,7 @@ impl<F: Gemm> Spiking<F> {
                     }
                     for t in 0..steps {
                         let input = &x.as_slice()[t * step_stride + first..][..len];
-                        let vp = &mut *vs[t];
+                        let vp = if replay { &mut v_pre[..] } else { &mut *vs[t] };
                         // Pooled: the spikes go to the piece's scratch, then pooled from it.
                         let y = if pool { &mut spikes[..] } else { &mut *ys[t] };
                         match plain {
@@ -477,7 +508,7 @@ impl<F: Gemm> Spiking<F> {
         if let Some(end) = &mut end {
             end.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
         }
-        (y, SpikingTape { v_pre, current }, end, winners)
+        (y, SpikingTape { v_pre, current, block }, end, winners)
     }
 
     /// One step of a piece of elements: the carried membrane `v` (and CubaLif's current `i`)
@@ -557,16 +588,18 @@ impl<F: Gemm> Spiking<F> {
     }
 
     /// Gradients: dL/dx, and dL/dlogit of each learnable decay (beta first, then alpha), then
-    /// the recurrent weights', given dL/dy and the tape of a forward pass with the same `smooth`.
+    /// the recurrent weights', given dL/dy and the input `x` and tape of a forward pass with the
+    /// same `smooth`.
     pub fn backward(
         &self,
         tape: &SpikingTape<F>,
+        x: &DMatrix<F>,
         dy: &DMatrix<F>,
         steps: usize,
         smooth: bool,
     ) -> (DMatrix<F>, Vec<DMatrix<F>>) {
-        let mut carry = self.carry(dy.len() / steps);
-        let dx = self.backward_into(tape, dy, steps, smooth, None, &mut carry, StepInput::EachStep);
+        let mut carry = self.carry(tape.block);
+        let dx = self.backward_into(tape, x, dy, steps, smooth, None, &mut carry, StepInput::EachStep);
         (dx, self.carried_gradients(&carry))
     }
 
@@ -611,6 +644,7 @@ impl<F: Gemm> Spiking<F> {
     pub fn backward_into(
         &self,
         tape: &SpikingTape<F>,
+        x: &DMatrix<F>,
         dy: &DMatrix<F>,
         steps: usize,
         smooth: bool,
@@ -622,16 +656,18 @@ impl<F: Gemm> Spiking<F> {
             assert_eq!(input, StepInput::EachStep, "a recurrent layer takes each step's own input");
             return self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
         }
-        self.backward_pieces(tape, dy, steps, smooth, start, carry, input, None, true)
+        self.backward_pieces(tape, x, dy, steps, smooth, start, carry, input, None, true)
     }
 
     /// The backward pass of [`Spiking::forward_pooled`] (a whole sequence) from the gradient of
     /// the pooled output and the pooling's winners: each piece routes its share of the pooled
     /// gradient to the winners as it steps back, so the gradient of the layer's own output never
     /// goes through memory. Returns dL/dx, leaving the decays' gradients in `carry`.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_pooled(
         &self,
         tape: &SpikingTape<F>,
+        x: &DMatrix<F>,
         d_pooled: &DMatrix<F>,
         winners: &[u32],
         steps: usize,
@@ -639,7 +675,7 @@ impl<F: Gemm> Spiking<F> {
         input: StepInput,
     ) -> DMatrix<F> {
         assert!(self.pools_in_place(false), "pooled in place: a plain spiking layer over an image of even height");
-        self.backward_pieces(tape, d_pooled, steps, false, None, carry, input, Some(winners), true)
+        self.backward_pieces(tape, x, d_pooled, steps, false, None, carry, input, Some(winners), true)
     }
 
     /// [`Spiking::backward_into`] without recurrence; `allow_plain` lets the usual layer take
@@ -650,6 +686,7 @@ impl<F: Gemm> Spiking<F> {
     fn backward_pieces(
         &self,
         tape: &SpikingTape<F>,
+        x: &DMatrix<F>,
         dy: &DMatrix<F>,
         steps: usize,
         smooth: bool,
@@ -659,7 +696,8 @@ impl<F: Gemm> Spiking<F> {
         pooled: Option<&[u32]>,
         allow_plain: bool,
     ) -> DMatrix<F> {
-        let block = tape.v_pre.len() / steps;
+        let block = tape.block;
+        let step_stride = if input == StepInput::Same { 0 } else { block };
         let features = if pooled.is_some() { self.shape.size() } else { dy.nrows() };
         let piece = self.piece_len();
         let out_block = if pooled.is_some() { self.pooled_len(block) } else { block };
@@ -675,8 +713,8 @@ impl<F: Gemm> Spiking<F> {
         // same at every step) add to it: no zeroing first.
         let mut dx = fresh::slots(features * dx_columns);
         pieces(&mut dx, block, piece).into_par_iter().zip(carry.pieces.par_iter_mut()).enumerate().for_each_init(
-            || (StepScratch::default(), Vec::new()),
-            |(w, routed), (p, (mut gs, c))| {
+            || (StepScratch::default(), Vec::new(), Replay::default()),
+            |(w, routed, replay), (p, (mut gs, c))| {
                 let first = p * piece;
                 let len = c.g_v.len();
                 w.fit(len);
@@ -684,6 +722,13 @@ impl<F: Gemm> Spiking<F> {
                 let row = |t: usize| t * block + first..t * block + first + len;
                 let b = self.decays(first, len, &beta);
                 let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
+                // The piece's v' of every step: the tape's, or recomputed into a tape of its own.
+                let mut replayed = replay.take(len);
+                if tape.replays() {
+                    replay.run(self, &x.as_slice()[first..], step_stride, &b, steps, &mut replayed);
+                }
+                let (tape, stride, offset) = if tape.replays() { (&replayed, len, 0) } else { (tape, block, first) };
+                let tape_row = |t: usize| t * stride + offset..t * stride + offset + len;
                 let before = start.map(|s| s.piece(first, len));
                 for t in (0..steps).rev() {
                     let g_out = match pooled {
@@ -703,18 +748,19 @@ impl<F: Gemm> Spiking<F> {
                     };
                     let plain = plain && (t > 0 || !learn || before.is_none());
                     if plain {
-                        let previous = (learn && t > 0).then(|| &tape.v_pre[row(t - 1)]);
+                        let previous = (learn && t > 0).then(|| &tape.v_pre[tape_row(t - 1)]);
                         // SAFETY: `add` only after the first step back wrote these slots.
-                        unsafe { self.back_step_plain(&tape.v_pre[row(t)], previous, g_out, &b, c, w, g_x, add) };
+                        unsafe { self.back_step_plain(&tape.v_pre[tape_row(t)], previous, g_out, &b, c, w, g_x, add) };
                         continue;
                     }
-                    self.back_step(tape, t, row, g_out, &b, a.as_deref(), c, w, smooth, learn, before);
+                    self.back_step(tape, t, tape_row, g_out, &b, a.as_deref(), c, w, smooth, learn, before);
                     let g_in = if a.is_some() { &c.g_i } else { &w.g_vp };
                     for (g, &d) in g_x.iter_mut().zip(g_in) {
                         // SAFETY: `add` only after the first step back wrote these slots.
                         *g = MaybeUninit::new(if add { unsafe { g.assume_init() + d } } else { d });
                     }
                 }
+                replay.put_back(replayed);
             },
         );
         // SAFETY: the pieces cover dx, and the first step back (t = steps - 1) wrote them all.
@@ -802,6 +848,7 @@ impl<F: Gemm> Spiking<F> {
         let mut tape = SpikingTape {
             v_pre: vec![F::zero(); x.len()],
             current: vec![F::zero(); if self.keeps_second_state() { x.len() } else { 0 }],
+            block,
         };
         let mut state = start.cloned().unwrap_or_else(|| SegmentState::at_rest(block));
         let mut input = vec![F::zero(); block];
@@ -1354,6 +1401,65 @@ impl<F: Real> BackCarry<F> {
     }
 }
 
+/// A thread's buffers for recomputing the v' of a piece of a layer that keeps no tape (see
+/// [`SpikingTape`]), kept from piece to piece.
+#[derive(Debug)]
+struct Replay<F> {
+    v_pre: Vec<F>,
+    v: Vec<F>,
+    spikes: Vec<MaybeUninit<F>>,
+}
+
+impl<F> Default for Replay<F> {
+    fn default() -> Self {
+        Replay { v_pre: Vec::new(), v: Vec::new(), spikes: Vec::new() }
+    }
+}
+
+impl<F: Real> Replay<F> {
+    /// A tape for one piece of `len` elements, to recompute into with [`Replay::run`].
+    fn take(&mut self, len: usize) -> SpikingTape<F> {
+        SpikingTape { v_pre: std::mem::take(&mut self.v_pre), current: Vec::new(), block: len }
+    }
+
+    /// The tape's buffer back, for the next piece.
+    fn put_back(&mut self, tape: SpikingTape<F>) {
+        self.v_pre = tape.v_pre;
+    }
+
+    /// The v' of every step of a piece of the usual layer, from its input (`x` from the piece's
+    /// first element, a step every `step_stride` values) and decays `b`, as the forward pass
+    /// computed them: the same loop from rest.
+    fn run(
+        &mut self,
+        layer: &Spiking<F>,
+        x: &[F],
+        step_stride: usize,
+        b: &[F],
+        steps: usize,
+        tape: &mut SpikingTape<F>,
+    ) {
+        let len = tape.block;
+        tape.v_pre.resize(steps * len, F::zero());
+        self.v.clear();
+        self.v.resize(len, F::zero());
+        self.spikes.resize(len, MaybeUninit::uninit());
+        for (t, vp) in tape.v_pre.chunks_exact_mut(len).enumerate() {
+            let input = &x[t * step_stride..][..len];
+            // SAFETY: forward_plain writes every one of the piece's slots.
+            let vp = unsafe { fresh::as_slots(vp) };
+            match layer.reset {
+                SpikeReset::Subtract => {
+                    forward_plain::<false, F>(layer.threshold, input, b, &mut self.v, vp, &mut self.spikes)
+                }
+                SpikeReset::Zero => {
+                    forward_plain::<true, F>(layer.threshold, input, b, &mut self.v, vp, &mut self.spikes)
+                }
+            }
+        }
+    }
+}
+
 /// What one step back through a piece works on and does not carry: dL/dv'[t], the surrogate
 /// slopes, the spikes, and v[t - 1]. One per thread, reused piece after piece, so it stays in
 /// the core's cache instead of a fresh, zeroed block per piece of every layer.
@@ -1451,7 +1557,15 @@ mod tests {
             let columns = if input == StepInput::Same { batch } else { steps * batch };
             let x = DMatrix::from_fn(n, columns, |i, j| ((i * 31 + j * 17) % 23) as f32 * 0.09 - 0.3);
             let dy = DMatrix::from_fn(n, steps * batch, |i, j| ((i * 7 + j * 5) % 13) as f32 * 0.1 - 0.6);
-            let (y, tape) = layer.forward(&x, steps, false, input);
+            let (y, replayed) = layer.forward(&x, steps, false, input);
+            assert_eq!(
+                replayed.replays(),
+                input == StepInput::Same,
+                "v' recomputed from an input the same at every step"
+            );
+            // The same pass keeping its v' (as a segment of a sequence does).
+            let (kept_y, tape, _, _) = layer.forward_pieces(&x, steps, false, None, input, true, false);
+            assert!(kept_y == y && !tape.replays());
             // Forward: the plain loop against the general step, which the stepper takes.
             let block = n * batch;
             let mut stepper = layer.stepper(block);
@@ -1461,13 +1575,15 @@ mod tests {
                 assert!(stepper.output == y.as_slice()[t * block..(t + 1) * block], "{reset:?}: spikes, step {t}");
                 assert!(stepper.v_pre() == &tape.v_pre[t * block..(t + 1) * block], "{reset:?}: v', step {t}");
             }
+            // Backward: plain and general steps, each from the kept v' and from v' recomputed.
             let mut grads = Vec::new();
-            for allow_plain in [true, false] {
+            for (allow_plain, tape) in [(true, &tape), (false, &tape), (true, &replayed), (false, &replayed)] {
                 let mut carry = layer.carry(n * batch);
-                let dx = layer.backward_pieces(&tape, &dy, steps, false, None, &mut carry, input, None, allow_plain);
+                let dx = layer.backward_pieces(tape, &x, &dy, steps, false, None, &mut carry, input, None, allow_plain);
                 grads.push((dx, layer.carried_gradients(&carry)));
             }
-            assert!(grads[0] == grads[1], "{reset:?}, detach {detach_reset}, {learn:?}, {input:?}");
+            let same = grads.iter().all(|g| *g == grads[0]);
+            assert!(same, "{reset:?}, detach {detach_reset}, {learn:?}, {input:?}");
         }
     }
 
@@ -1518,14 +1634,15 @@ mod tests {
             let (pooled, winners) = pool::max_forward(shape, 2, &y);
             let (in_place, won, in_place_tape) = layer.forward_pooled(&x, steps, input);
             assert_eq!((&in_place, &won), (&pooled, &winners), "{shape}: pooled output and winners");
-            assert!(in_place_tape.v_pre == tape.v_pre, "{shape}: v'");
+            assert_eq!(in_place_tape.replays(), input == StepInput::Same, "{shape}: v' recomputed");
             let d_pooled =
                 DMatrix::from_fn(pooled.nrows(), pooled.ncols(), |i, j| ((i * 7 + j * 5) % 13) as f32 * 0.1 - 0.6);
             let dy = pool::max_backward(shape, 2, &winners, &d_pooled);
-            let mut carry = layer.carry(tape.v_pre.len() / steps);
-            let dx = layer.backward_into(&tape, &dy, steps, false, None, &mut carry, input);
-            let mut in_place_carry = layer.carry(tape.v_pre.len() / steps);
-            let in_place_dx = layer.backward_pooled(&tape, &d_pooled, &winners, steps, &mut in_place_carry, input);
+            let mut carry = layer.carry(tape.block);
+            let dx = layer.backward_into(&tape, &x, &dy, steps, false, None, &mut carry, input);
+            let mut in_place_carry = layer.carry(tape.block);
+            let in_place_dx =
+                layer.backward_pooled(&in_place_tape, &x, &d_pooled, &winners, steps, &mut in_place_carry, input);
             assert_eq!(in_place_dx, dx, "{shape}: input gradient");
             assert_eq!(layer.carried_gradients(&in_place_carry), layer.carried_gradients(&carry), "{shape}: decays");
         }
