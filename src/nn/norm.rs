@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::nn::block_sums::channel_sums;
+use crate::nn::block_sums::{channel_sums, channel_sums_of};
 use crate::nn::{Real, fresh};
 use crate::ranks::{Exchange, WordReader, Words};
 
@@ -179,8 +179,8 @@ impl<F: Real> BatchNorm<F> {
         let count = cache.count;
         let block = c * self.positions;
         let (g, n) = (dy.as_slice(), cache.normalised.as_slice());
-        let dbeta = self.channel_sums(g, g, |g, _, _| g);
-        let dgamma = self.channel_sums(g, n, |g, n, _| g * n);
+        // Both sums in one pass over the gradient and the normalised values.
+        let [dbeta, dgamma] = channel_sums_of((g, n), c, self.positions, |g, n, _| [g, g * n]);
         let whole_batch;
         let (batch_dbeta, batch_dgamma): (&[F], &[F]) = if ranks.size() == 1 {
             (&dbeta, &dgamma)
