@@ -61,22 +61,48 @@ impl<F: Copy> Events<F> {
             let offset = *starts.last().expect("starts holds 0");
             starts.extend(part.starts[1..].iter().map(|&s| offset + s));
         }
+        Self::joined(starts, parts.iter().map(|part| (&part.index[..], &part.value[..])).collect())
+    }
+
+    /// The steps `steps` of `parts`, each (part, step), in that order, as one list: the pairs
+    /// copied in parallel, step by step into its own stretch.
+    pub fn gather(parts: &[Events<F>], steps: impl Iterator<Item = (usize, usize)>) -> Events<F>
+    where
+        F: Send + Sync,
+    {
+        let mut starts = vec![0];
+        let stretches: Vec<(&[u32], &[F])> = steps
+            .map(|(part, step)| {
+                let pairs = parts[part].step(step);
+                starts.push(starts.last().expect("starts holds 0") + pairs.0.len());
+                pairs
+            })
+            .collect();
+        Self::joined(starts, stretches)
+    }
+
+    /// The list of steps `starts` whose pairs are `stretches`, one after another: each copied in
+    /// parallel into its own part of the list.
+    fn joined(starts: Vec<usize>, stretches: Vec<(&[u32], &[F])>) -> Events<F>
+    where
+        F: Send + Sync,
+    {
         let total = *starts.last().expect("starts holds 0");
         let (mut index, mut value) = (Vec::with_capacity(total), Vec::with_capacity(total));
         let (mut index_left, mut value_left) =
             (&mut index.spare_capacity_mut()[..total], &mut value.spare_capacity_mut()[..total]);
-        let mut stretches = Vec::with_capacity(parts.len());
-        for part in parts {
-            let (i, rest_i) = std::mem::take(&mut index_left).split_at_mut(part.total());
-            let (v, rest_v) = std::mem::take(&mut value_left).split_at_mut(part.total());
+        let mut targets = Vec::with_capacity(stretches.len());
+        for (from_i, from_v) in stretches {
+            let (i, rest_i) = std::mem::take(&mut index_left).split_at_mut(from_i.len());
+            let (v, rest_v) = std::mem::take(&mut value_left).split_at_mut(from_v.len());
             (index_left, value_left) = (rest_i, rest_v);
-            stretches.push((part, i, v));
+            targets.push(((from_i, from_v), (i, v)));
         }
-        stretches.into_par_iter().for_each(|(part, i, v)| {
-            i.iter_mut().zip(&part.index).for_each(|(to, &from)| *to = MaybeUninit::new(from));
-            v.iter_mut().zip(&part.value).for_each(|(to, &from)| *to = MaybeUninit::new(from));
+        targets.into_par_iter().with_min_len(16).for_each(|((from_i, from_v), (i, v))| {
+            i.iter_mut().zip(from_i).for_each(|(to, &from)| *to = MaybeUninit::new(from));
+            v.iter_mut().zip(from_v).for_each(|(to, &from)| *to = MaybeUninit::new(from));
         });
-        // SAFETY: the parts' stretches cover the first `total` slots, and each was written.
+        // SAFETY: the stretches cover the first `total` slots, and each was written.
         unsafe {
             index.set_len(total);
             value.set_len(total);
@@ -137,5 +163,27 @@ mod tests {
         let parts: Vec<Events<f32>> = [0..3, 3..3, 3..4, 4..6, 6..9].map(|r| list(&steps[r])).to_vec();
         assert_eq!(Events::concat(&parts), list(&steps));
         assert_eq!(Events::<f32>::concat(&[]), Events::default());
+    }
+
+    #[test]
+    fn gathered_steps_equal_the_steps_pushed_in_that_order() {
+        let part = |seed: u32| {
+            let mut events = Events::default();
+            for t in 0..3 {
+                (0..(seed + t) % 4).for_each(|k| events.push(seed * 100 + t * 10 + k, k as f32));
+                events.end_step();
+            }
+            events
+        };
+        let parts = [part(1), part(2), part(5)];
+        let order = [(2, 0), (0, 2), (1, 1), (0, 0), (2, 2)];
+        let gathered = Events::gather(&parts, order.into_iter());
+        let mut pushed = Events::default();
+        for (p, t) in order {
+            let (index, value) = parts[p].step(t);
+            index.iter().zip(value).for_each(|(&i, &v)| pushed.push(i, v));
+            pushed.end_step();
+        }
+        assert_eq!(gathered, pushed);
     }
 }

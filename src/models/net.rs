@@ -622,7 +622,11 @@ impl<F: Gemm> LayerNet<F> {
                 let w = l.binary.then(|| l.effective(smooth_w.as_ref()));
                 let effective = w.as_ref().unwrap_or(&l.weight);
                 let (y, kept) = if layer.spike_input {
-                    conv::forward_events(g, effective, l.bias.as_ref(), x)
+                    // Its columns' steps, whose spikes may be taken as deviations from each
+                    // sample's majority (any grouping of the columns would be exact; this one
+                    // makes the deviations few).
+                    let steps = if self.static_prefix().is_some_and(|k| i < k) { 1 } else { steps };
+                    conv::forward_events(g, effective, l.bias.as_ref(), x, steps)
                 } else {
                     conv::forward(g, effective, l.bias.as_ref(), x)
                 };

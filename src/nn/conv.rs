@@ -30,7 +30,7 @@ use super::event_products::{self, with_width};
 use super::fresh;
 use super::gemm::{Gemm, View, matmul, product_into};
 use super::linear::{add_bias, bias_gradient};
-use crate::data::events::Events;
+use super::spike_input::{self, SpikeRows};
 use crate::spec::Shape;
 
 /// Samples per parallel block of a convolution.
@@ -212,8 +212,9 @@ impl TapMap {
 pub enum Kept<F> {
     /// Real-valued input: every sample's patch matrix.
     Patches(Vec<F>),
-    /// Spike input: every sample's nonzero inputs, one row of events each.
-    Spikes(Events<F>),
+    /// Spike input: every column's nonzero inputs, one row of events each, or each sample's
+    /// base and every column's deviations from it.
+    Spikes(SpikeRows<F>),
 }
 
 /// Convolution forward for the effective filters `w` (filters x (channels k k)); returns the
@@ -262,7 +263,7 @@ pub fn backward<F: Gemm>(
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
     match kept {
         Kept::Patches(patches) => backward_patches(g, w, has_bias, patches, dy, input_grad),
-        Kept::Spikes(events) => backward_events(g, w, has_bias, events, dy, input_grad),
+        Kept::Spikes(rows) => backward_events(g, w, has_bias, rows, dy, input_grad),
     }
 }
 
@@ -286,28 +287,48 @@ fn backward_patches<F: Gemm>(
     })
 }
 
-/// Convolution forward on an input of spikes: each nonzero input adds, per tap, its value times
-/// that tap's filters into the output position the tap reaches. Returns the output and the
-/// input's events. The same values as [`forward`] up to the order of the additions.
+/// Convolution forward on an input of spikes over `steps` steps (step-major columns): each
+/// nonzero input adds, per tap, its value times that tap's filters into the output position
+/// the tap reaches. Where the input holds fewer events as deviations from each sample's
+/// majority over the steps ([`spike_input::column_deviations`]: a spiking CNN's second
+/// convolution sees about half as many), each sample's base is spread once and every column
+/// starts from it. Returns the output and the input's events. The same values as [`forward`]
+/// up to the order of the additions.
 pub fn forward_events<F: Gemm>(
     g: &ConvGeometry,
     w: &DMatrix<F>,
     bias: Option<&DMatrix<F>>,
     x: &DMatrix<F>,
+    steps: usize,
 ) -> (DMatrix<F>, Kept<F>) {
-    let mut events = Events::default();
-    event_products::column_events(x.as_slice(), g.input.size(), &mut events);
+    let samples = x.ncols() / steps.max(1);
+    let rows = spike_input::column_deviations(x, samples).unwrap_or_else(|| SpikeRows::values(x));
+    let (based, events) = (rows.base_rows(), &rows.events);
     let (positions, filters) = (g.output.positions(), w.nrows());
     let map = g.tap_map();
     let tiles: Vec<(usize, usize)> = event_products::tiles(filters, FILTER_TILE).collect();
+    // Each sample's base spread, tile after tile (tile (start, width) at start x positions),
+    // each tile position-major as `spread_tile` leaves it.
+    let mut bases = vec![F::zero(); based * positions * filters];
+    bases.par_chunks_mut(positions * filters).enumerate().for_each_init(Vec::new, |at, (b, base)| {
+        for &(start, width) in &tiles {
+            let out = &mut base[start * positions..][..positions * width];
+            with_width!(width, spread_tile(g, &map, events.step(b), at, w.as_slice(), start, out));
+        }
+    });
     let mut y = fresh::slots(g.output.size() * x.ncols());
     y.par_chunks_mut(g.output.size()).enumerate().for_each_init(
         || (vec![F::zero(); positions * FILTER_TILE], Vec::new()),
         |(by_position, at), (c, y)| {
-            let (index, value) = events.step(c);
+            let (index, value) = events.step(based + c);
             for &(start, width) in &tiles {
                 let out = &mut by_position[..positions * width];
-                out.iter_mut().for_each(|v| *v = F::zero());
+                match based {
+                    0 => out.iter_mut().for_each(|v| *v = F::zero()),
+                    _ => {
+                        out.copy_from_slice(&bases[(c % samples * filters + start) * positions..][..positions * width])
+                    }
+                }
                 with_width!(width, spread_tile(g, &map, (index, value), at, w.as_slice(), start, out));
                 // Filters start.. of every position, into their channel-major rows, each with
                 // its bias added on the way (as the sum plus the bias, add_bias's order).
@@ -325,7 +346,7 @@ pub fn forward_events<F: Gemm>(
     );
     // SAFETY: the tiles cover every filter and the rows every position of every column.
     let y = unsafe { fresh::written_matrix(g.output.size(), x.ncols(), y) };
-    (y, Kept::Spikes(events))
+    (y, Kept::Spikes(rows))
 }
 
 /// One tile of filters, `start..start + W`, of a sample's output (`out`, positions x W) from the
@@ -374,33 +395,77 @@ fn spread_tap<const W: usize, F: Gemm>(
 }
 
 /// [`backward`] for spike input: the filter gradient adds, for every nonzero input and tap, its
-/// value times the output gradient where the tap reached.
+/// value times the output gradient where the tap reached; in deviation form, each sample's
+/// base adds it times the sum of the sample's output gradients over the steps.
 fn backward_events<F: Gemm>(
     g: &ConvGeometry,
     w: &DMatrix<F>,
     has_bias: bool,
-    events: &Events<F>,
+    rows: &SpikeRows<F>,
     dy: &DMatrix<F>,
     input_grad: bool,
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
-    let (positions, filters) = (g.output.positions(), w.nrows());
-    let map = g.tap_map();
-    let tiles: Vec<(usize, usize)> = event_products::tiles(filters, FILTER_TILE).collect();
-    by_sample_blocks(g, w, has_bias, dy, input_grad, |b, dy, dw| {
-        let mut by_position = vec![F::zero(); positions * FILTER_TILE];
+    let (based, events) = (rows.base_rows(), &rows.events);
+    let filter_gradient = |first: usize, dys: &[&[F]], dw: &mut DMatrix<F>| {
+        let mut by_position = vec![F::zero(); g.output.positions() * FILTER_TILE];
         let mut at = Vec::new();
-        for (j, dy) in dy.chunks(g.output.size()).enumerate() {
-            let sample = events.step(b * SAMPLE_BLOCK + j);
-            for &(start, width) in &tiles {
-                let there = &mut by_position[..positions * width];
-                // dy of filters start.. at every position, a position's side by side.
-                for (f, row) in dy[start * positions..][..width * positions].chunks_exact(positions).enumerate() {
-                    there.iter_mut().skip(f).step_by(width).zip(row).for_each(|(t, &v)| *t = v);
-                }
-                with_width!(width, gather_tile(g, &map, sample, &mut at, there, start, dw.as_mut_slice()));
-            }
+        for (j, dy) in dys.iter().enumerate() {
+            gather_sample(g, events.step(first + j), dy, &mut by_position, &mut at, dw.as_mut_slice());
         }
-    })
+    };
+    let (mut dw, db, dx) = by_sample_blocks(g, w, has_bias, dy, input_grad, |b, dy, dw| {
+        let dys: Vec<&[F]> = dy.chunks(g.output.size()).collect();
+        filter_gradient(based + b * SAMPLE_BLOCK, &dys, dw)
+    });
+    if let Some(steps) = dy.ncols().checked_div(based) {
+        // The bases' share, per fixed block of samples, added after the columns' in block order.
+        let out_size = g.output.size();
+        let partial: Vec<DMatrix<F>> = (0..based.div_ceil(SAMPLE_BLOCK))
+            .into_par_iter()
+            .map(|block| {
+                let samples = block * SAMPLE_BLOCK..(block * SAMPLE_BLOCK + SAMPLE_BLOCK).min(based);
+                // Each sample's output gradient summed over the steps, from the first.
+                let sums: Vec<Vec<F>> = samples
+                    .clone()
+                    .map(|b| {
+                        let mut sum = dy.as_slice()[b * out_size..][..out_size].to_vec();
+                        for t in 1..steps {
+                            let later = &dy.as_slice()[(t * based + b) * out_size..][..out_size];
+                            sum.iter_mut().zip(later).for_each(|(s, &v)| *s += v);
+                        }
+                        sum
+                    })
+                    .collect();
+                let mut dw = DMatrix::zeros(w.nrows(), w.ncols());
+                filter_gradient(samples.start, &sums.iter().map(Vec::as_slice).collect::<Vec<_>>(), &mut dw);
+                dw
+            })
+            .collect();
+        partial.iter().for_each(|part| dw += part);
+    }
+    (dw, db, dx)
+}
+
+/// One sample's (or column's) share of the filter gradient `dw`: its input events times its
+/// output gradient `dy` (channel-major) where each tap reached, tile by tile of filters.
+fn gather_sample<F: Gemm>(
+    g: &ConvGeometry,
+    sample: (&[u32], &[F]),
+    dy: &[F],
+    by_position: &mut [F],
+    at: &mut Vec<(u16, u16)>,
+    dw: &mut [F],
+) {
+    let (positions, filters) = (g.output.positions(), dw.len() / g.patch_shape().1);
+    let map = g.tap_map();
+    for (start, width) in event_products::tiles(filters, FILTER_TILE) {
+        let there = &mut by_position[..positions * width];
+        // dy of filters start.. at every position, a position's side by side.
+        for (f, row) in dy[start * positions..][..width * positions].chunks_exact(positions).enumerate() {
+            there.iter_mut().skip(f).step_by(width).zip(row).for_each(|(t, &v)| *t = v);
+        }
+        with_width!(width, gather_tile(g, &map, sample, at, there, start, dw));
+    }
 }
 
 /// One tile of filters, `start..start + W`, of the filter gradient `dw` from a sample's input
@@ -588,7 +653,7 @@ mod tests {
             let b = DMatrix::from_fn(f, 1, |o, _| o as f64 * 0.1);
             let dy = DMatrix::from_fn(g.output.size(), samples, |o, c| ((o * 3 + c * 11) % 13) as f64 * 0.1 - 0.6);
             let (y, patches) = forward(&g, &w, Some(&b), &x);
-            let (y_events, events) = forward_events(&g, &w, Some(&b), &x);
+            let (y_events, events) = forward_events(&g, &w, Some(&b), &x, 1);
             assert!((&y_events - &y).amax() < 1e-12, "forward, {filters} filters, {kernel:?}");
             assert!(matches!((&patches, &events), (Kept::Patches(_), Kept::Spikes(_))), "each form kept");
             let (dw, db, dx) = backward(&g, &w, true, &patches, &dy, true);
@@ -596,5 +661,35 @@ mod tests {
             assert!((&dw_events - &dw).amax() < 1e-12, "filter gradient, {filters} filters, {kernel:?}");
             assert_eq!((db_events, dx_events), (db, dx), "bias and input gradients");
         }
+    }
+
+    #[test]
+    fn spikes_over_steps_as_deviations_give_the_patch_products() {
+        // 0/1 spikes over three steps of eleven samples, mostly kept from step to step: each
+        // sample's base plus its deviations, against the values multiplied as patches.
+        let g = geometry(3, 7, 6, 16, (3, 1, 1));
+        let (steps, samples, taps) = (3, SAMPLE_BLOCK + 3, g.patch_shape().1);
+        let x = DMatrix::from_fn(g.input.size(), steps * samples, |i, c| {
+            let (t, b) = (c / samples, c % samples);
+            let held = (i * 7 + b * 5) % 3 == 0;
+            let flipped = (i * 13 + b * 3 + t * 11) % 9 == 0;
+            f64::from(u8::from(held != flipped))
+        });
+        let w = DMatrix::from_fn(16, taps, |o, t| ((o * 13 + t * 7) % 17) as f64 * 0.05 - 0.4);
+        let b = DMatrix::from_fn(16, 1, |o, _| o as f64 * 0.1);
+        let dy = DMatrix::from_fn(g.output.size(), steps * samples, |o, c| ((o * 3 + c * 11) % 13) as f64 * 0.1 - 0.6);
+        let (y, patches) = forward(&g, &w, Some(&b), &x);
+        let (y_events, kept) = forward_events(&g, &w, Some(&b), &x, steps);
+        assert!(matches!(&kept, Kept::Spikes(rows) if rows.base_rows() == samples), "deviation form taken");
+        assert!((&y_events - &y).amax() < 1e-12, "forward");
+        let (dw, db, dx) = backward(&g, &w, true, &patches, &dy, true);
+        let (dw_events, db_events, dx_events) = backward(&g, &w, true, &kept, &dy, true);
+        assert!((&dw_events - &dw).amax() < 1e-12, "filter gradient");
+        assert_eq!((db_events, dx_events), (db, dx), "bias and input gradients");
+        // Samples that change at every step hold more events as deviations: values are kept.
+        let flickering =
+            DMatrix::from_fn(g.input.size(), steps * samples, |i, c| f64::from(u8::from((i + c) % 2 == 0)));
+        let (_, kept) = forward_events(&g, &w, Some(&b), &flickering, steps);
+        assert!(matches!(&kept, Kept::Spikes(rows) if rows.base_rows() == 0), "value form taken");
     }
 }

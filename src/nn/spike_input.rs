@@ -16,6 +16,7 @@
 //! ([`SpikeRows::values`]).
 
 use nalgebra::DMatrix;
+use rayon::prelude::*;
 
 use super::Real;
 use super::event_products::{self, Row};
@@ -162,21 +163,83 @@ pub fn rows<F: Real>(trains: &SpikeTrains, (first, end): (usize, usize), base: O
     }
     for n in first..end {
         for b in 0..samples {
-            // Where a step differs from the base: +1 where the input fires off its base, -1
-            // where it is silent on it.
-            for (w, (&fired, &held)) in trains.step(b, n).iter().zip(base.of(b)).enumerate() {
-                let mut rest = fired ^ held;
-                while rest != 0 {
-                    let j = rest.trailing_zeros();
-                    let value = if fired >> j & 1 == 1 { F::one() } else { -F::one() };
-                    events.push(w as u32 * 64 + j, value);
-                    rest &= rest - 1;
-                }
-            }
-            events.end_step();
+            push_deviations(trains.step(b, n), base.of(b), &mut events);
         }
     }
     SpikeRows { form: SpikeForm::Deviations { samples, first: first == 0 }, events }
+}
+
+/// The step-major columns of `x` (`samples` per step) in deviation form, built from the dense
+/// matrix in parallel over samples, for a layer inside the stack whose input is spikes (a
+/// convolution after a spiking layer and max pooling): None where a value is neither 0 nor 1,
+/// where there are fewer than two steps, or where the value form holds fewer events (base rows
+/// included), as [`deviation_base`] decides for a first layer.
+pub fn column_deviations<F: Real>(x: &DMatrix<F>, samples: usize) -> Option<SpikeRows<F>> {
+    let (n, steps) = (x.nrows(), x.ncols() / samples.max(1));
+    if steps < 2 || samples == 0 || steps * samples != x.ncols() {
+        return None;
+    }
+    let words = n.div_ceil(64);
+    // Per sample: its base row, then each step's deviations, and how many values it holds.
+    let per_sample: Option<Vec<(Events<F>, usize)>> = (0..samples)
+        .into_par_iter()
+        .map(|b| {
+            let mut bits = vec![0u64; steps * words];
+            for (t, step) in bits.chunks_exact_mut(words).enumerate() {
+                let column = &x.as_slice()[(t * samples + b) * n..][..n];
+                for (word, values) in step.iter_mut().zip(column.chunks(64)) {
+                    // Whole blocks of compares without a branch, as `column_events` takes them.
+                    let (mut ones, mut other) = (0u64, 0u64);
+                    for (j, &v) in values.iter().enumerate() {
+                        ones |= u64::from(v == F::one()) << j;
+                        other |= u64::from(v != F::zero() && v != F::one()) << j;
+                    }
+                    if other != 0 {
+                        return None;
+                    }
+                    *word = ones;
+                }
+            }
+            let mut fired = vec![0u32; n];
+            bits.chunks_exact(words).for_each(|step| for_each_bit(step, |i| fired[i as usize] += 1));
+            let mut base = vec![0u64; words];
+            for (i, &count) in fired.iter().enumerate() {
+                base[i / 64] |= u64::from(2 * count as usize > steps) << (i % 64);
+            }
+            let mut rows = Events::default();
+            for_each_bit(&base, |i| rows.push(i, F::one()));
+            rows.end_step();
+            for step in bits.chunks_exact(words) {
+                push_deviations(step, &base, &mut rows);
+            }
+            Some((rows, fired.iter().map(|&c| c as usize).sum()))
+        })
+        .collect();
+    let per_sample = per_sample?;
+    let values: usize = per_sample.iter().map(|(_, v)| v).sum();
+    let deviations: usize = per_sample.iter().map(|(rows, _)| rows.total()).sum();
+    if deviations >= values {
+        return None;
+    }
+    // Base rows in sample order, then step by step each sample's deviations.
+    let parts: Vec<Events<F>> = per_sample.into_iter().map(|(rows, _)| rows).collect();
+    let events = Events::gather(&parts, (0..=steps).flat_map(|r| (0..samples).map(move |b| (b, r))));
+    Some(SpikeRows { form: SpikeForm::Deviations { samples, first: true }, events })
+}
+
+/// Where a step's spikes `fired` differ from `base` (bits of the same inputs), as one row of
+/// `events`: +1 where an input fires off its base, -1 where it is silent on it.
+fn push_deviations<F: Real>(fired: &[u64], base: &[u64], events: &mut Events<F>) {
+    for (w, (&fired, &held)) in fired.iter().zip(base).enumerate() {
+        let mut rest = fired ^ held;
+        while rest != 0 {
+            let j = rest.trailing_zeros();
+            let value = if fired >> j & 1 == 1 { F::one() } else { -F::one() };
+            events.push(w as u32 * 64 + j, value);
+            rest &= rest - 1;
+        }
+    }
+    events.end_step();
 }
 
 #[cfg(test)]
@@ -211,6 +274,8 @@ mod tests {
         for (r, (idx, val)) in expected.into_iter().enumerate() {
             assert_eq!(whole.events.step(r), (idx, val), "row {r}");
         }
+        let dense = column_deviations(&x, 2).expect("fewer as deviations");
+        assert_eq!((rows_of(&dense.events), dense.form), (rows_of(&whole.events), whole.form));
         // A segment keeps the base rows and the base of the whole.
         let later = rows::<f64>(&trains, (2, 3), Some(&base));
         assert_eq!(later.form, SpikeForm::Deviations { samples: 2, first: false });
@@ -243,8 +308,14 @@ mod tests {
                 .collect();
             assert_eq!(idx.iter().copied().zip(val.iter().copied()).collect::<Vec<_>>(), expected, "step {n}");
         }
+        // Built from the dense matrix, in parallel over samples: the same rows.
+        let dense = column_deviations(&x, 1).expect("fewer as deviations");
+        assert_eq!(rows_of(&dense.events), rows_of(&taken.events));
+        assert_eq!(dense.form, taken.form);
+        assert!(column_deviations(&x.map(|v| v * 0.5), 1).is_none(), "values other than 0 and 1");
         // Inputs that fire at one step of four: values are fewer.
         let sparse = DMatrix::from_fn(70, 4, |i, n| if n == i % 4 { 1.0 } else { 0.0 });
         assert!(deviation_base(&spike_trains(&sparse, 1).expect("spikes")).is_none());
+        assert!(column_deviations(&sparse, 1).is_none());
     }
 }
