@@ -61,7 +61,7 @@ impl<F: Copy> Events<F> {
             let offset = *starts.last().expect("starts holds 0");
             starts.extend(part.starts[1..].iter().map(|&s| offset + s));
         }
-        Self::joined(starts, parts.iter().map(|part| (&part.index[..], &part.value[..])).collect())
+        Self::joined(starts, parts.iter().map(|part| (&part.index[..], &part.value[..])).collect(), 1)
     }
 
     /// The steps `steps` of `parts`, each (part, step), in that order, as one list: the pairs
@@ -78,12 +78,13 @@ impl<F: Copy> Events<F> {
                 pairs
             })
             .collect();
-        Self::joined(starts, stretches)
+        // Steps are short: a few dozen to a task.
+        Self::joined(starts, stretches, 32)
     }
 
     /// The list of steps `starts` whose pairs are `stretches`, one after another: each copied in
-    /// parallel into its own part of the list.
-    fn joined(starts: Vec<usize>, stretches: Vec<(&[u32], &[F])>) -> Events<F>
+    /// parallel into its own part of the list, at least `per_task` stretches to a task.
+    fn joined(starts: Vec<usize>, stretches: Vec<(&[u32], &[F])>, per_task: usize) -> Events<F>
     where
         F: Send + Sync,
     {
@@ -98,7 +99,7 @@ impl<F: Copy> Events<F> {
             (index_left, value_left) = (rest_i, rest_v);
             targets.push(((from_i, from_v), (i, v)));
         }
-        targets.into_par_iter().with_min_len(16).for_each(|((from_i, from_v), (i, v))| {
+        targets.into_par_iter().with_min_len(per_task).for_each(|((from_i, from_v), (i, v))| {
             i.iter_mut().zip(from_i).for_each(|(to, &from)| *to = MaybeUninit::new(from));
             v.iter_mut().zip(from_v).for_each(|(to, &from)| *to = MaybeUninit::new(from));
         });
