@@ -810,15 +810,12 @@ impl<F: Gemm> LayerNet<F> {
                 (Op::Spiking(s), Extra::Spiking(tape)) => {
                     let carry = sums.carries[i].get_or_insert_with(|| s.carry(tape.block));
                     let start = starts.get(i).and_then(Option::as_ref);
-                    match trace.extras.get(i + 1) {
-                        Some(Extra::PooledInPlace(winners)) => {
-                            s.backward_pooled(tape, x, &dy, winners, steps, carry, self.step_input(i))
-                        }
-                        _ => {
-                            let smooth = trace.smooth_steps[i];
-                            s.backward_into(tape, x, &dy, steps, smooth, start, carry, self.step_input(i))
-                        }
-                    }
+                    let pooled = match trace.extras.get(i + 1) {
+                        Some(Extra::PooledInPlace(winners)) => Some(&winners[..]),
+                        _ => None,
+                    };
+                    let smooth = trace.smooth_steps[i];
+                    s.backward_into(tape, x, &dy, steps, smooth, start, carry, self.step_input(i), pooled)
                 }
                 (op, _) => unreachable!("backward of {op:?} needs a training forward pass"),
             };

@@ -362,7 +362,7 @@ impl<F: Gemm> Spiking<F> {
     /// [`Spiking::forward`] followed by 2 x 2 max pooling, in one pass: each piece of elements
     /// pools its spikes as it makes them, so the layer's output never goes through memory.
     /// Returns the pooled output, every output's winner (as [`crate::nn::pool::max_forward`]
-    /// gives them) and the tape; [`Spiking::backward_pooled`] takes the pooled gradient back.
+    /// gives them) and the tape; [`Spiking::backward_into`] takes the pooled gradient back.
     /// The layer must [`Spiking::pools_in_place`].
     pub fn forward_pooled(
         &self,
@@ -599,7 +599,7 @@ impl<F: Gemm> Spiking<F> {
         smooth: bool,
     ) -> (DMatrix<F>, Vec<DMatrix<F>>) {
         let mut carry = self.carry(tape.block);
-        let dx = self.backward_into(tape, x, dy, steps, smooth, None, &mut carry, StepInput::EachStep);
+        let dx = self.backward_into(tape, x, dy, steps, smooth, None, &mut carry, StepInput::EachStep, None);
         (dx, self.carried_gradients(&carry))
     }
 
@@ -636,10 +636,13 @@ impl<F: Gemm> Spiking<F> {
         self.beta.learnable || self.alpha.as_ref().is_some_and(|a| a.learnable)
     }
 
-    /// The backward pass through one segment (its forward started from `start`), from the
-    /// `carry` that the segment after it left (fresh for the last); returns dL/dx and leaves in
-    /// `carry` what the segment before needs, with the parameter gradients summed so far. With
-    /// [`StepInput::Same`], dL/dx is the sum over the steps (`features x B`).
+    /// The backward pass through one segment (its forward on `x` started from `start`), from
+    /// the `carry` that the segment after it left (fresh for the last); returns dL/dx and leaves
+    /// in `carry` what the segment before needs, with the parameter gradients summed so far.
+    /// With [`StepInput::Same`], dL/dx is the sum over the steps (`features x B`). With
+    /// `pooled` winners (a whole sequence of [`Spiking::forward_pooled`]), `dy` is the gradient
+    /// of the pooled output: each piece routes its share to the winners as it steps back, so
+    /// the gradient of the layer's own output never goes through memory.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_into(
         &self,
@@ -651,37 +654,21 @@ impl<F: Gemm> Spiking<F> {
         start: Option<&SegmentState<F>>,
         carry: &mut SegmentCarry<F>,
         input: StepInput,
+        pooled: Option<&[u32]>,
     ) -> DMatrix<F> {
         if let Some(r) = &self.recurrent {
-            assert_eq!(input, StepInput::EachStep, "a recurrent layer takes each step's own input");
+            assert!(input == StepInput::EachStep && pooled.is_none(), "a recurrent layer takes each step's own input");
             return self.backward_recurrent(r, tape, dy, steps, smooth, start, carry);
         }
-        self.backward_pieces(tape, x, dy, steps, smooth, start, carry, input, None, true)
-    }
-
-    /// The backward pass of [`Spiking::forward_pooled`] (a whole sequence) from the gradient of
-    /// the pooled output and the pooling's winners: each piece routes its share of the pooled
-    /// gradient to the winners as it steps back, so the gradient of the layer's own output never
-    /// goes through memory. Returns dL/dx, leaving the decays' gradients in `carry`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward_pooled(
-        &self,
-        tape: &SpikingTape<F>,
-        x: &DMatrix<F>,
-        d_pooled: &DMatrix<F>,
-        winners: &[u32],
-        steps: usize,
-        carry: &mut SegmentCarry<F>,
-        input: StepInput,
-    ) -> DMatrix<F> {
-        assert!(self.pools_in_place(false), "pooled in place: a plain spiking layer over an image of even height");
-        self.backward_pieces(tape, x, d_pooled, steps, false, None, carry, input, Some(winners), true)
+        let whole = start.is_none() && !smooth;
+        assert!(pooled.is_none() || (whole && self.pools_in_place(false)), "pooled in place: a plain layer, whole");
+        self.backward_pieces(tape, x, dy, steps, smooth, start, carry, input, pooled, true)
     }
 
     /// [`Spiking::backward_into`] without recurrence; `allow_plain` lets the usual layer take
     /// its steps in [`Spiking::back_step_plain`] (the tests turn it off to compare). With
     /// `pooled` winners, `dy` is the gradient of the output max-pooled 2 x 2
-    /// ([`Spiking::backward_pooled`]).
+    /// ([`Spiking::backward_into`]).
     #[allow(clippy::too_many_arguments)]
     fn backward_pieces(
         &self,
@@ -1509,6 +1496,28 @@ fn pieces<F>(data: &mut [F], block: usize, piece: usize) -> Vec<Vec<&mut [F]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Lif layer of the default surrogate, without recurrence or adaptation.
+    fn lif<F: Gemm>(
+        shape: Shape,
+        beta: Decay<F>,
+        threshold: F,
+        (reset, detach_reset): (SpikeReset, bool),
+    ) -> Spiking<F> {
+        Spiking {
+            kind: Kind::Lif,
+            beta,
+            alpha: None,
+            threshold,
+            reset,
+            detach_reset,
+            surrogate: Surrogate::default(),
+            derivative: DerivativeTable::new(Surrogate::default()),
+            shape,
+            recurrent: None,
+            adaptation: None,
+        }
+    }
     use crate::nn::pool;
 
     #[test]
@@ -1541,19 +1550,7 @@ mod tests {
             (SpikeReset::Subtract, true, Learnable::Fixed, StepInput::Same),
             (SpikeReset::Zero, true, Learnable::PerLayer, StepInput::EachStep),
         ] {
-            let layer = Spiking::<f32> {
-                kind: Kind::Lif,
-                beta: Decay::new(3.0, 1.0, learn, 3),
-                alpha: None,
-                threshold: 0.8,
-                reset,
-                detach_reset,
-                surrogate: Surrogate::default(),
-                derivative: DerivativeTable::new(Surrogate::default()),
-                shape,
-                recurrent: None,
-                adaptation: None,
-            };
+            let layer = lif::<f32>(shape, Decay::new(3.0, 1.0, learn, 3), 0.8, (reset, detach_reset));
             let columns = if input == StepInput::Same { batch } else { steps * batch };
             let x = DMatrix::from_fn(n, columns, |i, j| ((i * 31 + j * 17) % 23) as f32 * 0.09 - 0.3);
             let dy = DMatrix::from_fn(n, steps * batch, |i, j| ((i * 7 + j * 5) % 13) as f32 * 0.1 - 0.6);
@@ -1614,19 +1611,7 @@ mod tests {
         ] {
             let (steps, batch) = (4, 3);
             let n = shape.size();
-            let layer = Spiking::<f32> {
-                kind: Kind::Lif,
-                beta: Decay::new(2.0, 1.0, learn, shape.channels()),
-                alpha: None,
-                threshold: 0.5,
-                reset,
-                detach_reset: false,
-                surrogate: Surrogate::default(),
-                derivative: DerivativeTable::new(Surrogate::default()),
-                shape,
-                recurrent: None,
-                adaptation: None,
-            };
+            let layer = lif::<f32>(shape, Decay::new(2.0, 1.0, learn, shape.channels()), 0.5, (reset, false));
             assert!(layer.pools_in_place(false) && !layer.pools_in_place(true));
             let columns = if input == StepInput::Same { batch } else { steps * batch };
             let x = DMatrix::from_fn(n, columns, |i, j| ((i * 31 + j * 17) % 23) as f32 * 0.07 - 0.2);
@@ -1639,10 +1624,19 @@ mod tests {
                 DMatrix::from_fn(pooled.nrows(), pooled.ncols(), |i, j| ((i * 7 + j * 5) % 13) as f32 * 0.1 - 0.6);
             let dy = pool::max_backward(shape, 2, &winners, &d_pooled);
             let mut carry = layer.carry(tape.block);
-            let dx = layer.backward_into(&tape, &x, &dy, steps, false, None, &mut carry, input);
+            let dx = layer.backward_into(&tape, &x, &dy, steps, false, None, &mut carry, input, None);
             let mut in_place_carry = layer.carry(tape.block);
-            let in_place_dx =
-                layer.backward_pooled(&in_place_tape, &x, &d_pooled, &winners, steps, &mut in_place_carry, input);
+            let in_place_dx = layer.backward_into(
+                &in_place_tape,
+                &x,
+                &d_pooled,
+                steps,
+                false,
+                None,
+                &mut in_place_carry,
+                input,
+                Some(&winners),
+            );
             assert_eq!(in_place_dx, dx, "{shape}: input gradient");
             assert_eq!(layer.carried_gradients(&in_place_carry), layer.carried_gradients(&carry), "{shape}: decays");
         }
@@ -1651,19 +1645,8 @@ mod tests {
     #[test]
     fn channel_runs_and_decays_per_element_match_their_definition() {
         let shape = Shape::Image { channels: 3, height: 2, width: 5 };
-        let layer = Spiking::<f64> {
-            kind: Kind::Lif,
-            beta: Decay::new(5.0, 1.0, Learnable::PerChannel, 3),
-            alpha: None,
-            threshold: 1.0,
-            reset: SpikeReset::Subtract,
-            detach_reset: false,
-            surrogate: Surrogate::default(),
-            derivative: DerivativeTable::new(Surrogate::default()),
-            shape,
-            recurrent: None,
-            adaptation: None,
-        };
+        let layer =
+            lif::<f64>(shape, Decay::new(5.0, 1.0, Learnable::PerChannel, 3), 1.0, (SpikeReset::Subtract, false));
         let factors = [0.1, 0.2, 0.3];
         for first in [0, 7, 29, 30, 61] {
             let channels: Vec<usize> = layer
