@@ -406,11 +406,23 @@ fn backward_events<F: Gemm>(
     input_grad: bool,
 ) -> (DMatrix<F>, Option<DMatrix<F>>, DMatrix<F>) {
     let (based, events) = (rows.base_rows(), &rows.events);
+    let (positions, filters) = (g.output.positions(), w.nrows());
+    let map = g.tap_map();
+    // Rows `first..` of the events (columns, or the bases) times their output gradients `dys`
+    // (channel-major) where each tap reached, tile by tile of filters, into `dw`.
     let filter_gradient = |first: usize, dys: &[&[F]], dw: &mut DMatrix<F>| {
-        let mut by_position = vec![F::zero(); g.output.positions() * FILTER_TILE];
+        let mut by_position = vec![F::zero(); positions * FILTER_TILE];
         let mut at = Vec::new();
         for (j, dy) in dys.iter().enumerate() {
-            gather_sample(g, events.step(first + j), dy, &mut by_position, &mut at, dw.as_mut_slice());
+            for (start, width) in event_products::tiles(filters, FILTER_TILE) {
+                let there = &mut by_position[..positions * width];
+                // dy of filters start.. at every position, a position's side by side.
+                for (f, row) in dy[start * positions..][..width * positions].chunks_exact(positions).enumerate() {
+                    there.iter_mut().skip(f).step_by(width).zip(row).for_each(|(t, &v)| *t = v);
+                }
+                let sample = events.step(first + j);
+                with_width!(width, gather_tile(g, &map, sample, &mut at, there, start, dw.as_mut_slice()));
+            }
         }
     };
     let (mut dw, db, dx) = by_sample_blocks(g, w, has_bias, dy, input_grad, |b, dy, dw| {
@@ -444,28 +456,6 @@ fn backward_events<F: Gemm>(
         partial.iter().for_each(|part| dw += part);
     }
     (dw, db, dx)
-}
-
-/// One sample's (or column's) share of the filter gradient `dw`: its input events times its
-/// output gradient `dy` (channel-major) where each tap reached, tile by tile of filters.
-fn gather_sample<F: Gemm>(
-    g: &ConvGeometry,
-    sample: (&[u32], &[F]),
-    dy: &[F],
-    by_position: &mut [F],
-    at: &mut Vec<(u16, u16)>,
-    dw: &mut [F],
-) {
-    let (positions, filters) = (g.output.positions(), dw.len() / g.patch_shape().1);
-    let map = g.tap_map();
-    for (start, width) in event_products::tiles(filters, FILTER_TILE) {
-        let there = &mut by_position[..positions * width];
-        // dy of filters start.. at every position, a position's side by side.
-        for (f, row) in dy[start * positions..][..width * positions].chunks_exact(positions).enumerate() {
-            there.iter_mut().skip(f).step_by(width).zip(row).for_each(|(t, &v)| *t = v);
-        }
-        with_width!(width, gather_tile(g, &map, sample, at, there, start, dw));
-    }
 }
 
 /// One tile of filters, `start..start + W`, of the filter gradient `dw` from a sample's input
