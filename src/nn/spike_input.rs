@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::Real;
 use super::event_products::{self, Row};
 use crate::data::events::Events;
-use crate::data::spike_trains::{SpikeTrains, for_each_bit, set_bit};
+use crate::data::spike_trains::{SpikeTrains, for_each_bit};
 
 /// The input spikes of an event-driven Dense layer as the forward pass took them and the
 /// backward pass reuses them: a row of events per column of its input, after base rows in
@@ -83,8 +83,7 @@ impl Base {
 /// 1 and every sample has the same steps.
 pub fn spike_trains<F: Real>(x: &DMatrix<F>, samples: usize) -> Option<SpikeTrains> {
     let steps = x.ncols() / samples.max(1);
-    let spikes = x.iter().all(|&v| v == F::zero() || v == F::one());
-    if !spikes || samples == 0 || steps * samples != x.ncols() {
+    if samples == 0 || steps * samples != x.ncols() {
         return None;
     }
     let mut trains = SpikeTrains::new(x.nrows(), steps);
@@ -92,14 +91,42 @@ pub fn spike_trains<F: Real>(x: &DMatrix<F>, samples: usize) -> Option<SpikeTrai
         let per_step = trains.words_per_step();
         let words = trains.push_sample();
         for (n, step) in words.chunks_exact_mut(per_step).enumerate() {
-            for (i, &v) in x.column(n * samples + b).iter().enumerate() {
-                if v == F::one() {
-                    set_bit(step, i as u32);
-                }
+            if !spike_words(x.column(n * samples + b).as_slice(), step) {
+                return None;
             }
         }
     }
     Some(trains)
+}
+
+/// `column`'s values as words of 64 inputs (bit i set where value i is 1) into `words`; false
+/// where a value is neither 0 nor 1. Whole blocks of compares without a branch, as
+/// `column_events` takes them.
+fn spike_words<F: Real>(column: &[F], words: &mut [u64]) -> bool {
+    let mut other = 0u64;
+    for (word, values) in words.iter_mut().zip(column.chunks(64)) {
+        let mut ones = 0u64;
+        for (j, &v) in values.iter().enumerate() {
+            ones |= u64::from(v == F::one()) << j;
+            other |= u64::from(v != F::zero() && v != F::one()) << j;
+        }
+        *word = ones;
+    }
+    other == 0
+}
+
+/// Into `held` (zeroed), the inputs that fire at more than half of the steps, each step given
+/// as its words; `fired` (one counter per input, zeroed) counts each input's spikes. Returns
+/// the spikes counted.
+fn majority<'a>(steps: impl ExactSizeIterator<Item = &'a [u64]>, fired: &mut [u32], held: &mut [u64]) -> usize {
+    let count = steps.len();
+    for step in steps {
+        for_each_bit(step, |i| fired[i as usize] += 1);
+    }
+    for (i, &c) in fired.iter().enumerate() {
+        held[i / 64] |= u64::from(2 * c as usize > count) << (i % 64);
+    }
+    fired.iter().map(|&c| c as usize).sum()
 }
 
 /// The step-major dense matrix of `trains` (`inputs x steps samples`, ones where spikes are).
@@ -128,12 +155,7 @@ pub fn deviation_base(trains: &SpikeTrains) -> Option<Base> {
     let mut deviations = 0;
     for (b, held) in base.words.chunks_exact_mut(per_sample.max(1)).enumerate() {
         fired.iter_mut().for_each(|c| *c = 0);
-        for n in 0..steps {
-            for_each_bit(trains.step(b, n), |i| fired[i as usize] += 1);
-        }
-        for (i, &count) in fired.iter().enumerate() {
-            held[i / 64] |= u64::from(2 * count as usize > steps) << (i % 64);
-        }
+        majority((0..steps).map(|n| trains.step(b, n)), &mut fired, held);
         for n in 0..steps {
             let step = trains.step(b, n);
             deviations += step.iter().zip(&*held).map(|(&f, &h)| (f ^ h).count_ones() as usize).sum::<usize>();
@@ -186,33 +208,19 @@ pub fn column_deviations<F: Real>(x: &DMatrix<F>, samples: usize) -> Option<Spik
         .map(|b| {
             let mut bits = vec![0u64; steps * words];
             for (t, step) in bits.chunks_exact_mut(words).enumerate() {
-                let column = &x.as_slice()[(t * samples + b) * n..][..n];
-                for (word, values) in step.iter_mut().zip(column.chunks(64)) {
-                    // Whole blocks of compares without a branch, as `column_events` takes them.
-                    let (mut ones, mut other) = (0u64, 0u64);
-                    for (j, &v) in values.iter().enumerate() {
-                        ones |= u64::from(v == F::one()) << j;
-                        other |= u64::from(v != F::zero() && v != F::one()) << j;
-                    }
-                    if other != 0 {
-                        return None;
-                    }
-                    *word = ones;
+                if !spike_words(&x.as_slice()[(t * samples + b) * n..][..n], step) {
+                    return None;
                 }
             }
-            let mut fired = vec![0u32; n];
-            bits.chunks_exact(words).for_each(|step| for_each_bit(step, |i| fired[i as usize] += 1));
-            let mut base = vec![0u64; words];
-            for (i, &count) in fired.iter().enumerate() {
-                base[i / 64] |= u64::from(2 * count as usize > steps) << (i % 64);
-            }
+            let (mut fired, mut base) = (vec![0u32; n], vec![0u64; words]);
+            let values = majority(bits.chunks_exact(words), &mut fired, &mut base);
             let mut rows = Events::default();
             for_each_bit(&base, |i| rows.push(i, F::one()));
             rows.end_step();
             for step in bits.chunks_exact(words) {
                 push_deviations(step, &base, &mut rows);
             }
-            Some((rows, fired.iter().map(|&c| c as usize).sum()))
+            Some((rows, values))
         })
         .collect();
     let per_sample = per_sample?;

@@ -429,12 +429,9 @@ impl<F: Gemm> Spiking<F> {
         let mut end = keep_end.then(|| SegmentState::at_rest(block));
         let y_pieces = pieces(&mut y_slots, out_block, out_piece);
         let count = y_pieces.len();
-        let mut v_pieces = pieces(&mut v_slots, block, piece);
-        v_pieces.resize_with(count, Vec::new);
-        let mut i_pieces = pieces(&mut current, block, piece);
-        i_pieces.resize_with(count, Vec::new);
-        let mut w_pieces = pieces(&mut winners, out_block, out_piece);
-        w_pieces.resize_with(count, Vec::new);
+        let v_pieces = pieces(&mut v_slots, block, piece);
+        let i_pieces = pieces(&mut current, block, piece);
+        let w_pieces = pieces(&mut winners, out_block, out_piece);
         let (mut end_v, mut end_i): (Vec<&mut [F]>, Vec<&mut [F]>) = match &mut end {
             Some(SegmentState { v, i, .. }) => (v.chunks_mut(piece).collect(), i.chunks_mut(piece).collect()),
             None => (Vec::new(), Vec::new()),
@@ -587,22 +584,6 @@ impl<F: Gemm> Spiking<F> {
         self.forward_step(input, b, a.as_deref(), v, i, v_pre, output, None, false);
     }
 
-    /// Gradients: dL/dx, and dL/dlogit of each learnable decay (beta first, then alpha), then
-    /// the recurrent weights', given dL/dy and the input `x` and tape of a forward pass with the
-    /// same `smooth`.
-    pub fn backward(
-        &self,
-        tape: &SpikingTape<F>,
-        x: &DMatrix<F>,
-        dy: &DMatrix<F>,
-        steps: usize,
-        smooth: bool,
-    ) -> (DMatrix<F>, Vec<DMatrix<F>>) {
-        let mut carry = self.carry(tape.block);
-        let dx = self.backward_into(tape, x, dy, steps, smooth, None, &mut carry, StepInput::EachStep, None);
-        (dx, self.carried_gradients(&carry))
-    }
-
     /// What the backward pass carries from a segment of the sequence to the one before it, for
     /// `block` elements per step (features x samples).
     pub fn carry(&self, block: usize) -> SegmentCarry<F> {
@@ -710,11 +691,12 @@ impl<F: Gemm> Spiking<F> {
                 let b = self.decays(first, len, &beta);
                 let a = alpha.as_ref().map(|alpha| self.decays(first, len, alpha));
                 // The piece's v' of every step: the tape's, or recomputed into a tape of its own.
-                let mut replayed = replay.take(len);
-                if tape.replays() {
-                    replay.run(self, &x.as_slice()[first..], step_stride, &b, steps, &mut replayed);
-                }
-                let (tape, stride, offset) = if tape.replays() { (&replayed, len, 0) } else { (tape, block, first) };
+                let (tape, stride, offset) = if tape.replays() {
+                    replay.run(self, &x.as_slice()[first..], step_stride, &b, steps);
+                    (&replay.tape, len, 0)
+                } else {
+                    (tape, block, first)
+                };
                 let tape_row = |t: usize| t * stride + offset..t * stride + offset + len;
                 let before = start.map(|s| s.piece(first, len));
                 for t in (0..steps).rev() {
@@ -747,7 +729,6 @@ impl<F: Gemm> Spiking<F> {
                         *g = MaybeUninit::new(if add { unsafe { g.assume_init() + d } } else { d });
                     }
                 }
-                replay.put_back(replayed);
             },
         );
         // SAFETY: the pieces cover dx, and the first step back (t = steps - 1) wrote them all.
@@ -1392,41 +1373,29 @@ impl<F: Real> BackCarry<F> {
 /// [`SpikingTape`]), kept from piece to piece.
 #[derive(Debug)]
 struct Replay<F> {
-    v_pre: Vec<F>,
+    /// The piece's tape, every step's v' (block: the piece's length).
+    tape: SpikingTape<F>,
     v: Vec<F>,
     spikes: Vec<MaybeUninit<F>>,
 }
 
 impl<F> Default for Replay<F> {
     fn default() -> Self {
-        Replay { v_pre: Vec::new(), v: Vec::new(), spikes: Vec::new() }
+        Replay {
+            tape: SpikingTape { v_pre: Vec::new(), current: Vec::new(), block: 0 },
+            v: Vec::new(),
+            spikes: Vec::new(),
+        }
     }
 }
 
 impl<F: Real> Replay<F> {
-    /// A tape for one piece of `len` elements, to recompute into with [`Replay::run`].
-    fn take(&mut self, len: usize) -> SpikingTape<F> {
-        SpikingTape { v_pre: std::mem::take(&mut self.v_pre), current: Vec::new(), block: len }
-    }
-
-    /// The tape's buffer back, for the next piece.
-    fn put_back(&mut self, tape: SpikingTape<F>) {
-        self.v_pre = tape.v_pre;
-    }
-
-    /// The v' of every step of a piece of the usual layer, from its input (`x` from the piece's
-    /// first element, a step every `step_stride` values) and decays `b`, as the forward pass
-    /// computed them: the same loop from rest.
-    fn run(
-        &mut self,
-        layer: &Spiking<F>,
-        x: &[F],
-        step_stride: usize,
-        b: &[F],
-        steps: usize,
-        tape: &mut SpikingTape<F>,
-    ) {
-        let len = tape.block;
+    /// The v' of every step of a piece of `b.len()` elements of the usual layer, from its input
+    /// (`x` from the piece's first element, a step every `step_stride` values) and decays `b`,
+    /// as the forward pass computed them (the same loop from rest), into [`Replay::tape`].
+    fn run(&mut self, layer: &Spiking<F>, x: &[F], step_stride: usize, b: &[F], steps: usize) {
+        let (len, tape) = (b.len(), &mut self.tape);
+        tape.block = len;
         tape.v_pre.resize(steps * len, F::zero());
         self.v.clear();
         self.v.resize(len, F::zero());
@@ -1478,7 +1447,9 @@ impl<F: Real> StepScratch<F> {
 }
 
 /// `data` (steps blocks of `block` elements) cut into pieces of `piece` elements: for each
-/// piece, its slice of every step, so a piece can walk through time on its own.
+/// piece, its slice of every step, so a piece can walk through time on its own. Always
+/// `block / piece` pieces (rounded up), each with no slices where `data` is empty (a buffer a
+/// layer does not keep).
 fn pieces<F>(data: &mut [F], block: usize, piece: usize) -> Vec<Vec<&mut [F]>> {
     let count = block.div_ceil(piece);
     let mut out: Vec<Vec<&mut [F]>> = (0..count).map(|_| Vec::new()).collect();
