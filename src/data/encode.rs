@@ -18,11 +18,12 @@
 //!   fires at `noise_probability` per step throughout, a group at `cue_probability` while shown.
 
 use rand::{Rng, RngExt};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::events::Events;
 use super::spike_trains::{for_each_bit, set_bit};
-use crate::rng::{self, Purpose, Stream};
+use crate::rng::{self, LANES, Lanes, Purpose, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,11 +296,79 @@ fn rate_step(thresholds: &[u64], rng: &mut Stream, spikes: &mut [u64]) {
 /// the gradient-decay figure and an image stimulus, so all of them see the same input. Training
 /// images get a fresh stream per epoch.
 pub fn encoding_stream(seed: u64, epoch: Option<u32>, index: usize) -> Stream {
-    let key = match epoch {
+    rng::stream(seed, Purpose::Encoding, encoding_key(epoch, index))
+}
+
+/// The index of [`encoding_stream`]'s stream among the encoding streams.
+fn encoding_key(epoch: Option<u32>, index: usize) -> u64 {
+    match epoch {
         Some(e) => ((e as u64) << 32) | index as u64,
         None => (u64::MAX << 40) | index as u64,
+    }
+}
+
+/// [`Encoder::encode_spikes`] of the images `indices` (`image` gives their pixels), each from
+/// its [`encoding_stream`], into `spikes` (zeros; one sample's words after another's):
+/// in parallel, and rate coding [`rng::LANES`] images side by side (the same draws as one at a
+/// time, so the same spikes).
+pub fn encode_spikes_of<'a>(
+    encoder: &Encoder,
+    image: impl Fn(usize) -> &'a [u8] + Sync,
+    indices: &[usize],
+    (seed, epoch): (u64, Option<u32>),
+    steps: usize,
+    spikes: &mut [u64],
+) {
+    let per_sample = (spikes.len() / indices.len().max(1)).max(1);
+    let Encoder::Rate { gain } = *encoder else {
+        spikes.par_chunks_mut(per_sample).zip(indices).for_each(|(words, &i)| {
+            encoder.encode_spikes(image(i), steps, &mut encoding_stream(seed, epoch, i), words)
+        });
+        return;
     };
-    rng::stream(seed, Purpose::Encoding, key)
+    spikes.par_chunks_mut(per_sample * LANES).zip(indices.par_chunks(LANES)).for_each(|(words, group)| {
+        // A short last group fills its other lanes with its first image, whose spikes go nowhere.
+        let keys = std::array::from_fn(|l| encoding_key(epoch, group[l.min(group.len() - 1)]));
+        let mut lanes = Lanes::new(seed, Purpose::Encoding, keys);
+        let thresholds: Vec<[u64; LANES]> = {
+            let each: Vec<Vec<u64>> = group.iter().map(|&i| rate_thresholds(image(i), gain)).collect();
+            (0..each[0].len()).map(|p| std::array::from_fn(|l| each[l.min(group.len() - 1)][p])).collect()
+        };
+        let per_step = per_sample / steps.max(1);
+        let mut step_words = vec![[0u64; LANES]; per_step];
+        for t in 0..steps {
+            rate_step_lanes(&thresholds, &mut lanes, &mut step_words);
+            for (sample, words) in words.chunks_exact_mut(per_sample).enumerate() {
+                let step = &mut words[t * per_step..][..per_step];
+                step.iter_mut().zip(&step_words).for_each(|(w, lanes)| *w = lanes[sample]);
+            }
+        }
+    });
+}
+
+/// [`rate_step`] of [`LANES`] images side by side: `thresholds[p][l]` is image l's for pixel p,
+/// `spikes[w][l]` its word w.
+fn rate_step_lanes(thresholds: &[[u64; LANES]], lanes: &mut Lanes, spikes: &mut [[u64; LANES]]) {
+    let low = |draw: u64| draw & 0xFFFF_FFFF;
+    for (word, block) in spikes.iter_mut().zip(thresholds.chunks(64)) {
+        let mut bits = [0u64; LANES];
+        let pairs = block.chunks_exact(2);
+        let odd = pairs.remainder();
+        for (j, pair) in pairs.enumerate() {
+            let draws = lanes.next_u64s();
+            for l in 0..LANES {
+                bits[l] |= u64::from(low(draws[l]) < pair[0][l]) << (2 * j);
+                bits[l] |= u64::from(draws[l] >> 32 < pair[1][l]) << (2 * j + 1);
+            }
+        }
+        if let [threshold] = odd {
+            let draws = lanes.next_u64s();
+            for l in 0..LANES {
+                bits[l] |= u64::from(low(draws[l]) < threshold[l]) << (block.len() - 1);
+            }
+        }
+        *word = bits;
+    }
 }
 
 #[cfg(test)]
@@ -345,6 +414,28 @@ mod tests {
                     }
                 }
                 assert_eq!(out.step(n).0, &expected[..], "gain {gain}, step {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn images_encoded_together_get_the_spikes_of_each_encoded_alone() {
+        // 11 images (a group of eight lanes and a short one) of 131 pixels (an odd count, past
+        // two words), and an encoder without lanes.
+        let images: Vec<Vec<u8>> =
+            (0..11).map(|i| (0..131).map(|p| ((p * 37 + i * 11) % 256) as u8).collect()).collect();
+        let indices: Vec<usize> = (0..11).rev().collect();
+        for encoder in [Encoder::Rate { gain: 0.8 }, Encoder::Latency { threshold: 0.2 }] {
+            for epoch in [Some(3), None] {
+                let (steps, words) = (6, 131usize.div_ceil(64));
+                let mut together = vec![0; indices.len() * steps * words];
+                encode_spikes_of(&encoder, |i| &images[i], &indices, (5, epoch), steps, &mut together);
+                let mut alone = vec![0; steps * words];
+                for (b, &i) in indices.iter().enumerate() {
+                    alone.fill(0);
+                    encoder.encode_spikes(&images[i], steps, &mut encoding_stream(5, epoch, i), &mut alone);
+                    assert_eq!(&together[b * steps * words..][..steps * words], &alone[..], "{encoder:?} {i}");
+                }
             }
         }
     }

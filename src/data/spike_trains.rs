@@ -32,14 +32,24 @@ impl SpikeTrains {
     }
 
     pub fn samples(&self) -> usize {
-        self.words.len() / (self.steps * self.words_per_step()).max(1)
+        self.words.len() / self.words_per_sample().max(1)
     }
 
     /// Appends a sample without spikes and returns its words, step after step, to be set.
     pub fn push_sample(&mut self) -> &mut [u64] {
-        let len = self.steps * self.words_per_step();
+        self.push_samples(1)
+    }
+
+    /// Words per sample: its steps one after the other.
+    pub fn words_per_sample(&self) -> usize {
+        self.steps * self.words_per_step()
+    }
+
+    /// Appends `n` samples without spikes and returns their words, sample after sample (each
+    /// [`SpikeTrains::words_per_sample`] long), to be set: in parallel, for instance.
+    pub fn push_samples(&mut self, n: usize) -> &mut [u64] {
         let at = self.words.len();
-        self.words.resize(at + len, 0);
+        self.words.resize(at + n * self.words_per_sample(), 0);
         &mut self.words[at..]
     }
 
