@@ -328,7 +328,7 @@ impl<F: Gemm> LayerNet<F> {
 
     /// Bytes a training pass over `batch` samples keeps for the backward pass, estimated: every
     /// layer's output over the steps, a spiking layer's v' (and its current or adaptation),
-    /// batch norm's normalised values, a dropout mask, a convolution's patches, and twice the
+    /// a dropout mask, a convolution's patches, and twice the
     /// largest layer for the gradients on their way back. It grows with the steps: what
     /// refuses a sequence too long for memory. Taken in segments of `segment` steps
     /// ([`super::segments`]), one segment's tape, and the spiking layers' state where each starts.
@@ -354,7 +354,7 @@ impl<F: Gemm> LayerNet<F> {
                     Op::Conv(_, g) if !events => {
                         1.0 + (g.kernel * g.kernel * layer.input.channels()) as f64 / layer.output.channels() as f64
                     }
-                    Op::BatchNorm(_) | Op::Dropout(_) => 2.0,
+                    Op::Dropout(_) => 2.0,
                     _ => 1.0,
                 };
         }
@@ -716,7 +716,7 @@ impl<F: Gemm> LayerNet<F> {
             }
         }
         for (bn, nothing, cache) in passed.iter().rev() {
-            bn.backward(cache, nothing, ranks);
+            bn.backward(cache, nothing, nothing, ranks);
         }
     }
 
@@ -791,7 +791,7 @@ impl<F: Gemm> LayerNet<F> {
                 (Op::MaxPool(_), Extra::PooledInPlace(_)) => dy,
                 (Op::AvgPool(size), _) => pool::avg_backward(layer.input, *size, &dy),
                 (Op::BatchNorm(bn), Extra::Norm(cache)) => {
-                    let (dgamma, dbeta, dx) = bn.backward(cache, &dy, ranks);
+                    let (dgamma, dbeta, dx) = bn.backward(cache, x, &dy, ranks);
                     grads[0] += dgamma;
                     grads[1] += dbeta;
                     dx

@@ -27,10 +27,12 @@ pub struct BatchNorm<F> {
     pub positions: usize,
 }
 
-/// What the backward pass needs from a training forward pass.
+/// What the backward pass needs from a training forward pass, besides its input: the backward
+/// pass normalises the input again rather than keep a copy of its normalised values, by the
+/// same arithmetic (the same bits): a third of the writing of the forward pass, and a batch of
+/// the spiking CNN's two layers (38 MB), saved for two operations per value.
 #[derive(Debug, Clone)]
 pub struct NormCache<F> {
-    pub normalised: Vec<F>,
     pub inv_std: Vec<F>,
     /// Values per channel in the whole batch (all ranks' shares).
     pub count: F,
@@ -43,14 +45,7 @@ pub struct NormCache<F> {
 
 impl<F: Real> Default for NormCache<F> {
     fn default() -> Self {
-        NormCache {
-            normalised: Vec::new(),
-            inv_std: Vec::new(),
-            count: F::zero(),
-            share: F::one(),
-            mean: Vec::new(),
-            var: Vec::new(),
-        }
+        NormCache { inv_std: Vec::new(), count: F::zero(), share: F::one(), mean: Vec::new(), var: Vec::new() }
     }
 }
 
@@ -69,6 +64,13 @@ fn sum_over_ranks<F: Real>(ranks: &dyn Exchange, local: Vec<F>) -> Vec<F> {
         total.iter_mut().for_each(|t| *t += read.f64());
     }
     total.into_iter().map(F::of).collect()
+}
+
+/// A value normalised with its channel's batch mean and 1 / standard deviation: the one
+/// expression the forward and backward passes share, so that they get the same bits.
+#[inline(always)]
+fn normalise<F: Real>(x: F, mean: F, inv_std: F) -> F {
+    (x - mean) * inv_std
 }
 
 impl<F: Real> BatchNorm<F> {
@@ -131,28 +133,21 @@ impl<F: Real> BatchNorm<F> {
         let var: Vec<F> = sum_over_ranks(ranks, squares).into_iter().map(|s| s / count).collect();
         (cache.count, cache.share) = (count, mine / count);
         cache.inv_std = var.iter().map(|&v| F::one() / (v + self.eps).sqrt()).collect();
-        let (mut y, mut normalised) = (fresh::slots(x.len()), fresh::slots(x.len()));
+        let mut y = fresh::slots(x.len());
         let block = c * self.positions;
         let (gamma, beta, inv_std) = (self.gamma.as_slice(), self.beta.as_slice(), &cache.inv_std);
-        y.par_chunks_mut(block).zip(normalised.par_chunks_mut(block)).zip(x.as_slice().par_chunks(block)).for_each(
-            |((y, n), x)| {
-                for k in 0..c {
-                    let (m, s, g, b) = (mean[k], inv_std[k], gamma[k], beta[k]);
-                    for i in k * self.positions..(k + 1) * self.positions {
-                        let normal = (x[i] - m) * s;
-                        n[i] = MaybeUninit::new(normal);
-                        y[i] = MaybeUninit::new(g * normal + b);
-                    }
+        y.par_chunks_mut(block).zip(x.as_slice().par_chunks(block)).for_each(|(y, x)| {
+            for k in 0..c {
+                let (m, s, g, b) = (mean[k], inv_std[k], gamma[k], beta[k]);
+                for i in k * self.positions..(k + 1) * self.positions {
+                    y[i] = MaybeUninit::new(g * normalise(x[i], m, s) + b);
                 }
-            },
-        );
+            }
+        });
         (cache.mean, cache.var) = (mean, var);
-        // SAFETY: the blocks of samples cover both buffers, and each wrote all c channels'
+        // SAFETY: the blocks of samples cover the buffer, and each wrote all c channels'
         // positions of its block.
-        unsafe {
-            cache.normalised = fresh::written_slots(normalised);
-            fresh::written_matrix(x.nrows(), x.ncols(), y)
-        }
+        unsafe { fresh::written_matrix(x.nrows(), x.ncols(), y) }
     }
 
     /// Moves the running statistics towards those of the batch a training pass normalised with.
@@ -166,21 +161,25 @@ impl<F: Real> BatchNorm<F> {
     }
 
     /// Gradients of gamma and beta over this rank's share, and of the input, from a training
-    /// forward pass. `dy` is the gradient of this rank's loss, the mean over its share; the
-    /// input's gradient takes the whole batch's sums, each rank's weighted by its share of the
-    /// batch, in the same scale.
+    /// forward pass of `x`. `dy` is the gradient of this rank's loss, the mean over its share;
+    /// the input's gradient takes the whole batch's sums, each rank's weighted by its share of
+    /// the batch, in the same scale.
     pub fn backward(
         &self,
         cache: &NormCache<F>,
+        x: &DMatrix<F>,
         dy: &DMatrix<F>,
         ranks: &dyn Exchange,
     ) -> (DMatrix<F>, DMatrix<F>, DMatrix<F>) {
+        assert_eq!(x.shape(), dy.shape(), "batch norm's backward pass takes the input of its forward pass");
         let c = self.channels();
         let count = cache.count;
         let block = c * self.positions;
-        let (g, n) = (dy.as_slice(), cache.normalised.as_slice());
-        // Both sums in one pass over the gradient and the normalised values.
-        let [dbeta, dgamma] = channel_sums_of((g, n), c, self.positions, |g, n, _| [g, g * n]);
+        let (mean, inv_std) = (&cache.mean, &cache.inv_std);
+        // Both sums in one pass over the gradient and the input.
+        let [dbeta, dgamma] = channel_sums_of((dy.as_slice(), x.as_slice()), c, self.positions, |g, x, k| {
+            [g, g * normalise(x, mean[k], inv_std[k])]
+        });
         let whole_batch;
         let (batch_dbeta, batch_dgamma): (&[F], &[F]) = if ranks.size() == 1 {
             (&dbeta, &dgamma)
@@ -193,12 +192,14 @@ impl<F: Real> BatchNorm<F> {
         };
         let mut dx = fresh::slots(dy.len());
         let gamma = self.gamma.as_slice();
-        dx.par_chunks_mut(block).zip(dy.as_slice().par_chunks(block)).zip(cache.normalised.par_chunks(block)).for_each(
-            |((dx, g), n)| {
+        dx.par_chunks_mut(block).zip(dy.as_slice().par_chunks(block)).zip(x.as_slice().par_chunks(block)).for_each(
+            |((dx, g), x)| {
                 for k in 0..c {
-                    let scale = gamma[k] * cache.inv_std[k] / count;
+                    let (m, s) = (mean[k], inv_std[k]);
+                    let scale = gamma[k] * s / count;
                     for i in k * self.positions..(k + 1) * self.positions {
-                        dx[i] = MaybeUninit::new(scale * (count * g[i] - batch_dbeta[k] - n[i] * batch_dgamma[k]));
+                        let n = normalise(x[i], m, s);
+                        dx[i] = MaybeUninit::new(scale * (count * g[i] - batch_dbeta[k] - n * batch_dgamma[k]));
                     }
                 }
             },
