@@ -178,7 +178,7 @@ impl Encoder {
             let thresholds = rate_thresholds(pixels, gain);
             let mut spikes = vec![0; thresholds.len().div_ceil(64)];
             for _ in 0..steps {
-                rate_step(&thresholds, rng, &mut spikes);
+                rate_step_alone(&thresholds, rng, &mut spikes);
                 for_each_bit(&spikes, |i| out.push(i, 1.0));
                 out.end_step();
             }
@@ -197,7 +197,7 @@ impl Encoder {
         let per_step = spikes.len() / steps.max(1);
         if let Encoder::Rate { gain } = *self {
             let thresholds = rate_thresholds(pixels, gain);
-            spikes.chunks_exact_mut(per_step).for_each(|step| rate_step(&thresholds, rng, step));
+            spikes.chunks_exact_mut(per_step).for_each(|step| rate_step_alone(&thresholds, rng, step));
             return;
         }
         for (n, step) in spikes.chunks_exact_mut(per_step).enumerate() {
@@ -218,7 +218,7 @@ impl Encoder {
         match *self {
             Encoder::Rate { gain } => {
                 let mut spikes = vec![0; pixels.len().div_ceil(64)];
-                rate_step(&rate_thresholds(pixels, gain), rng, &mut spikes);
+                rate_step_alone(&rate_thresholds(pixels, gain), rng, &mut spikes);
                 for_each_bit(&spikes, |i| emit(i, 1.0));
             }
             Encoder::Current => {
@@ -270,23 +270,42 @@ fn rate_thresholds(pixels: &[u8], gain: f64) -> Vec<u64> {
     pixels.iter().map(|&p| (gain * intensity(p) as f64 * TWO_POW_32).ceil() as u64).collect()
 }
 
-/// One step of rate coding, its spikes as bits into `spikes` (pixel i at bit i mod 64 of word
-/// i / 64). Half a draw per pixel, zero pixels included, so the stream's position does not
-/// depend on the image; each coin is an OR, without a branch (which would mispredict for every
-/// grey pixel).
-fn rate_step(thresholds: &[u64], rng: &mut Stream, spikes: &mut [u64]) {
+/// One step of rate coding of one image from its stream `rng`: [`rate_step`] of a single lane.
+fn rate_step_alone(thresholds: &[u64], rng: &mut Stream, spikes: &mut [u64]) {
+    // SAFETY: [u64; 1] has the layout of u64, so each slice is one of as many one-lane arrays,
+    // over the same elements and borrowed as the slice is.
+    let (thresholds, spikes) = unsafe {
+        (
+            std::slice::from_raw_parts(thresholds.as_ptr().cast::<[u64; 1]>(), thresholds.len()),
+            std::slice::from_raw_parts_mut(spikes.as_mut_ptr().cast::<[u64; 1]>(), spikes.len()),
+        )
+    };
+    rate_step(thresholds, || [rng.next_u64()], spikes);
+}
+
+/// One step of rate coding of N images side by side, each drawing from its own stream (`draw`
+/// gives the next number of every one): image l's spikes as bits into `spikes[w][l]` (pixel i
+/// at bit i mod 64 of word w = i / 64), from its thresholds `thresholds[i][l]`. Half a draw per
+/// pixel, zero pixels included, so a stream's position does not depend on the image; each coin
+/// is an OR, without a branch (which would mispredict for every grey pixel).
+fn rate_step<const N: usize>(thresholds: &[[u64; N]], mut draw: impl FnMut() -> [u64; N], spikes: &mut [[u64; N]]) {
     let low = |draw: u64| draw & 0xFFFF_FFFF;
     for (word, block) in spikes.iter_mut().zip(thresholds.chunks(64)) {
-        let mut bits = 0;
+        let mut bits = [0u64; N];
         let pairs = block.chunks_exact(2);
         let odd = pairs.remainder();
         for (j, pair) in pairs.enumerate() {
-            let draw = rng.next_u64();
-            bits |= u64::from(low(draw) < pair[0]) << (2 * j);
-            bits |= u64::from(draw >> 32 < pair[1]) << (2 * j + 1);
+            let draws = draw();
+            for l in 0..N {
+                bits[l] |= u64::from(low(draws[l]) < pair[0][l]) << (2 * j);
+                bits[l] |= u64::from(draws[l] >> 32 < pair[1][l]) << (2 * j + 1);
+            }
         }
         if let [threshold] = odd {
-            bits |= u64::from(low(rng.next_u64()) < *threshold) << (block.len() - 1);
+            let draws = draw();
+            for l in 0..N {
+                bits[l] |= u64::from(low(draws[l]) < threshold[l]) << (block.len() - 1);
+            }
         }
         *word = bits;
     }
@@ -327,7 +346,7 @@ pub fn encode_spikes_of<'a>(
         return;
     };
     spikes.par_chunks_mut(per_sample * LANES).zip(indices.par_chunks(LANES)).for_each(|(words, group)| {
-        // A short last group fills its other lanes with its first image, whose spikes go nowhere.
+        // A short last group fills its other lanes with its last image, whose spikes go nowhere.
         let keys = std::array::from_fn(|l| encoding_key(epoch, group[l.min(group.len() - 1)]));
         let mut lanes = Lanes::new(seed, Purpose::Encoding, keys);
         let thresholds: Vec<[u64; LANES]> = {
@@ -337,38 +356,13 @@ pub fn encode_spikes_of<'a>(
         let per_step = per_sample / steps.max(1);
         let mut step_words = vec![[0u64; LANES]; per_step];
         for t in 0..steps {
-            rate_step_lanes(&thresholds, &mut lanes, &mut step_words);
+            rate_step(&thresholds, || lanes.next_u64s(), &mut step_words);
             for (sample, words) in words.chunks_exact_mut(per_sample).enumerate() {
                 let step = &mut words[t * per_step..][..per_step];
                 step.iter_mut().zip(&step_words).for_each(|(w, lanes)| *w = lanes[sample]);
             }
         }
     });
-}
-
-/// [`rate_step`] of [`LANES`] images side by side: `thresholds[p][l]` is image l's for pixel p,
-/// `spikes[w][l]` its word w.
-fn rate_step_lanes(thresholds: &[[u64; LANES]], lanes: &mut Lanes, spikes: &mut [[u64; LANES]]) {
-    let low = |draw: u64| draw & 0xFFFF_FFFF;
-    for (word, block) in spikes.iter_mut().zip(thresholds.chunks(64)) {
-        let mut bits = [0u64; LANES];
-        let pairs = block.chunks_exact(2);
-        let odd = pairs.remainder();
-        for (j, pair) in pairs.enumerate() {
-            let draws = lanes.next_u64s();
-            for l in 0..LANES {
-                bits[l] |= u64::from(low(draws[l]) < pair[0][l]) << (2 * j);
-                bits[l] |= u64::from(draws[l] >> 32 < pair[1][l]) << (2 * j + 1);
-            }
-        }
-        if let [threshold] = odd {
-            let draws = lanes.next_u64s();
-            for l in 0..LANES {
-                bits[l] |= u64::from(low(draws[l]) < threshold[l]) << (block.len() - 1);
-            }
-        }
-        *word = bits;
-    }
 }
 
 #[cfg(test)]
