@@ -329,8 +329,9 @@ impl<F: Gemm> LayerNet<F> {
     /// Bytes a training pass over `batch` samples keeps for the backward pass, estimated: every
     /// layer's output over the steps, a spiking layer's v' (and its current or adaptation), a
     /// dropout mask, a convolution's patches, and twice the largest layer for the gradients on
-    /// their way back. It grows with the steps: what refuses a sequence too long for memory. Taken in segments of `segment` steps
-    /// ([`super::segments`]), one segment's tape, and the spiking layers' state where each starts.
+    /// their way back. It grows with the steps: what refuses a sequence too long for memory.
+    /// Taken in segments of `segment` steps ([`super::segments`]), one segment's tape, and the
+    /// spiking layers' state where each starts.
     pub fn tape_bytes(&self, batch: usize, segment: Option<usize>) -> f64 {
         let held = segment.map_or(self.steps, |k| k.min(self.steps));
         let columns = (batch * held) as f64;

@@ -470,10 +470,7 @@ impl<F: Gemm> Spiking<F> {
                         // Pooled: the spikes go to the piece's scratch, then pooled from it.
                         let y = if pool { &mut spikes[..] } else { &mut *ys[t] };
                         match plain {
-                            Some(SpikeReset::Subtract) => {
-                                forward_plain::<false, F>(self.threshold, input, &b, v, vp, y)
-                            }
-                            Some(SpikeReset::Zero) => forward_plain::<true, F>(self.threshold, input, &b, v, vp, y),
+                            Some(reset) => forward_plain_with(reset, self.threshold, input, &b, v, vp, y),
                             None => {
                                 let current = is.get_mut(t).map(|c| &mut **c);
                                 let (vp, y) = (fresh::zeroed(vp), fresh::zeroed(y));
@@ -1222,6 +1219,22 @@ fn forward_plain<const ZERO: bool, F: Real>(
     }
 }
 
+/// [`forward_plain`] for the layer's `reset`.
+fn forward_plain_with<F: Real>(
+    reset: SpikeReset,
+    theta: F,
+    input: &[F],
+    b: &[F],
+    v: &mut [F],
+    vp: &mut [MaybeUninit<F>],
+    y: &mut [MaybeUninit<F>],
+) {
+    match reset {
+        SpikeReset::Subtract => forward_plain::<false, F>(theta, input, b, v, vp, y),
+        SpikeReset::Zero => forward_plain::<true, F>(theta, input, b, v, vp, y),
+    }
+}
+
 /// What [`Spiking::back_step_plain`] reads for one step of a piece.
 struct Step<'a, F> {
     theta: F,
@@ -1404,14 +1417,7 @@ impl<F: Real> Replay<F> {
             let input = &x[t * step_stride..][..len];
             // SAFETY: forward_plain writes every one of the piece's slots.
             let vp = unsafe { fresh::as_slots(vp) };
-            match layer.reset {
-                SpikeReset::Subtract => {
-                    forward_plain::<false, F>(layer.threshold, input, b, &mut self.v, vp, &mut self.spikes)
-                }
-                SpikeReset::Zero => {
-                    forward_plain::<true, F>(layer.threshold, input, b, &mut self.v, vp, &mut self.spikes)
-                }
-            }
+            forward_plain_with(layer.reset, layer.threshold, input, b, &mut self.v, vp, &mut self.spikes);
         }
     }
 }
@@ -1467,6 +1473,7 @@ fn pieces<F>(data: &mut [F], block: usize, piece: usize) -> Vec<Vec<&mut [F]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::pool;
 
     /// A Lif layer of the default surrogate, without recurrence or adaptation.
     fn lif<F: Gemm>(
@@ -1489,7 +1496,6 @@ mod tests {
             adaptation: None,
         }
     }
-    use crate::nn::pool;
 
     #[test]
     fn event_driven_recurrent_products_equal_the_dense_ones() {
