@@ -1,7 +1,8 @@
 //! Training of networks/fashion_snn.ron (784-800-10, T = 25, compiled onto the layer stack) on
 //! the shipped subset: one whole training step (forward, backward and Adam update of a batch
 //! of 128 images), and for 16 samples the encoding, the input's rows in deviation form and the
-//! two event-driven products a step is mostly made of.
+//! two event-driven products a step is mostly made of, and the currents of rows drawn uniformly
+//! over all inputs or over a block of them that fits the L1 cache.
 //! `cargo bench --bench train`.
 
 use std::hint::black_box;
@@ -73,6 +74,31 @@ fn train_step(c: &mut Criterion) {
     let mut currents = vec![0.0f32; deviations.len() * 800];
     let mut grouped = ByInput::default();
     let mut grad = DMatrix::<f32>::zeros(800, 784);
+    // Where the products' floor is: rows as long as the deviations' (85 events), drawn uniformly
+    // over all 784 inputs (a tile of 200 KiB, read from L2) or over the first 96 (24 KiB, in L1).
+    let uniform = |inputs: u32| -> Vec<(Vec<u32>, Vec<f32>)> {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as u32
+        };
+        (0..deviations.len())
+            .map(|_| {
+                let mut idx: Vec<u32> = (0..85).map(|_| next() % inputs).collect();
+                idx.sort_unstable();
+                let val = idx.iter().map(|_| if next() % 2 == 0 { 1.0 } else { -1.0 }).collect();
+                (idx, val)
+            })
+            .collect()
+    };
+    for inputs in [784, 96] {
+        let rows = uniform(inputs);
+        let rows: Vec<Row<f32>> = rows.iter().map(|(i, v)| (&i[..], &v[..])).collect();
+        let currents = &mut currents[..rows.len() * 800];
+        c.bench_function(&format!("currents_chunk16_uniform_over_{inputs}_inputs"), |b| {
+            b.iter(|| event_products::currents(&weights, &rows, 0, None, black_box(&mut *currents)))
+        });
+    }
     for (name, rows) in [("values", &values), ("deviations", &deviations)] {
         let rows: Vec<Row<f32>> = rows.iter().map(|(i, v)| (&i[..], &v[..])).collect();
         let currents = &mut currents[..rows.len() * 800];
