@@ -101,10 +101,10 @@ fn event_driven_engine_matches_dense_reference() {
     // Synaptic variables per (population, tau), in the order taus first appear.
     let mut taus: Vec<Vec<f64>> = vec![Vec::new(); n_lif];
     for (_, target, syn, _) in &dense {
-        if let Synapse::Exponential { tau_ms } = syn {
-            if !taus[*target].contains(tau_ms) {
-                taus[*target].push(*tau_ms);
-            }
+        if let Synapse::Exponential { tau_ms } = syn
+            && !taus[*target].contains(tau_ms)
+        {
+            taus[*target].push(*tau_ms);
         }
     }
     let mut s: Vec<Vec<Vec<f64>>> = (0..n_lif).map(|p| vec![vec![0.0; sizes[p]]; taus[p].len()]).collect();

@@ -71,21 +71,21 @@ impl fmt::Display for TrainSummary {
 /// fit in the memory available; returns what they take.
 fn check_training_memory(run: &LayerRun, training: &Training, path: &Path) -> Result<f64> {
     let bytes = run.tape_bytes();
-    if let Some(free) = crate::engine::estimate::available_memory() {
-        if bytes > free {
-            let size = crate::engine::estimate::size;
-            return Err(Error::Data {
-                path: path.to_owned(),
-                message: format!(
-                    "training over {} steps at batch {} keeps about {} for back-propagation through time, {} \
+    if let Some(free) = crate::engine::estimate::available_memory()
+        && bytes > free
+    {
+        let size = crate::engine::estimate::size;
+        return Err(Error::Data {
+            path: path.to_owned(),
+            message: format!(
+                "training over {} steps at batch {} keeps about {} for back-propagation through time, {} \
                      available; shorten the sequence (--delay) or the batch, or keep less (--bptt recompute:K)",
-                    training.steps,
-                    training.batch_size,
-                    size(bytes),
-                    size(free)
-                ),
-            });
-        }
+                training.steps,
+                training.batch_size,
+                size(bytes),
+                size(free)
+            ),
+        });
     }
     Ok(bytes)
 }

@@ -272,15 +272,8 @@ fn rate_thresholds(pixels: &[u8], gain: f64) -> Vec<u64> {
 
 /// One step of rate coding of one image from its stream `rng`: [`rate_step`] of a single lane.
 fn rate_step_alone(thresholds: &[u64], rng: &mut Stream, spikes: &mut [u64]) {
-    // SAFETY: [u64; 1] has the layout of u64, so each slice is one of as many one-lane arrays,
-    // over the same elements and borrowed as the slice is.
-    let (thresholds, spikes) = unsafe {
-        (
-            std::slice::from_raw_parts(thresholds.as_ptr().cast::<[u64; 1]>(), thresholds.len()),
-            std::slice::from_raw_parts_mut(spikes.as_mut_ptr().cast::<[u64; 1]>(), spikes.len()),
-        )
-    };
-    rate_step(thresholds, || [rng.next_u64()], spikes);
+    // Chunks of one leave no remainder.
+    rate_step(thresholds.as_chunks::<1>().0, || [rng.next_u64()], spikes.as_chunks_mut::<1>().0);
 }
 
 /// One step of rate coding of N images side by side, each drawing from its own stream (`draw`

@@ -588,10 +588,10 @@ fn synaptic_taus(model: &Model, target: &str) -> Vec<f64> {
     let synapses = projections.map(|p| &p.synapse).chain(drives.map(|d| &d.synapse));
     let mut taus = Vec::new();
     for synapse in synapses {
-        if let Synapse::Exponential { tau_ms } = *synapse {
-            if !taus.contains(&tau_ms) {
-                taus.push(tau_ms);
-            }
+        if let Synapse::Exponential { tau_ms } = *synapse
+            && !taus.contains(&tau_ms)
+        {
+            taus.push(tau_ms);
         }
     }
     taus

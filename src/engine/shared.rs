@@ -73,7 +73,7 @@ impl Simulation {
             rayon::scope(|_| (0..chunk).for_each(|_| self.advance()));
             done += chunk;
             progress(done);
-            if self.step % interval == 0 || done == steps {
+            if self.step.is_multiple_of(interval) || done == steps {
                 self.exchange_spikes(exchange);
             }
         }

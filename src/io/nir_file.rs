@@ -213,13 +213,10 @@ fn read_neuron(f: &Fields, kind: NeuronKind) -> Result<Neuron, String> {
         if a.len() != size && a.len() != 1 {
             return Err(format!("node '{}': field `{field}` has {} values, others {size}", f.node, a.len()));
         }
-        if field.starts_with("tau") {
-            if let Some(bad) = a.data.iter().find(|&&t| t <= 0.0) {
-                return Err(format!(
-                    "node '{}': field `{field}` holds {bad}, a time constant must be positive",
-                    f.node
-                ));
-            }
+        if field.starts_with("tau")
+            && let Some(bad) = a.data.iter().find(|&&t| t <= 0.0)
+        {
+            return Err(format!("node '{}': field `{field}` holds {bad}, a time constant must be positive", f.node));
         }
     }
     Ok(neuron)

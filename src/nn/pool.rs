@@ -67,7 +67,7 @@ pub fn max_forward<F: Real>(input: Shape, size: usize, x: &DMatrix<F>) -> (DMatr
 /// Whether the windows are 2 x 2 over an even number of rows, which [`max_of_pairs`] and
 /// [`max_backward`] take a pair of input rows at a time.
 fn pairs_of_rows(input: Shape, size: usize) -> bool {
-    size == 2 && dims(input, size).1 % 2 == 0
+    size == 2 && dims(input, size).1.is_multiple_of(2)
 }
 
 /// [`max_forward`] of one sample for 2 x 2 windows (the usual size), a pair of input rows at a

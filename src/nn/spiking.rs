@@ -785,10 +785,10 @@ impl<F: Gemm> Spiking<F> {
         if self.beta.learnable {
             grads.push(self.beta.logit_gradient(&sum(0), beta));
         }
-        if let (Some(a), Some(factors)) = (&self.alpha, alpha) {
-            if a.learnable {
-                grads.push(a.logit_gradient(&sum(1), factors));
-            }
+        if let (Some(a), Some(factors)) = (&self.alpha, alpha)
+            && a.learnable
+        {
+            grads.push(a.logit_gradient(&sum(1), factors));
         }
         grads
     }

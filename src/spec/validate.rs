@@ -119,15 +119,15 @@ fn check_layered(net: &Network, problems: &mut Vec<String>) {
         return;
     }
     let input = &net.inputs[0];
-    if let Some((c, h, w)) = input.shape {
-        if c as u64 * h as u64 * w as u64 != input.size as u64 {
-            problems.push(format!(
-                "inputs[0].shape: {c} x {h} x {w} = {} values, but size is {}",
-                c as u64 * h as u64 * w as u64,
-                input.size
-            ));
-            return;
-        }
+    if let Some((c, h, w)) = input.shape
+        && c as u64 * h as u64 * w as u64 != input.size as u64
+    {
+        problems.push(format!(
+            "inputs[0].shape: {c} x {h} x {w} = {} values, but size is {}",
+            c as u64 * h as u64 * w as u64,
+            input.size
+        ));
+        return;
     }
     if input.size == 0 {
         problems.push("inputs[0].size: must be at least 1".into());
@@ -140,13 +140,13 @@ fn check_layered(net: &Network, problems: &mut Vec<String>) {
         Some(t) => {
             check_training_settings(t, problems);
             let (expanded, _) = super::layers::expand(&net.layers);
-            if t.steps == 0 {
-                if let Some((path, layer)) = expanded.iter().find(|(_, l)| l.is_stateful()) {
-                    problems.push(format!(
-                        "{path} ({}): a stateful layer runs over the training section's steps, but training.steps is 0",
-                        layer.kind()
-                    ));
-                }
+            if t.steps == 0
+                && let Some((path, layer)) = expanded.iter().find(|(_, l)| l.is_stateful())
+            {
+                problems.push(format!(
+                    "{path} ({}): a stateful layer runs over the training section's steps, but training.steps is 0",
+                    layer.kind()
+                ));
             }
             if t.readout == Readout::SpikeCount && !expanded.last().is_some_and(|(_, l)| l.fires()) {
                 let last = expanded.last().map_or("nothing".to_owned(), |(path, l)| format!("{path} ({})", l.kind()));
@@ -317,12 +317,11 @@ pub fn check_stimulus_alone(stim: &Stimulus) -> Vec<String> {
             Current::Step { amplitude_na, start_ms, stop_ms, .. } => {
                 finite(&mut problems, &format!("{path}.Step.amplitude_na"), *amplitude_na);
                 non_negative(&mut problems, &format!("{path}.Step.start_ms"), *start_ms);
-                if let Some(stop) = stop_ms {
-                    if !(stop.is_finite() && stop >= start_ms) {
-                        problems.push(format!(
-                            "{path}.Step.stop_ms: stop {stop} must be a finite time >= start_ms {start_ms}"
-                        ));
-                    }
+                if let Some(stop) = stop_ms
+                    && !(stop.is_finite() && stop >= start_ms)
+                {
+                    problems
+                        .push(format!("{path}.Step.stop_ms: stop {stop} must be a finite time >= start_ms {start_ms}"));
                 }
             }
         }
@@ -373,13 +372,13 @@ pub fn check_stimulus(stim: &Stimulus, network: &Network, network_table: &Popula
             None => {}
         }
         table.insert(src.name.clone(), PopulationInfo { size: src.size, is_neuron: false });
-        if let SourceKind::Poisson { rate_hz } = src.kind {
-            if rate_hz * network.dt_ms / 1000.0 > 1.0 {
-                problems.push(format!(
-                    "sources[{i}].kind.Poisson.rate_hz: {rate_hz} Hz fires more than once per step of {} ms",
-                    network.dt_ms
-                ));
-            }
+        if let SourceKind::Poisson { rate_hz } = src.kind
+            && rate_hz * network.dt_ms / 1000.0 > 1.0
+        {
+            problems.push(format!(
+                "sources[{i}].kind.Poisson.rate_hz: {rate_hz} Hz fires more than once per step of {} ms",
+                network.dt_ms
+            ));
         }
         if let SourceKind::SpikeTimes { indices, times_ms } = &src.kind {
             let mut seen = std::collections::HashSet::new();
@@ -491,12 +490,12 @@ fn check_training_settings(t: &Training, problems: &mut Vec<String>) {
     if let Some(max) = t.clip_grad_norm {
         positive(problems, "training.clip_grad_norm", max);
     }
-    if let Schedule::Step { every_epochs, factor } = t.schedule {
-        if every_epochs == 0 || !(factor.is_finite() && factor > 0.0) {
-            problems.push(format!(
-                "training.schedule.Step: needs every_epochs >= 1 and factor > 0, got {every_epochs} and {factor}"
-            ));
-        }
+    if let Schedule::Step { every_epochs, factor } = t.schedule
+        && (every_epochs == 0 || !(factor.is_finite() && factor > 0.0))
+    {
+        problems.push(format!(
+            "training.schedule.Step: needs every_epochs >= 1 and factor > 0, got {every_epochs} and {factor}"
+        ));
     }
 }
 

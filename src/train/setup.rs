@@ -84,17 +84,17 @@ pub fn load_data(
             ),
         });
     }
-    if let Some(steps) = encoder.sequence_steps(pixels) {
-        if steps != training.steps as usize {
-            return Err(Error::Data {
-                path: dir.to_owned(),
-                message: format!(
-                    "{} takes {steps} steps, but training.steps is {}",
-                    encoder.describe_sequence(pixels),
-                    training.steps
-                ),
-            });
-        }
+    if let Some(steps) = encoder.sequence_steps(pixels)
+        && steps != training.steps as usize
+    {
+        return Err(Error::Data {
+            path: dir.to_owned(),
+            message: format!(
+                "{} takes {steps} steps, but training.steps is {}",
+                encoder.describe_sequence(pixels),
+                training.steps
+            ),
+        });
     }
     let cut = |split: &mut Split, n: Option<u32>| {
         if let Some(n) = n.map(|n| (n as usize).min(split.len())) {
