@@ -515,8 +515,9 @@ fn input_spikes_taken_as_deviations_give_the_gradients_and_the_same_ones_in_segm
     });
     let trains = spike_input::spike_trains(&x, samples).expect("spikes");
     assert!(spike_input::deviation_base(&trains).is_some(), "fewer events as deviations");
-    let layers = "Dense(units: 7), Lif(tau_mem_ms: 4.0, threshold: 0.4, learn_tau: PerChannel, recurrent: NoSelf), \
-                  Dense(units: 3), Li(tau_mem_ms: 6.0)";
+    // Layers wide enough to take their spikes as events (linear::MIN_EVENT_OUTPUTS).
+    let layers = "Dense(units: 16), Lif(tau_mem_ms: 4.0, threshold: 0.4, learn_tau: PerChannel, recurrent: NoSelf), \
+                  Dense(units: 16), Li(tau_mem_ms: 6.0)";
     let training = "steps: 12, surrogate: Htaf(), encoder: Rate()";
     let net = timed_net(layers, "(name: \"x\", size: 6)", training);
     assert!(net.layers[0].spike_input && net.layers[2].spike_input, "both Dense layers take spikes");
@@ -524,6 +525,13 @@ fn input_spikes_taken_as_deviations_give_the_gradients_and_the_same_ones_in_segm
     let one_pass =
         timed_net("Dense(units: 4), Heaviside(), Dense(units: 3)", "(name: \"x\", size: 6)", "encoder: Rate()");
     assert!(!one_pass.layers[0].spike_input && !one_pass.layers[2].spike_input);
+    // A Dense layer of few outputs multiplies its spikes.
+    let narrow = timed_net(
+        "Dense(units: 15), Lif(tau_mem_ms: 4.0), Dense(units: 3), Li(tau_mem_ms: 6.0)",
+        "(name: \"x\", size: 6)",
+        training,
+    );
+    assert!(!narrow.layers[0].spike_input && !narrow.layers[2].spike_input);
     let worst = worst_error(net, x.clone(), &[1, 0, 2]);
     assert!(worst < 1e-4, "worst relative error {worst:e}");
     for smooth in [true, false] {

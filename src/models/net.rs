@@ -63,7 +63,8 @@ pub struct Layer<F> {
     pub label: String,
     /// The layer's input is spikes (the encoder's, or a spiking layer's through dropout,
     /// flattening or max pooling), so a Dense or Conv2d layer adds the weights of the inputs
-    /// that fired rather than multiplying a mostly-zero matrix.
+    /// that fired rather than multiplying a mostly-zero matrix; false for a Dense layer of fewer
+    /// than [`linear::MIN_EVENT_OUTPUTS`] outputs, which multiplies.
     pub spike_input: bool,
 }
 
@@ -303,7 +304,9 @@ impl<F: Gemm> LayerNet<F> {
                 }
             };
             let label = format!("layers[{i}] {}", spec.kind());
-            layers.push(Layer { op, input: shape, output, label, spike_input: spikes });
+            // A Dense layer of few outputs multiplies even spikes (see linear::MIN_EVENT_OUTPUTS).
+            let narrow = matches!(&op, Op::Dense(l) if l.weight.nrows() < linear::MIN_EVENT_OUTPUTS);
+            layers.push(Layer { op, input: shape, output, label, spike_input: spikes && !narrow });
             spikes = match spec {
                 LayerSpec::Dropout { .. } | LayerSpec::Flatten | LayerSpec::MaxPool { .. } => spikes,
                 _ => spec.fires(),
