@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use nalgebra::DMatrix;
+use rand::{RngExt, SeedableRng};
 use snn::data::encode::encoding_stream;
 use snn::data::events::Events;
 use snn::data::idx;
@@ -19,6 +20,7 @@ use snn::models::trainer::LayerRun;
 use snn::nn::event_products::{self, ByInput, Row, Summing};
 use snn::nn::spike_input;
 use snn::records::PassTotals;
+use snn::rng::Stream;
 use snn::spec::load_network;
 use snn::train::setup::load_data;
 
@@ -77,16 +79,12 @@ fn train_step(c: &mut Criterion) {
     // Where the products' floor is: rows as long as the deviations' (85 events), drawn uniformly
     // over all 784 inputs (a tile of 200 KiB, read from L2) or over the first 96 (24 KiB, in L1).
     let uniform = |inputs: u32| -> Vec<(Vec<u32>, Vec<f32>)> {
-        let mut state = 7u64;
-        let mut next = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as u32
-        };
+        let mut draws = Stream::seed_from_u64(7);
         (0..deviations.len())
             .map(|_| {
-                let mut idx: Vec<u32> = (0..85).map(|_| next() % inputs).collect();
+                let mut idx: Vec<u32> = (0..85).map(|_| draws.random_range(0..inputs)).collect();
                 idx.sort_unstable();
-                let val = idx.iter().map(|_| if next() % 2 == 0 { 1.0 } else { -1.0 }).collect();
+                let val = idx.iter().map(|_| if draws.random::<bool>() { 1.0 } else { -1.0 }).collect();
                 (idx, val)
             })
             .collect()
