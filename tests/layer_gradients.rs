@@ -231,7 +231,7 @@ fn convolution_of_spikes_through_time() {
         "(name: \"x\", size: 32, shape: (2, 4, 4))",
         "steps: 4, surrogate: Htaf(), encoder: Current",
     );
-    assert!(net.layers[2].spike_input, "the second convolution takes spikes");
+    assert!(net.layers[2].event_driven, "the second convolution takes spikes");
     let worst = worst_error(net, batch(32, 3), &[0, 2, 1]);
     assert!(worst < 1e-4, "worst relative error {worst:e}");
 }
@@ -520,18 +520,18 @@ fn input_spikes_taken_as_deviations_give_the_gradients_and_the_same_ones_in_segm
                   Dense(units: 16), Li(tau_mem_ms: 6.0)";
     let training = "steps: 12, surrogate: Htaf(), encoder: Rate()";
     let net = timed_net(layers, "(name: \"x\", size: 6)", training);
-    assert!(net.layers[0].spike_input && net.layers[2].spike_input, "both Dense layers take spikes");
+    assert!(net.layers[0].event_driven && net.layers[2].event_driven, "both Dense layers take spikes");
     // A model without layers over time reads the images themselves, whatever the encoder.
     let one_pass =
         timed_net("Dense(units: 4), Heaviside(), Dense(units: 3)", "(name: \"x\", size: 6)", "encoder: Rate()");
-    assert!(!one_pass.layers[0].spike_input && !one_pass.layers[2].spike_input);
+    assert!(!one_pass.layers[0].event_driven && !one_pass.layers[2].event_driven);
     // A Dense layer of few outputs multiplies its spikes.
     let narrow = timed_net(
         "Dense(units: 15), Lif(tau_mem_ms: 4.0), Dense(units: 3), Li(tau_mem_ms: 6.0)",
         "(name: \"x\", size: 6)",
         training,
     );
-    assert!(!narrow.layers[0].spike_input && !narrow.layers[2].spike_input);
+    assert!(!narrow.layers[0].event_driven && !narrow.layers[2].event_driven);
     let worst = worst_error(net, x.clone(), &[1, 0, 2]);
     assert!(worst < 1e-4, "worst relative error {worst:e}");
     for smooth in [true, false] {

@@ -61,11 +61,11 @@ pub struct Layer<F> {
     pub output: Shape,
     /// `layers[3] Dense`, for messages, checkpoints and figures.
     pub label: String,
-    /// The layer's input is spikes (the encoder's, or a spiking layer's through dropout,
-    /// flattening or max pooling), so a Dense or Conv2d layer adds the weights of the inputs
-    /// that fired rather than multiplying a mostly-zero matrix; false for a Dense layer of fewer
-    /// than [`linear::MIN_EVENT_OUTPUTS`] outputs, which multiplies.
-    pub spike_input: bool,
+    /// A Dense or Conv2d layer whose input is spikes (the encoder's, or a spiking layer's
+    /// through dropout, flattening or max pooling) adds the weights of the inputs that fired
+    /// rather than multiplying a mostly-zero matrix; all but a Dense layer of fewer than
+    /// [`linear::MIN_EVENT_OUTPUTS`] outputs, which multiplies.
+    pub event_driven: bool,
 }
 
 /// How a forward pass runs.
@@ -304,9 +304,8 @@ impl<F: Gemm> LayerNet<F> {
                 }
             };
             let label = format!("layers[{i}] {}", spec.kind());
-            // A Dense layer of few outputs multiplies even spikes (see linear::MIN_EVENT_OUTPUTS).
             let narrow = matches!(&op, Op::Dense(l) if l.weight.nrows() < linear::MIN_EVENT_OUTPUTS);
-            layers.push(Layer { op, input: shape, output, label, spike_input: spikes && !narrow });
+            layers.push(Layer { op, input: shape, output, label, event_driven: spikes && !narrow });
             spikes = match spec {
                 LayerSpec::Dropout { .. } | LayerSpec::Flatten | LayerSpec::MaxPool { .. } => spikes,
                 _ => spec.fires(),
@@ -346,7 +345,7 @@ impl<F: Gemm> LayerNet<F> {
         for layer in &self.layers {
             let out = layer.output.size() as f64 * columns;
             largest = largest.max(out);
-            let events = layer.spike_input && matches!(layer.op, Op::Dense(_) | Op::Conv(..));
+            let events = layer.event_driven && matches!(layer.op, Op::Dense(_) | Op::Conv(..));
             if events {
                 // The input's events, an index and a value each: at most two per input value.
                 elements += 2.0 * layer.input.size() as f64 * columns;
@@ -559,7 +558,7 @@ impl<F: Gemm> LayerNet<F> {
     /// [`crate::nn::spike_input`]).
     pub fn reads_input_events(&self) -> bool {
         let first = self.layers.first();
-        self.steps >= 2 && first.is_some_and(|l| l.spike_input && matches!(&l.op, Op::Dense(d) if !d.binary))
+        self.steps >= 2 && first.is_some_and(|l| l.event_driven && matches!(&l.op, Op::Dense(d) if !d.binary))
     }
 
     /// `input` as the layers take it: the first layer's spikes and their base where it reads
@@ -614,7 +613,7 @@ impl<F: Gemm> LayerNet<F> {
                         linear::dense_forward(&w, l.bias.as_ref(), x)
                     };
                     (y, Extra::Weights(w))
-                } else if layer.spike_input {
+                } else if layer.event_driven {
                     let input = SpikeRows::values(x);
                     (linear::dense_forward_events(&l.weight, l.bias.as_ref(), &input), Extra::Spikes(input))
                 } else {
@@ -624,7 +623,7 @@ impl<F: Gemm> LayerNet<F> {
             Op::Conv(l, g) => {
                 let w = l.binary.then(|| l.effective(smooth_w.as_ref()));
                 let effective = w.as_ref().unwrap_or(&l.weight);
-                let (y, kept) = if layer.spike_input {
+                let (y, kept) = if layer.event_driven {
                     // Its columns' steps, whose spikes may be taken as deviations from each
                     // sample's majority (any grouping of the columns would be exact; this one
                     // makes the deviations few).
