@@ -29,6 +29,7 @@ use crate::nn::spike_input::{self, Base, SpikeForm, SpikeRows};
 use crate::nn::spiking::{
     Adaptation, Decay, Kind, Recurrent, SegmentCarry, SegmentState, Spiking, SpikingTape, StepInput,
 };
+use crate::nn::tiles::TileCache;
 use crate::ranks::Exchange;
 use crate::rng::{self, Purpose};
 use crate::spec::validate::input_shape;
@@ -135,13 +136,22 @@ pub(super) enum Sequence<F> {
     Dense(DMatrix<F>),
 }
 
+/// Steps of the first layer's input spikes and the base they deviate from, as the layer takes
+/// them ([`LayerNet::dense_on_events`]).
+pub(super) struct SpikeSteps<'a> {
+    trains: &'a SpikeTrains,
+    base: Option<&'a Base>,
+    steps: (usize, usize),
+}
+
 impl<F: Gemm> Sequence<F> {
     /// Steps `a..b` of the input for a trace: a dense matrix, or where the first layer reads
-    /// events, its rows and an empty matrix of as many columns.
-    pub(super) fn steps(&self, (a, b): (usize, usize), samples: usize) -> (DMatrix<F>, Option<SpikeRows<F>>) {
+    /// events, its spikes and an empty matrix of as many columns.
+    pub(super) fn steps(&self, (a, b): (usize, usize), samples: usize) -> (DMatrix<F>, Option<SpikeSteps<'_>>) {
         match self {
             Sequence::Spikes(trains, base) => {
-                (DMatrix::zeros(0, (b - a) * samples), Some(spike_input::rows(trains, (a, b), base.as_ref())))
+                let spikes = SpikeSteps { trains, base: base.as_ref(), steps: (a, b) };
+                (DMatrix::zeros(0, (b - a) * samples), Some(spikes))
             }
             Sequence::Dense(x) => (x.columns(a * samples, (b - a) * samples).into_owned(), None),
         }
@@ -235,6 +245,8 @@ pub struct LayerNet<F> {
     /// The first step whose output counts in the scores (the recall window of the memory task;
     /// 0 otherwise).
     pub scored_from: usize,
+    /// The first layer's weights packed for a tile multiply of its input spikes.
+    pub tiles: TileCache,
 }
 
 impl<F: Gemm> LayerNet<F> {
@@ -325,6 +337,7 @@ impl<F: Gemm> LayerNet<F> {
                 .scored_from()
                 .max(training.scored_steps.map_or(0, |n| steps.saturating_sub(n as usize)))
                 .min(steps - 1),
+            tiles: TileCache::default(),
         })
     }
 
@@ -480,7 +493,7 @@ impl<F: Gemm> LayerNet<F> {
     pub fn forward_keeping_statistics(&self, x: impl Into<Input<F>>, mode: Mode) -> Trace<F> {
         let repeat_at = self.repeat_at();
         let input = self.sequence(x.into());
-        let (x, mut first_rows) = match input {
+        let (x, mut first_spikes) = match input {
             Sequence::Dense(x) => (x, None),
             Sequence::Spikes(ref trains, _) => input.steps((0, self.steps), trains.samples()),
         };
@@ -501,8 +514,8 @@ impl<F: Gemm> LayerNet<F> {
             }
             let repeated =
                 (Some(i) == repeat_at && self.step_input(i) == StepInput::EachStep).then(|| self.repeat_over_steps(x));
-            let (y, extra, how) = match first_rows.take() {
-                Some(rows) => self.dense_on_events(i, rows),
+            let (y, extra, how) = match first_spikes.take() {
+                Some(spikes) => self.dense_on_events(i, spikes, mode),
                 None => self.apply(i, repeated.as_ref().unwrap_or(x), mode),
             };
             trace.push(y, extra, how == StepForward::Smooth);
@@ -579,10 +592,25 @@ impl<F: Gemm> LayerNet<F> {
         Sequence::Spikes(trains, base)
     }
 
-    /// Event-driven Dense layer `i` on its input spikes `rows`.
-    pub(super) fn dense_on_events(&self, i: usize, rows: SpikeRows<F>) -> (DMatrix<F>, Extra<F>, StepForward) {
+    /// Event-driven Dense layer `i` on its input spikes: the currents by a tile multiply where
+    /// the CPU has one ([`Gemm::spike_currents`]), else from the spikes' rows; the rows kept
+    /// while training, for the backward pass.
+    pub(super) fn dense_on_events(
+        &self,
+        i: usize,
+        spikes: SpikeSteps,
+        mode: Mode,
+    ) -> (DMatrix<F>, Extra<F>, StepForward) {
         let Op::Dense(l) = &self.layers[i].op else { unreachable!("events go to a Dense layer") };
-        (linear::dense_forward_events(&l.weight, l.bias.as_ref(), &rows), Extra::Spikes(rows), StepForward::Hard)
+        let tiled = F::spike_currents(&l.weight, l.bias.as_ref(), spikes.trains, spikes.steps, &self.tiles);
+        let training = matches!(mode, Mode::Train { .. });
+        let rows = (training || tiled.is_none()).then(|| spike_input::rows(spikes.trains, spikes.steps, spikes.base));
+        let y = match (tiled, &rows) {
+            (Some(y), _) => y,
+            (None, Some(rows)) => linear::dense_forward_events(&l.weight, l.bias.as_ref(), rows),
+            (None, None) => unreachable!("rows are taken where there is no tile multiply"),
+        };
+        (y, rows.map_or(Extra::None, Extra::Spikes), StepForward::Hard)
     }
 
     /// Layer `i` on its input `x`.

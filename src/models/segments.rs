@@ -90,7 +90,7 @@ impl<F: Gemm> LayerNet<F> {
         mode: Mode,
         states: &mut [Option<SegmentState<F>>],
     ) -> Trace<F> {
-        let (x, mut first_rows) = input.steps((a, b), samples);
+        let (x, mut first_spikes) = input.steps((a, b), samples);
         let mut trace = Trace::starting_with(x);
         for (i, state) in states.iter_mut().enumerate() {
             let x = trace.values.last().expect("input is there");
@@ -102,8 +102,8 @@ impl<F: Gemm> LayerNet<F> {
                     *state = Some(end);
                     (y, Extra::Spiking(tape), how)
                 }
-                _ => match first_rows.take() {
-                    Some(rows) => self.dense_on_events(i, rows),
+                _ => match first_spikes.take() {
+                    Some(spikes) => self.dense_on_events(i, spikes, mode),
                     None => self.apply(i, x, mode),
                 },
             };

@@ -15,8 +15,10 @@
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
+use crate::data::spike_trains::SpikeTrains;
 use crate::nn::Real;
 use crate::nn::fresh::written;
+use crate::nn::tiles;
 
 /// Float types with a matrix-multiply kernel.
 pub trait Gemm: Real {
@@ -36,6 +38,19 @@ pub trait Gemm: Real {
         beta: Self,
         c: (*mut Self, isize, isize),
     );
+
+    /// The currents `w x + bias` of steps `steps` of a first layer's input spikes by a tile
+    /// multiply ([`tiles`]), where this type and the CPU have one (`cache` keeps `w` packed for
+    /// it); None elsewhere.
+    fn spike_currents(
+        _w: &DMatrix<Self>,
+        _bias: Option<&DMatrix<Self>>,
+        _trains: &SpikeTrains,
+        _steps: (usize, usize),
+        _cache: &tiles::TileCache,
+    ) -> Option<DMatrix<Self>> {
+        None
+    }
 }
 
 impl Gemm for f32 {
@@ -51,6 +66,16 @@ impl Gemm for f32 {
     ) {
         // SAFETY: forwarded from the caller's contract.
         unsafe { matrixmultiply::sgemm(m, k, n, alpha, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2) }
+    }
+
+    fn spike_currents(
+        w: &DMatrix<f32>,
+        bias: Option<&DMatrix<f32>>,
+        trains: &SpikeTrains,
+        steps: (usize, usize),
+        cache: &tiles::TileCache,
+    ) -> Option<DMatrix<f32>> {
+        tiles::spike_currents(w, bias.map(DMatrix::as_slice), trains, steps, cache)
     }
 }
 

@@ -18,5 +18,6 @@ pub mod pool;
 pub mod real;
 pub mod spike_input;
 pub mod spiking;
+pub mod tiles;
 
 pub use real::Real;

@@ -1,0 +1,452 @@
+//! A first Dense layer's currents from its input spikes by a tile multiply (Intel AMX), where
+//! the CPU has one: the spikes as bytes of 0 and 1, the weights as integers, every sum exact.
+//!
+//! The event-driven product ([`super::event_products`]) adds one column of weights per spike,
+//! memory-bound at a few nanoseconds per spike and 64 outputs. A tile multiply takes a 16 x 64
+//! block of bytes times a 64 x 16 block of bytes into 16 x 16 sums of 32-bit integers in one
+//! instruction (16 384 multiply-adds), so on this shape the dense product of all the zeros is
+//! cheaper than walking the ones: on networks/fashion_snn.ron's first layer (784 inputs, 800
+//! outputs, 25 steps of 32 samples) 0.9 ms against 2.1-3.2 ms for the events (benches/REPORT.md).
+//!
+//! Exact integers, not floats: each output's row of weights becomes a 24-bit fixed-point
+//! integer q = round(w / s) with s = max |w| / (2^23 - 1) (the row's own scale), cut into three
+//! bytes (the top one signed). Against inputs of 0 and 1 each byte's sums are exact 32-bit
+//! integers, joined as q-sums in 64 bits, so an output is s times the exact sum of its rounded
+//! weights: one rounding of each weight (at most s/2, 2^-24 of the row's largest) and one of
+//! the result, where a float sum rounds at every addition. The result does not depend on the
+//! order, the columns taken together or the threads: a sequence taken in segments gets the same
+//! currents bit for bit.
+//!
+//! The tile registers and their permission are the operating system's: Linux on x86-64 grants
+//! them on request ([`available`]); elsewhere, or with `SNN_NO_TILES` set, the layer stays
+//! event-driven.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use nalgebra::DMatrix;
+
+use crate::data::spike_trains::SpikeTrains;
+
+/// Whether the tile multiply runs here: checked once per process.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| std::env::var_os("SNN_NO_TILES").is_none() && amx::enable())
+}
+
+/// A layer's weights as the tile multiply reads them, packed again only when they change: the
+/// chunks of a batch and every chunk of a test pass share one packing. Held by the model, so
+/// not part of its value: a clone starts empty, and two models compare equal whatever their
+/// caches hold.
+#[derive(Default)]
+pub struct TileCache(Mutex<Option<Arc<Packed>>>);
+
+/// Packed weights and the weights they were packed from, to tell when they went stale.
+struct Packed {
+    source: Vec<f32>,
+    weights: amx::Weights,
+}
+
+impl TileCache {
+    /// `w` packed: the cached packing if it was made from the same weights, bit for bit.
+    fn packed(&self, w: &DMatrix<f32>, input_words: usize) -> Arc<Packed> {
+        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Blocks of differences ORed together, so that the comparison vectorises.
+        let same = |p: &Packed| {
+            let blocks = p.source.chunks(256).zip(w.as_slice().chunks(256));
+            blocks.into_iter().all(|(a, b)| a.iter().zip(b).fold(0, |d, (a, b)| d | (a.to_bits() ^ b.to_bits())) == 0)
+        };
+        match &*slot {
+            Some(p) if p.source.len() == w.len() && same(p) => Arc::clone(p),
+            _ => {
+                // SAFETY: only reached where `available` checked the CPU.
+                let weights = unsafe { amx::Weights::pack(w, input_words) };
+                let packed = Arc::new(Packed { source: w.as_slice().to_vec(), weights });
+                *slot = Some(Arc::clone(&packed));
+                packed
+            }
+        }
+    }
+}
+
+impl Clone for TileCache {
+    fn clone(&self) -> Self {
+        TileCache::default()
+    }
+}
+
+impl PartialEq for TileCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for TileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TileCache")
+    }
+}
+
+/// The currents `w x + bias` of steps `first..end` of `trains` (step-major columns: column
+/// `n samples + b` is sample b at step `first + n`), where [`available`]; None elsewhere.
+pub fn spike_currents(
+    w: &DMatrix<f32>,
+    bias: Option<&[f32]>,
+    trains: &SpikeTrains,
+    (first, end): (usize, usize),
+    cache: &TileCache,
+) -> Option<DMatrix<f32>> {
+    if !available() || w.ncols() != trains.inputs() {
+        return None;
+    }
+    let columns = (end - first) * trains.samples();
+    let mut y = DMatrix::zeros(w.nrows(), columns);
+    if columns > 0 && w.nrows() > 0 {
+        let packed = cache.packed(w, trains.words_per_step());
+        // SAFETY: `available` checked the CPU's features and the operating system's permission.
+        unsafe { amx::currents(&packed.weights, bias, trains, (first, end), y.as_mut_slice()) };
+    }
+    Some(y)
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx {
+    use std::arch::asm;
+    use std::arch::x86_64::{__cpuid_count, _mm512_maskz_mov_epi8, _mm512_set1_epi8, _mm512_storeu_si512};
+
+    use nalgebra::DMatrix;
+
+    use crate::data::spike_trains::SpikeTrains;
+
+    /// 64 bytes on a 64-byte boundary: one tile row. A row that straddles two cache lines
+    /// makes every tile load three times slower (measured: 23 against 7.7 ns per multiply).
+    #[repr(C, align(64))]
+    #[derive(Clone, Copy)]
+    struct Line([u8; 64]);
+
+    const ZERO: Line = Line([0; 64]);
+
+    /// Rows (and bytes per row) of every tile the kernel configures.
+    const TILE: usize = 16;
+    /// The weights' bytes, most significant first.
+    const LIMBS: usize = 3;
+    /// Largest |q|: 24-bit signed integers, whose top byte is a signed byte.
+    const Q_MAX: f64 = ((1 << 23) - 1) as f64;
+
+    /// The tile configuration `ldtilecfg` reads: palette 1, then per tile register its bytes
+    /// per row and its rows (all eight 16 rows of 64 bytes).
+    #[repr(C, align(64))]
+    struct Config {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        bytes_per_row: [u16; 16],
+        rows: [u8; 16],
+    }
+
+    /// The CPU's tile multiply and byte masks, and Linux's permission to use the tile state.
+    pub(super) fn enable() -> bool {
+        let leaf7 = __cpuid_count(7, 0);
+        let (amx_tile, amx_int8) = (leaf7.edx >> 24 & 1 == 1, leaf7.edx >> 25 & 1 == 1);
+        if !(amx_tile && amx_int8 && std::arch::is_x86_feature_detected!("avx512bw")) {
+            return false;
+        }
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: a request for a permission; it changes nothing else and fails cleanly.
+        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+    }
+
+    /// The weights as tiles of bytes: per byte of the fixed-point integers (top first), per
+    /// tile of 16 outputs, per 64 inputs, 16 lines of 4 consecutive inputs for each of the 16
+    /// outputs (the layout the multiply reads its second operand in); and each output's scale.
+    pub(super) struct Weights {
+        lines: Vec<Line>,
+        scales: Vec<f64>,
+        /// Tiles of 16 outputs, an even number (outputs padded with zeros).
+        output_tiles: usize,
+        /// Lines per tile of outputs: 16 per 64 inputs.
+        lines_per_tile: usize,
+    }
+
+    impl Weights {
+        /// Packs `w` (outputs x inputs, column-major). Written 16 outputs at a time in arrays
+        /// of 16 lanes, so that it compiles to whole-register AVX-512 operations: 0.1 ms where
+        /// an element at a time took about 4 ms for a 800 x 784 matrix.
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+        pub(super) fn pack(w: &DMatrix<f32>, input_words: usize) -> Self {
+            let (outputs, inputs) = w.shape();
+            let output_tiles = outputs.div_ceil(2 * TILE) * 2;
+            let lines_per_tile = input_words * TILE;
+            let padded = output_tiles * TILE;
+            // Each output's largest |w| (as f32: exact), then its scale and inverse.
+            let mut largest = vec![0.0f32; padded];
+            for column in w.as_slice().chunks_exact(outputs.max(1)) {
+                for (m, &v) in largest.iter_mut().zip(column) {
+                    *m = if v.abs() > *m { v.abs() } else { *m };
+                }
+            }
+            let scales: Vec<f64> = largest[..outputs].iter().map(|&m| f64::from(m) / Q_MAX).collect();
+            let inverse: Vec<f64> = largest.iter().map(|&m| if m > 0.0 { Q_MAX / f64::from(m) } else { 0.0 }).collect();
+            let mut lines = vec![ZERO; LIMBS * output_tiles * lines_per_tile];
+            let mut column = [0.0f32; TILE];
+            for tile in 0..outputs.div_ceil(TILE) {
+                let outs = tile * TILE..((tile + 1) * TILE).min(outputs);
+                let inverse: &[f64; TILE] = inverse[tile * TILE..][..TILE].try_into().expect("16 outputs");
+                for quad in 0..inputs.div_ceil(4) {
+                    // q[j][e]: input 4 quad + j, output 16 tile + e.
+                    let mut q = [[0i32; TILE]; 4];
+                    for (j, q) in q.iter_mut().enumerate().take(inputs - quad * 4) {
+                        column[..outs.len()].copy_from_slice(&w.as_slice()[(quad * 4 + j) * outputs..][outs.clone()]);
+                        for e in 0..TILE {
+                            q[e] = nearest(f64::from(column[e]) * inverse[e]);
+                        }
+                    }
+                    for limb in 0..LIMBS {
+                        let shift = 8 * (LIMBS - 1 - limb);
+                        // Output e's four inputs as one little-endian word: byte j is input j.
+                        let mut words = [0u32; TILE];
+                        for (j, q) in q.iter().enumerate() {
+                            for e in 0..TILE {
+                                words[e] |= ((q[e] >> shift) as u32 & 0xff) << (8 * j);
+                            }
+                        }
+                        let line = &mut lines[(limb * output_tiles + tile) * lines_per_tile + quad].0;
+                        for (bytes, word) in line.chunks_exact_mut(4).zip(words) {
+                            bytes.copy_from_slice(&word.to_le_bytes());
+                        }
+                    }
+                }
+            }
+            Weights { lines, scales, output_tiles, lines_per_tile }
+        }
+    }
+
+    /// The integer nearest `x` (ties to even) for |x| < 2^31, by the float addition that
+    /// leaves it in the low bits of the mantissa: unlike `as i32`, which must saturate (and
+    /// send NaN to 0) and so takes one element at a time, this vectorises.
+    #[inline(always)]
+    fn nearest(x: f64) -> i32 {
+        const SHIFTER: f64 = 6_755_399_441_055_744.0; // 1.5 x 2^52
+        (x + SHIFTER).to_bits() as i32
+    }
+
+    /// Steps `first..end` of `trains` as the multiply's first operand: per tile of 16 columns
+    /// (padded with silent columns to an even number of tiles), per 64 inputs, one line of
+    /// bytes 0 or 1 per column.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn spike_lines(trains: &SpikeTrains, (first, end): (usize, usize), column_tiles: usize) -> Vec<Line> {
+        let (samples, words) = (trains.samples(), trains.words_per_step());
+        let mut lines = vec![ZERO; column_tiles * words * TILE];
+        let one = _mm512_set1_epi8(1);
+        for c in 0..(end - first) * samples {
+            let step = trains.step(c % samples, first + c / samples);
+            for (k, &word) in step.iter().enumerate() {
+                let line = &mut lines[((c / TILE) * words + k) * TILE + c % TILE];
+                // SAFETY: a line is 64 writable bytes.
+                unsafe { _mm512_storeu_si512(line.0.as_mut_ptr().cast(), _mm512_maskz_mov_epi8(word, one)) };
+            }
+        }
+        lines
+    }
+
+    /// # Safety
+    /// [`enable`] must have returned true.
+    pub(super) unsafe fn currents(
+        weights: &Weights,
+        bias: Option<&[f32]>,
+        trains: &SpikeTrains,
+        steps: (usize, usize),
+        y: &mut [f32],
+    ) {
+        let words = trains.words_per_step();
+        let columns = (steps.1 - steps.0) * trains.samples();
+        let column_tiles = columns.div_ceil(2 * TILE) * 2;
+        // SAFETY: the caller checked the CPU.
+        let spikes = unsafe { spike_lines(trains, steps, column_tiles) };
+        // Per byte of the weights, the sums of 32 outputs for every (padded) column.
+        let mut sums = vec![ZERO; LIMBS * column_tiles * TILE * 2];
+        let mut config = Config { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
+        config.bytes_per_row[..8].fill(64);
+        config.rows[..8].fill(TILE as u8);
+        // SAFETY: the configuration is a valid palette-1 layout; the tile state is released below.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &raw const config, options(nostack)) };
+        for pair in 0..weights.output_tiles / 2 {
+            for limb in 0..LIMBS {
+                let b = &weights.lines[(limb * weights.output_tiles + 2 * pair) * weights.lines_per_tile..];
+                for column_pair in 0..column_tiles / 2 {
+                    let a = &spikes[2 * column_pair * words * TILE..];
+                    let out = &mut sums[(limb * column_tiles + 2 * column_pair) * TILE * 2..][..TILE * 4];
+                    // SAFETY: `a` holds two column tiles and `b` two output tiles of `words`
+                    // 16-line blocks each; `out` 32 lines of 128 bytes.
+                    unsafe { multiply_block(a, b, words, weights.lines_per_tile, out, limb == 0) };
+                }
+            }
+            // SAFETY: the lines hold i32 sums (4-byte aligned, every bit pattern valid).
+            let sums: &[i32] = unsafe { std::slice::from_raw_parts(sums.as_ptr().cast(), sums.len() * 16) };
+            // SAFETY: the caller checked the CPU.
+            unsafe { join_limbs(sums, column_tiles * TILE, pair, &weights.scales, bias, columns, y) };
+        }
+        // SAFETY: ends the tile use this function began.
+        unsafe { asm!("tilerelease", options(nostack)) };
+    }
+
+    /// Sums over all inputs of two column tiles times two output tiles of one byte of the
+    /// weights (signed for the top byte), into `out` (32 columns of 32 sums): tiles 0-3 hold
+    /// the sums, 4-5 the spikes, 6-7 the weights.
+    ///
+    /// # Safety
+    /// The tile configuration of [`currents`] is loaded; `a` and `b` hold the blocks named.
+    unsafe fn multiply_block(
+        a: &[Line],
+        b: &[Line],
+        words: usize,
+        b_tile_stride: usize,
+        out: &mut [Line],
+        signed: bool,
+    ) {
+        let (a0, a1) = (a.as_ptr(), a[words * TILE..].as_ptr());
+        let (b0, b1) = (b.as_ptr(), b[b_tile_stride..].as_ptr());
+        unsafe {
+            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack));
+            for k in 0..words {
+                let at = k * TILE;
+                macro_rules! step {
+                    ($op:literal) => {
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {s}*1]",
+                            "tileloadd tmm6, [{b0} + {s}*1]",
+                            concat!($op, " tmm0, tmm4, tmm6"),
+                            "tileloadd tmm7, [{b1} + {s}*1]",
+                            concat!($op, " tmm1, tmm4, tmm7"),
+                            "tileloadd tmm5, [{a1} + {s}*1]",
+                            concat!($op, " tmm2, tmm5, tmm6"),
+                            concat!($op, " tmm3, tmm5, tmm7"),
+                            a0 = in(reg) a0.add(at), a1 = in(reg) a1.add(at),
+                            b0 = in(reg) b0.add(at), b1 = in(reg) b1.add(at),
+                            s = in(reg) 64usize, options(nostack),
+                        )
+                    };
+                }
+                if signed {
+                    step!("tdpbusd");
+                } else {
+                    step!("tdpbuud");
+                }
+            }
+            // Sums of column r (of 32) and output e (of 32) at out[r * 32 + e], as i32.
+            let p = out.as_mut_ptr().cast::<i32>();
+            asm!(
+                "tilestored [{p0} + {s}*1], tmm0",
+                "tilestored [{p1} + {s}*1], tmm1",
+                "tilestored [{p2} + {s}*1], tmm2",
+                "tilestored [{p3} + {s}*1], tmm3",
+                p0 = in(reg) p, p1 = in(reg) p.add(TILE), p2 = in(reg) p.add(TILE * 2 * TILE),
+                p3 = in(reg) p.add(TILE * 2 * TILE + TILE), s = in(reg) 128usize, options(nostack),
+            );
+        }
+    }
+
+    /// The currents of outputs `32 pair..32 pair + 32` in every column: each output's three
+    /// byte sums joined into the exact sum of its integers, times its scale, plus its bias.
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn join_limbs(
+        sums: &[i32],
+        padded_columns: usize,
+        pair: usize,
+        scales: &[f64],
+        bias: Option<&[f32]>,
+        columns: usize,
+        y: &mut [f32],
+    ) {
+        let outputs = scales.len();
+        let first = 2 * TILE * pair;
+        let width = (2 * TILE).min(outputs - first);
+        let limb = |l: usize, c: usize| &sums[(l * padded_columns + c) * 2 * TILE..][..width];
+        let (scales, bias) = (&scales[first..first + width], bias.map(|b| &b[first..first + width]));
+        for c in 0..columns {
+            let out = &mut y[c * outputs + first..][..width];
+            let (high, middle, low) = (limb(0, c), limb(1, c), limb(2, c));
+            for e in 0..width {
+                let q = (i64::from(high[e]) << 16) + (i64::from(middle[e]) << 8) + i64::from(low[e]);
+                let b = bias.map_or(0.0, |b| f64::from(b[e]));
+                out[e] = (q as f64 * scales[e] + b) as f32;
+            }
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+mod amx {
+    use nalgebra::DMatrix;
+
+    use crate::data::spike_trains::SpikeTrains;
+
+    pub(super) fn enable() -> bool {
+        false
+    }
+
+    pub(super) struct Weights;
+
+    impl Weights {
+        pub(super) unsafe fn pack(_: &DMatrix<f32>, _: usize) -> Self {
+            unreachable!("no tile multiply on this platform")
+        }
+    }
+
+    pub(super) unsafe fn currents(_: &Weights, _: Option<&[f32]>, _: &SpikeTrains, _: (usize, usize), _: &mut [f32]) {
+        unreachable!("no tile multiply on this platform")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::spike_trains::{for_each_bit, set_bit};
+
+    /// Trains of `samples` x `steps` over `inputs`, about a third of the bits set.
+    fn trains(inputs: usize, steps: usize, samples: usize) -> SpikeTrains {
+        let mut t = SpikeTrains::new(inputs, steps);
+        let per_step = t.words_per_step();
+        for (s, step) in t.push_samples(samples).chunks_exact_mut(per_step).enumerate() {
+            for i in (0..inputs).filter(|i| (i * 7 + s * 13 + i * s) % 3 == 0) {
+                set_bit(step, i as u32);
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn tile_currents_are_the_sums_of_the_weights_within_their_rounding() {
+        for (inputs, outputs, steps, samples) in [(70, 16, 3, 5), (784, 48, 2, 32), (130, 40, 4, 7)] {
+            let t = trains(inputs, steps, samples);
+            // Rows of very different sizes (each has its own scale), a zero row, both signs.
+            let w = DMatrix::from_fn(outputs, inputs, |o, i| {
+                let size = 10f32.powi(-((o % 4) as i32));
+                if o == 3 { 0.0 } else { size * (((o * 31 + i * 17) % 23) as f32 / 11.0 - 1.0) }
+            });
+            let bias: Vec<f32> = (0..outputs).map(|o| o as f32 * 0.01).collect();
+            let range = (1, steps);
+            let Some(y) = spike_currents(&w, Some(&bias), &t, range, &TileCache::default()) else {
+                assert!(!available(), "the tile multiply is there but was not taken");
+                return;
+            };
+            assert_eq!(y.shape(), (outputs, (steps - 1) * samples));
+            for c in 0..y.ncols() {
+                let step = t.step(c % samples, 1 + c / samples);
+                for o in 0..outputs {
+                    let mut exact = f64::from(bias[o]);
+                    for_each_bit(step, |i| exact += f64::from(w[(o, i as usize)]));
+                    let row_max = (0..inputs).map(|i| f64::from(w[(o, i)].abs())).fold(0.0, f64::max);
+                    // Each weight rounded by at most half its row's step, the result once.
+                    let step_size = row_max / ((1 << 23) - 1) as f64;
+                    let bound = inputs as f64 * step_size / 2.0 + exact.abs() * 2f64.powi(-23);
+                    let got = f64::from(y[(o, c)]);
+                    assert!(
+                        (got - exact).abs() <= bound,
+                        "{inputs}x{outputs}, column {c}, output {o}: {got} vs {exact}"
+                    );
+                }
+            }
+        }
+    }
+}
