@@ -2,7 +2,9 @@
 //! the shipped subset: one whole training step (forward, backward and Adam update of a batch
 //! of 128 images), and for 16 samples the encoding, the input's rows in deviation form and the
 //! two event-driven products a step is mostly made of, and the currents of rows drawn uniformly
-//! over all inputs or over a block of them that fits the L1 cache.
+//! over all inputs or over a block of them that fits the L1 cache; and for a training chunk of
+//! 32 images the input layer's currents by the tile multiply, with the weights packed or
+//! packing them.
 //! `cargo bench --bench train`.
 
 use std::hint::black_box;
@@ -19,6 +21,7 @@ use snn::data::spike_trains::SpikeTrains;
 use snn::models::trainer::LayerRun;
 use snn::nn::event_products::{self, ByInput, Row, Summing};
 use snn::nn::spike_input;
+use snn::nn::tiles::{self, TileCache};
 use snn::records::PassTotals;
 use snn::rng::Stream;
 use snn::spec::load_network;
@@ -107,6 +110,27 @@ fn train_step(c: &mut Criterion) {
             b.iter(|| {
                 grouped.group(784, &rows);
                 event_products::weight_gradient(black_box(&mut grad), &grouped, &[&*currents], Summing::Write)
+            })
+        });
+    }
+
+    // The input layer's currents for a training chunk (32 images) by the tile multiply, where
+    // the CPU has one.
+    let mut trains = SpikeTrains::new(784, steps);
+    for i in 0..32 {
+        let mut stream = encoding_stream(1, Some(0), i);
+        training.encoder.encode_spikes(data.train.images.image(i), steps, &mut stream, trains.push_sample());
+    }
+    let bias = vec![0.01f32; 800];
+    let cache = TileCache::default();
+    if tiles::available() {
+        c.bench_function("tile_currents_chunk32_packed", |b| {
+            b.iter(|| black_box(tiles::spike_currents(&weights, Some(&bias), &trains, (0, steps), &cache)))
+        });
+        c.bench_function("tile_currents_chunk32_packing", |b| {
+            b.iter(|| {
+                let fresh = TileCache::default();
+                black_box(tiles::spike_currents(&weights, Some(&bias), &trains, (0, steps), &fresh))
             })
         });
     }

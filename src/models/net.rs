@@ -574,6 +574,15 @@ impl<F: Gemm> LayerNet<F> {
         self.steps >= 2 && first.is_some_and(|l| l.event_driven && matches!(&l.op, Op::Dense(d) if !d.binary))
     }
 
+    /// Packs the first layer's weights for the tile multiply of its input spikes, where it runs
+    /// ([`Gemm::spike_currents`]): for a trainer, after each update, so that a batch's chunks
+    /// find them packed.
+    pub fn refresh_tiles(&self) {
+        if let (true, Some(Op::Dense(l))) = (self.reads_input_events(), self.layers.first().map(|l| &l.op)) {
+            F::refresh_tiles(&l.weight, &self.tiles);
+        }
+    }
+
     /// `input` as the layers take it: the first layer's spikes and their base where it reads
     /// events ([`Self::reads_input_events`]; a dense input of spikes over whole steps is taken
     /// as spike trains), else the dense matrix.

@@ -372,6 +372,7 @@ impl LayerRun {
             &mut state.optimizer,
         );
         self.net.clip_binary();
+        self.net.refresh_tiles();
         totals.samples += batch.len();
         totals.loss += loss * batch.len() as f64;
         totals.correct += correct;

@@ -51,6 +51,9 @@ pub trait Gemm: Real {
     ) -> Option<DMatrix<Self>> {
         None
     }
+
+    /// Packs `w` into `cache` for [`Gemm::spike_currents`] now, where it runs.
+    fn refresh_tiles(_w: &DMatrix<Self>, _cache: &tiles::TileCache) {}
 }
 
 impl Gemm for f32 {
@@ -76,6 +79,10 @@ impl Gemm for f32 {
         cache: &tiles::TileCache,
     ) -> Option<DMatrix<f32>> {
         tiles::spike_currents(w, bias.map(DMatrix::as_slice), trains, steps, cache)
+    }
+
+    fn refresh_tiles(w: &DMatrix<f32>, cache: &tiles::TileCache) {
+        cache.refresh(w)
     }
 }
 

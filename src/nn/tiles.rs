@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use nalgebra::DMatrix;
 
+use super::fresh::written;
 use crate::data::spike_trains::SpikeTrains;
 
 /// Whether the tile multiply runs here: checked once per process.
@@ -47,24 +48,43 @@ struct Packed {
 }
 
 impl TileCache {
+    /// Packs `w` now, where the tile multiply runs: for a trainer, once its update has changed
+    /// the weights and before the chunks of the next batch need them, so that the packing runs
+    /// on every thread (a chunk that finds the weights changed packs them on its own).
+    pub fn refresh(&self, w: &DMatrix<f32>) {
+        if available() {
+            self.store(w);
+        }
+    }
+
     /// `w` packed: the cached packing if it was made from the same weights, bit for bit.
-    fn packed(&self, w: &DMatrix<f32>, input_words: usize) -> Arc<Packed> {
-        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn packed(&self, w: &DMatrix<f32>) -> Arc<Packed> {
+        let cached = self.slot().clone();
         // Blocks of differences ORed together, so that the comparison vectorises.
         let same = |p: &Packed| {
             let blocks = p.source.chunks(256).zip(w.as_slice().chunks(256));
-            blocks.into_iter().all(|(a, b)| a.iter().zip(b).fold(0, |d, (a, b)| d | (a.to_bits() ^ b.to_bits())) == 0)
+            p.source.len() == w.len()
+                && blocks
+                    .into_iter()
+                    .all(|(a, b)| a.iter().zip(b).fold(0, |d, (a, b)| d | (a.to_bits() ^ b.to_bits())) == 0)
         };
-        match &*slot {
-            Some(p) if p.source.len() == w.len() && same(p) => Arc::clone(p),
-            _ => {
-                // SAFETY: only reached where `available` checked the CPU.
-                let weights = unsafe { amx::Weights::pack(w, input_words) };
-                let packed = Arc::new(Packed { source: w.as_slice().to_vec(), weights });
-                *slot = Some(Arc::clone(&packed));
-                packed
-            }
+        match cached {
+            Some(p) if same(&p) => p,
+            _ => self.store(w),
         }
+    }
+
+    /// Packs `w` and keeps it. The lock is not held while packing: the packing runs parallel
+    /// jobs, and a thread waiting for them may take up another chunk that asks for the lock.
+    fn store(&self, w: &DMatrix<f32>) -> Arc<Packed> {
+        // SAFETY: only called where `available` checked the CPU.
+        let packed = Arc::new(Packed { source: w.as_slice().to_vec(), weights: unsafe { amx::Weights::pack(w) } });
+        *self.slot() = Some(Arc::clone(&packed));
+        packed
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Packed>>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -99,21 +119,27 @@ pub fn spike_currents(
         return None;
     }
     let columns = (end - first) * trains.samples();
-    let mut y = DMatrix::zeros(w.nrows(), columns);
-    if columns > 0 && w.nrows() > 0 {
-        let packed = cache.packed(w, trains.words_per_step());
-        // SAFETY: `available` checked the CPU's features and the operating system's permission.
-        unsafe { amx::currents(&packed.weights, bias, trains, (first, end), y.as_mut_slice()) };
+    if columns == 0 || w.nrows() == 0 {
+        return Some(DMatrix::zeros(w.nrows(), columns));
     }
-    Some(y)
+    let packed = cache.packed(w);
+    // SAFETY: `available` checked the CPU's features and the operating system's permission;
+    // the currents write every output of every column.
+    Some(unsafe { written(w.nrows(), columns, |y| amx::currents(&packed.weights, bias, trains, (first, end), y)) })
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx {
     use std::arch::asm;
-    use std::arch::x86_64::{__cpuid_count, _mm512_maskz_mov_epi8, _mm512_set1_epi8, _mm512_storeu_si512};
+    use std::arch::x86_64::{
+        __cpuid_count, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_storeu_ps, _mm512_add_epi64, _mm512_add_pd,
+        _mm512_cvtepi32_epi64, _mm512_cvtepi64_pd, _mm512_cvtpd_ps, _mm512_cvtps_pd, _mm512_loadu_pd,
+        _mm512_maskz_mov_epi8, _mm512_mul_pd, _mm512_set1_epi8, _mm512_setzero_pd, _mm512_slli_epi64,
+        _mm512_storeu_si512,
+    };
 
     use nalgebra::DMatrix;
+    use rayon::prelude::*;
 
     use crate::data::spike_trains::SpikeTrains;
 
@@ -156,68 +182,77 @@ mod amx {
         unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
     }
 
-    /// The weights as tiles of bytes: per byte of the fixed-point integers (top first), per
-    /// tile of 16 outputs, per 64 inputs, 16 lines of 4 consecutive inputs for each of the 16
+    /// The weights as tiles of bytes: per tile of 16 outputs, per byte of the fixed-point
+    /// integers (top first), per 64 inputs, 16 lines of 4 consecutive inputs for each of the 16
     /// outputs (the layout the multiply reads its second operand in); and each output's scale.
     pub(super) struct Weights {
         lines: Vec<Line>,
         scales: Vec<f64>,
         /// Tiles of 16 outputs, an even number (outputs padded with zeros).
         output_tiles: usize,
-        /// Lines per tile of outputs: 16 per 64 inputs.
-        lines_per_tile: usize,
+        /// Lines per tile of outputs and byte of the weights: 16 per 64 inputs.
+        lines_per_limb: usize,
     }
 
     impl Weights {
-        /// Packs `w` (outputs x inputs, column-major). Written 16 outputs at a time in arrays
-        /// of 16 lanes, so that it compiles to whole-register AVX-512 operations: 0.1 ms where
-        /// an element at a time took about 4 ms for a 800 x 784 matrix.
-        #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
-        pub(super) fn pack(w: &DMatrix<f32>, input_words: usize) -> Self {
+        /// Packs `w` (outputs x inputs, column-major), the tiles of outputs in parallel.
+        ///
+        /// # Safety
+        /// [`enable`] must have returned true.
+        pub(super) unsafe fn pack(w: &DMatrix<f32>) -> Self {
             let (outputs, inputs) = w.shape();
             let output_tiles = outputs.div_ceil(2 * TILE) * 2;
-            let lines_per_tile = input_words * TILE;
-            let padded = output_tiles * TILE;
-            // Each output's largest |w| (as f32: exact), then its scale and inverse.
-            let mut largest = vec![0.0f32; padded];
+            let lines_per_limb = inputs.div_ceil(64) * TILE;
+            let mut largest = vec![0.0f32; output_tiles * TILE];
             for column in w.as_slice().chunks_exact(outputs.max(1)) {
                 for (m, &v) in largest.iter_mut().zip(column) {
                     *m = if v.abs() > *m { v.abs() } else { *m };
                 }
             }
-            let scales: Vec<f64> = largest[..outputs].iter().map(|&m| f64::from(m) / Q_MAX).collect();
-            let inverse: Vec<f64> = largest.iter().map(|&m| if m > 0.0 { Q_MAX / f64::from(m) } else { 0.0 }).collect();
-            let mut lines = vec![ZERO; LIMBS * output_tiles * lines_per_tile];
-            let mut column = [0.0f32; TILE];
-            for tile in 0..outputs.div_ceil(TILE) {
-                let outs = tile * TILE..((tile + 1) * TILE).min(outputs);
-                let inverse: &[f64; TILE] = inverse[tile * TILE..][..TILE].try_into().expect("16 outputs");
-                for quad in 0..inputs.div_ceil(4) {
-                    // q[j][e]: input 4 quad + j, output 16 tile + e.
-                    let mut q = [[0i32; TILE]; 4];
-                    for (j, q) in q.iter_mut().enumerate().take(inputs - quad * 4) {
-                        column[..outs.len()].copy_from_slice(&w.as_slice()[(quad * 4 + j) * outputs..][outs.clone()]);
-                        for e in 0..TILE {
-                            q[e] = nearest(f64::from(column[e]) * inverse[e]);
-                        }
-                    }
-                    for limb in 0..LIMBS {
-                        let shift = 8 * (LIMBS - 1 - limb);
-                        // Output e's four inputs as one little-endian word: byte j is input j.
-                        let mut words = [0u32; TILE];
-                        for (j, q) in q.iter().enumerate() {
-                            for e in 0..TILE {
-                                words[e] |= ((q[e] >> shift) as u32 & 0xff) << (8 * j);
-                            }
-                        }
-                        let line = &mut lines[(limb * output_tiles + tile) * lines_per_tile + quad].0;
-                        for (bytes, word) in line.chunks_exact_mut(4).zip(words) {
-                            bytes.copy_from_slice(&word.to_le_bytes());
-                        }
-                    }
+            let scales = largest[..outputs].iter().map(|&m| f64::from(m) / Q_MAX).collect();
+            let mut lines = vec![ZERO; output_tiles * LIMBS * lines_per_limb];
+            let tiles = lines.par_chunks_mut(LIMBS * lines_per_limb).zip(largest.par_chunks(TILE)).enumerate();
+            // SAFETY: the caller checked the CPU.
+            tiles.for_each(|(tile, (lines, largest))| unsafe { pack_tile(w, tile, largest, lines) });
+            Weights { lines, scales, output_tiles, lines_per_limb }
+        }
+    }
+
+    /// The lines of outputs `16 tile..16 tile + 16` of `w`, whose largest |w| are `largest`:
+    /// per byte of their integers, per 4 inputs a line of 16 little-endian words, byte j of
+    /// word e from input j of output e. Written in arrays of 16 lanes, so that it compiles to
+    /// whole-register operations.
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq")]
+    fn pack_tile(w: &DMatrix<f32>, tile: usize, largest: &[f32], lines: &mut [Line]) {
+        let (outputs, inputs) = w.shape();
+        let lines_per_limb = lines.len() / LIMBS;
+        let outs = (tile * TILE).min(outputs)..((tile + 1) * TILE).min(outputs);
+        let mut inverse = [0.0f64; TILE];
+        for (inv, &m) in inverse.iter_mut().zip(largest) {
+            *inv = if m > 0.0 { Q_MAX / f64::from(m) } else { 0.0 };
+        }
+        let mut column = [0.0f32; TILE];
+        for quad in 0..inputs.div_ceil(4) {
+            // q[j][e]: input 4 quad + j, output 16 tile + e.
+            let mut q = [[0i32; TILE]; 4];
+            for (j, q) in q.iter_mut().enumerate().take(inputs - quad * 4) {
+                column[..outs.len()].copy_from_slice(&w.as_slice()[(quad * 4 + j) * outputs..][outs.clone()]);
+                for e in 0..TILE {
+                    q[e] = nearest(f64::from(column[e]) * inverse[e]);
                 }
             }
-            Weights { lines, scales, output_tiles, lines_per_tile }
+            for limb in 0..LIMBS {
+                let shift = 8 * (LIMBS - 1 - limb);
+                let mut words = [0u32; TILE];
+                for (j, q) in q.iter().enumerate() {
+                    for e in 0..TILE {
+                        words[e] |= ((q[e] >> shift) as u32 & 0xff) << (8 * j);
+                    }
+                }
+                for (bytes, word) in lines[limb * lines_per_limb + quad].0.chunks_exact_mut(4).zip(words) {
+                    bytes.copy_from_slice(&word.to_le_bytes());
+                }
+            }
         }
     }
 
@@ -249,14 +284,16 @@ mod amx {
         lines
     }
 
+    /// Writes the currents (outputs x columns, column-major) through `y`.
+    ///
     /// # Safety
-    /// [`enable`] must have returned true.
+    /// [`enable`] must have returned true; `y` must address outputs x columns writable floats.
     pub(super) unsafe fn currents(
         weights: &Weights,
         bias: Option<&[f32]>,
         trains: &SpikeTrains,
         steps: (usize, usize),
-        y: &mut [f32],
+        y: *mut f32,
     ) {
         let words = trains.words_per_step();
         let columns = (steps.1 - steps.0) * trains.samples();
@@ -272,13 +309,13 @@ mod amx {
         unsafe { asm!("ldtilecfg [{}]", in(reg) &raw const config, options(nostack)) };
         for pair in 0..weights.output_tiles / 2 {
             for limb in 0..LIMBS {
-                let b = &weights.lines[(limb * weights.output_tiles + 2 * pair) * weights.lines_per_tile..];
+                let b = &weights.lines[(2 * pair * LIMBS + limb) * weights.lines_per_limb..];
                 for column_pair in 0..column_tiles / 2 {
                     let a = &spikes[2 * column_pair * words * TILE..];
                     let out = &mut sums[(limb * column_tiles + 2 * column_pair) * TILE * 2..][..TILE * 4];
                     // SAFETY: `a` holds two column tiles and `b` two output tiles of `words`
                     // 16-line blocks each; `out` 32 lines of 128 bytes.
-                    unsafe { multiply_block(a, b, words, weights.lines_per_tile, out, limb == 0) };
+                    unsafe { multiply_block(a, b, words, LIMBS * weights.lines_per_limb, out, limb == 0) };
                 }
             }
             // SAFETY: the lines hold i32 sums (4-byte aligned, every bit pattern valid).
@@ -348,15 +385,18 @@ mod amx {
 
     /// The currents of outputs `32 pair..32 pair + 32` in every column: each output's three
     /// byte sums joined into the exact sum of its integers, times its scale, plus its bias.
+    ///
+    /// # Safety
+    /// `y` must address `scales.len()` x `columns` writable floats.
     #[target_feature(enable = "avx512f,avx512dq")]
-    fn join_limbs(
+    unsafe fn join_limbs(
         sums: &[i32],
         padded_columns: usize,
         pair: usize,
         scales: &[f64],
         bias: Option<&[f32]>,
         columns: usize,
-        y: &mut [f32],
+        y: *mut f32,
     ) {
         let outputs = scales.len();
         let first = 2 * TILE * pair;
@@ -364,12 +404,35 @@ mod amx {
         let limb = |l: usize, c: usize| &sums[(l * padded_columns + c) * 2 * TILE..][..width];
         let (scales, bias) = (&scales[first..first + width], bias.map(|b| &b[first..first + width]));
         for c in 0..columns {
-            let out = &mut y[c * outputs + first..][..width];
             let (high, middle, low) = (limb(0, c), limb(1, c), limb(2, c));
-            for e in 0..width {
+            // SAFETY: within the outputs x columns the caller's `y` addresses.
+            let out = unsafe { y.add(c * outputs + first) };
+            let join = |e: usize| {
                 let q = (i64::from(high[e]) << 16) + (i64::from(middle[e]) << 8) + i64::from(low[e]);
-                let b = bias.map_or(0.0, |b| f64::from(b[e]));
-                out[e] = (q as f64 * scales[e] + b) as f32;
+                (q as f64 * scales[e] + bias.map_or(0.0, |b| f64::from(b[e]))) as f32
+            };
+            let whole = width / 8 * 8;
+            // Eight at a time in 512-bit registers of 64-bit lanes (left to itself, the compiler
+            // takes four at a time), then the rest one by one.
+            for e in (0..whole).step_by(8) {
+                // SAFETY (the loads): eight values of slices that hold them.
+                let wide =
+                    |v: &[i32]| _mm512_cvtepi32_epi64(unsafe { _mm256_loadu_si256(v[e..e + 8].as_ptr().cast()) });
+                let q = _mm512_add_epi64(
+                    _mm512_add_epi64(_mm512_slli_epi64::<16>(wide(high)), _mm512_slli_epi64::<8>(wide(middle))),
+                    wide(low),
+                );
+                let b = bias
+                    .map_or(_mm512_setzero_pd(), |b| _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(b[e..e + 8].as_ptr()) }));
+                let scale = unsafe { _mm512_loadu_pd(scales[e..e + 8].as_ptr()) };
+                // Multiply, then add: the same two roundings as the rest one by one.
+                let v = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepi64_pd(q), scale), b);
+                // SAFETY: outputs first + e.. first + e + 8 of column c.
+                unsafe { _mm256_storeu_ps(out.add(e), _mm512_cvtpd_ps(v)) };
+            }
+            for e in whole..width {
+                // SAFETY: as above.
+                unsafe { out.add(e).write(join(e)) };
             }
         }
     }
@@ -388,12 +451,12 @@ mod amx {
     pub(super) struct Weights;
 
     impl Weights {
-        pub(super) unsafe fn pack(_: &DMatrix<f32>, _: usize) -> Self {
+        pub(super) unsafe fn pack(_: &DMatrix<f32>) -> Self {
             unreachable!("no tile multiply on this platform")
         }
     }
 
-    pub(super) unsafe fn currents(_: &Weights, _: Option<&[f32]>, _: &SpikeTrains, _: (usize, usize), _: &mut [f32]) {
+    pub(super) unsafe fn currents(_: &Weights, _: Option<&[f32]>, _: &SpikeTrains, _: (usize, usize), _: *mut f32) {
         unreachable!("no tile multiply on this platform")
     }
 }
