@@ -512,4 +512,26 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn tile_currents_take_segments_alike_and_follow_changed_weights() {
+        let (inputs, outputs, steps, samples) = (100, 32, 5, 3);
+        let t = trains(inputs, steps, samples);
+        let mut w = DMatrix::from_fn(outputs, inputs, |o, i| ((o * 13 + i * 7) % 19) as f32 * 0.01 - 0.09);
+        let cache = TileCache::default();
+        let Some(whole) = spike_currents(&w, None, &t, (0, steps), &cache) else {
+            assert!(!available(), "the tile multiply is there but was not taken");
+            return;
+        };
+        // Columns taken in other groups: the same currents, bit for bit.
+        for (first, end) in [(0, 2), (2, 5), (4, 5)] {
+            let part = spike_currents(&w, None, &t, (first, end), &cache).expect("tiles");
+            assert_eq!(part, whole.columns(first * samples, (end - first) * samples).into_owned());
+        }
+        // One weight changed: the cache packs again, as a fresh one would.
+        w[(5, 3)] += 0.5;
+        let changed = spike_currents(&w, None, &t, (0, steps), &cache).expect("tiles");
+        assert_eq!(changed, spike_currents(&w, None, &t, (0, steps), &TileCache::default()).expect("tiles"));
+        assert_ne!(changed, whole, "input 3 fires in some column");
+    }
 }
