@@ -245,8 +245,9 @@ pub struct LayerNet<F> {
     /// The first step whose output counts in the scores (the recall window of the memory task;
     /// 0 otherwise).
     pub scored_from: usize,
-    /// The first layer's weights packed for a tile multiply of its input spikes.
-    pub tiles: TileCache,
+    /// The first layer's weights packed for a tile multiply of its input spikes (a cache, kept
+    /// by [`LayerNet::refresh_tiles`] and checked against the weights at each use).
+    tiles: TileCache,
 }
 
 impl<F: Gemm> LayerNet<F> {

@@ -2,11 +2,13 @@
 //! the CPU has one: the spikes as bytes of 0 and 1, the weights as integers, every sum exact.
 //!
 //! The event-driven product ([`super::event_products`]) adds one column of weights per spike,
-//! memory-bound at a few nanoseconds per spike and 64 outputs. A tile multiply takes a 16 x 64
-//! block of bytes times a 64 x 16 block of bytes into 16 x 16 sums of 32-bit integers in one
-//! instruction (16 384 multiply-adds), so on this shape the dense product of all the zeros is
-//! cheaper than walking the ones: on networks/fashion_snn.ron's first layer (784 inputs, 800
-//! outputs, 25 steps of 32 samples) 0.9 ms against 2.1-3.2 ms for the events (benches/REPORT.md).
+//! reading the weights at random. A tile multiply takes a 16 x 64 block of bytes times a 64 x 16
+//! block of bytes into 16 x 16 sums of 32-bit integers in one instruction (16 384
+//! multiply-adds) and reads its operands in order, so on this shape the dense product of all
+//! the zeros costs no more than walking the ones, and far less when both cores are busy: on
+//! networks/fashion_snn.ron's first layer (784 inputs, 800 outputs, 25 steps of 32 samples),
+//! 1.5 ms against about 1.6 ms for the events on one core alone, and the events 1.66x slower
+//! with the other core busy too, the tiles not (benches/REPORT.md).
 //!
 //! Exact integers, not floats: each output's row of weights becomes a 24-bit fixed-point
 //! integer q = round(w / s) with s = max |w| / (2^23 - 1) (the row's own scale), cut into three
