@@ -106,6 +106,9 @@ impl<F: Copy> TileWriter<F> {
 /// lines, read by every event that touches it.
 fn pack_tile<F: Real>(source: &[&[F]], n_out: usize, (start, width): (usize, usize), packed: &mut Vec<F>) {
     packed.clear();
+    // Room for the whole tile at once: rayon hands each piece of work a fresh buffer, which
+    // growing row by row copied over and over.
+    packed.reserve(source.iter().map(|part| part.len() / n_out.max(1)).sum::<usize>() * width);
     for row in source.iter().flat_map(|part| part.chunks_exact(n_out)) {
         packed.extend_from_slice(&row[start..start + width]);
     }

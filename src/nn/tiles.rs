@@ -233,14 +233,13 @@ mod amx {
         for (inv, &m) in inverse.iter_mut().zip(largest) {
             *inv = if m > 0.0 { Q_MAX / f64::from(m) } else { 0.0 };
         }
-        let mut column = [0.0f32; TILE];
         for quad in 0..inputs.div_ceil(4) {
             // q[j][e]: input 4 quad + j, output 16 tile + e.
             let mut q = [[0i32; TILE]; 4];
             for (j, q) in q.iter_mut().enumerate().take(inputs - quad * 4) {
-                column[..outs.len()].copy_from_slice(&w.as_slice()[(quad * 4 + j) * outputs..][outs.clone()]);
-                for e in 0..TILE {
-                    q[e] = nearest(f64::from(column[e]) * inverse[e]);
+                let column = &w.as_slice()[(quad * 4 + j) * outputs..][outs.clone()];
+                for ((q, &v), &inv) in q.iter_mut().zip(column).zip(&inverse) {
+                    *q = nearest(f64::from(v) * inv);
                 }
             }
             for limb in 0..LIMBS {
