@@ -579,7 +579,10 @@ impl<F: Gemm> LayerNet<F> {
     /// ([`Gemm::spike_currents`]): for a trainer, after each update, so that a batch's chunks
     /// find them packed.
     pub fn refresh_tiles(&self) {
-        if let (true, Some(Op::Dense(l))) = (self.reads_input_events(), self.layers.first().map(|l| &l.op)) {
+        if !self.reads_input_events() {
+            return;
+        }
+        if let Some(Op::Dense(l)) = self.layers.first().map(|l| &l.op) {
             F::refresh_tiles(&l.weight, &self.tiles);
         }
     }
@@ -615,11 +618,10 @@ impl<F: Gemm> LayerNet<F> {
         let tiled = F::spike_currents(&l.weight, l.bias.as_ref(), spikes.trains, spikes.steps, &self.tiles);
         let training = matches!(mode, Mode::Train { .. });
         let rows = (training || tiled.is_none()).then(|| spike_input::rows(spikes.trains, spikes.steps, spikes.base));
-        let y = match (tiled, &rows) {
-            (Some(y), _) => y,
-            (None, Some(rows)) => linear::dense_forward_events(&l.weight, l.bias.as_ref(), rows),
-            (None, None) => unreachable!("rows are taken where there is no tile multiply"),
-        };
+        let y = tiled.unwrap_or_else(|| {
+            let rows = rows.as_ref().expect("rows are taken where there is no tile multiply");
+            linear::dense_forward_events(&l.weight, l.bias.as_ref(), rows)
+        });
         (y, rows.map_or(Extra::None, Extra::Spikes), StepForward::Hard)
     }
 
