@@ -19,12 +19,13 @@ use snn::data::events::Events;
 use snn::data::idx;
 use snn::data::spike_trains::SpikeTrains;
 use snn::models::trainer::LayerRun;
+use snn::nn::conv::{self, ConvGeometry};
 use snn::nn::event_products::{self, ByInput, Row, Summing};
 use snn::nn::spike_input;
 use snn::nn::tiles::{self, TileCache};
 use snn::records::PassTotals;
 use snn::rng::Stream;
-use snn::spec::load_network;
+use snn::spec::{Shape, load_network};
 use snn::train::setup::load_data;
 
 fn train_step(c: &mut Criterion) {
@@ -136,9 +137,32 @@ fn train_step(c: &mut Criterion) {
     }
 }
 
+/// The spiking CNN's second convolution (networks/fashion_scnn.ron: 32 channels of 14 x 14
+/// pooled spikes, 64 filters of 3 x 3) on 16 samples of 4 steps, about 29% of the inputs
+/// firing: the forward pass and the backward pass (filter and input gradients). With the tile
+/// multiply where the CPU has one; `SNN_NO_TILES=1` measures the event-driven passes.
+fn spike_convolution(c: &mut Criterion) {
+    let input = Shape::Image { channels: 32, height: 14, width: 14 };
+    let output = Shape::Image { channels: 64, height: 14, width: 14 };
+    let g = ConvGeometry { input, output, kernel: 3, stride: 1, padding: 1 };
+    let (steps, samples) = (4, 16);
+    let mut rng = Stream::seed_from_u64(7);
+    // Spikes mostly held from step to step, as a spiking layer's are.
+    let held = DMatrix::from_fn(input.size(), samples, |_, _| f32::from(u8::from(rng.random::<f32>() < 0.29)));
+    let x = DMatrix::from_fn(input.size(), steps * samples, |i, col| {
+        let flip = rng.random::<f32>() < 0.1;
+        if flip { 1.0 - held[(i, col % samples)] } else { held[(i, col % samples)] }
+    });
+    let w = DMatrix::from_fn(64, 288, |_, _| rng.random::<f32>() * 0.2 - 0.1);
+    let dy = DMatrix::from_fn(output.size(), steps * samples, |_, _| rng.random::<f32>() * 2e-3 - 1e-3);
+    c.bench_function("conv2_forward_16x4", |b| b.iter(|| black_box(conv::forward_events(&g, &w, None, &x, steps))));
+    let (_, kept) = conv::forward_events(&g, &w, None, &x, steps);
+    c.bench_function("conv2_backward_16x4", |b| b.iter(|| black_box(conv::backward(&g, &w, false, &kept, &dy, true))));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(2));
-    targets = train_step
+    targets = train_step, spike_convolution
 }
 criterion_main!(benches);

@@ -26,6 +26,7 @@ use std::mem::MaybeUninit;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
+use super::conv_tiles::SpikeBytes;
 use super::event_products::{self, with_width};
 use super::fresh;
 use super::gemm::{Gemm, View, matmul, product_into};
@@ -215,6 +216,8 @@ pub enum Kept<F> {
     /// Spike input: every column's nonzero inputs, one row of events each, or each sample's
     /// base and every column's deviations from it.
     Spikes(SpikeRows<F>),
+    /// Spike input taken by the tile multiply: the spikes as bytes.
+    Tiles(SpikeBytes),
 }
 
 /// Convolution forward for the effective filters `w` (filters x (channels k k)); returns the
@@ -264,6 +267,7 @@ pub fn backward<F: Gemm>(
     match kept {
         Kept::Patches(patches) => backward_patches(g, w, has_bias, patches, dy, input_grad),
         Kept::Spikes(rows) => backward_events(g, w, has_bias, rows, dy, input_grad),
+        Kept::Tiles(spikes) => F::spike_convolution_backward(g, w, has_bias, spikes, dy, input_grad),
     }
 }
 
@@ -301,6 +305,9 @@ pub fn forward_events<F: Gemm>(
     x: &DMatrix<F>,
     steps: usize,
 ) -> (DMatrix<F>, Kept<F>) {
+    if let Some((y, spikes)) = F::spike_convolution(g, w, bias, x) {
+        return (y, Kept::Tiles(spikes));
+    }
     let samples = x.ncols() / steps.max(1);
     let rows = spike_input::column_deviations(x, samples).unwrap_or_else(|| SpikeRows::values(x));
     let (based, events) = (rows.base_rows(), &rows.events);

@@ -17,6 +17,8 @@ use rayon::prelude::*;
 
 use crate::data::spike_trains::SpikeTrains;
 use crate::nn::Real;
+use crate::nn::conv::ConvGeometry;
+use crate::nn::conv_tiles::{self, SpikeBytes};
 use crate::nn::fresh::written;
 use crate::nn::tiles;
 
@@ -54,6 +56,30 @@ pub trait Gemm: Real {
 
     /// Packs `w` into `cache` for [`Gemm::spike_currents`] now, where it runs.
     fn refresh_tiles(_w: &DMatrix<Self>, _cache: &tiles::TileCache) {}
+
+    /// A convolution of spikes `x` by a tile multiply ([`conv_tiles`]), where this type, the
+    /// CPU and the geometry allow it: the output and the spikes kept for the backward pass;
+    /// None elsewhere.
+    fn spike_convolution(
+        _g: &ConvGeometry,
+        _w: &DMatrix<Self>,
+        _bias: Option<&DMatrix<Self>>,
+        _x: &DMatrix<Self>,
+    ) -> Option<(DMatrix<Self>, SpikeBytes)> {
+        None
+    }
+
+    /// The gradients of the filters, bias and input of a [`Gemm::spike_convolution`].
+    fn spike_convolution_backward(
+        _g: &ConvGeometry,
+        _w: &DMatrix<Self>,
+        _has_bias: bool,
+        _spikes: &SpikeBytes,
+        _dy: &DMatrix<Self>,
+        _input_grad: bool,
+    ) -> (DMatrix<Self>, Option<DMatrix<Self>>, DMatrix<Self>) {
+        unreachable!("spikes as bytes are kept only by a type with a tile convolution")
+    }
 }
 
 impl Gemm for f32 {
@@ -83,6 +109,26 @@ impl Gemm for f32 {
 
     fn refresh_tiles(w: &DMatrix<f32>, cache: &tiles::TileCache) {
         cache.refresh(w)
+    }
+
+    fn spike_convolution(
+        g: &ConvGeometry,
+        w: &DMatrix<f32>,
+        bias: Option<&DMatrix<f32>>,
+        x: &DMatrix<f32>,
+    ) -> Option<(DMatrix<f32>, SpikeBytes)> {
+        conv_tiles::forward(g, w, bias, x)
+    }
+
+    fn spike_convolution_backward(
+        g: &ConvGeometry,
+        w: &DMatrix<f32>,
+        has_bias: bool,
+        spikes: &SpikeBytes,
+        dy: &DMatrix<f32>,
+        input_grad: bool,
+    ) -> (DMatrix<f32>, Option<DMatrix<f32>>, DMatrix<f32>) {
+        conv_tiles::backward(g, w, has_bias, spikes, dy, input_grad)
     }
 }
 

@@ -4,9 +4,11 @@
 //! time), the loss and the optimizers. Nothing here knows about training runs, files or figures.
 
 pub mod activation;
+pub mod amx;
 pub mod bits;
 pub mod block_sums;
 pub mod conv;
+pub mod conv_tiles;
 pub mod event_products;
 pub mod fresh;
 pub mod gemm;

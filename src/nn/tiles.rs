@@ -23,18 +23,13 @@
 //! them on request ([`available`]); elsewhere, or with `SNN_NO_TILES` set, the layer stays
 //! event-driven.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use nalgebra::DMatrix;
 
+pub use super::amx::available;
 use super::fresh::written;
 use crate::data::spike_trains::SpikeTrains;
-
-/// Whether the tile multiply runs here: checked once per process.
-pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| std::env::var_os("SNN_NO_TILES").is_none() && amx::enable())
-}
 
 /// A layer's weights as the tile multiply reads them, packed again only when they change: the
 /// chunks of a batch and every chunk of a test pass share one packing. Held by the model, so
@@ -132,57 +127,17 @@ pub fn spike_currents(
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx {
-    use std::arch::asm;
     use std::arch::x86_64::{
-        __cpuid_count, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_storeu_ps, _mm512_add_epi64, _mm512_add_pd,
-        _mm512_cvtepi32_epi64, _mm512_cvtepi64_pd, _mm512_cvtpd_ps, _mm512_cvtps_pd, _mm512_loadu_pd,
-        _mm512_maskz_mov_epi8, _mm512_mul_pd, _mm512_set1_epi8, _mm512_setzero_pd, _mm512_slli_epi64,
-        _mm512_storeu_si512,
+        _mm256_loadu_ps, _mm256_loadu_si256, _mm256_storeu_ps, _mm512_add_epi64, _mm512_add_pd, _mm512_cvtepi32_epi64,
+        _mm512_cvtepi64_pd, _mm512_cvtpd_ps, _mm512_cvtps_pd, _mm512_loadu_pd, _mm512_maskz_mov_epi8, _mm512_mul_pd,
+        _mm512_set1_epi8, _mm512_setzero_pd, _mm512_slli_epi64, _mm512_storeu_si512,
     };
 
     use nalgebra::DMatrix;
     use rayon::prelude::*;
 
     use crate::data::spike_trains::SpikeTrains;
-
-    /// 64 bytes on a 64-byte boundary: one tile row. A row that straddles two cache lines
-    /// makes every tile load three times slower (measured: 23 against 7.7 ns per multiply).
-    #[repr(C, align(64))]
-    #[derive(Clone, Copy)]
-    struct Line([u8; 64]);
-
-    const ZERO: Line = Line([0; 64]);
-
-    /// Rows (and bytes per row) of every tile the kernel configures.
-    const TILE: usize = 16;
-    /// The weights' bytes, most significant first.
-    const LIMBS: usize = 3;
-    /// Largest |q|: 24-bit signed integers, whose top byte is a signed byte.
-    const Q_MAX: f64 = ((1 << 23) - 1) as f64;
-
-    /// The tile configuration `ldtilecfg` reads: palette 1, then per tile register its bytes
-    /// per row and its rows (all eight 16 rows of 64 bytes).
-    #[repr(C, align(64))]
-    struct Config {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        bytes_per_row: [u16; 16],
-        rows: [u8; 16],
-    }
-
-    /// The CPU's tile multiply and byte masks, and Linux's permission to use the tile state.
-    pub(super) fn enable() -> bool {
-        let leaf7 = __cpuid_count(7, 0);
-        let (amx_tile, amx_int8) = (leaf7.edx >> 24 & 1 == 1, leaf7.edx >> 25 & 1 == 1);
-        if !(amx_tile && amx_int8 && std::arch::is_x86_feature_detected!("avx512bw")) {
-            return false;
-        }
-        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-        const XFEATURE_XTILEDATA: libc::c_long = 18;
-        // SAFETY: a request for a permission; it changes nothing else and fails cleanly.
-        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
-    }
+    use crate::nn::amx::{LIMBS, Line, Q_MAX, TILE, Tiles, ZERO, as_sums, limb, nearest};
 
     /// The weights as tiles of bytes: per tile of 16 outputs, per byte of the fixed-point
     /// integers (top first), per 64 inputs, 16 lines of 4 consecutive inputs for each of the 16
@@ -242,28 +197,18 @@ mod amx {
                     *q = nearest(f64::from(v) * inv);
                 }
             }
-            for limb in 0..LIMBS {
-                let shift = 8 * (LIMBS - 1 - limb);
+            for l in 0..LIMBS {
                 let mut words = [0u32; TILE];
                 for (j, q) in q.iter().enumerate() {
                     for e in 0..TILE {
-                        words[e] |= ((q[e] >> shift) as u32 & 0xff) << (8 * j);
+                        words[e] |= u32::from(limb(q[e], l)) << (8 * j);
                     }
                 }
-                for (bytes, word) in lines[limb * lines_per_limb + quad].0.chunks_exact_mut(4).zip(words) {
+                for (bytes, word) in lines[l * lines_per_limb + quad].0.chunks_exact_mut(4).zip(words) {
                     bytes.copy_from_slice(&word.to_le_bytes());
                 }
             }
         }
-    }
-
-    /// The integer nearest `x` (ties to even) for |x| < 2^31, by the float addition that
-    /// leaves it in the low bits of the mantissa: unlike `as i32`, which must saturate (and
-    /// send NaN to 0) and so takes one element at a time, this vectorises.
-    #[inline(always)]
-    fn nearest(x: f64) -> i32 {
-        const SHIFTER: f64 = 6_755_399_441_055_744.0; // 1.5 x 2^52
-        (x + SHIFTER).to_bits() as i32
     }
 
     /// Steps `first..end` of `trains` as the multiply's first operand: per tile of 16 columns
@@ -303,11 +248,8 @@ mod amx {
         let spikes = unsafe { spike_lines(trains, steps, column_tiles) };
         // Per byte of the weights, the sums of 32 outputs for every (padded) column.
         let mut sums = vec![ZERO; LIMBS * column_tiles * TILE * 2];
-        let mut config = Config { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
-        config.bytes_per_row[..8].fill(64);
-        config.rows[..8].fill(TILE as u8);
-        // SAFETY: the configuration is a valid palette-1 layout; the tile state is released below.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &raw const config, options(nostack)) };
+        // SAFETY: the caller checked the CPU.
+        let mut tiles = unsafe { Tiles::begin() };
         for pair in 0..weights.output_tiles / 2 {
             for limb in 0..LIMBS {
                 let b = &weights.lines[(2 * pair * LIMBS + limb) * weights.lines_per_limb..];
@@ -316,25 +258,21 @@ mod amx {
                     let out = &mut sums[(limb * column_tiles + 2 * column_pair) * TILE * 2..][..TILE * 4];
                     // SAFETY: `a` holds two column tiles and `b` two output tiles of `words`
                     // 16-line blocks each; `out` 32 lines of 128 bytes.
-                    unsafe { multiply_block(a, b, words, LIMBS * weights.lines_per_limb, out, limb == 0) };
+                    unsafe { multiply_block(&mut tiles, a, b, words, LIMBS * weights.lines_per_limb, out, limb == 0) };
                 }
             }
-            // SAFETY: the lines hold i32 sums (4-byte aligned, every bit pattern valid).
-            let sums: &[i32] = unsafe { std::slice::from_raw_parts(sums.as_ptr().cast(), sums.len() * 16) };
             // SAFETY: the caller checked the CPU.
-            unsafe { join_limbs(sums, column_tiles * TILE, pair, &weights.scales, bias, columns, y) };
+            unsafe { join_limbs(as_sums(&sums), column_tiles * TILE, pair, &weights.scales, bias, columns, y) };
         }
-        // SAFETY: ends the tile use this function began.
-        unsafe { asm!("tilerelease", options(nostack)) };
     }
 
     /// Sums over all inputs of two column tiles times two output tiles of one byte of the
-    /// weights (signed for the top byte), into `out` (32 columns of 32 sums): tiles 0-3 hold
-    /// the sums, 4-5 the spikes, 6-7 the weights.
+    /// weights (signed for the top byte), into `out` (32 columns of 32 sums).
     ///
     /// # Safety
-    /// The tile configuration of [`currents`] is loaded; `a` and `b` hold the blocks named.
+    /// `a` and `b` hold the blocks named.
     unsafe fn multiply_block(
+        tiles: &mut Tiles,
         a: &[Line],
         b: &[Line],
         words: usize,
@@ -342,45 +280,14 @@ mod amx {
         out: &mut [Line],
         signed: bool,
     ) {
-        let (a0, a1) = (a.as_ptr(), a[words * TILE..].as_ptr());
-        let (b0, b1) = (b.as_ptr(), b[b_tile_stride..].as_ptr());
+        let a = [a.as_ptr().cast::<u8>(), a[words * TILE..].as_ptr().cast()];
+        let b = [b.as_ptr().cast::<u8>(), b[b_tile_stride..].as_ptr().cast()];
+        tiles.zero();
+        let steps = (0..words).map(|k| (k * TILE * 64, k * TILE * 64));
+        // SAFETY: the caller's contract; the sums, 32 lines of 128 bytes.
         unsafe {
-            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack));
-            for k in 0..words {
-                let at = k * TILE;
-                macro_rules! step {
-                    ($op:literal) => {
-                        asm!(
-                            "tileloadd tmm4, [{a0} + {s}*1]",
-                            "tileloadd tmm6, [{b0} + {s}*1]",
-                            concat!($op, " tmm0, tmm4, tmm6"),
-                            "tileloadd tmm7, [{b1} + {s}*1]",
-                            concat!($op, " tmm1, tmm4, tmm7"),
-                            "tileloadd tmm5, [{a1} + {s}*1]",
-                            concat!($op, " tmm2, tmm5, tmm6"),
-                            concat!($op, " tmm3, tmm5, tmm7"),
-                            a0 = in(reg) a0.add(at), a1 = in(reg) a1.add(at),
-                            b0 = in(reg) b0.add(at), b1 = in(reg) b1.add(at),
-                            s = in(reg) 64usize, options(nostack),
-                        )
-                    };
-                }
-                if signed {
-                    step!("tdpbusd");
-                } else {
-                    step!("tdpbuud");
-                }
-            }
-            // Sums of column r (of 32) and output e (of 32) at out[r * 32 + e], as i32.
-            let p = out.as_mut_ptr().cast::<i32>();
-            asm!(
-                "tilestored [{p0} + {s}*1], tmm0",
-                "tilestored [{p1} + {s}*1], tmm1",
-                "tilestored [{p2} + {s}*1], tmm2",
-                "tilestored [{p3} + {s}*1], tmm3",
-                p0 = in(reg) p, p1 = in(reg) p.add(TILE), p2 = in(reg) p.add(TILE * 2 * TILE),
-                p3 = in(reg) p.add(TILE * 2 * TILE + TILE), s = in(reg) 128usize, options(nostack),
-            );
+            tiles.multiply((false, signed), (a, 64), b, steps);
+            tiles.store(out.as_mut_ptr().cast());
         }
     }
 
@@ -444,10 +351,6 @@ mod amx {
     use nalgebra::DMatrix;
 
     use crate::data::spike_trains::SpikeTrains;
-
-    pub(super) fn enable() -> bool {
-        false
-    }
 
     pub(super) struct Weights;
 
