@@ -91,9 +91,13 @@ pub fn backward(
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
     use std::arch::x86_64::{
-        __m512, __m512d, __mmask16, _mm256_loadu_si256, _mm512_castps256_ps512, _mm512_cvtepi32_pd, _mm512_cvtpd_ps,
-        _mm512_fmadd_pd, _mm512_insertf32x8, _mm512_loadu_pd, _mm512_mask_storeu_ps, _mm512_set1_pd, _mm512_setzero_pd,
-        _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
+        __m512, __m512d, __mmask16, _mm_maskz_loadu_epi8, _mm_storeu_si128, _mm256_loadu_si256, _mm512_castps256_ps512,
+        _mm512_castps512_ps256, _mm512_castsi256_si512, _mm512_cvtepi32_epi8, _mm512_cvtepi32_pd, _mm512_cvtepi32_ps,
+        _mm512_cvtepu8_epi32, _mm512_cvtpd_epi32, _mm512_cvtpd_ps, _mm512_cvtps_pd, _mm512_extractf32x8_ps,
+        _mm512_fmadd_pd, _mm512_insertf32x8, _mm512_inserti32x8, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_loadu_si512,
+        _mm512_mask_storeu_epi32, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mul_pd, _mm512_set1_pd,
+        _mm512_setzero_pd, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_srai_epi32,
+        _mm512_store_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
     };
 
     use nalgebra::DMatrix;
@@ -198,35 +202,71 @@ mod imp {
             self.image.0 * self.image.1 * self.row_lines
         }
 
-        /// One column's image from its source values (channel-major, `value(i)` the integer at
-        /// index i), one image per byte of the integers (`limbs` 1: the values are bytes).
-        /// `flat` is scratch space.
+        /// One column's image from its source values (channel-major), one image per byte of
+        /// their fixed-point integers round(v inverse) (`limbs` 1: the values are 0 or 1, each a
+        /// byte). `flat` is scratch space that keeps zeros where no source value lands, so it
+        /// is zeroed only when it is first used.
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-        fn fill_image(&self, limbs: usize, value: impl Fn(usize) -> i32, flat: &mut Vec<i32>, image: &mut [Line]) {
-            // The integers position-major first, `bytes` per position (and zeros around), then
-            // each byte's rows of `group` positions from their own on.
+        fn fill_image(&self, limbs: usize, source: Source, inverse: f64, flat: &mut Vec<f32>, image: &mut [Line]) {
+            // The values position-major first, `bytes` per position (and zeros around), moved
+            // 16 x 16 at a time; then each byte's rows of `group` positions from their own on.
             let (h, w) = self.source;
             let (ih, iw) = self.image;
-            flat.clear();
-            flat.resize((ih * iw + self.group) * self.bytes, 0);
-            let inside = |at: isize, size: usize| (0..size as isize).contains(&(at + self.offset));
-            let xs: Vec<usize> = (0..w).filter(|&x| inside(x as isize, iw)).collect();
-            for y in (0..h).filter(|&y| inside(y as isize, ih)) {
+            let size = (ih * iw + self.group) * self.bytes;
+            if flat.len() != size {
+                flat.clear();
+                flat.resize(size, 0.0);
+            }
+            let inside = |at: usize, size: usize| (0..size as isize).contains(&(at as isize + self.offset));
+            let xs = (0..w).filter(|&x| inside(x, iw)).collect::<Vec<_>>();
+            let Some((&x_first, &x_last)) = xs.first().zip(xs.last()) else { return };
+            let mask = |n: usize| ((1u32 << n.min(16)) - 1) as __mmask16;
+            for y in (0..h).filter(|&y| inside(y, ih)) {
                 let first = ((y as isize + self.offset) as usize * iw) as isize + self.offset;
-                for c in 0..self.channels {
-                    let source = (c * h + y) * w;
-                    for &x in &xs {
-                        flat[(first + x as isize) as usize * self.bytes + c] = value(source + x);
+                for c0 in (0..self.channels).step_by(16) {
+                    let channels = (self.channels - c0).min(16);
+                    for x0 in (x_first..=x_last).step_by(16) {
+                        let width = (x_last + 1 - x0).min(16);
+                        let rows: [__m512; 16] = std::array::from_fn(|i| {
+                            let at = ((c0 + i.min(channels - 1)) * h + y) * w + x0;
+                            // SAFETY: the masks read only the slices' values.
+                            match source {
+                                Source::Floats(v) => unsafe {
+                                    _mm512_maskz_loadu_ps(mask(width), v[at..][..width].as_ptr())
+                                },
+                                Source::Bytes(v) => _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(unsafe {
+                                    _mm_maskz_loadu_epi8(mask(width), v[at..][..width].as_ptr().cast())
+                                })),
+                            }
+                        });
+                        for (x, column) in transpose(rows).iter().enumerate().take(width) {
+                            let at = (first + (x0 + x) as isize) as usize * self.bytes + c0;
+                            let to = &mut flat[at..][..channels];
+                            // SAFETY: the mask writes only the slice's values.
+                            unsafe { _mm512_mask_storeu_ps(to.as_mut_ptr(), mask(channels), *column) };
+                        }
                     }
                 }
             }
             let (row, lines) = (self.group * self.bytes, self.image_lines());
-            for l in 0..limbs {
-                let shift = if limbs == 1 { 0 } else { 8 * (LIMBS - 1 - l) };
-                let image = amx::as_bytes_mut(&mut image[l * lines..][..lines]);
-                for (p, to) in image.chunks_exact_mut(row).enumerate() {
-                    let from = &flat[p * self.bytes..][..row];
-                    to.iter_mut().zip(from).for_each(|(to, &q)| *to = (q >> shift) as u8);
+            let inverse = _mm512_set1_pd(inverse);
+            for p in 0..ih * iw {
+                for i in (0..row).step_by(16) {
+                    // SAFETY: 16 values of the slice.
+                    let v = unsafe { _mm512_loadu_ps(flat[p * self.bytes + i..][..16].as_ptr()) };
+                    let halves = [_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v)]
+                        .map(|v| _mm512_cvtpd_epi32(_mm512_mul_pd(_mm512_cvtps_pd(v), inverse)));
+                    let q = _mm512_inserti32x8::<1>(_mm512_castsi256_si512(halves[0]), halves[1]);
+                    for l in 0..limbs {
+                        let byte = match (limbs, l) {
+                            (1, _) | (_, 2) => q,
+                            (_, 1) => _mm512_srai_epi32::<8>(q),
+                            _ => _mm512_srai_epi32::<16>(q),
+                        };
+                        let to = &mut amx::as_bytes_mut(&mut image[l * lines + p * self.row_lines..])[i..][..16];
+                        // SAFETY: 16 bytes of the slice.
+                        unsafe { _mm_storeu_si128(to.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(byte)) };
+                    }
                 }
             }
         }
@@ -402,6 +442,13 @@ mod imp {
         out
     }
 
+    /// A column's values, channel-major: output gradients, or spikes as bytes.
+    #[derive(Clone, Copy)]
+    enum Source<'a> {
+        Floats(&'a [f32]),
+        Bytes(&'a [u8]),
+    }
+
     fn forward_correlation(g: &ConvGeometry) -> Correlation {
         let (c, h, w, f, oh, ow) = dims(g);
         Correlation::new(c, (h, w), f, (oh, ow), g.kernel, g.padding as isize)
@@ -430,7 +477,7 @@ mod imp {
             let mut sums = vec![ZERO; corr.sum_lines(1)];
             for (j, x) in x.chunks(in_size).enumerate() {
                 // SAFETY: `fits` checked the CPU.
-                unsafe { corr.fill_image(1, |i| i32::from(x[i]), &mut flat, &mut image) };
+                unsafe { corr.fill_image(1, Source::Bytes(x), 1.0, &mut flat, &mut image) };
                 // SAFETY: tiles configured; image and kernel as built.
                 unsafe { corr.sums(&mut tiles, &image, 1, &kernel, &mut sums) };
                 // SAFETY: column b BLOCK + j of the caller's output, written by this task alone.
@@ -458,7 +505,7 @@ mod imp {
             for (j, dy) in dy.chunks(out_size).enumerate() {
                 let (inverse, scale) = scales(dy.iter().fold(0.0f32, |m, v| m.max(v.abs())));
                 // SAFETY: `fits` checked the CPU.
-                unsafe { corr.fill_image(LIMBS, |i| nearest(f64::from(dy[i]) * inverse), &mut flat, &mut image) };
+                unsafe { corr.fill_image(LIMBS, Source::Floats(dy), inverse, &mut flat, &mut image) };
                 // SAFETY: tiles configured; image and kernel as built.
                 unsafe { corr.sums(&mut tiles, &image, LIMBS, &kernel, &mut sums) };
                 // SAFETY: column b BLOCK + j of the caller's output, written by this task alone.
@@ -479,7 +526,7 @@ mod imp {
             .par_chunks(in_size * BLOCK)
             .zip(dy.as_slice().par_chunks(out_size * BLOCK))
             // SAFETY: `fits` checked the CPU.
-            .map(|(x, dy)| unsafe { block_filter_gradient(g, x, dy) })
+            .map_init(|| Scratch::new(g), |scratch, (x, dy)| unsafe { block_filter_gradient(g, x, dy, scratch) })
             .collect();
         let mut dw = DMatrix::zeros(filters, g.patch_shape().1);
         for part in &partial {
@@ -488,36 +535,74 @@ mod imp {
         dw
     }
 
-    /// One block's share of [`filter_gradient`].
-    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-    fn block_filter_gradient(g: &ConvGeometry, x: &[u8], dy: &[f32]) -> DMatrix<f32> {
-        let (c, h, w, f, oh, ow) = dims(g);
-        let (k, p) = (g.kernel, g.padding);
-        let (ph, pw) = (h + 2 * p, w + 2 * p);
-        // Sums run over output positions (y, x) with x < pw; columns x >= ow read junk that
-        // meets an output gradient of zero.
+    /// The sizes of [`filter_gradient`]'s operands: output positions on a grid as wide as the
+    /// padded input, `reach` of them (whole K steps; x >= ow reads junk that meets an output
+    /// gradient of zero), rows (channel, ky, kx), and lines per column of each operand.
+    fn gradient_shape(g: &ConvGeometry) -> (usize, usize, usize, usize) {
+        let (c, _, w, f, oh, _) = dims(g);
+        let pw = w + 2 * g.padding;
         let reach = (oh * pw).div_ceil(64) * 64;
-        let rows = c * k * k;
+        let rows = c * g.kernel * g.kernel;
         let (m_pairs, n_pairs) = (rows.div_ceil(2 * TILE), f.div_ceil(2 * TILE));
-        let (in_size, out_size, positions) = (g.input.size(), g.output.size(), oh * ow);
-        let plane = (reach + (k - 1) * (pw + 1)).max(ph * pw);
-        let columns = x.len() / in_size;
-        // Each filter's scale over the block's output gradients.
-        let mut largest = vec![0.0f32; f];
-        for dy in dy.chunks_exact(out_size) {
-            for (m, dy) in largest.iter_mut().zip(dy.chunks_exact(positions)) {
-                *m = dy.iter().fold(*m, |m, v| m.max(v.abs()));
+        (reach, rows, 2 * m_pairs * TILE * reach / 64, LIMBS * 2 * n_pairs * reach / 4)
+    }
+
+    /// Buffers of [`block_filter_gradient`], made once per thread's share of the blocks: every
+    /// block writes the same parts of them, so the rest (borders, padding rows and filters)
+    /// stays zero.
+    struct Scratch {
+        /// Per column, the shifted input planes (rows of `reach` bytes) and the output
+        /// gradient's lines (per byte, per tile of 16 filters, reach / 4 lines).
+        a: Vec<Line>,
+        b: Vec<Line>,
+        /// One input plane with its padding.
+        padded: Vec<u8>,
+        /// One filter's integers on the grid of `reach` positions.
+        q: Vec<i32>,
+        /// Per byte and filter of a tile, the bytes of its integers as words of 4 positions.
+        words: Vec<u32>,
+    }
+
+    impl Scratch {
+        fn new(g: &ConvGeometry) -> Self {
+            let (_, h, w, _, _, _) = dims(g);
+            let (k, p) = (g.kernel, g.padding);
+            let (reach, _, a_lines, b_lines) = gradient_shape(g);
+            let plane = (reach + (k - 1) * (w + 2 * p + 1)).max((h + 2 * p) * (w + 2 * p));
+            Scratch {
+                a: vec![ZERO; BLOCK * a_lines],
+                b: vec![ZERO; BLOCK * b_lines],
+                padded: vec![0; plane],
+                q: vec![0; reach],
+                words: vec![0; LIMBS * TILE * reach / 4],
             }
         }
+    }
+
+    /// One block's share of [`filter_gradient`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+    fn block_filter_gradient(g: &ConvGeometry, x: &[u8], dy: &[f32], scratch: &mut Scratch) -> DMatrix<f32> {
+        let (c, h, w, f, oh, ow) = dims(g);
+        let (k, p) = (g.kernel, g.padding);
+        let pw = w + 2 * p;
+        let (reach, rows, a_lines, b_lines) = gradient_shape(g);
+        let (m_pairs, n_pairs) = (rows.div_ceil(2 * TILE), f.div_ceil(2 * TILE));
+        let (in_size, out_size, positions) = (g.input.size(), g.output.size(), oh * ow);
+        let columns = x.len() / in_size;
+        // Each filter's scale over the block's output gradients (a max without NaN's order
+        // rules, which vectorises; the gradient is finite).
+        let mut largest = vec![[0.0f32; 16]; f];
+        for dy in dy.chunks_exact(out_size) {
+            for (m, dy) in largest.iter_mut().zip(dy.chunks_exact(positions)) {
+                let (whole, rest) = dy.split_at(positions / 16 * 16);
+                for v in whole.chunks_exact(16).chain([rest]) {
+                    m.iter_mut().zip(v).for_each(|(m, v)| *m = if v.abs() > *m { v.abs() } else { *m });
+                }
+            }
+        }
+        let largest: Vec<f32> = largest.iter().map(|m| m.iter().fold(0.0, |a, &b| if b > a { b } else { a })).collect();
         let (inverse, scale): (Vec<f64>, Vec<f64>) = largest.iter().map(|&m| scales(m)).unzip();
-        // Per column: the shifted planes (m_pairs 32 rows of `reach` bytes) and the output
-        // gradient's lines (per byte, per tile of 16 filters, reach / 4 lines).
-        let a_lines = 2 * m_pairs * TILE * reach / 64;
-        let b_lines = LIMBS * 2 * n_pairs * reach / 4;
-        let mut a = vec![ZERO; columns * a_lines];
-        let mut b = vec![ZERO; columns * b_lines];
-        let mut padded = vec![0u8; plane];
-        let mut q = vec![0i32; reach];
+        let Scratch { a, b, padded, q, words } = scratch;
         for (j, (x, dy)) in x.chunks(in_size).zip(dy.chunks(out_size)).enumerate() {
             let a = amx::as_bytes_mut(&mut a[j * a_lines..][..a_lines]);
             for ci in 0..c {
@@ -531,20 +616,53 @@ mod imp {
                     }
                 }
             }
+            // The output gradient's lines, per tile of 16 filters: each filter's integers on
+            // the grid of `reach` positions, cut into bytes, then turned 16 x 16 words at a time
+            // so that a line holds a word of 4 positions for each of the 16 filters.
             let b = &mut b[j * b_lines..][..b_lines];
-            for fi in 0..f {
-                // The filter's integers on the grid of `reach` positions, then per byte one
-                // word of 4 consecutive positions per line.
-                for (y, q) in q.chunks_exact_mut(pw).take(oh).enumerate() {
-                    let dy = &dy[(fi * oh + y) * ow..][..ow];
-                    q.iter_mut().zip(dy).for_each(|(q, &v)| *q = nearest(f64::from(v) * inverse[fi]));
+            for nt in 0..f.div_ceil(TILE) {
+                for e in 0..TILE.min(f - nt * TILE) {
+                    let fi = nt * TILE + e;
+                    let scale = _mm512_set1_pd(inverse[fi]);
+                    for y in 0..oh {
+                        for x0 in (0..ow).step_by(16) {
+                            let n = (ow - x0).min(16);
+                            let mask = ((1u32 << n) - 1) as __mmask16;
+                            // SAFETY: the masks read and write only the slices' values.
+                            unsafe {
+                                let v = _mm512_maskz_loadu_ps(mask, dy[(fi * oh + y) * ow + x0..][..n].as_ptr());
+                                let halves = [_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v)]
+                                    .map(|v| _mm512_cvtpd_epi32(_mm512_mul_pd(_mm512_cvtps_pd(v), scale)));
+                                let q512 = _mm512_inserti32x8::<1>(_mm512_castsi256_si512(halves[0]), halves[1]);
+                                _mm512_mask_storeu_epi32(q[y * pw + x0..][..n].as_mut_ptr(), mask, q512);
+                            }
+                        }
+                    }
+                    for (k16, q) in q.chunks_exact(16).enumerate() {
+                        // SAFETY: 16 values of the slice.
+                        let v = unsafe { _mm512_loadu_si512(q.as_ptr().cast()) };
+                        for (l, byte) in
+                            [_mm512_srai_epi32::<16>(v), _mm512_srai_epi32::<8>(v), v].into_iter().enumerate()
+                        {
+                            let to = &mut words[(l * TILE + e) * reach / 4 + k16 * 4..][..4];
+                            // SAFETY: 16 bytes of the slice.
+                            unsafe { _mm_storeu_si128(to.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(byte)) };
+                        }
+                    }
                 }
                 for l in 0..LIMBS {
-                    let shift = 8 * (LIMBS - 1 - l);
-                    let first = (l * 2 * n_pairs + fi / TILE) * (reach / 4);
-                    for (line, q) in b[first..][..reach / 4].iter_mut().zip(q.chunks_exact(4)) {
-                        let word = q.iter().rev().fold(0u32, |word, &q| word << 8 | u32::from((q >> shift) as u8));
-                        line.0[(fi % TILE) * 4..][..4].copy_from_slice(&word.to_le_bytes());
+                    for blk in 0..reach / 64 {
+                        let rows: [__m512; 16] = std::array::from_fn(|e| {
+                            // SAFETY: 16 words of the slice.
+                            unsafe {
+                                _mm512_loadu_ps(words[(l * TILE + e) * reach / 4 + blk * 16..][..16].as_ptr().cast())
+                            }
+                        });
+                        let first = (l * 2 * n_pairs + nt) * (reach / 4) + blk * 16;
+                        for (line, v) in b[first..][..16].iter_mut().zip(transpose(rows)) {
+                            // SAFETY: a line is 64 aligned bytes.
+                            unsafe { _mm512_store_ps(line.0.as_mut_ptr().cast(), v) };
+                        }
                     }
                 }
             }
