@@ -16,7 +16,9 @@
 //! written, and read by the forward product and by the filter gradient). Both work
 //! position-major (a position's filters side by side, so each addition is one contiguous run of
 //! filters) and transpose to and from the channel-major layout per sample. The input gradient
-//! stays a product: the output gradient is dense.
+//! stays a product: the output gradient is dense. Where the CPU has a tile multiply and the
+//! convolution has stride 1, all three passes on spikes are exact integer tile products instead
+//! ([`super::conv_tiles`]).
 //!
 //! Work is split into fixed blocks of samples and partial filter gradients are added in block
 //! order, so results do not depend on the number of threads.

@@ -305,34 +305,38 @@ mod imp {
             (lines, largest.into_iter().map(|m| scales(m).1).collect())
         }
 
-        /// The correlation's sums of one column: for each shift group g (the limbs of image and
-        /// kernel whose weights add to it), per pair of position tiles and pair of output tiles,
-        /// 32 x 32 sums into `sums[g]`; `image_limbs` 1 (bytes 0/1) or [`LIMBS`].
+        /// The correlation of one column into `out` (outputs x positions, channel-major): per
+        /// pair of position tiles and pair of output tiles, the sums of each shift group g (the
+        /// bytes of image and kernel whose weights add to 2^(8 (groups - 1 - g))), then at once,
+        /// while they are in the L1 cache, `scale[n]` times the joined integers plus `bias[n]`
+        /// (both padded to whole pairs of tiles). `image_limbs` is 1 (bytes 0/1) or [`LIMBS`];
+        /// `block` holds `image_limbs + LIMBS - 1` blocks of 64 lines.
         ///
         /// # Safety
         /// The tile registers are configured; `image` and `kernel` as filled and packed.
-        unsafe fn sums(
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+        unsafe fn correlate(
             &self,
             tiles: &mut Tiles,
-            image: &[Line],
-            image_limbs: usize,
+            (image, image_limbs): (&[Line], usize),
             kernel: &[Line],
-            sums: &mut [Line],
+            (scale, bias): (&[f64], &[f64]),
+            block: &mut [Line],
+            out: &mut [f32],
         ) {
             let n_pairs = self.outputs.div_ceil(2 * TILE);
-            let p_pairs = self.position_tiles().div_ceil(2);
             let per_tile = self.steps.len() * TILE;
             let groups = image_limbs + LIMBS - 1;
-            let block = 2 * TILE * 2 * TILE / 16; // lines of one block's sums
             let stride = self.row_lines * 64;
-            for g in 0..groups {
-                for pp in 0..p_pairs {
-                    let first = |t: usize| {
-                        let (y, xt) = (t / self.x_tiles, t % self.x_tiles);
-                        (y * self.image.1 + xt * TILE) * self.row_lines
-                    };
-                    let (t0, t1) = (first(2 * pp), first(2 * pp + 1));
-                    for np in 0..n_pairs {
+            let first = |t: usize| {
+                let (y, xt) = (t / self.x_tiles, t % self.x_tiles);
+                (y * self.image.1 + xt * TILE) * self.row_lines
+            };
+            for pp in 0..self.position_tiles().div_ceil(2) {
+                let (t0, t1) = (first(2 * pp), first(2 * pp + 1));
+                for np in 0..n_pairs {
+                    for g in 0..groups {
                         tiles.zero();
                         for la in 0..image_limbs {
                             // Kernel byte lb with la + lb = g, most significant first.
@@ -346,37 +350,29 @@ mod imp {
                             // reach), the kernel every K step of both output tiles.
                             unsafe { tiles.multiply(signed, (a, stride), [b(2 * np), b(2 * np + 1)], steps) };
                         }
-                        let out = &mut sums[((g * p_pairs + pp) * n_pairs + np) * block..][..block];
                         // SAFETY: 64 lines hold 1024 i32.
-                        unsafe { tiles.store(out.as_mut_ptr().cast()) };
+                        unsafe { tiles.store(block[g * 64..][..64].as_mut_ptr().cast()) };
                     }
+                    self.join(as_sums(&block[..groups * 64]), (pp, np), (scale, bias), out);
                 }
             }
         }
 
-        /// Lines of [`Correlation::sums`]' output.
-        fn sum_lines(&self, image_limbs: usize) -> usize {
-            (image_limbs + LIMBS - 1) * self.position_tiles().div_ceil(2) * self.outputs.div_ceil(2 * TILE) * 64
-        }
-
-        /// The column's output (outputs x positions, channel-major) from its sums: `scale[n]`
-        /// times the joined integer, plus `bias[n]` (both padded to whole pairs of tiles). Each
-        /// 16 x 16 tile of sums (positions x outputs) is joined in f64 (exact below 2^53),
-        /// scaled with one rounding, and turned in registers so that each output's 16
-        /// positions are one store.
+        /// The outputs of position tiles `2 pp, 2 pp + 1` and output tiles `2 np, 2 np + 1` from
+        /// their groups' sums `sums` (1024 each): joined in f64 (exact below 2^53), scaled and
+        /// shifted with one rounding, and each 16 x 16 tile turned in registers so that each
+        /// output's 16 positions are one store.
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-        fn join(&self, sums: &[i32], image_limbs: usize, scale: &[f64], bias: &[f64], out: &mut [f32]) {
-            let n_pairs = self.outputs.div_ceil(2 * TILE);
-            let p_pairs = self.position_tiles().div_ceil(2);
-            let groups = image_limbs + LIMBS - 1;
-            let weights: Vec<__m512d> =
-                (0..groups).map(|g| _mm512_set1_pd(2f64.powi(8 * (groups - 1 - g) as i32))).collect();
+        fn join(&self, sums: &[i32], (pp, np): (usize, usize), (scale, bias): (&[f64], &[f64]), out: &mut [f32]) {
+            let groups = sums.len() / 1024;
+            let weights: [__m512d; 2 * LIMBS - 1] =
+                std::array::from_fn(|g| _mm512_set1_pd(2f64.powi(8 * (groups.max(g + 1) - 1 - g) as i32)));
             let (oh, ow) = self.out;
-            for t in 0..self.position_tiles() {
+            for t in (2 * pp..2 * pp + 2).take_while(|&t| t < self.position_tiles()) {
                 let (y, x0) = (t / self.x_tiles, t % self.x_tiles * TILE);
-                let valid: __mmask16 = ((1u32 << TILE.min(ow - x0)) - 1) as u16;
-                for nt in 0..self.outputs.div_ceil(TILE) {
-                    let (np, half_n) = (nt / 2, nt % 2);
+                let width = TILE.min(ow - x0);
+                let valid: __mmask16 = ((1u32 << width) - 1) as u16;
+                for nt in (2 * np..2 * np + 2).take_while(|&nt| nt * TILE < self.outputs) {
                     // SAFETY (the loads): eight values of slices that hold them.
                     let eight = |v: &[f64], i: usize| unsafe { _mm512_loadu_pd(v[nt * TILE + 8 * i..][..8].as_ptr()) };
                     let (scale, bias) = ([eight(scale, 0), eight(scale, 1)], [eight(bias, 0), eight(bias, 1)]);
@@ -384,12 +380,12 @@ mod imp {
                         let r = (t % 2) * TILE + i;
                         let halves = [0, 1].map(|h| {
                             let mut q = _mm512_setzero_pd();
-                            for (g, &weight) in weights.iter().enumerate() {
-                                let at = ((g * p_pairs + t / 2) * n_pairs + np) * 1024 + r * 32 + half_n * TILE + 8 * h;
+                            for (g, sums) in sums.chunks_exact(1024).enumerate() {
+                                let at = r * 32 + (nt % 2) * TILE + 8 * h;
                                 // SAFETY: eight sums of the slice.
                                 let s =
                                     _mm512_cvtepi32_pd(unsafe { _mm256_loadu_si256(sums[at..][..8].as_ptr().cast()) });
-                                q = _mm512_fmadd_pd(s, weight, q);
+                                q = _mm512_fmadd_pd(s, weights[g], q);
                             }
                             _mm512_cvtpd_ps(_mm512_fmadd_pd(q, scale[h], bias[h]))
                         });
@@ -397,7 +393,7 @@ mod imp {
                     });
                     let columns = transpose(rows);
                     for (e, column) in columns.iter().enumerate().take(self.outputs - nt * TILE) {
-                        let to = &mut out[((nt * TILE + e) * oh + y) * ow + x0..][..TILE.min(ow - x0)];
+                        let to = &mut out[((nt * TILE + e) * oh + y) * ow + x0..][..width];
                         // SAFETY: the mask writes only the slice's positions.
                         unsafe { _mm512_mask_storeu_ps(to.as_mut_ptr(), valid, *column) };
                     }
@@ -474,16 +470,14 @@ mod imp {
             // SAFETY: `fits` checked the CPU.
             let mut tiles = unsafe { Tiles::begin() };
             let (mut image, mut flat) = (vec![ZERO; corr.image_lines()], Vec::new());
-            let mut sums = vec![ZERO; corr.sum_lines(1)];
+            let mut block = vec![ZERO; LIMBS * 64];
             for (j, x) in x.chunks(in_size).enumerate() {
                 // SAFETY: `fits` checked the CPU.
                 unsafe { corr.fill_image(1, Source::Bytes(x), 1.0, &mut flat, &mut image) };
-                // SAFETY: tiles configured; image and kernel as built.
-                unsafe { corr.sums(&mut tiles, &image, 1, &kernel, &mut sums) };
                 // SAFETY: column b BLOCK + j of the caller's output, written by this task alone.
                 let out = unsafe { std::slice::from_raw_parts_mut(y.at((b * BLOCK + j) * out_size), out_size) };
-                // SAFETY: `fits` checked the CPU.
-                unsafe { corr.join(as_sums(&sums), 1, &scales, &bias, out) };
+                // SAFETY: tiles configured; image and kernel as built.
+                unsafe { corr.correlate(&mut tiles, (&image, 1), &kernel, (&scales, &bias), &mut block, out) };
             }
         });
     }
@@ -501,17 +495,16 @@ mod imp {
             // SAFETY: `fits` checked the CPU.
             let mut tiles = unsafe { Tiles::begin() };
             let (mut image, mut flat) = (vec![ZERO; LIMBS * corr.image_lines()], Vec::new());
-            let mut sums = vec![ZERO; corr.sum_lines(LIMBS)];
+            let mut block = vec![ZERO; (2 * LIMBS - 1) * 64];
             for (j, dy) in dy.chunks(out_size).enumerate() {
                 let (inverse, scale) = scales(dy.iter().fold(0.0f32, |m, v| m.max(v.abs())));
                 // SAFETY: `fits` checked the CPU.
                 unsafe { corr.fill_image(LIMBS, Source::Floats(dy), inverse, &mut flat, &mut image) };
-                // SAFETY: tiles configured; image and kernel as built.
-                unsafe { corr.sums(&mut tiles, &image, LIMBS, &kernel, &mut sums) };
                 // SAFETY: column b BLOCK + j of the caller's output, written by this task alone.
                 let out = unsafe { std::slice::from_raw_parts_mut(dx.at((b * BLOCK + j) * in_size), in_size) };
-                // SAFETY: `fits` checked the CPU.
-                unsafe { corr.join(as_sums(&sums), LIMBS, &corr.padded(|c| channel_scales[c] * scale), &zeros, out) };
+                let scales = corr.padded(|c| channel_scales[c] * scale);
+                // SAFETY: tiles configured; image and kernel as built.
+                unsafe { corr.correlate(&mut tiles, (&image, LIMBS), &kernel, (&scales, &zeros), &mut block, out) };
             }
         });
     }
