@@ -91,13 +91,14 @@ pub fn backward(
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
     use std::arch::x86_64::{
-        __m512, __m512d, __mmask16, _mm_maskz_loadu_epi8, _mm_storeu_si128, _mm256_loadu_si256, _mm512_castps256_ps512,
-        _mm512_castps512_ps256, _mm512_castsi256_si512, _mm512_cvtepi32_epi8, _mm512_cvtepi32_pd, _mm512_cvtepi32_ps,
-        _mm512_cvtepu8_epi32, _mm512_cvtpd_epi32, _mm512_cvtpd_ps, _mm512_cvtps_pd, _mm512_extractf32x8_ps,
-        _mm512_fmadd_pd, _mm512_insertf32x8, _mm512_inserti32x8, _mm512_loadu_pd, _mm512_loadu_ps, _mm512_loadu_si512,
-        _mm512_mask_storeu_epi32, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mul_pd, _mm512_set1_pd,
-        _mm512_setzero_pd, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_srai_epi32,
-        _mm512_store_ps, _mm512_unpackhi_ps, _mm512_unpacklo_ps,
+        __m512, __m512d, __mmask16, _mm_maskz_loadu_epi8, _mm_storeu_si128, _mm256_loadu_si256, _mm512_abs_ps,
+        _mm512_castps256_ps512, _mm512_castps512_ps256, _mm512_castsi256_si512, _mm512_cvtepi32_epi8,
+        _mm512_cvtepi32_pd, _mm512_cvtepi32_ps, _mm512_cvtepu8_epi32, _mm512_cvtpd_epi32, _mm512_cvtpd_ps,
+        _mm512_cvtps_pd, _mm512_extractf32x8_ps, _mm512_fmadd_pd, _mm512_insertf32x8, _mm512_inserti32x8,
+        _mm512_loadu_pd, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_storeu_epi32, _mm512_mask_storeu_ps,
+        _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_mul_pd, _mm512_reduce_max_ps, _mm512_set1_pd, _mm512_setzero_pd,
+        _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_srai_epi32, _mm512_store_ps,
+        _mm512_unpackhi_ps, _mm512_unpacklo_ps,
     };
 
     use nalgebra::DMatrix;
@@ -518,8 +519,16 @@ mod imp {
         let partial: Vec<DMatrix<f32>> = x
             .par_chunks(in_size * BLOCK)
             .zip(dy.as_slice().par_chunks(out_size * BLOCK))
-            // SAFETY: `fits` checked the CPU.
-            .map_init(|| Scratch::new(g), |scratch, (x, dy)| unsafe { block_filter_gradient(g, x, dy, scratch) })
+            .map(|(x, dy)| {
+                SCRATCH.with_borrow_mut(|kept| {
+                    let (_, scratch) = match kept {
+                        Some((geometry, _)) if geometry == g => kept.as_mut().expect("matched"),
+                        _ => kept.insert((*g, Scratch::new(g))),
+                    };
+                    // SAFETY: `fits` checked the CPU.
+                    unsafe { block_filter_gradient(g, x, dy, scratch) }
+                })
+            })
             .collect();
         let mut dw = DMatrix::zeros(filters, g.patch_shape().1);
         for part in &partial {
@@ -540,9 +549,14 @@ mod imp {
         (reach, rows, 2 * m_pairs * TILE * reach / 64, LIMBS * 2 * n_pairs * reach / 4)
     }
 
-    /// Buffers of [`block_filter_gradient`], made once per thread's share of the blocks: every
-    /// block writes the same parts of them, so the rest (borders, padding rows and filters)
-    /// stays zero.
+    thread_local! {
+        /// Each thread's [`Scratch`], kept for the geometry it was made for (about 1 MB).
+        static SCRATCH: std::cell::RefCell<Option<(ConvGeometry, Scratch)>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Buffers of [`block_filter_gradient`], made once per thread and geometry: every block
+    /// writes the same parts of them, so the rest (borders, padding rows and filters) stays
+    /// zero.
     struct Scratch {
         /// Per column, the shifted input planes (rows of `reach` bytes) and the output
         /// gradient's lines (per byte, per tile of 16 filters, reach / 4 lines).
@@ -582,18 +596,19 @@ mod imp {
         let (m_pairs, n_pairs) = (rows.div_ceil(2 * TILE), f.div_ceil(2 * TILE));
         let (in_size, out_size, positions) = (g.input.size(), g.output.size(), oh * ow);
         let columns = x.len() / in_size;
-        // Each filter's scale over the block's output gradients (a max without NaN's order
-        // rules, which vectorises; the gradient is finite).
-        let mut largest = vec![[0.0f32; 16]; f];
+        // Each filter's scale over the block's output gradients, 16 lanes at a time in
+        // registers.
+        let mut largest = vec![_mm512_setzero_ps(); f];
         for dy in dy.chunks_exact(out_size) {
             for (m, dy) in largest.iter_mut().zip(dy.chunks_exact(positions)) {
-                let (whole, rest) = dy.split_at(positions / 16 * 16);
-                for v in whole.chunks_exact(16).chain([rest]) {
-                    m.iter_mut().zip(v).for_each(|(m, v)| *m = if v.abs() > *m { v.abs() } else { *m });
+                for v in dy.chunks(16) {
+                    // SAFETY: the mask reads only the slice's values.
+                    let v = unsafe { _mm512_maskz_loadu_ps(((1u32 << v.len()) - 1) as __mmask16, v.as_ptr()) };
+                    *m = _mm512_max_ps(*m, _mm512_abs_ps(v));
                 }
             }
         }
-        let largest: Vec<f32> = largest.iter().map(|m| m.iter().fold(0.0, |a, &b| if b > a { b } else { a })).collect();
+        let largest: Vec<f32> = largest.into_iter().map(|m| _mm512_reduce_max_ps(m)).collect();
         let (inverse, scale): (Vec<f64>, Vec<f64>) = largest.iter().map(|&m| scales(m)).unzip();
         let Scratch { a, b, padded, q, words } = scratch;
         for (j, (x, dy)) in x.chunks(in_size).zip(dy.chunks(out_size)).enumerate() {
