@@ -4,7 +4,8 @@
 //! two event-driven products a step is mostly made of, and the currents of rows drawn uniformly
 //! over all inputs or over a block of them that fits the L1 cache; and for a training chunk of
 //! 32 images the input layer's currents by the tile multiply, with the weights packed or
-//! packing them.
+//! packing them; and networks/fashion_scnn.ron's second convolution on spikes, forward and
+//! backward (by the tile multiply where the CPU has one; `SNN_NO_TILES=1` for the events).
 //! `cargo bench --bench train`.
 
 use std::hint::black_box;

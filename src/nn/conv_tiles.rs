@@ -112,14 +112,17 @@ mod imp {
     const BLOCK: usize = 8;
 
     /// Whether the tile passes take this convolution: stride 1, and sums that cannot overflow
-    /// 32 bits (at most 3 x 255 x 255 per term and step of the sum).
+    /// 32 bits (in a correlation at most 3 x 255 x 255 per term, three pairs of bytes adding to
+    /// one sum; in the filter gradient 255 per output position of a block).
     pub(super) fn fits(g: &ConvGeometry) -> bool {
         let (Shape::Image { channels, .. }, Shape::Image { channels: filters, height, width }) = (g.input, g.output)
         else {
             return false;
         };
         let terms = g.kernel * g.kernel * channels.max(filters).next_power_of_two().max(64);
-        amx::available() && g.stride == 1 && terms * 3 * 255 * 255 < i32::MAX as usize && height * width > 0
+        let positions = BLOCK * height * (width + g.kernel);
+        let bounded = terms * 3 * 255 * 255 < i32::MAX as usize && positions * 255 < i32::MAX as usize;
+        amx::available() && g.stride == 1 && bounded && height * width > 0
     }
 
     fn dims(g: &ConvGeometry) -> (usize, usize, usize, usize, usize, usize) {
@@ -140,9 +143,12 @@ mod imp {
         channels: usize,
         /// Bytes per position in a row: a power of two from 4 to 64, or a multiple of 64.
         bytes: usize,
+        /// Positions per image row: 64 / bytes where a position takes less than a line, else 1.
         group: usize,
+        /// Lines per image row: bytes / 64 where a position takes more than a line, else 1.
         row_lines: usize,
         kernel: usize,
+        /// Image position (Y, X) holds source position (Y - offset, X - offset).
         offset: isize,
         /// The source image's size, and the output's.
         source: (usize, usize),
@@ -151,6 +157,7 @@ mod imp {
         /// Image size in positions: the output plus the kernel's reach, and one more row for a
         /// last tile of a pair that lies beyond the output.
         image: (usize, usize),
+        /// Outputs per position: the filters, or the input channels for the input gradient.
         outputs: usize,
         /// K steps: (line of the image relative to the tile's first position, kernel row ty,
         /// first tap tx, first channel).
