@@ -55,7 +55,8 @@ pub struct ConvGeometry {
 }
 
 impl ConvGeometry {
-    fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
+    /// Channels, height and width of the input, height and width of the output, kernel size.
+    pub(super) fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
         let Shape::Image { channels, height, width } = self.input else {
             unreachable!("checked: conv input is an image")
         };

@@ -125,13 +125,10 @@ mod imp {
         amx::available() && g.stride == 1 && bounded && height * width > 0
     }
 
+    /// Channels, height and width of the input, filters, height and width of the output.
     fn dims(g: &ConvGeometry) -> (usize, usize, usize, usize, usize, usize) {
-        let Shape::Image { channels, height, width } = g.input else { unreachable!("conv input is an image") };
-        let Shape::Image { channels: filters, height: oh, width: ow } = g.output else {
-            unreachable!("conv output is an image")
-        };
-        debug_assert_eq!((oh, ow), (height + 2 * g.padding + 1 - g.kernel, width + 2 * g.padding + 1 - g.kernel));
-        (channels, height, width, filters, oh, ow)
+        let (channels, height, width, oh, ow, _) = g.dims();
+        (channels, height, width, g.output.channels(), oh, ow)
     }
 
     /// A stride-1 correlation `out[n, y, x] = sum over channels c and taps (ty, tx) of kernel[n,
