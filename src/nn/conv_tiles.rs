@@ -26,6 +26,7 @@
 use nalgebra::DMatrix;
 
 use super::conv::ConvGeometry;
+use super::fresh;
 
 /// A convolution's input of spikes as bytes 0 or 1, column after column (channel-major), kept by
 /// the forward pass for the filter gradient.
@@ -57,13 +58,11 @@ pub fn forward(
         return None;
     }
     let spikes = SpikeBytes(bytes);
-    // SAFETY: `fits` checked the CPU; the kernel writes every output.
-    let y = unsafe {
-        super::fresh::written(g.output.size(), x.ncols(), |y| {
-            imp::forward(g, w, bias.map(|b| b.as_slice()), &spikes.0, y)
-        })
-    };
-    Some((y, spikes))
+    let mut y = fresh::slots(g.output.size() * x.ncols());
+    // SAFETY: `fits` checked the CPU.
+    unsafe { imp::forward(g, w, bias.map(|b| b.as_slice()), &spikes.0, &mut y) };
+    // SAFETY: the kernel writes every output.
+    Some((unsafe { fresh::written_matrix(g.output.size(), x.ncols(), y) }, spikes))
 }
 
 /// Gradients of the filters, of the bias, and of the input (zero unless `input_grad`) from the
@@ -80,8 +79,11 @@ pub fn backward(
     let dw = imp::filter_gradient(g, w.nrows(), &spikes.0, dy);
     let db = has_bias.then(|| super::linear::bias_gradient(dy.as_slice(), w.nrows(), g.output.positions()));
     let dx = if input_grad {
-        // SAFETY: `fits` checked the CPU; the kernel writes every input.
-        unsafe { super::fresh::written(g.input.size(), dy.ncols(), |dx| imp::input_gradient(g, w, dy, dx)) }
+        let mut dx = fresh::slots(g.input.size() * dy.ncols());
+        // SAFETY: `fits` checked the CPU.
+        unsafe { imp::input_gradient(g, w, dy, &mut dx) };
+        // SAFETY: the kernel writes every input.
+        unsafe { fresh::written_matrix(g.input.size(), dy.ncols(), dx) }
     } else {
         DMatrix::zeros(g.input.size(), dy.ncols())
     };
@@ -100,6 +102,8 @@ mod imp {
         _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_srai_epi32, _mm512_store_ps,
         _mm512_unpackhi_ps, _mm512_unpacklo_ps,
     };
+
+    use std::mem::MaybeUninit;
 
     use nalgebra::DMatrix;
     use rayon::prelude::*;
@@ -328,7 +332,7 @@ mod imp {
             kernel: &[Line],
             (scale, bias): (&[f64], &[f64]),
             block: &mut [Line],
-            out: &mut [f32],
+            out: &mut [MaybeUninit<f32>],
         ) {
             let n_pairs = self.outputs.div_ceil(2 * TILE);
             let per_tile = self.steps.len() * TILE;
@@ -368,7 +372,13 @@ mod imp {
         /// shifted with one rounding, and each 16 x 16 tile turned in registers so that each
         /// output's 16 positions are one store.
         #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-        fn join(&self, sums: &[i32], (pp, np): (usize, usize), (scale, bias): (&[f64], &[f64]), out: &mut [f32]) {
+        fn join(
+            &self,
+            sums: &[i32],
+            (pp, np): (usize, usize),
+            (scale, bias): (&[f64], &[f64]),
+            out: &mut [MaybeUninit<f32>],
+        ) {
             let groups = sums.len() / 1024;
             let weights: [__m512d; 2 * LIMBS - 1] =
                 std::array::from_fn(|g| _mm512_set1_pd(2f64.powi(8 * (groups.max(g + 1) - 1 - g) as i32)));
@@ -400,7 +410,7 @@ mod imp {
                     for (e, column) in columns.iter().enumerate().take(self.outputs - nt * TILE) {
                         let to = &mut out[((nt * TILE + e) * oh + y) * ow + x0..][..width];
                         // SAFETY: the mask writes only the slice's positions.
-                        unsafe { _mm512_mask_storeu_ps(to.as_mut_ptr(), valid, *column) };
+                        unsafe { _mm512_mask_storeu_ps(to.as_mut_ptr().cast(), valid, *column) };
                     }
                 }
             }
@@ -462,51 +472,60 @@ mod imp {
         Correlation::new(f, (oh, ow), c, (h, w), g.kernel, g.kernel as isize - 1 - g.padding as isize)
     }
 
+    /// Writes every output into `y` (outputs x columns).
+    ///
     /// # Safety
-    /// `fits(g)`; `y` addresses outputs x columns writable floats.
-    pub(super) unsafe fn forward(g: &ConvGeometry, w: &DMatrix<f32>, bias: Option<&[f32]>, x: &[u8], y: *mut f32) {
+    /// `fits(g)`.
+    pub(super) unsafe fn forward(
+        g: &ConvGeometry,
+        w: &DMatrix<f32>,
+        bias: Option<&[f32]>,
+        x: &[u8],
+        y: &mut [MaybeUninit<f32>],
+    ) {
         let corr = forward_correlation(g);
         let k = g.kernel;
         let (kernel, scales) = corr.pack_kernel(|f, c, ky, kx| w[(f, (c * k + ky) * k + kx)]);
         let (in_size, out_size) = (g.input.size(), g.output.size());
         let (scales, bias) = (corr.padded(|f| scales[f]), corr.padded(|f| bias.map_or(0.0, |b| f64::from(b[f]))));
-        let y = SendPtr(y);
-        x.par_chunks(in_size * BLOCK).enumerate().for_each(|(b, x)| {
+        y.par_chunks_mut(out_size * BLOCK).zip(x.par_chunks(in_size * BLOCK)).for_each(|(y, x)| {
             // SAFETY: `fits` checked the CPU.
             let mut tiles = unsafe { Tiles::begin() };
             let (mut image, mut flat) = (vec![ZERO; corr.image_lines()], Vec::new());
             let mut block = vec![ZERO; LIMBS * 64];
-            for (j, x) in x.chunks(in_size).enumerate() {
+            for (out, x) in y.chunks_mut(out_size).zip(x.chunks(in_size)) {
                 // SAFETY: `fits` checked the CPU.
                 unsafe { corr.fill_image(1, Source::Bytes(x), 1.0, &mut flat, &mut image) };
-                // SAFETY: column b BLOCK + j of the caller's output, written by this task alone.
-                let out = unsafe { std::slice::from_raw_parts_mut(y.at((b * BLOCK + j) * out_size), out_size) };
                 // SAFETY: tiles configured; image and kernel as built.
                 unsafe { corr.correlate(&mut tiles, (&image, 1), &kernel, (&scales, &bias), &mut block, out) };
             }
         });
     }
 
+    /// Writes every input's gradient into `dx` (input size x columns).
+    ///
     /// # Safety
-    /// `fits(g)`; `dx` addresses input size x columns writable floats.
-    pub(super) unsafe fn input_gradient(g: &ConvGeometry, w: &DMatrix<f32>, dy: &DMatrix<f32>, dx: *mut f32) {
+    /// `fits(g)`.
+    pub(super) unsafe fn input_gradient(
+        g: &ConvGeometry,
+        w: &DMatrix<f32>,
+        dy: &DMatrix<f32>,
+        dx: &mut [MaybeUninit<f32>],
+    ) {
         let corr = input_correlation(g);
         let k = g.kernel;
         let (kernel, channel_scales) = corr.pack_kernel(|c, f, ty, tx| w[(f, (c * k + k - 1 - ty) * k + k - 1 - tx)]);
         let (in_size, out_size) = (g.input.size(), g.output.size());
         let zeros = corr.padded(|_| 0.0);
-        let dx = SendPtr(dx);
-        dy.as_slice().par_chunks(out_size * BLOCK).enumerate().for_each(|(b, dy)| {
+        dx.par_chunks_mut(in_size * BLOCK).zip(dy.as_slice().par_chunks(out_size * BLOCK)).for_each(|(dx, dy)| {
             // SAFETY: `fits` checked the CPU.
             let mut tiles = unsafe { Tiles::begin() };
             let (mut image, mut flat) = (vec![ZERO; LIMBS * corr.image_lines()], Vec::new());
             let mut block = vec![ZERO; (2 * LIMBS - 1) * 64];
-            for (j, dy) in dy.chunks(out_size).enumerate() {
+            for (out, dy) in dx.chunks_mut(in_size).zip(dy.chunks(out_size)) {
                 let (inverse, scale) = scales(dy.iter().fold(0.0f32, |m, v| m.max(v.abs())));
                 // SAFETY: `fits` checked the CPU.
                 unsafe { corr.fill_image(LIMBS, Source::Floats(dy), inverse, &mut flat, &mut image) };
-                // SAFETY: column b BLOCK + j of the caller's output, written by this task alone.
-                let out = unsafe { std::slice::from_raw_parts_mut(dx.at((b * BLOCK + j) * in_size), in_size) };
                 let scales = corr.padded(|c| channel_scales[c] * scale);
                 // SAFETY: tiles configured; image and kernel as built.
                 unsafe { corr.correlate(&mut tiles, (&image, LIMBS), &kernel, (&scales, &zeros), &mut block, out) };
@@ -714,23 +733,12 @@ mod imp {
         }
         dw
     }
-
-    /// A pointer the blocks of a parallel loop write their own columns through.
-    #[derive(Clone, Copy)]
-    struct SendPtr(*mut f32);
-    // SAFETY: each task writes only its own columns.
-    unsafe impl Send for SendPtr {}
-    unsafe impl Sync for SendPtr {}
-    impl SendPtr {
-        fn at(self, i: usize) -> *mut f32 {
-            // SAFETY: within the caller's matrix.
-            unsafe { self.0.add(i) }
-        }
-    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod imp {
+    use std::mem::MaybeUninit;
+
     use nalgebra::DMatrix;
 
     use crate::nn::conv::ConvGeometry;
@@ -739,11 +747,22 @@ mod imp {
         false
     }
 
-    pub(super) unsafe fn forward(_: &ConvGeometry, _: &DMatrix<f32>, _: Option<&[f32]>, _: &[u8], _: *mut f32) {
+    pub(super) unsafe fn forward(
+        _: &ConvGeometry,
+        _: &DMatrix<f32>,
+        _: Option<&[f32]>,
+        _: &[u8],
+        _: &mut [MaybeUninit<f32>],
+    ) {
         unreachable!("no tile multiply on this platform")
     }
 
-    pub(super) unsafe fn input_gradient(_: &ConvGeometry, _: &DMatrix<f32>, _: &DMatrix<f32>, _: *mut f32) {
+    pub(super) unsafe fn input_gradient(
+        _: &ConvGeometry,
+        _: &DMatrix<f32>,
+        _: &DMatrix<f32>,
+        _: &mut [MaybeUninit<f32>],
+    ) {
         unreachable!("no tile multiply on this platform")
     }
 
