@@ -424,6 +424,17 @@ mod imp {
         }
     }
 
+    /// `lanes` raised to the largest |v| of `values`, lane by lane (the values are finite).
+    #[target_feature(enable = "avx512f")]
+    fn largest_magnitudes(values: &[f32], mut lanes: __m512) -> __m512 {
+        for v in values.chunks(16) {
+            // SAFETY: the mask reads only the slice's values.
+            let v = unsafe { _mm512_maskz_loadu_ps(((1u32 << v.len()) - 1) as __mmask16, v.as_ptr()) };
+            lanes = _mm512_max_ps(lanes, _mm512_abs_ps(v));
+        }
+        lanes
+    }
+
     /// The columns of 16 rows of 16 floats.
     #[target_feature(enable = "avx512f")]
     fn transpose(r: [__m512; 16]) -> [__m512; 16] {
@@ -522,13 +533,18 @@ mod imp {
             let mut tiles = unsafe { Tiles::begin() };
             let (mut image, mut flat) = (vec![ZERO; LIMBS * corr.image_lines()], Vec::new());
             let mut block = vec![ZERO; (2 * LIMBS - 1) * 64];
+            // Each column's scales: its channels' times the column's (zeros past the channels).
+            let mut column_scales = zeros.clone();
             for (out, dy) in dx.chunks_mut(in_size).zip(dy.chunks(out_size)) {
-                let (inverse, scale) = scales(dy.iter().fold(0.0f32, |m, v| m.max(v.abs())));
+                // SAFETY: `fits` checked the CPU.
+                let (inverse, scale) =
+                    scales(unsafe { _mm512_reduce_max_ps(largest_magnitudes(dy, _mm512_setzero_ps())) });
                 // SAFETY: `fits` checked the CPU.
                 unsafe { corr.fill_image(LIMBS, Source::Floats(dy), inverse, &mut flat, &mut image) };
-                let scales = corr.padded(|c| channel_scales[c] * scale);
+                column_scales.iter_mut().zip(&channel_scales).for_each(|(s, &c)| *s = c * scale);
+                let scaled = (&column_scales[..], &zeros[..]);
                 // SAFETY: tiles configured; image and kernel as built.
-                unsafe { corr.correlate(&mut tiles, (&image, LIMBS), &kernel, (&scales, &zeros), &mut block, out) };
+                unsafe { corr.correlate(&mut tiles, (&image, LIMBS), &kernel, scaled, &mut block, out) };
             }
         });
     }
@@ -624,11 +640,7 @@ mod imp {
         let mut largest = vec![_mm512_setzero_ps(); f];
         for dy in dy.chunks_exact(out_size) {
             for (m, dy) in largest.iter_mut().zip(dy.chunks_exact(positions)) {
-                for v in dy.chunks(16) {
-                    // SAFETY: the mask reads only the slice's values.
-                    let v = unsafe { _mm512_maskz_loadu_ps(((1u32 << v.len()) - 1) as __mmask16, v.as_ptr()) };
-                    *m = _mm512_max_ps(*m, _mm512_abs_ps(v));
-                }
+                *m = largest_magnitudes(dy, *m);
             }
         }
         let largest: Vec<f32> = largest.into_iter().map(|m| _mm512_reduce_max_ps(m)).collect();

@@ -41,7 +41,7 @@ pub struct TileCache(Mutex<Option<Arc<Packed>>>);
 /// Packed weights and the weights they were packed from, to tell when they went stale.
 struct Packed {
     source: Vec<f32>,
-    weights: amx::Weights,
+    weights: imp::Weights,
 }
 
 impl TileCache {
@@ -75,7 +75,7 @@ impl TileCache {
     /// jobs, and a thread waiting for them may take up another chunk that asks for the lock.
     fn store(&self, w: &DMatrix<f32>) -> Arc<Packed> {
         // SAFETY: only called where `available` checked the CPU.
-        let packed = Arc::new(Packed { source: w.as_slice().to_vec(), weights: unsafe { amx::Weights::pack(w) } });
+        let packed = Arc::new(Packed { source: w.as_slice().to_vec(), weights: unsafe { imp::Weights::pack(w) } });
         *self.slot() = Some(Arc::clone(&packed));
         packed
     }
@@ -122,11 +122,11 @@ pub fn spike_currents(
     let packed = cache.packed(w);
     // SAFETY: `available` checked the CPU's features and the operating system's permission;
     // the currents write every output of every column.
-    Some(unsafe { written(w.nrows(), columns, |y| amx::currents(&packed.weights, bias, trains, (first, end), y)) })
+    Some(unsafe { written(w.nrows(), columns, |y| imp::currents(&packed.weights, bias, trains, (first, end), y)) })
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-mod amx {
+mod imp {
     use std::arch::x86_64::{
         _mm256_loadu_ps, _mm256_loadu_si256, _mm256_storeu_ps, _mm512_add_epi64, _mm512_add_pd, _mm512_cvtepi32_epi64,
         _mm512_cvtepi64_pd, _mm512_cvtpd_ps, _mm512_cvtps_pd, _mm512_loadu_pd, _mm512_maskz_mov_epi8, _mm512_mul_pd,
@@ -137,7 +137,7 @@ mod amx {
     use rayon::prelude::*;
 
     use crate::data::spike_trains::SpikeTrains;
-    use crate::nn::amx::{LIMBS, Line, Q_MAX, TILE, Tiles, ZERO, as_sums, limb, nearest};
+    use crate::nn::amx::{LIMBS, Line, TILE, Tiles, ZERO, as_sums, limb, nearest, scales};
 
     /// The weights as tiles of bytes: per tile of 16 outputs, per byte of the fixed-point
     /// integers (top first), per 64 inputs, 16 lines of 4 consecutive inputs for each of the 16
@@ -166,7 +166,7 @@ mod amx {
                     *m = if v.abs() > *m { v.abs() } else { *m };
                 }
             }
-            let scales = largest[..outputs].iter().map(|&m| f64::from(m) / Q_MAX).collect();
+            let scales = largest[..outputs].iter().map(|&m| scales(m).1).collect();
             let mut lines = vec![ZERO; output_tiles * LIMBS * lines_per_limb];
             let tiles = lines.par_chunks_mut(LIMBS * lines_per_limb).zip(largest.par_chunks(TILE)).enumerate();
             // SAFETY: the caller checked the CPU.
@@ -184,10 +184,7 @@ mod amx {
         let (outputs, inputs) = w.shape();
         let lines_per_limb = lines.len() / LIMBS;
         let outs = (tile * TILE).min(outputs)..((tile + 1) * TILE).min(outputs);
-        let mut inverse = [0.0f64; TILE];
-        for (inv, &m) in inverse.iter_mut().zip(largest) {
-            *inv = if m > 0.0 { Q_MAX / f64::from(m) } else { 0.0 };
-        }
+        let inverse: [f64; TILE] = std::array::from_fn(|e| scales(largest[e]).0);
         for quad in 0..inputs.div_ceil(4) {
             // q[j][e]: input 4 quad + j, output 16 tile + e.
             let mut q = [[0i32; TILE]; 4];
@@ -347,7 +344,7 @@ mod amx {
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-mod amx {
+mod imp {
     use nalgebra::DMatrix;
 
     use crate::data::spike_trains::SpikeTrains;
