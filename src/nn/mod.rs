@@ -17,6 +17,7 @@ pub mod loss;
 pub mod norm;
 pub mod optim;
 pub mod pool;
+pub mod pool_lanes;
 pub mod real;
 pub mod spike_input;
 pub mod spiking;

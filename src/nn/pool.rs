@@ -6,7 +6,7 @@ use std::mem::MaybeUninit;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::nn::{Real, fresh};
+use crate::nn::{Real, fresh, pool_lanes};
 use crate::spec::Shape;
 
 /// (channels, height, width) of the input and (height, width) of the output.
@@ -92,12 +92,24 @@ pub(crate) fn max_pairs_into<F: Real>(
     ws: &mut [MaybeUninit<u32>],
 ) {
     let (w, ow) = (width, width / 2);
+    let corner = |o: usize| ((first + 2 * o * w) % features) as u32;
+    if let (Some(xs), Some(ys)) = (F::as_f32(xs), F::as_f32_slots(ys))
+        && pool_lanes::available()
+    {
+        for ((pair, ys), (ws, o)) in
+            xs.chunks_exact(2 * w).zip(ys.chunks_exact_mut(ow)).zip(ws.chunks_exact_mut(ow).zip(0..))
+        {
+            let (upper, lower) = pair.split_at(w);
+            pool_lanes::max_of_windows(upper, lower, w as u32, corner(o), ys, ws);
+        }
+        return;
+    }
     for ((pair, ys), (ws, o)) in
         xs.chunks_exact(2 * w).zip(ys.chunks_exact_mut(ow)).zip(ws.chunks_exact_mut(ow).zip(0..))
     {
         let (upper, lower) = pair.split_at(w);
         let (upper, lower) = (&upper[..2 * ow], &lower[..2 * ow]);
-        let corner = ((first + 2 * o * w) % features) as u32;
+        let corner = corner(o);
         // Indexed loops of selects, each window's four values read from the two rows at a
         // stride of two: a shape the compiler turns into vector code.
         for ox in 0..ow {
@@ -130,22 +142,30 @@ pub(crate) fn route_pairs_into<F: Real>(
     ws: &[u32],
     dxs: &mut [MaybeUninit<F>],
 ) {
-    let w = width;
-    let rows = dxs.chunks_exact_mut(2 * w).zip(dys.chunks_exact(w / 2)).zip(ws.chunks_exact(w / 2));
+    let (w, ow) = (width, width / 2);
+    let corner = |o: usize| ((first + 2 * o * w) % features) as u32;
+    let lanes = pool_lanes::available();
+    let rows = dxs.chunks_exact_mut(2 * w).zip(dys.chunks_exact(ow)).zip(ws.chunks_exact(ow));
     for (o, ((pair, dys), ws)) in rows.enumerate() {
-        let corner = ((first + 2 * o * w) % features) as u32;
         let (upper, lower) = pair.split_at_mut(w);
-        let ow = w / 2;
-        let (upper, lower, dys, ws) = (&mut upper[..2 * ow], &mut lower[..2 * ow], &dys[..ow], &ws[..ow]);
-        for ox in 0..ow {
-            // Where in its window the winner lies: 0, 1, w or w + 1.
-            let offset = ws[ox].wrapping_sub(corner + 2 * ox as u32);
-            // Each window's four inputs written at once, in place of zeroing the whole
-            // gradient and adding each output's into it; 0 + g, as that addition gave.
-            let g = F::zero() + dys[ox];
-            let pick = |at: u32| MaybeUninit::new(if offset == at { g } else { F::zero() });
-            (upper[2 * ox], upper[2 * ox + 1]) = (pick(0), pick(1));
-            (lower[2 * ox], lower[2 * ox + 1]) = (pick(w as u32), pick(w as u32 + 1));
+        match (F::as_f32(dys), F::as_f32_slots(upper), F::as_f32_slots(lower)) {
+            (Some(dys), Some(upper), Some(lower)) if lanes => {
+                pool_lanes::route_to_winners(dys, ws, w as u32, corner(o), upper, lower)
+            }
+            _ => {
+                let corner = corner(o);
+                let (upper, lower, dys, ws) = (&mut upper[..2 * ow], &mut lower[..2 * ow], &dys[..ow], &ws[..ow]);
+                for ox in 0..ow {
+                    // Where in its window the winner lies: 0, 1, w or w + 1.
+                    let offset = ws[ox].wrapping_sub(corner + 2 * ox as u32);
+                    // Each window's four inputs written at once, in place of zeroing the whole
+                    // gradient and adding each output's into it; 0 + g, as that addition gave.
+                    let g = F::zero() + dys[ox];
+                    let pick = |at: u32| MaybeUninit::new(if offset == at { g } else { F::zero() });
+                    (upper[2 * ox], upper[2 * ox + 1]) = (pick(0), pick(1));
+                    (lower[2 * ox], lower[2 * ox + 1]) = (pick(w as u32), pick(w as u32 + 1));
+                }
+            }
         }
         // An odd width leaves the last column of both rows out of every window.
         if w % 2 == 1 {
@@ -281,6 +301,35 @@ mod tests {
                 }
             }
             assert_eq!(max_backward(shape, 2, &winners, &dy), expected, "{height}x{width}");
+        }
+    }
+
+    #[test]
+    fn f32_lanes_pool_and_route_as_the_f64_loops() {
+        // Widths of one, two and a part of a 16-window round, odd ones; ties among spikes,
+        // -0 and NaN among graded values. Every f32 is an f64, so the f64 loops give the bits.
+        for (height, width) in [(4, 28), (2, 14), (2, 40), (4, 34), (2, 7), (2, 2), (6, 65)] {
+            let shape = Shape::Image { channels: 2, height, width };
+            let n = shape.size();
+            let value = |i: usize, j: usize| {
+                let k = (i * 7 + j * 13) % 11;
+                match (j, k) {
+                    (0, _) => (k % 2) as f32,
+                    (_, 3) => -0.0,
+                    (_, 5) if i % 9 == 0 => f32::NAN,
+                    _ => k as f32 * 0.3 - 1.0,
+                }
+            };
+            let x32 = DMatrix::from_fn(n, 2, value);
+            let (y32, winners32) = max_forward(shape, 2, &x32);
+            let (y64, winners64) = max_forward(shape, 2, &x32.map(f64::from));
+            assert_eq!(winners32, winners64, "{height}x{width}");
+            assert!(y32.iter().zip(&y64).all(|(&a, &b)| f64::from(a).to_bits() == b.to_bits()), "{height}x{width}");
+            let dy32 =
+                DMatrix::from_fn(y32.nrows(), 2, |o, j| if o % 5 == 1 { -0.0 } else { o as f32 - 2.5 * j as f32 });
+            let dx32 = max_backward(shape, 2, &winners32, &dy32);
+            let dx64 = max_backward(shape, 2, &winners64, &dy32.map(f64::from));
+            assert!(dx32.iter().zip(&dx64).all(|(&a, &b)| f64::from(a).to_bits() == b.to_bits()), "{height}x{width}");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The scalar types the models run in: f32 for training, f64 for gradient checks.
 
+use std::mem::MaybeUninit;
+
 use nalgebra::RealField;
 
 use crate::surrogate::DerivativeTable;
@@ -13,6 +15,11 @@ pub trait Real: RealField + Copy + Send + Sync + 'static {
     /// Replaces every x of `xs` by the tabulated surrogate derivative at x, in this type's
     /// arithmetic.
     fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]);
+    /// `xs` as f32 values where this type is f32, else None: the way into kernels written for
+    /// f32 lanes.
+    fn as_f32(xs: &[Self]) -> Option<&[f32]>;
+    /// [`Real::as_f32`] for slots still to be written.
+    fn as_f32_slots(xs: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<f32>]>;
 }
 
 impl Real for f32 {
@@ -27,6 +34,12 @@ impl Real for f32 {
     }
     fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]) {
         table.derivatives_f32(xs)
+    }
+    fn as_f32(xs: &[Self]) -> Option<&[f32]> {
+        Some(xs)
+    }
+    fn as_f32_slots(xs: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<f32>]> {
+        Some(xs)
     }
 }
 
@@ -44,6 +57,12 @@ impl Real for f64 {
     /// table's interpolation (good to about 1e-4, which would hide errors of that size).
     fn surrogate_derivatives(table: &DerivativeTable, xs: &mut [Self]) {
         xs.iter_mut().for_each(|x| *x = table.exact(*x))
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_slots(_: &mut [MaybeUninit<Self>]) -> Option<&mut [MaybeUninit<f32>]> {
+        None
     }
 }
 
