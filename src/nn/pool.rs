@@ -316,7 +316,7 @@ mod tests {
                 match (j, k) {
                     (0, _) => (k % 2) as f32,
                     (_, 3) => -0.0,
-                    (_, 5) if i % 9 == 0 => f32::NAN,
+                    (_, 5) if i.is_multiple_of(9) => f32::NAN,
                     _ => k as f32 * 0.3 - 1.0,
                 }
             };
