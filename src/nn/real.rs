@@ -66,15 +66,15 @@ impl Real for f64 {
     }
 }
 
-/// The dot product of `a` and `b`, over eight interleaved partial sums so that it vectorises
-/// (one running sum would wait on each add's latency).
-pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-    let mut lanes = [F::zero(); 8];
-    let (blocks_a, blocks_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail = blocks_a.remainder().iter().zip(blocks_b.remainder()).fold(F::zero(), |acc, (&x, &y)| x.fma(y, acc));
-    for (xa, xb) in blocks_a.zip(blocks_b) {
-        for ((lane, &x), &y) in lanes.iter_mut().zip(xa).zip(xb) {
-            *lane = x.fma(y, *lane);
+/// The sum of `xs` in f64, over sixteen interleaved partial sums so that it vectorises (one
+/// running sum would wait on each add's latency).
+pub fn sum_f64<F: Real>(xs: &[F]) -> f64 {
+    let mut lanes = [0.0; 16];
+    let blocks = xs.chunks_exact(16);
+    let tail = blocks.remainder().iter().fold(0.0, |acc, &x| acc + x.to_f64());
+    for block in blocks {
+        for (lane, &x) in lanes.iter_mut().zip(block) {
+            *lane += x.to_f64();
         }
     }
     lanes.iter().fold(tail, |acc, &l| acc + l)

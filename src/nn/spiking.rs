@@ -55,6 +55,7 @@ use rayon::prelude::*;
 
 use crate::nn::gemm::{Gemm, View, par_matmul};
 use crate::nn::pool::{max_pairs_into, route_pairs_into};
+use crate::nn::real::sum_f64;
 use crate::nn::{Real, fresh};
 use crate::spec::{Learnable, Shape, SpikeReset};
 use crate::surrogate::{DerivativeTable, Surrogate};
@@ -750,7 +751,7 @@ impl<F: Gemm> Spiking<F> {
                     let mut rest = acc;
                     for (channel, count) in self.channel_runs(p * self.piece_len(), acc.len()) {
                         let (run, after) = rest.split_at(count);
-                        run.iter().for_each(|&g| total[channel] += g.to_f64());
+                        total[channel] += sum_f64(run);
                         rest = after;
                     }
                     total
