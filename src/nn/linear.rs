@@ -87,7 +87,8 @@ pub fn add_bias<F: Gemm>(y: &mut [F], bias: &DMatrix<F>, positions: usize) {
 /// Each channel's bias gradient: dy (samples of `channels x positions` values, one after the
 /// other) summed over its `positions` outputs in every sample.
 pub(super) fn bias_gradient<F: Gemm>(dy: &[F], channels: usize, positions: usize) -> DMatrix<F> {
-    DMatrix::from_vec(channels, 1, channel_sums((dy, dy), channels, positions, |v, _, _| v))
+    let sums = channel_sums((dy, dy), channels, positions, |_| |v: F, _| v.to_f64());
+    DMatrix::from_iterator(channels, 1, sums.into_iter().map(F::of))
 }
 
 /// Dense forward: `y = w x + b` for the effective weights `w`.

@@ -4,14 +4,14 @@
 //!
 //! Where MPI ranks each hold a share of the batch, the statistics are the whole batch's, as
 //! PyTorch's SyncBatchNorm computes them: the ranks' per-channel sums are exchanged and added in
-//! rank order, twice forward (the mean, then the variance about it) and once backward.
+//! rank order, once forward (the values and their squares, see [`Moments`]) and once backward.
 
 use std::mem::MaybeUninit;
 
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::nn::block_sums::{channel_sums, channel_sums_of};
+use crate::nn::block_sums::channel_sums_of;
 use crate::nn::{Real, fresh};
 use crate::ranks::{Exchange, WordReader, Words};
 
@@ -49,21 +49,91 @@ impl<F: Real> Default for NormCache<F> {
     }
 }
 
-/// Every rank's `local`, added element by element in rank order (in f64, then rounded once);
-/// one process's values as they are.
-fn sum_over_ranks<F: Real>(ranks: &dyn Exchange, local: Vec<F>) -> Vec<F> {
+/// Every rank's `local`, added element by element in rank order; one process's values as they
+/// are.
+fn sum_over_ranks(ranks: &dyn Exchange, local: Vec<f64>) -> Vec<f64> {
     if ranks.size() == 1 {
         return local;
     }
     let mut words = Words::default();
-    local.iter().for_each(|x| words.push_f64(x.to_f64()));
+    local.iter().for_each(|&x| words.push_f64(x));
     let all = ranks.all_gather(&words.0);
     let mut read = WordReader::new(&all);
     let mut total = vec![0.0f64; local.len()];
     for _ in 0..ranks.size() {
         total.iter_mut().for_each(|t| *t += read.f64());
     }
-    total.into_iter().map(F::of).collect()
+    total
+}
+
+/// One rank's share of a batch in the sums its statistics come from, per channel: the sums of
+/// the values less a shift, and of their squares, in f64, in one pass. The shift is a value of
+/// the channel (the first of the share), near the mean, so that the variance as mean square
+/// less squared mean cancels about as little as two passes (the mean, then the squares about
+/// it) would; it also moves with the values, so that the statistics of x + b are those of x,
+/// shifted, to rounding (a bias before batch norm has no gradient, and a finite difference
+/// sees none).
+struct Moments {
+    /// Values per channel.
+    count: f64,
+    shift: Vec<f64>,
+    sum: Vec<f64>,
+    squares: Vec<f64>,
+}
+
+impl Moments {
+    fn of<F: Real>(x: &[F], channels: usize, positions: usize) -> Self {
+        let shift: Vec<f64> = (0..channels).map(|k| x.get(k * positions).map_or(0.0, |v| v.to_f64())).collect();
+        let [sum, squares] = channel_sums_of((x, x), channels, positions, |k| {
+            let shift = shift[k];
+            move |v: F, _| {
+                let d = v.to_f64() - shift;
+                [d, d * d]
+            }
+        });
+        Moments { count: (x.len() / channels.max(1)) as f64, shift, sum, squares }
+    }
+
+    /// The whole batch's sums from every rank's share (in one exchange), about the shift of the
+    /// first rank with values: each share's sums moved to that shift by the usual identities
+    /// (Chan, Golub and LeVeque's pairwise update), then added in rank order; alike on every
+    /// rank. One process's as they are.
+    fn over_ranks(self, ranks: &dyn Exchange) -> Self {
+        if ranks.size() == 1 {
+            return self;
+        }
+        let mut words = Words::default();
+        words.push_f64(self.count);
+        [&self.shift, &self.sum, &self.squares].into_iter().flatten().for_each(|&v| words.push_f64(v));
+        let all = ranks.all_gather(&words.0);
+        let mut read = WordReader::new(&all);
+        let c = self.shift.len();
+        let shares: Vec<Moments> = (0..ranks.size())
+            .map(|_| {
+                let count = read.f64();
+                let mut next = || (0..c).map(|_| read.f64()).collect::<Vec<f64>>();
+                let (shift, sum, squares) = (next(), next(), next());
+                Moments { count, shift, sum, squares }
+            })
+            .collect();
+        let shift = shares.iter().find(|m| m.count > 0.0).map_or(vec![0.0; c], |m| m.shift.clone());
+        let mut whole = Moments { count: 0.0, shift, sum: vec![0.0; c], squares: vec![0.0; c] };
+        for m in &shares {
+            whole.count += m.count;
+            for k in 0..c {
+                let delta = m.shift[k] - whole.shift[k];
+                whole.sum[k] += m.sum[k] + m.count * delta;
+                whole.squares[k] += m.squares[k] + 2.0 * delta * m.sum[k] + m.count * delta * delta;
+            }
+        }
+        whole
+    }
+
+    /// Channel k's mean and biased variance.
+    fn mean_and_variance(&self, k: usize) -> (f64, f64) {
+        let offset = self.sum[k] / self.count;
+        (self.shift[k] + offset, (self.squares[k] / self.count - offset * offset).max(0.0))
+    }
 }
 
 /// A value normalised with its channel's batch mean and 1 / standard deviation: the one
@@ -111,27 +181,20 @@ impl<F: Real> BatchNorm<F> {
         y
     }
 
-    /// Per channel, the sum of `f(x, y, channel)` over positions and samples (see
-    /// [`channel_sums`]).
-    fn channel_sums(&self, x: &[F], y: &[F], f: impl Fn(F, F, usize) -> F + Sync) -> Vec<F> {
-        channel_sums((x, y), self.channels(), self.positions, f)
-    }
-
     /// Training: normalises with the statistics of the batch, whose other shares `ranks` hold;
     /// [`BatchNorm::update_running`] then takes them into the running ones (alike on every rank).
     pub fn forward_train(&self, x: &DMatrix<F>, cache: &mut NormCache<F>, ranks: &dyn Exchange) -> DMatrix<F> {
         let c = self.channels();
-        let mine = F::of((x.ncols() * self.positions) as f64);
-        let xs = x.as_slice();
-        // The count travels with the first sums: one exchange for both.
-        let mut sums = self.channel_sums(xs, xs, |v, _, _| v);
-        sums.push(mine);
-        let mut sums = sum_over_ranks(ranks, sums);
-        let count = sums.pop().expect("the count was pushed");
-        let mean: Vec<F> = sums.into_iter().map(|s| s / count).collect();
-        let squares = self.channel_sums(xs, xs, |v, _, k| (v - mean[k]) * (v - mean[k]));
-        let var: Vec<F> = sum_over_ranks(ranks, squares).into_iter().map(|s| s / count).collect();
-        (cache.count, cache.share) = (count, mine / count);
+        let mine = Moments::of(x.as_slice(), c, self.positions);
+        let share = mine.count;
+        let whole = mine.over_ranks(ranks);
+        let (mean, var): (Vec<F>, Vec<F>) = (0..c)
+            .map(|k| {
+                let (mean, var) = whole.mean_and_variance(k);
+                (F::of(mean), F::of(var))
+            })
+            .unzip();
+        (cache.count, cache.share) = (F::of(whole.count), F::of(share / whole.count));
         cache.inv_std = var.iter().map(|&v| F::one() / (v + self.eps).sqrt()).collect();
         let mut y = fresh::slots(x.len());
         let block = c * self.positions;
@@ -177,17 +240,20 @@ impl<F: Real> BatchNorm<F> {
         let block = c * self.positions;
         let (mean, inv_std) = (&cache.mean, &cache.inv_std);
         // Both sums in one pass over the gradient and the input.
-        let [dbeta, dgamma] = channel_sums_of((dy.as_slice(), x.as_slice()), c, self.positions, |g, x, k| {
-            [g, g * normalise(x, mean[k], inv_std[k])]
+        let [dbeta, dgamma] = channel_sums_of((dy.as_slice(), x.as_slice()), c, self.positions, |k| {
+            let (m, s) = (mean[k], inv_std[k]);
+            move |g: F, x| [g.to_f64(), (g * normalise(x, m, s)).to_f64()]
         });
+        let (dbeta, dgamma): (Vec<F>, Vec<F>) =
+            (dbeta.into_iter().map(F::of).collect(), dgamma.into_iter().map(F::of).collect());
         let whole_batch;
         let (batch_dbeta, batch_dgamma): (&[F], &[F]) = if ranks.size() == 1 {
             (&dbeta, &dgamma)
         } else {
             // A rank with no samples (share 0) sends zeros and computes no input gradient.
             let share = cache.share;
-            let weighted = dbeta.iter().chain(&dgamma).map(|&s| s * share).collect();
-            whole_batch = sum_over_ranks(ranks, weighted).into_iter().map(|s| s / share).collect::<Vec<F>>();
+            let weighted = dbeta.iter().chain(&dgamma).map(|&s| (s * share).to_f64()).collect();
+            whole_batch = sum_over_ranks(ranks, weighted).into_iter().map(|s| F::of(s) / share).collect::<Vec<F>>();
             whole_batch.split_at(c)
         };
         let mut dx = fresh::slots(dy.len());
