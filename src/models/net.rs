@@ -99,6 +99,7 @@ pub enum Extra<F> {
     /// in the trace is empty).
     PooledInPlace(Vec<u32>),
     Norm(NormCache<F>),
+    /// Dropout's masks for one step's columns, which every step takes.
     Mask(Vec<F>),
     Spiking(SpikingTape<F>),
     /// An event-driven Dense layer's input spikes, as it took them.
@@ -692,22 +693,16 @@ impl<F: Gemm> LayerNet<F> {
             Op::Dropout(rate) => match mode {
                 Mode::Train { seed, epoch, samples, .. } if *rate > 0.0 => {
                     let n = x.nrows();
-                    let mut mask = vec![F::zero(); x.len()];
                     // Columns cycle through the samples once per step: each sample keeps its
-                    // mask at every step (the same key), as multi-step dropout does, so the
-                    // first step's masks are drawn and the later steps copy them.
-                    // Each sample's mask from its own stream: drawn in parallel, the same masks.
-                    let (first, later) = mask.split_at_mut((n * samples.len()).min(x.len()));
-                    first.par_chunks_mut(n.max(1)).zip(samples).for_each(|(column, &sample)| {
+                    // mask at every step (the same key), as multi-step dropout does, so one
+                    // step's masks are drawn and kept. Each sample's mask from its own stream:
+                    // drawn in parallel, the same masks.
+                    let mut mask = vec![F::zero(); (n * samples.len()).min(x.len())];
+                    mask.par_chunks_mut(n.max(1)).zip(samples).for_each(|(column, &sample)| {
                         let key = (epoch as u64) << 40 ^ (sample as u64) << 8 ^ i as u64;
                         activation::dropout_mask(*rate, n, &mut rng::stream(seed, Purpose::Dropout, key), column);
                     });
-                    let first = &*first;
-                    later
-                        .par_chunks_mut(first.len().max(1))
-                        .for_each(|step| step.copy_from_slice(&first[..step.len()]));
-                    let mut y = x.clone();
-                    y.as_mut_slice().par_iter_mut().zip(&mask).for_each(|(v, &m)| *v *= m);
+                    let y = activation::masked(x, &mask);
                     (y, Extra::Mask(mask))
                 }
                 _ => (x.clone(), Extra::None),
@@ -845,7 +840,7 @@ impl<F: Gemm> LayerNet<F> {
                 (Op::Relu, _) => activation::relu_backward(x, &dy),
                 (Op::Dropout(_), Extra::Mask(mask)) => {
                     let mut dx = dy;
-                    dx.as_mut_slice().par_iter_mut().zip(mask).for_each(|(g, &m)| *g *= m);
+                    activation::mask_in_place(&mut dx, mask);
                     dx
                 }
                 (Op::Dropout(_) | Op::Flatten, _) => dy,

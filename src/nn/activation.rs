@@ -1,9 +1,11 @@
 //! Element-wise layers: Heaviside and sign units with surrogate derivatives, ReLU, dropout.
 
+use std::mem::MaybeUninit;
+
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
-use crate::nn::Real;
+use crate::nn::{Real, fresh};
 use crate::rng::Stream;
 use crate::surrogate::{DerivativeTable, Surrogate};
 
@@ -73,6 +75,24 @@ pub fn relu_forward<F: Real>(x: &DMatrix<F>) -> DMatrix<F> {
 
 pub fn relu_backward<F: Real>(x: &DMatrix<F>, dy: &DMatrix<F>) -> DMatrix<F> {
     dy.zip_map(x, |g, v| if v > F::zero() { g } else { F::zero() })
+}
+
+/// `x` times a dropout mask that covers one step of its columns (a multiple of the mask's
+/// length), repeated for every step: the samples keep their masks at every step.
+pub fn masked<F: Real>(x: &DMatrix<F>, mask: &[F]) -> DMatrix<F> {
+    let mut y = fresh::slots(x.len());
+    y.par_chunks_mut(mask.len().max(1)).zip(x.as_slice().par_chunks(mask.len().max(1))).for_each(|(y, x)| {
+        for ((y, &x), &m) in y.iter_mut().zip(x).zip(mask) {
+            *y = MaybeUninit::new(x * m);
+        }
+    });
+    // SAFETY: the chunks cover y, and each wrote all its values.
+    unsafe { fresh::written_matrix(x.nrows(), x.ncols(), y) }
+}
+
+/// [`masked`] in place (the backward pass owns the gradient it scales).
+pub fn mask_in_place<F: Real>(x: &mut DMatrix<F>, mask: &[F]) {
+    x.as_mut_slice().par_chunks_mut(mask.len().max(1)).for_each(|x| x.iter_mut().zip(mask).for_each(|(v, &m)| *v *= m));
 }
 
 /// One sample's inverted-dropout mask: 0 with probability `rate`, else 1 / (1 - rate).
