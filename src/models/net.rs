@@ -161,7 +161,8 @@ impl<F: Gemm> Sequence<F> {
 
 /// A forward pass: `values[0]` is the input (an empty matrix of as many columns where the first
 /// layer read events: they are in `extras[0]`), `values[i + 1]` the output of layer i (empty
-/// for a spiking layer whose max pooling it did, [`Extra::PooledInPlace`]).
+/// for a spiking layer whose max pooling it did, [`Extra::PooledInPlace`], and for a batch
+/// norm whose output that spiking layer normalised as it read it).
 #[derive(Debug, Clone)]
 pub struct Trace<F> {
     pub values: Vec<DMatrix<F>>,
@@ -500,18 +501,40 @@ impl<F: Gemm> LayerNet<F> {
             Sequence::Spikes(ref trains, _) => input.steps((0, self.steps), trains.samples()),
         };
         let mut trace = Trace::starting_with(x);
-        let mut pooled = false;
+        // Layers already run by the one before them: the max pooling a spiking layer did, and
+        // that spiking layer where a batch norm's output went straight into it.
+        let mut done = 0;
         for i in 0..self.layers.len() {
             let x = trace.values.last().expect("input is there");
-            if std::mem::take(&mut pooled) {
+            if done > 0 {
+                done -= 1;
+                continue;
+            }
+            // A batch norm whose output is read once, by a spiking layer that pools its own
+            // spikes and reads each step's input as it comes (not repeated from a static
+            // prefix, which it would recompute its membranes from).
+            if let (Op::BatchNorm(bn), Mode::Train { ranks, .. }) = (&self.layers[i].op, mode)
+                && Some(i) != self.repeat_at()
+                && let Some(s) =
+                    self.pools_in_place(i + 1, mode).filter(|_| self.step_input(i + 1) == StepInput::EachStep)
+            {
+                let mut cache = NormCache::default();
+                bn.statistics(x, &mut cache, ranks);
+                let (y, winners, tape) =
+                    s.forward_pooled(x, self.steps, StepInput::EachStep, Some(&bn.channel_norms(&cache)));
+                let columns = x.ncols();
+                trace.push(DMatrix::zeros(0, columns), Extra::Norm(cache), false);
+                trace.push(DMatrix::zeros(0, columns), Extra::Spiking(tape), false);
+                trace.push(y, Extra::PooledInPlace(winners), false);
+                done = 2;
                 continue;
             }
             if let Some(s) = self.pools_in_place(i, mode) {
                 let columns = x.ncols() * if self.step_input(i) == StepInput::Same { self.steps } else { 1 };
-                let (y, winners, tape) = s.forward_pooled(x, self.steps, self.step_input(i));
+                let (y, winners, tape) = s.forward_pooled(x, self.steps, self.step_input(i), None);
                 trace.push(DMatrix::zeros(0, columns), Extra::Spiking(tape), false);
                 trace.push(y, Extra::PooledInPlace(winners), false);
-                pooled = true;
+                done = 1;
                 continue;
             }
             let repeated =

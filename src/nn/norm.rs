@@ -143,6 +143,24 @@ fn normalise<F: Real>(x: F, mean: F, inv_std: F) -> F {
     (x - mean) * inv_std
 }
 
+/// One channel's normalisation in a training pass: gamma (x - mean) / std + beta, in the one
+/// order of operations every training pass uses, whether batch norm writes its output or the
+/// layer after it normalises its input as it reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelNorm<F> {
+    mean: F,
+    inv_std: F,
+    gamma: F,
+    beta: F,
+}
+
+impl<F: Real> ChannelNorm<F> {
+    #[inline(always)]
+    pub fn apply(&self, x: F) -> F {
+        self.gamma * normalise(x, self.mean, self.inv_std) + self.beta
+    }
+}
+
 impl<F: Real> BatchNorm<F> {
     pub fn new(channels: usize, positions: usize, momentum: f64, eps: f64) -> Self {
         BatchNorm {
@@ -184,6 +202,25 @@ impl<F: Real> BatchNorm<F> {
     /// Training: normalises with the statistics of the batch, whose other shares `ranks` hold;
     /// [`BatchNorm::update_running`] then takes them into the running ones (alike on every rank).
     pub fn forward_train(&self, x: &DMatrix<F>, cache: &mut NormCache<F>, ranks: &dyn Exchange) -> DMatrix<F> {
+        self.statistics(x, cache, ranks);
+        let c = self.channels();
+        let norms = self.channel_norms(cache);
+        let mut y = fresh::slots(x.len());
+        let block = c * self.positions;
+        y.par_chunks_mut(block).zip(x.as_slice().par_chunks(block)).for_each(|(y, x)| {
+            let channels = y.chunks_mut(self.positions).zip(x.chunks(self.positions));
+            for ((y, x), norm) in channels.zip(&norms) {
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y = MaybeUninit::new(norm.apply(x)));
+            }
+        });
+        // SAFETY: the blocks of samples cover the buffer, and each wrote all c channels'
+        // positions of its block.
+        unsafe { fresh::written_matrix(x.nrows(), x.ncols(), y) }
+    }
+
+    /// The batch's statistics of a training pass into `cache`, without normalising: for a layer
+    /// that normalises its input as it reads it ([`BatchNorm::channel_norms`]).
+    pub fn statistics(&self, x: &DMatrix<F>, cache: &mut NormCache<F>, ranks: &dyn Exchange) {
         let c = self.channels();
         let mine = Moments::of(x.as_slice(), c, self.positions);
         let share = mine.count;
@@ -196,21 +233,19 @@ impl<F: Real> BatchNorm<F> {
             .unzip();
         (cache.count, cache.share) = (F::of(whole.count), F::of(share / whole.count));
         cache.inv_std = var.iter().map(|&v| F::one() / (v + self.eps).sqrt()).collect();
-        let mut y = fresh::slots(x.len());
-        let block = c * self.positions;
-        let (gamma, beta, inv_std) = (self.gamma.as_slice(), self.beta.as_slice(), &cache.inv_std);
-        y.par_chunks_mut(block).zip(x.as_slice().par_chunks(block)).for_each(|(y, x)| {
-            for k in 0..c {
-                let (m, s, g, b) = (mean[k], inv_std[k], gamma[k], beta[k]);
-                for i in k * self.positions..(k + 1) * self.positions {
-                    y[i] = MaybeUninit::new(g * normalise(x[i], m, s) + b);
-                }
-            }
-        });
         (cache.mean, cache.var) = (mean, var);
-        // SAFETY: the blocks of samples cover the buffer, and each wrote all c channels'
-        // positions of its block.
-        unsafe { fresh::written_matrix(x.nrows(), x.ncols(), y) }
+    }
+
+    /// Per channel, the training pass's normalisation with the statistics in `cache`.
+    pub fn channel_norms(&self, cache: &NormCache<F>) -> Vec<ChannelNorm<F>> {
+        (0..self.channels())
+            .map(|k| ChannelNorm {
+                mean: cache.mean[k],
+                inv_std: cache.inv_std[k],
+                gamma: self.gamma[k],
+                beta: self.beta[k],
+            })
+            .collect()
     }
 
     /// Moves the running statistics towards those of the batch a training pass normalised with.

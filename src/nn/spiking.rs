@@ -54,6 +54,7 @@ use nalgebra::DMatrix;
 use rayon::prelude::*;
 
 use crate::nn::gemm::{Gemm, View, par_matmul};
+use crate::nn::norm::ChannelNorm;
 use crate::nn::pool::{max_pairs_into, route_pairs_into};
 use crate::nn::real::sum_f64;
 use crate::nn::{Real, fresh};
@@ -356,7 +357,7 @@ impl<F: Gemm> Spiking<F> {
             let (y, tape, _) = self.forward_from(x, steps, smooth, None);
             return (y, tape);
         }
-        let (y, tape, _, _) = self.forward_pieces(x, steps, smooth, None, input, false, false);
+        let (y, tape, _, _) = self.forward_pieces(x, steps, smooth, None, input, false, false, None);
         (y, tape)
     }
 
@@ -365,14 +366,21 @@ impl<F: Gemm> Spiking<F> {
     /// Returns the pooled output, every output's winner (as [`crate::nn::pool::max_forward`]
     /// gives them) and the tape; [`Spiking::backward_into`] takes the pooled gradient back.
     /// The layer must [`Spiking::pools_in_place`].
+    ///
+    /// With `norms`, `x` is a batch norm's input, which each piece normalises channel by
+    /// channel as it reads it ([`BatchNorm::channel_norms`](crate::nn::norm::BatchNorm::channel_norms)):
+    /// the same values as batch norm's output, which then never goes through memory. Each
+    /// step must read its own input (the backward pass does not recompute v' from `x`).
     pub fn forward_pooled(
         &self,
         x: &DMatrix<F>,
         steps: usize,
         input: StepInput,
+        norms: Option<&[ChannelNorm<F>]>,
     ) -> (DMatrix<F>, Vec<u32>, SpikingTape<F>) {
         assert!(self.pools_in_place(false), "pooled in place: a plain spiking layer over an image of even height");
-        let (y, tape, _, winners) = self.forward_pieces(x, steps, false, None, input, false, true);
+        assert!(norms.is_none() || input == StepInput::EachStep, "a normalised input is read at each step");
+        let (y, tape, _, winners) = self.forward_pieces(x, steps, false, None, input, false, true, norms);
         (y, winners.expect("pooled"), tape)
     }
 
@@ -389,13 +397,14 @@ impl<F: Gemm> Spiking<F> {
         if let Some(r) = &self.recurrent {
             return self.forward_recurrent(r, x, steps, smooth, start);
         }
-        let (y, tape, end, _) = self.forward_pieces(x, steps, smooth, start, StepInput::EachStep, true, false);
+        let (y, tape, end, _) = self.forward_pieces(x, steps, smooth, start, StepInput::EachStep, true, false, None);
         (y, tape, end.expect("the end state was asked for"))
     }
 
     /// [`Spiking::forward_from`] without recurrence, the input as `input` says; the state after
     /// the last step only if `keep_end` (a whole sequence in one segment has no use for it).
-    /// With `pool`, the output is max-pooled 2 x 2 by each piece, and the winners returned.
+    /// With `pool`, the output is max-pooled 2 x 2 by each piece, and the winners returned;
+    /// with `norms`, the input is normalised as it is read ([`Spiking::forward_pooled`]).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn forward_pieces(
         &self,
@@ -406,6 +415,7 @@ impl<F: Gemm> Spiking<F> {
         input: StepInput,
         keep_end: bool,
         pool: bool,
+        norms: Option<&[ChannelNorm<F>]>,
     ) -> (DMatrix<F>, SpikingTape<F>, Option<SegmentState<F>>, Option<Vec<u32>>) {
         let (block, step_stride) = match input {
             StepInput::EachStep => (x.len() / steps, x.len() / steps),
@@ -449,8 +459,8 @@ impl<F: Gemm> Spiking<F> {
             .zip(end_v.into_par_iter().zip(end_i))
             .enumerate()
             .for_each_init(
-                || (Vec::new(), Vec::new(), Vec::new(), Vec::new()),
-                |(v, i, spikes, v_pre), (p, (((mut ys, mut vs), (mut is, mut ws)), (end_v, end_i)))| {
+                || (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new()),
+                |(v, i, spikes, v_pre, normed), (p, (((mut ys, mut vs), (mut is, mut ws)), (end_v, end_i)))| {
                     let first = p * piece;
                     let len = piece.min(block - first);
                     spikes.resize(if pool { len } else { 0 }, MaybeUninit::uninit());
@@ -467,6 +477,10 @@ impl<F: Gemm> Spiking<F> {
                     }
                     for t in 0..steps {
                         let input = &x.as_slice()[t * step_stride + first..][..len];
+                        let input = match norms {
+                            Some(norms) => self.normalise_piece(norms, first, input, normed),
+                            None => input,
+                        };
                         let vp = if replay { &mut v_pre[..] } else { &mut *vs[t] };
                         // Pooled: the spikes go to the piece's scratch, then pooled from it.
                         let y = if pool { &mut spikes[..] } else { &mut *ys[t] };
@@ -504,6 +518,20 @@ impl<F: Gemm> Spiking<F> {
             end.y.copy_from_slice(&y.as_slice()[(steps - 1) * block..]);
         }
         (y, SpikingTape { v_pre, current, block }, end, winners)
+    }
+
+    /// `raw`, the piece of a step from element `first`, normalised channel by channel into
+    /// `out`.
+    fn normalise_piece<'a>(&self, norms: &[ChannelNorm<F>], first: usize, raw: &[F], out: &'a mut Vec<F>) -> &'a [F] {
+        out.clear();
+        let mut rest = raw;
+        for (channel, count) in self.channel_runs(first, raw.len()) {
+            let (run, after) = rest.split_at(count);
+            let norm = norms[channel];
+            out.extend(run.iter().map(|&x| norm.apply(x)));
+            rest = after;
+        }
+        out
     }
 
     /// One step of a piece of elements: the carried membrane `v` (and CubaLif's current `i`)
@@ -1539,7 +1567,7 @@ mod tests {
                 "v' recomputed from an input the same at every step"
             );
             // The same pass keeping its v' (as a segment of a sequence does).
-            let (kept_y, tape, _, _) = layer.forward_pieces(&x, steps, false, None, input, true, false);
+            let (kept_y, tape, _, _) = layer.forward_pieces(&x, steps, false, None, input, true, false, None);
             assert!(kept_y == y && !tape.replays());
             // Forward: the plain loop against the general step, which the stepper takes.
             let block = n * batch;
@@ -1595,7 +1623,7 @@ mod tests {
             let x = DMatrix::from_fn(n, columns, |i, j| ((i * 31 + j * 17) % 23) as f32 * 0.07 - 0.2);
             let (y, tape) = layer.forward(&x, steps, false, input);
             let (pooled, winners) = pool::max_forward(shape, 2, &y);
-            let (in_place, won, in_place_tape) = layer.forward_pooled(&x, steps, input);
+            let (in_place, won, in_place_tape) = layer.forward_pooled(&x, steps, input, None);
             assert_eq!((&in_place, &won), (&pooled, &winners), "{shape}: pooled output and winners");
             assert_eq!(in_place_tape.replays(), input == StepInput::Same, "{shape}: v' recomputed");
             let d_pooled =
@@ -1617,6 +1645,33 @@ mod tests {
             );
             assert_eq!(in_place_dx, dx, "{shape}: input gradient");
             assert_eq!(layer.carried_gradients(&in_place_carry), layer.carried_gradients(&carry), "{shape}: decays");
+        }
+    }
+
+    #[test]
+    fn a_layer_normalising_its_input_equals_batch_norm_then_the_layer_bit_for_bit() {
+        // Channels over a piece's end (40 x 40 x 3 per sample, pieces of 4080), and a small
+        // image; batch norm with gamma and beta away from 1 and 0.
+        for shape in
+            [Shape::Image { channels: 3, height: 40, width: 40 }, Shape::Image { channels: 2, height: 6, width: 7 }]
+        {
+            let (steps, batch, n) = (3, 2, shape.size());
+            let layer = lif::<f32>(
+                shape,
+                Decay::new(2.0, 1.0, Learnable::PerChannel, shape.channels()),
+                0.5,
+                (SpikeReset::Zero, false),
+            );
+            let mut bn = crate::nn::norm::BatchNorm::<f32>::new(shape.channels(), shape.positions(), 0.1, 1e-5);
+            bn.gamma.iter_mut().enumerate().for_each(|(k, g)| *g = 0.7 + 0.3 * k as f32);
+            bn.beta.iter_mut().enumerate().for_each(|(k, b)| *b = 0.1 - 0.2 * k as f32);
+            let x = DMatrix::from_fn(n, steps * batch, |i, j| ((i * 31 + j * 17) % 23) as f32 * 0.37 - 3.0);
+            let mut cache = crate::nn::norm::NormCache::default();
+            let normalised = bn.forward_train(&x, &mut cache, &crate::ranks::Alone);
+            let apart = layer.forward_pooled(&normalised, steps, StepInput::EachStep, None);
+            let together = layer.forward_pooled(&x, steps, StepInput::EachStep, Some(&bn.channel_norms(&cache)));
+            assert_eq!((&together.0, &together.1), (&apart.0, &apart.1), "{shape}: pooled spikes and winners");
+            assert_eq!(together.2.v_pre, apart.2.v_pre, "{shape}: membranes");
         }
     }
 
