@@ -162,7 +162,8 @@ impl<F: Gemm> Sequence<F> {
 /// A forward pass: `values[0]` is the input (an empty matrix of as many columns where the first
 /// layer read events: they are in `extras[0]`), `values[i + 1]` the output of layer i (empty
 /// for a spiking layer whose max pooling it did, [`Extra::PooledInPlace`], and for a batch
-/// norm whose output that spiking layer normalised as it read it).
+/// norm whose output that spiking layer normalised as it read it; while training, the input
+/// of a Flatten layer, which moved on as its output).
 #[derive(Debug, Clone)]
 pub struct Trace<F> {
     pub values: Vec<DMatrix<F>>,
@@ -508,6 +509,15 @@ impl<F: Gemm> LayerNet<F> {
             let x = trace.values.last().expect("input is there");
             if done > 0 {
                 done -= 1;
+                continue;
+            }
+            // Flatten changes no value. While training, nothing but the next layer reads a
+            // layer's output, so its input moves on as its output instead of being copied.
+            if matches!(self.layers[i].op, Op::Flatten) && matches!(mode, Mode::Train { .. }) {
+                let input = trace.values.last_mut().expect("input is there");
+                let columns = input.ncols();
+                let y = std::mem::replace(input, DMatrix::zeros(0, columns));
+                trace.push(y, Extra::None, false);
                 continue;
             }
             // A batch norm whose output is read once, by a spiking layer that pools its own
