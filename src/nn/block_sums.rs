@@ -90,7 +90,7 @@ fn block_sum<const S: usize, F: Real>(x: &[F], y: &[F], f: impl Fn(F, F) -> [f64
 /// The sum of `term` over a block: position i goes to partial sum i mod [`LANES`]; the partial
 /// sums are then added in lane order, after the values past the last whole group of lanes.
 #[inline(always)]
-fn lane_sum<F: Real>(x: &[F], y: &[F], term: impl Fn(F, F) -> f64) -> f64 {
+pub fn lane_sum<F: Real>(x: &[F], y: &[F], term: impl Fn(F, F) -> f64) -> f64 {
     let mut lanes = [0.0; LANES];
     let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
     let tail = xc.remainder().iter().zip(yc.remainder()).fold(0.0, |acc, (&u, &v)| acc + term(u, v));

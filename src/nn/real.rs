@@ -65,17 +65,3 @@ impl Real for f64 {
         None
     }
 }
-
-/// The sum of `xs` in f64, over sixteen interleaved partial sums so that it vectorises (one
-/// running sum would wait on each add's latency).
-pub fn sum_f64<F: Real>(xs: &[F]) -> f64 {
-    let mut lanes = [0.0; 16];
-    let blocks = xs.chunks_exact(16);
-    let tail = blocks.remainder().iter().fold(0.0, |acc, &x| acc + x.to_f64());
-    for block in blocks {
-        for (lane, &x) in lanes.iter_mut().zip(block) {
-            *lane += x.to_f64();
-        }
-    }
-    lanes.iter().fold(tail, |acc, &l| acc + l)
-}

@@ -53,10 +53,10 @@ use std::mem::MaybeUninit;
 use nalgebra::DMatrix;
 use rayon::prelude::*;
 
+use crate::nn::block_sums::lane_sum;
 use crate::nn::gemm::{Gemm, View, par_matmul};
 use crate::nn::norm::ChannelNorm;
 use crate::nn::pool::{max_pairs_into, route_pairs_into};
-use crate::nn::real::sum_f64;
 use crate::nn::{Real, fresh};
 use crate::spec::{Learnable, Shape, SpikeReset};
 use crate::surrogate::{DerivativeTable, Surrogate};
@@ -779,7 +779,7 @@ impl<F: Gemm> Spiking<F> {
                     let mut rest = acc;
                     for (channel, count) in self.channel_runs(p * self.piece_len(), acc.len()) {
                         let (run, after) = rest.split_at(count);
-                        total[channel] += sum_f64(run);
+                        total[channel] += lane_sum(run, run, |g, _| g.to_f64());
                         rest = after;
                     }
                     total
