@@ -72,6 +72,14 @@ mod imp {
         ((1u32 << n) - 1) as __mmask16
     }
 
+    /// Each of sixteen windows' first input, windows `first`.. of a pair of rows whose first
+    /// value is input `corner`: corner + 2 (first + lane).
+    #[target_feature(enable = "avx512f")]
+    fn window_corners(corner: u32, first: usize) -> __m512i {
+        let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        _mm512_add_epi32(_mm512_set1_epi32((corner + 2 * first as u32) as i32), _mm512_slli_epi32::<1>(lanes))
+    }
+
     #[target_feature(enable = "avx512f")]
     fn index(lanes: [i32; 16]) -> __m512i {
         // SAFETY: an array of sixteen i32 is 64 bytes.
@@ -90,8 +98,6 @@ mod imp {
         ws: &mut [MaybeUninit<u32>],
     ) {
         let (even, odd) = (index(EVEN), index(ODD));
-        let twice_lane =
-            _mm512_slli_epi32::<1>(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
         let (one, below, diagonal) =
             (_mm512_set1_epi32(1), _mm512_set1_epi32(width as i32), _mm512_set1_epi32(width as i32 + 1));
         for first in (0..ys.len()).step_by(16) {
@@ -119,7 +125,7 @@ mod imp {
             let top = _mm512_mask_blend_ps(d_wins, abc, d);
             let offset = _mm512_mask_mov_epi32(_mm512_maskz_mov_epi32(b_wins, one), c_wins, below);
             let offset = _mm512_mask_mov_epi32(offset, d_wins, diagonal);
-            let at = _mm512_add_epi32(_mm512_set1_epi32((corner + 2 * first as u32) as i32), twice_lane);
+            let at = window_corners(corner, first);
             // SAFETY: the mask writes the n windows from `first` on, which ys and ws hold.
             unsafe {
                 _mm512_mask_storeu_ps(ys.as_mut_ptr().add(first).cast(), lowest(n), top);
@@ -140,8 +146,6 @@ mod imp {
         lower: &mut [MaybeUninit<f32>],
     ) {
         let (first_twice, last_twice) = (index(FIRST_TWICE), index(LAST_TWICE));
-        let twice_lane =
-            _mm512_slli_epi32::<1>(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
         // Which offset in its window each value of a row has: 0, 1, 0, 1, ... above, w, w + 1,
         // ... below.
         let column = _mm512_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
@@ -157,8 +161,7 @@ mod imp {
             };
             // 0 + g, as the scalar routing writes it (-0 becomes +0).
             let g = _mm512_add_ps(_mm512_setzero_ps(), g);
-            let at = _mm512_add_epi32(_mm512_set1_epi32((corner + 2 * first as u32) as i32), twice_lane);
-            let offset = _mm512_sub_epi32(won, at);
+            let offset = _mm512_sub_epi32(won, window_corners(corner, first));
             for (half, twice) in [first_twice, last_twice].into_iter().enumerate() {
                 let values = 2 * n.saturating_sub(8 * half).min(8);
                 if values == 0 {
